@@ -1,0 +1,31 @@
+"""Real Kubernetes API servers (etcd + kube-apiserver) on loopback, for tests and local runs.
+
+The same idea as controller-runtime's envtest: the binaries are built once from the Go module
+proxy and cached; each server gets its own ports, certificates, token and temporary directory.
+"""
+
+from envtest.binaries import BinariesUnavailable, KubeBinaries, find_binaries
+from envtest.client import CRD_NAME, api_client, install_crd
+from envtest.server import (
+    Credentials,
+    KubeAPIServer,
+    ServerFailed,
+    ServerOptions,
+    StaticUser,
+    build_kubeconfig,
+)
+
+__all__ = [
+    "CRD_NAME",
+    "BinariesUnavailable",
+    "Credentials",
+    "KubeAPIServer",
+    "KubeBinaries",
+    "ServerFailed",
+    "ServerOptions",
+    "StaticUser",
+    "api_client",
+    "build_kubeconfig",
+    "find_binaries",
+    "install_crd",
+]

@@ -1,0 +1,419 @@
+"""A real etcd + kube-apiserver pair on loopback, for tests and the local run.
+
+`KubeAPIServer` starts a fresh etcd and kube-apiserver on free loopback ports, with certificates
+it generates (a CA, a serving certificate, a service-account signing key) and a static admin
+token, waits for `/readyz`, and writes a kubeconfig. `stop()` ends both processes and removes
+every file it made. The processes are in their own session and are killed by the kernel if this
+process dies first (PR_SET_PDEATHSIG), so an aborted test run cannot leave them behind.
+
+Several servers may run at once: each has its own ports, directory and credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+import certs
+from envtest.binaries import KubeBinaries, find_binaries
+
+ADMIN_USER = "planelink-admin"
+ADMIN_GROUPS = ("system:masters",)
+_PR_SET_PDEATHSIG = 1
+_STOP_GRACE_SECONDS = 10.0
+_PORT_ATTEMPTS = 3
+
+
+class ServerFailed(RuntimeError):
+    """A process did not start or did not become ready; the message carries its log's tail."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How one user authenticates to a test API server."""
+
+    user: str
+    token: str | None = None
+    client_certificate_pem: bytes | None = None
+    client_key_pem: bytes | None = None
+
+
+@dataclass(frozen=True)
+class StaticUser:
+    """A user the server knows by a static bearer token."""
+
+    token: str
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What may differ between test API servers."""
+
+    name: str = "kube"
+    startup_timeout: float = 90.0
+    extra_apiserver_args: tuple[str, ...] = ()
+    static_users: tuple[StaticUser, ...] = ()
+
+
+class KubeAPIServer:
+    """A running etcd + kube-apiserver; use as a context manager or call start()/stop()."""
+
+    def __init__(
+        self,
+        *,
+        options: ServerOptions | None = None,
+        binaries: KubeBinaries | None = None,
+    ) -> None:
+        self.options = options or ServerOptions()
+        self._binaries = binaries
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._workdir: Path | None = None
+        self.port = 0
+        self.admin = Credentials(user=ADMIN_USER, token=secrets.token_urlsafe(32))
+        self.ca: certs.CertificateBundle | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> KubeAPIServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._workdir is not None:
+            raise RuntimeError("this server was started already")
+        binaries = self._binaries or find_binaries()
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"planelink-{self.options.name}-"))
+        try:
+            self._write_credentials()
+            for attempt in range(1, _PORT_ATTEMPTS + 1):
+                try:
+                    self._start_processes(binaries)
+                    break
+                except _PortTaken:
+                    # Another process took a port between our probe and the bind: try new ones.
+                    self._stop_processes()
+                    if attempt == _PORT_ATTEMPTS:
+                        raise
+            self._write_kubeconfig()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop both processes (apiserver first) and remove every file; safe to call twice."""
+        self._stop_processes()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    # -- what tests use -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            raise RuntimeError("the server is not running")
+        return self._workdir
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "ca.crt"
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def admin_token(self) -> str:
+        assert self.admin.token is not None
+        return self.admin.token
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this server's CA."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def issue_user(self, user: str, groups: Sequence[str] = ()) -> Credentials:
+        """Client-certificate credentials for `user` in `groups`, signed by the client CA."""
+        if self.ca is None:
+            raise RuntimeError("the server is not running")
+        bundle = certs.issue_client(self.ca, common_name=user, organizations=list(groups))
+        return Credentials(
+            user=user,
+            client_certificate_pem=bundle.certificate_pem(),
+            client_key_pem=bundle.private_key_pem(),
+        )
+
+    def kubeconfig(self, credentials: Credentials | None = None) -> dict[str, Any]:
+        """A kubeconfig (as a dict) for this server, as the admin unless told otherwise."""
+        return build_kubeconfig(
+            name=self.options.name,
+            server=self.url,
+            ca_pem=self.ca_file.read_bytes(),
+            credentials=credentials or self.admin,
+        )
+
+    def write_kubeconfig(self, path: Path, credentials: Credentials | None = None) -> Path:
+        path.write_text(yaml.safe_dump(self.kubeconfig(credentials)))
+        path.chmod(0o600)
+        return path
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,  # noqa: A002 - the name subprocess uses
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this server (as the admin unless `kubeconfig` is given)."""
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(kubeconfig or self.kubeconfig_path), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def log_tail(self, component: str, lines: int = 40) -> str:
+        path = self.workdir / f"{component}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _write_credentials(self) -> None:
+        workdir = self.workdir
+        self.ca = certs.create_ca(f"planelink-envtest-{self.options.name}")
+        serving = certs.issue_server(
+            self.ca,
+            common_name="kube-apiserver",
+            dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            ip_addresses=["127.0.0.1"],
+        )
+        (workdir / "ca.crt").write_bytes(self.ca.certificate_pem())
+        _write_private(workdir / "apiserver.crt", serving.certificate_pem())
+        _write_private(workdir / "apiserver.key", serving.private_key_pem())
+
+        signing_key = ec.generate_private_key(ec.SECP256R1())
+        _write_private(
+            workdir / "sa.key",
+            signing_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        (workdir / "sa.pub").write_bytes(
+            signing_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+        users = (StaticUser(self.admin_token, ADMIN_USER, ADMIN_GROUPS), *self.options.static_users)
+        # The token file's columns: token, user name, uid, "group1,group2".
+        lines = [f'{u.token},{u.user},{u.user},"{",".join(u.groups)}"' for u in users]
+        _write_private(workdir / "tokens.csv", ("\n".join(lines) + "\n").encode())
+
+    def _start_processes(self, binaries: KubeBinaries) -> None:
+        workdir = self.workdir
+        etcd_port, self.port = _free_port(), _free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        data_dir = workdir / "etcd-data"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        self._spawn(
+            "etcd",
+            [
+                str(binaries.etcd),
+                f"--name={self.options.name}",
+                f"--data-dir={data_dir}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                # Nobody dials the peer port of a one-member cluster; port 0 avoids a collision.
+                "--listen-peer-urls=http://127.0.0.1:0",
+                "--unsafe-no-fsync",  # a throw-away store: durability is not wanted, speed is
+                "--log-level=warn",
+            ],
+        )
+        self._wait_until_ready("etcd", f"{etcd_url}/health", context=None, token=None)
+
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(binaries.kube_apiserver),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--cert-dir={workdir / 'cert-dir'}",
+                f"--tls-cert-file={workdir / 'apiserver.crt'}",
+                f"--tls-private-key-file={workdir / 'apiserver.key'}",
+                f"--client-ca-file={workdir / 'ca.crt'}",
+                f"--token-auth-file={workdir / 'tokens.csv'}",
+                f"--service-account-key-file={workdir / 'sa.pub'}",
+                f"--service-account-signing-key-file={workdir / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=RBAC",
+                # No controller-manager runs, so nothing creates the `default` ServiceAccount
+                # that this admission plugin would demand of every pod.
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                "--profiling=false",
+                *self.options.extra_apiserver_args,
+            ],
+        )
+        self._wait_until_ready(
+            "kube-apiserver",
+            f"{self.url}/readyz",
+            context=ssl.create_default_context(cafile=str(workdir / "ca.crt")),
+            token=self.admin_token,
+        )
+
+    def _spawn(self, component: str, argv: list[str]) -> None:
+        log = (self.workdir / f"{component}.log").open("ab")
+        with log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - runs only prctl, before exec
+            )
+        self._processes.append(process)
+
+    def _wait_until_ready(
+        self, component: str, url: str, *, context: ssl.SSLContext | None, token: str | None
+    ) -> None:
+        process = self._processes[-1]
+        deadline = time.monotonic() + self.options.startup_timeout
+        request = urllib.request.Request(url)  # noqa: S310 - a fixed loopback URL
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        last_error = "no answer yet"
+        # Polling is the only signal a starting server gives; the interval is short and bounded.
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = self.log_tail(component)
+                if "address already in use" in tail:
+                    raise _PortTaken(component)
+                raise ServerFailed(
+                    f"{component} exited with {process.returncode} while starting:\n{tail}"
+                )
+            try:
+                with urllib.request.urlopen(request, timeout=5, context=context) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        return
+                    last_error = f"HTTP {answer.status}"
+            except (urllib.error.URLError, OSError) as error:
+                last_error = str(error)
+            time.sleep(0.1)
+        raise ServerFailed(
+            f"{component} was not ready after {self.options.startup_timeout:.0f} s "
+            f"({last_error}):\n{self.log_tail(component)}"
+        )
+
+    def _stop_processes(self) -> None:
+        while self._processes:
+            process = self._processes.pop()  # the apiserver first, then etcd
+            _terminate(process)
+
+    def _write_kubeconfig(self) -> None:
+        self.write_kubeconfig(self.kubeconfig_path)
+
+
+class _PortTaken(ServerFailed):
+    pass
+
+
+def build_kubeconfig(
+    *, name: str, server: str, ca_pem: bytes, credentials: Credentials
+) -> dict[str, Any]:
+    """A one-context kubeconfig with embedded CA and credentials."""
+    import base64
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    user: dict[str, str] = {}
+    if credentials.token is not None:
+        user["token"] = credentials.token
+    if credentials.client_certificate_pem is not None and credentials.client_key_pem is not None:
+        user["client-certificate-data"] = b64(credentials.client_certificate_pem)
+        user["client-key-data"] = b64(credentials.client_key_pem)
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": name, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}
+        ],
+        "users": [{"name": credentials.user, "user": user}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": credentials.user}}],
+        "current-context": name,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600)
+    path.write_bytes(data)
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=_STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -1,0 +1,1 @@
+"""planelink: the command line and process set-up that tie the packages together."""

@@ -1,0 +1,5 @@
+import sys
+
+from planelink.cli import main
+
+sys.exit(main())

@@ -1,0 +1,99 @@
+"""The `planelink` command: one entry point, a subcommand per role or tool."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from planelink import dev
+from planelink.logs import configure_logging
+
+_DESCRIPTION = """\
+planelink connects a Kubernetes control plane to its data-plane clusters. An agent in each
+data-plane cluster dials out to the gateway over a WebSocket with mTLS; the gateway offers
+callers a kubeconfig-compatible endpoint per plane. DataPlane resources (openchoreo.dev/v1alpha1)
+in the control plane say which planes exist and which certificates their agents must present.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="planelink",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "console"],
+        help="json for production; auto picks console on a terminal and json otherwise",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    crd_parser = commands.add_parser(
+        "crd",
+        help="print the DataPlane CustomResourceDefinition (YAML) for kubectl apply",
+        description="Print the DataPlane CRD generated from planelink's models. "
+        "Install it with: planelink crd | kubectl apply --server-side -f -",
+    )
+    crd_parser.add_argument("--output", "-o", type=Path, help="write to this file instead")
+    crd_parser.set_defaults(run=_run_crd)
+
+    binaries_parser = commands.add_parser(
+        "kube-binaries",
+        help="build (once, cached) the kube-apiserver and etcd used by tests and `dev`",
+        description="Build kube-apiserver and etcd at the pinned versions from the Go module "
+        "proxy (needs Go), cache them, and print the folder that holds them.",
+    )
+    binaries_parser.set_defaults(run=_run_kube_binaries)
+
+    dev.add_parser(commands)
+    _add_certs(commands)
+    return parser
+
+
+def _add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    try:
+        from planelink.certs_cli import add_certs_parser
+    except ImportError:  # pragma: no cover - present in every build; guards a partial checkout
+        return
+    add_certs_parser(commands)
+
+
+def _run_crd(args: argparse.Namespace) -> int:
+    from crd import render_yaml
+
+    text = render_yaml()
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _run_kube_binaries(args: argparse.Namespace) -> int:
+    from envtest import BinariesUnavailable, find_binaries
+
+    try:
+        binaries = find_binaries()
+    except BinariesUnavailable as error:
+        print(f"planelink kube-binaries: {error}", file=sys.stderr)
+        return 1
+    print(binaries.kube_apiserver.parent)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(level=args.log_level, log_format=args.log_format)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
