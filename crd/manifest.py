@@ -57,27 +57,27 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any], path: str) -> di
 
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _KEPT_KEYWORDS:
+        if key in _KEPT_KEYWORDS or key in {"type", "required"}:
             out[key] = value
-        elif key == "type":
-            out["type"] = value
         elif key == "properties":
-            out["properties"] = {
+            out[key] = {
                 name: _convert(sub, definitions, f"{path}.{name}") for name, sub in value.items()
             }
-        elif key == "required":
-            out["required"] = list(value)
         elif key == "items":
-            out["items"] = _convert(value, definitions, f"{path}[]")
+            out[key] = _convert(value, definitions, f"{path}[]")
         elif key not in _DROPPED_KEYWORDS:
             raise UnsupportedSchema(f"{path or '<root>'}: keyword {key!r} is not supported")
+    return _complete(out, node, definitions, path)
 
-    if out.get("type") == "integer":
-        out.setdefault("format", "int64")
-    if out.get("format") == "date-time" and out.get("type") != "string":
-        raise UnsupportedSchema(f"{path}: date-time must be a string")
+
+def _complete(
+    out: dict[str, Any], node: dict[str, Any], definitions: dict[str, Any], path: str
+) -> dict[str, Any]:
+    """What a structural schema needs beyond the keywords copied over."""
     if "type" not in out:
         raise UnsupportedSchema(f"{path or '<root>'}: every structural schema node needs a type")
+    if out["type"] == "integer":
+        out.setdefault("format", "int64")
     if out["type"] == "object" and "properties" not in out:
         if node.get("additionalProperties") not in (None, False):
             out["additionalProperties"] = _convert(

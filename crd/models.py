@@ -13,20 +13,21 @@ This module never talks to a cluster.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-GROUP = "openchoreo.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "DataPlane"
+GROUP: Final = "openchoreo.dev"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "openchoreo.dev/v1alpha1"
+KIND: Final = "DataPlane"
 PLURAL = "dataplanes"
 SINGULAR = "dataplane"
 SHORT_NAMES = ("dp", "dps")
 
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-_SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+_SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a pattern for key names
 
 
 class Rule(BaseModel):
@@ -37,7 +38,7 @@ class Rule(BaseModel):
     cel: str
     message: str
 
-    def schema(self) -> dict[str, str]:
+    def as_validation(self) -> dict[str, str]:
         return {"rule": self.cel, "message": self.message}
 
 
@@ -67,7 +68,7 @@ class RULES:
 
 
 def _schema_extra(*rules: Rule) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [rule.schema() for rule in rules]}
+    return {"x-kubernetes-validations": [rule.as_validation() for rule in rules]}
 
 
 class _Model(BaseModel):
@@ -90,7 +91,10 @@ class SecretKeyReference(_Model):
         pattern=_NAME_PATTERN,
     )
     key: str = Field(
-        description="Key within the secret", min_length=1, max_length=253, pattern=_SECRET_KEY_PATTERN
+        description="Key within the secret",
+        min_length=1,
+        max_length=253,
+        pattern=_SECRET_KEY_PATTERN,
     )
 
 
@@ -173,8 +177,6 @@ class KubernetesClusterSpec(_Model):
     @model_validator(mode="after")
     def _https_server(self) -> KubernetesClusterSpec:
         # Mirrors the CEL rule: what the API server would refuse, the reconciler refuses too.
-        from urllib.parse import urlsplit
-
         parts = urlsplit(self.server)
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError(RULES.server_is_https_url.message)
@@ -221,7 +223,9 @@ class ObserverAPI(_Model):
     """Configuration for Observer API integration."""
 
     url: str = Field(description="Base URL of the Observer API", min_length=1)
-    authentication: ObserverAuthentication = Field(description="Authentication for the Observer API")
+    authentication: ObserverAuthentication = Field(
+        description="Authentication for the Observer API"
+    )
 
 
 class DataPlaneSpec(_Model):
@@ -325,9 +329,7 @@ class ObjectMeta(_Model):
 class DataPlane(_Model):
     """A data-plane cluster and how the control plane reaches it."""
 
-    api_version: Literal["openchoreo.dev/v1alpha1"] = Field(
-        default=API_VERSION, alias="apiVersion"
-    )
+    api_version: Literal["openchoreo.dev/v1alpha1"] = Field(default=API_VERSION, alias="apiVersion")
     kind: Literal["DataPlane"] = KIND
     metadata: ObjectMeta
     spec: DataPlaneSpec

@@ -13,6 +13,7 @@ from envtest.server import (
     ServerOptions,
     StaticUser,
     build_kubeconfig,
+    wait_until,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "build_kubeconfig",
     "find_binaries",
     "install_crd",
+    "wait_until",
 ]

@@ -7,10 +7,16 @@ every file it made. The processes are in their own session and are killed by the
 process dies first (PR_SET_PDEATHSIG), so an aborted test run cannot leave them behind.
 
 Several servers may run at once: each has its own ports, directory and credentials.
+
+Only etcd and the API server run — no controller-manager, scheduler or kubelet — so what those
+do never happens here: aggregated ClusterRoles (`view`, `edit`, `admin`) have no rules, no
+ServiceAccount is created per namespace, pods are never scheduled, and deleted namespaces stay
+Terminating. Tests grant RBAC with Roles of their own.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import os
@@ -24,7 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -193,7 +199,7 @@ class KubeAPIServer:
     def kubectl(
         self,
         *args: str,
-        input: str | None = None,  # noqa: A002 - the name subprocess uses
+        input: str | None = None,
         check: bool = True,
         kubeconfig: Path | None = None,
         timeout: float = 60.0,
@@ -366,7 +372,6 @@ def build_kubeconfig(
     *, name: str, server: str, ca_pem: bytes, credentials: Credentials
 ) -> dict[str, Any]:
     """A one-context kubeconfig with embedded CA and credentials."""
-    import base64
 
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
@@ -387,6 +392,17 @@ def build_kubeconfig(
         "contexts": [{"name": name, "context": {"cluster": name, "user": credentials.user}}],
         "current-context": name,
     }
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until true or `timeout` seconds pass; for state no event announces
+    (an authorizer's cache, a process becoming ready). Returns the predicate's last answer."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def _free_port() -> int:

@@ -7,7 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from crd import render_yaml
+from envtest import BinariesUnavailable, find_binaries
 from planelink import dev
+from planelink.certs_cli import add_certs_parser
 from planelink.logs import configure_logging
 
 _DESCRIPTION = """\
@@ -53,21 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     binaries_parser.set_defaults(run=_run_kube_binaries)
 
     dev.add_parser(commands)
-    _add_certs(commands)
+    add_certs_parser(commands)
     return parser
 
 
-def _add_certs(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    try:
-        from planelink.certs_cli import add_certs_parser
-    except ImportError:  # pragma: no cover - present in every build; guards a partial checkout
-        return
-    add_certs_parser(commands)
-
-
 def _run_crd(args: argparse.Namespace) -> int:
-    from crd import render_yaml
-
     text = render_yaml()
     if args.output:
         args.output.write_text(text)
@@ -77,8 +70,6 @@ def _run_crd(args: argparse.Namespace) -> int:
 
 
 def _run_kube_binaries(args: argparse.Namespace) -> int:
-    from envtest import BinariesUnavailable, find_binaries
-
     try:
         binaries = find_binaries()
     except BinariesUnavailable as error:

@@ -164,6 +164,9 @@ def test_structural_schema_refuses_unknown_keywords() -> None:
 
 def test_optional_fields_become_absent_not_null() -> None:
     schema = structural_schema(
-        {"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}}}
+        {
+            "type": "object",
+            "properties": {"x": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}},
+        }
     )
     assert schema["properties"]["x"] == {"type": "string"}

@@ -1,0 +1,119 @@
+"""Certificates for planelink: CAs, server/client/agent certificates, inspection, verification.
+
+Pure library on top of ``cryptography`` and the standard library; it never imports another
+planelink package and never does network I/O. Typical use::
+
+    ca = certs.create_ca("planelink agents")
+    plane = certs.PlaneRef.parse("my-org/prod")
+    agent = certs.issue_agent(ca, plane=plane)
+    info = certs.verify_client_certificate(
+        agent.certificate, trusted=[ca.certificate], expected_identity=plane.uri
+    )
+
+See :mod:`certs.identity` for how an agent certificate names its plane and
+:mod:`certs.verify` for the order of checks and the rejection reasons.
+"""
+
+from certs.bundle import CertificateBundle, write_pem_files
+from certs.errors import (
+    CertificateRejected,
+    CertsError,
+    InvalidPlaneRefError,
+    KeyMismatchError,
+    OutputExistsError,
+    PemError,
+    RejectionReason,
+)
+from certs.identity import (
+    PLANE_URI_PREFIX,
+    PlaneRef,
+    planes_in_certificate,
+    validate_dns1123_label,
+)
+from certs.inspect import CertificateInfo, describe, eku_name
+from certs.issue import (
+    CLIENT_AUTH,
+    CLOCK_SKEW,
+    SERVER_AUTH,
+    create_ca,
+    issue_agent,
+    issue_client,
+    issue_intermediate_ca,
+    issue_server,
+    self_signed_client,
+)
+from certs.keys import KeyType, PrivateKey, generate_private_key
+from certs.kube import (
+    AGENT_SECRET_NAME,
+    AGENT_SECRET_NAMESPACE,
+    CA_SECRET_NAME,
+    CONTROL_PLANE_NAMESPACE,
+    DATAPLANE_API_VERSION,
+    GATEWAY_SECRET_NAME,
+    ca_certificate_secret,
+    dataplane_manifest,
+    secret_files,
+    tls_secret,
+    validate_secret_name,
+)
+from certs.pem import (
+    certificate_pem,
+    certificates_pem,
+    load_certificate,
+    load_pem_certificates,
+    load_private_key,
+    private_key_pem,
+    write_file,
+)
+from certs.verify import verify_certificate_chain, verify_client_certificate
+
+__all__ = [
+    "AGENT_SECRET_NAME",
+    "AGENT_SECRET_NAMESPACE",
+    "CA_SECRET_NAME",
+    "CLIENT_AUTH",
+    "CLOCK_SKEW",
+    "CONTROL_PLANE_NAMESPACE",
+    "DATAPLANE_API_VERSION",
+    "GATEWAY_SECRET_NAME",
+    "PLANE_URI_PREFIX",
+    "SERVER_AUTH",
+    "CertificateBundle",
+    "CertificateInfo",
+    "CertificateRejected",
+    "CertsError",
+    "InvalidPlaneRefError",
+    "KeyMismatchError",
+    "KeyType",
+    "OutputExistsError",
+    "PemError",
+    "PlaneRef",
+    "PrivateKey",
+    "RejectionReason",
+    "ca_certificate_secret",
+    "certificate_pem",
+    "certificates_pem",
+    "create_ca",
+    "dataplane_manifest",
+    "describe",
+    "eku_name",
+    "generate_private_key",
+    "issue_agent",
+    "issue_client",
+    "issue_intermediate_ca",
+    "issue_server",
+    "load_certificate",
+    "load_pem_certificates",
+    "load_private_key",
+    "planes_in_certificate",
+    "private_key_pem",
+    "secret_files",
+    "self_signed_client",
+    "tls_secret",
+    "validate_dns1123_label",
+    "validate_secret_name",
+    "verify_certificate_chain",
+    "verify_client_certificate",
+    "write_file",
+    "write_pem_files",
+]
