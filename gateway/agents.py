@@ -1,0 +1,162 @@
+"""The agents connected to this gateway, by plane, and how a request picks one.
+
+An agent is registered once its HELLO arrived and removed when its session ends. New streams go
+to the connected, non-draining agent of the plane with the fewest open streams (several agent
+replicas share the load; losing one fails only its own streams). When a plane's trust changes,
+every connected agent of that plane is verified again and disconnected if it no longer passes —
+within the same event-loop turn as the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import structlog
+
+from certs import CertificateInfo, CertificateRejected, PlaneRef
+from gateway.metrics import AgentSample, GatewayMetrics
+from gateway.trust import PlaneTrust, TrustRegistry, verify_agent
+from protocol import ErrorCode
+from tunnel import TunnelSession
+
+log = structlog.get_logger("gateway.agents")
+
+
+@dataclass(eq=False)
+class AgentConnection:
+    """One connected agent: its session and what we know about it."""
+
+    plane: PlaneRef
+    agent_id: str
+    session: TunnelSession
+    certificate: CertificateInfo
+    certificate_der: bytes
+    remote_address: str
+    identity: dict[str, str] = field(default_factory=dict)
+    connected_at: float = field(default_factory=time.time)
+
+    def describe(self) -> dict[str, object]:
+        session = self.session
+        return {
+            "agentId": self.agent_id,
+            "remoteAddress": self.remote_address,
+            "connectedAt": _iso(self.connected_at),
+            "lastHeartbeatSecondsAgo": round(time.monotonic() - session.last_received, 3),
+            "rttSeconds": None if session.rtt is None else round(session.rtt, 6),
+            "openStreams": session.open_streams,
+            "streamsOpened": session.streams_opened,
+            "bytesToAgent": session.bytes_out,
+            "bytesFromAgent": session.bytes_in,
+            "draining": session.draining,
+            "identity": self.identity,
+            "certificate": {
+                "subject": self.certificate.subject,
+                "notAfter": self.certificate.not_after.isoformat(),
+                "sha256": self.certificate.sha256_fingerprint,
+            },
+        }
+
+
+class AgentRegistry:
+    """Connected agents by plane; subscribes to trust changes."""
+
+    def __init__(self, trust: TrustRegistry, metrics: GatewayMetrics) -> None:
+        self._agents: dict[PlaneRef, list[AgentConnection]] = {}
+        self._trust = trust
+        self._metrics = metrics
+        self._changed = asyncio.Event()
+        trust.subscribe(self._on_trust_change)
+        metrics.watch_agents(self._samples)
+
+    def _samples(self) -> Iterator[AgentSample]:
+        for agent in self.all_agents():
+            yield AgentSample(
+                plane=str(agent.plane),
+                agent_id=agent.agent_id,
+                rtt=agent.session.rtt,
+                open_streams=agent.session.open_streams,
+            )
+
+    def add(self, agent: AgentConnection) -> None:
+        self._agents.setdefault(agent.plane, []).append(agent)
+        self._metrics.agent_connects.labels(plane=str(agent.plane)).inc()
+        log.info(
+            "agent connected",
+            plane=str(agent.plane),
+            agent_id=agent.agent_id,
+            remote=agent.remote_address,
+            subject=agent.certificate.subject,
+        )
+        self._notify()
+
+    def remove(self, agent: AgentConnection, reason: str) -> None:
+        agents = self._agents.get(agent.plane, [])
+        if agent in agents:
+            agents.remove(agent)
+            if not agents:
+                del self._agents[agent.plane]
+            log.info(
+                "agent disconnected", plane=str(agent.plane), agent_id=agent.agent_id, reason=reason
+            )
+            self._notify()
+
+    def agents(self, plane: PlaneRef) -> list[AgentConnection]:
+        return list(self._agents.get(plane, []))
+
+    def all_agents(self) -> Iterator[AgentConnection]:
+        for agents in self._agents.values():
+            yield from agents
+
+    def pick(
+        self, plane: PlaneRef, *, exclude: frozenset[int] = frozenset()
+    ) -> AgentConnection | None:
+        """The agent with the most room for another stream, or None if none can take one."""
+        candidates = [
+            agent
+            for agent in self._agents.get(plane, ())
+            if id(agent) not in exclude
+            and not agent.session.closed
+            and not agent.session.draining
+            and agent.session.available_streams > 0
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda agent: agent.session.open_streams)
+
+    async def wait_for_change(self) -> None:
+        """Returns at the next connect or disconnect (for tests and status writers)."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _on_trust_change(self, plane: PlaneRef, trust: PlaneTrust | None) -> None:
+        for agent in self.agents(plane):
+            reason = _still_trusted(agent, trust)
+            if reason is not None:
+                log.warning(
+                    "disconnecting agent: trust changed",
+                    plane=str(plane),
+                    agent_id=agent.agent_id,
+                    reason=reason,
+                )
+                self._metrics.agent_rejections.labels(reason="TrustRevoked").inc()
+                agent.session.close(reason, ErrorCode.NO_ERROR)
+
+
+def _still_trusted(agent: AgentConnection, trust: PlaneTrust | None) -> str | None:
+    if trust is None:
+        return f"the DataPlane {agent.plane} was deleted"
+    try:
+        verify_agent(trust, agent.certificate_der)
+    except CertificateRejected as rejected:
+        return f"the certificate no longer verifies: {rejected}"
+    return None
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))

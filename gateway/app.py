@@ -1,0 +1,125 @@
+"""The gateway process: trust, agent listener, caller endpoint and operator endpoints, wired.
+
+`Gateway` is what `planelink gateway` runs and what tests start in-process: `start()` binds
+every listener (port 0 picks a free port; the chosen ports are then on the object), `stop()`
+drains agents for `drain_grace` seconds and closes everything.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from gateway.agent_listener import AgentListener, AgentListenerSettings
+from gateway.agents import AgentRegistry
+from gateway.callers import CallerEndpoint, CallerSettings
+from gateway.metrics import GatewayMetrics
+from gateway.operator import operator_app
+from gateway.static_config import load_static_planes
+from gateway.trust import TrustRegistry, agent_server_context
+
+log = structlog.get_logger("gateway")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything `planelink gateway` can be told (flags and environment fill it)."""
+
+    server_certificate: Path
+    server_key: Path
+    caller_ca: Path
+    """CA that signs callers' client certificates."""
+    planes_file: Path | None = None
+    agents: AgentListenerSettings = field(default_factory=AgentListenerSettings)
+    callers: CallerSettings = field(default_factory=CallerSettings)
+    operator_host: str = "0.0.0.0"  # noqa: S104 - scraped and probed from the cluster network
+    operator_port: int = 8081
+    drain_grace: float = 30.0
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics()
+        self.trust = TrustRegistry(
+            agent_server_context(
+                certificate_file=str(settings.server_certificate),
+                key_file=str(settings.server_key),
+            )
+        )
+        self.agents = AgentRegistry(self.trust, self.metrics)
+        self.agent_listener = AgentListener(
+            settings=settings.agents, trust=self.trust, agents=self.agents, metrics=self.metrics
+        )
+        self.callers = CallerEndpoint(
+            settings=settings.callers,
+            ssl_context=_caller_context(settings),
+            trust=self.trust,
+            agents=self.agents,
+            metrics=self.metrics,
+        )
+        self._operator: web.AppRunner | None = None
+        self.operator_port = 0
+        self._started = False
+
+    def load_planes(self) -> None:
+        """(Re)read the static planes file, if one is configured."""
+        if self.settings.planes_file is not None:
+            planes = load_static_planes(self.settings.planes_file)
+            self.trust.replace_all(planes)
+            for plane in planes:
+                if plane.issues:
+                    log.warning(
+                        "plane cannot accept agents", plane=str(plane.plane), issues=plane.issues
+                    )
+            log.info("planes loaded", count=len(planes), file=str(self.settings.planes_file))
+
+    async def start(self) -> None:
+        self.load_planes()
+        await self.agent_listener.start()
+        await self.callers.start()
+        app = operator_app(
+            trust=self.trust, agents=self.agents, metrics=self.metrics, ready=self._ready
+        )
+        self._operator = web.AppRunner(app, access_log=None)
+        await self._operator.setup()
+        site = web.TCPSite(self._operator, self.settings.operator_host, self.settings.operator_port)
+        await site.start()
+        self.operator_port = self._operator.addresses[0][1]
+        self._started = True
+        log.info(
+            "gateway serving",
+            agent_port=self.agent_listener.port,
+            caller_port=self.callers.port,
+            operator_port=self.operator_port,
+        )
+
+    async def stop(self) -> None:
+        self._started = False
+        await self.agent_listener.stop(grace=self.settings.drain_grace)
+        await self.callers.stop()
+        if self._operator is not None:
+            await self._operator.cleanup()
+
+    def _ready(self) -> tuple[bool, str]:
+        if not self._started:
+            return False, "starting"
+        return (
+            True,
+            f"{len(self.trust.planes())} planes, {sum(1 for _ in self.agents.all_agents())} agents",
+        )
+
+
+def _caller_context(settings: GatewaySettings) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(settings.server_certificate), str(settings.server_key))
+    context.load_verify_locations(cafile=str(settings.caller_ca))
+    context.verify_mode = ssl.CERT_REQUIRED
+    # HTTP/1.1 only: kubectl falls back from h2, and SPDY upgrades need HTTP/1.1 anyway.
+    context.set_alpn_protocols(["http/1.1"])
+    return context

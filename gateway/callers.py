@@ -1,0 +1,467 @@
+"""The caller endpoint: `https://<gateway>/planes/<namespace>/<name>/k8s/...` behaves like the
+plane's API server, so a kubeconfig whose `server` is that URL works with kubectl unchanged.
+
+Each caller request becomes one tunnel stream to an agent of the plane. Bodies stream both ways
+with backpressure: a slow caller slows the agent's reads through the tunnel's windows, and
+nothing is buffered whole. Watches, `logs -f` and upgraded streams (exec, attach, port-forward)
+have no deadline; other requests have `request_timeout`. When the caller goes away, the stream
+is reset and the agent stops its upstream request; when the agent goes away, the caller gets a
+503 at once (or, if the response had started, its connection is cut so it cannot mistake a
+truncated body for a whole one).
+
+Every refusal is a Kubernetes `Status` body with the matching HTTP status, a log line and a
+metric. Callers authenticate with a client certificate signed by the caller CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+from certs import InvalidPlaneRefError, PlaneRef
+from gateway.agents import AgentConnection, AgentRegistry
+from gateway.metrics import GatewayMetrics, status_class
+from gateway.trust import TrustRegistry
+from protocol import ErrorCode
+from tunnel import SessionClosed, StreamResetError, TunnelStream
+from tunnel.http1 import (
+    LAST_CHUNK,
+    Header,
+    Headers,
+    HttpError,
+    MessageReader,
+    RequestHead,
+    end_to_end_headers,
+    header_value,
+    response_head_bytes,
+)
+from tunnel.status import status_body, status_headers
+
+log = structlog.get_logger("gateway.callers")
+
+PLANES_PREFIX = "/planes/"
+K8S_SEGMENT = "k8s"
+_REFUSED_HEADERS = (b"impersonate-",)
+_DROPPED_HEADERS = frozenset({b"authorization", b"host"})
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - callers come from the control plane's network
+    port: int = 6443
+    request_timeout: float = 60.0
+    """Deadline of a request that is not a watch, a follow or an upgrade."""
+    retry_after: int = 5
+    """Seconds a caller is told to wait when no agent of the plane is connected."""
+    max_head_bytes: int = 64 * 1024
+
+
+class CallerRefused(Exception):
+    """A request answered by the gateway itself, with a Kubernetes Status."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Route:
+    plane: PlaneRef
+    path: str
+    """Origin-form target for the plane's API server: path and query."""
+    long_running: bool
+
+
+def route(target: str) -> Route:
+    """Split `/planes/<ns>/<name>/k8s/<rest>?<query>` into the plane and `/<rest>?<query>`."""
+    url = urlsplit(target)
+    if url.scheme or url.netloc or not url.path.startswith(PLANES_PREFIX):
+        raise CallerRefused(
+            404, "NotFound", f"no endpoint at {url.path}; use /planes/<ns>/<name>/k8s/"
+        )
+    parts = url.path[len(PLANES_PREFIX) :].split("/", 3)
+    if len(parts) < 3 or parts[2] != K8S_SEGMENT:
+        raise CallerRefused(
+            404, "NotFound", f"no endpoint at {url.path}; use /planes/<ns>/<name>/k8s/"
+        )
+    try:
+        plane = PlaneRef(namespace=parts[0], name=parts[1])
+    except InvalidPlaneRefError as error:
+        raise CallerRefused(404, "NotFound", str(error)) from error
+    rest = "/" + (parts[3] if len(parts) == 4 else "")
+    path = rest + (f"?{url.query}" if url.query else "")
+    return Route(plane=plane, path=path, long_running=_is_long_running(rest, url.query))
+
+
+def _is_long_running(path: str, query: str) -> bool:
+    # The same notion as the API server's: watches and follows stream for as long as they like.
+    params = parse_qs(query)
+    if any(value in ("true", "1") for value in params.get("watch", [])):
+        return True
+    if any(value in ("true", "1") for value in params.get("follow", [])):
+        return True
+    return "/watch/" in path or path.endswith(("/exec", "/attach", "/portforward", "/proxy"))
+
+
+def forwarded_headers(head: RequestHead) -> list[Header]:
+    """The caller's headers as the agent should see them: end-to-end, without credentials."""
+    for key, _ in head.headers:
+        if key.lower().startswith(_REFUSED_HEADERS):
+            raise CallerRefused(
+                403,
+                "Forbidden",
+                f"the gateway does not accept {key.decode('latin-1')} from callers",
+            )
+    kept = end_to_end_headers(head.headers, keep_upgrade=head.upgrade)
+    return [(key, value) for key, value in kept if key.lower() not in _DROPPED_HEADERS]
+
+
+class CallerEndpoint:
+    """Serves callers over HTTPS (HTTP/1.1) and relays their requests through agents."""
+
+    def __init__(
+        self,
+        *,
+        settings: CallerSettings,
+        ssl_context: ssl.SSLContext,
+        trust: TrustRegistry,
+        agents: AgentRegistry,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self._settings = settings
+        self._ssl = ssl_context
+        self._trust = trust
+        self._agents = agents
+        self._metrics = metrics
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve_connection, self._settings.host, self._settings.port, ssl=self._ssl
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            await self._server.wait_closed()
+
+    # -- one caller connection ------------------------------------------------------------------
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        caller = _caller_name(writer)
+        http = MessageReader(reader, "request", max_head_bytes=self._settings.max_head_bytes)
+        try:
+            while True:
+                head = await http.next_request()
+                if head is None:
+                    break
+                exchange = _Exchange(self, http, writer, head, caller)
+                if not await exchange.run():
+                    break
+        except HttpError as error:
+            await _write_status(writer, CallerRefused(error.status, "BadRequest", error.message))
+            self._metrics.caller_errors.labels(reason="BadRequest").inc()
+            log.info("bad request from caller", caller=caller, detail=error.message)
+        except (ConnectionError, ssl.SSLError):
+            pass  # the caller went away; its streams were reset by the exchange
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), timeout=5)
+
+
+class _Exchange:
+    """One caller request relayed through one stream."""
+
+    def __init__(
+        self,
+        endpoint: CallerEndpoint,
+        http: MessageReader,
+        writer: asyncio.StreamWriter,
+        head: RequestHead,
+        caller: str,
+    ) -> None:
+        self.endpoint = endpoint
+        self.http = http
+        self.writer = writer
+        self.head = head
+        self.caller = caller
+        self.started = time.monotonic()
+        self.head_written = False
+        self.status = 0
+        self.plane = "unrouted"
+
+    async def run(self) -> bool:
+        """Relay the request; True if the connection may carry another one."""
+        endpoint = self.endpoint
+        try:
+            target = route(self.head.target)
+            self.plane = str(target.plane)
+            stream = self._open(target)
+        except CallerRefused as refused:
+            endpoint._metrics.caller_errors.labels(reason=refused.reason).inc()
+            log.info(
+                "caller refused",
+                caller=self.caller,
+                status=refused.status,
+                reason=refused.reason,
+                detail=refused.message,
+                target=self.head.target[:200],
+            )
+            await self._discard_body()
+            await _write_status(self.writer, refused)
+            self._count(refused.status)
+            return self.head.keep_alive and not self.head.upgrade
+        metrics = endpoint._metrics
+        metrics.streams_active.labels(plane=self.plane).inc()
+        try:
+            if target.long_running:
+                return await self._relay(stream)
+            async with asyncio.timeout(endpoint._settings.request_timeout):
+                return await self._relay(stream)
+        except TimeoutError:
+            stream.reset(ErrorCode.CANCEL, "the gateway's request deadline passed")
+            return await self._fail(
+                CallerRefused(504, "Timeout", "the data plane did not answer in time")
+            )
+        except StreamResetError as error:
+            return await self._fail(self._explain_reset(error))
+        finally:
+            metrics.streams_active.labels(plane=self.plane).dec()
+            if not stream.done:
+                stream.reset(ErrorCode.CANCEL, "the caller's request ended")
+
+    def _open(self, target: Route) -> TunnelStream:
+        agents = self.endpoint._agents
+        if self.endpoint._trust.get(target.plane) is None:
+            raise CallerRefused(404, "NotFound", f"dataplane {target.plane} not found")
+        headers = forwarded_headers(self.head)
+        tried: set[int] = set()
+        while (agent := agents.pick(target.plane, exclude=frozenset(tried))) is not None:
+            try:
+                return self._open_on(agent, target, headers)
+            except (StreamResetError, SessionClosed):
+                tried.add(id(agent))  # at its stream limit or just gone: try another replica
+        retry = self.endpoint._settings.retry_after
+        if tried:
+            raise CallerRefused(
+                429,
+                "TooManyRequests",
+                f"every agent of dataplane {target.plane} is at its stream limit",
+                retry_after=retry,
+            )
+        raise CallerRefused(
+            503,
+            "ServiceUnavailable",
+            f"no agent of dataplane {target.plane} is connected",
+            retry_after=retry,
+        )
+
+    def _open_on(self, agent: AgentConnection, target: Route, headers: Headers) -> TunnelStream:
+        return agent.session.open_stream(
+            method=self.head.method,
+            path=target.path,
+            headers=headers,
+            end_stream=not self.head.has_body and not self.head.upgrade,
+            upgrade=self.head.upgrade,
+        )
+
+    async def _relay(self, stream: TunnelStream) -> bool:
+        sending = (
+            asyncio.create_task(self._send_body(stream))
+            if self.head.has_body and not self.head.upgrade
+            else None
+        )
+        try:
+            response = await stream.response()
+            if response.upgraded:
+                await self._write_head(101, response.headers, framing=None)
+                await self._pipe(stream)
+                return False
+            keep_alive = await self._relay_response(stream, response.status, response.headers)
+        finally:
+            if sending is not None:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StreamResetError):
+                    await sending
+        return keep_alive
+
+    async def _send_body(self, stream: TunnelStream) -> None:
+        sent = 0
+        while chunk := await self.http.read_body():
+            await stream.write(chunk)
+            sent += len(chunk)
+        stream.end()
+        self.endpoint._metrics.bytes.labels(plane=self.plane, direction="to_agent").inc(sent)
+
+    async def _relay_response(self, stream: TunnelStream, status: int, headers: Headers) -> bool:
+        length = header_value(headers, b"content-length")
+        no_body = self.head.method == "HEAD" or status in _NO_BODY_STATUSES
+        chunked = length is None and not no_body
+        await self._write_head(status, headers, framing=b"chunked" if chunked else None)
+        # While the response streams, notice a caller that leaves (an idle watch writes
+        # nothing, so a failed write would never tell).
+        gone = asyncio.create_task(self.http.watch_for_close())
+        try:
+            relayed = await self._relay_body(stream, gone, chunked=chunked)
+        finally:
+            gone.cancel()
+        self.endpoint._metrics.bytes.labels(plane=self.plane, direction="to_caller").inc(relayed)
+        return self.head.keep_alive and not gone.done()
+
+    async def _relay_body(
+        self, stream: TunnelStream, gone: asyncio.Task[None], *, chunked: bool
+    ) -> int:
+        writer = self.writer
+        relayed = 0
+        while True:
+            reading = asyncio.ensure_future(stream.read())
+            done, _ = await asyncio.wait({reading, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if reading not in done:
+                reading.cancel()
+                stream.reset(ErrorCode.CANCEL, "the caller went away")
+                raise ConnectionResetError("the caller closed its connection")
+            chunk = reading.result()
+            if not chunk:
+                break
+            relayed += len(chunk)
+            if chunked:
+                writer.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                writer.write(chunk)
+            await writer.drain()
+        if chunked:
+            writer.write(LAST_CHUNK)
+            await writer.drain()
+        return relayed
+
+    async def _pipe(self, stream: TunnelStream) -> None:
+        """After a 101: bytes flow both ways until each side ends."""
+
+        async def caller_to_agent() -> None:
+            while data := await self.http.read_raw():
+                await stream.write(data)
+            stream.end()
+
+        async def agent_to_caller() -> None:
+            while data := await stream.read():
+                self.writer.write(data)
+                await self.writer.drain()
+
+        # TLS has no half-close: when the agent's side ends, the caller's connection ends too;
+        # when the caller's side ends first, the agent is told and its side finishes the pipe.
+        up = asyncio.create_task(caller_to_agent())
+        try:
+            await agent_to_caller()
+        finally:
+            up.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StreamResetError, ConnectionError):
+                await up
+
+    async def _write_head(self, status: int, headers: Headers, *, framing: bytes | None) -> None:
+        kept = end_to_end_headers(headers, keep_upgrade=status == 101)
+        if framing is not None:
+            kept.append((b"Transfer-Encoding", framing))
+        self.writer.write(response_head_bytes(status, _reason(status), kept))
+        self.head_written = True
+        self._count(status)
+        await self.writer.drain()
+
+    async def _discard_body(self) -> None:
+        if self.head.has_body:
+            while await self.http.read_body():
+                pass
+
+    async def _fail(self, refused: CallerRefused) -> bool:
+        log.warning(
+            "request failed",
+            caller=self.caller,
+            plane=self.plane,
+            status=refused.status,
+            detail=refused.message,
+            head_written=self.head_written,
+        )
+        if self.head_written:
+            # Too late for a status: cut the connection so the caller sees a broken body.
+            self.writer.transport.abort()
+            return False
+        await _write_status(self.writer, refused)
+        self._count(refused.status)
+        return False
+
+    def _explain_reset(self, error: StreamResetError) -> CallerRefused:
+        if error.code in (ErrorCode.CONNECTION_LOST, ErrorCode.NO_ERROR, ErrorCode.REFUSED_STREAM):
+            return CallerRefused(
+                503,
+                "ServiceUnavailable",
+                f"the agent of dataplane {self.plane} disconnected: {error.message}",
+                retry_after=self.endpoint._settings.retry_after,
+            )
+        return CallerRefused(502, "InternalError", f"the tunnel to {self.plane} failed: {error}")
+
+    def _count(self, status: int) -> None:
+        self.status = status
+        metrics = self.endpoint._metrics
+        code = status_class(status)
+        metrics.requests.labels(plane=self.plane, code=code).inc()
+        metrics.request_duration.labels(plane=self.plane, code=code).observe(
+            time.monotonic() - self.started
+        )
+
+
+async def _write_status(writer: asyncio.StreamWriter, refused: CallerRefused) -> None:
+    body = status_body(refused.status, refused.message, reason=refused.reason)
+    headers = status_headers(body, retry_after=refused.retry_after)
+    writer.write(response_head_bytes(refused.status, _reason(refused.status), headers) + body)
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _caller_name(writer: asyncio.StreamWriter) -> str:
+    certificate = writer.get_extra_info("peercert") or {}
+    for rdn in certificate.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if peer else "unknown"

@@ -1,0 +1,106 @@
+"""The gateway's Prometheus metrics, in a registry of its own (several gateways may share a
+process in tests; none of them touches the global default registry)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports; one instance per gateway."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.agent_connects = Counter(
+            "planelink_gateway_agent_connects_total",
+            "Agent sessions accepted",
+            ["plane"],
+            registry=r,
+        )
+        self.agent_rejections = Counter(
+            "planelink_gateway_agent_rejections_total",
+            "Agents refused or disconnected, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.streams_active = Gauge(
+            "planelink_gateway_streams_active", "Caller requests in flight", ["plane"], registry=r
+        )
+        self.requests = Counter(
+            "planelink_gateway_requests_total",
+            "Caller requests answered, by plane and status class",
+            ["plane", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "planelink_gateway_request_duration_seconds",
+            "Time to the response head, by plane and status class",
+            ["plane", "code"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes = Counter(
+            "planelink_gateway_body_bytes_total",
+            "Body bytes relayed, by plane and direction (to_agent, to_caller)",
+            ["plane", "direction"],
+            registry=r,
+        )
+        self.caller_errors = Counter(
+            "planelink_gateway_caller_errors_total",
+            "Caller requests refused before reaching an agent, by reason",
+            ["reason"],
+            registry=r,
+        )
+
+    def watch_agents(self, snapshot: Callable[[], Iterable[AgentSample]]) -> None:
+        """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels)."""
+        self.registry.register(_AgentCollector(snapshot))
+
+
+@dataclass(frozen=True)
+class AgentSample:
+    plane: str
+    agent_id: str
+    rtt: float | None
+    open_streams: int
+
+
+class _AgentCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Iterable[AgentSample]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        connected = GaugeMetricFamily(
+            "planelink_gateway_agents_connected", "Agents connected, by plane", labels=["plane"]
+        )
+        rtt = GaugeMetricFamily(
+            "planelink_gateway_agent_rtt_seconds",
+            "Last heartbeat round trip, by plane and agent",
+            labels=["plane", "agent"],
+        )
+        streams = GaugeMetricFamily(
+            "planelink_gateway_agent_open_streams",
+            "Open tunnel streams, by plane and agent",
+            labels=["plane", "agent"],
+        )
+        per_plane: dict[str, int] = {}
+        for sample in self._snapshot():
+            per_plane[sample.plane] = per_plane.get(sample.plane, 0) + 1
+            if sample.rtt is not None:
+                rtt.add_metric([sample.plane, sample.agent_id], sample.rtt)
+            streams.add_metric([sample.plane, sample.agent_id], sample.open_streams)
+        for plane, count in per_plane.items():
+            connected.add_metric([plane], count)
+        yield from (connected, rtt, streams)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"

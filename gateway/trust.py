@@ -1,0 +1,131 @@
+"""Which planes exist and which client certificates their agents must present.
+
+`TrustRegistry` is the interface between whatever knows the planes (a static YAML file now, the
+DataPlane reconciler later) and the gateway's listeners. Sources call `set_plane` and
+`remove_plane`; the agent listener asks `get` while it verifies an agent, and subscribers (the
+agent registry) hear every change so that agents whose certificate no longer verifies are
+disconnected at once.
+
+The TLS handshake itself can only check a certificate against *some* trusted CA: Python's ssl
+module has no per-connection verify callback. So the listener's SSLContext trusts the union of
+all planes' CAs, and the per-plane decision — this certificate, for *that* plane — is taken
+after the handshake, in `verify_agent`, before the WebSocket is accepted. CAs are only ever
+added to the handshake store (OpenSSL cannot remove them); a removed CA is refused by
+`verify_agent`, which is the decision that counts.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+import certs
+from certs import CertificateInfo, CertificateRejected, PlaneRef, RejectionReason
+
+
+@dataclass(frozen=True)
+class PlaneTrust:
+    """What an agent of `plane` must present."""
+
+    plane: PlaneRef
+    client_cas: tuple[x509.Certificate, ...]
+    """CA certificates (or pinned self-signed agent certificates) from spec.agent.clientCA."""
+    require_identity: bool = False
+    """Also demand that the certificate names the plane (SAN `planelink://plane/<ns>/<name>`)."""
+    source: str = "static"
+    """Where this trust came from, for /planes and logs."""
+    issues: tuple[str, ...] = field(default=())
+    """Why agents of this plane cannot be accepted (e.g. the CA could not be read), if so."""
+
+    @property
+    def accepts_agents(self) -> bool:
+        return bool(self.client_cas) and not self.issues
+
+
+TrustListener = Callable[[PlaneRef, PlaneTrust | None], None]
+
+
+class TrustRegistry:
+    """The current trust of every plane, and the agent listener's TLS context."""
+
+    def __init__(self, server_context: ssl.SSLContext) -> None:
+        self._planes: dict[PlaneRef, PlaneTrust] = {}
+        self._listeners: list[TrustListener] = []
+        self._context = server_context
+        self._loaded_fingerprints: set[bytes] = set()
+
+    @property
+    def server_context(self) -> ssl.SSLContext:
+        return self._context
+
+    def subscribe(self, listener: TrustListener) -> None:
+        self._listeners.append(listener)
+
+    def get(self, plane: PlaneRef) -> PlaneTrust | None:
+        return self._planes.get(plane)
+
+    def planes(self) -> list[PlaneTrust]:
+        return sorted(self._planes.values(), key=lambda t: (t.plane.namespace, t.plane.name))
+
+    def set_plane(self, trust: PlaneTrust) -> None:
+        if self._planes.get(trust.plane) == trust:
+            return
+        self._planes[trust.plane] = trust
+        self._add_to_handshake_store(trust.client_cas)
+        for listener in self._listeners:
+            listener(trust.plane, trust)
+
+    def remove_plane(self, plane: PlaneRef) -> None:
+        if self._planes.pop(plane, None) is None:
+            return
+        for listener in self._listeners:
+            listener(plane, None)
+
+    def replace_all(self, trusts: Iterable[PlaneTrust]) -> None:
+        """Make the registry hold exactly `trusts` (for a source that reloads everything)."""
+        wanted = {trust.plane: trust for trust in trusts}
+        for plane in [p for p in self._planes if p not in wanted]:
+            self.remove_plane(plane)
+        for trust in wanted.values():
+            self.set_plane(trust)
+
+    def _add_to_handshake_store(self, cas: Sequence[x509.Certificate]) -> None:
+        for ca in cas:
+            fingerprint = ca.fingerprint(hashes.SHA256())
+            if fingerprint in self._loaded_fingerprints:
+                continue
+            self._context.load_verify_locations(
+                cadata=ca.public_bytes(serialization.Encoding.PEM).decode()
+            )
+            self._loaded_fingerprints.add(fingerprint)
+
+
+def verify_agent(
+    trust: PlaneTrust, certificate_der: bytes | None, *, at: datetime | None = None
+) -> CertificateInfo:
+    """Accept an agent's certificate for `trust.plane`, or raise CertificateRejected saying why."""
+    if not trust.accepts_agents:
+        reason = "; ".join(trust.issues) or "the DataPlane has no agent client CA"
+        raise CertificateRejected(RejectionReason.UNTRUSTED, f"plane {trust.plane}: {reason}")
+    if certificate_der is None:
+        raise CertificateRejected(RejectionReason.MALFORMED, "no client certificate presented")
+    return certs.verify_client_certificate(
+        certificate_der,
+        trusted=trust.client_cas,
+        at=at,
+        expected_identity=trust.plane.uri if trust.require_identity else None,
+    )
+
+
+def agent_server_context(*, certificate_file: str, key_file: str) -> ssl.SSLContext:
+    """The agent listener's TLS context: client certificates required, CAs added by planes."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate_file, key_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context

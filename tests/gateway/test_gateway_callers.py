@@ -1,0 +1,163 @@
+"""Callers through the gateway to fake agents: routing, streaming, refusals, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from certs import PlaneRef
+from gateway.app import Gateway
+from gateway.callers import CallerRefused, route
+
+A = "/planes/ns-a/plane-a/k8s"
+
+
+def test_route_splits_plane_and_path() -> None:
+    target = route("/planes/my-org/prod/k8s/api/v1/pods?watch=1&limit=5")
+    assert target.plane == PlaneRef("my-org", "prod")
+    assert target.path == "/api/v1/pods?watch=1&limit=5"
+    assert target.long_running
+    assert route("/planes/my-org/prod/k8s").path == "/"
+    assert not route("/planes/my-org/prod/k8s/api/v1/pods").long_running
+    assert route("/planes/a/b/k8s/api/v1/namespaces/x/pods/p/exec?command=ls").long_running
+
+
+@pytest.mark.parametrize(
+    "target", ["/", "/planes/a/k8s/api", "/planes/a/b/c/api", "http://evil/planes/a/b/k8s/"]
+)
+def test_route_refuses_other_paths(target: str) -> None:
+    with pytest.raises(CallerRefused) as refused:
+        route(target)
+    assert refused.value.status == 404
+
+
+async def test_request_reaches_the_agent_and_streams_back(
+    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+) -> None:
+    async with connect_agent(planes[0]):
+        body = b"0123456789" * 100_000  # 1 MB each way
+        async with caller.post(
+            f"{A}/echo?x=1", data=body, headers={"Authorization": "Bearer secret", "X-Trace": "t1"}
+        ) as response:
+            assert response.status == 200
+            assert await response.read() == body
+            seen = {
+                k.lower(): v for k, v in response.headers.items() if k.lower().startswith("x-seen-")
+            }
+    assert seen["x-seen-x-trace"] == "t1"
+    assert "x-seen-authorization" not in seen  # the caller's credentials stay at the gateway
+    assert "x-seen-host" not in seen
+
+
+async def test_unknown_plane_is_404_status(caller: aiohttp.ClientSession) -> None:
+    async with caller.get("/planes/nope/nope/k8s/api") as response:
+        assert response.status == 404
+        status = await response.json()
+    assert status["kind"] == "Status"
+    assert status["reason"] == "NotFound"
+    assert status["message"] == "dataplane nope/nope not found"
+
+
+async def test_plane_without_agent_is_503_with_retry_after(caller: aiohttp.ClientSession) -> None:
+    async with caller.get(f"{A}/api") as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "5"
+        status = await response.json()
+    assert status["reason"] == "ServiceUnavailable"
+    assert status["message"] == "no agent of dataplane ns-a/plane-a is connected"
+
+
+async def test_caller_impersonation_is_refused(
+    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+) -> None:
+    async with (
+        connect_agent(planes[0]),
+        caller.get(f"{A}/echo", headers={"Impersonate-User": "system:admin"}) as response,
+    ):
+        assert response.status == 403
+        assert "Impersonate-User" in (await response.json())["message"]
+
+
+async def test_agent_death_fails_inflight_requests_at_once(
+    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+) -> None:
+    async with connect_agent(planes[0]) as agent, caller.get(f"{A}/forever?watch=1") as response:
+        assert response.status == 200
+        assert await response.content.readline() == b'{"type":"ADDED"}\n'
+        await agent.stop()
+        # The response had started: the connection is cut, not left hanging.
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await asyncio.wait_for(response.content.read(), timeout=5)
+
+
+async def test_agent_gone_before_head_is_503(
+    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+) -> None:
+    started = asyncio.Event()
+
+    async def stall(stream, request) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async with connect_agent(planes[0], handler=stall) as agent:
+        request = asyncio.create_task(caller.get(f"{A}/api/v1/pods"))
+        await started.wait()
+        await agent.stop()
+        response = await asyncio.wait_for(request, timeout=5)
+        assert response.status == 503
+        assert "disconnected" in (await response.json())["message"]
+        response.release()
+
+
+async def test_caller_leaving_a_watch_cancels_the_agent_side(
+    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+) -> None:
+    async with connect_agent(planes[0]) as agent:
+        response = await caller.get(f"{A}/forever?watch=1")
+        assert await response.content.readline() == b'{"type":"ADDED"}\n'
+        assert agent.session.running_handlers == 1
+        response.close()  # the caller hangs up mid-watch
+        await asyncio.wait_for(agent.session.wait_idle(), timeout=5)
+        assert agent.session.running_handlers == 0
+        await asyncio.wait_for(gateway.agents.agents(planes[0])[0].session.wait_idle(), timeout=5)
+
+
+async def test_upgrade_becomes_a_byte_pipe(gateway: Gateway, connect_agent, pki, planes) -> None:
+    async with connect_agent(planes[0]) as agent:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gateway.callers.port, ssl=pki.caller_ssl(), server_hostname="127.0.0.1"
+        )
+        writer.write(
+            f"POST {A}/upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+            "Upgrade: SPDY/3.1\r\n\r\nearly bytes ".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"upgrade: SPDY/3.1" in head.lower().replace(b"spdy", b"SPDY")
+        writer.write(b"and more")
+        expected = b"EARLY BYTES AND MORE"
+        received = b""
+        while len(received) < len(expected):
+            received += await reader.read(100)
+        assert received == expected
+        writer.close()  # the caller hangs up: the agent's side of the pipe ends too
+        await asyncio.wait_for(agent.session.wait_idle(), timeout=5)
+
+
+async def test_operator_endpoints(gateway: Gateway, connect_agent, planes) -> None:
+    async with (
+        connect_agent(planes[0]),
+        aiohttp.ClientSession(f"http://127.0.0.1:{gateway.operator_port}") as http,
+    ):
+        async with http.get("/readyz") as ready:
+            assert ready.status == 200
+        async with http.get("/planes") as answer:
+            report = {f"{p['namespace']}/{p['name']}": p for p in (await answer.json())["planes"]}
+        assert report["ns-a/plane-a"]["connectedAgents"] == 1
+        assert report["ns-a/plane-a"]["agents"][0]["agentId"] == "fake-1"
+        assert report["ns-b/plane-b"]["connectedAgents"] == 0
+        async with http.get("/metrics") as metrics:
+            text = await metrics.text()
+        assert 'planelink_gateway_agents_connected{plane="ns-a/plane-a"} 1.0' in text

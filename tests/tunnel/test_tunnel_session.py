@@ -1,0 +1,125 @@
+"""Tunnel sessions back to back over in-memory channels: streams, flow, resets, loss."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from protocol import Connection, ErrorCode, RequestReceived, Role, Settings
+from tunnel import (
+    Heartbeat,
+    StreamResetError,
+    TunnelSession,
+    TunnelStream,
+    memory_channel_pair,
+)
+
+
+@dataclass
+class Pair:
+    gateway: TunnelSession
+    agent: TunnelSession
+    tasks: list[asyncio.Task[str]]
+
+
+async def echo(stream: TunnelStream, request: RequestReceived) -> None:
+    """Answers 200 and echoes the request body back, uppercased."""
+    stream.respond(200, [(b"x-path", request.path)])
+    while chunk := await stream.read():
+        await stream.write(bytes(chunk).upper())
+    stream.end()
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    gateway_end, agent_end = memory_channel_pair()
+    settings = Settings(initial_stream_window=65_536, connection_window=262_144)
+    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY, settings=settings))
+    agent = TunnelSession(
+        agent_end,
+        Connection(Role.AGENT, settings=settings, identity={"plane": "ns/a"}),
+        request_handler=echo,
+    )
+    tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(agent.run())]
+    await gateway.wait_ready()
+    await agent.wait_ready()
+    yield Pair(gateway, agent, tasks)
+    gateway.close("test over")
+    await asyncio.gather(*tasks)
+    assert gateway.open_streams == 0
+    assert agent.open_streams == 0
+    assert agent.running_handlers == 0
+
+
+async def _exchange(session: TunnelSession, body: bytes) -> tuple[int, bytes]:
+    stream = session.open_stream(method="POST", path="/echo")
+
+    async def send() -> None:
+        await stream.write(body)
+        stream.end()
+
+    # Like any HTTP client that streams: write the request while the response is read.
+    sending = asyncio.create_task(send())
+    response = await stream.response()
+    received = bytearray()
+    while chunk := await stream.read():
+        received += chunk
+    await sending
+    return response.status, bytes(received)
+
+
+async def test_hello_carries_identity(pair: Pair) -> None:
+    peer = await pair.gateway.wait_ready()
+    assert peer.identity == {"plane": "ns/a"}
+
+
+async def test_request_and_streamed_body(pair: Pair) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB: many windows' worth
+    status, received = await _exchange(pair.gateway, body)
+    assert status == 200
+    assert received == body.upper()
+    assert pair.gateway.open_streams == 0
+
+
+async def test_many_concurrent_streams(pair: Pair) -> None:
+    results = await asyncio.gather(
+        *(_exchange(pair.gateway, f"body-{i}".encode() * 100) for i in range(200))
+    )
+    assert [r[1] for r in results] == [f"BODY-{i}".encode() * 100 for i in range(200)]
+
+
+async def test_reset_by_caller_cancels_the_handler(pair: Pair) -> None:
+    stream = pair.gateway.open_stream(method="POST", path="/slow")
+    await stream.write(b"first")
+    assert (await stream.response()).status == 200
+    assert await stream.read() == b"FIRST"
+    assert pair.agent.running_handlers == 1
+    stream.reset(ErrorCode.CANCEL, "caller went away")
+    with pytest.raises(StreamResetError):
+        await stream.read()
+    # The agent hears of it and its handler is cancelled: wait for that, no sleep.
+    await asyncio.wait_for(pair.agent.wait_idle(), timeout=5)
+    assert pair.agent.running_handlers == 0
+
+
+async def test_connection_loss_fails_open_streams_at_once(pair: Pair) -> None:
+    stream = pair.gateway.open_stream(method="POST", path="/slow")
+    await stream.write(b"x")
+    await stream.response()
+    assert await stream.read() == b"X"
+    pair.agent.close("agent killed")
+    with pytest.raises(StreamResetError) as raised:
+        await asyncio.wait_for(stream.read(), timeout=5)
+    assert raised.value.code is ErrorCode.CONNECTION_LOST
+
+
+async def test_silent_peer_is_detected() -> None:
+    gateway_end, _silent = memory_channel_pair()
+    session = TunnelSession(
+        gateway_end, Connection(Role.GATEWAY), heartbeat=Heartbeat(interval=0.02, timeout=0.1)
+    )
+    reason = await asyncio.wait_for(session.run(), timeout=5)
+    assert "no message from the peer" in reason

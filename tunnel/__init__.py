@@ -1,0 +1,23 @@
+"""The tunnel's asyncio layer, shared by gateway and agent.
+
+`TunnelSession` drives a sans-I/O `protocol.Connection` over a `MessageChannel` (a WebSocket in
+production); `TunnelStream` is one exchange in it; `http1` reads and writes the HTTP/1.1
+messages that travel through streams. Depends on `protocol`; never on `gateway` or `agent`.
+"""
+
+from tunnel.channel import ChannelClosed, MessageChannel, WebSocketChannel, memory_channel_pair
+from tunnel.session import Heartbeat, RequestHandler, SessionClosed, TunnelSession
+from tunnel.stream import StreamResetError, TunnelStream
+
+__all__ = [
+    "ChannelClosed",
+    "Heartbeat",
+    "MessageChannel",
+    "RequestHandler",
+    "SessionClosed",
+    "StreamResetError",
+    "TunnelSession",
+    "TunnelStream",
+    "WebSocketChannel",
+    "memory_channel_pair",
+]

@@ -1,0 +1,119 @@
+"""The one seam between a tunnel session and its transport: a channel of binary messages.
+
+`WebSocketChannel` adapts a `websockets` connection (client or server side); tests use
+`memory_channel_pair`. Errors of the transport are translated here, once, into
+`ChannelClosed`; nothing above this module catches a websockets exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Protocol
+
+from websockets.asyncio.connection import Connection as WebSocketConnection
+from websockets.exceptions import ConnectionClosed
+
+
+class ChannelClosed(Exception):
+    """The transport is gone; `reason` says how it ended, for the log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MessageChannel(Protocol):
+    async def send(self, message: bytes) -> None:
+        """Send one binary message; waits while the transport's buffer is full."""
+
+    async def recv(self) -> bytes:
+        """The next binary message; raises ChannelClosed when the transport ended."""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the transport (idempotent)."""
+
+
+class WebSocketChannel:
+    """A websockets connection as a MessageChannel: binary messages only."""
+
+    def __init__(self, websocket: WebSocketConnection) -> None:
+        self._websocket = websocket
+
+    async def send(self, message: bytes) -> None:
+        try:
+            await self._websocket.send(message)
+        except ConnectionClosed as closed:
+            raise ChannelClosed(_describe(closed)) from closed
+
+    async def recv(self) -> bytes:
+        try:
+            message = await self._websocket.recv()
+        except ConnectionClosed as closed:
+            raise ChannelClosed(_describe(closed)) from closed
+        if isinstance(message, str):
+            await self.close(1003, "text messages are not part of the tunnel protocol")
+            raise ChannelClosed("the peer sent a text message")
+        return message
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._websocket.close(code, reason[:120])
+
+
+def _describe(closed: ConnectionClosed) -> str:
+    frame = closed.rcvd or closed.sent
+    if frame is None:
+        return "connection lost without a close frame"
+    return f"closed with code {frame.code}" + (f": {frame.reason}" if frame.reason else "")
+
+
+class _Pipe:
+    """One direction of an in-memory channel: a bounded buffer of messages, closable."""
+
+    def __init__(self, max_messages: int) -> None:
+        self.messages: deque[bytes] = deque()
+        self.max_messages = max_messages
+        self.closed = False
+        self.changed = asyncio.Event()
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class _MemoryChannel:
+    """One end of an in-memory channel pair; sending waits while the peer's buffer is full."""
+
+    def __init__(self, inbox: _Pipe, outbox: _Pipe) -> None:
+        self._inbox = inbox
+        self._outbox = outbox
+
+    async def send(self, message: bytes) -> None:
+        while len(self._outbox.messages) >= self._outbox.max_messages:
+            if self._outbox.closed:
+                break
+            await self._outbox.changed.wait()
+        if self._outbox.closed:
+            raise ChannelClosed("closed")
+        self._outbox.messages.append(message)
+        self._outbox.notify()
+
+    async def recv(self) -> bytes:
+        while not self._inbox.messages:
+            if self._inbox.closed:
+                raise ChannelClosed("closed by the peer")
+            await self._inbox.changed.wait()
+        message = self._inbox.messages.popleft()
+        self._inbox.notify()
+        return message
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        for pipe in (self._inbox, self._outbox):
+            pipe.closed = True
+            pipe.notify()
+
+
+def memory_channel_pair(max_messages: int = 64) -> tuple[MessageChannel, MessageChannel]:
+    """Two connected in-memory channels, for tests of the layers above."""
+    one, two = _Pipe(max_messages), _Pipe(max_messages)
+    return _MemoryChannel(one, two), _MemoryChannel(two, one)

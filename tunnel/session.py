@@ -1,0 +1,402 @@
+"""A tunnel session: a `protocol.Connection` driven over a `MessageChannel` with asyncio.
+
+Three tasks serve one session: the reader feeds received messages to the protocol and hands
+its events to streams; the writer sends what the protocol has to send, waiting on the
+transport (so a slow socket slows the senders, never grows a buffer); the heartbeat pings at
+an interval, measures the round trip and ends a session that has been silent for longer than
+its timeout (a half-open connection is found within that time, even if TCP never notices).
+
+For the responding side (the agent), each request the peer opens runs `request_handler` in a
+task of its own; the session owns those tasks and cancels them when their stream is reset or
+the session ends. When the session ends, every open stream fails at once with
+`StreamResetError(CONNECTION_LOST)`: nothing waits for a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from protocol import (
+    Connection,
+    ConnectionTerminated,
+    DataReceived,
+    ErrorCode,
+    Event,
+    GoAwayReceived,
+    HelloReceived,
+    LocalProtocolError,
+    PeerInfo,
+    PingAcknowledged,
+    RequestReceived,
+    ResponseReceived,
+    SendCapacityAvailable,
+    StreamEnded,
+    StreamReset,
+)
+from tunnel.channel import ChannelClosed, MessageChannel
+from tunnel.http1 import Headers
+from tunnel.stream import StreamResetError, TunnelStream, local_error
+
+RequestHandler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]
+
+_WRITE_BUDGET = 1 << 20  # bytes pulled from the protocol per send round
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """How often to ping, and how long silence may last before the session is declared dead."""
+
+    interval: float = 10.0
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval < self.timeout:
+            raise ValueError("heartbeat needs 0 < interval < timeout")
+
+
+class SessionClosed(Exception):
+    """The session has ended; no stream can be opened on it."""
+
+
+class TunnelSession:
+    """One end of a tunnel over one channel. `run()` serves it until it ends."""
+
+    def __init__(
+        self,
+        channel: MessageChannel,
+        connection: Connection,
+        *,
+        heartbeat: Heartbeat | None = None,
+        request_handler: RequestHandler | None = None,
+        logger: structlog.stdlib.BoundLogger | None = None,
+    ) -> None:
+        self._channel = channel
+        self._conn = connection
+        self._heartbeat = heartbeat or Heartbeat()
+        self._request_handler = request_handler
+        self._log = logger or structlog.get_logger()
+        self._streams: dict[int, TunnelStream] = {}
+        self._handlers: dict[int, asyncio.Task[None]] = {}
+        self._wake_writer = asyncio.Event()
+        self._hello: asyncio.Future[PeerInfo] = asyncio.get_running_loop().create_future()
+        self._closed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.close_reason = ""
+        self.draining = False
+        self.connected_at = time.time()
+        self.last_received = time.monotonic()
+        self.rtt: float | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.streams_opened = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Serve the session until it ends; returns why it ended. Never raises for the peer."""
+        self._wake_writer.set()  # our HELLO is queued already
+        tasks = [
+            asyncio.create_task(self._read_loop(), name="tunnel-reader"),
+            asyncio.create_task(self._write_loop(), name="tunnel-writer"),
+            asyncio.create_task(self._heartbeat_loop(), name="tunnel-heartbeat"),
+        ]
+        closed = asyncio.create_task(self._closed.wait(), name="tunnel-closed")
+        try:
+            done, _ = await asyncio.wait([closed, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not closed and not task.cancelled() and task.exception() is not None:
+                    # A bug, not the peer: say so loudly and end the session cleanly.
+                    self._log.error("tunnel task failed", exc_info=task.exception())
+                    self.close(f"internal error in {task.get_name()}", ErrorCode.INTERNAL_ERROR)
+        finally:
+            for task in (closed, *tasks):
+                task.cancel()
+            await asyncio.gather(closed, *tasks, return_exceptions=True)
+            await self._shutdown()
+        return self.close_reason
+
+    async def wait_ready(self) -> PeerInfo:
+        """The peer's HELLO: who it is, its settings. Raises SessionClosed if it never came."""
+        return await self._hello
+
+    async def wait_idle(self) -> None:
+        """Returns once no stream is open and no request handler runs (at once if so now)."""
+        await self._idle.wait()
+
+    def _update_idle(self) -> None:
+        if self._streams or self._handlers:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    async def wait_closed(self) -> None:
+        """Returns once the session has ended."""
+        await self._closed.wait()
+
+    @property
+    def peer(self) -> PeerInfo | None:
+        return self._hello.result() if self._hello.done() and not self._hello.exception() else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def running_handlers(self) -> int:
+        return len(self._handlers)
+
+    @property
+    def available_streams(self) -> int:
+        return self._conn.available_streams if not self.closed else 0
+
+    def drain(self, reason: str = "") -> None:
+        """Stop new streams both ways (GOAWAY); the session ends once open ones finish."""
+        self.draining = True
+        self._conn.drain(reason)
+        self._process(self._conn.events_received())
+        self._wake_writer.set()
+
+    def close(self, reason: str, code: ErrorCode = ErrorCode.NO_ERROR) -> None:
+        """End now: open streams fail, the peer is told why."""
+        self._conn.close(code, reason)
+        self._process(self._conn.events_received())
+        self._end(reason)
+
+    # -- opening streams (the requesting side) -------------------------------------------------
+
+    def open_stream(
+        self,
+        *,
+        method: str,
+        path: str,
+        headers: Headers = (),
+        end_stream: bool = False,
+        upgrade: bool = False,
+    ) -> TunnelStream:
+        """Open a stream with a request head. Raises StreamResetError(REFUSED_STREAM) when the
+        peer cannot take another stream now (safe to retry elsewhere), SessionClosed if ended."""
+        if self.closed:
+            raise SessionClosed(self.close_reason)
+        try:
+            stream_id = self._conn.send_request(
+                method=method.encode("ascii"),
+                path=path.encode("latin-1"),
+                headers=headers,
+                end_stream=end_stream,
+                upgrade=upgrade,
+            )
+        except LocalProtocolError as error:
+            raise local_error(error) from error
+        stream = TunnelStream(self, stream_id)
+        if end_stream:
+            stream._local_ended = True
+        self._streams[stream_id] = stream
+        self._idle.clear()
+        self.streams_opened += 1
+        self._wake_writer.set()
+        return stream
+
+    # -- what streams call ----------------------------------------------------------------------
+
+    def _respond(
+        self, stream: TunnelStream, status: int, headers: Headers, *, end_stream: bool
+    ) -> None:
+        try:
+            self._conn.send_response(
+                stream.stream_id, status=status, headers=headers, end_stream=end_stream
+            )
+        except LocalProtocolError as error:
+            raise local_error(error) from error
+        self._wake_writer.set()
+
+    def _send_data(self, stream_id: int, data: memoryview) -> int:
+        try:
+            accepted = self._conn.send_data(stream_id, data)
+        except LocalProtocolError as error:
+            raise local_error(error) from error
+        if accepted:
+            self._wake_writer.set()
+        return accepted
+
+    def _end_stream(self, stream_id: int) -> None:
+        try:
+            self._conn.end_stream(stream_id)
+        except LocalProtocolError as error:
+            raise local_error(error) from error
+        self._wake_writer.set()
+
+    def _reset_stream(self, stream_id: int, code: ErrorCode, message: str) -> None:
+        self._conn.reset_stream(stream_id, code, message)
+        self._wake_writer.set()
+
+    def _consumed(self, stream_id: int, size: int) -> None:
+        with contextlib.suppress(LocalProtocolError):  # the stream was reset meanwhile
+            self._conn.consumed(stream_id, size)
+        if self._conn.has_data_to_send:
+            self._wake_writer.set()
+
+    def _forget_if_done(self, stream: TunnelStream) -> None:
+        if stream.done and self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+            self._update_idle()
+
+    # -- the three tasks ------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                message = await self._channel.recv()
+                self.last_received = time.monotonic()
+                self.bytes_in += len(message)
+                self._conn.receive_data(message)
+                self._process(self._conn.events_received())
+                if self._conn.has_data_to_send:
+                    self._wake_writer.set()
+        except ChannelClosed as closed:
+            self._conn.connection_lost()
+            self._process(self._conn.events_received())
+            self._end(closed.reason)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wake_writer.wait()
+                self._wake_writer.clear()
+                while True:
+                    messages = self._conn.data_to_send(_WRITE_BUDGET)
+                    # Pulling frees send capacity: streams waiting for it may go on.
+                    self._process(self._conn.events_received())
+                    if not messages:
+                        break
+                    for message in messages:
+                        self.bytes_out += len(message)
+                        await self._channel.send(message)
+        except ChannelClosed as closed:
+            self._conn.connection_lost()
+            self._process(self._conn.events_received())
+            self._end(closed.reason)
+
+    async def _heartbeat_loop(self) -> None:
+        interval, timeout = self._heartbeat.interval, self._heartbeat.timeout
+        while True:
+            await asyncio.sleep(interval)
+            silent_for = time.monotonic() - self.last_received
+            if silent_for > timeout:
+                self._log.warning("tunnel silent, closing", silent_seconds=round(silent_for, 1))
+                self.close(
+                    f"no message from the peer for {silent_for:.0f} s", ErrorCode.CONNECTION_LOST
+                )
+                return
+            if self._hello.done():  # PING is only allowed once HELLOs were exchanged
+                self._conn.ping(time.monotonic_ns().to_bytes(8, "big"))
+                self._wake_writer.set()
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _process(self, events: list[Event]) -> None:
+        for event in events:
+            self._dispatch(event)
+
+    def _dispatch(self, event: Event) -> None:  # noqa: PLR0912 - one branch per event type
+        match event:
+            case DataReceived(stream_id, data):
+                stream = self._streams.get(stream_id)
+                if stream is not None:
+                    stream._on_data(data)
+                else:  # nobody reads it any more: give the credit back at once
+                    self._consumed(stream_id, len(data))
+            case SendCapacityAvailable(stream_id):
+                if (stream := self._streams.get(stream_id)) is not None:
+                    stream._on_capacity()
+            case ResponseReceived(stream_id):
+                if (stream := self._streams.get(stream_id)) is not None:
+                    stream._on_response(event)
+            case StreamEnded(stream_id):
+                if (stream := self._streams.get(stream_id)) is not None:
+                    stream._on_end()
+            case StreamReset(stream_id, code, message, remote):
+                self._on_stream_reset(stream_id, StreamResetError(code, message, remote=remote))
+            case RequestReceived():
+                self._on_request(event)
+            case PingAcknowledged(payload):
+                sent = int.from_bytes(payload, "big")
+                self.rtt = (time.monotonic_ns() - sent) / 1e9
+            case HelloReceived(peer):
+                if not self._hello.done():
+                    self._hello.set_result(peer)
+            case GoAwayReceived(_, code, debug):
+                self.draining = True
+                self._log.info("peer is going away", code=code.name, debug=debug)
+            case ConnectionTerminated(code, reason, remote):
+                self._log.info("tunnel terminated", code=code.name, reason=reason, by_peer=remote)
+                self._wake_writer.set()  # the GOAWAY still has to go out
+                self._end(reason or code.name)
+
+    def _on_request(self, event: RequestReceived) -> None:
+        stream = TunnelStream(self, event.stream_id)
+        self._streams[event.stream_id] = stream
+        self._idle.clear()
+        self.streams_opened += 1
+        if self._request_handler is None:
+            stream.reset(ErrorCode.REFUSED_STREAM, "this side serves no requests")
+            return
+        task = asyncio.create_task(self._serve(stream, event), name=f"stream-{event.stream_id}")
+        self._handlers[event.stream_id] = task
+
+    async def _serve(self, stream: TunnelStream, event: RequestReceived) -> None:
+        assert self._request_handler is not None
+        try:
+            await self._request_handler(stream, event)
+        except StreamResetError:
+            pass  # the stream ended under the handler; nothing more to say
+        except Exception:
+            self._log.exception("request handler failed", stream_id=stream.stream_id)
+            stream.reset(ErrorCode.INTERNAL_ERROR, "the agent failed to handle the request")
+        finally:
+            self._handlers.pop(stream.stream_id, None)
+            self._update_idle()
+
+    def _on_stream_reset(self, stream_id: int, error: StreamResetError) -> None:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream._on_reset(error)
+        handler = self._handlers.get(stream_id)
+        if handler is not None and error.remote:
+            handler.cancel()  # the caller is gone: stop the upstream work too
+
+    def _end(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        self.close_reason = reason
+        if not self._hello.done():
+            self._hello.set_exception(SessionClosed(reason))
+            self._hello.exception()  # a session may end before anyone asked
+        lost = StreamResetError(ErrorCode.CONNECTION_LOST, reason, remote=False)
+        for stream in list(self._streams.values()):
+            stream._on_reset(lost)
+        self._closed.set()
+
+    async def _shutdown(self) -> None:
+        # One last flush: a GOAWAY or RESET queued by the end may still reach the peer.
+        with contextlib.suppress(ChannelClosed, OSError, TimeoutError):
+            for message in self._conn.data_to_send():
+                await asyncio.wait_for(self._channel.send(message), timeout=1.0)
+        with contextlib.suppress(ChannelClosed, OSError, TimeoutError):
+            await asyncio.wait_for(self._channel.close(1000, self.close_reason), timeout=5.0)
+        handlers = list(self._handlers.values())
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        self._streams.clear()
+        self._update_idle()

@@ -1,0 +1,49 @@
+"""Kubernetes `Status` bodies: how an error reaches a caller so that kubectl prints it well."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+
+# The reasons of metav1.StatusReason that the gateway and agent answer with.
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    408: "Timeout",
+    413: "RequestEntityTooLarge",
+    429: "TooManyRequests",
+    431: "BadRequest",
+    500: "InternalError",
+    501: "BadRequest",
+    502: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def status_body(code: int, message: str, *, reason: str | None = None) -> bytes:
+    """A `Status` object (kind Status, apiVersion v1) as JSON bytes."""
+    status = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or REASONS.get(code, HTTPStatus(code).phrase.replace(" ", "")),
+        "code": code,
+    }
+    return json.dumps(status, separators=(",", ":")).encode()
+
+
+def status_headers(body: bytes, *, retry_after: int | None = None) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", str(len(body)).encode()),
+        (b"Cache-Control", b"no-cache, private"),
+    ]
+    if retry_after is not None:
+        headers.append((b"Retry-After", str(retry_after).encode()))
+    return headers
