@@ -11,6 +11,7 @@ from crd import render_yaml
 from envtest import BinariesUnavailable, find_binaries
 from planelink import dev
 from planelink.certs_cli import add_certs_parser
+from planelink.gateway_cli import add_gateway_parser
 from planelink.logs import configure_logging
 
 _DESCRIPTION = """\
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     binaries_parser.set_defaults(run=_run_kube_binaries)
 
+    add_gateway_parser(commands)
     dev.add_parser(commands)
     add_certs_parser(commands)
     return parser

@@ -363,6 +363,11 @@ class TunnelSession:
         except Exception:
             self._log.exception("request handler failed", stream_id=stream.stream_id)
             stream.reset(ErrorCode.INTERNAL_ERROR, "the agent failed to handle the request")
+        else:
+            if not stream.done:
+                # The handler has answered (or given up) without reading all of the request:
+                # release the stream rather than hold it, and its window credit, forever.
+                stream.reset(ErrorCode.CANCEL, "the handler is done with this stream")
         finally:
             self._handlers.pop(stream.stream_id, None)
             self._update_idle()

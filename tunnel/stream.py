@@ -66,6 +66,9 @@ class TunnelStream:
 
     @property
     def done(self) -> bool:
+        """Nothing more will happen on the stream, and every received byte was read."""
+        if self._chunks:
+            return False
         return self._reset is not None or (self._local_ended and self._remote_ended)
 
     async def response(self) -> ResponseReceived:
@@ -77,12 +80,16 @@ class TunnelStream:
         return await self._response
 
     async def read(self) -> bytes | memoryview:
-        """The next received bytes; b"" once the peer has ended its side."""
+        """The next received bytes; b"" once the peer has ended its side.
+
+        Bytes the peer sent before it ended its side stay readable even if the stream is
+        reset afterwards (a responder may reset an upload it no longer needs).
+        """
         while not self._chunks:
-            if self._reset is not None:
-                raise self._reset
             if self._remote_ended:
                 return b""
+            if self._reset is not None:
+                raise self._reset
             self._read_waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._read_waiter
@@ -91,6 +98,8 @@ class TunnelStream:
         chunk = self._chunks.popleft()
         # Credit returns to the peer as the application takes bytes, not as they arrive.
         self._session._consumed(self.stream_id, len(chunk))
+        if not self._chunks and self._remote_ended:
+            self._session._forget_if_done(self)
         return chunk
 
     def respond(self, status: int, headers: Headers = (), *, end_stream: bool = False) -> None:
@@ -154,8 +163,9 @@ class TunnelStream:
         if self._reset is not None:
             return
         self._reset = error
-        # Bytes not yet read are dropped: the protocol returned their credit with the reset.
-        self._chunks.clear()
+        if not self._remote_ended:
+            # An incomplete message is worthless: drop it (the protocol returned its credit).
+            self._chunks.clear()
         for waiter in (self._read_waiter, self._write_waiter):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)

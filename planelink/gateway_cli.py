@@ -1,0 +1,139 @@
+"""`planelink gateway`: run the gateway (agent listener, caller endpoint, operator endpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from gateway.agent_listener import AgentListenerSettings
+from gateway.app import Gateway, GatewaySettings
+from gateway.callers import CallerSettings
+from gateway.static_config import ConfigError
+from tunnel import Heartbeat
+
+_ENV_PREFIX = "PLANELINK_GATEWAY_"
+
+_DESCRIPTION = """\
+Run the gateway. Agents dial its agent port (mTLS; each agent's certificate must verify
+against the client CA of the DataPlane it names); callers reach a plane's API server at
+https://<gateway>:<caller port>/planes/<namespace>/<name>/k8s (mTLS with a certificate from
+the caller CA); operators read /healthz, /readyz, /planes and /metrics on the operator port.
+
+Every flag can also be set in the environment: --caller-port is PLANELINK_GATEWAY_CALLER_PORT.
+
+example:
+  planelink certs init-ca --out pki/gateway-ca
+  planelink certs issue-server --ca pki/gateway-ca --dns localhost --ip 127.0.0.1 --out pki/gateway
+  planelink certs init-ca --out pki/callers
+  planelink gateway --tls-cert pki/gateway/tls.crt --tls-key pki/gateway/tls.key \\
+      --caller-ca pki/callers/ca.crt --planes planes.yaml
+"""
+
+
+def _env(flag: str, default: str | None = None) -> str | None:
+    return os.environ.get(_ENV_PREFIX + flag.upper().replace("-", "_"), default)
+
+
+def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "gateway",
+        help="run the gateway that agents dial and callers reach planes through",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+    def flag(
+        name: str,
+        *,
+        help: str,
+        type: type = str,
+        default: str | None = None,
+        required: bool = False,
+    ) -> None:
+        # The environment gives the default, a flag overrides it; argparse converts both.
+        value = _env(name, default)
+        parser.add_argument(
+            f"--{name}", default=value, required=required and value is None, type=type, help=help
+        )
+
+    flag("tls-cert", required=True, type=Path, help="server certificate (PEM) for both listeners")
+    flag("tls-key", required=True, type=Path, help="its private key")
+    flag("caller-ca", required=True, type=Path, help="CA (PEM) that signs callers' certificates")
+    flag("planes", type=Path, help="YAML file listing planes and their agent client CAs")
+    flag("bind", default="0.0.0.0", help="address to listen on (default: all)")  # noqa: S104
+    flag("agent-port", default="8443", type=int, help="port agents dial (default: 8443)")
+    flag("caller-port", default="6443", type=int, help="port callers use (default: 6443)")
+    flag("operator-port", default="8081", type=int, help="health and metrics (default: 8081)")
+    flag("heartbeat-interval", default="10", type=float, help="seconds between pings (10)")
+    flag("heartbeat-timeout", default="30", type=float, help="silence that ends a tunnel (30)")
+    flag(
+        "request-timeout",
+        default="60",
+        type=float,
+        help="deadline of requests other than watches, follows and upgrades (60)",
+    )
+    flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
+    parser.set_defaults(run=run)
+
+
+def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    host = args.bind
+    return GatewaySettings(
+        server_certificate=args.tls_cert,
+        server_key=args.tls_key,
+        caller_ca=args.caller_ca,
+        planes_file=args.planes,
+        agents=AgentListenerSettings(
+            host=host,
+            port=args.agent_port,
+            heartbeat=Heartbeat(args.heartbeat_interval, args.heartbeat_timeout),
+        ),
+        callers=CallerSettings(
+            host=host, port=args.caller_port, request_timeout=args.request_timeout
+        ),
+        operator_host=host,
+        operator_port=args.operator_port,
+        drain_grace=args.drain_grace,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+        return asyncio.run(serve(settings))
+    except (ConfigError, ValueError, OSError) as error:
+        print(f"planelink gateway: {error}", file=sys.stderr)
+        return 2
+
+
+async def serve(settings: GatewaySettings) -> int:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads the planes file."""
+    log = structlog.get_logger("gateway")
+    gateway = Gateway(settings)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    def reload() -> None:
+        try:
+            gateway.load_planes()
+        except ConfigError as error:
+            log.error("planes file not reloaded", error=str(error))
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await stop.wait()
+    log.info("shutting down", drain_grace=settings.drain_grace)
+    await gateway.stop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        with contextlib.suppress(ValueError):
+            loop.remove_signal_handler(signum)
+    return 0

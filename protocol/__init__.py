@@ -1,0 +1,71 @@
+"""planelink tunnel wire protocol: a sans-I/O core (no sockets, no asyncio, no clocks).
+
+The wire format is specified in ``protocol/SPEC.md``. The I/O layers (``gateway/``,
+``agent/``) move WebSocket binary messages between a socket and a :class:`Connection`::
+
+    conn = Connection(Role.GATEWAY)
+    conn.receive_data(message)          # one received binary message
+    conn.events_received()              # -> list[Event]
+    conn.data_to_send(max_bytes=None)   # -> list[bytes], one binary message each
+"""
+
+from protocol.connection import Connection, ConnectionState
+from protocol.errors import (
+    ConnectionProtocolError,
+    ErrorCode,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    StreamClosedError,
+    StreamProtocolError,
+)
+from protocol.events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    HelloReceived,
+    PingAcknowledged,
+    RequestReceived,
+    ResponseReceived,
+    SendCapacityAvailable,
+    StreamEnded,
+    StreamReset,
+)
+from protocol.frames import FrameType, Role
+from protocol.headers import Headers
+from protocol.hello import SUPPORTED_VERSIONS, PeerInfo
+from protocol.registry import RESET_MEMORY
+from protocol.settings import SendLimits, SettingId, Settings
+
+__all__ = [
+    "RESET_MEMORY",
+    "SUPPORTED_VERSIONS",
+    "Connection",
+    "ConnectionProtocolError",
+    "ConnectionState",
+    "ConnectionTerminated",
+    "DataReceived",
+    "ErrorCode",
+    "Event",
+    "FrameType",
+    "GoAwayReceived",
+    "Headers",
+    "HelloReceived",
+    "LocalProtocolError",
+    "PeerInfo",
+    "PingAcknowledged",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "RequestReceived",
+    "ResponseReceived",
+    "Role",
+    "SendCapacityAvailable",
+    "SendLimits",
+    "SettingId",
+    "Settings",
+    "StreamClosedError",
+    "StreamEnded",
+    "StreamProtocolError",
+    "StreamReset",
+]
