@@ -7,19 +7,24 @@ drains agents for `drain_grace` seconds and closes everything.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 from aiohttp import web
+from kubernetes_asyncio.client import ApiClient
 
 from gateway.agent_listener import AgentListener, AgentListenerSettings
 from gateway.agents import AgentRegistry
 from gateway.callers import CallerEndpoint, CallerSettings
+from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.operator import operator_app
-from gateway.static_config import load_static_planes
+from gateway.reconciler import Reconciler, ReconcilerSettings
+from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.trust import TrustRegistry, agent_server_context
 
 log = structlog.get_logger("gateway")
@@ -39,6 +44,10 @@ class GatewaySettings:
     operator_host: str = "0.0.0.0"  # noqa: S104 - scraped and probed from the cluster network
     operator_port: int = 8081
     drain_grace: float = 30.0
+    reconciler: ReconcilerSettings | None = None
+    """Follow DataPlane resources in the control plane (None: the planes file only)."""
+    kubeconfig: Path | None = None
+    """The control plane's kubeconfig for the reconciler ($KUBECONFIG or in-cluster if None)."""
 
 
 class Gateway:
@@ -65,12 +74,15 @@ class Gateway:
         self._operator: web.AppRunner | None = None
         self.operator_port = 0
         self._started = False
+        self.reconciler: Reconciler | None = None
+        self._kube: ApiClient | None = None
+        self._reconciler_start: asyncio.Task[None] | None = None
 
     def load_planes(self) -> None:
         """(Re)read the static planes file, if one is configured."""
         if self.settings.planes_file is not None:
             planes = load_static_planes(self.settings.planes_file)
-            self.trust.replace_all(planes)
+            self.trust.replace_source(STATIC_SOURCE, planes)
             for plane in planes:
                 if plane.issues:
                     log.warning(
@@ -80,6 +92,18 @@ class Gateway:
 
     async def start(self) -> None:
         self.load_planes()
+        if self.settings.reconciler is not None:
+            self._kube = await load_api_client(self.settings.kubeconfig)
+            self.reconciler = Reconciler(
+                client=self._kube,
+                trust=self.trust,
+                agents=self.agents,
+                settings=self.settings.reconciler,
+                registry=self.metrics.registry,
+            )
+            # Listing may wait for an API server that is down; the listeners serve meanwhile
+            # and /readyz says why the gateway is not ready yet.
+            self._reconciler_start = asyncio.create_task(self.reconciler.start())
         await self.agent_listener.start()
         await self.callers.start()
         app = operator_app(
@@ -100,14 +124,24 @@ class Gateway:
 
     async def stop(self) -> None:
         self._started = False
+        if self._reconciler_start is not None:
+            self._reconciler_start.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler_start
+        if self.reconciler is not None:
+            await self.reconciler.stop()  # hands status over to another replica first
         await self.agent_listener.stop(grace=self.settings.drain_grace)
         await self.callers.stop()
         if self._operator is not None:
             await self._operator.cleanup()
+        if self._kube is not None:
+            await self._kube.close()
 
     def _ready(self) -> tuple[bool, str]:
         if not self._started:
             return False, "starting"
+        if self.reconciler is not None and not self.reconciler.ready.is_set():
+            return False, "DataPlanes not listed yet"
         return (
             True,
             f"{len(self.trust.planes())} planes, {sum(1 for _ in self.agents.all_agents())} agents",

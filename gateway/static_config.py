@@ -24,6 +24,9 @@ import certs
 from certs import PemError, PlaneRef
 from gateway.trust import PlaneTrust
 
+STATIC_SOURCE = "static:"
+"""Prefix of `PlaneTrust.source` for planes read from the file."""
+
 
 class ConfigError(Exception):
     """The static configuration cannot be used; the message says where and why."""
@@ -74,7 +77,7 @@ def load_static_planes(path: Path) -> list[PlaneTrust]:
 
 
 def _trust(plane: PlaneRef, entry: _PlaneEntry, *, base: Path) -> PlaneTrust:
-    source = f"static:{entry.client_ca}" if entry.client_ca else "static:inline"
+    source = STATIC_SOURCE + (entry.client_ca or "inline")
     try:
         if entry.client_ca is not None:
             pem = (base / entry.client_ca).read_bytes()

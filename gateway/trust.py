@@ -86,10 +86,16 @@ class TrustRegistry:
         for listener in self._listeners:
             listener(plane, None)
 
-    def replace_all(self, trusts: Iterable[PlaneTrust]) -> None:
-        """Make the registry hold exactly `trusts` (for a source that reloads everything)."""
+    def replace_source(self, source_prefix: str, trusts: Iterable[PlaneTrust]) -> None:
+        """Make the planes whose `source` starts with `source_prefix` exactly `trusts` (for a
+        source that reloads all of its planes); planes of other sources are left alone."""
         wanted = {trust.plane: trust for trust in trusts}
-        for plane in [p for p in self._planes if p not in wanted]:
+        stale = [
+            plane
+            for plane, trust in self._planes.items()
+            if plane not in wanted and trust.source.startswith(source_prefix)
+        ]
+        for plane in stale:
             self.remove_plane(plane)
         for trust in wanted.values():
             self.set_plane(trust)

@@ -13,6 +13,7 @@ from planelink import dev
 from planelink.certs_cli import add_certs_parser
 from planelink.gateway_cli import add_gateway_parser
 from planelink.logs import configure_logging
+from planelink.reconciler_cli import add_reconciler_parser
 
 _DESCRIPTION = """\
 planelink connects a Kubernetes control plane to its data-plane clusters. An agent in each
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     binaries_parser.set_defaults(run=_run_kube_binaries)
 
     add_gateway_parser(commands)
+    add_reconciler_parser(commands)
     dev.add_parser(commands)
     add_certs_parser(commands)
     return parser

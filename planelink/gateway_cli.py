@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import structlog
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.callers import CallerSettings
+from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
 from tunnel import Heartbeat
 
@@ -80,6 +82,38 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="deadline of requests other than watches, follows and upgrades (60)",
     )
     flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
+    reconcile = parser.add_argument_group(
+        "DataPlane resources",
+        "With --reconcile the gateway follows the DataPlanes of the control plane (trust from\n"
+        "spec.agent.clientCA, status conditions), besides or instead of --planes.",
+    )
+    reconcile.add_argument(
+        "--reconcile",
+        action="store_true",
+        default=_env("reconcile", "false") == "true",
+        help="follow DataPlane resources (env PLANELINK_GATEWAY_RECONCILE=true)",
+    )
+    reconcile.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=_env("kubeconfig"),
+        help="the control plane's kubeconfig (default: $KUBECONFIG, then in-cluster config)",
+    )
+    reconcile.add_argument(
+        "--namespaces",
+        default=_env("namespaces", ""),
+        help="comma-separated namespaces to watch (default: all)",
+    )
+    reconcile.add_argument(
+        "--lease-namespace",
+        default=_env("lease_namespace"),
+        help="with several replicas: namespace of the Leases that coordinate status writes",
+    )
+    reconcile.add_argument(
+        "--identity",
+        default=_env("identity", os.environ.get("POD_NAME") or socket.gethostname()),
+        help="this replica's name among the replicas (default: $POD_NAME or the host name)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -101,7 +135,19 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         operator_host=host,
         operator_port=args.operator_port,
         drain_grace=args.drain_grace,
+        reconciler=_reconciler_settings(args) if args.reconcile else None,
+        kubeconfig=args.kubeconfig,
     )
+
+
+def _reconciler_settings(args: argparse.Namespace) -> ReconcilerSettings:
+    coordination = (
+        CoordinationSettings(namespace=args.lease_namespace, identity=args.identity)
+        if args.lease_namespace
+        else None
+    )
+    namespaces = tuple(name.strip() for name in args.namespaces.split(",") if name.strip())
+    return ReconcilerSettings(namespaces=namespaces, coordination=coordination)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,428 @@
+"""The DataPlane reconciler: watches DataPlanes and Secrets, feeds trust, writes status.
+
+For every DataPlane key the work queue hands out, `_reconcile` (one worker per key at a time):
+
+1. reads the object from the watch cache (absent: the plane is forgotten — trust removed);
+2. parses it with the `crd` models and resolves its credentials from the Secret cache
+   (`resolve`, pure), then feeds `TrustRegistry` and `DirectPlanes`;
+3. if this replica writes status: works out `Connected` (agent counts of every replica, or a
+   probe of the API server in direct mode), and writes the conditions and the events of their
+   transitions.
+
+Keys are queued by DataPlane events, by events of Secrets they reference (the index maps a
+Secret back to its DataPlanes), by agent connects and disconnects (`AgentRegistry`), by peer
+replicas' counts, by probe timers and by a periodic resync. Caches are filled (first list
+done) before any key is reconciled, so no plane is ever judged on a half-read cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+from kubernetes_asyncio.client import ApiClient
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from certs import InvalidPlaneRefError, PlaneRef
+from crd import DataPlane
+from gateway.reconciler import conditions
+from gateway.reconciler.conditions import ProbeResult, Verdict
+from gateway.reconciler.direct import DirectPlanes, DirectTarget, probe
+from gateway.reconciler.events import EventRecorder, transitions
+from gateway.reconciler.informer import ChangeHandler, Informer
+from gateway.reconciler.kube import KubeApi, ListWatch
+from gateway.reconciler.metrics import ReconcilerMetrics
+from gateway.reconciler.replicas import Coordination, Replicas, Solo
+from gateway.reconciler.resolve import (
+    Resolution,
+    SecretData,
+    SecretKey,
+    invalid_spec,
+    require_identity,
+    resolve,
+    secret_refs,
+)
+from gateway.reconciler.settings import ReconcilerSettings
+from gateway.reconciler.status import Result, StatusWriter
+from gateway.reconciler.store import Change, Obj, ObjKey, Store
+from gateway.reconciler.workqueue import WorkQueue
+from gateway.trust import PlaneTrust, TrustRegistry
+
+log = structlog.get_logger("gateway.reconciler")
+
+_CONFLICT_RETRY = 1.0
+"""After a 409 the watch brings the newer object; this is only the safety net."""
+
+
+class _Agent(Protocol):
+    @property
+    def plane(self) -> PlaneRef: ...
+
+
+class AgentView(Protocol):
+    """What the reconciler reads of `gateway.agents.AgentRegistry`."""
+
+    def agents(self, plane: PlaneRef) -> Sequence[object]: ...
+
+    def all_agents(self) -> Iterator[_Agent]: ...
+
+    async def wait_for_change(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Probe:
+    target: DirectTarget
+    result: ProbeResult
+    at: float
+
+
+class Reconciler:
+    """Follows DataPlanes; `start()` returns once the caches are filled, `stop()` ends it all."""
+
+    def __init__(
+        self,
+        *,
+        client: ApiClient,
+        trust: TrustRegistry,
+        agents: AgentView,
+        settings: ReconcilerSettings | None = None,
+        registry: CollectorRegistry | None = None,
+        direct: DirectPlanes | None = None,
+    ) -> None:
+        self.settings = settings = settings or ReconcilerSettings()
+        self.api = KubeApi(client, watch_timeout=settings.watch_timeout)
+        self.metrics = ReconcilerMetrics(registry or CollectorRegistry(auto_describe=True))
+        self.trust = trust
+        self.direct = direct or DirectPlanes()
+        self.dataplanes = Store()
+        self.secrets = Store()
+        self.ready = asyncio.Event()
+        """Set once every cache is filled and reconciling has begun."""
+        self._agents = agents
+        self._queue: WorkQueue[ObjKey] = WorkQueue(retry=settings.backoff)
+        scopes: Sequence[str | None] = settings.namespaces or (None,)
+        self._secret_informers = [
+            self._informer(self.api.secrets(ns), self.secrets, self._on_secret) for ns in scopes
+        ]
+        self._dataplane_informers = [
+            self._informer(self.api.dataplanes(ns), self.dataplanes, self._on_dataplane)
+            for ns in scopes
+        ]
+        self._refs: dict[ObjKey, frozenset[SecretKey]] = {}
+        self._referrers: dict[SecretKey, set[ObjKey]] = {}
+        self._fed: set[PlaneRef] = set()
+        self._probes: dict[ObjKey, _Probe] = {}
+        self._local: dict[PlaneRef, int] = {}
+        identity = settings.coordination.identity if settings.coordination else _hostname()
+        self._status = StatusWriter(
+            self.api, self.metrics, min_interval=settings.status_min_interval
+        )
+        self._events = EventRecorder(
+            self.api, self.metrics, component=settings.component, instance=identity
+        )
+        self.coordination: Coordination = (
+            Replicas(
+                self.api,
+                settings.coordination,
+                local_counts=lambda: dict(self._local),
+                on_peer_counts=self._enqueue_planes,
+                on_leadership=self._on_leadership,
+                metrics=self.metrics,
+                backoff=settings.backoff,
+            )
+            if settings.coordination is not None
+            else Solo()
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start watching; returns when the caches are filled (wrap in a timeout to bound it)."""
+        if self._task is not None:
+            raise RuntimeError("the reconciler was started already")
+        self._task = asyncio.create_task(self._run(), name="dataplane-reconciler")
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            self._task.result()  # raises what ended it
+
+    async def stop(self) -> None:
+        """Stop every loop, then withdraw this replica's counts and leadership."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.coordination.release()
+
+    async def settle(self) -> None:
+        """Until every queued key has been reconciled (for one-shot runs and tests)."""
+        await self._queue.wait_idle()
+
+    async def __aenter__(self) -> Reconciler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for informer in self._secret_informers:
+                group.create_task(informer.run(), name="secrets-watch")
+            group.create_task(self.coordination.run(), name="coordination")
+            await _all_set([i.synced for i in self._secret_informers])
+            await self.coordination.synced.wait()
+            for informer in self._dataplane_informers:
+                group.create_task(informer.run(), name="dataplanes-watch")
+            await _all_set([i.synced for i in self._dataplane_informers])
+            group.create_task(self._follow_agents(), name="follow-agents")
+            group.create_task(
+                self._queue.run(self._reconcile, workers=self.settings.workers), name="workers"
+            )
+            group.create_task(self._resync(), name="resync")
+            self.ready.set()
+            log.info(
+                "reconciler ready",
+                dataplanes=len(self.dataplanes),
+                namespaces=list(self.settings.namespaces) or "all",
+                writes_status=self.settings.write_status,
+            )
+
+    def _informer(self, source: ListWatch, store: Store, handler: ChangeHandler) -> Informer:
+        return Informer(source, store, handler, backoff=self.settings.backoff, metrics=self.metrics)
+
+    # -- what queues keys ---------------------------------------------------------------------
+
+    def _on_dataplane(self, change: Change) -> None:
+        self._queue.add(change.key)
+
+    def _on_secret(self, change: Change) -> None:
+        if (change.old or {}).get("data") == (change.new or {}).get("data") and (
+            change.old is not None and change.new is not None
+        ):
+            return  # only metadata changed
+        for key in self._referrers.get(SecretKey(*change.key), ()):
+            self._queue.add(key)
+
+    def _enqueue_planes(self, planes: Iterable[PlaneRef]) -> None:
+        for plane in planes:
+            key = ObjKey(plane.namespace, plane.name)
+            if self.dataplanes.get(key) is not None:
+                self._queue.add(key)
+
+    def _on_leadership(self, leading: bool) -> None:
+        if leading:
+            for key in self.dataplanes.all_keys():
+                self._queue.add(key)
+
+    async def _follow_agents(self) -> None:
+        """Event-driven: every connect or disconnect re-queues the planes whose count moved."""
+        while True:
+            counts: dict[PlaneRef, int] = {}
+            for agent in self._agents.all_agents():
+                counts[agent.plane] = counts.get(agent.plane, 0) + 1
+            moved = {
+                p for p in counts.keys() | self._local.keys() if counts.get(p) != self._local.get(p)
+            }
+            self._local = counts
+            if moved:
+                self.coordination.local_changed()
+                self._enqueue_planes(moved)
+            await self._agents.wait_for_change()
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_interval)
+            for key in self.dataplanes.all_keys():
+                self._queue.add(key)
+
+    # -- one key ------------------------------------------------------------------------------
+
+    async def _reconcile(self, key: ObjKey) -> None:
+        plane_log = log.bind(plane=str(key))
+        obj = self.dataplanes.get(key)
+        if obj is None:
+            self._forget(key, plane_log)
+            self.metrics.reconciles.labels(result="deleted").inc()
+            return
+        try:
+            plane = PlaneRef(key.namespace, key.name)
+        except InvalidPlaneRefError as error:
+            plane_log.warning("dataplane name cannot name a plane", error=str(error))
+            self.metrics.reconciles.labels(result="invalid").inc()
+            return
+        try:
+            resolution = await self._resolve(key, plane, obj)
+            self._feed(key, plane, resolution, plane_log)
+            if self.settings.write_status and self.coordination.is_leader:
+                await self._write_status(key, plane, obj, resolution, plane_log)
+        except Exception:
+            self.metrics.reconciles.labels(result="error").inc()
+            raise
+        self.metrics.reconciles.labels(result="ok").inc()
+
+    async def _resolve(self, key: ObjKey, plane: PlaneRef, obj: Obj) -> Resolution:
+        try:
+            dataplane = DataPlane.model_validate(obj)
+        except ValidationError as error:
+            self._index(key, frozenset())
+            return invalid_spec(plane, _first_error(error))
+        refs = secret_refs(dataplane)
+        self._index(key, refs)
+        secrets = {ref: await self._secret(ref) for ref in refs}
+        return resolve(
+            plane,
+            dataplane,
+            secrets,
+            now=datetime.now(UTC),
+            require_identity=require_identity(dataplane, default=self.settings.require_identity),
+        )
+
+    async def _secret(self, ref: SecretKey) -> SecretData | None:
+        if not self.settings.namespaces or ref.namespace in self.settings.namespaces:
+            obj = self.secrets.get(ObjKey(ref.namespace, ref.name))
+        else:  # outside the watched namespaces: read it (the periodic resync re-reads it)
+            obj = await self.api.get_secret(ref.namespace, ref.name)
+        return None if obj is None else _decoded(obj)
+
+    def _feed(
+        self, key: ObjKey, plane: PlaneRef, resolution: Resolution, plane_log: structlog.BoundLogger
+    ) -> None:
+        previous = self.trust.get(plane)
+        if previous != resolution.trust:
+            self.trust.set_plane(resolution.trust)
+            _log_trust(plane_log, resolution.trust)
+        self._fed.add(plane)
+        if resolution.direct is None:
+            if self.direct.remove(plane):
+                plane_log.info("direct target removed")
+            return
+        target, changed = self.direct.set(plane, resolution.direct)
+        if changed:
+            plane_log.info("direct target set", server=target.server, auth=resolution.direct.auth)
+
+    def _forget(self, key: ObjKey, plane_log: structlog.BoundLogger) -> None:
+        self._index(key, frozenset())
+        self._probes.pop(key, None)
+        self._status.forget(key)
+        with contextlib.suppress(InvalidPlaneRefError):
+            plane = PlaneRef(key.namespace, key.name)
+            self.direct.remove(plane)
+            if plane in self._fed:
+                self._fed.discard(plane)
+                self.trust.remove_plane(plane)
+                plane_log.info("plane removed")
+
+    def _index(self, key: ObjKey, refs: frozenset[SecretKey]) -> None:
+        for old in self._refs.get(key, frozenset()) - refs:
+            holders = self._referrers.get(old)
+            if holders is not None:
+                holders.discard(key)
+                if not holders:
+                    del self._referrers[old]
+        for ref in refs:
+            self._referrers.setdefault(ref, set()).add(key)
+        if refs:
+            self._refs[key] = refs
+        else:
+            self._refs.pop(key, None)
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def _write_status(
+        self,
+        key: ObjKey,
+        plane: PlaneRef,
+        obj: Obj,
+        resolution: Resolution,
+        plane_log: structlog.BoundLogger,
+    ) -> None:
+        connected = await self._connection(key, plane, resolution)
+        wanted = conditions.desired(resolution.gateway_verdict, connected)
+        outcome = await self._status.write(obj, wanted)
+        if outcome.result is Result.WRITTEN and outcome.written is not None:
+            self.dataplanes.upsert(outcome.written)
+            new_status = outcome.written.get("status") or {}
+            plane_log.info(
+                "status written",
+                **{
+                    c["type"]: f"{c['status']}/{c['reason']}"
+                    for c in new_status.get("conditions", [])
+                },
+            )
+            for event in transitions(obj.get("status"), new_status):
+                await self._events.record(outcome.written, event)
+        elif outcome.result is Result.DEFERRED:
+            self._queue.add_after(key, outcome.retry_after)
+        elif outcome.result is Result.CONFLICT:
+            self._queue.add_after(key, _CONFLICT_RETRY)
+
+    async def _connection(self, key: ObjKey, plane: PlaneRef, resolution: Resolution) -> Verdict:
+        if resolution.mode == "agent":
+            count = len(self._agents.agents(plane)) + self.coordination.peer_count(plane)
+            return conditions.connected_from_agents(count)
+        target = self.direct.get(plane)
+        if target is None:
+            self._probes.pop(key, None)
+            return conditions.not_probed("CredentialsUnavailable")
+        last = self._probes.get(key)
+        interval = self.settings.probe_interval
+        if last is None or last.target is not target or time.monotonic() >= last.at + interval:
+            result = await probe(target, limit=self.settings.probe_timeout)
+            if last is None or last.result != result:
+                log.bind(plane=str(key)).info("probed", ok=result.ok, reason=result.reason)
+            last = _Probe(target, result, time.monotonic())
+            self._probes[key] = last
+        self._queue.add_after(key, max(0.0, last.at + interval - time.monotonic()))
+        return conditions.connected_from_probe(last.result)
+
+
+def _log_trust(plane_log: structlog.BoundLogger, trust: PlaneTrust) -> None:
+    if trust.issues:
+        plane_log.warning(
+            "plane cannot accept agents", issues=list(trust.issues), source=trust.source
+        )
+    else:
+        plane_log.info(
+            "plane trust set",
+            source=trust.source,
+            cas=[ca.subject.rfc4514_string() for ca in trust.client_cas],
+            require_identity=trust.require_identity,
+        )
+
+
+def _decoded(secret: Obj) -> dict[str, bytes]:
+    data: dict[str, bytes] = {}
+    for name, value in (secret.get("data") or {}).items():
+        with contextlib.suppress(binascii.Error, ValueError, TypeError):
+            data[name] = base64.b64decode(value)
+    return data
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    return f"{location}: {first['msg']}" if location else first["msg"]
+
+
+async def _all_set(events: Iterable[asyncio.Event]) -> None:
+    for event in events:
+        await event.wait()
+
+
+def _hostname() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()

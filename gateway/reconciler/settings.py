@@ -1,0 +1,62 @@
+"""What the reconciler can be told; filled from flags and the environment by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: `initial * 2**n`, capped at `maximum` seconds."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+
+
+@dataclass(frozen=True)
+class CoordinationSettings:
+    """How several gateway replicas agree on status (see `gateway.reconciler.replicas`).
+
+    Each replica keeps a Lease of its own, `<prefix>-replica-<identity>`, whose annotation
+    carries its connected-agent counts per plane; the replica holding `<prefix>-leader` adds
+    the live ones up and alone writes status and events.
+    """
+
+    namespace: str
+    """Namespace of the Leases (usually the gateway's own)."""
+    identity: str
+    """This replica's unique name (the pod name)."""
+    prefix: str = "planelink-gateway"
+    lease_duration: float = 15.0
+    """A Lease not renewed for this long is dead; its counts no longer count."""
+    renew_interval: float = 5.0
+    """How often leases are renewed (and the leader retries), a fraction of the duration."""
+    publish_min_interval: float = 0.5
+    """Count changes are published at once, but at most this often."""
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    namespaces: tuple[str, ...] = ()
+    """Watch DataPlanes and Secrets in these namespaces; empty means all namespaces."""
+    workers: int = 4
+    """Objects reconciled in parallel (one object is never reconciled twice at once)."""
+    probe_interval: float = 30.0
+    """Seconds between probes of a directly reached plane's API server."""
+    probe_timeout: float = 5.0
+    status_min_interval: float = 1.0
+    """Status of one object is written at most this often."""
+    resync_interval: float = 300.0
+    """Every object is reconciled again this often, whatever happened."""
+    watch_timeout: int = 300
+    """Server-side timeout of one watch request (seconds); a new watch follows at once."""
+    write_status: bool = True
+    """False: follow DataPlanes and feed trust, but never write status or events."""
+    require_identity: bool = False
+    """Demand the plane's SAN in agent certificates (the annotation
+    `planelink.dev/require-agent-identity: "true"|"false"` overrides it per plane)."""
+    component: str = "planelink-gateway"
+    """`source.component` of the Events written."""
+    backoff: Backoff = field(default_factory=Backoff)
+    coordination: CoordinationSettings | None = None
+    """None: this is the only replica and writes status from its own agents."""

@@ -1,0 +1,140 @@
+"""Direct-mode DataPlanes probed against a second real API server."""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+
+import certs
+from envtest import KubeAPIServer
+from gateway.reconciler import Reconciler
+
+
+async def test_bearer_token_and_mtls_and_a_wrong_token(
+    reconciler: Reconciler, kit, kube_servers
+) -> None:
+    server: KubeAPIServer = kube_servers("direct")
+    ca = {"value": server.ca_file.read_text()}
+    user = server.issue_user("planelink-prober", groups=["probers"])
+    assert user.client_certificate_pem is not None
+    assert user.client_key_pem is not None
+    await kit.create(
+        kit.client,
+        kit.secret(
+            "direct-creds",
+            kit.namespace,
+            {
+                "token": server.admin_token.encode(),
+                "tls.crt": user.client_certificate_pem,
+                "tls.key": user.client_key_pem,
+            },
+        ),
+    )
+    token_ref = {"secretRef": {"name": "direct-creds", "key": "token"}}
+    mtls = {
+        "clientCert": {"secretRef": {"name": "direct-creds", "key": "tls.crt"}},
+        "clientKey": {"secretRef": {"name": "direct-creds", "key": "tls.key"}},
+    }
+    await kit.create(
+        kit.client,
+        kit.direct_dataplane(
+            "by-token", kit.namespace, server=server.url, ca=ca, auth={"bearerToken": token_ref}
+        ),
+    )
+    await kit.create(
+        kit.client,
+        kit.direct_dataplane(
+            "by-cert", kit.namespace, server=server.url, ca=ca, auth={"mtls": mtls}
+        ),
+    )
+    await kit.create(
+        kit.client,
+        kit.direct_dataplane(
+            "wrong-token",
+            kit.namespace,
+            server=server.url,
+            ca=ca,
+            auth={"bearerToken": {"value": "not-the-token"}},
+        ),
+    )
+
+    for name in ("by-token", "by-cert"):
+        obj = await kit.await_dataplane(
+            kit.client, kit.namespace, name, kit.has_condition("Ready", "True")
+        )
+        connected = kit.condition(obj, "Connected")
+        assert connected["reason"] == "ProbeSucceeded"
+        assert connected["message"].startswith(f"GET {server.url}/readyz: 200")
+    obj = await kit.await_dataplane(
+        kit.client,
+        kit.namespace,
+        "wrong-token",
+        kit.has_condition("Connected", "False", "Unauthorized"),
+    )
+    assert "401" in kit.condition(obj, "Connected")["message"]
+    assert kit.has_condition("GatewayProvisioned", "True")(obj)
+    assert kit.has_condition("Ready", "False", "Unauthorized")(obj)
+
+    # The resolved credentials are offered to whoever dials the plane: they work.
+    for name in ("by-token", "by-cert"):
+        target = reconciler.direct.get(certs.PlaneRef(kit.namespace, name))
+        assert target is not None
+        assert target.server == server.url
+        assert isinstance(target.ssl_context, ssl.SSLContext)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{target.server}/api/v1/namespaces/default",
+                ssl=target.ssl_context,
+                headers=target.headers(),
+            ) as response,
+        ):
+            # The admin may read it; the certificate user is known but not authorised.
+            assert response.status == (200 if name == "by-token" else 403)
+    by_cert = reconciler.direct.get(certs.PlaneRef(kit.namespace, "by-cert"))
+    assert by_cert is not None
+    assert by_cert.bearer_token is None
+
+
+async def test_unreachable_server_and_unresolvable_credentials(
+    reconciler: Reconciler, kit, kube_servers
+) -> None:
+    server: KubeAPIServer = kube_servers("direct")
+    ca = {"value": server.ca_file.read_text()}
+    await kit.create(
+        kit.client,
+        kit.direct_dataplane(
+            "nobody-home",
+            kit.namespace,
+            server="https://127.0.0.1:1",
+            ca=ca,
+            auth={"bearerToken": {"value": "t"}},
+        ),
+    )
+    await kit.create(
+        kit.client,
+        kit.direct_dataplane(
+            "no-token",
+            kit.namespace,
+            server=server.url,
+            ca=ca,
+            auth={"bearerToken": {"secretRef": {"name": "absent", "key": "token"}}},
+        ),
+    )
+    obj = await kit.await_dataplane(
+        kit.client,
+        kit.namespace,
+        "nobody-home",
+        kit.has_condition("Connected", "False", "Unreachable"),
+    )
+    assert "127.0.0.1:1" in kit.condition(obj, "Connected")["message"]
+    obj = await kit.await_dataplane(
+        kit.client,
+        kit.namespace,
+        "no-token",
+        kit.has_condition("GatewayProvisioned", "False", "SecretNotFound"),
+    )
+    assert kit.has_condition("Connected", "Unknown", "CredentialsUnavailable")(obj)
+    assert kit.has_condition("Ready", "False", "SecretNotFound")(obj)
+    assert reconciler.direct.get(certs.PlaneRef(kit.namespace, "no-token")) is None

@@ -1,0 +1,195 @@
+"""Pure parts: conditions from observed state, credentials from a DataPlane and its Secrets,
+events from a status change. No server, no event loop."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+import certs
+import crd
+from gateway.reconciler import conditions as c
+from gateway.reconciler.events import EventSpec, transitions
+from gateway.reconciler.resolve import SecretKey, resolve, secret_refs
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=5)
+PLANE = certs.PlaneRef("org", "plane")
+
+
+def test_ready_takes_the_first_failing_reason() -> None:
+    ok, agents = c.provisioned(), c.connected_from_agents(2)
+    assert c.ready(ok, agents) == c.Verdict("True", "Ready", "2 agents connected")
+    missing = c.not_provisioned("SecretNotFound", "Secret org/ca not found")
+    assert c.ready(missing, c.connected_from_agents(0)).reason == "SecretNotFound"
+    assert c.ready(ok, c.connected_from_agents(0)) == c.Verdict(
+        "False", "NoAgentConnected", "no agent is connected"
+    )
+    assert c.ready(ok, c.connected_from_probe(None)).status == "Unknown"
+    assert c.connected_from_agents(1).message == "1 agent connected"
+
+
+def test_transition_time_changes_only_with_the_status() -> None:
+    first = c.status_patch(
+        None, c.desired(c.provisioned(), c.connected_from_agents(1)), generation=1, now=T0
+    )
+    assert first is not None
+    assert [x["type"] for x in first["conditions"]] == ["Ready", "Connected", "GatewayProvisioned"]
+    assert {x["lastTransitionTime"] for x in first["conditions"]} == {"2026-01-01T00:00:00Z"}
+
+    # Same verdicts later: nothing to write.
+    same = c.desired(c.provisioned(), c.connected_from_agents(1))
+    assert c.status_patch(first, same, generation=1, now=T1) is None
+    # A new message, same status: written, transition time kept.
+    more = c.status_patch(
+        first, c.desired(c.provisioned(), c.connected_from_agents(3)), generation=1, now=T1
+    )
+    assert more is not None
+    assert c.condition(more, "Connected")["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    # A new generation alone is written too.
+    assert c.status_patch(first, same, generation=2, now=T1) is not None
+    # A status flip moves the time; conditions of other owners are kept, in place.
+    foreign = {**first, "conditions": [{"type": "Other", "status": "True"}, *first["conditions"]]}
+    gone = c.status_patch(
+        foreign, c.desired(c.provisioned(), c.connected_from_agents(0)), generation=1, now=T1
+    )
+    assert gone is not None
+    assert gone["conditions"][0] == {"type": "Other", "status": "True"}
+    assert c.condition(gone, "Connected")["lastTransitionTime"] == "2026-01-01T00:05:00Z"
+    assert c.condition(gone, "GatewayProvisioned")["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+
+
+def test_events_for_transitions_only() -> None:
+    up = c.status_patch(
+        None, c.desired(c.provisioned(), c.connected_from_agents(1)), generation=1, now=T0
+    )
+    down = c.status_patch(
+        up, c.desired(c.provisioned(), c.connected_from_agents(0)), generation=1, now=T1
+    )
+    broken = c.status_patch(
+        down,
+        c.desired(c.not_provisioned("SecretNotFound", "gone"), c.connected_from_agents(0)),
+        generation=1,
+        now=T1,
+    )
+    assert up
+    assert down
+    assert broken
+    assert transitions(None, up) == [EventSpec("Normal", "Connected", "1 agent connected")]
+    assert transitions(up, down) == [EventSpec("Warning", "Disconnected", "no agent is connected")]
+    assert transitions(down, broken) == [EventSpec("Warning", "SecretNotFound", "gone")]
+    assert transitions(broken, broken) == []
+    assert transitions(broken, down) == [
+        EventSpec("Normal", "Provisioned", "the gateway holds this plane's credentials")
+    ]
+
+
+def _agent_plane(client_ca: dict[str, Any] | None) -> crd.DataPlane:
+    agent: dict[str, Any] = {"enabled": True}
+    if client_ca is not None:
+        agent["clientCA"] = client_ca
+    return crd.DataPlane.model_validate(
+        {
+            "metadata": {"name": "plane", "namespace": "org"},
+            "spec": {
+                "agent": agent,
+                "gateway": {"publicVirtualHost": "a", "organizationVirtualHost": "b"},
+            },
+        }
+    )
+
+
+CA = certs.create_ca("agents")
+PEM = CA.certificate_pem()
+EXPIRED = certs.create_ca(
+    "old", not_before=datetime.now(UTC) - timedelta(days=3), validity=timedelta(days=1)
+)
+LATER = certs.create_ca("later", not_before=datetime.now(UTC) + timedelta(days=3))
+REF = {"secretRef": {"name": "ca", "key": "ca.crt"}}
+
+
+@pytest.mark.parametrize(
+    ("client_ca", "secrets", "reason"),
+    [
+        ({"value": PEM.decode()}, {}, None),
+        ({"value": base64.b64encode(PEM).decode()}, {}, None),  # the reference's base64 form
+        (REF, {SecretKey("org", "ca"): {"ca.crt": PEM}}, None),
+        (None, {}, "MissingClientCA"),
+        (REF, {}, "SecretNotFound"),
+        (REF, {SecretKey("org", "ca"): {"other": PEM}}, "KeyNotFound"),
+        (REF, {SecretKey("org", "ca"): {"ca.crt": b"garbage"}}, "InvalidCertificate"),
+        (
+            REF,
+            {SecretKey("org", "ca"): {"ca.crt": EXPIRED.certificate_pem()}},
+            "CertificateExpired",
+        ),
+        (
+            REF,
+            {SecretKey("org", "ca"): {"ca.crt": LATER.certificate_pem()}},
+            "CertificateNotYetValid",
+        ),
+    ],
+)
+def test_agent_client_ca(client_ca: Any, secrets: Any, reason: str | None) -> None:
+    dataplane = _agent_plane(client_ca)
+    resolution = resolve(PLANE, dataplane, secrets, now=datetime.now(UTC))
+    if reason is None:
+        assert resolution.problem is None
+        assert resolution.trust.client_cas == (CA.certificate,)
+        assert resolution.trust.accepts_agents
+        assert resolution.gateway_verdict.ok
+    else:
+        assert resolution.problem is not None
+        assert resolution.problem.reason == reason
+        assert not resolution.trust.accepts_agents
+        assert resolution.trust.issues[0].startswith(reason)
+        assert resolution.gateway_verdict == c.Verdict("False", reason, resolution.problem.message)
+
+
+def test_secret_namespace_defaults_to_the_dataplanes() -> None:
+    other = {"secretRef": {"name": "ca", "namespace": "vault", "key": "ca.crt"}}
+    assert secret_refs(_agent_plane(REF)) == {SecretKey("org", "ca")}
+    assert secret_refs(_agent_plane(other)) == {SecretKey("vault", "ca")}
+    message = resolve(PLANE, _agent_plane(other), {}, now=datetime.now(UTC)).problem
+    assert message is not None
+    assert "Secret vault/ca not found" in message.message
+
+
+def test_direct_credentials_and_key_mismatch() -> None:
+    client = certs.issue_client(CA, common_name="prober")
+    stranger = certs.issue_client(CA, common_name="stranger")
+
+    def plane(key: bytes) -> crd.DataPlane:
+        return crd.DataPlane.model_validate(
+            {
+                "metadata": {"name": "plane", "namespace": "org"},
+                "spec": {
+                    "kubernetesCluster": {
+                        "server": "https://10.0.0.1:6443",
+                        "tls": {"ca": {"value": PEM.decode()}},
+                        "auth": {
+                            "mtls": {
+                                "clientCert": {"value": client.certificate_pem().decode()},
+                                "clientKey": {"value": key.decode()},
+                            }
+                        },
+                    },
+                    "gateway": {"publicVirtualHost": "a", "organizationVirtualHost": "b"},
+                },
+            }
+        )
+
+    good = resolve(PLANE, plane(client.private_key_pem()), {}, now=datetime.now(UTC))
+    assert good.mode == "direct"
+    assert good.problem is None
+    assert good.direct is not None
+    assert good.direct.auth == "mtls"
+    assert "PRIVATE KEY" not in repr(good.direct)
+    assert not good.trust.accepts_agents  # a direct plane accepts no agent
+    bad = resolve(PLANE, plane(stranger.private_key_pem()), {}, now=datetime.now(UTC))
+    assert bad.problem is not None
+    assert bad.problem.reason == "KeyMismatch"
+    assert bad.direct is None
