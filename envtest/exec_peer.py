@@ -104,13 +104,21 @@ class ExecPeer:
             return _json(HTTPStatus.OK, _DISCOVERY[path])
         return _json(
             HTTPStatus.NOT_FOUND,
-            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-             "message": f"{path} is not served by the exec peer", "code": 404},
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "reason": "NotFound",
+                "message": f"{path} is not served by the exec peer",
+                "code": 404,
+            },
         )
 
     async def _exec(self, connection: ServerConnection) -> None:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
-        await connection.send(bytes([_STDOUT]) + (" ".join(query.get("command", [])) + "\n").encode())
+        await connection.send(
+            bytes([_STDOUT]) + (" ".join(query.get("command", [])) + "\n").encode()
+        )
         if query.get("stdin") == ["true"]:
             try:
                 async for message in connection:
@@ -146,8 +154,13 @@ _DISCOVERY: dict[str, object] = {
                 "verbs": ["get", "list"],
                 "shortNames": ["po"],
             },
-            {"name": "pods/exec", "singularName": "", "namespaced": True,
-             "kind": "PodExecOptions", "verbs": ["create", "get"]},
+            {
+                "name": "pods/exec",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "PodExecOptions",
+                "verbs": ["create", "get"],
+            },
         ],
     },
 }
