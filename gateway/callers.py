@@ -196,6 +196,9 @@ class CallerEndpoint:
             log.info("bad request from caller", caller=caller, detail=error.message)
         except (ConnectionError, ssl.SSLError):
             pass  # the caller went away; its streams were reset by the exchange
+        except Exception:
+            # A bug, not the caller: say so, and close this one connection cleanly.
+            log.exception("caller connection failed", caller=caller)
         finally:
             self._connections.discard(task)
             writer.close()
@@ -337,10 +340,14 @@ class _Exchange:
         gone = asyncio.create_task(self.http.watch_for_close())
         try:
             relayed = await self._relay_body(stream, gone, chunked=chunked)
+            caller_left = gone.done()
         finally:
+            # Awaited, not just cancelled: the next request's read must not race this one.
             gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gone
         self.endpoint._metrics.bytes.labels(plane=self.plane, direction="to_caller").inc(relayed)
-        return self.head.keep_alive and not gone.done()
+        return self.head.keep_alive and not caller_left
 
     async def _relay_body(
         self, stream: TunnelStream, gone: asyncio.Task[None], *, chunked: bool
@@ -352,6 +359,8 @@ class _Exchange:
             done, _ = await asyncio.wait({reading, gone}, return_when=asyncio.FIRST_COMPLETED)
             if reading not in done:
                 reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StreamResetError):
+                    await reading
                 stream.reset(ErrorCode.CANCEL, "the caller went away")
                 raise ConnectionResetError("the caller closed its connection")
             chunk = reading.result()

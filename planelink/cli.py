@@ -10,6 +10,7 @@ from pathlib import Path
 from crd import render_yaml
 from envtest import BinariesUnavailable, find_binaries
 from planelink import dev
+from planelink.agent_cli import add_agent_parser
 from planelink.certs_cli import add_certs_parser
 from planelink.gateway_cli import add_gateway_parser
 from planelink.logs import configure_logging
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     binaries_parser.set_defaults(run=_run_kube_binaries)
 
     add_gateway_parser(commands)
+    add_agent_parser(commands)
     add_reconciler_parser(commands)
     dev.add_parser(commands)
     add_certs_parser(commands)

@@ -1,30 +1,37 @@
-"""`planelink dev`: a self-contained local planelink on real API servers.
+"""`planelink dev`: a self-contained local planelink on real API servers, wired together.
 
-Brings up a control-plane API server (with the DataPlane CRD and a DataPlane) and a data-plane
-API server, writes their kubeconfigs to a folder, prints how to use them, and stops everything
-on Ctrl-C or SIGTERM. The binaries are built on first use and reused afterwards.
+Brings up a control-plane API server (with the DataPlane CRD) and a data-plane API server,
+issues certificates, creates the DataPlane `dev/local` whose agent CA is inline, and runs the
+gateway (following DataPlanes, writing their status) and an agent for the data plane. It prints
+a kubeconfig whose requests go through the tunnel, and stops everything on Ctrl-C or SIGTERM.
+The binaries are built on first use and reused afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
-import threading
 import time
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from pathlib import Path
-from types import FrameType
 
+import yaml
+
+import crd
 import envtest
+from certs import PlaneRef
+from planelink.local import LocalPlanelink
 
 DEFAULT_STATE_DIR = Path(".planelink/dev")
+PLANE = PlaneRef("dev", "local")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "dev",
-        help="run a local control plane and data plane on real API servers (no cluster needed)",
+        help="run gateway + agent + real local API servers, wired together (no cluster needed)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--state-dir",
         type=Path,
         default=DEFAULT_STATE_DIR,
-        help=f"where kubeconfigs are written (default: {DEFAULT_STATE_DIR})",
+        help=f"where kubeconfigs and certificates are written (default: {DEFAULT_STATE_DIR})",
     )
     parser.add_argument(
         "--exit-when-ready",
@@ -47,43 +54,83 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    state_dir: Path = args.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    started = time.monotonic()
-    _progress("building or reusing kube-apiserver and etcd (first run: a few minutes)")
+    args.state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        binaries = envtest.find_binaries()
+        return asyncio.run(_run(args.state_dir.resolve(), exit_when_ready=args.exit_when_ready))
     except envtest.BinariesUnavailable as error:
         print(f"planelink dev: {error}", file=sys.stderr)
         return 1
 
-    with ExitStack() as servers:
-        kubeconfigs: dict[str, Path] = {}
+
+async def _run(state_dir: Path, *, exit_when_ready: bool) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    started = time.monotonic()
+
+    _progress("building or reusing kube-apiserver and etcd (first run: a few minutes)")
+    binaries = await asyncio.to_thread(envtest.find_binaries)
+    async with AsyncExitStack() as stack:
+        servers: dict[str, envtest.KubeAPIServer] = {}
         for name in ("control-plane", "data-plane"):
             _progress(f"starting etcd + kube-apiserver for the {name}")
             server = envtest.KubeAPIServer(
                 options=envtest.ServerOptions(name=name), binaries=binaries
             )
-            servers.enter_context(server)
-            kubeconfigs[name] = server.write_kubeconfig(state_dir / f"{name}.kubeconfig")
-            if name == "control-plane":
-                _progress("installing the DataPlane CRD")
-                envtest.install_crd(server)
+            await asyncio.to_thread(server.start)
+            stack.callback(server.stop)
+            servers[name] = server
+            server.write_kubeconfig(state_dir / f"{name}.kubeconfig")
+        control = servers["control-plane"]
+        _progress("installing the DataPlane CRD")
+        await asyncio.to_thread(envtest.install_crd, control)
+
+        local = LocalPlanelink(
+            directory=state_dir / "planelink",
+            planes={PLANE: state_dir / "data-plane.kubeconfig"},
+            reconcile_with=state_dir / "control-plane.kubeconfig",
+        )
+        _progress("issuing certificates, starting the gateway and the agent")
+        await local.start_pki_and_gateway()
+        stack.push_async_callback(local.stop)
+        await asyncio.to_thread(_create_dataplane, control, local.agent_ca_pem(PLANE))
+        await local.start_agent(PLANE)
+        await asyncio.wait_for(local.wait_connected(PLANE), timeout=60)
         _progress(f"ready after {time.monotonic() - started:.1f} s")
-        for name, path in kubeconfigs.items():
-            print(f"{name}: kubectl --kubeconfig {path} get ns")
-        print("(the gateway and agent join this environment with issue #4)")
-        sys.stdout.flush()
-        if not args.exit_when_ready:
+        _announce(state_dir, local)
+        if not exit_when_ready:
             _progress("running; press Ctrl-C to stop")
-            stop.wait()
+            await stop.wait()
         _progress("stopping")
     return 0
+
+
+def _create_dataplane(control: envtest.KubeAPIServer, agent_ca_pem: str) -> None:
+    control.kubectl("create", "namespace", PLANE.namespace)
+    manifest = {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": PLANE.name, "namespace": PLANE.namespace},
+        "spec": {
+            "agent": {"enabled": True, "clientCA": {"value": agent_ca_pem}},
+            "gateway": {
+                "publicVirtualHost": "api.local.test",
+                "organizationVirtualHost": "internal.local.test",
+            },
+        },
+    }
+    control.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def _announce(state_dir: Path, local: LocalPlanelink) -> None:
+    through = local.caller_kubeconfig(PLANE)
+    control = state_dir / "control-plane.kubeconfig"
+    data = state_dir / "data-plane.kubeconfig"
+    gateway = local.gateway
+    assert gateway is not None
+    print(f"through-gateway: kubectl --kubeconfig {through} get ns")
+    print(f"control-plane: kubectl --kubeconfig {control} get dataplanes -A -o wide")
+    print(f"data-plane (direct): kubectl --kubeconfig {data} get ns")
+    print(f"gateway planes: curl -s http://127.0.0.1:{gateway.operator_port}/planes")
+    sys.stdout.flush()

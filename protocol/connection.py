@@ -543,7 +543,13 @@ class Connection:
         self._sched.add_stream(head.stream_id)
         self._events.append(
             RequestReceived(
-                head.stream_id, head.method, head.path, head.headers, head.target, head.upgrade
+                head.stream_id,
+                head.method,
+                head.path,
+                head.headers,
+                head.target,
+                head.upgrade,
+                head.end_stream,
             )
         )
         if head.end_stream:

@@ -47,6 +47,11 @@ class RequestReceived:
     target: bytes
     upgrade: bool
     """The request asks for a protocol upgrade; answer 101 to turn the stream into a pipe."""
+    end_stream: bool = False
+    """The REQUEST frame carried END_STREAM: the request has no body, and a ``StreamEnded``
+    for this stream follows right after this event. ``False`` means a body may follow (read
+    until ``StreamEnded``). Defaults to ``False`` so events built by hand without it (tests,
+    adapters) keep working; the connection always sets it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

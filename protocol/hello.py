@@ -30,10 +30,10 @@ SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 
 IDENTITY_KEYS: Mapping[str, str] = types.MappingProxyType(
     {
+        "plane": "agent: the DataPlane it serves, as <namespace>/<name>",
         "agent-id": "agent: unique id of this agent process (e.g. pod name)",
-        "plane-namespace": "agent: namespace of the plane object it serves",
-        "plane-name": "agent: name of the plane object it serves",
-        "software": "both: implementation name and version, e.g. planelink/0.1.0",
+        "agent-version": "agent: its software version",
+        "kubernetes-version": "agent: gitVersion of the API server behind it, when known",
         "gateway-id": "gateway: id of the gateway replica",
     }
 )

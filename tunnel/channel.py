@@ -31,7 +31,10 @@ class MessageChannel(Protocol):
         """The next binary message; raises ChannelClosed when the transport ended."""
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the transport (idempotent)."""
+        """Close the transport with a closing handshake (idempotent)."""
+
+    def abort(self) -> None:
+        """Drop the transport at once, without a handshake (idempotent)."""
 
 
 class WebSocketChannel:
@@ -58,6 +61,11 @@ class WebSocketChannel:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._websocket.close(code, reason[:120])
+
+    def abort(self) -> None:
+        transport = self._websocket.transport
+        if transport is not None and not transport.is_closing():
+            transport.abort()
 
 
 def _describe(closed: ConnectionClosed) -> str:
@@ -108,6 +116,9 @@ class _MemoryChannel:
         return message
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.abort()
+
+    def abort(self) -> None:
         for pipe in (self._inbox, self._outbox):
             pipe.closed = True
             pipe.notify()

@@ -94,10 +94,24 @@ def end_to_end_headers(headers: Headers, *, keep_upgrade: bool = False) -> list[
 class _Callbacks:
     """Collects what httptools reports while one chunk of bytes is fed."""
 
-    __slots__ = ("begun", "body", "complete", "head_done", "headers", "pipelined", "url")
+    __slots__ = (
+        "begun",
+        "body",
+        "complete",
+        "head_done",
+        "head_size",
+        "headers",
+        "keep_alive",
+        "parser",
+        "pipelined",
+        "url",
+    )
 
     def __init__(self) -> None:
+        self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
+        self.keep_alive = False
         self.url = b""
+        self.head_size = 0
         self.headers: list[Header] = []
         self.begun = False
         self.head_done = False
@@ -113,12 +127,18 @@ class _Callbacks:
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self.head_done = True
+        # Asked now: llhttp forgets a message's flags once the message completes, which for a
+        # small message happens within the same feed.
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         if body:
@@ -154,9 +174,13 @@ class MessageReader:
         self._unread = b""  # bytes read by `watch_for_close` that belong to a later message
 
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
+        parser: httptools.HttpRequestParser | httptools.HttpResponseParser
         if self._kind == "request":
-            return httptools.HttpRequestParser(self._callbacks)
-        return httptools.HttpResponseParser(self._callbacks)
+            parser = httptools.HttpRequestParser(self._callbacks)
+        else:
+            parser = httptools.HttpResponseParser(self._callbacks)
+        self._callbacks.parser = parser
+        return parser
 
     @property
     def upgraded(self) -> bool:
@@ -179,7 +203,7 @@ class MessageReader:
             method=parser.get_method().decode("ascii"),
             target=callbacks.url.decode("latin-1"),
             headers=callbacks.headers,
-            keep_alive=parser.should_keep_alive(),
+            keep_alive=callbacks.keep_alive,
             upgrade=self._upgraded,
             has_body=has_body,
         )
@@ -196,7 +220,7 @@ class MessageReader:
             status=status,
             headers=self._callbacks.headers,
             # After a HEAD the parser would wait for the announced body: never reuse it.
-            keep_alive=parser.should_keep_alive() and not head_request,
+            keep_alive=self._callbacks.keep_alive and not head_request,
             upgrade=self._upgraded,
         )
 
@@ -230,9 +254,9 @@ class MessageReader:
                 raise HttpError(400, "the connection closed in the middle of a message head")
             fed += await self._feed_more()
             if not callbacks.head_done and fed > self._max_head_bytes:
-                raise HttpError(
-                    431, f"the message head is larger than {self._max_head_bytes} bytes"
-                )
+                break
+        if not callbacks.head_done or callbacks.head_size > self._max_head_bytes:
+            raise HttpError(431, f"the message head is larger than {self._max_head_bytes} bytes")
         return True
 
     async def read_raw(self) -> bytes:

@@ -89,6 +89,7 @@ class TunnelSession:
         self._idle = asyncio.Event()
         self._idle.set()
         self.close_reason = ""
+        self._peer_dead = False
         self.draining = False
         self.connected_at = time.time()
         self.last_received = time.monotonic()
@@ -188,6 +189,10 @@ class TunnelSession:
         peer cannot take another stream now (safe to retry elsewhere), SessionClosed if ended."""
         if self.closed:
             raise SessionClosed(self.close_reason)
+        if not self._hello.done():
+            raise StreamResetError(
+                ErrorCode.REFUSED_STREAM, "the peer's HELLO has not arrived yet", remote=False
+            )
         try:
             stream_id = self._conn.send_request(
                 method=method.encode("ascii"),
@@ -217,6 +222,7 @@ class TunnelSession:
                 stream.stream_id, status=status, headers=headers, end_stream=end_stream
             )
         except LocalProtocolError as error:
+            # Nothing was sent: the handler may still answer with another head (a 502).
             raise local_error(error) from error
         self._wake_writer.set()
 
@@ -264,6 +270,7 @@ class TunnelSession:
                 if self._conn.has_data_to_send:
                     self._wake_writer.set()
         except ChannelClosed as closed:
+            self._peer_dead = True
             self._conn.connection_lost()
             self._process(self._conn.events_received())
             self._end(closed.reason)
@@ -294,6 +301,7 @@ class TunnelSession:
             silent_for = time.monotonic() - self.last_received
             if silent_for > timeout:
                 self._log.warning("tunnel silent, closing", silent_seconds=round(silent_for, 1))
+                self._peer_dead = True  # nobody to say goodbye to: abort, do not wait
                 self.close(
                     f"no message from the peer for {silent_for:.0f} s", ErrorCode.CONNECTION_LOST
                 )
@@ -358,16 +366,20 @@ class TunnelSession:
         assert self._request_handler is not None
         try:
             await self._request_handler(stream, event)
-        except StreamResetError:
-            pass  # the stream ended under the handler; nothing more to say
+        except StreamResetError as error:
+            # Usually the stream ended under the handler (no-op here); if the handler gave up
+            # on a refusal of its own, the peer must still hear that the exchange is over.
+            stream.reset(error.code, error.message)
         except Exception:
             self._log.exception("request handler failed", stream_id=stream.stream_id)
             stream.reset(ErrorCode.INTERNAL_ERROR, "the agent failed to handle the request")
         else:
-            if not stream.done:
-                # The handler has answered (or given up) without reading all of the request:
-                # release the stream rather than hold it, and its window credit, forever.
-                stream.reset(ErrorCode.CANCEL, "the handler is done with this stream")
+            if stream.answered:
+                # Answered without reading all of the request: let the answer flow out and
+                # drop whatever else of the request arrives.
+                stream.discard_input()
+            elif not stream.done:
+                stream.reset(ErrorCode.INTERNAL_ERROR, "the handler returned without answering")
         finally:
             self._handlers.pop(stream.stream_id, None)
             self._update_idle()
@@ -393,12 +405,16 @@ class TunnelSession:
         self._closed.set()
 
     async def _shutdown(self) -> None:
-        # One last flush: a GOAWAY or RESET queued by the end may still reach the peer.
-        with contextlib.suppress(ChannelClosed, OSError, TimeoutError):
-            for message in self._conn.data_to_send():
-                await asyncio.wait_for(self._channel.send(message), timeout=1.0)
-        with contextlib.suppress(ChannelClosed, OSError, TimeoutError):
-            await asyncio.wait_for(self._channel.close(1000, self.close_reason), timeout=5.0)
+        if self._peer_dead:
+            self._channel.abort()
+        else:
+            # One last flush: a GOAWAY or RESET queued by the end may still reach the peer;
+            # then a closing handshake, bounded, since the peer may be gone after all.
+            with contextlib.suppress(ChannelClosed, OSError, TimeoutError):
+                for message in self._conn.data_to_send():
+                    await asyncio.wait_for(self._channel.send(message), timeout=1.0)
+                await asyncio.wait_for(self._channel.close(1000, self.close_reason), timeout=2.0)
+            self._channel.abort()
         handlers = list(self._handlers.values())
         for task in handlers:
             task.cancel()

@@ -37,6 +37,7 @@ class TunnelStream:
 
     __slots__ = (
         "_chunks",
+        "_discarding",
         "_local_ended",
         "_read_waiter",
         "_remote_ended",
@@ -53,6 +54,7 @@ class TunnelStream:
         self._session = session
         self.stream_id = stream_id
         self._chunks: deque[memoryview] = deque()
+        self._discarding = False
         self._remote_ended = False
         self._local_ended = False
         self._reset: StreamResetError | None = None
@@ -63,6 +65,11 @@ class TunnelStream:
         self.bytes_sent = 0
 
     # -- what the application calls -----------------------------------------------------------
+
+    @property
+    def answered(self) -> bool:
+        """This side has ended its half (its response, or its request, is complete)."""
+        return self._local_ended
 
     @property
     def done(self) -> bool:
@@ -146,9 +153,21 @@ class TunnelStream:
         if not self._response.done():
             self._response.set_result(event)
 
+    def discard_input(self) -> None:
+        """Nobody will read this stream any more: what arrives is dropped and its credit given
+        back at once, while what this side wrote still goes out (a response is complete, the
+        rest of the upload is not needed)."""
+        self._discarding = True
+        while self._chunks:
+            self._session._consumed(self.stream_id, len(self._chunks.popleft()))
+        self._session._forget_if_done(self)
+
     def _on_data(self, data: memoryview) -> None:
-        self._chunks.append(data)
         self.bytes_received += len(data)
+        if self._discarding:
+            self._session._consumed(self.stream_id, len(data))
+            return
+        self._chunks.append(data)
         _wake(self._read_waiter)
 
     def _on_end(self) -> None:

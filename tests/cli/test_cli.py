@@ -29,7 +29,7 @@ def _planelink(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
 def test_every_subcommand_has_help() -> None:
     top = _planelink("--help")
     assert top.returncode == 0
-    for command in ("crd", "kube-binaries", "dev", "certs"):
+    for command in ("gateway", "agent", "reconciler", "crd", "kube-binaries", "dev", "certs"):
         assert command in top.stdout
         sub = _planelink(command, "--help")
         assert sub.returncode == 0, sub.stderr
@@ -93,22 +93,31 @@ def test_dev_serves_kubectl_until_interrupted(tmp_path: Path) -> None:
 
 def _check_dev(dev: subprocess.Popen[str], tmp_path: Path) -> None:
     assert dev.stdout is not None
-    announced = [dev.stdout.readline().strip() for _ in range(2)]
-    assert [line.split(":")[0] for line in announced] == ["control-plane", "data-plane"]
-    kubeconfig = tmp_path / "control-plane.kubeconfig"
-    assert announced[0] == f"control-plane: kubectl --kubeconfig {kubeconfig} get ns"
+    announced = dict(dev.stdout.readline().strip().split(": ", 1) for _ in range(4))
+    through = tmp_path / "planelink" / "callers" / "dev.local.kubeconfig"
+    assert announced["through-gateway"] == f"kubectl --kubeconfig {through} get ns"
+    control = tmp_path / "control-plane.kubeconfig"
 
-    def kubectl_get_ns() -> subprocess.CompletedProcess[str]:
+    def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["kubectl", "--kubeconfig", str(kubeconfig), "get", "ns", "--request-timeout=5s"],
+            ["kubectl", "--kubeconfig", str(kubeconfig), *args, "--request-timeout=10s"],
             capture_output=True,
             text=True,
             check=False,
         )
 
-    while_running = kubectl_get_ns()
-    assert while_running.returncode == 0, while_running.stderr
-    assert "kube-system" in while_running.stdout
+    # Through the gateway and the agent's tunnel, into the data plane.
+    created = kubectl(through, "create", "configmap", "via-tunnel", "--from-literal=k=v")
+    assert created.returncode == 0, created.stderr
+    direct = kubectl(tmp_path / "data-plane.kubeconfig", "get", "configmap", "via-tunnel")
+    assert direct.returncode == 0, direct.stderr
+    # The DataPlane in the control plane says so.
+    ready = kubectl(
+        control, "wait", "dataplane/local", "-n", "dev", "--for=condition=Ready", "--timeout=30s"
+    )
+    assert ready.returncode == 0, ready.stderr
+
     dev.send_signal(signal.SIGINT)
     assert dev.wait(timeout=60) == 0
-    assert kubectl_get_ns().returncode != 0  # the servers went with it
+    assert kubectl(through, "get", "ns").returncode != 0  # all of it went away
+    assert kubectl(control, "get", "ns").returncode != 0

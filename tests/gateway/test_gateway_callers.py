@@ -161,3 +161,27 @@ async def test_operator_endpoints(gateway: Gateway, connect_agent, planes) -> No
         async with http.get("/metrics") as metrics:
             text = await metrics.text()
         assert 'planelink_gateway_agents_connected{plane="ns-a/plane-a"} 1.0' in text
+
+
+async def test_one_connection_carries_request_after_request(
+    gateway: Gateway, connect_agent, pki, planes
+) -> None:
+    async with connect_agent(planes[0]):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gateway.callers.port, ssl=pki.caller_ssl(), server_hostname="127.0.0.1"
+        )
+        try:
+            for index in range(3):
+                body = f"request {index}".encode()
+                head_lines = f"POST {A}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}"
+                writer.write(head_lines.encode() + b"\r\n\r\n" + body)
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 ")
+                assert b"connection: close" not in head.lower()
+                # No Content-Length from the agent: the gateway frames the body as chunked.
+                assert b"transfer-encoding: chunked" in head.lower()
+                size = int(await reader.readuntil(b"\r\n"), 16)
+                assert await reader.readexactly(size + 2) == body + b"\r\n"
+                assert await reader.readuntil(b"\r\n\r\n") == b"0\r\n\r\n"
+        finally:
+            writer.close()

@@ -195,6 +195,7 @@ def test_request_response_round_trip_preserves_head_and_streams_bodies() -> None
         tuple(headers),
         b"kube-apiserver",
         False,
+        False,
     )
     assert body_of(events, sid) == b"req-body"
     assert events[-1] == StreamEnded(sid)
@@ -208,6 +209,23 @@ def test_request_response_round_trip_preserves_head_and_streams_bodies() -> None
     assert events[-1] == StreamEnded(sid)
     assert pair.gateway.open_streams == 0
     assert pair.agent.open_streams == 0
+
+
+def test_request_received_reports_whether_the_head_carried_end_stream() -> None:
+    pair = Pair.create()
+    bodiless = pair.gateway.send_request(method=b"GET", path=b"/a", end_stream=True)
+    with_body = pair.gateway.send_request(method=b"POST", path=b"/b")
+    pair.pump()
+    events = pair.take("agent")
+    requests = {e.stream_id: e for e in events if isinstance(e, RequestReceived)}
+    assert requests[bodiless].end_stream is True
+    assert requests[with_body].end_stream is False
+    # END_STREAM on the head: StreamEnded follows right away; otherwise it waits for END.
+    assert StreamEnded(bodiless) in events
+    assert StreamEnded(with_body) not in events
+    pair.gateway.end_stream(with_body)
+    pair.pump()
+    assert pair.take("agent") == [StreamEnded(with_body)]
 
 
 def test_agent_may_open_even_streams_towards_the_gateway() -> None:

@@ -188,7 +188,7 @@ class Driver:
         )
         model = StreamModel(
             sid,
-            RequestReceived(sid, method, path, headers, target, upgrade),
+            RequestReceived(sid, method, path, headers, target, upgrade, end),
             "closed" if end else ("await" if upgrade else "open"),
         )
         if end:
@@ -259,7 +259,16 @@ class Driver:
             assert_invariants(conn)
 
     def settle(self) -> None:
-        for _ in range(10_000):
+        # Budget: each settle round is one half of a round trip (pull + deliver on both sides),
+        # so one WINDOW_UPDATE round trip takes two rounds. With the smallest legal windows
+        # (INITIAL_STREAM_WINDOW = CONNECTION_WINDOW = 1) every round trip moves exactly one
+        # DATA byte per direction, so draining what the senders still hold needs up to two
+        # rounds per queued byte; a fixed 10_000 rounds was too short once more than ~5000
+        # bytes were queued (up to 9000 can be with the drawn SendLimits), and the test failed
+        # on legal traffic that was making steady progress. The budget scales with the bytes
+        # queued, so a real stall (credit never returned, END never flushed) still fails here.
+        queued = sum(conn.outbound_buffered for conn in self.conns.values())
+        for _ in range(10_000 + 2 * queued):
             for side in ("gateway", "agent"):
                 for sid, n in list(self.unconsumed[side].items()):
                     self.conns[side].consumed(sid, n)
@@ -411,7 +420,7 @@ def test_long_bidirectional_pipe_with_tiny_windows_round_trips() -> None:
     gateway, agent = driver.conns["gateway"], driver.conns["agent"]
     sid = gateway.send_request(method=b"GET", path=b"/exec", upgrade=True)
     driver.streams[sid] = StreamModel(
-        sid, RequestReceived(sid, b"GET", b"/exec", (), b"", True), "await"
+        sid, RequestReceived(sid, b"GET", b"/exec", (), b"", True, False), "await"
     )
     driver.settle()
     agent.send_response(sid, status=101)
@@ -427,3 +436,41 @@ def test_long_bidirectional_pipe_with_tiny_windows_round_trips() -> None:
     driver.settle()
     driver.check_final()
     assert model.end_seen_by == {"gateway", "agent"}
+
+
+def test_settle_drains_full_send_buffers_through_one_byte_windows() -> None:
+    """Regression: ~7000 queued bytes behind 1-byte windows need ~14000 settle rounds.
+
+    The shrunk hypothesis failure: the agent queued 2973 + 4000 bytes on two streams while the
+    gateway granted INITIAL_STREAM_WINDOW = CONNECTION_WINDOW = 1. Every WINDOW_UPDATE round
+    trip then moves one byte; the traffic makes steady progress, but a fixed 10_000-round
+    settle loop gave up before it was done.
+    """
+    tiny = Settings(initial_stream_window=1, connection_window=1)
+    driver = Driver(tiny, tiny, SendLimits(), SendLimits(max_stream_buffer=4000))
+    driver.settle()
+    gateway, agent = driver.conns["gateway"], driver.conns["agent"]
+    models = []
+    for _ in range(2):
+        sid = gateway.send_request(method=b"GET", path=b"/logs", end_stream=True)
+        model = StreamModel(
+            sid, RequestReceived(sid, b"GET", b"/logs", (), b"", False, True), "closed"
+        )
+        model.ended_by.add("gateway")
+        driver.streams[sid] = model
+        models.append(model)
+    driver.settle()
+    for model, size in zip(models, (2973, 4469), strict=True):
+        agent.send_response(model.sid, status=200)
+        model.status, model.agent_half = 200, "open"
+        chunk = PATTERN[:size]
+        accepted = agent.send_data(model.sid, chunk)
+        assert accepted == min(size, 4000)
+        model.sent["agent"] += chunk[:accepted]
+        driver.end("agent", model)
+    assert agent.outbound_buffered == 6973
+    driver.settle()
+    driver.check_final()
+    for model in models:
+        assert model.end_seen_by == {"gateway", "agent"}
+        assert model.received["gateway"] == model.sent["agent"]

@@ -64,6 +64,7 @@ async def test_status_does_not_flap_between_replica_views(kit) -> None:
     )
     # Every status write, in order, as the API server reports them.
     statuses: list[str] = []
+    recorded = asyncio.Condition()
 
     async def record() -> None:
         collection = KubeApi(kit.client).dataplanes(kit.namespace)
@@ -74,6 +75,8 @@ async def test_status_does_not_flap_between_replica_views(kit) -> None:
                 found = kit.condition(event.object, "Connected")
                 if found and (not statuses or statuses[-1] != found["status"]):
                     statuses.append(found["status"])
+                    async with recorded:
+                        recorded.notify_all()
 
     recorder = asyncio.create_task(record())
     replica_b, _ = _replica(kit, "replica-b")
@@ -120,6 +123,11 @@ async def test_status_does_not_flap_between_replica_views(kit) -> None:
         await kit.await_dataplane(
             kit.client, kit.namespace, "shared", kit.has_condition("Connected", "False")
         )
+        # The recorder's own watch may trail the read above: wait until it saw the write too.
+        async with recorded:
+            await asyncio.wait_for(
+                recorded.wait_for(lambda: statuses[-1:] == ["False"] and len(statuses) > 1), 10
+            )
     finally:
         recorder.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -123,3 +123,57 @@ async def test_silent_peer_is_detected() -> None:
     )
     reason = await asyncio.wait_for(session.run(), timeout=5)
     assert "no message from the peer" in reason
+
+
+async def test_an_answer_given_before_the_upload_ends_arrives_whole() -> None:
+    body = b"y" * 300_000  # several windows: it cannot all be sent before the handler returns
+
+    async def answer_early(stream: TunnelStream, request: RequestReceived) -> None:
+        stream.respond(200)
+        await stream.write(body)
+        stream.end()  # returns without reading the request's body
+
+    gateway_end, agent_end = memory_channel_pair()
+    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
+    agent = TunnelSession(agent_end, Connection(Role.AGENT), request_handler=answer_early)
+    tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(agent.run())]
+    await gateway.wait_ready()
+    stream = gateway.open_stream(method="POST", path="/upload")
+    uploading = asyncio.create_task(stream.write(b"z" * 1_000_000))
+    assert (await stream.response()).status == 200
+    received = bytearray()
+    while chunk := await stream.read():
+        received += chunk
+    assert bytes(received) == body
+    await uploading  # the rest of the upload is accepted and dropped, not stalled
+    stream.end()
+    await asyncio.wait_for(agent.wait_idle(), timeout=5)
+    await asyncio.wait_for(gateway.wait_idle(), timeout=5)
+    gateway.close("done")
+    await asyncio.gather(*tasks)
+
+
+async def test_a_handler_that_gives_up_resets_its_stream() -> None:
+    async def oversized_head(stream: TunnelStream, request: RequestReceived) -> None:
+        stream.respond(200, [(b"x-big", b"v" * 70_000)])  # over the peer's header limit
+
+    gateway_end, agent_end = memory_channel_pair()
+    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
+    agent = TunnelSession(agent_end, Connection(Role.AGENT), request_handler=oversized_head)
+    tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(agent.run())]
+    await gateway.wait_ready()
+    stream = gateway.open_stream(method="GET", path="/", end_stream=True)
+    with pytest.raises(StreamResetError) as reset:
+        await asyncio.wait_for(stream.response(), timeout=5)
+    assert reset.value.code is ErrorCode.HEADER_ERROR
+    assert reset.value.remote
+    gateway.close("done")
+    await asyncio.gather(*tasks)
+
+
+async def test_opening_before_the_hello_is_refused_and_retryable() -> None:
+    gateway_end, _ = memory_channel_pair()
+    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
+    with pytest.raises(StreamResetError) as refused:
+        gateway.open_stream(method="GET", path="/")
+    assert refused.value.code is ErrorCode.REFUSED_STREAM

@@ -1,0 +1,300 @@
+"""The agent process: dial, serve the tunnel, reconnect; health endpoints; drain on SIGTERM.
+
+`Agent.run(stop)` is the whole life of an agent: it serves `/healthz`, `/readyz`, `/metrics`
+and keeps one tunnel to the gateway, dialing again with jittered exponential backoff whenever
+an attempt fails or the tunnel ends (the backoff starts over after a tunnel that stayed up).
+When `stop` is set it sends GOAWAY, lets in-flight requests finish within the drain grace,
+closes the tunnel and returns. `run_agent` wraps that in a process: SIGTERM and SIGINT set
+`stop`, and the exit code is 0 after a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+
+import structlog
+from cryptography import x509
+
+from agent.backoff import Backoff
+from agent.dialer import DialFailed, dial, load_client_credentials
+from agent.discovery import kubernetes_version
+from agent.health import HealthServer, TunnelState
+from agent.metrics import AgentMetrics
+from agent.pool import ConnectionPool
+from agent.proxy import Proxy
+from agent.settings import AgentSettings
+from agent.upstream import Upstream, UpstreamConfigError, load_in_cluster, load_kubeconfig
+from protocol import Connection, ErrorCode, Role, Settings
+from tunnel import Heartbeat, TunnelSession, WebSocketChannel
+from tunnel.contract import (
+    CAPABILITY_UPGRADE,
+    IDENTITY_AGENT_ID,
+    IDENTITY_AGENT_VERSION,
+    IDENTITY_KUBERNETES_VERSION,
+    IDENTITY_PLANE,
+)
+
+_DISCOVERY_TIMEOUT = 3.0  # seconds to learn the Kubernetes version while the dial goes on
+
+
+def _agent_version() -> str:
+    try:
+        return metadata.version("planelink")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+AGENT_VERSION = _agent_version()
+
+
+def load_upstream(settings: AgentSettings, environ: Mapping[str, str]) -> Upstream:
+    """The API server from the kubeconfig if one is set, else from the in-cluster files."""
+    if settings.kubeconfig is not None:
+        return load_kubeconfig(settings.kubeconfig, context=settings.kube_context)
+    return load_in_cluster(settings.in_cluster_root, environ)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How one connection attempt ended: how long the tunnel was up (None: never), and why."""
+
+    up_for: float | None
+    reason: str
+
+
+class Agent:
+    """One agent: its tunnel, its proxy, its pool and its health endpoints.
+
+    Raises UpstreamConfigError at construction when the API server cannot be configured.
+    """
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        upstream: Upstream | None = None,
+        environ: Mapping[str, str] | None = None,
+        metrics: AgentMetrics | None = None,
+        random: Callable[[], float] | None = None,
+        protocol_settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or AgentMetrics()
+        self.state = TunnelState()
+        self.upstream = upstream or load_upstream(
+            settings, os.environ if environ is None else environ
+        )
+        self._protocol_settings = protocol_settings or Settings()
+        self._log: structlog.stdlib.BoundLogger = structlog.get_logger("planelink.agent").bind(
+            plane=settings.plane, agent_id=settings.agent_id
+        )
+        self.pool = ConnectionPool(
+            self.upstream,
+            max_idle=settings.pool_max_idle,
+            idle_timeout=settings.pool_idle_timeout,
+            connect_timeout=settings.upstream_connect_timeout,
+            metrics=self.metrics,
+        )
+        self.proxy = Proxy(
+            pool=self.pool,
+            metrics=self.metrics,
+            response_timeout=settings.upstream_response_timeout,
+            logger=self._log,
+        )
+        self.backoff = Backoff(base=settings.backoff_base, cap=settings.backoff_cap, random=random)
+        host, port = settings.health_host_port
+        self.health = HealthServer(state=self.state, metrics=self.metrics, host=host, port=port)
+        self.session: TunnelSession | None = None
+        self.started = asyncio.Event()
+        """Set once the health endpoints are served (`health.port` is then known)."""
+        self.kubernetes_version: str | None = None
+        self._certificate_serial: int | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, then drain and return."""
+        await self.health.start()
+        self.started.set()
+        self._log.info(
+            "agent starting",
+            gateway=self.settings.connect_url,
+            upstream=self.upstream.url,
+            upstream_from=self.upstream.source,
+            health_port=self.health.port,
+            version=AGENT_VERSION,
+        )
+        try:
+            while not stop.is_set():
+                outcome = await self._connect_once(stop)
+                if stop.is_set():
+                    break
+                up_for = outcome.up_for
+                if up_for is not None and up_for >= self.settings.backoff_reset_after:
+                    self.backoff.reset()
+                delay = self.backoff.next_delay()
+                self._log.warning(
+                    "tunnel down" if up_for is not None else "connection attempt failed",
+                    reason=outcome.reason,
+                    attempt=self.backoff.attempt,
+                    retry_in_seconds=round(delay, 3),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+        finally:
+            self.state.set_down("agent stopped")
+            self.pool.close()
+            await self.health.stop()
+            self._log.info("agent stopped")
+
+    async def _connect_once(self, stop: asyncio.Event) -> _Outcome:
+        settings = self.settings
+        try:
+            credentials = load_client_credentials(
+                cert_file=settings.client_cert_file,
+                key_file=settings.client_key_file,
+                ca_file=settings.gateway_ca_file,
+            )
+            self._note_certificate(credentials.certificate)
+            # The version goes into the HELLO; learn it while the dial goes on.
+            discovery = asyncio.create_task(self._discover())
+            try:
+                websocket = await dial(
+                    settings.connect_url,
+                    credentials,
+                    open_timeout=settings.connect_timeout,
+                    max_message_size=self._protocol_settings.max_message_size,
+                    user_agent=f"planelink-agent/{AGENT_VERSION}",
+                )
+            except BaseException:
+                discovery.cancel()
+                raise
+            await discovery  # bounded by _DISCOVERY_TIMEOUT
+        except DialFailed as failure:
+            self.metrics.connect_failures.labels(failure.reason).inc()
+            self.state.set_down(failure.message)
+            return _Outcome(None, failure.message)
+        connection = Connection(
+            Role.AGENT,
+            settings=self._protocol_settings,
+            identity=self._identity(),
+            capabilities=[CAPABILITY_UPGRADE],
+        )
+        session = TunnelSession(
+            WebSocketChannel(websocket),
+            connection,
+            heartbeat=Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
+            request_handler=self.proxy.handle,
+            logger=self._log,
+        )
+        self.session = session
+        try:
+            return await self._serve(session, stop)
+        finally:
+            self.session = None
+            self.metrics.tunnel_up.set(0)
+
+    async def _serve(self, session: TunnelSession, stop: asyncio.Event) -> _Outcome:
+        run = asyncio.create_task(session.run(), name="tunnel-session")
+        stopping = asyncio.create_task(stop.wait(), name="agent-stop")
+        hello = asyncio.create_task(session.wait_ready(), name="tunnel-hello")
+        up_since: float | None = None
+        try:
+            # wait_ready() fails with SessionClosed if the session ends before the HELLO.
+            await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if hello.done() and hello.exception() is None:
+                up_since = time.monotonic()
+                self.metrics.connects.inc()
+                self.metrics.tunnel_up.set(1)
+                self.state.set_up()
+                self._log.info("tunnel up", gateway=dict(hello.result().identity))
+                await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and not run.done():
+                await self._drain(session, run)
+            reason = await run
+        finally:
+            hello.cancel()
+            stopping.cancel()
+            if not run.done():  # cancelled from outside: end the session properly
+                session.close("agent cancelled", ErrorCode.CANCEL)
+                await asyncio.gather(run, return_exceptions=True)
+        if up_since is None:
+            if not stop.is_set():
+                self.metrics.connect_failures.labels("no_hello").inc()
+            self.state.set_down(f"the tunnel ended before the gateway's HELLO: {reason}")
+            return _Outcome(None, reason)
+        if not stop.is_set():
+            self.metrics.connect_failures.labels("tunnel_lost").inc()
+        self.state.set_down(f"tunnel lost: {reason}")
+        return _Outcome(time.monotonic() - up_since, reason)
+
+    async def _drain(self, session: TunnelSession, run: asyncio.Task[str]) -> None:
+        grace = self.settings.drain_grace
+        self._log.info("draining", open_streams=session.open_streams, grace_seconds=grace)
+        self.state.set_down("agent shutting down")
+        session.drain("agent shutting down")
+        try:
+            await asyncio.wait_for(asyncio.shield(run), timeout=grace)
+        except TimeoutError:
+            self._log.warning("drain grace over, closing", open_streams=session.open_streams)
+            session.close("agent shutting down: drain grace over", ErrorCode.CANCEL)
+
+    async def _discover(self) -> None:
+        if self.kubernetes_version is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DISCOVERY_TIMEOUT):
+                    self.kubernetes_version = await kubernetes_version(self.pool)
+
+    def _identity(self) -> dict[str, str]:
+        identity = {
+            IDENTITY_PLANE: self.settings.plane,
+            IDENTITY_AGENT_ID: self.settings.agent_id,
+            IDENTITY_AGENT_VERSION: AGENT_VERSION,
+        }
+        if self.kubernetes_version is not None:
+            identity[IDENTITY_KUBERNETES_VERSION] = self.kubernetes_version
+        return identity
+
+    def _note_certificate(self, certificate: x509.Certificate) -> None:
+        if certificate.serial_number != self._certificate_serial:
+            self._certificate_serial = certificate.serial_number
+            self._log.info(
+                "client certificate loaded",
+                serial=format(certificate.serial_number, "x"),
+                subject=certificate.subject.rfc4514_string(),
+                not_after=certificate.not_valid_after_utc.isoformat(),
+            )
+
+
+def run_agent(settings: AgentSettings, *, environ: Mapping[str, str] | None = None) -> int:
+    """Run an agent in this process until SIGTERM or SIGINT; returns the exit code."""
+    return asyncio.run(_main(settings, os.environ if environ is None else environ))
+
+
+async def _main(settings: AgentSettings, environ: Mapping[str, str]) -> int:
+    log = structlog.get_logger("planelink.agent")
+    try:
+        agent = Agent(settings, environ=environ)
+    except UpstreamConfigError as error:
+        log.error("cannot configure the API server", error=str(error))
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        log.info("signal received, stopping", signal=signum.name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await agent.run(stop)
+    except OSError as error:  # the health address is taken, typically
+        log.error("agent failed", error=str(error))
+        return 1
+    return 0

@@ -1,0 +1,247 @@
+"""HTTP/1.1 connections to the API server, and a small pool of idle ones for reuse.
+
+Each `UpstreamConnection` carries one exchange at a time. It goes back to the pool only when
+its response was read to the end, its request was sent to the end, and neither side asked to
+close; a connection that served an upgrade, failed, or was abandoned (a caller went away in
+the middle of a watch) is aborted, so the API server sees its request end at once.
+
+Bounds: at most `max_idle` idle connections are kept, each for at most `idle_timeout` seconds;
+busy connections are bounded by the tunnel's concurrent streams (one per stream). A read
+takes at most `tunnel.http1.READ_SIZE` bytes and the socket reader pauses beyond twice that,
+so a connection holds a bounded number of bytes whatever the body's size.
+
+This is the boundary for the upstream's errors: OSError, ssl.SSLError, TimeoutError and
+`tunnel.http1.HttpError` become `UpstreamError`, which says what the caller should be told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+
+from agent.metrics import AgentMetrics
+from agent.upstream import Upstream, UpstreamCredentialsError
+from tunnel import http1
+
+
+class UpstreamError(Exception):
+    """The API server could not be reached or broke an exchange.
+
+    `kind` is a short class for logs and metrics (connect, tls, timeout, closed, protocol,
+    credentials); `status` is what a caller gets when no response head was sent yet.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return 504 if self.kind == "timeout" else 502
+
+
+def _translate(error: BaseException, doing: str) -> UpstreamError:  # noqa: PLR0911 - a case each
+    # Order matters: SSL errors and timeouts are OSErrors too.
+    if isinstance(error, UpstreamError):
+        return error
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return UpstreamError("tls", f"{doing}: API server certificate not trusted: {error}")
+    if isinstance(error, ssl.SSLError):
+        return UpstreamError("tls", f"{doing}: TLS error: {error}")
+    if isinstance(error, TimeoutError):
+        return UpstreamError("timeout", f"{doing}: timed out")
+    if isinstance(error, http1.HttpError):
+        kind = "closed" if error.status == 502 else "protocol"  # 502: closed before a head
+        return UpstreamError(kind, f"{doing}: {error.message}")
+    if isinstance(error, UpstreamCredentialsError):
+        return UpstreamError("credentials", f"{doing}: {error}")
+    if isinstance(error, ConnectionRefusedError):
+        return UpstreamError("connect", f"{doing}: connection refused")
+    if isinstance(error, (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError)):
+        return UpstreamError("closed", f"{doing}: the API server closed the connection")
+    return UpstreamError("connect", f"{doing}: {error}")
+
+
+_UPSTREAM_ERRORS = (OSError, TimeoutError, http1.HttpError, asyncio.IncompleteReadError)
+
+
+class UpstreamConnection:
+    """One HTTP/1.1 connection to the API server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.messages = http1.MessageReader(reader, "response")
+        self.exchanges = 0
+        """Exchanges started on this connection (more than 1: it was reused)."""
+        self.closed = False
+        self._expiry: asyncio.TimerHandle | None = None
+
+    @property
+    def reused(self) -> bool:
+        return self.exchanges > 1
+
+    @property
+    def usable(self) -> bool:
+        """Still open from both sides, as far as the socket knows."""
+        return not (self.closed or self._writer.is_closing() or self._reader.at_eof())
+
+    async def send(self, data: bytes | memoryview) -> None:
+        """Write and wait until the socket's buffer is below its high-water mark."""
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except _UPSTREAM_ERRORS as error:
+            raise _translate(error, "sending the request") from error
+
+    async def response_head(self, *, head_request: bool) -> http1.ResponseHead:
+        """The next final response head; informational (1xx but 101) heads are skipped."""
+        try:
+            while True:
+                head = await self.messages.next_response(head_request=head_request)
+                if head.status >= 200 or head.status == 101:
+                    return head
+        except _UPSTREAM_ERRORS as error:
+            raise _translate(error, "reading the response head") from error
+
+    async def body_piece(self) -> bytes:
+        """The next piece of the response body; b"" at its end."""
+        try:
+            return await self.messages.read_body()
+        except _UPSTREAM_ERRORS as error:
+            raise _translate(error, "reading the response body") from error
+
+    async def raw_read(self) -> bytes:
+        """After a 101: the next bytes of the upgraded stream; b"" when the server ended it."""
+        tail = self.messages.take_upgrade_tail()
+        if tail:
+            return tail
+        try:
+            return await self._reader.read(http1.READ_SIZE)
+        except _UPSTREAM_ERRORS as error:
+            raise _translate(error, "reading the upgraded stream") from error
+
+    def half_close(self) -> None:
+        """After a 101: no more bytes to the server (a no-op over TLS, which cannot half-close:
+        the server ends the exchange when its side is done)."""
+        with contextlib.suppress(OSError):
+            if self._writer.can_write_eof():
+                self._writer.write_eof()
+
+    def abort(self) -> None:
+        """Close now, discarding buffers: the server sees the request end at once."""
+        self.closed = True
+        self._cancel_expiry()
+        self._writer.transport.abort()
+
+    def close(self) -> None:
+        """Close gracefully (an idle connection)."""
+        self.closed = True
+        self._cancel_expiry()
+        self._writer.close()
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+
+class ConnectionPool:
+    """Opens connections to `upstream` and keeps a few idle ones for reuse."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        max_idle: int = 16,
+        idle_timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self._max_idle = max_idle
+        self._idle_timeout = idle_timeout
+        self._connect_timeout = connect_timeout
+        self._metrics = metrics or AgentMetrics()
+        self._idle: deque[UpstreamConnection] = deque()
+        self.active = 0
+        """Connections handed out and not yet released."""
+        self.opened = 0
+        """Connections opened in this pool's life (a test sees reuse as no increase)."""
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self, *, fresh: bool = False) -> UpstreamConnection:
+        """A connection for one exchange: the most recently used idle one that is still
+        open, else a new one (`fresh`: always a new one). Raises UpstreamError."""
+        connection = None if fresh else self._take_idle()
+        if connection is None:
+            connection = await self._open()
+        connection.exchanges += 1
+        self.active += 1
+        self._update_gauges()
+        return connection
+
+    def release(self, connection: UpstreamConnection, *, reusable: bool) -> None:
+        """Give a connection back; it is kept only if `reusable` and still open."""
+        self.active -= 1
+        if reusable and connection.usable and self._max_idle > 0:
+            while len(self._idle) >= self._max_idle:
+                self._idle.popleft().close()  # the least recently used goes
+            loop = asyncio.get_running_loop()
+            connection._expiry = loop.call_later(self._idle_timeout, self._expire, connection)
+            self._idle.append(connection)
+        else:
+            connection.abort()
+        self._update_gauges()
+
+    def close(self) -> None:
+        """Close every idle connection now (busy ones close as their exchanges end)."""
+        while self._idle:
+            # Abort, not a TLS goodbye: the process may be about to end its event loop.
+            self._idle.pop().abort()
+        self._update_gauges()
+
+    def _take_idle(self) -> UpstreamConnection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            connection._cancel_expiry()
+            if connection.usable:
+                return connection
+            connection.close()
+        return None
+
+    def _expire(self, connection: UpstreamConnection) -> None:
+        connection._expiry = None
+        with contextlib.suppress(ValueError):
+            self._idle.remove(connection)
+            connection.close()
+            self._update_gauges()
+
+    async def _open(self) -> UpstreamConnection:
+        upstream = self.upstream
+        doing = f"connecting to the API server at {upstream.authority}"
+        try:
+            context = upstream.ssl_context()
+            async with asyncio.timeout(self._connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    upstream.host,
+                    upstream.port,
+                    ssl=context,
+                    server_hostname=upstream.server_hostname if context is not None else None,
+                    limit=http1.READ_SIZE,
+                    ssl_handshake_timeout=self._connect_timeout if context is not None else None,
+                )
+        except (*_UPSTREAM_ERRORS, UpstreamCredentialsError) as error:
+            raise _translate(error, doing) from error
+        self.opened += 1
+        return UpstreamConnection(reader, writer)
+
+    def _update_gauges(self) -> None:
+        self._metrics.upstream_connections.labels("active").set(self.active)
+        self._metrics.upstream_connections.labels("idle").set(len(self._idle))

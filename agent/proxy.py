@@ -1,0 +1,371 @@
+"""Serving one tunnel stream: the caller's request to the API server, and its answer back.
+
+`Proxy.handle` is the session's request handler. It never buffers a body: each piece read from
+one side is written to the other before the next is read, and a write waits for room (the
+tunnel's window, the socket's buffer), so a slow reader slows the writer and memory per stream
+stays at one piece. Watches, `logs -f` and chunked answers therefore flow as they arrive.
+
+What it guarantees:
+- requests go only to the configured API server, with the agent's own `Host` and credentials
+  (the policy is `agent.request`'s); a refused request gets a 400 `Status`;
+- the exchange ends only when both sides have: the caller's rest of a request body the API
+  server did not wait for is read and dropped, not left in the tunnel's window;
+- a failure before the response head becomes a 502 (504 for a timeout) with a Kubernetes
+  `Status` body; after the head, a reset of the stream;
+- a stream that ends early (the caller went away, the handler is cancelled) never returns its
+  connection to the pool: the connection is aborted, so a watch upstream ends with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agent.metrics import AgentMetrics, status_class
+from agent.pool import ConnectionPool, UpstreamConnection, UpstreamError
+from agent.request import BadRequest, RequestPlan, plan_request
+from agent.upstream import UpstreamCredentialsError
+from protocol import ErrorCode, RequestReceived
+from tunnel import StreamResetError, TunnelStream, http1
+from tunnel.status import status_body, status_headers
+
+
+class _HeadRefused(Exception):
+    """The API server's response head cannot cross the tunnel (too large, malformed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """A request sent upstream and its response head: what is left is to pass it on."""
+
+    connection: UpstreamConnection
+    head: http1.ResponseHead
+    body: asyncio.Task[str] | None  # still sending the request body, if there is one
+
+
+@dataclass
+class ProxyStats:
+    """What the proxy holds now; `peak_held_bytes` is the most it ever held at once."""
+
+    active: int = 0
+    held_bytes: int = 0
+    peak_held_bytes: int = 0
+
+
+class Proxy:
+    """Proxies tunnel streams to the API server behind `pool`."""
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        metrics: AgentMetrics,
+        response_timeout: float,
+        logger: structlog.stdlib.BoundLogger | None = None,
+    ) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self._response_timeout = response_timeout
+        self._log: structlog.stdlib.BoundLogger = logger or structlog.get_logger()
+        self.stats = ProxyStats()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no stream is being served."""
+        await self._idle.wait()
+
+    async def handle(self, stream: TunnelStream, request: RequestReceived) -> None:
+        """The session's request handler: serve `stream` until the exchange is over."""
+        log = self._log.bind(stream_id=stream.stream_id)
+        self.stats.active += 1
+        self._idle.clear()
+        self._metrics.active_streams.inc()
+        outcome = "error"
+        try:
+            outcome = await self._serve(stream, request, log)
+        except (StreamResetError, asyncio.CancelledError):
+            # The caller went away (or the tunnel did): the upstream exchange is abandoned.
+            log.debug("stream ended before the exchange")
+            outcome = "reset"
+            raise
+        finally:
+            self.stats.active -= 1
+            if not self.stats.active:
+                self._idle.set()
+            self._metrics.active_streams.dec()
+            self._metrics.streams.labels(outcome).inc()
+
+    # -- one exchange -------------------------------------------------------------------------
+
+    async def _serve(
+        self, stream: TunnelStream, request: RequestReceived, log: structlog.stdlib.BoundLogger
+    ) -> str:
+        try:
+            plan = plan_request(request)
+        except BadRequest as refused:
+            log.info("request refused", reason=str(refused))
+            await self._respond_error(stream, 400, str(refused))
+            return "bad_request"
+        log = log.bind(method=plan.method, path=plan.target)
+        first = b""
+        if plan.length is None and not plan.upgrade:
+            # No Content-Length: a body, if any, goes chunked. Its first piece (or the end,
+            # which arrives with the head of a bodiless request) tells which.
+            first = bytes(await stream.read())
+        started = time.monotonic()
+        try:
+            exchange = await self._start(stream, plan, first)
+        except (UpstreamError, BadRequest) as failure:
+            self._metrics.upstream_duration.labels("error").observe(time.monotonic() - started)
+            if isinstance(failure, BadRequest):
+                log.info("request refused", reason=str(failure))
+                await self._respond_error(stream, 400, str(failure))
+                return "bad_request"
+            log.warning("upstream request failed", kind=failure.kind, error=failure.message)
+            await self._respond_error(stream, failure.status, failure.message)
+            return "upstream_error"
+        duration = time.monotonic() - started
+        status = exchange.head.status
+        self._metrics.upstream_duration.labels(status_class(status)).observe(duration)
+        log.debug("upstream answered", status=status, seconds=round(duration, 4))
+        return await self._answer(stream, plan, exchange, log)
+
+    async def _answer(
+        self,
+        stream: TunnelStream,
+        plan: RequestPlan,
+        exchange: _Exchange,
+        log: structlog.stdlib.BoundLogger,
+    ) -> str:
+        """Pass the response (or, after a 101, the byte streams) on to the caller."""
+        connection, head, body = exchange.connection, exchange.head, exchange.body
+        reusable = False
+        try:
+            if head.status == 101:
+                _respond_head(
+                    stream, 101, http1.end_to_end_headers(head.headers, keep_upgrade=True)
+                )
+                await self._pipe(stream, connection)
+                return "upgraded"
+            reusable = await self._relay(stream, connection, head, body)
+        except _HeadRefused as refused:
+            message = f"the API server's response head cannot be passed on: {refused}"
+            log.warning("upstream response refused", error=message)
+            await self._respond_error(stream, 502, message)
+            return "upstream_error"
+        except UpstreamError as failure:
+            log.warning("upstream failed mid-response", kind=failure.kind, error=failure.message)
+            stream.reset(ErrorCode.CONNECT_ERROR, failure.message)
+            return "upstream_error"
+        finally:
+            if body is not None:
+                body.cancel()
+            self._pool.release(connection, reusable=reusable and not plan.upgrade)
+        # The exchange is over once the caller has ended its side too: after a refused
+        # upgrade it can only end; after a request body it has ended already; a body the API
+        # server did not wait for is read here and dropped.
+        await _discard(stream)
+        return "ok"
+
+    async def _start(self, stream: TunnelStream, plan: RequestPlan, first: bytes) -> _Exchange:
+        """Send the request and wait for the response head. Raises UpstreamError (and
+        BadRequest when the body contradicts its Content-Length)."""
+        chunked = plan.length is None and bool(first)
+        try:
+            request_head = plan.head(
+                chunked=chunked,
+                authorization=self._pool.upstream.authorization(),
+                host=self._pool.upstream.authority.encode("ascii"),
+            )
+        except UpstreamCredentialsError as error:
+            raise UpstreamError("credentials", str(error)) from None
+        has_body = chunked or bool(plan.length)
+        fresh = False
+        while True:
+            connection = await self._pool.acquire(fresh=fresh)
+            body: asyncio.Task[str] | None = None
+            try:
+                await connection.send(request_head)
+                if has_body:
+                    body = asyncio.create_task(self._send_body(stream, connection, plan, first))
+                head = await self._await_head(connection, body, plan)
+                if not (200 <= head.status <= 599 or (head.status == 101 and plan.upgrade)):
+                    raise UpstreamError("protocol", f"unexpected status {head.status}")
+                return _Exchange(connection, head, body)
+            except BaseException as error:
+                if body is not None:
+                    body.cancel()
+                self._pool.release(connection, reusable=False)
+                # A kept-alive connection the server closed meanwhile: retry once on a new
+                # one, when no body byte was taken from the caller (safe to send again).
+                retry = (
+                    isinstance(error, UpstreamError)
+                    and error.kind == "closed"
+                    and connection.reused
+                    and not has_body
+                )
+                if not retry:
+                    raise
+                fresh = True
+
+    async def _await_head(
+        self, connection: UpstreamConnection, body: asyncio.Task[str] | None, plan: RequestPlan
+    ) -> http1.ResponseHead:
+        head = asyncio.create_task(connection.response_head(head_request=plan.method == "HEAD"))
+        try:
+            async with asyncio.timeout(self._response_timeout):
+                if body is not None:
+                    await asyncio.wait({head, body}, return_when=asyncio.FIRST_COMPLETED)
+                    if body.done() and body.result() == "bad_length":
+                        raise BadRequest("the request body does not match its Content-Length")
+                return await head
+        except TimeoutError:
+            raise UpstreamError(
+                "timeout", f"no response from the API server within {self._response_timeout:g} s"
+            ) from None
+        finally:
+            if not head.done():
+                head.cancel()
+            elif not head.cancelled():
+                head.exception()  # seen: it is re-raised above or irrelevant now
+
+    async def _send_body(
+        self, stream: TunnelStream, connection: UpstreamConnection, plan: RequestPlan, first: bytes
+    ) -> str:
+        """Copy the request body to the API server; returns sent, bad_length, reset or
+        upstream_error (never raises: the response side decides what the caller sees)."""
+        chunked = plan.length is None
+        sent = 0
+        try:
+            piece: bytes | memoryview = first or await stream.read()
+            while piece:
+                sent += len(piece)
+                if plan.length is not None and sent > plan.length:
+                    return "bad_length"
+                with self._holding(len(piece)):
+                    await connection.send(http1.chunk(bytes(piece)) if chunked else piece)
+                self._metrics.to_upstream.inc(len(piece))
+                piece = await stream.read()
+            if chunked:
+                await connection.send(http1.LAST_CHUNK)
+            elif sent != plan.length:
+                return "bad_length"
+        except StreamResetError:
+            return "reset"
+        except UpstreamError:
+            return "upstream_error"
+        return "sent"
+
+    async def _relay(
+        self,
+        stream: TunnelStream,
+        connection: UpstreamConnection,
+        head: http1.ResponseHead,
+        body: asyncio.Task[str] | None,
+    ) -> bool:
+        """Send the response to the caller as it arrives; returns whether the connection may
+        carry another exchange."""
+        _respond_head(stream, head.status, http1.end_to_end_headers(head.headers))
+        while piece := await connection.body_piece():
+            with self._holding(len(piece)):
+                await stream.write(piece)
+            self._metrics.to_gateway.inc(len(piece))
+        stream.end()
+        # A request body not sent to its end (the API server answered first: a 413, a 403)
+        # leaves the connection mid-request: never reuse it.
+        request_sent = body is None or (body.done() and body.result() == "sent")
+        return head.keep_alive and request_sent
+
+    async def _pipe(self, stream: TunnelStream, connection: UpstreamConnection) -> None:
+        """After a 101: bytes both ways until each side has ended its direction."""
+        upstream_ended = False
+
+        async def to_gateway() -> None:
+            nonlocal upstream_ended
+            while data := await connection.raw_read():
+                with self._holding(len(data)):
+                    await stream.write(data)
+                self._metrics.to_gateway.inc(len(data))
+            upstream_ended = True
+            stream.end()
+
+        async def to_upstream() -> None:
+            try:
+                while data := await stream.read():
+                    with self._holding(len(data)):
+                        await connection.send(data)
+                    self._metrics.to_upstream.inc(len(data))
+            except UpstreamError:
+                if not upstream_ended:
+                    raise
+                await _discard(stream)  # the server is done; the caller's last bytes go nowhere
+            connection.half_close()
+
+        await _both(to_gateway(), to_upstream())
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _respond_error(self, stream: TunnelStream, status: int, message: str) -> None:
+        body = status_body(status, message)
+        stream.respond(status, tuple(status_headers(body)))
+        await stream.write(body)
+        stream.end()
+        await _discard(stream)
+
+    def _holding(self, size: int) -> _Held:
+        return _Held(self.stats, size)
+
+
+class _Held:
+    """Counts `size` bytes as held by the proxy for the duration of a `with` block."""
+
+    __slots__ = ("_size", "_stats")
+
+    def __init__(self, stats: ProxyStats, size: int) -> None:
+        self._stats = stats
+        self._size = size
+
+    def __enter__(self) -> None:
+        stats = self._stats
+        stats.held_bytes += self._size
+        stats.peak_held_bytes = max(stats.peak_held_bytes, stats.held_bytes)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stats.held_bytes -= self._size
+
+
+def _respond_head(stream: TunnelStream, status: int, headers: http1.Headers) -> None:
+    try:
+        stream.respond(status, tuple(headers))
+    except StreamResetError as error:
+        # The protocol refused the head (larger than the gateway accepts, or not encodable)
+        # and changed nothing: the caller can still be told with a small one.
+        if error.code is not ErrorCode.HEADER_ERROR:
+            raise
+        raise _HeadRefused(error.message) from None
+
+
+async def _discard(stream: TunnelStream) -> None:
+    """Read and drop what the caller still sends, until it ends its side."""
+    while await stream.read():
+        pass
+
+
+async def _both(first: Coroutine[Any, Any, None], second: Coroutine[Any, Any, None]) -> None:
+    """Run both to completion; the first failure cancels the other and is raised."""
+    tasks = [asyncio.create_task(first), asyncio.create_task(second)]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if (error := task.exception()) is not None:
+                raise error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,221 @@
+"""The agent's side of the connection: certificates read at every attempt, rejections logged
+and backed off, dead tunnels found by heartbeat, and health endpoints that tell the truth."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+import structlog
+
+import certs
+
+if TYPE_CHECKING:
+    from conftest import AgentTls, StartAgent, TestGateway, Waits
+
+
+async def test_a_renewed_certificate_is_used_on_the_next_connection(
+    start_agent: StartAgent, gateway: TestGateway, agent_tls: AgentTls, unused_kubeconfig: Path
+) -> None:
+    running = await start_agent(kubeconfig=unused_kubeconfig)
+    first = await gateway.next_connection()
+    assert first.serial == agent_tls.bundle.certificate.serial_number
+
+    renewed = agent_tls.renew()  # cert-manager rewrites tls.crt and tls.key
+    first.session.close("the gateway restarts")
+    second = await gateway.next_connection()
+    assert second.serial == renewed.certificate.serial_number != first.serial
+    assert running.agent.metrics.sample("planelink_agent_connects_total") == 2
+
+
+async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+) -> None:
+    gateway.refuse(403, "UnknownPlane", "plane agent-tests/edge is not registered")
+    with structlog.testing.capture_logs() as logs:
+        running = await start_agent(
+            kubeconfig=unused_kubeconfig,
+            backoff_base=0.02,
+            backoff_cap=0.1,
+            random=lambda: 0.5,
+        )
+        await wait.until(lambda: len(_failures(logs)) >= 5)
+    failures = _failures(logs)
+    for entry in failures:
+        assert entry["log_level"] == "warning"
+        assert entry["reason"] == (
+            "the gateway rejected the agent: HTTP 403 UnknownPlane: "
+            "plane agent-tests/edge is not registered"
+        )
+    # Full jitter with the drawn 0.5: half of 0.02, 0.04, 0.08, then of the 0.1 cap.
+    delays = [entry["retry_in_seconds"] for entry in failures[:5]]
+    assert delays == [0.01, 0.02, 0.04, 0.05, 0.05]
+    assert [entry["attempt"] for entry in failures[:5]] == [1, 2, 3, 4, 5]
+    # One log line per failure: the gateway counted at least as many attempts.
+    assert gateway.rejections >= len(failures)
+    metrics = running.agent.metrics
+    assert metrics.sample(
+        "planelink_agent_connect_failures_total", reason="rejected:UnknownPlane"
+    ) >= len(failures)
+    assert not running.agent.state.up
+    assert "UnknownPlane" in running.agent.state.reason
+
+
+async def test_the_backoff_starts_over_after_a_tunnel_that_stayed_up(
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+) -> None:
+    gateway.refuse(503, "GatewayStarting", "not ready")
+    running = await start_agent(kubeconfig=unused_kubeconfig, backoff_reset_after=0.0)
+    agent = running.agent
+    await wait.until(lambda: agent.backoff.attempt >= 3)
+    gateway.accept()
+    connection = await gateway.next_connection()
+    await wait.within(agent.state.wait(up=True))
+    connection.session.close("gateway restart")
+    await wait.within(agent.state.wait(up=False))
+    await wait.until(lambda: agent.backoff.attempt == 1)  # reset, then one delay drawn
+
+
+async def test_a_silent_gateway_is_detected_by_heartbeat(
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+) -> None:
+    gateway.silent = True  # says HELLO, then never answers: a half-open connection
+    with structlog.testing.capture_logs() as logs:
+        running = await start_agent(
+            kubeconfig=unused_kubeconfig,
+            heartbeat_interval=0.1,
+            heartbeat_timeout=wait.scaled(0.5),
+        )
+        state = running.agent.state
+        await wait.within(state.wait(up=True))
+        up_at = time.monotonic()
+        await wait.within(state.wait(up=False))
+        down_after = time.monotonic() - up_at
+    # Silence is measured from the HELLO, a moment before the test saw the tunnel up; it is
+    # checked every heartbeat interval (0.1 s).
+    assert wait.scaled(0.5) - 0.1 <= down_after <= wait.scaled(0.5) + 0.1 + wait.scaled(2.0)
+    assert "no message from the peer" in state.reason
+    lost = [entry for entry in logs if entry["event"] == "tunnel down"]
+    assert lost
+    assert "no message from the peer" in lost[0]["reason"]
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(f"{running.health_url}/readyz") as answer,
+    ):
+        assert answer.status == 503
+        assert "no message from the peer" in await answer.text()
+    # The agent dials again, without waiting long for a close the dead peer never sends.
+    await wait.within(state.wait(up=True), seconds=5)
+    metrics = running.agent.metrics
+    assert metrics.sample("planelink_agent_connect_failures_total", reason="tunnel_lost") >= 1
+
+
+async def test_health_endpoints_follow_the_tunnel(
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+) -> None:
+    gateway.refuse(403, "CertificateNotTrusted", "not signed by the plane's CA")
+    running = await start_agent(kubeconfig=unused_kubeconfig)
+    base = running.health_url
+    async with aiohttp.ClientSession() as client:
+        await wait.until(lambda: gateway.rejections >= 1)
+        async with client.get(f"{base}/healthz") as answer:
+            assert answer.status == 200
+        async with client.get(f"{base}/readyz") as answer:
+            assert answer.status == 503
+            text = await answer.text()
+        assert text.startswith("not ready:")
+        assert "CertificateNotTrusted" in text or "not connected yet" in text
+        async with client.get(f"{base}/metrics") as answer:
+            assert "planelink_agent_tunnel_up 0.0" in await answer.text()
+
+        gateway.accept()
+        await gateway.next_connection()
+        await wait.within(running.agent.state.wait(up=True))
+        async with client.get(f"{base}/readyz") as answer:
+            assert answer.status == 200
+        async with client.get(f"{base}/healthz") as answer:
+            assert answer.status == 200
+        async with client.get(f"{base}/metrics") as answer:
+            assert answer.headers["Content-Type"].startswith("text/plain")
+            page = await answer.text()
+    assert "planelink_agent_tunnel_up 1.0" in page
+    assert "planelink_agent_connects_total 1.0" in page
+    assert 'planelink_agent_connect_failures_total{reason="rejected:CertificateNotTrusted"}' in page
+    assert "# TYPE planelink_agent_upstream_request_duration_seconds histogram" in page
+
+
+async def test_a_gateway_certificate_the_agent_does_not_trust_is_a_tls_failure(
+    start_agent: StartAgent,
+    gateway: TestGateway,
+    agent_tls: AgentTls,
+    unused_kubeconfig: Path,
+    wait: Waits,
+) -> None:
+    stranger = certs.create_ca("a stranger")
+    (agent_tls.directory / "ca.crt").write_bytes(stranger.certificate_pem())
+    running = await start_agent(kubeconfig=unused_kubeconfig)
+    metrics = running.agent.metrics
+    await wait.until(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="tls") >= 2
+    )
+    assert "the gateway's certificate is not trusted" in running.agent.state.reason
+    assert gateway.connections.empty()
+
+
+async def test_an_agent_certificate_the_gateway_does_not_trust_is_reported(
+    start_agent: StartAgent,
+    gateway: TestGateway,
+    agent_tls: AgentTls,
+    unused_kubeconfig: Path,
+    wait: Waits,
+) -> None:
+    agent_tls.write(certs.issue_agent(certs.create_ca("a stranger"), plane="agent-tests/edge"))
+    running = await start_agent(kubeconfig=unused_kubeconfig)
+    metrics = running.agent.metrics
+    # TLS 1.3: the gateway checks the certificate after the handshake and hangs up.
+    await wait.until(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="closed") >= 2
+    )
+    assert "does not accept the agent's client certificate" in running.agent.state.reason
+    assert gateway.connections.empty()
+
+
+async def test_unreadable_certificate_files_are_retried_until_they_appear(
+    start_agent: StartAgent,
+    gateway: TestGateway,
+    agent_tls: AgentTls,
+    unused_kubeconfig: Path,
+    wait: Waits,
+) -> None:
+    key = agent_tls.directory / "tls.key"
+    saved = key.read_bytes()
+    key.unlink()  # the Secret is not mounted yet
+    running = await start_agent(kubeconfig=unused_kubeconfig)
+    metrics = running.agent.metrics
+    await wait.until(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="credentials") >= 1
+    )
+    assert "cannot load the agent's TLS files" in running.agent.state.reason
+    key.write_bytes(saved)
+    await gateway.next_connection()
+    await wait.within(running.agent.state.wait(up=True))
+
+
+def _failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == "connection attempt failed"]
+
+
+@pytest.fixture
+def unused_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig for tests that never reach the API server."""
+    path = tmp_path / "unused.kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: unused}}]\n"
+    )
+    return path

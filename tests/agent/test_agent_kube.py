@@ -1,0 +1,325 @@
+"""The agent proxying to a real kube-apiserver: requests, bodies, watches, large lists, resets,
+failures, and the in-cluster configuration, as seen from a test gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+import yaml
+
+import certs
+from agent import Upstream
+from envtest import KubeAPIServer
+from protocol import ErrorCode, SendLimits, Settings
+from tunnel import StreamResetError, TunnelStream, http1
+
+if TYPE_CHECKING:
+    from conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway, Waits
+
+PLANE = "agent-tests/edge"
+
+
+@pytest.fixture
+async def connected(
+    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, wait: Waits
+) -> tuple[RunningAgent, GatewayConnection]:
+    """An agent of the real API server (by kubeconfig), connected to the test gateway."""
+    running = await start_agent(kubeconfig=plane_server.kubeconfig_path)
+    connection = await gateway.next_connection()
+    await wait.within(connection.session.wait_ready())
+    return running, connection
+
+
+class Lines:
+    """Newline-delimited JSON from a stream (a watch), one object at a time."""
+
+    def __init__(self, stream: TunnelStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    async def next(self) -> Any:
+        while b"\n" not in self.buffer:
+            chunk = await self.stream.read()
+            if not chunk:
+                raise EOFError("the stream ended")
+            self.buffer += chunk
+        line, _, rest = bytes(self.buffer).partition(b"\n")
+        self.buffer = bytearray(rest)
+        return json.loads(line)
+
+
+def _configmap(namespace: str, name: str, **data: str) -> bytes:
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+    manifest["metadata"]["namespace"] = namespace  # type: ignore[index]
+    return json.dumps(manifest).encode()
+
+
+async def test_get_namespaces_through_the_agent(
+    connected: tuple[RunningAgent, GatewayConnection], namespace: str
+) -> None:
+    _, connection = connected
+    reply = await connection.request(
+        "GET", "/api/v1/namespaces", headers=((b"Accept", b"application/json"),)
+    )
+    assert reply.status == 200
+    assert reply.header("content-type") == "application/json"
+    names = {item["metadata"]["name"] for item in reply.json()["items"]}
+    assert {"default", "kube-system", namespace} <= names
+
+
+async def test_hello_says_which_plane_and_versions(
+    connected: tuple[RunningAgent, GatewayConnection],
+) -> None:
+    _, connection = connected
+    peer = await connection.session.wait_ready()
+    assert connection.path == f"/agent/v1/connect?plane={PLANE}"
+    assert connection.subprotocol == "planelink.v1"
+    assert peer.identity["plane"] == PLANE
+    assert peer.identity["agent-id"] == "agent-under-test"
+    assert peer.identity["agent-version"]
+    assert peer.identity["kubernetes-version"].startswith("v1.32")
+    assert peer.capabilities == ("upgrade",)
+
+
+async def test_create_a_configmap_then_get_it(
+    connected: tuple[RunningAgent, GatewayConnection], namespace: str
+) -> None:
+    _, connection = connected
+    collection = f"/api/v1/namespaces/{namespace}/configmaps"
+    body = _configmap(namespace, "with-length", colour="blue")
+    created = await connection.request(
+        "POST",
+        collection,
+        headers=((b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(body))),
+        body=body,
+    )
+    assert created.status == 201, created.body
+    # Without Content-Length the agent sends the body upstream chunked.
+    chunked = await connection.request(
+        "POST",
+        collection,
+        headers=((b"Content-Type", b"application/json"),),
+        body=_configmap(namespace, "chunked", colour="green"),
+    )
+    assert chunked.status == 201, chunked.body
+
+    fetched = await connection.request("GET", f"{collection}/with-length")
+    assert fetched.status == 200
+    assert fetched.json()["data"] == {"colour": "blue"}
+    listed = await connection.request("GET", collection)
+    names = {item["metadata"]["name"] for item in listed.json()["items"]}
+    assert names >= {"with-length", "chunked"}
+
+
+async def test_a_watch_delivers_events_while_it_is_open(
+    connected: tuple[RunningAgent, GatewayConnection],
+    plane_server: KubeAPIServer,
+    namespace: str,
+    wait: Waits,
+) -> None:
+    _, connection = connected
+    collection = f"/api/v1/namespaces/{namespace}/configmaps"
+    watch = connection.open("GET", f"{collection}?watch=1")
+    assert (await wait.within(watch.response())).status == 200
+    events = Lines(watch)
+
+    # One object created through the tunnel itself, alongside the open watch...
+    created = await connection.request("POST", collection, body=_configmap(namespace, "first"))
+    assert created.status == 201
+    event = await wait.within(events.next())
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "first")
+    # ...and one behind the agent's back, by kubectl.
+    await asyncio.to_thread(plane_server.kubectl, "create", "configmap", "second", "-n", namespace)
+    event = await wait.within(events.next())
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "second")
+    watch.reset(ErrorCode.CANCEL, "test done")
+
+
+async def test_a_large_list_streams_through_with_bounded_memory(
+    connected: tuple[RunningAgent, GatewayConnection],
+    plane_server: KubeAPIServer,
+    namespace: str,
+    wait: Waits,
+) -> None:
+    running, connection = connected
+    await _create_many(plane_server, namespace, count=2000, size=1024, wait=wait)
+    agent = running.agent
+    # What may be in flight for one stream: one piece in the proxy's hands, the protocol's
+    # send queue for the stream, and the credit the gateway granted.
+    bound = http1.READ_SIZE + SendLimits().max_stream_buffer + Settings().initial_stream_window
+
+    stream = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps")
+    assert (await wait.within(stream.response())).status == 200
+    received = bytearray()
+    in_flight_peak = 0
+    while chunk := await wait.within(stream.read()):
+        received += chunk
+        taken = agent.metrics.sample("planelink_agent_bytes_total", direction="to_gateway")
+        in_flight_peak = max(in_flight_peak, int(taken) - len(received))
+        await asyncio.sleep(0)  # a slow reader: the agent may run ahead, as far as it can
+    assert len(json.loads(received)["items"]) == 2000
+    assert len(received) > 4 * bound  # the body is much larger than what may be in flight
+    assert in_flight_peak <= bound
+    assert agent.proxy.stats.peak_held_bytes <= http1.READ_SIZE
+    assert agent.proxy.stats.held_bytes == 0
+    # The connection that served the list was read to its end: it went back to the pool.
+    assert agent.pool.active == 0
+    assert agent.pool.idle >= 1
+
+
+async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
+    connected: tuple[RunningAgent, GatewayConnection],
+    plane_server: KubeAPIServer,
+    namespace: str,
+    wait: Waits,
+) -> None:
+    running, connection = connected
+    agent = running.agent
+    plane_server.kubectl("create", "configmap", "present", "-n", namespace)
+    watches_before = _open_watches(plane_server)
+    agent.pool.close()  # no idle connection: the watch gets a connection of its own
+
+    watch = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=true")
+    assert (await wait.within(watch.response())).status == 200
+    event = await wait.within(Lines(watch).next())
+    assert event["object"]["metadata"]["name"] == "present"
+    assert (agent.proxy.stats.active, agent.pool.active) == (1, 1)
+    assert _open_watches(plane_server) == watches_before + 1
+
+    watch.reset(ErrorCode.CANCEL, "the caller went away")
+    await wait.within(agent.proxy.wait_idle())
+    session = agent.session
+    assert session is not None
+    await wait.until(lambda: session.running_handlers == 0 and session.open_streams == 0)
+    assert (agent.pool.active, agent.pool.idle) == (0, 0)  # aborted, not pooled
+    # The API server saw its watch end too (its own gauge of long-running requests).
+    await wait.until(lambda: _open_watches(plane_server) == watches_before)
+    with pytest.raises(StreamResetError):
+        await watch.read()
+
+
+async def test_an_unreachable_api_server_gives_a_502_status(
+    start_agent: StartAgent, gateway: TestGateway
+) -> None:
+    unreachable = Upstream(scheme="https", host="127.0.0.1", port=_closed_port(), token="t")
+    running = await start_agent(upstream=unreachable)
+    connection = await gateway.next_connection()
+    reply = await connection.request("GET", "/api/v1/namespaces")
+    assert reply.status == 502
+    assert reply.header("content-type") == "application/json"
+    status = reply.json()
+    assert (status["kind"], status["code"], status["reason"]) == ("Status", 502, "InternalError")
+    assert "connection refused" in status["message"]
+    metrics = running.agent.metrics
+    assert metrics.sample("planelink_agent_streams_total", outcome="upstream_error") == 1
+
+
+async def test_an_untrusted_api_server_certificate_gives_a_502(
+    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
+) -> None:
+    config = plane_server.kubeconfig()
+    other_ca = certs.create_ca("not the API server's CA").certificate_pem()
+    config["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(
+        other_ca
+    ).decode()
+    path = tmp_path / "wrong-ca.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    await start_agent(kubeconfig=path)
+    connection = await gateway.next_connection()
+    reply = await connection.request("GET", "/api")
+    assert reply.status == 502
+    assert "certificate not trusted" in reply.json()["message"]
+
+
+async def test_in_cluster_configuration_from_a_service_account_folder(
+    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
+) -> None:
+    root = tmp_path / "serviceaccount"
+    root.mkdir()
+    (root / "token").write_text(plane_server.admin_token + "\n")
+    (root / "ca.crt").write_bytes(plane_server.ca_file.read_bytes())
+    (root / "namespace").write_text("openchoreo-data-plane")
+    environ = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(plane_server.port),
+    }
+    running = await start_agent(in_cluster_root=root, environ=environ)
+    assert running.agent.upstream.url == f"https://127.0.0.1:{plane_server.port}"
+    connection = await gateway.next_connection()
+    reply = await connection.request("GET", "/api/v1/namespaces/default")
+    assert reply.status == 200
+    assert reply.json()["metadata"]["name"] == "default"
+
+
+async def test_an_upgrade_the_api_server_refuses_is_relayed_as_a_response(
+    connected: tuple[RunningAgent, GatewayConnection], namespace: str, wait: Waits
+) -> None:
+    running, connection = connected
+    stream = connection.open(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods/missing/exec?command=sh&stdout=true",
+        headers=(
+            (b"Connection", b"Upgrade"),
+            (b"Upgrade", b"SPDY/3.1"),
+            (b"X-Stream-Protocol-Version", b"v4.channel.k8s.io"),
+        ),
+        end_stream=False,
+        upgrade=True,
+    )
+    response = await wait.within(stream.response())
+    assert response.status == 404
+    body = bytearray()
+    while chunk := await wait.within(stream.read()):
+        body += chunk
+    assert json.loads(body)["reason"] == "NotFound"
+    stream.end()
+    await wait.within(running.agent.proxy.wait_idle())
+    assert running.agent.pool.active == 0
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+async def _create_many(
+    server: KubeAPIServer, namespace: str, *, count: int, size: int, wait: Waits
+) -> None:
+    """Create ConfigMaps directly on the API server (not through the agent), 32 at a time."""
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    headers = {"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"}
+    url = f"{server.url}/api/v1/namespaces/{namespace}/configmaps"
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context, limit=32), headers=headers
+    ) as client:
+
+        async def create(index: int) -> None:
+            body = _configmap(namespace, f"cm-{index:04d}", payload="x" * size)
+            async with client.post(url, data=body) as answer:
+                assert answer.status == 201, await answer.text()
+
+        await wait.within(asyncio.gather(*(create(i) for i in range(count))), 120)
+
+
+def _open_watches(server: KubeAPIServer) -> int:
+    """ConfigMap watches the API server is serving now, from its own metrics."""
+    total = 0
+    for line in server.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_longrunning_requests{") and all(
+            label in line for label in ('resource="configmaps"', 'verb="WATCH"')
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -1,0 +1,209 @@
+"""The agent as a process: its command line, and a graceful stop on SIGTERM with requests in
+flight (new streams refused, in-flight ones served, exit 0 within the grace period)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from envtest import KubeAPIServer
+from planelink.agent_cli import add_agent_parser
+from protocol import ErrorCode
+from tunnel import StreamResetError, TunnelStream
+
+if TYPE_CHECKING:
+    from conftest import AgentTls, GatewayConnection, TestGateway, Waits
+
+PLANE = "agent-tests/edge"
+
+
+@dataclass
+class AgentProcess:
+    process: asyncio.subprocess.Process
+    log: Path
+
+    def log_lines(self) -> list[dict[str, object]]:
+        return [
+            json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")
+        ]
+
+
+StartProcess = Callable[[float], Awaitable[AgentProcess]]
+
+
+@pytest.fixture
+async def start_agent_process(
+    gateway: TestGateway, agent_tls: AgentTls, plane_server: KubeAPIServer, tmp_path: Path
+) -> AsyncIterator[StartProcess]:
+    """`python -m planelink.agent_cli` dialing the test gateway, serving the real API server,
+    with the given drain grace."""
+    started: list[AgentProcess] = []
+
+    async def start(grace: float) -> AgentProcess:
+        log = tmp_path / f"agent-{len(started)}.log"
+        with log.open("wb") as sink:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "planelink.agent_cli",
+                "--log-format=json",
+                f"--gateway-url={gateway.url}",
+                f"--plane={PLANE}",
+                f"--tls-dir={agent_tls.directory}",
+                f"--kubeconfig={plane_server.kubeconfig_path}",
+                "--health-address=127.0.0.1:0",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=sink,
+                # Flags and environment variables are equivalent: the grace comes by the latter.
+                env={**os.environ, "PLANELINK_DRAIN_GRACE": str(grace)},
+            )
+        started.append(AgentProcess(process, log))
+        return started[-1]
+
+    yield start
+    for handle in started:
+        if handle.process.returncode is None:
+            handle.process.kill()
+            await handle.process.wait()
+
+
+async def _watch(connection: GatewayConnection, namespace: str, query: str = "") -> TunnelStream:
+    stream = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=1{query}")
+    assert (await stream.response()).status == 200
+    return stream
+
+
+async def _read_to_end(stream: TunnelStream, wait: Waits) -> None:
+    while await wait.within(stream.read()):
+        pass
+
+
+async def _next_event(stream: TunnelStream, wait: Waits) -> dict[str, object]:
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        chunk = await wait.within(stream.read())
+        assert chunk, "the watch ended"
+        line += chunk
+    event: dict[str, object] = json.loads(line)
+    return event
+
+
+async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
+    start_agent_process: StartProcess,
+    gateway: TestGateway,
+    plane_server: KubeAPIServer,
+    namespace: str,
+    wait: Waits,
+) -> None:
+    grace = wait.scaled(3.0)
+    agent_process = await start_agent_process(grace)
+    connection = await gateway.next_connection(seconds=60)  # a cold interpreter starts slowly
+    watch = await _watch(connection, namespace)
+
+    agent_process.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    await wait.until(lambda: connection.session.draining)  # the agent's GOAWAY arrived
+    with pytest.raises(StreamResetError) as refused:
+        connection.open("GET", "/api")
+    assert refused.value.code is ErrorCode.REFUSED_STREAM
+
+    # The watch in flight still delivers what happens during the drain.
+    await asyncio.to_thread(
+        plane_server.kubectl, "create", "configmap", "during-drain", "-n", namespace
+    )
+    event = await _next_event(watch, wait)
+    assert event["type"] == "ADDED"
+
+    # A watch never ends by itself: at the end of the grace the agent closes and exits 0.
+    code = await wait.within(agent_process.process.wait(), grace + 10)
+    elapsed = time.monotonic() - signalled
+    assert code == 0
+    assert elapsed < grace + wait.scaled(5.0)
+    with pytest.raises(StreamResetError):
+        await _read_to_end(watch, wait)
+    events = [line["event"] for line in agent_process.log_lines()]
+    assert "signal received, stopping" in events
+    assert "draining" in events
+    assert "drain grace over, closing" in events
+    assert events[-1] == "agent stopped"
+
+
+async def test_sigterm_exits_as_soon_as_in_flight_requests_finish(
+    start_agent_process: StartProcess, gateway: TestGateway, namespace: str, wait: Waits
+) -> None:
+    grace = 120.0
+    agent_process = await start_agent_process(grace)
+    connection = await gateway.next_connection(seconds=60)
+    # A watch the API server ends after 2 s: the drain is over when it is.
+    watch = await _watch(connection, namespace, "&timeoutSeconds=2")
+    agent_process.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = await wait.within(agent_process.process.wait(), 30)
+    assert code == 0
+    assert time.monotonic() - signalled < wait.scaled(15.0)  # far below the grace
+    assert await wait.within(watch.read()) == b""  # ended normally, not reset
+    await wait.within(connection.ended.wait())
+    assert connection.close_reason == "drained"
+    events = [line["event"] for line in agent_process.log_lines()]
+    assert "drain grace over, closing" not in events
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def _agent_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planelink.agent_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_explains_every_option_and_its_variable() -> None:
+    shown = _agent_cli("--help")
+    assert shown.returncode == 0
+    assert shown.stdout.startswith("usage: planelink agent")
+    for text in ("--gateway-url", "PLANELINK_GATEWAY_URL", "--plane", "--kubeconfig", "SIGTERM"):
+        assert text in shown.stdout
+
+
+def test_missing_or_bad_settings_exit_2_with_the_reason(tmp_path: Path) -> None:
+    missing = _agent_cli()
+    assert missing.returncode == 2
+    assert "gateway URL is required" in missing.stderr
+    bad = _agent_cli("--gateway-url=wss://gw.example.com", env={"PLANELINK_PLANE": "noslash"})
+    assert bad.returncode == 2
+    assert "plane 'noslash'" in bad.stderr
+    unreadable = _agent_cli(
+        "--gateway-url=wss://gw.example.com",
+        "--plane=org/prod",
+        f"--kubeconfig={tmp_path / 'absent'}",
+        "--log-format=json",
+    )
+    assert unreadable.returncode == 2
+    assert "cannot configure the API server" in unreadable.stderr
+
+
+def test_the_subcommand_registers_on_the_planelink_parser() -> None:
+    parser = argparse.ArgumentParser(prog="planelink")
+    add_agent_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["agent", "--plane", "org/prod", "--heartbeat-timeout", "45"])
+    assert args.plane == "org/prod"
+    assert args.heartbeat_timeout == "45"  # parsed, with the environment, by AgentSettings
+    assert callable(args.run)

@@ -1,0 +1,195 @@
+"""Pure parts of the agent: backoff arithmetic, settings from flags and environment, files that
+are re-read when they change. No sockets, no event loop."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+from agent import AgentSettings, Backoff, UpstreamConfigError, load_in_cluster, load_kubeconfig
+from agent.upstream import UpstreamCredentialsError, WatchedFile
+
+# -- backoff --------------------------------------------------------------------------------
+
+
+def test_ceiling_doubles_from_base_up_to_cap() -> None:
+    backoff = Backoff(base=0.5, cap=10.0, random=lambda: 1.0)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
+    assert backoff.attempt == 8
+
+
+def test_full_jitter_draws_uniformly_below_the_ceiling() -> None:
+    draws = itertools.cycle([0.0, 0.25, 0.999])
+    backoff = Backoff(base=1.0, cap=60.0, random=lambda: next(draws))
+    assert backoff.next_delay() == 0.0  # full jitter: an immediate retry is possible
+    assert backoff.next_delay() == pytest.approx(0.5)  # 0.25 of a 2 s ceiling
+    assert backoff.next_delay() == pytest.approx(3.996)  # just under the 4 s ceiling
+
+
+def test_reset_starts_again_from_base() -> None:
+    backoff = Backoff(base=1.0, cap=60.0, random=lambda: 0.5)
+    for _ in range(5):
+        backoff.next_delay()
+    backoff.reset()
+    assert backoff.attempt == 0
+    assert backoff.next_delay() == 0.5
+
+
+def test_huge_attempt_counts_stay_at_the_cap() -> None:
+    backoff = Backoff(base=1.0, cap=30.0, random=lambda: 1.0)
+    assert backoff.ceiling(10_000) == 30.0
+
+
+def test_default_random_spreads_agents_out() -> None:
+    # A thousand agents failing at once: their first retries are spread over the ceiling.
+    delays = [Backoff(base=8.0, cap=60.0).next_delay() for _ in range(1000)]
+    assert 0.0 <= min(delays) < 1.0
+    assert 7.0 < max(delays) < 8.0
+    assert len({round(delay, 3) for delay in delays}) > 900
+
+
+def test_backoff_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="base <= cap"):
+        Backoff(base=5.0, cap=1.0)
+
+
+# -- settings -------------------------------------------------------------------------------
+
+_REQUIRED = {"gateway_url": "wss://gw.example.com", "plane": "org/prod"}
+
+
+def test_flags_win_over_environment_which_wins_over_defaults() -> None:
+    settings = AgentSettings.from_sources(
+        flags={"gateway_url": "wss://flag.example.com", "plane": None, "backoff_cap": None},
+        environ={
+            "PLANELINK_GATEWAY_URL": "wss://env.example.com",
+            "PLANELINK_PLANE": "org/prod",
+            "PLANELINK_HEARTBEAT_TIMEOUT": "45",
+        },
+    )
+    assert settings.gateway_url == "wss://flag.example.com"
+    assert settings.plane == "org/prod"
+    assert settings.heartbeat_timeout == 45.0
+    assert settings.backoff_cap == 60.0
+
+
+def test_bad_values_name_their_source() -> None:
+    with pytest.raises(ValueError, match="PLANELINK_BACKOFF_BASE"):
+        AgentSettings.from_sources(
+            flags={}, environ={**_env(_REQUIRED), "PLANELINK_BACKOFF_BASE": "soon"}
+        )
+    with pytest.raises(ValueError, match="--heartbeat-interval"):
+        AgentSettings.from_sources(flags={"heartbeat_interval": "x"}, environ=_env(_REQUIRED))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gateway_url": ""}, "gateway URL is required"),
+        ({"gateway_url": "https://gw.example.com"}, "must be wss://"),
+        ({"gateway_url": "wss://gw.example.com/?x=1"}, "query"),
+        ({"plane": "prod"}, "plane 'prod'"),
+        ({"plane": "Org/prod"}, "plane 'Org/prod'"),
+        ({"heartbeat_interval": 30.0, "heartbeat_timeout": 10.0}, "interval < timeout"),
+        ({"backoff_base": 0.0}, "0 < base"),
+        ({"drain_grace": 0.0}, "drain_grace must be positive"),
+        ({"health_address": "nowhere"}, "health address"),
+    ],
+)
+def test_invalid_settings_are_refused(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AgentSettings(**{**_REQUIRED, **overrides})  # type: ignore[arg-type]
+
+
+def test_derived_values() -> None:
+    settings = AgentSettings(
+        gateway_url="wss://gw.example.com:8443/",
+        plane="org/prod",
+        tls_dir=Path("/tls"),
+        gateway_ca=Path("/other/ca.pem"),
+        health_address=":9090",
+    )
+    assert settings.connect_url == "wss://gw.example.com:8443/agent/v1/connect?plane=org/prod"
+    assert settings.client_cert_file == Path("/tls/tls.crt")
+    assert settings.client_key_file == Path("/tls/tls.key")
+    assert settings.gateway_ca_file == Path("/other/ca.pem")
+    assert settings.health_host_port == (None, 9090)
+    with pytest.raises(TypeError):
+        AgentSettings("wss://gw.example.com", "org/prod")  # type: ignore[misc]
+
+
+def test_agent_id_defaults_to_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTNAME", "agent-7d9f-x2")
+    monkeypatch.delenv("POD_NAME", raising=False)
+    assert AgentSettings(**_REQUIRED).agent_id == "agent-7d9f-x2"
+
+
+def _env(values: dict[str, str]) -> dict[str, str]:
+    return {f"PLANELINK_{key.upper()}": value for key, value in values.items()}
+
+
+# -- files re-read when they change ---------------------------------------------------------
+
+
+def test_watched_file_rereads_on_change_and_when_old(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("one")
+    now = [0.0]
+    watched = WatchedFile(path, max_age=60.0, clock=lambda: now[0])
+    assert watched.read() == b"one"
+
+    staging = tmp_path / "token.new"
+    staging.write_text("two")
+    staging.replace(path)  # a new inode, as the kubelet's symlink swap gives
+    assert watched.read() == b"two"
+
+    # Same inode, size and mtime (a write the stat cannot see): caught by age.
+    stat = path.stat()
+    path.write_text("six")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert watched.read() == b"two"
+    now[0] = 61.0
+    assert watched.read() == b"six"
+
+
+def test_watched_file_keeps_the_last_copy_while_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("kept")
+    watched = WatchedFile(path)
+    assert watched.read() == b"kept"
+    path.unlink()
+    assert watched.read() == b"kept"
+    with pytest.raises(UpstreamCredentialsError):
+        WatchedFile(tmp_path / "missing").read()
+
+
+# -- upstream configuration errors ----------------------------------------------------------
+
+
+def test_in_cluster_needs_the_service_environment(tmp_path: Path) -> None:
+    with pytest.raises(UpstreamConfigError, match="KUBERNETES_SERVICE_HOST"):
+        load_in_cluster(tmp_path, {})
+    with pytest.raises(UpstreamConfigError, match="token"):
+        load_in_cluster(
+            tmp_path, {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+        )
+
+
+def test_kubeconfig_problems_are_explained(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {exec: {command: aws}}}]\n"
+    )
+    with pytest.raises(UpstreamConfigError, match="exec"):
+        load_kubeconfig(path)
+    with pytest.raises(UpstreamConfigError, match="no context named 'other'"):
+        load_kubeconfig(path, context="other")
+    with pytest.raises(UpstreamConfigError, match="cannot read"):
+        load_kubeconfig(tmp_path / "absent")

@@ -1,0 +1,87 @@
+"""The whole product on real API servers: gateway + one agent per data plane + real kubectl."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+
+from certs import PlaneRef
+from envtest import KubeAPIServer
+from envtest.pytest_plugin import ServerFactory
+from planelink.local import LocalPlanelink
+
+PLANE_A = PlaneRef("org-a", "plane-a")
+PLANE_B = PlaneRef("org-b", "plane-b")
+
+
+class Lab:
+    """A running planelink with two data planes, and kubectl through it."""
+
+    def __init__(self, local: LocalPlanelink, servers: dict[PlaneRef, KubeAPIServer]) -> None:
+        self.local = local
+        self.servers = servers
+
+    async def kubectl(
+        self, plane: PlaneRef, *args: str, stdin: bytes | None = None, limit: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Real kubectl, through the gateway, against `plane`."""
+        process = await asyncio.create_subprocess_exec(
+            "kubectl",
+            "--kubeconfig",
+            str(self.local.caller_kubeconfig(plane)),
+            *args,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(stdin), timeout=limit)
+        assert process.returncode is not None
+        return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+    def raw_client(self) -> aiohttp.ClientSession:
+        """An HTTPS client with the caller's certificate, to see exactly what kubectl gets."""
+        directory = self.local.directory
+        context = ssl.create_default_context(cafile=str(directory / "gateway" / "ca.crt"))
+        config = yaml.safe_load(self.local.caller_kubeconfig(next(iter(self.servers))).read_text())
+        user = config["users"][0]["user"]
+        cert, key = directory / "callers" / "client.crt", directory / "callers" / "client.key"
+        cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
+        key.write_bytes(base64.b64decode(user["client-key-data"]))
+        context.load_cert_chain(cert, key)
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+
+    def plane_url(self, plane: PlaneRef, path: str) -> str:
+        assert self.local.gateway is not None
+        port = self.local.gateway.callers.port
+        return f"https://127.0.0.1:{port}/planes/{plane.namespace}/{plane.name}/k8s{path}"
+
+    def direct(self, plane: PlaneRef, *args: str) -> subprocess.CompletedProcess[str]:
+        """kubectl straight at the plane's API server (to check what the tunnel did)."""
+        return self.servers[plane].kubectl(*args, check=False)
+
+
+@pytest.fixture
+def planes() -> tuple[PlaneRef, PlaneRef]:
+    return PLANE_A, PLANE_B
+
+
+@pytest.fixture
+async def lab(kube_servers: ServerFactory, tmp_path: Path) -> AsyncIterator[Lab]:
+    servers = {PLANE_A: kube_servers("e2e-plane-a"), PLANE_B: kube_servers("e2e-plane-b")}
+    local = LocalPlanelink(
+        directory=tmp_path / "planelink",
+        planes={plane: server.kubeconfig_path for plane, server in servers.items()},
+    )
+    await local.start()
+    for plane in servers:
+        await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+    yield Lab(local, servers)
+    await local.stop()

@@ -1,0 +1,124 @@
+"""HTTP/1.1 reading over asyncio streams: framing, keep-alive, upgrades, limits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tunnel.http1 import HttpError, MessageReader, end_to_end_headers
+
+
+def _reader(*chunks: bytes) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    for chunk in chunks:
+        reader.feed_data(chunk)
+    reader.feed_eof()
+    return reader
+
+
+async def _body(http: MessageReader) -> bytes:
+    data = b""
+    while chunk := await http.read_body():
+        data += chunk
+    return data
+
+
+async def test_a_small_response_read_at_once_keeps_the_connection_alive() -> None:
+    http = MessageReader(_reader(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), "response")
+    head = await http.next_response()
+    assert head.status == 200
+    assert head.keep_alive
+    assert await _body(http) == b"ok"
+
+
+async def test_connection_close_is_seen() -> None:
+    http = MessageReader(
+        _reader(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"), "response"
+    )
+    assert not (await http.next_response()).keep_alive
+
+
+async def test_requests_one_after_another_on_one_connection() -> None:
+    first = (
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    second = b"GET /b?c=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+    reader = asyncio.StreamReader()
+    http = MessageReader(reader, "request")
+    reader.feed_data(first)
+    head = await http.next_request()
+    assert head is not None
+    assert (head.method, head.target, head.has_body, head.keep_alive) == ("POST", "/a", True, True)
+    assert await _body(http) == b"abc"
+    reader.feed_data(second)
+    reader.feed_eof()
+    head = await http.next_request()
+    assert head is not None
+    assert (head.method, head.target, head.has_body) == ("GET", "/b?c=1", False)
+    assert await _body(http) == b""
+    assert await http.next_request() is None
+
+
+async def test_pipelining_is_refused() -> None:
+    both = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    http = MessageReader(_reader(both), "request")
+    with pytest.raises(HttpError, match="pipelined"):
+        await http.next_request()
+
+
+async def test_upgrade_keeps_the_bytes_after_the_head() -> None:
+    http = MessageReader(
+        _reader(b"GET /x HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nRAW", b"MORE"),
+        "request",
+    )
+    head = await http.next_request()
+    assert head is not None
+    assert head.upgrade
+    raw = b""
+    while chunk := await http.read_raw():
+        raw += chunk
+    assert raw == b"RAWMORE"
+
+
+async def test_oversized_head_is_431() -> None:
+    http = MessageReader(
+        _reader(b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"a" * 5000 + b"\r\n\r\n"),
+        "request",
+        max_head_bytes=1024,
+    )
+    with pytest.raises(HttpError) as refused:
+        await http.next_request()
+    assert refused.value.status == 431
+
+
+async def test_malformed_input_is_400() -> None:
+    http = MessageReader(_reader(b"NOT HTTP AT ALL\r\n\r\n"), "request")
+    with pytest.raises(HttpError) as refused:
+        await http.next_request()
+    assert refused.value.status == 400
+
+
+async def test_body_until_close() -> None:
+    http = MessageReader(_reader(b"HTTP/1.1 200 OK\r\n\r\nstreamed", b" until close"), "response")
+    await http.next_response()
+    assert await _body(http) == b"streamed until close"
+
+
+def test_hop_by_hop_headers_are_dropped() -> None:
+    headers = [
+        (b"Connection", b"keep-alive, X-Secret"),
+        (b"X-Secret", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Content-Length", b"3"),
+        (b"Upgrade", b"websocket"),
+        (b"Accept", b"application/json"),
+    ]
+    assert end_to_end_headers(headers) == [
+        (b"Content-Length", b"3"),
+        (b"Accept", b"application/json"),
+    ]
+    kept = end_to_end_headers(headers, keep_upgrade=True)
+    assert (b"Upgrade", b"websocket") in kept
+    assert (b"Connection", b"Upgrade") in kept
