@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
 PLANE_A = certs.PlaneRef("ns-a", "plane-a")
+_AGENT_NUMBERS = itertools.count(1)
 PLANE_B = certs.PlaneRef("ns-b", "plane-b")
 
 Handler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]
@@ -167,6 +169,7 @@ async def fake_agent(
     url = (
         f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={claim or plane}"
     )
+    agent_id = f"fake-{next(_AGENT_NUMBERS)}"
     websocket = await connect(
         url,
         ssl=pki.agent_ssl(bundle),
@@ -175,13 +178,13 @@ async def fake_agent(
     )
     session = TunnelSession(
         WebSocketChannel(websocket),
-        Connection(Role.AGENT, identity={IDENTITY_PLANE: str(plane), IDENTITY_AGENT_ID: "fake-1"}),
+        Connection(Role.AGENT, identity={IDENTITY_PLANE: str(plane), IDENTITY_AGENT_ID: agent_id}),
         heartbeat=Heartbeat(1, 5),
         request_handler=handler,
     )
     task = asyncio.create_task(session.run())
     await session.wait_ready()
-    while not any(a.session.peer for a in gateway.agents.agents(plane)):
+    while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
         await gateway.agents.wait_for_change()
     agent = FakeAgent(session, task)
     try:
