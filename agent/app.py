@@ -27,10 +27,15 @@ from agent.dialer import DialFailed, dial, load_client_credentials
 from agent.discovery import kubernetes_version
 from agent.health import HealthServer, TunnelState
 from agent.metrics import AgentMetrics
-from agent.pool import ConnectionPool
-from agent.proxy import Proxy
 from agent.settings import AgentSettings
-from agent.upstream import Upstream, UpstreamConfigError, load_in_cluster, load_kubeconfig
+from kubeproxy import (
+    ConnectionPool,
+    Proxy,
+    Upstream,
+    UpstreamConfigError,
+    load_in_cluster,
+    load_kubeconfig,
+)
 from protocol import Connection, ErrorCode, Role, Settings
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
 from tunnel.contract import (

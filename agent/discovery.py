@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 
-from agent.pool import ConnectionPool, UpstreamError
-from agent.upstream import UpstreamCredentialsError
+from kubeproxy import ConnectionPool, UpstreamCredentialsError, UpstreamError
 from tunnel import http1
 
 _MAX_VERSION_BODY = 64 * 1024

@@ -37,11 +37,15 @@ class AgentConnection:
     remote_address: str
     identity: dict[str, str] = field(default_factory=dict)
     connected_at: float = field(default_factory=time.time)
+    direct: bool = False
+    """A virtual agent in this process for a direct-mode plane (`gateway.direct`): its
+    certificate is the plane's CA, and it is trusted for as long as the plane is direct."""
 
     def describe(self) -> dict[str, object]:
         session = self.session
         return {
             "agentId": self.agent_id,
+            "direct": self.direct,
             "remoteAddress": self.remote_address,
             "connectedAt": _iso(self.connected_at),
             "lastHeartbeatSecondsAgo": round(time.monotonic() - session.last_received, 3),
@@ -151,6 +155,8 @@ class AgentRegistry:
 def _still_trusted(agent: AgentConnection, trust: PlaneTrust | None) -> str | None:
     if trust is None:
         return f"the DataPlane {agent.plane} was deleted"
+    if agent.direct:
+        return None if trust.mode == "direct" else "the DataPlane is no longer in direct mode"
     try:
         verify_agent(trust, agent.certificate_der)
     except CertificateRejected as rejected:

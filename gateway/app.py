@@ -19,7 +19,9 @@ from kubernetes_asyncio.client import ApiClient
 
 from gateway.agent_listener import AgentListener, AgentListenerSettings
 from gateway.agents import AgentRegistry
+from gateway.auth import KubeReviews
 from gateway.callers import CallerEndpoint, CallerSettings
+from gateway.direct import DirectAgents
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.operator import operator_app
@@ -77,6 +79,8 @@ class Gateway:
         self.reconciler: Reconciler | None = None
         self._kube: ApiClient | None = None
         self._reconciler_start: asyncio.Task[None] | None = None
+        self.direct: DirectAgents | None = None
+        """Virtual agents serving direct-mode planes (with the reconciler only)."""
 
     def load_planes(self) -> None:
         """(Re)read the static planes file, if one is configured."""
@@ -92,8 +96,13 @@ class Gateway:
 
     async def start(self) -> None:
         self.load_planes()
-        if self.settings.reconciler is not None:
+        if self.settings.reconciler is not None or self.settings.callers.auth.needs_reviews:
             self._kube = await load_api_client(self.settings.kubeconfig)
+        if self._kube is not None and self.settings.callers.auth.needs_reviews:
+            timeout = self.settings.callers.auth.review_timeout
+            self.callers.auth.reviews = KubeReviews(self._kube, timeout=timeout)
+        if self.settings.reconciler is not None:
+            assert self._kube is not None
             self.reconciler = Reconciler(
                 client=self._kube,
                 trust=self.trust,
@@ -104,6 +113,8 @@ class Gateway:
             # Listing may wait for an API server that is down; the listeners serve meanwhile
             # and /readyz says why the gateway is not ready yet.
             self._reconciler_start = asyncio.create_task(self.reconciler.start())
+            self.direct = DirectAgents(direct=self.reconciler.direct, agents=self.agents)
+            self.direct.start()
         await self.agent_listener.start()
         await self.callers.start()
         app = operator_app(
@@ -130,6 +141,8 @@ class Gateway:
                 await self._reconciler_start
         if self.reconciler is not None:
             await self.reconciler.stop()  # hands status over to another replica first
+        if self.direct is not None:
+            await self.direct.stop()
         await self.agent_listener.stop(grace=self.settings.drain_grace)
         await self.callers.stop()
         if self._operator is not None:
@@ -153,7 +166,9 @@ def _caller_context(settings: GatewaySettings) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(settings.server_certificate), str(settings.server_key))
     context.load_verify_locations(cafile=str(settings.caller_ca))
-    context.verify_mode = ssl.CERT_REQUIRED
+    # With tokens a certificate is optional, but one presented must still verify.
+    accepts_tokens = settings.callers.auth.accepts_tokens
+    context.verify_mode = ssl.CERT_OPTIONAL if accepts_tokens else ssl.CERT_REQUIRED
     # HTTP/1.1 only: kubectl falls back from h2, and SPDY upgrades need HTTP/1.1 anyway.
     context.set_alpn_protocols(["http/1.1"])
     return context

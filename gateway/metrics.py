@@ -59,6 +59,19 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.caller_authentications = Counter(
+            "planelink_gateway_caller_authentications_total",
+            "Caller authentications, by method (certificate, token, none) and result"
+            " (ok, refused, error)",
+            ["method", "result"],
+            registry=r,
+        )
+        self.caller_authorizations = Counter(
+            "planelink_gateway_caller_authorizations_total",
+            "Caller authorizations (SubjectAccessReview), by result (allowed, denied, error)",
+            ["result"],
+            registry=r,
+        )
 
     def watch_agents(self, snapshot: Callable[[], Iterable[AgentSample]]) -> None:
         """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels)."""

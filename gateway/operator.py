@@ -23,7 +23,7 @@ def plane_report(trust: PlaneTrust, agents: AgentRegistry) -> dict[str, Any]:
     return {
         "namespace": trust.plane.namespace,
         "name": trust.plane.name,
-        "mode": "agent",
+        "mode": trust.mode,
         "source": trust.source,
         "acceptsAgents": trust.accepts_agents,
         "requireIdentity": trust.require_identity,

@@ -20,6 +20,7 @@ import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,6 +42,8 @@ class PlaneTrust:
     """Where this trust came from, for /planes and logs."""
     issues: tuple[str, ...] = field(default=())
     """Why agents of this plane cannot be accepted (e.g. the CA could not be read), if so."""
+    mode: Literal["agent", "direct"] = "agent"
+    """How callers reach the plane: through its agents, or the gateway dials its API server."""
 
     @property
     def accepts_agents(self) -> bool:

@@ -15,6 +15,7 @@ import structlog
 
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
+from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
@@ -25,8 +26,9 @@ _ENV_PREFIX = "PLANELINK_GATEWAY_"
 _DESCRIPTION = """\
 Run the gateway. Agents dial its agent port (mTLS; each agent's certificate must verify
 against the client CA of the DataPlane it names); callers reach a plane's API server at
-https://<gateway>:<caller port>/planes/<namespace>/<name>/k8s (mTLS with a certificate from
-the caller CA); operators read /healthz, /readyz, /planes and /metrics on the operator port.
+https://<gateway>:<caller port>/planes/<namespace>/<name>/k8s (with a certificate from the
+caller CA, or a bearer token: see --caller-auth); operators read /healthz, /readyz, /planes
+and /metrics on the operator port.
 
 Every flag can also be set in the environment: --caller-port is PLANELINK_GATEWAY_CALLER_PORT.
 
@@ -82,6 +84,36 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="deadline of requests other than watches, follows and upgrades (60)",
     )
     flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
+    auth = parser.add_argument_group(
+        "caller authentication",
+        "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
+        "TokenReview in the control plane), or either. With tokens, every caller is authorized\n"
+        "by a SubjectAccessReview: <verb> on dataplanes.openchoreo.dev named after the plane,\n"
+        "in its namespace; --authorize asks the same of certificate callers.",
+    )
+    auth.add_argument(
+        "--caller-auth",
+        choices=[mode.value for mode in CallerAuthMode],
+        default=_env("caller-auth", CallerAuthMode.CERTIFICATE.value),
+        help="credentials callers may present (default: certificate)",
+    )
+    auth.add_argument(
+        "--authorize",
+        action="store_true",
+        default=_env("authorize", "false") == "true",
+        help="authorize certificate callers too (always on with tokens)",
+    )
+    auth.add_argument(
+        "--authorize-verb",
+        default=_env("authorize-verb", "proxy"),
+        help="the verb a caller needs on its plane's DataPlane (default: proxy)",
+    )
+    auth.add_argument(
+        "--impersonate-callers",
+        action="store_true",
+        default=_env("impersonate-callers", "false") == "true",
+        help="forward requests as the caller (Impersonate-User/-Group), not as the agent",
+    )
     reconcile = parser.add_argument_group(
         "DataPlane resources",
         "With --reconcile the gateway follows the DataPlanes of the control plane (trust from\n"
@@ -97,7 +129,8 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--kubeconfig",
         type=Path,
         default=_env("kubeconfig"),
-        help="the control plane's kubeconfig (default: $KUBECONFIG, then in-cluster config)",
+        help="the control plane's kubeconfig, for DataPlanes and caller reviews"
+        " (default: $KUBECONFIG, then in-cluster config)",
     )
     reconcile.add_argument(
         "--namespaces",
@@ -130,7 +163,15 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
             heartbeat=Heartbeat(args.heartbeat_interval, args.heartbeat_timeout),
         ),
         callers=CallerSettings(
-            host=host, port=args.caller_port, request_timeout=args.request_timeout
+            host=host,
+            port=args.caller_port,
+            request_timeout=args.request_timeout,
+            auth=CallerAuthSettings(
+                mode=CallerAuthMode(args.caller_auth),
+                authorize=args.authorize,
+                verb=args.authorize_verb,
+                impersonate=args.impersonate_callers,
+            ),
         ),
         operator_host=host,
         operator_port=args.operator_port,

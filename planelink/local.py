@@ -21,6 +21,7 @@ from certs import CertificateBundle, PlaneRef
 from envtest import Credentials, build_kubeconfig
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
+from gateway.auth import CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.reconciler import ReconcilerSettings
 from tunnel import Heartbeat
@@ -44,6 +45,9 @@ class LocalPlanelink:
     reconcile_with: Path | None = None
     """The control plane's kubeconfig: trust comes from DataPlanes there, not from a file."""
     heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(interval=2, timeout=6))
+    caller_auth: CallerAuthSettings = field(default_factory=CallerAuthSettings)
+    control_plane: Path | None = None
+    """The control plane's kubeconfig for caller reviews (default: `reconcile_with`)."""
     gateway: Gateway | None = None
     agent_cas: dict[PlaneRef, CertificateBundle] = field(default_factory=dict)
     _agents: dict[PlaneRef, _RunningAgent] = field(default_factory=dict)
@@ -77,12 +81,12 @@ class LocalPlanelink:
             agents=AgentListenerSettings(
                 host="127.0.0.1", port=agent_port, heartbeat=self.heartbeat
             ),
-            callers=CallerSettings(host="127.0.0.1", port=caller_port),
+            callers=CallerSettings(host="127.0.0.1", port=caller_port, auth=self.caller_auth),
             operator_host="127.0.0.1",
             operator_port=operator_port,
             drain_grace=2,
             reconciler=ReconcilerSettings() if self.reconcile_with else None,
-            kubeconfig=self.reconcile_with,
+            kubeconfig=self.reconcile_with or self.control_plane,
         )
         self.gateway = Gateway(settings)
         await self.gateway.start()

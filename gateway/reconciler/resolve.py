@@ -120,6 +120,7 @@ def resolve(
         issues=(
             "agent mode is off (spec.agent.enabled is not true): the plane is reached directly",
         ),
+        mode="direct",
     )
     try:
         what = "spec.kubernetesCluster.tls.ca"

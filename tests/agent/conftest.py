@@ -34,8 +34,9 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 import certs
-from agent import Agent, AgentSettings, Upstream
+from agent import Agent, AgentSettings
 from envtest import KubeAPIServer
+from kubeproxy import Upstream
 from protocol import Connection, Headers, Role, Settings
 from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel, http1
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL

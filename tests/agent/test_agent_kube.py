@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 import certs
-from agent import Upstream
 from envtest import KubeAPIServer
+from kubeproxy import Upstream
 from protocol import ErrorCode, SendLimits, Settings
 from tunnel import StreamResetError, TunnelStream, http1
 

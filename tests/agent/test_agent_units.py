@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agent import AgentSettings, Backoff, UpstreamConfigError, load_in_cluster, load_kubeconfig
-from agent.upstream import UpstreamCredentialsError, WatchedFile
+from agent import AgentSettings, Backoff
+from kubeproxy import (
+    UpstreamConfigError,
+    UpstreamCredentialsError,
+    WatchedFile,
+    load_in_cluster,
+    load_kubeconfig,
+)
 
 # -- backoff --------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agent import AgentMetrics, ConnectionPool, Proxy, Upstream, load_kubeconfig
+from agent import AgentMetrics
+from kubeproxy import ConnectionPool, Proxy, Upstream, load_kubeconfig
 from protocol import Connection, ErrorCode, RequestReceived, Role
 from tunnel import StreamResetError, TunnelSession, TunnelStream, memory_channel_pair
 

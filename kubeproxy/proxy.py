@@ -6,8 +6,8 @@ tunnel's window, the socket's buffer), so a slow reader slows the writer and mem
 stays at one piece. Watches, `logs -f` and chunked answers therefore flow as they arrive.
 
 What it guarantees:
-- requests go only to the configured API server, with the agent's own `Host` and credentials
-  (the policy is `agent.request`'s); a refused request gets a 400 `Status`;
+- requests go only to the configured API server, with the proxy's own `Host` and credentials
+  (the policy is `kubeproxy.request`'s); a refused request gets a 400 `Status`;
 - the exchange ends only when both sides have: the caller's rest of a request body the API
   server did not wait for is read and dropped, not left in the tunnel's window;
 - a failure before the response head becomes a 502 (504 for a timeout) with a Kubernetes
@@ -26,10 +26,10 @@ from typing import Any
 
 import structlog
 
-from agent.metrics import AgentMetrics, status_class
-from agent.pool import ConnectionPool, UpstreamConnection, UpstreamError
-from agent.request import BadRequest, RequestPlan, plan_request
-from agent.upstream import UpstreamCredentialsError
+from kubeproxy.metrics import ProxyMetrics, status_class
+from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
+from kubeproxy.request import BadRequest, RequestPlan, plan_request
+from kubeproxy.upstream import UpstreamCredentialsError
 from protocol import ErrorCode, RequestReceived
 from tunnel import StreamResetError, TunnelStream, http1
 from tunnel.status import status_body, status_headers
@@ -64,7 +64,7 @@ class Proxy:
         self,
         *,
         pool: ConnectionPool,
-        metrics: AgentMetrics,
+        metrics: ProxyMetrics,
         response_timeout: float,
         logger: structlog.stdlib.BoundLogger | None = None,
     ) -> None:

@@ -21,8 +21,8 @@ import contextlib
 import ssl
 from collections import deque
 
-from agent.metrics import AgentMetrics
-from agent.upstream import Upstream, UpstreamCredentialsError
+from kubeproxy.metrics import ProxyMetrics
+from kubeproxy.upstream import Upstream, UpstreamCredentialsError
 from tunnel import http1
 
 
@@ -159,13 +159,13 @@ class ConnectionPool:
         max_idle: int = 16,
         idle_timeout: float = 60.0,
         connect_timeout: float = 10.0,
-        metrics: AgentMetrics | None = None,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
         self.upstream = upstream
         self._max_idle = max_idle
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
-        self._metrics = metrics or AgentMetrics()
+        self._metrics = metrics or ProxyMetrics()
         self._idle: deque[UpstreamConnection] = deque()
         self.active = 0
         """Connections handed out and not yet released."""

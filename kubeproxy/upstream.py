@@ -1,9 +1,11 @@
-"""Where the agent sends requests — its own API server — and how it authenticates there.
+"""Where the proxy sends requests — one API server — and how it authenticates there.
 
 `Upstream` is the one target the proxy may reach: scheme, host, port, TLS trust and the
-credentials the agent adds to every request. It is built from the in-cluster service account
-(`load_in_cluster`) or from a kubeconfig (`load_kubeconfig`). Nothing a request carries can
-change it: requests are sent to this host and port, with the agent's own `Host`.
+credentials the proxy adds to every request. The agent builds it from the in-cluster service
+account (`load_in_cluster`) or from a kubeconfig (`load_kubeconfig`); the gateway builds it from
+a direct-mode plane's resolved credentials (`StaticTLS` with a ready SSLContext and a token).
+Nothing a request carries can change it: requests are sent to this host and port, with the
+proxy's own `Host`.
 
 A projected service-account token rotates (the kubelet rewrites it about hourly), so a token
 file is re-read when the file changes and at least every minute; the cluster CA file likewise.
@@ -17,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -74,7 +76,23 @@ class WatchedFile:
         return self._content
 
 
-class _TLS:
+class TLSSource(Protocol):
+    """What gives the SSL context for each new connection to the API server."""
+
+    def context(self) -> ssl.SSLContext: ...
+
+
+class StaticTLS:
+    """A context built elsewhere (a direct-mode plane's credentials), used as it is."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+
+    def context(self) -> ssl.SSLContext:
+        return self._context
+
+
+class TLSSettings:
     """Builds the SSL context for the API server, again whenever the CA file changes."""
 
     def __init__(
@@ -115,7 +133,7 @@ def _build_context(
         cert_pem, key_pem = client
         if cert_pem is not None and key_pem is not None:
             # ssl loads a certificate chain only from files: write a private copy briefly.
-            with tempfile.TemporaryDirectory(prefix="planelink-agent-") as folder:
+            with tempfile.TemporaryDirectory(prefix="planelink-upstream-") as folder:
                 cert_path, key_path = Path(folder, "tls.crt"), Path(folder, "tls.key")
                 cert_path.write_bytes(cert_pem)
                 key_path.touch(mode=0o600)
@@ -127,7 +145,7 @@ def _build_context(
 
 
 class Upstream:
-    """The API server the agent proxies to; the only place requests may go."""
+    """The API server the proxy sends to; the only place requests may go."""
 
     def __init__(
         self,
@@ -137,14 +155,14 @@ class Upstream:
         port: int,
         base_path: str = "",
         server_hostname: str | None = None,
-        tls: _TLS | None = None,
+        tls: TLSSource | None = None,
         token: WatchedFile | str | None = None,
         source: str = "",
     ) -> None:
         if scheme not in {"https", "http"}:
             raise UpstreamConfigError(f"API server scheme {scheme!r} is not http or https")
         if scheme == "https" and tls is None:
-            tls = _TLS(ca_data=None, ca_file=None, client_cert_pem=None, client_key_pem=None)
+            tls = TLSSettings(ca_data=None, ca_file=None, client_cert_pem=None, client_key_pem=None)
         self.scheme = scheme
         self.host = host
         self.port = port
@@ -199,7 +217,7 @@ def load_in_cluster(root: Path, environ: Mapping[str, str]) -> Upstream:
         port_number = int(port)
     except (UpstreamCredentialsError, ValueError) as error:
         raise UpstreamConfigError(f"in-cluster configuration: {error}") from None
-    tls = _TLS(ca_data=None, ca_file=ca_file, client_cert_pem=None, client_key_pem=None)
+    tls = TLSSettings(ca_data=None, ca_file=ca_file, client_cert_pem=None, client_key_pem=None)
     upstream = Upstream(
         scheme="https", host=host, port=port_number, tls=tls, token=token_file, source=str(root)
     )
@@ -236,7 +254,7 @@ def load_kubeconfig(path: Path, *, context: str | None = None) -> Upstream:
     server = urlsplit(str(cluster.get("server", "")))
     if server.scheme not in {"https", "http"} or not server.hostname:
         raise UpstreamConfigError(f"kubeconfig context {name!r}: bad server {server.geturl()!r}")
-    tls = _TLS(
+    tls = TLSSettings(
         ca_data=_data_or_file(cluster, "certificate-authority", base),
         ca_file=None,
         client_cert_pem=_data_or_file(user, "client-certificate", base),

@@ -1,10 +1,10 @@
-"""What may go upstream, and how: the agent's policy for one request, decided before any I/O.
+"""What may go upstream, and how: the proxy's policy for one request, decided before any I/O.
 
 A request must name a path on the configured API server (origin-form: `/...`); an absolute
 URL, an authority or `*` is refused, and so is any target but the default upstream. The
-headers that reach the API server are the caller's end-to-end headers minus those the agent
+headers that reach the API server are the caller's end-to-end headers minus those the proxy
 replaces: `Host` (its own upstream's), `Authorization` (its own credentials), the body's
-framing (`Content-Length` as declared, else chunked) and `Expect` (the agent does not do
+framing (`Content-Length` as declared, else chunked) and `Expect` (the proxy does not do
 100-continue). `Impersonate-*` headers pass as received: the gateway polices them.
 """
 
@@ -37,7 +37,7 @@ class RequestPlan:
     upgrade: bool
 
     def head(self, *, chunked: bool, authorization: bytes | None, host: bytes) -> bytes:
-        """The request head for the API server, with the agent's Host and credentials."""
+        """The request head for the API server, with the proxy's Host and credentials."""
         headers = [(b"Host", host), *self.headers]
         if authorization is not None:
             headers.append((b"Authorization", authorization))
@@ -53,7 +53,7 @@ def plan_request(request: RequestReceived) -> RequestPlan:
     if request.target:
         raise BadRequest(
             f"unknown upstream target {request.target.decode('latin-1')!r}: "
-            "the agent proxies only to its API server"
+            "only the plane's API server can be reached"
         )
     if _ORIGIN_FORM.fullmatch(request.path) is None:
         raise BadRequest("the request target must be a path (origin-form, starting with /)")

@@ -1,0 +1,51 @@
+"""Proxying tunnel streams to a Kubernetes API server: the agent's and the gateway's direct mode.
+
+Depends on `tunnel`, `protocol` and `certs`; never on `gateway` or `agent`. Typical use::
+
+    upstream = load_kubeconfig(Path("kubeconfig"))      # or Upstream(...) with StaticTLS
+    pool = ConnectionPool(upstream, metrics=metrics)
+    proxy = Proxy(pool=pool, metrics=metrics, response_timeout=30.0)
+    session = TunnelSession(channel, connection, request_handler=proxy.handle)
+
+Modules: `upstream` (the API server: in-cluster, kubeconfig or given TLS and token), `pool`
+(HTTP/1.1 connections to it), `request` (what may go upstream), `proxy` (one tunnel stream),
+`metrics` (what the pool and proxy count).
+"""
+
+from kubeproxy.metrics import ProxyMetrics, status_class
+from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
+from kubeproxy.proxy import Proxy, ProxyStats
+from kubeproxy.request import BadRequest, RequestPlan, plan_request
+from kubeproxy.upstream import (
+    StaticTLS,
+    TLSSettings,
+    TLSSource,
+    Upstream,
+    UpstreamConfigError,
+    UpstreamCredentialsError,
+    WatchedFile,
+    load_in_cluster,
+    load_kubeconfig,
+)
+
+__all__ = [
+    "BadRequest",
+    "ConnectionPool",
+    "Proxy",
+    "ProxyMetrics",
+    "ProxyStats",
+    "RequestPlan",
+    "StaticTLS",
+    "TLSSettings",
+    "TLSSource",
+    "Upstream",
+    "UpstreamConfigError",
+    "UpstreamConnection",
+    "UpstreamCredentialsError",
+    "UpstreamError",
+    "WatchedFile",
+    "load_in_cluster",
+    "load_kubeconfig",
+    "plan_request",
+    "status_class",
+]

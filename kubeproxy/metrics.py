@@ -1,0 +1,64 @@
+"""The proxy's Prometheus metrics, in a registry of the owner's choosing (never the global one).
+
+`ProxyMetrics` holds what the pool and the proxy update: streams served, bytes moved, upstream
+latency and connections. Metric names start with `prefix` (`planelink_agent` for the agent), so
+an owner that adds metrics of its own (`agent.metrics.AgentMetrics`) keeps one family of names.
+Label values are bounded sets: outcomes and status classes are fixed words.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ProxyMetrics:
+    """The metrics one proxy and its pool update; `registry` is where they are registered."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, prefix: str = "planelink_agent"
+    ) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.active_streams = Gauge(
+            f"{prefix}_active_streams", "requests being proxied now", registry=r
+        )
+        self.streams = Counter(
+            f"{prefix}_streams",
+            "requests proxied, by outcome (ok, upgraded, upstream_error, bad_request, "
+            "reset, error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.bytes = Counter(
+            f"{prefix}_bytes",
+            "body and upgraded-stream bytes moved, by direction (to_gateway, to_upstream)",
+            ["direction"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            f"{prefix}_upstream_request_duration_seconds",
+            "time from sending a request to the API server to its response head, by status "
+            "class (2xx, 4xx, ..., error when no head came)",
+            ["status_class"],
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.upstream_connections = Gauge(
+            f"{prefix}_upstream_connections",
+            "open connections to the API server, by state (active, idle)",
+            ["state"],
+            registry=r,
+        )
+        self.to_gateway = self.bytes.labels("to_gateway")
+        self.to_upstream = self.bytes.labels("to_upstream")
+
+    def sample(self, name: str, **labels: str) -> float:
+        """The current value of a sample (0 when absent): for tests and debugging."""
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+def status_class(status: int | None) -> str:
+    return "error" if status is None else f"{status // 100}xx"

@@ -1,0 +1,181 @@
+"""A planelink whose gateway authenticates callers against a real control plane.
+
+The gateway reviews tokens and access in `control_plane` (as its admin); the agent reaches a
+real data plane as that plane's admin. Callers are ServiceAccounts of the test's namespace on
+the control plane, with kubeconfigs that carry their tokens (or nothing, or a certificate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from certs import PlaneRef
+from envtest import Credentials, KubeAPIServer, build_kubeconfig
+from envtest.pytest_plugin import ServerFactory
+from gateway.auth import CallerAuthMode, CallerAuthSettings
+from planelink.local import LocalPlanelink
+
+PLANE_NAME = "plane-a"
+
+
+class AuthLab:
+    def __init__(
+        self,
+        local: LocalPlanelink,
+        control_plane: KubeAPIServer,
+        data_plane: KubeAPIServer,
+        plane: PlaneRef,
+        directory: Path,
+    ) -> None:
+        self.local = local
+        self.control_plane = control_plane
+        self.data_plane = data_plane
+        self.plane = plane
+        self.directory = directory
+
+    @property
+    def server_url(self) -> str:
+        assert self.local.gateway is not None
+        port = self.local.gateway.callers.port
+        return f"https://127.0.0.1:{port}/planes/{self.plane.namespace}/{self.plane.name}/k8s"
+
+    def service_account(self, name: str, *, allowed: bool, verb: str = "proxy") -> str:
+        """A ServiceAccount of the plane's namespace and a token for it; `allowed` binds a
+        Role granting `verb` on the plane's DataPlane."""
+        namespace = self.plane.namespace
+        self.control_plane.kubectl("create", "serviceaccount", name, "-n", namespace)
+        if allowed:
+            self.control_plane.kubectl(
+                "create",
+                "role",
+                f"{name}-plane",
+                f"--verb={verb}",
+                "--resource=dataplanes.openchoreo.dev",
+                f"--resource-name={self.plane.name}",
+                "-n",
+                namespace,
+            )
+            self.control_plane.kubectl(
+                "create",
+                "rolebinding",
+                f"{name}-plane",
+                f"--role={name}-plane",
+                f"--serviceaccount={namespace}:{name}",
+                "-n",
+                namespace,
+            )
+        return self.control_plane.kubectl("create", "token", name, "-n", namespace).stdout.strip()
+
+    def kubeconfig(self, name: str, *, token: str | None = None) -> Path:
+        """A kubeconfig for the plane through the gateway with `token` (None: no credentials)."""
+        config = build_kubeconfig(
+            name=name,
+            server=self.server_url,
+            ca_pem=(self.local.directory / "gateway" / "ca.crt").read_bytes(),
+            credentials=Credentials(user=name, token=token),
+        )
+        path = self.directory / f"{name}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def certificate_kubeconfig(self) -> Path:
+        return self.local.caller_kubeconfig(self.plane)
+
+    async def kubectl(
+        self, kubeconfig: Path, *args: str, limit: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Real kubectl through the gateway (asynchronously: the gateway runs in this loop)."""
+        process = await asyncio.create_subprocess_exec(
+            "kubectl",
+            "--kubeconfig",
+            str(kubeconfig),
+            *args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=limit)
+        assert process.returncode is not None
+        return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        assert self.local.gateway is not None
+        value = self.local.gateway.metrics.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+
+async def start_lab(
+    control_plane: KubeAPIServer,
+    data_plane: KubeAPIServer,
+    namespace: str,
+    directory: Path,
+    settings: CallerAuthSettings,
+) -> tuple[AuthLab, LocalPlanelink]:
+    plane = PlaneRef(namespace, PLANE_NAME)
+    local = LocalPlanelink(
+        directory=directory / "planelink",
+        planes={plane: data_plane.kubeconfig_path},
+        caller_auth=settings,
+        control_plane=control_plane.kubeconfig_path,
+    )
+    await local.start()
+    await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+    return AuthLab(local, control_plane, data_plane, plane, directory), local
+
+
+@pytest.fixture
+def data_plane(kube_servers: ServerFactory) -> KubeAPIServer:
+    return kube_servers("auth-plane")
+
+
+@pytest.fixture
+async def lab(
+    control_plane: KubeAPIServer, data_plane: KubeAPIServer, namespace: str, tmp_path: Path
+) -> AsyncIterator[AuthLab]:
+    settings = CallerAuthSettings(mode=CallerAuthMode.BOTH)
+    lab, local = await start_lab(control_plane, data_plane, namespace, tmp_path, settings)
+    yield lab
+    await local.stop()
+
+
+@pytest.fixture
+async def impersonating_lab(
+    control_plane: KubeAPIServer, data_plane: KubeAPIServer, namespace: str, tmp_path: Path
+) -> AsyncIterator[AuthLab]:
+    settings = CallerAuthSettings(mode=CallerAuthMode.BOTH, impersonate=True)
+    lab, local = await start_lab(control_plane, data_plane, namespace, tmp_path, settings)
+    yield lab
+    await local.stop()
+
+
+@pytest.fixture
+async def unreachable_lab(
+    control_plane: KubeAPIServer, data_plane: KubeAPIServer, namespace: str, tmp_path: Path
+) -> AsyncIterator[AuthLab]:
+    """A gateway whose control plane (for reviews) does not answer: nothing listens there."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = control_plane.kubeconfig()
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    dead = tmp_path / "dead-control-plane.kubeconfig"
+    dead.write_text(yaml.safe_dump(config))
+    settings = CallerAuthSettings(mode=CallerAuthMode.BOTH, review_timeout=2)
+    plane = PlaneRef(namespace, PLANE_NAME)
+    local = LocalPlanelink(
+        directory=tmp_path / "planelink",
+        planes={plane: data_plane.kubeconfig_path},
+        caller_auth=settings,
+        control_plane=dead,
+    )
+    await local.start()
+    await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+    yield AuthLab(local, control_plane, data_plane, plane, tmp_path)
+    await local.stop()

@@ -1,0 +1,204 @@
+"""kubectl through the gateway with ServiceAccount tokens, against real API servers.
+
+The gateway authenticates callers with a TokenReview and authorizes them with a
+SubjectAccessReview in the control plane (`proxy` on the plane's DataPlane); the agent calls the
+data plane as its admin unless the gateway impersonates the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+
+import aiohttp
+
+
+async def test_a_service_account_with_proxy_on_the_plane_uses_kubectl(lab) -> None:
+    token = lab.service_account("deployer", allowed=True)
+    kubeconfig = lab.kubeconfig("deployer", token=token)
+    result = await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")
+    assert result.returncode == 0, result.stderr
+    assert "namespace/default" in result.stdout.split()
+    assert (
+        lab.metric("planelink_gateway_caller_authentications_total", method="token", result="ok")
+        >= 1
+    )
+    assert lab.metric("planelink_gateway_caller_authorizations_total", result="allowed") >= 1
+
+
+async def test_a_service_account_without_the_role_gets_403(lab) -> None:
+    token = lab.service_account("stranger", allowed=False)
+    result = await lab.kubectl(lab.kubeconfig("stranger", token=token), "get", "namespaces")
+    assert result.returncode != 0
+    user = f"system:serviceaccount:{lab.plane.namespace}:stranger"
+    assert "Error from server (Forbidden)" in result.stderr, result.stderr
+    assert f'{user} cannot proxy dataplanes.openchoreo.dev "{lab.plane.name}"' in result.stderr
+    assert lab.metric("planelink_gateway_caller_authorizations_total", result="denied") >= 1
+    assert lab.metric("planelink_gateway_caller_errors_total", reason="Forbidden") >= 1
+
+
+async def test_a_role_for_another_verb_or_plane_is_not_enough(lab) -> None:
+    token = lab.service_account("reader", allowed=True, verb="get")
+    result = await lab.kubectl(lab.kubeconfig("reader", token=token), "get", "namespaces")
+    assert "Error from server (Forbidden)" in result.stderr, result.stderr
+
+
+async def test_no_credentials_get_401_as_a_status(lab) -> None:
+    # (kubectl without credentials would prompt for a user name: ask over plain HTTPS instead.)
+    context = ssl.create_default_context(cafile=str(lab.local.directory / "gateway" / "ca.crt"))
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+        session.get(f"{lab.server_url}/api/v1/namespaces") as response,
+    ):
+        assert response.status == 401
+        assert response.content_type == "application/json"
+        status = await response.json()
+    assert status["kind"] == "Status"
+    assert status["reason"] == "Unauthorized"
+    assert status["code"] == 401
+    assert "bearer token" in status["message"]
+    assert (
+        lab.metric(
+            "planelink_gateway_caller_authentications_total", method="none", result="refused"
+        )
+        >= 1
+    )
+    assert lab.metric("planelink_gateway_caller_errors_total", reason="Unauthorized") >= 1
+
+
+async def test_a_wrong_token_gets_401(lab) -> None:
+    result = await lab.kubectl(lab.kubeconfig("liar", token="not-a-token"), "get", "namespaces")
+    assert result.returncode != 0
+    assert "You must be logged in to the server" in result.stderr, result.stderr
+    assert (
+        lab.metric(
+            "planelink_gateway_caller_authentications_total", method="token", result="refused"
+        )
+        >= 1
+    )
+
+
+async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
+    kubeconfig = lab.certificate_kubeconfig()
+    refused = await lab.kubectl(kubeconfig, "get", "namespaces")
+    assert "Error from server (Forbidden)" in refused.stderr, refused.stderr
+    assert "planelink-dev cannot proxy" in refused.stderr
+    namespace = lab.plane.namespace
+    lab.control_plane.kubectl(
+        "create",
+        "role",
+        "cert-caller",
+        "--verb=proxy",
+        "--resource=dataplanes.openchoreo.dev",
+        f"--resource-name={lab.plane.name}",
+        "-n",
+        namespace,
+    )
+    lab.control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "cert-caller",
+        "--role=cert-caller",
+        "--user=planelink-dev",
+        "-n",
+        namespace,
+    )
+    # A denial is cached for a couple of seconds; wait it out by asking again until allowed.
+    for _ in range(40):
+        allowed = await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")
+        if allowed.returncode == 0:
+            break
+    assert allowed.returncode == 0, allowed.stderr
+    assert (
+        lab.metric(
+            "planelink_gateway_caller_authentications_total", method="certificate", result="ok"
+        )
+        >= 2
+    )
+
+
+async def test_token_reviews_are_cached(lab) -> None:
+    token = lab.service_account("cached", allowed=True)
+    kubeconfig = lab.kubeconfig("cached", token=token)
+    auth = lab.local.gateway.callers.auth
+    spy = _SpyReviews(auth.reviews)
+    auth.reviews = spy
+    for _ in range(3):
+        result = await lab.kubectl(kubeconfig, "get", "configmaps", "-n", "default")
+        assert result.returncode == 0, result.stderr
+    assert spy.token_reviews == 1
+    assert spy.access_reviews == 1
+    assert (
+        lab.metric("planelink_gateway_caller_authentications_total", method="token", result="ok")
+        >= 3
+    )
+
+
+async def test_impersonation_forwards_the_callers_identity(impersonating_lab) -> None:
+    lab = impersonating_lab
+    token = lab.service_account("someone", allowed=True)
+    kubeconfig = lab.kubeconfig("someone", token=token)
+    user = f"system:serviceaccount:{lab.plane.namespace}:someone"
+    whoami = await lab.kubectl(kubeconfig, "auth", "whoami", "-o", "json")
+    assert whoami.returncode == 0, whoami.stderr
+    info = json.loads(whoami.stdout)["status"]["userInfo"]
+    assert info["username"] == user
+    assert "system:serviceaccounts" in info["groups"]
+    # The data plane's RBAC applies to the caller: it may do nothing there yet.
+    refused = await lab.kubectl(kubeconfig, "get", "namespaces")
+    assert "Error from server (Forbidden)" in refused.stderr, refused.stderr
+    assert f'User "{user}" cannot list resource "namespaces"' in refused.stderr
+    lab.data_plane.kubectl(
+        "create",
+        "clusterrolebinding",
+        f"view-{lab.plane.namespace}",
+        "--clusterrole=cluster-admin",
+        f"--user={user}",
+    )
+    allowed = await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+async def test_callers_cannot_impersonate_through_the_gateway(impersonating_lab) -> None:
+    lab = impersonating_lab
+    token = lab.service_account("sneaky", allowed=True)
+    kubeconfig = lab.kubeconfig("sneaky", token=token)
+    result = await lab.kubectl(kubeconfig, "get", "namespaces", "--as=system:admin")
+    assert "Error from server (Forbidden)" in result.stderr, result.stderr
+    assert "does not accept Impersonate-User" in result.stderr
+
+
+class _SpyReviews:
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.token_reviews = 0
+        self.access_reviews = 0
+
+    async def review_token(self, token):
+        self.token_reviews += 1
+        return await self.inner.review_token(token)
+
+    async def review_access(self, identity, plane, verb):
+        self.access_reviews += 1
+        return await self.inner.review_access(identity, plane, verb)
+
+
+async def test_an_unreachable_control_plane_is_503_not_a_crash(unreachable_lab) -> None:
+    # (kubectl would retry a 503 with Retry-After for a long while: ask over HTTPS once.)
+    lab = unreachable_lab
+    context = ssl.create_default_context(cafile=str(lab.local.directory / "gateway" / "ca.crt"))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        for _ in range(2):  # not cached, and the gateway still serves
+            async with session.get(
+                f"{lab.server_url}/api/v1/namespaces",
+                headers={"Authorization": "Bearer whatever"},
+            ) as response:
+                assert response.status == 503
+                assert response.headers["Retry-After"]
+                status = await response.json()
+            assert status["reason"] == "ServiceUnavailable"
+            assert "did not answer the gateway's TokenReview" in status["message"]
+    assert (
+        lab.metric("planelink_gateway_caller_authentications_total", method="token", result="error")
+        == 2
+    )

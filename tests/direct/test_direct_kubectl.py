@@ -1,0 +1,246 @@
+"""Direct-mode DataPlanes served by the caller endpoint: the real kubectl through the gateway
+to a second real API server, with a bearer token, with mTLS, and with a wrong token."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes_asyncio.client import ApiClient
+
+import certs
+import crd
+from envtest import Credentials, KubeAPIServer, build_kubeconfig
+from gateway.agent_listener import AgentListenerSettings
+from gateway.app import Gateway, GatewaySettings
+from gateway.callers import CallerSettings
+from gateway.operator import plane_report
+from gateway.reconciler import ReconcilerSettings
+from gateway.reconciler.kube import KubeApi
+from tunnel import Heartbeat
+
+pytestmark = pytest.mark.kube
+
+FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
+TIMEOUT = 30.0 * FACTOR
+Obj = dict[str, Any]
+
+
+@pytest.fixture
+async def gateway(
+    tmp_path: Path, control_plane: KubeAPIServer, namespace: str
+) -> AsyncIterator[tuple[Gateway, Path]]:
+    gateway_ca = certs.create_ca("gateway-ca")
+    server = certs.issue_server(gateway_ca, common_name="gateway", ip_addresses=["127.0.0.1"])
+    caller_ca = certs.create_ca("caller-ca")
+    caller = certs.issue_client(caller_ca, common_name="jane", organizations=["ops"])
+    (tmp_path / "server.crt").write_bytes(server.chain_pem())
+    (tmp_path / "server.key").write_bytes(server.private_key_pem())
+    (tmp_path / "caller-ca.crt").write_bytes(caller_ca.certificate_pem())
+    settings = GatewaySettings(
+        server_certificate=tmp_path / "server.crt",
+        server_key=tmp_path / "server.key",
+        caller_ca=tmp_path / "caller-ca.crt",
+        agents=AgentListenerSettings(host="127.0.0.1", port=0, heartbeat=Heartbeat(1, 5)),
+        callers=CallerSettings(host="127.0.0.1", port=0, request_timeout=20),
+        operator_host="127.0.0.1",
+        operator_port=0,
+        drain_grace=1,
+        reconciler=ReconcilerSettings(namespaces=(namespace,), status_min_interval=0.1),
+        kubeconfig=control_plane.kubeconfig_path,
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    kubeconfigs = tmp_path / "callers"
+    kubeconfigs.mkdir()
+    credentials = Credentials(
+        user="jane",
+        client_certificate_pem=caller.certificate_pem(),
+        client_key_pem=caller.private_key_pem(),
+    )
+    for name in ("by-token", "by-cert", "wrong-token"):
+        config = build_kubeconfig(
+            name=name,
+            server=f"https://127.0.0.1:{gateway.callers.port}/planes/{namespace}/{name}/k8s",
+            ca_pem=gateway_ca.certificate_pem(),
+            credentials=credentials,
+        )
+        (kubeconfigs / f"{name}.kubeconfig").write_text(yaml.safe_dump(config))
+    try:
+        yield gateway, kubeconfigs
+    finally:
+        await gateway.stop()
+
+
+def _secret(name: str, namespace: str, data: dict[str, bytes]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+    }
+
+
+def _dataplane(name: str, namespace: str, *, server: str, ca: str, auth: Obj) -> Obj:
+    return {
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "kubernetesCluster": {"server": server, "tls": {"ca": {"value": ca}}, "auth": auth},
+            "gateway": {
+                "publicVirtualHost": "api.example.com",
+                "organizationVirtualHost": "internal.example.com",
+            },
+        },
+    }
+
+
+async def _apply(server: KubeAPIServer, *objects: Obj) -> None:
+    manifest = yaml.safe_dump_all(objects)
+    await asyncio.to_thread(server.kubectl, "apply", "-f", "-", input=manifest)
+
+
+async def _kubectl(
+    kubeconfig: Path, server: KubeAPIServer, *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    # In a thread: the gateway serves kubectl from this event loop.
+    return await asyncio.to_thread(
+        server.kubectl, *args, input=input, kubeconfig=kubeconfig, check=False
+    )
+
+
+async def _until_served(gateway: Gateway, plane: certs.PlaneRef) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while not any(a.direct and a.session.peer for a in gateway.agents.agents(plane)):
+            await gateway.agents.wait_for_change()
+
+
+async def _await_dataplane(
+    client: ApiClient, namespace: str, name: str, predicate: Callable[[Obj], bool]
+) -> Obj:
+    collection = KubeApi(client).dataplanes(namespace)
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            items, version = await collection.list()
+            for item in items:
+                if item["metadata"]["name"] == name and predicate(item):
+                    return item
+            async for event in collection.watch(version):
+                obj = event.object
+                if obj.get("metadata", {}).get("name") == name and predicate(obj):
+                    return obj
+
+
+def _connected(reason: str) -> Callable[[Obj], bool]:
+    def check(obj: Obj) -> bool:
+        for item in (obj.get("status") or {}).get("conditions") or []:
+            if item["type"] == "Connected":
+                return bool(item["reason"] == reason)
+        return False
+
+    return check
+
+
+async def test_kubectl_reaches_direct_planes_through_the_gateway(
+    gateway: tuple[Gateway, Path],
+    control_plane: KubeAPIServer,
+    control_plane_client: ApiClient,
+    kube_servers: Callable[[str], KubeAPIServer],
+    namespace: str,
+) -> None:
+    gw, kubeconfigs = gateway
+    target = kube_servers("direct-target")
+    admin = target.issue_user("admin-user", ["system:masters"])
+    assert admin.client_certificate_pem is not None
+    assert admin.client_key_pem is not None
+    ca = target.ca_file.read_text()
+    secret = {"secretRef": {"name": "direct-creds", "key": "token"}}
+    mtls = {
+        "clientCert": {"secretRef": {"name": "direct-creds", "key": "tls.crt"}},
+        "clientKey": {"secretRef": {"name": "direct-creds", "key": "tls.key"}},
+    }
+    await _apply(
+        control_plane,
+        _secret(
+            "direct-creds",
+            namespace,
+            {
+                "token": target.admin_token.encode(),
+                "tls.crt": admin.client_certificate_pem,
+                "tls.key": admin.client_key_pem,
+            },
+        ),
+        _dataplane("by-token", namespace, server=target.url, ca=ca, auth={"bearerToken": secret}),
+        _dataplane("by-cert", namespace, server=target.url, ca=ca, auth={"mtls": mtls}),
+        _dataplane(
+            "wrong-token",
+            namespace,
+            server=target.url,
+            ca=ca,
+            auth={"bearerToken": {"value": "not-the-token"}},
+        ),
+    )
+    for name in ("by-token", "by-cert", "wrong-token"):
+        await _until_served(gw, certs.PlaneRef(namespace, name))
+
+    # Create through one plane, read through the other: both reach the same API server.
+    cm_namespace = f"direct-{namespace}"
+    by_token, by_cert = kubeconfigs / "by-token.kubeconfig", kubeconfigs / "by-cert.kubeconfig"
+    created = await _kubectl(by_token, target, "create", "namespace", cm_namespace)
+    assert created.returncode == 0, created.stderr
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "via-gateway", "namespace": cm_namespace},
+        "data": {"mode": "direct"},
+    }
+    applied = await _kubectl(by_cert, target, "apply", "-f", "-", input=json.dumps(configmap))
+    assert applied.returncode == 0, applied.stderr
+    for kubeconfig in (by_token, by_cert):
+        got = await _kubectl(
+            kubeconfig, target, "get", "configmap", "via-gateway", "-n", cm_namespace, "-o", "json"
+        )
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["data"] == {"mode": "direct"}
+    # And it is really there, as the target's own admin sees it.
+    direct = await asyncio.to_thread(
+        target.kubectl, "get", "configmap", "via-gateway", "-n", cm_namespace, "-o", "json"
+    )
+    assert json.loads(direct.stdout)["data"] == {"mode": "direct"}
+
+    # A wrong token: the API server's 401 comes back as it is.
+    refused = await _kubectl(
+        kubeconfigs / "wrong-token.kubeconfig",
+        target,
+        "get",
+        "configmaps",
+        "-n",
+        cm_namespace,
+        "-v=6",  # logs each response's status
+    )
+    assert refused.returncode != 0
+    assert "401 Unauthorized" in refused.stderr, refused.stderr
+    assert "the server has asked for the client to provide credentials" in refused.stderr
+    obj = await _await_dataplane(
+        control_plane_client, namespace, "wrong-token", _connected("Unauthorized")
+    )
+    assert obj["metadata"]["name"] == "wrong-token"
+
+    # /planes says how each plane is reached.
+    trust = gw.trust.get(certs.PlaneRef(namespace, "by-token"))
+    assert trust is not None
+    report = plane_report(trust, gw.agents)
+    assert report["mode"] == "direct"
+    assert report["connectedAgents"] == 1
+    assert report["agents"][0]["remoteAddress"] == target.url
+
+    await asyncio.to_thread(target.kubectl, "delete", "namespace", cm_namespace, "--wait=false")
