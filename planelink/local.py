@@ -141,6 +141,14 @@ class LocalPlanelink:
 
     # -- files --------------------------------------------------------------------------------
 
+    def renew_agent_certificate(self, plane: PlaneRef, ca: CertificateBundle) -> None:
+        """Write a new agent certificate signed by `ca` where the agent reads it (as
+        cert-manager would); the agent uses it on its next connection."""
+        agent = certs.issue_agent(ca, plane=plane)
+        tls_dir = self.directory / "agents" / plane.namespace / plane.name
+        _write(tls_dir / "tls.key", agent.private_key_pem(), private=True)
+        _write(tls_dir / "tls.crt", agent.chain_pem())
+
     def caller_kubeconfig(self, plane: PlaneRef) -> Path:
         return self.directory / "callers" / f"{plane.namespace}.{plane.name}.kubeconfig"
 

@@ -1,0 +1,158 @@
+"""A DataPlane through its life, with the real gateway, reconciler, agent and kubectl."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+
+import yaml
+
+import certs
+import crd
+from certs import PlaneRef
+from envtest import KubeAPIServer
+from envtest.pytest_plugin import ServerFactory
+from planelink.local import LocalPlanelink
+
+
+async def _wait_condition(control: KubeAPIServer, plane: PlaneRef, condition: str) -> None:
+    """kubectl wait: a watch on the DataPlane until the condition holds (30 s at most)."""
+    waited = await asyncio.to_thread(
+        control.kubectl,
+        "wait",
+        f"dataplane/{plane.name}",
+        "-n",
+        plane.namespace,
+        f"--for=condition={condition}",
+        "--timeout=30s",
+        check=False,
+        timeout=40,
+    )
+    assert waited.returncode == 0, waited.stderr
+
+
+def _condition(control: KubeAPIServer, plane: PlaneRef, kind: str) -> dict[str, str]:
+    obj = json.loads(
+        control.kubectl("get", "dataplane", plane.name, "-n", plane.namespace, "-o", "json").stdout
+    )
+    return next(c for c in obj["status"]["conditions"] if c["type"] == kind)
+
+
+def _ca_secret(plane: PlaneRef, ca: certs.CertificateBundle) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "agent-ca", "namespace": plane.namespace},
+            "data": {"ca.crt": base64.b64encode(ca.certificate_pem()).decode()},
+        }
+    )
+
+
+async def test_dataplane_life_cycle(
+    control_plane: KubeAPIServer, kube_servers: ServerFactory, namespace: str, tmp_path: Path
+) -> None:
+    plane = PlaneRef(namespace, "edge")
+    data_plane = kube_servers("lifecycle-plane")
+    local = LocalPlanelink(
+        directory=tmp_path / "planelink",
+        planes={plane: data_plane.kubeconfig_path},
+        reconcile_with=control_plane.kubeconfig_path,
+    )
+    await local.start_pki_and_gateway()
+    gateway = local.gateway
+    assert gateway is not None
+    try:
+        # A DataPlane whose agent CA is in a Secret, then its agent.
+        control_plane.kubectl("apply", "-f", "-", input=_ca_secret(plane, local.agent_cas[plane]))
+        manifest = {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": plane.name, "namespace": plane.namespace},
+            "spec": {
+                "agent": {
+                    "enabled": True,
+                    "clientCA": {"secretRef": {"name": "agent-ca", "key": "ca.crt"}},
+                },
+                "gateway": {"publicVirtualHost": "a.test", "organizationVirtualHost": "b.test"},
+            },
+        }
+        control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+        await local.start_agent(plane)
+        await _wait_condition(control_plane, plane, "Ready")
+        assert _condition(control_plane, plane, "Connected")["message"] == "1 agent connected"
+        wide = control_plane.kubectl("get", "dp", plane.name, "-n", plane.namespace, "-o", "wide")
+        assert wide.stdout.splitlines()[1].split()[1:5] == ["True", "True", "True", "true"]
+
+        # The agent goes: Connected turns False; it comes back: True again.
+        await local.stop_agent(plane)
+        await _wait_condition(control_plane, plane, "Connected=False")
+        await local.start_agent(plane)
+        await _wait_condition(control_plane, plane, "Connected=True")
+
+        # The Secret is rotated to a new CA: the agent's certificate no longer verifies and it
+        # is disconnected; renewed from the new CA, the agent is accepted again, no restarts.
+        new_ca = certs.create_ca("rotated agent CA")
+        control_plane.kubectl("apply", "-f", "-", input=_ca_secret(plane, new_ca))
+        while gateway.agents.agents(plane):
+            await asyncio.wait_for(gateway.agents.wait_for_change(), timeout=30)
+        await _wait_condition(control_plane, plane, "Connected=False")
+        local.renew_agent_certificate(plane, new_ca)
+        await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+        await _wait_condition(control_plane, plane, "Ready")
+        through = await asyncio.create_subprocess_exec(
+            "kubectl",
+            "--kubeconfig",
+            str(local.caller_kubeconfig(plane)),
+            "get",
+            "namespace",
+            "kube-system",
+            "-o",
+            "name",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(through.communicate(), timeout=30)
+        assert out.decode().strip() == "namespace/kube-system"
+
+        # A Secret without the key: GatewayProvisioned says exactly why.
+        control_plane.kubectl(
+            "patch",
+            "secret",
+            "agent-ca",
+            "-n",
+            plane.namespace,
+            "--type=json",
+            "-p",
+            '[{"op": "remove", "path": "/data/ca.crt"}]',
+        )
+        await _wait_condition(control_plane, plane, "GatewayProvisioned=False")
+        provisioned = _condition(control_plane, plane, "GatewayProvisioned")
+        assert provisioned["reason"] == "KeyNotFound"
+        assert "ca.crt" in provisioned["message"]
+
+        # Deleted: the gateway forgets the plane, its agents are disconnected, callers get 404.
+        forgotten = asyncio.Event()
+        gateway.trust.subscribe(
+            lambda changed, trust: forgotten.set() if changed == plane and trust is None else None
+        )
+        control_plane.kubectl("delete", "dataplane", plane.name, "-n", plane.namespace)
+        await asyncio.wait_for(forgotten.wait(), timeout=30)
+        assert gateway.agents.agents(plane) == []
+        gone = await asyncio.create_subprocess_exec(
+            "kubectl",
+            "--kubeconfig",
+            str(local.caller_kubeconfig(plane)),
+            "get",
+            "--raw",
+            "/version",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(gone.communicate(), timeout=30)
+        assert gone.returncode != 0
+        assert "NotFound" in err.decode() or "not found" in err.decode()
+    finally:
+        await local.stop()
