@@ -501,10 +501,13 @@ async def _write_status(
 def _wants_plain_refusal(head: RequestHead, refused: CallerRefused) -> bool:
     """kubectl's discovery client cannot decode a JSON Status (it prints "unknown"), but shows
     a text body as the message: discovery requests are refused in text, the others in JSON."""
-    path = urlsplit(head.target).path
-    parts = path[len(PLANES_PREFIX) :].split("/", 3) if path.startswith(PLANES_PREFIX) else []
-    rest = "/" + parts[3] if len(parts) == 4 else "/"
-    return refused.status in (401, 403) and head.method == "GET" and _is_discovery(rest)
+    if refused.status not in (401, 403) or head.method != "GET":
+        return False
+    try:
+        path = urlsplit(route(head.target).path).path
+    except CallerRefused:
+        return False
+    return _is_discovery(path)
 
 
 def _is_discovery(path: str) -> bool:
