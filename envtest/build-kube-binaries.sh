@@ -36,7 +36,7 @@ done
 
 cd "$mod"
 export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"  # go.sum pins every module
-echo "build-kube-binaries: building etcd and kube-apiserver $kube_version (cold: ~10-20 min on 2 cores)" >&2
+echo "build-kube-binaries: building etcd and kube-apiserver $kube_version (first time: about 4 minutes on 2 cores)" >&2
 start=$SECONDS
 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 echo "build-kube-binaries: etcd built after $((SECONDS - start)) s" >&2
