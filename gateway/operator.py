@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.agents import AgentRegistry
+from gateway.health_page import health_page
 from gateway.metrics import GatewayMetrics
 from gateway.trust import PlaneTrust, TrustRegistry
 
@@ -69,4 +70,6 @@ def operator_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/planes", planes)
     app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/", health_page)
+    app.router.add_get("/ui", health_page)
     return app

@@ -15,6 +15,7 @@ from planelink.certs_cli import add_certs_parser
 from planelink.gateway_cli import add_gateway_parser
 from planelink.logs import configure_logging
 from planelink.reconciler_cli import add_reconciler_parser
+from planelink.status_cli import add_status_parser
 
 _DESCRIPTION = """\
 planelink connects a Kubernetes control plane to its data-plane clusters. An agent in each
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gateway_parser(commands)
     add_agent_parser(commands)
     add_reconciler_parser(commands)
+    add_status_parser(commands)
     dev.add_parser(commands)
     add_certs_parser(commands)
     return parser

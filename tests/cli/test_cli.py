@@ -29,7 +29,8 @@ def _planelink(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
 def test_every_subcommand_has_help() -> None:
     top = _planelink("--help")
     assert top.returncode == 0
-    for command in ("gateway", "agent", "reconciler", "crd", "kube-binaries", "dev", "certs"):
+    commands = ("gateway", "agent", "reconciler", "status", "crd", "kube-binaries", "dev", "certs")
+    for command in commands:
         assert command in top.stdout
         sub = _planelink(command, "--help")
         assert sub.returncode == 0, sub.stderr

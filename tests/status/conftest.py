@@ -1,0 +1,232 @@
+"""A gateway in-process with fake agents (real TLS, real tunnel sessions), the `planelink status`
+command as a real process, and headless Chromium - for the health view of issue #6.
+
+The gateway part is the minimum of tests/gateway/conftest.py: three planes, agents that
+connect and answer nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shutil
+import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from websockets.asyncio.client import connect
+
+import certs
+from gateway.agent_listener import AgentListenerSettings
+from gateway.app import Gateway, GatewaySettings
+from gateway.callers import CallerSettings
+from protocol import Connection, RequestReceived, Role
+from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
+from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
+
+PLANES = (
+    certs.PlaneRef("ns-a", "plane-a"),
+    certs.PlaneRef("ns-b", "plane-b"),
+    certs.PlaneRef("ns-c", "plane-c"),
+)
+TIMEOUT = 60.0  # one process (Python CLI or Chromium) from start to exit
+_AGENT_NUMBERS = itertools.count(1)
+
+
+@dataclass
+class Pki:
+    directory: Path
+    gateway_ca: certs.CertificateBundle
+    agent_cas: dict[certs.PlaneRef, certs.CertificateBundle]
+
+    def agent_ssl(self, bundle: certs.CertificateBundle) -> ssl.SSLContext:
+        context = ssl.create_default_context(cadata=self.gateway_ca.certificate_pem().decode())
+        cert, key = (self.directory / f"agent-{id(bundle)}.{ext}" for ext in ("crt", "key"))
+        cert.write_bytes(bundle.chain_pem())
+        key.write_bytes(bundle.private_key_pem())
+        context.load_cert_chain(cert, key)
+        return context
+
+
+@pytest.fixture
+def extra_planes() -> list[dict[str, str]]:
+    """More entries for planes.yaml; a test parametrizes this to add a broken plane."""
+    return []
+
+
+@pytest.fixture
+def pki(tmp_path: Path, extra_planes: list[dict[str, str]]) -> Pki:
+    gateway_ca = certs.create_ca("gateway-ca")
+    server = certs.issue_server(
+        gateway_ca, common_name="gateway", dns_names=["localhost"], ip_addresses=["127.0.0.1"]
+    )
+    (tmp_path / "server.crt").write_bytes(server.chain_pem())
+    (tmp_path / "server.key").write_bytes(server.private_key_pem())
+    (tmp_path / "caller-ca.crt").write_bytes(certs.create_ca("caller-ca").certificate_pem())
+    agent_cas = {plane: certs.create_ca(f"agents of {plane}") for plane in PLANES}
+    for plane, ca in agent_cas.items():
+        (tmp_path / f"{plane.name}-ca.crt").write_bytes(ca.certificate_pem())
+    planes = [{"plane": str(p), "clientCA": f"{p.name}-ca.crt"} for p in PLANES] + extra_planes
+    (tmp_path / "planes.yaml").write_text(yaml.safe_dump({"planes": planes}))
+    return Pki(directory=tmp_path, gateway_ca=gateway_ca, agent_cas=agent_cas)
+
+
+@pytest.fixture
+async def gateway(pki: Pki) -> AsyncIterator[Gateway]:
+    settings = GatewaySettings(
+        server_certificate=pki.directory / "server.crt",
+        server_key=pki.directory / "server.key",
+        caller_ca=pki.directory / "caller-ca.crt",
+        planes_file=pki.directory / "planes.yaml",
+        agents=AgentListenerSettings(host="127.0.0.1", port=0, heartbeat=Heartbeat(1, 5)),
+        callers=CallerSettings(host="127.0.0.1", port=0, request_timeout=10),
+        operator_host="127.0.0.1",
+        operator_port=0,
+        drain_grace=2,
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    yield gateway
+    await gateway.stop()
+
+
+@pytest.fixture
+def operator_url(gateway: Gateway) -> str:
+    return f"http://127.0.0.1:{gateway.operator_port}"
+
+
+async def _not_found(stream: TunnelStream, request: RequestReceived) -> None:
+    stream.respond(404, [(b"content-length", b"0")], end_stream=True)
+
+
+@contextlib.asynccontextmanager
+async def _fake_agent(
+    gateway: Gateway, pki: Pki, plane: certs.PlaneRef, bundle: certs.CertificateBundle | None
+) -> AsyncIterator[TunnelSession]:
+    """An agent connected (HELLO exchanged and registered) for `plane`."""
+    bundle = bundle or certs.issue_agent(pki.agent_cas[plane], plane=plane)
+    url = f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={plane}"
+    agent_id = f"fake-{next(_AGENT_NUMBERS)}"
+    websocket = await connect(
+        url,
+        ssl=pki.agent_ssl(bundle),
+        subprotocols=[SUBPROTOCOL],
+        ping_interval=None,  # type: ignore[list-item]
+    )
+    session = TunnelSession(
+        WebSocketChannel(websocket),
+        Connection(Role.AGENT, identity={IDENTITY_PLANE: str(plane), IDENTITY_AGENT_ID: agent_id}),
+        heartbeat=Heartbeat(1, 5),
+        request_handler=_not_found,
+    )
+    task = asyncio.create_task(session.run())
+    await session.wait_ready()
+    while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
+        await gateway.agents.wait_for_change()
+    try:
+        yield session
+    finally:
+        session.close("fake agent stopped")
+        await task
+
+
+AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[TunnelSession]]
+
+
+@pytest.fixture
+def connect_agent(gateway: Gateway, pki: Pki) -> AgentFactory:
+    def factory(
+        plane: certs.PlaneRef, bundle: certs.CertificateBundle | None = None
+    ) -> contextlib.AbstractAsyncContextManager[TunnelSession]:
+        return _fake_agent(gateway, pki, plane, bundle)
+
+    return factory
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def _run(argv: list[str], *, env: dict[str, str] | None = None) -> Ran:
+    """Run a process without blocking the event loop that serves the gateway."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Ran(process.returncode, stdout.decode(), stderr.decode())
+
+
+StatusRunner = Callable[..., Awaitable[Ran]]
+
+
+@pytest.fixture
+def planelink_status() -> StatusRunner:
+    """`planelink status ARGS` as a real process; `env` adds to (or, with None, removes from)
+    the environment."""
+
+    async def run(*args: str, env: dict[str, str | None] | None = None) -> Ran:
+        environ = dict(os.environ)
+        environ.pop("PLANELINK_GATEWAY_OPERATOR_URL", None)
+        for name, value in (env or {}).items():
+            if value is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = value
+        return await _run([sys.executable, "-m", "planelink.status_cli", *args], env=environ)
+
+    return run
+
+
+BrowserRunner = Callable[..., Awaitable[Ran]]
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> BrowserRunner:
+    """Headless Chromium with a fresh profile; it must be installed (scripts/setup does)."""
+    profiles = itertools.count(1)
+
+    async def run(*args: str) -> Ran:
+        binary = shutil.which("chromium")
+        if binary is None:  # a failure, never a skip: the page is tested in a real browser
+            pytest.fail(
+                "chromium is not installed (not on PATH); the health page is tested in a real "
+                "headless browser - install it with: apt-get install -y chromium",
+                pytrace=False,
+            )
+        profile = tmp_path / f"chromium-profile-{next(profiles)}"
+        profile.mkdir()
+        return await _run(
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                *args,
+            ]
+        )
+
+    return run
