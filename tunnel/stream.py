@@ -142,6 +142,9 @@ class TunnelStream:
         """Abort both directions now (idempotent); the peer is told with `code`."""
         if self._reset is not None:
             return
+        # The application gives the stream up: what it did not read goes too (the protocol
+        # returns the credit with the reset), so the stream leaves the table now.
+        self._chunks.clear()
         self._session._reset_stream(self.stream_id, code, message)
         self._on_reset(StreamResetError(code, message, remote=False))
 

@@ -177,3 +177,26 @@ async def test_opening_before_the_hello_is_refused_and_retryable() -> None:
     with pytest.raises(StreamResetError) as refused:
         gateway.open_stream(method="GET", path="/")
     assert refused.value.code is ErrorCode.REFUSED_STREAM
+
+
+async def test_a_stream_given_up_with_unread_data_leaves_the_table() -> None:
+    async def answer_and_end(stream: TunnelStream, request: RequestReceived) -> None:
+        stream.respond(200)
+        await stream.write(b"never read")
+        stream.end()
+
+    gateway_end, agent_end = memory_channel_pair()
+    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
+    agent = TunnelSession(agent_end, Connection(Role.AGENT), request_handler=answer_and_end)
+    tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(agent.run())]
+    await gateway.wait_ready()
+    stream = gateway.open_stream(method="GET", path="/", end_stream=True)
+    await stream.response()
+    # Wait until the whole answer (data and END) has arrived, unread.
+    while not stream._remote_ended:
+        await asyncio.sleep(0)
+    assert gateway.open_streams == 1
+    stream.reset()  # the caller went away before reading the body
+    assert gateway.open_streams == 0
+    gateway.close("done")
+    await asyncio.gather(*tasks)

@@ -1,0 +1,117 @@
+"""`python -m bench …`: the planelink benchmarks.
+
+* ``python -m bench e2e [--quick] [--workload NAME ...] [--json FILE] [--uvloop]``: gateway,
+  agents and upstreams in subprocesses on loopback; every workload through the tunnel and
+  directly, with ratios and targets (see bench/README.md);
+* ``python -m bench protocol [--quick]``: the protocol core alone (``bench.protocol_bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.processes import Stack
+from bench.report import WorkloadResult, machine, table
+from bench.workloads import WORKLOADS, Scale, run_workload
+
+DEFAULT = ["latency", "throughput", "bulk", "fairness", "watches", "churn", "kube"]
+
+
+async def run_e2e(names: list[str], *, quick: bool) -> list[WorkloadResult]:
+    scale = Scale.of(quick)
+    results: list[WorkloadResult] = []
+    fast = [name for name in names if name != "kube"]
+    if fast:
+        async with Stack() as stack:
+            for name in fast:
+                print(f"==> {name}", file=sys.stderr, flush=True)
+                results.append(await run_workload(name, stack, scale))
+    if "kube" in names:
+        print("==> kube (starting envtest)", file=sys.stderr, flush=True)
+        try:
+            async with Stack(kube=True) as stack:
+                results.append(await run_workload("kube", stack, scale))
+        except Exception as error:
+            results.append(
+                WorkloadResult(
+                    "kube", "real kube-apiserver", error=f"{type(error).__name__}: {error}"
+                )
+            )
+    return results
+
+
+def e2e(args: argparse.Namespace) -> int:
+    names = args.workload or DEFAULT
+    unknown = [name for name in names if name not in WORKLOADS]
+    if unknown:
+        print(f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+        return 2
+    info: dict[str, Any] = machine() | {"mode": "quick" if args.quick else "full"}
+    loops = ["asyncio"]
+    if args.uvloop:
+        if importlib.util.find_spec("uvloop") is None:
+            print("uvloop is not installed: running with asyncio only", file=sys.stderr)
+        else:
+            loops.append("uvloop")
+    document: dict[str, Any] = {"machine": info, "runs": []}
+    started = time.perf_counter()
+    for loop in loops:
+        if loop == "uvloop":
+            import uvloop  # type: ignore[import-not-found]  # noqa: PLC0415 - optional
+
+            results = uvloop.run(run_e2e(names, quick=args.quick))
+        else:
+            results = asyncio.run(run_e2e(names, quick=args.quick))
+        print(f"\n[client event loop: {loop}]")
+        print(table(results, info))
+        document["runs"].append(
+            {"clientLoop": loop, "workloads": [result.as_dict() for result in results]}
+        )
+    info["seconds"] = round(time.perf_counter() - started, 1)
+    text = json.dumps(document, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    else:
+        print(text)
+    failed = any(w["error"] for run in document["runs"] for w in run["workloads"])
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    e2e_parser = commands.add_parser("e2e", help="gateway + agent end to end, through vs direct")
+    e2e_parser.add_argument("--quick", action="store_true", help="small counts (CI: < 90 s)")
+    e2e_parser.add_argument(
+        "--workload", action="append", metavar="NAME", help=f"one of {', '.join(WORKLOADS)}"
+    )
+    e2e_parser.add_argument("--json", metavar="FILE", help="write the JSON document here")
+    e2e_parser.add_argument("--uvloop", action="store_true", help="also run with uvloop")
+    e2e_parser.set_defaults(run=e2e)
+    protocol = commands.add_parser("protocol", help="the protocol core alone")
+    protocol.add_argument("rest", nargs=argparse.REMAINDER)
+    protocol.set_defaults(run=lambda args: _protocol(args.rest))
+    args = parser.parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+def _protocol(rest: list[str]) -> int:
+    from bench import protocol_bench  # noqa: PLC0415 - only when asked for
+
+    return protocol_bench.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

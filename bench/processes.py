@@ -1,0 +1,307 @@
+"""Start and stop the benchmarked processes: upstream, gateway, agents (and envtest).
+
+Every process runs in a session (process group) of its own and is killed, group and all, when
+the `Stack` closes — pass or fail. Readiness is read from their health endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import aiohttp
+import yaml
+
+import certs
+from certs import PlaneRef
+from envtest import Credentials, KubeAPIServer, ServerOptions, build_kubeconfig
+from planelink.local import LocalPlanelink
+
+FAST = PlaneRef("bench", "fast")
+KUBE = PlaneRef("bench", "kube")
+UPSTREAM_TOKEN = "bench-token"  # noqa: S105 - the fast upstream accepts any token
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of `pid` (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self, *, grace: float = 5.0) -> None:
+        """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
+    log = logdir / f"{name}.log"
+    out: IO[bytes] = log.open("wb")
+    try:
+        popen = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    finally:
+        out.close()
+    return Proc(name, popen, log)
+
+
+async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    """Poll `url` (plain HTTP) until it answers 200; fail early if `proc` died."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.name} not ready at {url} after {timeout} s")
+            await asyncio.sleep(0.05)
+
+
+async def wait_port(port: int, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.name} not listening on {port}") from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
+
+
+@dataclass
+class Target:
+    """Where a client sends requests: a base URL, TLS context and headers."""
+
+    name: str
+    base: str
+    ssl: ssl.SSLContext
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stack:
+    """Upstream + gateway + one agent per plane (+ envtest with `kube=True`), in subprocesses."""
+
+    kube: bool = False
+    gateway_args: tuple[str, ...] = ()
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="planelink-bench-")))
+    procs: dict[str, Proc] = field(default_factory=dict)
+    through: dict[PlaneRef, Target] = field(default_factory=dict)
+    direct: dict[PlaneRef, Target] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    _kube_server: KubeAPIServer | None = None
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        planes = {FAST: self._start_upstream()}
+        if self.kube:
+            planes[KUBE] = self._start_envtest()
+        local = LocalPlanelink(directory=self.workdir / "pki", planes=planes)
+        local.directory.mkdir(parents=True)
+        local._write_pki()
+        caller = local._caller
+        caller_dir = self.workdir / "pki" / "callers"
+        (caller_dir / "tls.crt").write_bytes(caller.chain_pem())
+        (caller_dir / "tls.key").write_bytes(caller.private_key_pem())
+        through_ssl = ssl.create_default_context(cafile=str(self.workdir / "pki/gateway/ca.crt"))
+        through_ssl.load_cert_chain(caller_dir / "tls.crt", caller_dir / "tls.key")
+        for name in ("agent", "caller", "operator"):
+            self.ports[name] = free_port()
+        await wait_port(self.ports["upstream"], self.procs["upstream"])
+        await self.start_gateway()
+        for plane, kubeconfig in planes.items():
+            self.through[plane] = Target(
+                "through",
+                f"https://127.0.0.1:{self.ports['caller']}/planes/{plane.namespace}/{plane.name}/k8s",
+                through_ssl,
+            )
+            await self.start_agent(plane, kubeconfig)
+
+    def _start_upstream(self) -> Path:
+        ca = certs.create_ca("bench upstream CA")
+        server = certs.issue_server(
+            ca, common_name="upstream", dns_names=["localhost"], ip_addresses=["127.0.0.1"]
+        )
+        up = self.workdir / "upstream"
+        up.mkdir(parents=True)
+        (up / "tls.crt").write_bytes(server.chain_pem())
+        (up / "tls.key").write_bytes(server.private_key_pem())
+        port = self.ports["upstream"] = free_port()
+        self.procs["upstream"] = spawn(
+            "upstream",
+            [
+                *(sys.executable, "-m", "bench.upstream", "--port", str(port)),
+                *("--cert", str(up / "tls.crt"), "--key", str(up / "tls.key")),
+            ],
+            self.workdir,
+        )
+        kubeconfig = build_kubeconfig(
+            name="fast",
+            server=f"https://127.0.0.1:{port}",
+            ca_pem=ca.certificate_pem(),
+            credentials=Credentials(user="bench", token=UPSTREAM_TOKEN),
+        )
+        path = up / "kubeconfig"
+        path.write_text(yaml.safe_dump(kubeconfig))
+        self.direct[FAST] = Target(
+            "direct",
+            f"https://127.0.0.1:{port}",
+            ssl.create_default_context(cadata=ca.certificate_pem().decode()),
+            {"Authorization": f"Bearer {UPSTREAM_TOKEN}"},
+        )
+        return path
+
+    def _start_envtest(self) -> Path:
+        server = KubeAPIServer(options=ServerOptions(name="bench"))
+        self._kube_server = server
+        server.start()
+        self.direct[KUBE] = Target(
+            "direct",
+            server.url,
+            server.ssl_context(),
+            {"Authorization": f"Bearer {server.admin_token}"},
+        )
+        return server.kubeconfig_path
+
+    async def start_gateway(self) -> None:
+        pki = self.workdir / "pki"
+        argv = [sys.executable, "-m", "planelink", "--log-level", "warning", "gateway"]
+        argv += [
+            "--tls-cert",
+            str(pki / "gateway/tls.crt"),
+            "--tls-key",
+            str(pki / "gateway/tls.key"),
+        ]
+        argv += ["--caller-ca", str(pki / "callers/ca.crt"), "--planes", str(pki / "planes.yaml")]
+        argv += ["--bind", "127.0.0.1", "--agent-port", str(self.ports["agent"])]
+        argv += ["--caller-port", str(self.ports["caller"])]
+        argv += ["--operator-port", str(self.ports["operator"])]
+        argv += ["--request-timeout", "600", "--drain-grace", "1", *self.gateway_args]
+        proc = self.procs["gateway"] = spawn("gateway", argv, self.workdir)
+        await wait_http_ok(f"http://127.0.0.1:{self.ports['operator']}/readyz", proc)
+
+    async def start_agent(self, plane: PlaneRef, kubeconfig: Path) -> None:
+        name = f"agent-{plane.name}"
+        port = self.ports[name] = free_port()
+        argv = [sys.executable, "-m", "planelink", "--log-level", "warning", "agent"]
+        argv += ["--gateway-url", f"wss://127.0.0.1:{self.ports['agent']}", "--plane", str(plane)]
+        argv += ["--agent-id", name, "--kubeconfig", str(kubeconfig)]
+        argv += ["--tls-dir", str(self.workdir / "pki/agents" / plane.namespace / plane.name)]
+        argv += ["--health-address", f"127.0.0.1:{port}", "--drain-grace", "1"]
+        argv += ["--backoff-base", "0.1", "--backoff-cap", "1"]
+        proc = self.procs[name] = spawn(name, argv, self.workdir)
+        await wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc)
+
+    # -- observe ------------------------------------------------------------------------------
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    async def gateway_planes(self) -> dict[str, object]:
+        url = f"http://127.0.0.1:{self.ports['operator']}/planes"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            body: dict[str, object] = await response.json()
+            return body
+
+    async def agent_metrics(self, plane: PlaneRef = FAST) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.ports['agent-' + plane.name]}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            text = await response.text()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    values[name] = float(value)
+        return values
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.procs.pop(name).stop()
+        server = self._kube_server
+        if server is not None:
+            self._kube_server = None
+            server.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,448 @@
+"""The end-to-end workloads: each measures the same load through the tunnel and directly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from bench.client import Latencies, cancel, closed_loop, read_stream, session
+from bench.processes import FAST, KUBE, Stack, Target, rss_bytes
+from bench.report import Row, WorkloadResult
+
+SMALL = "/api/v1/namespaces/bench/configmaps/small"
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Scale:
+    quick: bool
+    latency_requests: int
+    throughput_seconds: float
+    bulk_bytes: int
+    fairness_seconds: float
+    watches: int
+    churn_streams: int
+    kube_requests: int
+
+    @classmethod
+    def of(cls, quick: bool) -> Scale:
+        if quick:
+            return cls(True, 300, 2.0, 128 * MIB, 2.0, 200, 300, 100)
+        return cls(False, 3000, 10.0, 1024 * MIB, 10.0, 10_000, 3000, 1000)
+
+
+class RssSampler:
+    """Samples VmRSS of some pids every `interval` seconds; keeps the peak of each."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.02) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.baseline = {name: rss_bytes(pid) for name, pid in pids.items()}
+        self.peak = dict(self.baseline)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_bytes(pid))
+            await asyncio.sleep(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def growth_mib(self, name: str) -> float:
+        return (self.peak[name] - self.baseline[name]) / MIB
+
+
+# -- 1. latency ---------------------------------------------------------------------------------
+
+
+async def latency(stack: Stack, scale: Scale) -> WorkloadResult:
+    result = WorkloadResult("latency", "small GET, concurrency 1: p50/p99 through vs direct")
+    figures: dict[str, Latencies] = {}
+    for target in (stack.through[FAST], stack.direct[FAST]):
+        async with session(target, 1) as http:
+            await closed_loop(target, SMALL, concurrency=1, requests=50, client=http)
+            figures[target.name], _ = await closed_loop(
+                target, SMALL, concurrency=1, requests=scale.latency_requests, client=http
+            )
+    through, direct = figures["through"], figures["direct"]
+    for q in (50, 99):
+        result.rows.append(Row(f"p{q}", "ms", through.ms(q), direct.ms(q)))
+    result.rows.append(Row("added p50", "ms", through.ms(50) - direct.ms(50), target=1.0, op="<="))
+    result.rows.append(Row("added p99", "ms", through.ms(99) - direct.ms(99), target=3.0, op="<="))
+    result.info = {
+        "requests": scale.latency_requests,
+        "errors": {"through": through.errors, "direct": direct.errors},
+    }
+    return result
+
+
+# -- 2. throughput ------------------------------------------------------------------------------
+
+
+async def throughput(stack: Stack, scale: Scale) -> WorkloadResult:
+    result = WorkloadResult("throughput", "small GETs, concurrency 64, one agent connection")
+    rates: dict[str, float] = {}
+    lat: dict[str, Latencies] = {}
+    for target in (stack.through[FAST], stack.direct[FAST]):
+        async with session(target, 64) as http:
+            await closed_loop(target, SMALL, concurrency=64, duration=0.5, client=http)
+            samples, elapsed = await closed_loop(
+                target, SMALL, concurrency=64, duration=scale.throughput_seconds, client=http
+            )
+        rates[target.name] = len(samples.samples) / elapsed
+        lat[target.name] = samples
+    result.rows.append(Row("req/s", "req/s", rates["through"], rates["direct"], target=5000))
+    result.rows.append(
+        Row("req/s vs direct", "req/s", rates["through"], rates["direct"], 0.5, ">=", "ratio")
+    )
+    result.rows.append(Row("p99", "ms", lat["through"].ms(99), lat["direct"].ms(99)))
+    result.info = {
+        "seconds": scale.throughput_seconds,
+        "errors": {name: value.errors for name, value in lat.items()},
+        "note": "the client is one Python process; on 2 cores it shares the CPUs with "
+        "gateway, agent and upstream",
+    }
+    return result
+
+
+# -- 3. bulk ------------------------------------------------------------------------------------
+
+
+async def bulk(stack: Stack, scale: Scale) -> WorkloadResult:
+    size = scale.bulk_bytes
+    result = WorkloadResult("bulk", f"one {size // MIB} MiB response streamed")
+    speeds: dict[str, float] = {}
+    pids = {"gateway": stack.pid("gateway"), "agent": stack.pid("agent-fast")}
+    sampler = RssSampler(pids)
+    for target in (stack.through[FAST], stack.direct[FAST]):
+        async with session(target, 1) as http:
+            await read_stream(http, f"{target.base}/bytes/{MIB}")
+            if target.name == "through":
+                sampler = RssSampler(pids)
+                with sampler:
+                    received, seconds = await read_stream(http, f"{target.base}/bytes/{size}")
+            else:
+                received, seconds = await read_stream(http, f"{target.base}/bytes/{size}")
+        if received != size:
+            raise RuntimeError(f"{target.name}: received {received} of {size} bytes")
+        speeds[target.name] = size / seconds / 1e6
+    result.rows.append(Row("throughput", "MB/s", speeds["through"], speeds["direct"], 300))
+    for name in pids:
+        result.rows.append(
+            Row(f"{name} RSS growth", "MiB", sampler.growth_mib(name), target=64, op="<=")
+        )
+    result.info = {
+        "bytes": size,
+        "rssBaselineMiB": {k: v / MIB for k, v in sampler.baseline.items()},
+    }
+    return result
+
+
+# -- 4. fairness --------------------------------------------------------------------------------
+
+
+async def fairness(stack: Stack, scale: Scale) -> WorkloadResult:
+    result = WorkloadResult(
+        "fairness", "small GETs at concurrency 8 beside a saturating bulk stream"
+    )
+    p99: dict[str, float] = {}
+    p50: dict[str, float] = {}
+    bulk_rate: dict[str, float] = {}
+    for target in (stack.through[FAST], stack.direct[FAST]):
+        async with session(target, 1) as bulk_http, session(target, 8) as http:
+            await closed_loop(target, SMALL, concurrency=8, requests=64, client=http)
+            counter = [0]
+
+            async def drain(
+                http: aiohttp.ClientSession = bulk_http,
+                base: str = target.base,
+                counter: list[int] = counter,
+            ) -> None:
+                async with http.get(f"{base}/bytes/{1 << 40}?watch=true") as response:
+                    while chunk := await response.content.readany():
+                        counter[0] += len(chunk)
+
+            task = asyncio.create_task(drain())
+            await asyncio.sleep(0.3)  # let the stream fill the windows
+            before, started = counter[0], time.perf_counter()
+            samples, _ = await closed_loop(
+                target, SMALL, concurrency=8, duration=scale.fairness_seconds, client=http
+            )
+            bulk_rate[target.name] = (counter[0] - before) / (time.perf_counter() - started) / 1e6
+            await cancel(task)
+        p99[target.name], p50[target.name] = samples.ms(99), samples.ms(50)
+    result.rows.append(Row("small GET p50", "ms", p50["through"], p50["direct"]))
+    result.rows.append(Row("small GET p99", "ms", p99["through"], p99["direct"], 10, "<="))
+    result.rows.append(Row("bulk meanwhile", "MB/s", bulk_rate["through"], bulk_rate["direct"]))
+    return result
+
+
+# -- 5. many watches ----------------------------------------------------------------------------
+
+
+async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
+    n = scale.watches
+    result = WorkloadResult("watches", f"{n} concurrent watch streams over one agent")
+    path = "/api/v1/namespaces/bench/configmaps?watch=true&events=0&interval=1"
+    per_stream: dict[str, dict[str, float]] = {}
+    open_seconds: dict[str, float] = {}
+    events: dict[str, float] = {}
+    for target in (stack.through[FAST], stack.direct[FAST]):
+        pids = {"upstream": stack.pid("upstream")}
+        if target.name == "through":
+            pids |= {"gateway": stack.pid("gateway"), "agent": stack.pid("agent-fast")}
+        async with session(target, n) as http:
+            await asyncio.sleep(0.2)
+            baseline = {name: rss_bytes(pid) for name, pid in pids.items()}
+            counter = [0]
+            opened = asyncio.Semaphore(0)
+
+            async def watch(
+                http: aiohttp.ClientSession = http,
+                url: str = target.base + path,
+                counter: list[int] = counter,
+                opened: asyncio.Semaphore = opened,
+            ) -> None:
+                async with http.get(url) as response:
+                    first = True
+                    async for _line in response.content:
+                        counter[0] += 1
+                        if first:
+                            opened.release()
+                            first = False
+
+            started = time.perf_counter()
+            tasks = [asyncio.create_task(watch()) for _ in range(n)]
+            try:
+                async with asyncio.timeout(max(60.0, n / 50)):
+                    for _ in range(n):
+                        await opened.acquire()
+                open_seconds[target.name] = time.perf_counter() - started
+                await asyncio.sleep(1.0)
+                per_stream[target.name] = {
+                    name: (rss_bytes(pid) - baseline[name]) / n for name, pid in pids.items()
+                }
+                before = counter[0]
+                await asyncio.sleep(2.0)
+                events[target.name] = (counter[0] - before) / 2.0
+            finally:
+                await asyncio.gather(*(cancel(task) for task in tasks))
+    result.rows.append(
+        Row("time to open all", "s", open_seconds["through"], open_seconds["direct"])
+    )
+    result.rows.append(Row("events flowing", "events/s", events["through"], events["direct"]))
+    for name in ("gateway", "agent"):
+        result.rows.append(Row(f"{name} RSS per stream", "KiB", per_stream["through"][name] / 1024))
+    result.rows.append(
+        Row(
+            "upstream RSS per stream",
+            "KiB",
+            per_stream["through"]["upstream"] / 1024,
+            per_stream["direct"]["upstream"] / 1024,
+        )
+    )
+    result.info = {"streams": n}
+    return result
+
+
+# -- 7. churn -----------------------------------------------------------------------------------
+
+
+async def _stream_tables(stack: Stack) -> dict[str, float]:
+    planes = await stack.gateway_planes()
+    open_streams = 0
+    for plane in planes["planes"]:  # type: ignore[attr-defined]
+        for agent in plane["agents"]:
+            open_streams += agent["openStreams"]
+    metrics = await stack.agent_metrics(FAST)
+    return {
+        "gatewayOpenStreams": open_streams,
+        "agentActiveStreams": metrics.get("planelink_agent_active_streams", -1),
+        "gatewayRssMiB": rss_bytes(stack.pid("gateway")) / MIB,
+        "agentRssMiB": rss_bytes(stack.pid("agent-fast")) / MIB,
+    }
+
+
+async def churn(stack: Stack, scale: Scale) -> WorkloadResult:
+    n = scale.churn_streams
+    result = WorkloadResult("churn", f"{n} short streams, about half cancelled at random")
+    rng = random.Random(7)  # noqa: S311 - a reproducible load, not a secret
+    target = stack.through[FAST]
+    paths = [
+        SMALL,
+        f"/bytes/{4 * MIB}",
+        "/api/v1/namespaces/bench/configmaps?watch=true&events=0&interval=0.01",
+    ]
+    baseline = await _stream_tables(stack)
+    outcomes = {"completed": 0, "cancelled": 0, "failed": 0}
+    started = time.perf_counter()
+    async with session(target, 32) as http:
+        gate = asyncio.Semaphore(32)
+
+        async def one(path: str, cancel_after: float | None) -> None:
+            async with gate:
+                limit = 64 * 1024 if "watch" in path else None
+                task = asyncio.create_task(read_stream(http, target.base + path, limit=limit))
+                if cancel_after is not None:
+                    done, _ = await asyncio.wait({task}, timeout=cancel_after)
+                    if not done:
+                        await cancel(task)
+                        outcomes["cancelled"] += 1
+                        return
+                try:
+                    await task
+                    outcomes["completed"] += 1
+                except (aiohttp.ClientError, RuntimeError):
+                    outcomes["failed"] += 1
+
+        await asyncio.gather(
+            *(
+                one(rng.choice(paths), rng.uniform(0, 0.05) if rng.random() < 0.5 else None)
+                for _ in range(n)
+            )
+        )
+    elapsed = time.perf_counter() - started
+    after: dict[str, float] = {}
+    settled = time.perf_counter()
+    deadline = settled + (5 if scale.quick else 30)
+    while time.perf_counter() < deadline:
+        after = await _stream_tables(stack)
+        if after["gatewayOpenStreams"] <= baseline["gatewayOpenStreams"] and (
+            after["agentActiveStreams"] <= baseline["agentActiveStreams"]
+        ):
+            break
+        await asyncio.sleep(0.1)
+    settle = time.perf_counter() - settled
+    result.rows.append(Row("streams/s", "1/s", n / elapsed))
+    result.rows.append(
+        Row(
+            "gateway open streams after",
+            "",
+            after["gatewayOpenStreams"],
+            target=baseline["gatewayOpenStreams"],
+            op="<=",
+        )
+    )
+    result.rows.append(
+        Row(
+            "agent active streams after",
+            "",
+            after["agentActiveStreams"],
+            target=baseline["agentActiveStreams"],
+            op="<=",
+        )
+    )
+    result.rows.append(Row("time to baseline", "s", settle))
+    result.rows.append(
+        Row("gateway RSS growth", "MiB", after["gatewayRssMiB"] - baseline["gatewayRssMiB"])
+    )
+    result.rows.append(
+        Row("agent RSS growth", "MiB", after["agentRssMiB"] - baseline["agentRssMiB"])
+    )
+    result.info = {
+        "outcomes": outcomes,
+        "baseline": baseline,
+        "after": after,
+        "taskCounts": "not exposed by the gateway or the agent (no endpoint reports asyncio "
+        "tasks); stream tables are the figure reported",
+    }
+    return result
+
+
+# -- kube: a real kube-apiserver ----------------------------------------------------------------
+
+
+async def kube(stack: Stack, scale: Scale) -> WorkloadResult:
+    result = WorkloadResult("kube", "real kube-apiserver (envtest): GET, LIST, WATCH event latency")
+    direct, through = stack.direct[KUBE], stack.through[KUBE]
+    ns = "/api/v1/namespaces/default/configmaps"
+    async with session(direct, 8) as http:
+        for i in range(100):
+            body = {"metadata": {"name": f"cm-{i}"}, "data": {"k": "v" * 100}}
+            async with http.post(direct.base + ns, json=body) as response:
+                if response.status not in (201, 409):
+                    raise RuntimeError(f"create configmap: {response.status}")
+    figures: dict[str, dict[str, Latencies]] = {}
+    for target in (through, direct):
+        async with session(target, 1) as http:
+            await closed_loop(target, ns + "/cm-0", concurrency=1, requests=20, client=http)
+            get, _ = await closed_loop(
+                target, ns + "/cm-0", concurrency=1, requests=scale.kube_requests, client=http
+            )
+            lst, _ = await closed_loop(
+                target, ns, concurrency=1, requests=scale.kube_requests // 5, client=http
+            )
+        watch = await _watch_latency(target, ns, 10 if scale.quick else 50)
+        figures[target.name] = {"get": get, "list": lst, "watch": watch}
+    for kind, label in (("get", "GET object"), ("list", "LIST 100"), ("watch", "WATCH event")):
+        for q in (50, 99):
+            result.rows.append(
+                Row(
+                    f"{label} p{q}",
+                    "ms",
+                    figures["through"][kind].ms(q),
+                    figures["direct"][kind].ms(q),
+                )
+            )
+    return result
+
+
+async def _watch_latency(target: Target, ns: str, events: int) -> Latencies:
+    """Time from a configmap update (sent through the same target) to its watch event."""
+    latencies = Latencies()
+    async with session(target, 4) as http:
+        async with http.get(target.base + ns) as listed:
+            version = (await listed.json())["metadata"]["resourceVersion"]
+        url = f"{target.base}{ns}?watch=true&resourceVersion={version}"
+        async with http.get(url) as response:
+            for i in range(events):
+                started = time.perf_counter()
+                body = {"metadata": {"name": "cm-0"}, "data": {"k": f"v{i}-{started}"}}
+                async with http.put(target.base + ns + "/cm-0", json=body) as put:
+                    await put.read()
+                marker = f"v{i}-{started}".encode()
+                while True:
+                    line = await asyncio.wait_for(response.content.readline(), 10)
+                    if marker in line:
+                        latencies.samples.append(time.perf_counter() - started)
+                        break
+    return latencies
+
+
+Workload = Callable[[Stack, Scale], Awaitable[WorkloadResult]]
+WORKLOADS: dict[str, Workload] = {
+    "latency": latency,
+    "throughput": throughput,
+    "bulk": bulk,
+    "fairness": fairness,
+    "watches": watches,
+    "churn": churn,
+    "kube": kube,
+}
+BOUNDS = {"quick": 60.0, "full": 600.0}
+
+
+async def run_workload(name: str, stack: Stack, scale: Scale) -> WorkloadResult:
+    """Run one workload within its time bound; a failure is reported, not raised."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(BOUNDS["quick" if scale.quick else "full"]):
+            result = await WORKLOADS[name](stack, scale)
+    except (Exception, TimeoutError) as error:
+        result = WorkloadResult(name, "failed", error=f"{type(error).__name__}: {error}")
+    with contextlib.suppress(Exception):
+        result.seconds = time.perf_counter() - started
+    return result
