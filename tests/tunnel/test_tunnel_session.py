@@ -192,9 +192,13 @@ async def test_a_stream_given_up_with_unread_data_leaves_the_table() -> None:
     await gateway.wait_ready()
     stream = gateway.open_stream(method="GET", path="/", end_stream=True)
     await stream.response()
-    # Wait until the whole answer (data and END) has arrived, unread.
-    while not stream._remote_ended:
-        await asyncio.sleep(0)
+    # Make sure the whole answer (data and END) has arrived, unread: the agent has finished
+    # it, and a later stream's answer can only arrive after it on the one connection.
+    await asyncio.wait_for(agent.wait_idle(), timeout=5)
+    barrier = gateway.open_stream(method="GET", path="/", end_stream=True)
+    await barrier.response()
+    while await barrier.read():
+        pass
     assert gateway.open_streams == 1
     stream.reset()  # the caller went away before reading the body
     assert gateway.open_streams == 0
