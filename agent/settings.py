@@ -175,7 +175,9 @@ class AgentSettings:
         ),
     )
     pool_max_idle: int = dataclasses.field(
-        default=16,
+        # Below the concurrency a busy plane sees, connections are closed and reopened (a TLS
+        # handshake each) between bursts; an idle TLS connection costs tens of KiB.
+        default=128,
         metadata=_meta(
             env="PLANELINK_POOL_MAX_IDLE",
             parse=int,

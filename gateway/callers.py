@@ -62,6 +62,7 @@ K8S_SEGMENT = "k8s"
 _REFUSED_HEADERS = (b"impersonate-",)
 _DROPPED_HEADERS = frozenset({b"authorization", b"host"})
 _NO_BODY_STATUSES = frozenset({204, 304})
+_MAX_PENDING_PIECES = 48  # pieces gathered into one write at most (each up to one DATA frame)
 
 
 @dataclass(frozen=True)
@@ -364,48 +365,71 @@ class _Exchange:
         length = header_value(headers, b"content-length")
         no_body = self.head.method == "HEAD" or status in _NO_BODY_STATUSES
         chunked = length is None and not no_body
-        await self._write_head(status, headers, framing=b"chunked" if chunked else None)
-        # While the response streams, notice a caller that leaves (an idle watch writes
-        # nothing, so a failed write would never tell).
-        gone = asyncio.create_task(self.http.watch_for_close())
+        pending: list[bytes | memoryview] = [
+            self._head_bytes(status, headers, framing=b"chunked" if chunked else None)
+        ]
+        gone: asyncio.Task[None] | None = None
         try:
-            relayed = await self._relay_body(stream, gone, chunked=chunked)
-            caller_left = gone.done()
+            relayed, gone = await self._relay_body(stream, pending, chunked=chunked)
+            caller_left = gone is not None and gone.done()
         finally:
-            # Awaited, not just cancelled: the next request's read must not race this one.
-            gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
+            if gone is not None:
+                # Awaited, not just cancelled: the next request's read must not race this one.
+                gone.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gone
         self.endpoint._metrics.bytes.labels(plane=self.plane, direction="to_caller").inc(relayed)
         return self.head.keep_alive and not caller_left
 
     async def _relay_body(
-        self, stream: TunnelStream, gone: asyncio.Task[None], *, chunked: bool
-    ) -> int:
+        self, stream: TunnelStream, pending: list[bytes | memoryview], *, chunked: bool
+    ) -> tuple[int, asyncio.Task[None] | None]:
+        """Write the head and body as they come. What is already here goes out in one write
+        (a small answer is one syscall and one TLS record); before waiting for more, what is
+        pending is flushed, and from then on a caller that leaves is noticed (an idle watch
+        writes nothing, so a failed write would never tell)."""
         writer = self.writer
         relayed = 0
+        gone: asyncio.Task[None] | None = None
         while True:
-            reading = asyncio.ensure_future(stream.read())
-            done, _ = await asyncio.wait({reading, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if reading not in done:
-                reading.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StreamResetError):
-                    await reading
-                stream.reset(ErrorCode.CANCEL, "the caller went away")
-                raise ConnectionResetError("the caller closed its connection")
-            chunk = reading.result()
+            if stream.readable_now:
+                chunk = await stream.read()
+            else:
+                writer.writelines(pending)
+                pending.clear()
+                await writer.drain()
+                if gone is None:
+                    gone = asyncio.create_task(self.http.watch_for_close())
+                chunk = await self._read_unless_gone(stream, gone)
             if not chunk:
                 break
             relayed += len(chunk)
             if chunked:
-                writer.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
             else:
-                writer.write(chunk)
-            await writer.drain()
+                pending.append(chunk)
+            if len(pending) > _MAX_PENDING_PIECES:
+                writer.writelines(pending)
+                pending.clear()
+                await writer.drain()
         if chunked:
-            writer.write(LAST_CHUNK)
-            await writer.drain()
-        return relayed
+            pending.append(LAST_CHUNK)
+        writer.writelines(pending)
+        await writer.drain()
+        return relayed, gone
+
+    async def _read_unless_gone(
+        self, stream: TunnelStream, gone: asyncio.Task[None]
+    ) -> bytes | memoryview:
+        reading = asyncio.ensure_future(stream.read())
+        done, _ = await asyncio.wait({reading, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if reading in done:
+            return reading.result()
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StreamResetError):
+            await reading
+        stream.reset(ErrorCode.CANCEL, "the caller went away")
+        raise ConnectionResetError("the caller closed its connection")
 
     async def _pipe(self, stream: TunnelStream) -> None:
         """After a 101: bytes flow both ways until each side ends."""
@@ -430,13 +454,16 @@ class _Exchange:
             with contextlib.suppress(asyncio.CancelledError, StreamResetError, ConnectionError):
                 await up
 
-    async def _write_head(self, status: int, headers: Headers, *, framing: bytes | None) -> None:
+    def _head_bytes(self, status: int, headers: Headers, *, framing: bytes | None) -> bytes:
         kept = end_to_end_headers(headers, keep_upgrade=status == 101)
         if framing is not None:
             kept.append((b"Transfer-Encoding", framing))
-        self.writer.write(response_head_bytes(status, _reason(status), kept))
         self.head_written = True
         self._count(status)
+        return response_head_bytes(status, _reason(status), kept)
+
+    async def _write_head(self, status: int, headers: Headers, *, framing: bytes | None) -> None:
+        self.writer.write(self._head_bytes(status, headers, framing=framing))
         await self.writer.drain()
 
     async def _discard_body(self) -> None:

@@ -67,6 +67,11 @@ class TunnelStream:
     # -- what the application calls -----------------------------------------------------------
 
     @property
+    def readable_now(self) -> bool:
+        """`read()` would return without waiting (bytes, the end, or a reset are here)."""
+        return bool(self._chunks) or self._remote_ended or self._reset is not None
+
+    @property
     def answered(self) -> bool:
         """This side has ended its half (its response, or its request, is complete)."""
         return self._local_ended
