@@ -266,7 +266,7 @@ class _Exchange:
             self._count(refused.status)
             return self.head.keep_alive and not self.head.upgrade
         metrics = endpoint._metrics
-        metrics.streams_active.labels(plane=self.plane).inc()
+        metrics.child(metrics.streams_active, self.plane).inc()
         try:
             if target.long_running:
                 return await self._relay(stream)
@@ -280,7 +280,7 @@ class _Exchange:
         except StreamResetError as error:
             return await self._fail(self._explain_reset(error))
         finally:
-            metrics.streams_active.labels(plane=self.plane).dec()
+            metrics.child(metrics.streams_active, self.plane).dec()
             if not stream.done:
                 stream.reset(ErrorCode.CANCEL, "the caller's request ended")
 
@@ -359,7 +359,8 @@ class _Exchange:
             await stream.write(chunk)
             sent += len(chunk)
         stream.end()
-        self.endpoint._metrics.bytes.labels(plane=self.plane, direction="to_agent").inc(sent)
+        metrics = self.endpoint._metrics
+        metrics.child(metrics.bytes, self.plane, "to_agent").inc(sent)
 
     async def _relay_response(self, stream: TunnelStream, status: int, headers: Headers) -> bool:
         length = header_value(headers, b"content-length")
@@ -378,7 +379,8 @@ class _Exchange:
                 gone.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await gone
-        self.endpoint._metrics.bytes.labels(plane=self.plane, direction="to_caller").inc(relayed)
+        metrics = self.endpoint._metrics
+        metrics.child(metrics.bytes, self.plane, "to_caller").inc(relayed)
         return self.head.keep_alive and not caller_left
 
     async def _relay_body(
@@ -502,8 +504,8 @@ class _Exchange:
         self.status = status
         metrics = self.endpoint._metrics
         code = status_class(status)
-        metrics.requests.labels(plane=self.plane, code=code).inc()
-        metrics.request_duration.labels(plane=self.plane, code=code).observe(
+        metrics.child(metrics.requests, self.plane, code).inc()
+        metrics.child(metrics.request_duration, self.plane, code).observe(
             time.monotonic() - self.started
         )
 
