@@ -178,13 +178,8 @@ class Stack:
             planes[KUBE] = self._start_envtest()
         local = LocalPlanelink(directory=self.workdir / "pki", planes=planes)
         local.directory.mkdir(parents=True)
-        local._write_pki()
-        caller = local._caller
-        caller_dir = self.workdir / "pki" / "callers"
-        (caller_dir / "tls.crt").write_bytes(caller.chain_pem())
-        (caller_dir / "tls.key").write_bytes(caller.private_key_pem())
-        through_ssl = ssl.create_default_context(cafile=str(self.workdir / "pki/gateway/ca.crt"))
-        through_ssl.load_cert_chain(caller_dir / "tls.crt", caller_dir / "tls.key")
+        local.write_pki()
+        through_ssl = local.caller_ssl_context()
         for name in ("agent", "caller", "operator"):
             self.ports[name] = free_port()
         await wait_port(self.ports["upstream"], self.procs["upstream"])

@@ -9,6 +9,7 @@ per plane points kubectl at the gateway. Everything runs in the current event lo
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class LocalPlanelink:
     async def start_pki_and_gateway(self) -> None:
         """Certificates and the gateway; agents are started one by one with `start_agent`."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._write_pki()
+        self.write_pki()
         await self.start_gateway()
 
     async def stop(self) -> None:
@@ -149,13 +150,22 @@ class LocalPlanelink:
         _write(tls_dir / "tls.key", agent.private_key_pem(), private=True)
         _write(tls_dir / "tls.crt", agent.chain_pem())
 
+    def caller_ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context as a caller: trusts the gateway, presents the caller's cert."""
+        context = ssl.create_default_context(cafile=str(self.directory / "gateway" / "ca.crt"))
+        callers = self.directory / "callers"
+        context.load_cert_chain(callers / "tls.crt", callers / "tls.key")
+        return context
+
     def caller_kubeconfig(self, plane: PlaneRef) -> Path:
         return self.directory / "callers" / f"{plane.namespace}.{plane.name}.kubeconfig"
 
     def agent_ca_pem(self, plane: PlaneRef) -> str:
         return self.agent_cas[plane].certificate_pem().decode()
 
-    def _write_pki(self) -> None:
+    def write_pki(self) -> None:
+        """Certificates for the gateway, the caller and each plane's agent, under `directory`
+        (the caller's client certificate is `callers/tls.crt` and `callers/tls.key`)."""
         gateway_ca = certs.create_ca("planelink-dev gateway CA")
         server = certs.issue_server(
             gateway_ca, common_name="gateway", dns_names=["localhost"], ip_addresses=["127.0.0.1"]
@@ -166,6 +176,8 @@ class LocalPlanelink:
         caller_ca = certs.create_ca("planelink-dev caller CA")
         caller = certs.issue_client(caller_ca, common_name=CALLER_NAME)
         _write(self.directory / "callers" / "ca.crt", caller_ca.certificate_pem())
+        _write(self.directory / "callers" / "tls.crt", caller.chain_pem())
+        _write(self.directory / "callers" / "tls.key", caller.private_key_pem(), private=True)
         self._caller = caller
         entries = []
         for plane in self.planes:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 
 from certs import PlaneRef
 from envtest import KubeAPIServer
@@ -48,14 +45,7 @@ class Lab:
 
     def raw_client(self) -> aiohttp.ClientSession:
         """An HTTPS client with the caller's certificate, to see exactly what kubectl gets."""
-        directory = self.local.directory
-        context = ssl.create_default_context(cafile=str(directory / "gateway" / "ca.crt"))
-        config = yaml.safe_load(self.local.caller_kubeconfig(next(iter(self.servers))).read_text())
-        user = config["users"][0]["user"]
-        cert, key = directory / "callers" / "client.crt", directory / "callers" / "client.key"
-        cert.write_bytes(base64.b64decode(user["client-certificate-data"]))
-        key.write_bytes(base64.b64decode(user["client-key-data"]))
-        context.load_cert_chain(cert, key)
+        context = self.local.caller_ssl_context()
         return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
 
     def plane_url(self, plane: PlaneRef, path: str) -> str:
