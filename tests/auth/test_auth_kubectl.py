@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 
 import aiohttp
 
@@ -103,10 +104,20 @@ async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
         "-n",
         namespace,
     )
-    # A denial is cached for a couple of seconds; wait it out by asking again until allowed.
-    for _ in range(40):
+    # First the control plane's RBAC must see the binding (its authorizer follows an informer)...
+    can_i = ("auth", "can-i", "proxy", f"dataplanes.openchoreo.dev/{lab.plane.name}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = lab.control_plane.kubectl(
+            *can_i, "--as=planelink-dev", "-n", namespace, check=False
+        )
+        if answer.returncode == 0:
+            break
+    # ...then the gateway's cached denial has to expire: it lives `negative_ttl` seconds at most.
+    deadline = time.monotonic() + lab.local.caller_auth.negative_ttl + 5
+    while True:
         allowed = await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")
-        if allowed.returncode == 0:
+        if allowed.returncode == 0 or time.monotonic() > deadline:
             break
     assert allowed.returncode == 0, allowed.stderr
     assert (
