@@ -11,8 +11,10 @@ from crd import render_yaml
 from envtest import BinariesUnavailable, find_binaries
 from planelink import dev
 from planelink.agent_cli import add_agent_parser
+from planelink.apply_cli import add_apply_parser
 from planelink.certs_cli import add_certs_parser
 from planelink.gateway_cli import add_gateway_parser
+from planelink.kubeconfig_cli import add_kubeconfig_parser
 from planelink.logs import configure_logging
 from planelink.reconciler_cli import add_reconciler_parser
 from planelink.status_cli import add_status_parser
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parser(commands)
     dev.add_parser(commands)
     add_certs_parser(commands)
+    add_kubeconfig_parser(commands)
+    add_apply_parser(commands)
     return parser
 
 
