@@ -17,17 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.agents import agents_stack
 from bench.processes import Stack
 from bench.report import WorkloadResult, machine, table
 from bench.workloads import WORKLOADS, Scale, run_workload
 
-DEFAULT = ["latency", "throughput", "bulk", "fairness", "watches", "churn", "kube"]
+DEFAULT = ["latency", "throughput", "bulk", "fairness", "watches", "churn", "kube", "agents"]
+OWN_STACK = {"kube", "agents"}
 
 
 async def run_e2e(names: list[str], *, quick: bool) -> list[WorkloadResult]:
     scale = Scale.of(quick)
     results: list[WorkloadResult] = []
-    fast = [name for name in names if name != "kube"]
+    fast = [name for name in names if name not in OWN_STACK]
     if fast:
         async with Stack() as stack:
             for name in fast:
@@ -43,6 +45,15 @@ async def run_e2e(names: list[str], *, quick: bool) -> list[WorkloadResult]:
                 WorkloadResult(
                     "kube", "real kube-apiserver", error=f"{type(error).__name__}: {error}"
                 )
+            )
+    if "agents" in names:
+        print("==> agents (a stack of its own)", file=sys.stderr, flush=True)
+        try:
+            async with agents_stack(quick) as stack:
+                results.append(await run_workload("agents", stack, scale))
+        except Exception as error:
+            results.append(
+                WorkloadResult("agents", "many agents", error=f"{type(error).__name__}: {error}")
             )
     return results
 

@@ -147,6 +147,8 @@ class Stack:
 
     kube: bool = False
     gateway_args: tuple[str, ...] = ()
+    extra_planes: tuple[PlaneRef, ...] = ()
+    """Planes the gateway trusts (PKI and planes file) that get no agent process here."""
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="planelink-bench-")))
     procs: dict[str, Proc] = field(default_factory=dict)
     through: dict[PlaneRef, Target] = field(default_factory=dict)
@@ -176,7 +178,8 @@ class Stack:
         planes = {FAST: self._start_upstream()}
         if self.kube:
             planes[KUBE] = self._start_envtest()
-        local = LocalPlanelink(directory=self.workdir / "pki", planes=planes)
+        extra = dict.fromkeys(self.extra_planes, Path(os.devnull))  # kubeconfigs unused
+        local = LocalPlanelink(directory=self.workdir / "pki", planes=planes | extra)
         local.directory.mkdir(parents=True)
         local.write_pki()
         through_ssl = local.caller_ssl_context()
@@ -254,6 +257,13 @@ class Stack:
         argv += ["--request-timeout", "600", "--drain-grace", "1", *self.gateway_args]
         proc = self.procs["gateway"] = spawn("gateway", argv, self.workdir)
         await wait_http_ok(f"http://127.0.0.1:{self.ports['operator']}/readyz", proc)
+
+    async def stop_gateway(self) -> int | None:
+        """SIGTERM the gateway (SIGKILL after 5 s); returns its exit code. `start_gateway`
+        starts a new one on the same ports."""
+        proc = self.procs.pop("gateway")
+        await asyncio.to_thread(proc.stop)
+        return proc.popen.returncode
 
     async def start_agent(self, plane: PlaneRef, kubeconfig: Path) -> None:
         name = f"agent-{plane.name}"

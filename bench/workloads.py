@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from bench.agents import many_agents
 from bench.client import Latencies, cancel, closed_loop, read_stream, session
 from bench.processes import FAST, KUBE, Stack, Target, rss_bytes
 from bench.report import Row, WorkloadResult
@@ -431,6 +432,7 @@ WORKLOADS: dict[str, Workload] = {
     "watches": watches,
     "churn": churn,
     "kube": kube,
+    "agents": many_agents,  # workload 6, bench/agents.py; runs in a stack of its own
 }
 BOUNDS = {"quick": 60.0, "full": 600.0}
 

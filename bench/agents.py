@@ -1,0 +1,513 @@
+"""Workload 6, many agents: N agent connections (mTLS) to one gateway process.
+
+Two halves live here:
+
+* the **swarm** (``python -m bench.agents``), a child process that runs N lightweight agents
+  on one event loop. Each is the real agent minus its upstream proxy: `AgentSettings` for its
+  files and URL, `agent.dialer` (client certificate and gateway CA read afresh at every
+  attempt, the real websockets client), `protocol.Connection` + `tunnel.TunnelSession` with
+  the agent's identity, capabilities and heartbeat, and `agent.Backoff` (exponential, full
+  jitter, reset after a tunnel that stayed up) between attempts — the loop of
+  `agent.app.Agent.run`. The harness drives it over stdin (``go``, ``stats``, ``stop``) and
+  reads JSON lines from its stdout (``ready``, ``dialing``, ``all-up``, ``stats``).
+* the **workload** (`many_agents`), in the harness: its own `Stack` whose gateway knows N extra
+  planes ``agents/a00000`` …, each with its own agent CA (`LocalPlanelink.write_pki`); it
+  measures the connect storm, the gateway's RSS per idle agent, the gateway's CPU while the
+  agents only heartbeat, and the time until all N are back after a gateway restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import aiohttp
+import structlog
+
+from agent.app import AGENT_VERSION
+from agent.backoff import Backoff
+from agent.dialer import DialFailed, dial, load_client_credentials
+from agent.settings import AgentSettings
+from bench.processes import Stack, rss_bytes
+from bench.report import Row, WorkloadResult
+from certs import PlaneRef
+from protocol import Connection, ErrorCode, Role, Settings
+from tunnel import Heartbeat, TunnelSession, WebSocketChannel
+from tunnel.contract import (
+    CAPABILITY_UPGRADE,
+    IDENTITY_AGENT_ID,
+    IDENTITY_AGENT_VERSION,
+    IDENTITY_KUBERNETES_VERSION,
+    IDENTITY_PLANE,
+)
+
+if TYPE_CHECKING:
+    from bench.workloads import Scale
+
+NAMESPACE = "agents"
+COUNTS = {"quick": 50, "full": 2000}
+HEARTBEAT = {"quick": (2.0, 6.0), "full": (10.0, 30.0)}
+"""(interval, timeout) of gateway and agents; full mode uses the production defaults."""
+RESTART_TARGET = 30.0
+MEMORY_TARGET_KIB = 100.0
+KIB = 1024
+MIB = 1 << 20
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def agent_planes(count: int) -> tuple[PlaneRef, ...]:
+    return tuple(PlaneRef(NAMESPACE, f"a{index:05d}") for index in range(count))
+
+
+def raise_nofile() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` so far (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command name may contain spaces: the fields after it start past the last ')'.
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+# =============================================================================================
+# The swarm: the child process
+# =============================================================================================
+
+PROTOCOL_SETTINGS = Settings()
+
+
+@dataclass
+class Swarm:
+    """N lightweight agents in this process, and what they have done."""
+
+    settings: list[AgentSettings]
+    out: IO[str]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    up: int = 0
+    attempts: int = 0
+    connects: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    losses: Counter[str] = field(default_factory=Counter)
+    max_attempt: int = 0
+    """The highest Backoff.attempt any agent reached (how far its ceiling grew)."""
+
+    def emit(self, event: str, **values: object) -> None:
+        self.out.write(json.dumps({"event": event, "t": time.monotonic(), **values}) + "\n")
+        self.out.flush()
+
+    def stats(self) -> dict[str, object]:
+        times = os.times()
+        return {
+            "agents": len(self.settings),
+            "up": self.up,
+            "attempts": self.attempts,
+            "connects": self.connects,
+            "failures": dict(self.failures),
+            "losses": dict(self.losses),
+            "maxBackoffAttempt": self.max_attempt,
+            "cpuSeconds": round(times.user + times.system, 3),
+            "rssMiB": round(rss_bytes(os.getpid()) / MIB, 1),
+            "tasks": len(asyncio.all_tasks()),
+        }
+
+    def on_up(self) -> None:
+        self.up += 1
+        self.connects += 1
+        if self.up == len(self.settings):
+            self.emit("all-up", **self.stats())
+
+    def on_down(self, reason: str) -> None:
+        self.up -= 1
+        self.losses[reason.partition(":")[0][:60]] += 1
+
+
+class LightAgent:
+    """`agent.app.Agent`'s dial/serve/backoff loop without the upstream proxy."""
+
+    def __init__(self, settings: AgentSettings, swarm: Swarm) -> None:
+        self.settings = settings
+        self.swarm = swarm
+        self.backoff = Backoff(base=settings.backoff_base, cap=settings.backoff_cap)
+        self.log: structlog.stdlib.BoundLogger = structlog.get_logger("bench.agents").bind(
+            plane=settings.plane
+        )
+        self.identity = {
+            IDENTITY_PLANE: settings.plane,
+            IDENTITY_AGENT_ID: settings.agent_id,
+            IDENTITY_AGENT_VERSION: AGENT_VERSION,
+            IDENTITY_KUBERNETES_VERSION: "v1.32.4",  # what discovery finds in the real agent
+        }
+
+    async def run(self) -> None:
+        stop = self.swarm.stop
+        while not stop.is_set():
+            up_for = await self._connect_once()
+            if stop.is_set():
+                break
+            if up_for is not None and up_for >= self.settings.backoff_reset_after:
+                self.backoff.reset()
+            delay = self.backoff.next_delay()
+            self.swarm.max_attempt = max(self.swarm.max_attempt, self.backoff.attempt)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _connect_once(self) -> float | None:
+        settings = self.settings
+        self.swarm.attempts += 1
+        try:
+            credentials = load_client_credentials(
+                cert_file=settings.client_cert_file,
+                key_file=settings.client_key_file,
+                ca_file=settings.gateway_ca_file,
+            )
+            websocket = await dial(
+                settings.connect_url,
+                credentials,
+                open_timeout=settings.connect_timeout,
+                max_message_size=PROTOCOL_SETTINGS.max_message_size,
+                user_agent=f"planelink-agent/{AGENT_VERSION}",
+            )
+        except DialFailed as failure:
+            self.swarm.failures[failure.reason] += 1
+            return None
+        connection = Connection(
+            Role.AGENT,
+            settings=PROTOCOL_SETTINGS,
+            identity=self.identity,
+            capabilities=[CAPABILITY_UPGRADE],
+        )
+        session = TunnelSession(
+            WebSocketChannel(websocket),
+            connection,
+            heartbeat=Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
+            request_handler=None,  # no upstream: a request would be refused (none is sent)
+            logger=self.log,
+        )
+        return await self._serve(session)
+
+    async def _serve(self, session: TunnelSession) -> float | None:
+        stop = self.swarm.stop
+        run = asyncio.create_task(session.run(), name="tunnel-session")
+        stopping = asyncio.create_task(stop.wait(), name="agent-stop")
+        hello = asyncio.create_task(session.wait_ready(), name="tunnel-hello")
+        up_since: float | None = None
+        reason = "cancelled"
+        try:
+            await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if hello.done() and not hello.cancelled() and hello.exception() is None:
+                up_since = time.monotonic()
+                self.swarm.on_up()
+                await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and not run.done():
+                session.close("bench over", ErrorCode.CANCEL)
+            reason = await run
+        finally:
+            hello.cancel()
+            stopping.cancel()
+            if not run.done():
+                session.close("agent cancelled", ErrorCode.CANCEL)
+                await asyncio.gather(run, return_exceptions=True)
+            if up_since is not None:
+                self.swarm.on_down(reason)
+        if up_since is None:
+            self.swarm.failures["no_hello"] += 1
+            return None
+        return time.monotonic() - up_since
+
+
+async def swarm_main(args: argparse.Namespace) -> int:
+    interval, timeout = args.heartbeat_interval, args.heartbeat_timeout
+    settings = [
+        AgentSettings(
+            gateway_url=args.gateway_url,
+            plane=str(plane),
+            agent_id=f"bench-{plane.name}",
+            tls_dir=args.pki / "agents" / plane.namespace / plane.name,
+            health_address="127.0.0.1:0",
+            heartbeat_interval=interval,
+            heartbeat_timeout=timeout,
+        )
+        for plane in agent_planes(args.count)
+    ]
+    swarm = Swarm(settings, sys.stdout)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, swarm.stop.set)
+    swarm.emit("ready", pid=os.getpid(), nofile=raise_nofile(), **swarm.stats())
+    tasks: list[asyncio.Task[None]] = []
+    while not swarm.stop.is_set():
+        command = (await reader.readline()).decode().strip()
+        if command == "go" and not tasks:
+            swarm.emit("dialing")
+            tasks = [
+                asyncio.create_task(LightAgent(each, swarm).run(), name=each.plane)
+                for each in settings
+            ]
+        elif command == "stats":
+            swarm.emit("stats", **swarm.stats())
+        elif command in ("stop", ""):  # "" is the end of stdin: the harness is gone
+            swarm.stop.set()
+    async with asyncio.timeout(15):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    swarm.emit("stopped", **swarm.stats())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.agents", description=__doc__)
+    parser.add_argument("--gateway-url", required=True, help="wss://host:port of the gateway")
+    parser.add_argument("--pki", required=True, type=Path, help="LocalPlanelink.write_pki's dir")
+    parser.add_argument("--count", required=True, type=int, help="agents (planes agents/a00000…)")
+    parser.add_argument("--heartbeat-interval", type=float, default=10.0)
+    parser.add_argument("--heartbeat-timeout", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+    return asyncio.run(swarm_main(args))
+
+
+# =============================================================================================
+# The workload: the harness side
+# =============================================================================================
+
+
+def agents_stack(quick: bool) -> Stack:
+    """A stack of its own: the gateway knows the N planes of the swarm (and restarts)."""
+    interval, timeout = HEARTBEAT["quick" if quick else "full"]
+    return Stack(
+        extra_planes=agent_planes(COUNTS["quick" if quick else "full"]),
+        gateway_args=("--heartbeat-interval", str(interval), "--heartbeat-timeout", str(timeout)),
+    )
+
+
+class SwarmProcess:
+    """The swarm child: started in a process group of its own, killed with it."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, stack: Stack, count: int, heartbeat: tuple[float, float]) -> SwarmProcess:
+        log = (stack.workdir / "agents-swarm.log").open("wb")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "bench.agents", "--count", str(count)),
+                *("--gateway-url", f"wss://127.0.0.1:{stack.ports['agent']}"),
+                *("--pki", str(stack.workdir / "pki")),
+                *("--heartbeat-interval", str(heartbeat[0])),
+                *("--heartbeat-timeout", str(heartbeat[1])),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+                limit=1 << 20,
+            )
+        finally:
+            log.close()
+        return cls(process)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            with contextlib.suppress(ValueError):
+                await self.events.put(json.loads(line))
+        await self.events.put({"event": "exited", "t": time.monotonic()})
+
+    async def next(self, kind: str, *, after: float = 0.0) -> dict[str, Any]:
+        """The next event `kind` stamped after `after`; raises if the swarm exits first."""
+        while True:
+            event = await self.events.get()
+            if event["event"] == "exited":
+                raise RuntimeError(f"the agent swarm exited (code {self.process.returncode})")
+            if event["event"] == kind and event["t"] > after:
+                return event
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+
+    async def stats(self) -> dict[str, Any]:
+        self.send("stats")
+        return await self.next("stats")
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ConnectionError):
+                self.send("stop")
+            try:
+                async with asyncio.timeout(20):
+                    await self.process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                await self.process.wait()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+async def gateway_agents(http: aiohttp.ClientSession, stack: Stack) -> int:
+    """Agents of the swarm's planes the gateway counts as connected (from /metrics)."""
+    url = f"http://127.0.0.1:{stack.ports['operator']}/metrics"
+    async with http.get(url) as response:
+        text = await response.text()
+    prefix = f'planelink_gateway_agents_connected{{plane="{NAMESPACE}/'
+    return sum(
+        int(float(line.rpartition(" ")[2])) for line in text.splitlines() if line.startswith(prefix)
+    )
+
+
+async def wait_gateway_agents(
+    http: aiohttp.ClientSession, stack: Stack, count: int, *, deadline: float, interval: float
+) -> tuple[float, int]:
+    """Poll until the gateway counts `count` agents; (the time it did, the count seen last)."""
+    seen = -1
+    while True:
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            seen = await gateway_agents(http, stack)
+        now = time.monotonic()
+        if seen >= count or now > deadline:
+            return now, seen
+        await asyncio.sleep(interval)
+
+
+async def _all_up(
+    swarm: SwarmProcess,
+    http: aiohttp.ClientSession,
+    stack: Stack,
+    n: int,
+    *,
+    after: float,
+    limit: float,
+) -> tuple[float, dict[str, Any]]:
+    """Wait for the swarm's all-up after `after`, then for the gateway to count all N.
+
+    Returns the time the gateway first counted N. Raises TimeoutError (with the counts) after
+    `limit` seconds."""
+    deadline = time.monotonic() + limit
+    try:
+        async with asyncio.timeout(limit):
+            event = await swarm.next("all-up", after=after)
+    except TimeoutError:
+        stats = await swarm.stats()
+        seen = await gateway_agents(http, stack)
+        raise TimeoutError(
+            f"after {limit:.0f} s the swarm has {stats['up']} of {n} tunnels up and the gateway "
+            f"counts {seen}; swarm stats {stats}"
+        ) from None
+    # The gateway registers an agent when its HELLO arrives, at the moment the agent sees the
+    # gateway's: poll briefly for the gateway's own count.
+    when, seen = await wait_gateway_agents(http, stack, n, deadline=deadline, interval=0.02)
+    if seen < n:
+        raise TimeoutError(f"the swarm has all {n} up but the gateway counts {seen}")
+    return when, event
+
+
+async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
+    mode = "quick" if scale.quick else "full"
+    n = COUNTS[mode]
+    interval, timeout = HEARTBEAT[mode]
+    limit = 30.0 if scale.quick else 180.0
+    result = WorkloadResult(
+        "agents", f"{n} agents (mTLS, one plane and CA each) to one gateway, then its restart"
+    )
+    raise_nofile()
+    swarm = await SwarmProcess.start(stack, n, (interval, timeout))
+    try:
+        async with asyncio.timeout(limit):
+            ready = await swarm.next("ready")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            gateway = stack.pid("gateway")
+            await asyncio.sleep(1.0)  # let the gateway settle after its start
+            rss_before = rss_bytes(gateway)
+            cpu_before = cpu_seconds(gateway)
+            swarm_cpu_before = cpu_seconds(swarm.process.pid)
+            swarm.send("go")
+            dialing = await swarm.next("dialing")
+            connected, up = await _all_up(swarm, http, stack, n, after=0.0, limit=limit)
+            storm = connected - dialing["t"]
+            storm_cpu = {
+                "gateway": cpu_seconds(gateway) - cpu_before,
+                "swarm": cpu_seconds(swarm.process.pid) - swarm_cpu_before,
+            }
+            # Idle: the first heartbeats go by, then RSS, then CPU over two intervals.
+            await asyncio.sleep(interval)
+            rss_after = rss_bytes(gateway)
+            window = 2 * interval
+            cpu_start, started = cpu_seconds(gateway), time.monotonic()
+            await asyncio.sleep(window)
+            idle_cpu = (cpu_seconds(gateway) - cpu_start) / (time.monotonic() - started)
+            idle_stats = await swarm.stats()
+            # Restart: SIGTERM (drain grace 1 s), a new process on the same ports.
+            restarted = time.monotonic()
+            old_exit = await stack.stop_gateway()
+            exited = time.monotonic()
+            await stack.start_gateway()
+            ready_again = time.monotonic()
+            back, back_event = await _all_up(swarm, http, stack, n, after=restarted, limit=limit)
+            rss_new = rss_bytes(stack.pid("gateway"))
+        stats = await swarm.stats()
+    finally:
+        await swarm.close()
+    per_agent = (rss_after - rss_before) / n / KIB
+    result.rows += [
+        Row("connect storm: all connected", "s", storm),
+        Row("connect rate", "agents/s", n / storm),
+        Row("gateway RSS per idle agent", "KiB", per_agent, target=MEMORY_TARGET_KIB, op="<="),
+        Row(f"gateway CPU idle (heartbeat {interval:g} s)", "% of a core", idle_cpu * 100),
+        Row("gateway CPU per 1,000 idle agents", "% of a core", idle_cpu * 100 * 1000 / n),
+        Row("restart: all connected again", "s", back - restarted, target=RESTART_TARGET, op="<="),
+        Row("restart: old gateway gone", "s", exited - restarted),
+        Row("restart: new gateway ready", "s", ready_again - restarted),
+        Row("restart: reconnected after ready", "s", back - ready_again),
+    ]
+    result.info = {
+        "agents": n,
+        "planes": "one DataPlane per agent, each with its own client CA (requireIdentity)",
+        "heartbeat": {"interval": interval, "timeout": timeout},
+        "backoff": "agent defaults: base 1 s, cap 60 s, full jitter, reset after 30 s up",
+        "gatewayRssMiB": {
+            "before": rss_before / MIB,
+            "allConnected": rss_after / MIB,
+            "newProcessAllConnected": rss_new / MIB,
+        },
+        "stormCpuSeconds": storm_cpu,
+        "idleWindowSeconds": window,
+        "oldGatewayExitCode": old_exit,
+        "swarm": {
+            "ready": ready,
+            "allUp": up,
+            "idle": idle_stats,
+            "restart": back_event,
+            "end": stats,
+        },
+    }
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
