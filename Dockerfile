@@ -18,7 +18,10 @@ COPY planelink planelink
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin planelink
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin planelink \
+    && install -d -o 10001 -m 0700 /var/lib/planelink
+# /var/lib/planelink: state of docker-compose.yml's services. A fresh named volume mounted there
+# takes this directory's owner, so the non-root user can write into it.
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 USER 10001

@@ -1,0 +1,397 @@
+"""docker-compose.yml: checked without Docker, then run as local processes.
+
+No Docker engine is needed. The file's structure, images, commands (planelink's own parser,
+the real kube-apiserver's and etcd's --help), files, ports, certificate names and start order
+are checked statically; `docker compose config -q` also runs when a compose client exists.
+Then the topology runs here: every service's command as a process, host names and ports
+mapped to loopback ports, volumes to folders, `depends_on` conditions honoured - and kubectl
+reaches the data plane through the gateway with the kubeconfig the compose file writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envtest import KubeBinaries
+from planelink.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+STATE = "/var/lib/planelink"
+CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+_URL = re.compile(r"^(?P<scheme>[a-z]+)://(?P<host>[A-Za-z0-9.-]+):(?P<port>\d+)(?P<rest>/.*)?$")
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    return services
+
+
+def _dockerfile_entrypoint() -> list[str]:
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("ENTRYPOINT "):
+            entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT "))
+            return entrypoint
+    raise AssertionError("the Dockerfile has no ENTRYPOINT")
+
+
+def _go_mod_version(module: str) -> str:
+    text = (ROOT / "envtest" / "kubebin" / "go.mod").read_text()
+    found = re.search(rf"^\s*{re.escape(module)} (v\S+)$", text, re.MULTILINE)
+    assert found, module
+    return found.group(1)
+
+
+def _is_planelink(service: dict[str, Any]) -> bool:
+    return "build" in service
+
+
+def _argv(service: dict[str, Any]) -> list[str]:
+    """The process a service runs: entrypoint (the image's, for planelink) + command."""
+    entrypoint = service.get("entrypoint")
+    if entrypoint is None:
+        assert _is_planelink(service), "only the planelink image's entrypoint is known here"
+        entrypoint = _dockerfile_entrypoint()
+    command = service.get("command", [])
+    assert isinstance(entrypoint, list), "entrypoint in exec (list) form"
+    assert isinstance(command, list), "command in exec (list) form"
+    return [*entrypoint, *command]
+
+
+def _script_commands(script: str) -> list[list[str]]:
+    """The planelink commands of a one-shot shell script, one per line."""
+    commands = []
+    for line in script.replace("\\\n", " ").splitlines():
+        words = shlex.split(line)
+        if words and words[0] == "planelink":
+            commands.append(words)
+    return commands
+
+
+def _parse(argv: list[str]) -> Any:
+    assert argv[0] == "planelink", argv
+    try:
+        return build_parser().parse_args(argv[1:])
+    except SystemExit as exit_:  # argparse reports on stderr and exits
+        raise AssertionError(f"planelink's parser refuses: {shlex.join(argv)}") from exit_
+
+
+def _flag_values(argv: list[str]) -> dict[str, str]:
+    values = {}
+    for arg in argv:
+        if arg.startswith("--") and "=" in arg:
+            name, value = arg.split("=", 1)
+            values[name] = value
+    return values
+
+
+# -- the planelink commands ----------------------------------------------------------------------
+
+
+@dataclass
+class _Pki:
+    """What the pki service's script makes: files, and the names each server cert is for."""
+
+    files: list[str] = field(default_factory=list)
+    server_names: dict[str, set[str]] = field(default_factory=dict)  # cert dir -> DNS/IP SANs
+    commands: list[Any] = field(default_factory=list)
+
+
+def _pki() -> _Pki:
+    service = _services()["pki"]
+    assert service["entrypoint"] == ["/bin/sh", "-ec"]
+    (script,) = service["command"]
+    other_lines = [
+        line.strip()
+        for line in script.splitlines()
+        if line.strip() and not line.strip().startswith("planelink ")
+    ]
+    # Besides planelink: the guard that reuses earlier certificates, and the marker it reads.
+    assert other_lines[0].startswith(f"if [ -e {STATE}/.pki-done ]; then")
+    assert other_lines[1:] == [f"touch {STATE}/.pki-done"]
+    pki = _Pki()
+    for argv in _script_commands(script):
+        args = _parse(argv)
+        pki.commands.append(args)
+        # Every input exists by the time the command runs.
+        inputs = [getattr(args, name, None) for name in ("ca", "ca_cert", "client_cert")]
+        inputs += [getattr(args, "client_key", None)]
+        for path in filter(None, inputs):
+            where = str(path)
+            assert any(f == where or f.startswith(where + "/") for f in pki.files), (
+                f"{shlex.join(argv)} reads {where} before anything wrote it"
+            )
+        if args.command == "certs" and args.certs_command == "init-ca":
+            pki.files += [f"{args.out}/ca.crt", f"{args.out}/ca.key"]
+        elif args.command == "certs" and args.certs_command.startswith("issue-"):
+            assert args.format == "pem"
+            pki.files += [f"{args.out}/{name}" for name in ("tls.crt", "tls.key", "ca.crt")]
+            if args.certs_command == "issue-server":
+                pki.server_names[str(args.out)] = {*args.dns, *args.ip}
+        elif args.command == "certs" and args.certs_command == "dataplane-manifest":
+            pki.files.append(str(args.out))
+        elif args.command == "crd":
+            pki.files.append(str(args.output))
+        elif args.command == "kubeconfig":
+            pki.files.append(str(args.out))
+        else:
+            raise AssertionError(f"unexpected in the pki script: {shlex.join(argv)}")
+        outputs = [str(getattr(args, name, None) or "") for name in ("out", "output")]
+        assert any(out.startswith(STATE + "/") for out in outputs), "writes into the volume"
+    return pki
+
+
+def test_every_planelink_command_parses_with_planelinks_own_parser() -> None:
+    entrypoint = _dockerfile_entrypoint()
+    assert entrypoint[0] == "planelink"
+    parsed = {}
+    for name, service in _services().items():
+        if not _is_planelink(service) or name == "pki":
+            continue
+        parsed[name] = _parse(_argv(service))
+        check = service.get("healthcheck", {}).get("test", [])
+        if check[1:2] == ["planelink"]:
+            _parse(check[1:])
+    assert parsed["gateway"].command == "gateway"
+    assert parsed["gateway"].reconcile is True
+    assert parsed["gateway"].log_format == "json"  # from the image's entrypoint
+    assert parsed["agent"].command == "agent"
+    assert parsed["agent"].plane == "dev/local"
+    assert parsed["bootstrap"].command == "apply"
+    assert parsed["bootstrap"].create_namespace is True
+    assert len(_pki().commands) >= 15
+
+
+def test_every_file_a_service_reads_is_made_by_the_pki_service_first() -> None:
+    pki = _pki()
+    for name, service in _services().items():
+        if name == "pki":
+            continue
+        for arg in _argv(service):
+            value = arg.split("=", 1)[-1]
+            if not value.startswith(STATE + "/"):
+                continue
+            assert any(f == value or f.startswith(value + "/") for f in pki.files), (
+                f"{name} uses {value}, which the pki service does not make"
+            )
+            assert f"state:{STATE}" in {v.removesuffix(":ro") for v in service["volumes"]}
+            assert _waits_for_completion(name, "pki"), f"{name} may start before pki ends"
+    # The agent's --tls-dir holds what it reads there.
+    agent = _flag_values(_argv(_services()["agent"]))
+    for name in ("tls.crt", "tls.key"):
+        assert f"{agent['--tls-dir']}/{name}" in pki.files
+    # The DataPlane trusts the CA that issued the agent's certificate, for the agent's plane.
+    (manifest,) = [
+        a for a in pki.commands if getattr(a, "certs_command", "") == "dataplane-manifest"
+    ]
+    (issued,) = [a for a in pki.commands if getattr(a, "certs_command", "") == "issue-agent"]
+    assert str(manifest.ca_cert) == f"{issued.ca}/ca.crt"
+    assert str(manifest.plane) == str(issued.plane) == agent["--plane"]
+    assert str(issued.out) == agent["--tls-dir"]
+
+
+def _waits_for_completion(name: str, one_shot: str) -> bool:
+    """Whether `name` starts only after `one_shot` has completed (directly or through others)."""
+    for dependency, spec in _services()[name].get("depends_on", {}).items():
+        if dependency == one_shot:
+            return bool(spec["condition"] == "service_completed_successfully")
+        if _waits_for_completion(dependency, one_shot):
+            return True
+    return False
+
+
+def test_images_are_the_pinned_versions_or_the_repositorys_dockerfile() -> None:
+    compose = _compose()
+    assert set(compose) <= {"name", "services", "volumes", "networks"} | {
+        key for key in compose if key.startswith("x-")
+    }
+    apiserver = f"registry.k8s.io/kube-apiserver:{_go_mod_version('k8s.io/kubernetes')}"
+    etcd = f"registry.k8s.io/etcd:{_go_mod_version('go.etcd.io/etcd/server/v3')[1:]}-0"
+    assert apiserver == "registry.k8s.io/kube-apiserver:v1.32.4"
+    assert etcd == "registry.k8s.io/etcd:3.5.16-0"
+    kinds = {}
+    for name, service in _services().items():
+        if _is_planelink(service):
+            assert service["build"] == "."
+            assert (ROOT / service["build"] / "Dockerfile").is_file()
+            assert service["user"] == "10001"
+            kinds[name] = "planelink"
+        else:
+            assert service["image"] in {apiserver, etcd}, name
+            kinds[name] = service["image"].split("/")[1].split(":")[0]
+    assert sorted(kinds.values()) == sorted(
+        ["planelink"] * 4 + ["kube-apiserver"] * 2 + ["etcd"] * 2
+    )
+
+
+def _help_flags(binary: Path) -> set[str]:
+    shown = subprocess.run([str(binary), "--help"], capture_output=True, text=True, check=False)
+    flags = set(re.findall(r"^\s+--([a-z0-9-]+)", shown.stdout + shown.stderr, re.MULTILINE))
+    assert len(flags) > 30, f"{binary} --help listed too few flags"
+    return flags
+
+
+def test_every_apiserver_and_etcd_flag_exists_in_the_real_binaries(
+    kube_binaries: KubeBinaries,
+) -> None:
+    known = {
+        "kube-apiserver": _help_flags(kube_binaries.kube_apiserver),
+        "etcd": _help_flags(kube_binaries.etcd),
+    }
+    checked = 0
+    for name, service in _services().items():
+        if _is_planelink(service):
+            continue
+        program, *args = _argv(service)
+        assert program in known, name
+        for arg in args:
+            assert arg.startswith("--"), f"{name}: {arg} is not a flag"
+            assert "=" in arg, f"{name}: {arg} is not --flag=value"
+            flag = arg[2:].split("=", 1)[0]
+            assert flag in known[program], f"{name}: {program} has no --{flag}"
+            checked += 1
+    assert checked >= 30
+
+
+def _listening(name: str, service: dict[str, Any]) -> set[int]:
+    """The ports a service's process listens on, from its own flags."""
+    flags = _flag_values(_argv(service))
+    ports = set()
+    for flag, value in flags.items():
+        if flag.endswith("-port"):
+            ports.add(int(value))
+        elif flag in ("--listen-client-urls", "--health-address"):
+            ports.add(int(value.rsplit(":", 1)[1]))
+    assert ports, f"{name} listens nowhere"
+    return ports
+
+
+def test_ports_are_consistent_and_clients_dial_names_their_servers_certificates_carry() -> None:
+    services = _services()
+    pki = _pki()
+    published: dict[int, tuple[str, int]] = {}
+    for name, service in services.items():
+        if name in ("pki", "bootstrap"):
+            assert "ports" not in service
+            assert "expose" not in service
+            continue
+        listening = _listening(name, service)
+        for port in service.get("expose", []):
+            assert int(port) in listening, f"{name} exposes {port} but listens on {listening}"
+        for mapping in service.get("ports", []):
+            host, host_port, container_port = mapping.split(":")
+            assert host == "127.0.0.1", "published on loopback only"
+            assert int(container_port) in listening, f"{name} publishes {container_port}"
+            assert int(host_port) not in published, f"host port {host_port} used twice"
+            published[int(host_port)] = (name, int(container_port))
+    assert "ports" not in services["data-plane"], "the data plane is reached through the agent"
+    assert {name for name, _ in published.values()} == {"gateway", "control-plane"}
+
+    def certificate_of(server: str) -> set[str]:
+        flags = _flag_values(_argv(services[server]))
+        cert = flags.get("--tls-cert") or flags["--tls-cert-file"]
+        return pki.server_names[cert.rsplit("/", 1)[0]]
+
+    # Every URL any service uses names a service (or a published port) that listens there,
+    # and - with TLS - whose certificate carries the name dialled.
+    urls = [arg.split("=", 1)[-1] for service in services.values() for arg in _argv(service)] + [
+        args.server for args in pki.commands if args.command == "kubeconfig"
+    ]
+    dialled = 0
+    for url in urls:
+        found = _URL.match(url)
+        anywhere = {"0.0.0.0", "localhost"}  # noqa: S104 - listen addresses, not a bind
+        if not found or found["host"] in anywhere or found["port"] == "0":
+            continue
+        host, port = found["host"], int(found["port"])
+        if host == "127.0.0.1":
+            assert port in published, f"{url}: nothing is published on {port}"
+            server, port = published[port]
+        else:
+            server = host
+            assert server in services, f"{url}: no service {server}"
+            assert port in _listening(server, services[server]), f"{url}: {server} not on {port}"
+        if found["scheme"] in ("https", "wss"):
+            assert host in certificate_of(server), f"{url}: {server}'s certificate lacks {host}"
+        dialled += 1
+    assert dialled >= 7
+
+
+def test_start_order_is_a_dag_with_completion_conditions_for_one_shot_services() -> None:
+    services = _services()
+    one_shot = {name for name, s in services.items() if s.get("restart") == "no"}
+    assert one_shot == {"pki", "bootstrap"}
+    for name, service in services.items():
+        for dependency, spec in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            condition = spec["condition"]
+            assert condition in CONDITIONS
+            if dependency in one_shot:
+                assert condition == "service_completed_successfully", (name, dependency)
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dependency], (name, dependency)
+    order = _start_order(services)
+    assert order.index("bootstrap") < order.index("gateway") < order.index("agent")
+    for name in ("control-plane", "data-plane"):
+        assert services[name]["depends_on"][f"{name}-etcd"]["condition"] == "service_healthy"
+    for name, service in services.items():
+        if name not in one_shot:
+            assert "healthcheck" in service or name in ("control-plane", "data-plane"), name
+            assert service.get("restart") in (None, "unless-stopped")
+
+
+def _start_order(services: dict[str, dict[str, Any]]) -> list[str]:
+    """Kahn's algorithm; fails on a cycle."""
+    waiting = {name: set(s.get("depends_on", {})) for name, s in services.items()}
+    order: list[str] = []
+    while waiting:
+        ready = sorted(name for name, deps in waiting.items() if deps <= set(order))
+        assert ready, f"depends_on has a cycle among {sorted(waiting)}"
+        for name in ready:
+            order.append(name)
+            del waiting[name]
+    return order
+
+
+def test_volumes_are_declared_and_docker_compose_accepts_the_file() -> None:
+    compose = _compose()
+    declared = set(compose["volumes"])
+    used = set()
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in declared, f"{name} mounts undeclared volume {source}"
+                used.add(source)
+            assert target.startswith("/")
+    assert used == declared
+    # A compose client, where one exists, must accept the file too.
+    for client in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(client[0]) is None:
+            continue
+        version = subprocess.run([*client, "version"], capture_output=True, check=False)
+        if version.returncode != 0:
+            continue
+        checked = subprocess.run(
+            [*client, "-f", str(COMPOSE), "config", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stderr
