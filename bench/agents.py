@@ -79,6 +79,14 @@ def raise_nofile() -> int:
     return hard
 
 
+def listen_overflows() -> int:
+    """TcpExt ListenOverflows of the machine: SYNs dropped because an accept queue was full."""
+    with open("/proc/net/netstat") as netstat:
+        lines = [line.split() for line in netstat if line.startswith("TcpExt:")]
+    names, values = lines[0], lines[1]
+    return int(values[names.index("ListenOverflows")])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of `pid` so far (from /proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -311,13 +319,16 @@ class SwarmProcess:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, stack: Stack, count: int, heartbeat: tuple[float, float]) -> SwarmProcess:
-        log = (stack.workdir / "agents-swarm.log").open("wb")
+    async def start(
+        cls, workdir: Path, agent_port: int, count: int, heartbeat: tuple[float, float]
+    ) -> SwarmProcess:
+        """Start the swarm for the PKI under `workdir`/pki and the gateway at `agent_port`."""
+        log = (workdir / "agents-swarm.log").open("wb")
         try:
             process = await asyncio.create_subprocess_exec(
                 *(sys.executable, "-m", "bench.agents", "--count", str(count)),
-                *("--gateway-url", f"wss://127.0.0.1:{stack.ports['agent']}"),
-                *("--pki", str(stack.workdir / "pki")),
+                *("--gateway-url", f"wss://127.0.0.1:{agent_port}"),
+                *("--pki", str(workdir / "pki")),
                 *("--heartbeat-interval", str(heartbeat[0])),
                 *("--heartbeat-timeout", str(heartbeat[1])),
                 stdin=asyncio.subprocess.PIPE,
@@ -436,7 +447,7 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
         "agents", f"{n} agents (mTLS, one plane and CA each) to one gateway, then its restart"
     )
     raise_nofile()
-    swarm = await SwarmProcess.start(stack, n, (interval, timeout))
+    swarm = await SwarmProcess.start(stack.workdir, stack.ports["agent"], n, (interval, timeout))
     try:
         async with asyncio.timeout(limit):
             ready = await swarm.next("ready")
@@ -446,10 +457,12 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
             rss_before = rss_bytes(gateway)
             cpu_before = cpu_seconds(gateway)
             swarm_cpu_before = cpu_seconds(swarm.process.pid)
+            overflows = listen_overflows()
             swarm.send("go")
             dialing = await swarm.next("dialing")
             connected, up = await _all_up(swarm, http, stack, n, after=0.0, limit=limit)
             storm = connected - dialing["t"]
+            storm_overflows = listen_overflows() - overflows
             storm_cpu = {
                 "gateway": cpu_seconds(gateway) - cpu_before,
                 "swarm": cpu_seconds(swarm.process.pid) - swarm_cpu_before,
@@ -463,12 +476,13 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
             idle_cpu = (cpu_seconds(gateway) - cpu_start) / (time.monotonic() - started)
             idle_stats = await swarm.stats()
             # Restart: SIGTERM (drain grace 1 s), a new process on the same ports.
-            restarted = time.monotonic()
+            overflows, restarted = listen_overflows(), time.monotonic()
             old_exit = await stack.stop_gateway()
             exited = time.monotonic()
             await stack.start_gateway()
             ready_again = time.monotonic()
             back, back_event = await _all_up(swarm, http, stack, n, after=restarted, limit=limit)
+            restart_overflows = listen_overflows() - overflows
             rss_new = rss_bytes(stack.pid("gateway"))
         stats = await swarm.stats()
     finally:
@@ -496,6 +510,7 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
             "newProcessAllConnected": rss_new / MIB,
         },
         "stormCpuSeconds": storm_cpu,
+        "listenOverflows": {"storm": storm_overflows, "restart": restart_overflows},
         "idleWindowSeconds": window,
         "oldGatewayExitCode": old_exit,
         "swarm": {
