@@ -18,6 +18,7 @@ import asyncio
 import ssl
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import cast
 from urllib.parse import parse_qs, urlsplit
 from weakref import WeakKeyDictionary
 
@@ -149,7 +150,8 @@ class AgentListener:
             established = False
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                assert isinstance(transport, asyncio.Transport)
+                # A stream transport (uvloop's are not asyncio.Transport subclasses).
+                transport = cast(asyncio.Transport, transport)
                 transport.pause_reading()  # the ClientHello is for TLS, not for WebSocket
                 self._tls = asyncio.get_running_loop().create_task(
                     listener._start_tls(self, transport)

@@ -18,6 +18,12 @@ from planelink.kubeconfig_cli import add_kubeconfig_parser
 from planelink.logs import configure_logging
 from planelink.reconciler_cli import add_reconciler_parser
 from planelink.status_cli import add_status_parser
+from tunnel.tls import (
+    DEFAULT_TLS_READ_BUFFER,
+    MAX_TLS_READ_BUFFER,
+    MIN_TLS_READ_BUFFER,
+    set_tls_read_buffer,
+)
 
 _DESCRIPTION = """\
 planelink connects a Kubernetes control plane to its data-plane clusters. An agent in each
@@ -41,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=["auto", "json", "console"],
         help="json for production; auto picks console on a terminal and json otherwise",
+    )
+    parser.add_argument(
+        "--tls-read-buffer",
+        type=_tls_read_buffer,
+        default=DEFAULT_TLS_READ_BUFFER,
+        metavar="BYTES",
+        help="bytes each TLS connection reads at once and keeps as its read buffer "
+        f"(default {DEFAULT_TLS_READ_BUFFER}; asyncio's own 262144 costs 256 KiB per connection)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -91,8 +105,21 @@ def _run_kube_binaries(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tls_read_buffer(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    if not MIN_TLS_READ_BUFFER <= size <= MAX_TLS_READ_BUFFER:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_TLS_READ_BUFFER} and {MAX_TLS_READ_BUFFER} bytes"
+        )
+    return size
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_tls_read_buffer(args.tls_read_buffer)
     configure_logging(level=args.log_level, log_format=args.log_format)
     code: int = args.run(args)
     return code
