@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -381,6 +382,31 @@ class SwarmProcess:
             await self._reader
 
 
+PROFILE_ENV = "PLANELINK_BENCH_PYSPY"
+"""A folder: py-spy records the gateway in each phase there (storm, idle, restart; raw)."""
+
+
+@contextlib.asynccontextmanager
+async def profiled(phase: str, pid: int) -> AsyncIterator[None]:
+    """Record `pid` with py-spy during the block if $PLANELINK_BENCH_PYSPY names a folder."""
+    folder = os.environ.get(PROFILE_ENV)
+    if not folder:
+        yield
+        return
+    recorder = await asyncio.create_subprocess_exec(
+        *(str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "100"),
+        *("-f", "raw", "-p", str(pid), "-o", str(Path(folder) / f"gateway-{phase}.txt")),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            recorder.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        await recorder.wait()
+
+
 async def gateway_agents(http: aiohttp.ClientSession, stack: Stack) -> int:
     """Agents of the swarm's planes the gateway counts as connected (from /metrics)."""
     url = f"http://127.0.0.1:{stack.ports['operator']}/metrics"
@@ -458,9 +484,10 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
             cpu_before = cpu_seconds(gateway)
             swarm_cpu_before = cpu_seconds(swarm.process.pid)
             overflows = listen_overflows()
-            swarm.send("go")
-            dialing = await swarm.next("dialing")
-            connected, up = await _all_up(swarm, http, stack, n, after=0.0, limit=limit)
+            async with profiled("storm", gateway):
+                swarm.send("go")
+                dialing = await swarm.next("dialing")
+                connected, up = await _all_up(swarm, http, stack, n, after=0.0, limit=limit)
             storm = connected - dialing["t"]
             storm_overflows = listen_overflows() - overflows
             storm_cpu = {
@@ -472,7 +499,8 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
             rss_after = rss_bytes(gateway)
             window = 2 * interval
             cpu_start, started = cpu_seconds(gateway), time.monotonic()
-            await asyncio.sleep(window)
+            async with profiled("idle", gateway):
+                await asyncio.sleep(window)
             idle_cpu = (cpu_seconds(gateway) - cpu_start) / (time.monotonic() - started)
             idle_stats = await swarm.stats()
             # Restart: SIGTERM (drain grace 1 s), a new process on the same ports.
@@ -481,7 +509,10 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
             exited = time.monotonic()
             await stack.start_gateway()
             ready_again = time.monotonic()
-            back, back_event = await _all_up(swarm, http, stack, n, after=restarted, limit=limit)
+            async with profiled("reconnect", stack.pid("gateway")):
+                back, back_event = await _all_up(
+                    swarm, http, stack, n, after=restarted, limit=limit
+                )
             restart_overflows = listen_overflows() - overflows
             rss_new = rss_bytes(stack.pid("gateway"))
         stats = await swarm.stats()

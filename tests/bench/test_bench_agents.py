@@ -1,0 +1,57 @@
+"""Workload 6 (many agents): the quick run connects its swarm, restarts the gateway and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.agents import agent_planes, cpu_seconds, listen_overflows, raise_nofile
+
+
+def test_helpers_read_proc() -> None:
+    assert cpu_seconds(os.getpid()) > 0
+    assert listen_overflows() >= 0
+    assert raise_nofile() >= 1024
+    planes = agent_planes(3)
+    assert [str(plane) for plane in planes] == ["agents/a00000", "agents/a00001", "agents/a00002"]
+
+
+@pytest.mark.timeout(90)
+def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench", "e2e", "--quick", "--workload", "agents"),
+            *("--json", str(out)),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=85,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    (workload,) = json.loads(out.read_text())["runs"][0]["workloads"]
+    assert workload["workload"] == "agents"
+    assert workload["error"] is None
+    rows = {row["metric"]: row for row in workload["rows"]}
+    assert rows["connect storm: all connected"]["through"] > 0
+    assert rows["gateway RSS per idle agent"]["target"] == {
+        "on": "through",
+        "op": "<=",
+        "value": 100.0,
+    }
+    assert rows["gateway CPU idle (heartbeat 2 s)"]["through"] >= 0
+    restart = rows["restart: all connected again"]
+    assert 0 < restart["through"] <= 30
+    assert restart["status"] == "ok"
+    swarm = workload["info"]["swarm"]
+    # Every agent connected twice (before and after the restart), each time with its own
+    # certificate; the refusals while the gateway was down were retried with backoff.
+    assert swarm["restart"]["connects"] >= 2 * workload["info"]["agents"]
+    assert set(swarm["restart"]["failures"]) <= {"refused", "closed", "timeout"}
