@@ -195,13 +195,17 @@ class CallerEndpoint:
         assert task is not None
         self._connections.add(task)
         caller = _caller_name(writer)
+        # The TLS session's certificate is the same for every request on the connection.
+        certificate = certificate_identity(writer.get_extra_info("peercert"))
         http = MessageReader(reader, "request", max_head_bytes=self._settings.max_head_bytes)
         try:
             while True:
                 head = await http.next_request()
                 if head is None:
                     break
-                exchange = _Exchange(self, http, writer, head, caller)
+                exchange = _Exchange(
+                    self, http, writer, head, caller=caller, certificate=certificate
+                )
                 if not await exchange.run():
                     break
         except HttpError as error:
@@ -229,9 +233,12 @@ class _Exchange:
         http: MessageReader,
         writer: asyncio.StreamWriter,
         head: RequestHead,
+        *,
         caller: str,
+        certificate: CallerIdentity | None,
     ) -> None:
         self.endpoint = endpoint
+        self.certificate = certificate
         self.http = http
         self.writer = writer
         self.head = head
@@ -285,9 +292,8 @@ class _Exchange:
                 stream.reset(ErrorCode.CANCEL, "the caller's request ended")
 
     async def _admit(self, plane: PlaneRef) -> CallerIdentity:
-        certificate = certificate_identity(self.writer.get_extra_info("peercert"))
         try:
-            identity = await self.endpoint.auth.admit(self.head.headers, certificate, plane)
+            identity = await self.endpoint.auth.admit(self.head.headers, self.certificate, plane)
         except AuthRefused as refused:
             raise CallerRefused(
                 refused.status,

@@ -51,8 +51,27 @@ class ProxyMetrics:
             ["state"],
             registry=r,
         )
+        # Children resolved once: `labels()` validates and locks on every call.
         self.to_gateway = self.bytes.labels("to_gateway")
         self.to_upstream = self.bytes.labels("to_upstream")
+        self.active_connections = self.upstream_connections.labels("active")
+        self.idle_connections = self.upstream_connections.labels("idle")
+        self._outcomes: dict[str, Counter] = {}
+        self._durations: dict[str, Histogram] = {}
+
+    def stream_outcome(self, outcome: str) -> Counter:
+        """The `streams` counter of one outcome (a fixed word)."""
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self.streams.labels(outcome)
+        return child
+
+    def upstream_duration_of(self, status_class: str) -> Histogram:
+        """The upstream duration histogram of one status class (2xx, ..., error)."""
+        child = self._durations.get(status_class)
+        if child is None:
+            child = self._durations[status_class] = self.upstream_duration.labels(status_class)
+        return child
 
     def sample(self, name: str, **labels: str) -> float:
         """The current value of a sample (0 when absent): for tests and debugging."""

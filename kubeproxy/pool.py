@@ -78,7 +78,8 @@ class UpstreamConnection:
         self.exchanges = 0
         """Exchanges started on this connection (more than 1: it was reused)."""
         self.closed = False
-        self._expiry: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
+        """Loop time of its return to the pool (while idle)."""
 
     @property
     def reused(self) -> bool:
@@ -134,19 +135,12 @@ class UpstreamConnection:
     def abort(self) -> None:
         """Close now, discarding buffers: the server sees the request end at once."""
         self.closed = True
-        self._cancel_expiry()
         self._writer.transport.abort()
 
     def close(self) -> None:
         """Close gracefully (an idle connection)."""
         self.closed = True
-        self._cancel_expiry()
         self._writer.close()
-
-    def _cancel_expiry(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
 
 
 class ConnectionPool:
@@ -167,6 +161,8 @@ class ConnectionPool:
         self._connect_timeout = connect_timeout
         self._metrics = metrics or ProxyMetrics()
         self._idle: deque[UpstreamConnection] = deque()
+        """Least recently used first."""
+        self._sweeper: asyncio.TimerHandle | None = None
         self.active = 0
         """Connections handed out and not yet released."""
         self.opened = 0
@@ -194,8 +190,12 @@ class ConnectionPool:
             while len(self._idle) >= self._max_idle:
                 self._idle.popleft().close()  # the least recently used goes
             loop = asyncio.get_running_loop()
-            connection._expiry = loop.call_later(self._idle_timeout, self._expire, connection)
+            connection.idle_since = loop.time()
             self._idle.append(connection)
+            if self._sweeper is None:
+                # One timer for the pool, not one per release: idle connections are swept
+                # when the oldest of them reaches its timeout.
+                self._sweeper = loop.call_later(self._idle_timeout, self._sweep)
         else:
             connection.abort()
         self._update_gauges()
@@ -205,22 +205,32 @@ class ConnectionPool:
         while self._idle:
             # Abort, not a TLS goodbye: the process may be about to end its event loop.
             self._idle.pop().abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         self._update_gauges()
 
     def _take_idle(self) -> UpstreamConnection | None:
         while self._idle:
             connection = self._idle.pop()
-            connection._cancel_expiry()
             if connection.usable:
                 return connection
             connection.close()
         return None
 
-    def _expire(self, connection: UpstreamConnection) -> None:
-        connection._expiry = None
-        with contextlib.suppress(ValueError):
-            self._idle.remove(connection)
-            connection.close()
+    def _sweep(self) -> None:
+        """Close the connections idle for `idle_timeout`; come back for the next oldest."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        expired_before = loop.time() - self._idle_timeout
+        swept = False
+        while self._idle and self._idle[0].idle_since <= expired_before:
+            self._idle.popleft().close()
+            swept = True
+        if self._idle:
+            due = self._idle[0].idle_since + self._idle_timeout
+            self._sweeper = loop.call_at(due, self._sweep)
+        if swept:
             self._update_gauges()
 
     async def _open(self) -> UpstreamConnection:
@@ -243,5 +253,5 @@ class ConnectionPool:
         return UpstreamConnection(reader, writer)
 
     def _update_gauges(self) -> None:
-        self._metrics.upstream_connections.labels("active").set(self.active)
-        self._metrics.upstream_connections.labels("idle").set(len(self._idle))
+        self._metrics.active_connections.set(self.active)
+        self._metrics.idle_connections.set(len(self._idle))

@@ -99,7 +99,7 @@ class Proxy:
             if not self.stats.active:
                 self._idle.set()
             self._metrics.active_streams.dec()
-            self._metrics.streams.labels(outcome).inc()
+            self._metrics.stream_outcome(outcome).inc()
 
     # -- one exchange -------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ class Proxy:
         try:
             exchange = await self._start(stream, plan, first)
         except (UpstreamError, BadRequest) as failure:
-            self._metrics.upstream_duration.labels("error").observe(time.monotonic() - started)
+            self._metrics.upstream_duration_of("error").observe(time.monotonic() - started)
             if isinstance(failure, BadRequest):
                 log.info("request refused", reason=str(failure))
                 await self._respond_error(stream, 400, str(failure))
@@ -132,7 +132,7 @@ class Proxy:
             return "upstream_error"
         duration = time.monotonic() - started
         status = exchange.head.status
-        self._metrics.upstream_duration.labels(status_class(status)).observe(duration)
+        self._metrics.upstream_duration_of(status_class(status)).observe(duration)
         log.debug("upstream answered", status=status, seconds=round(duration, 4))
         return await self._answer(stream, plan, exchange, log)
 
@@ -217,18 +217,27 @@ class Proxy:
     async def _await_head(
         self, connection: UpstreamConnection, body: asyncio.Task[str] | None, plan: RequestPlan
     ) -> http1.ResponseHead:
-        head = asyncio.create_task(connection.response_head(head_request=plan.method == "HEAD"))
+        reading = connection.response_head(head_request=plan.method == "HEAD")
         try:
             async with asyncio.timeout(self._response_timeout):
-                if body is not None:
-                    await asyncio.wait({head, body}, return_when=asyncio.FIRST_COMPLETED)
-                    if body.done() and body.result() == "bad_length":
-                        raise BadRequest("the request body does not match its Content-Length")
-                return await head
+                if body is None:  # the common case: nothing else to watch, so no task
+                    return await reading
+                return await self._head_or_bad_body(asyncio.create_task(reading), body)
         except TimeoutError:
             raise UpstreamError(
                 "timeout", f"no response from the API server within {self._response_timeout:g} s"
             ) from None
+
+    @staticmethod
+    async def _head_or_bad_body(
+        head: asyncio.Task[http1.ResponseHead], body: asyncio.Task[str]
+    ) -> http1.ResponseHead:
+        """The response head, unless the request body breaks its Content-Length first."""
+        try:
+            await asyncio.wait({head, body}, return_when=asyncio.FIRST_COMPLETED)
+            if body.done() and body.result() == "bad_length":
+                raise BadRequest("the request body does not match its Content-Length")
+            return await head
         finally:
             if not head.done():
                 head.cancel()

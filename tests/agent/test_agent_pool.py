@@ -1,0 +1,45 @@
+"""The upstream pool's idle connections expire one by one, each `idle_timeout` after its return."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kubeproxy import ConnectionPool, load_kubeconfig
+
+if TYPE_CHECKING:
+    from conftest import UpstreamPeer, Waits
+
+
+async def test_idle_connections_expire_in_the_order_they_were_returned(
+    upstream_peer: UpstreamPeer, tmp_path: Path, wait: Waits
+) -> None:
+    upstream = load_kubeconfig(upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
+    pool = ConnectionPool(upstream, max_idle=4, idle_timeout=0.5)
+    try:
+        first, second = await pool.acquire(), await pool.acquire()
+        await wait.until(lambda: upstream_peer.open_connections == 2)
+        pool.release(first, reusable=True)
+        await asyncio.sleep(0.25)  # the behaviour under test is a duration
+        pool.release(second, reusable=True)
+        assert pool.idle == 2
+        await wait.until(lambda: pool.idle < 2)
+        # The first has gone; the second, returned later, is still there and still open.
+        assert pool.idle == 1
+        assert first.closed
+        assert not second.closed
+        await wait.until(lambda: upstream_peer.open_connections == 1)
+        await wait.until(lambda: pool.idle == 0)
+        assert second.closed
+        await wait.until(lambda: upstream_peer.open_connections == 0)
+        # A connection taken back from the pool is no longer swept.
+        third = await pool.acquire()
+        pool.release(third, reusable=True)
+        again = await pool.acquire()
+        assert again is third
+        await asyncio.sleep(0.6)  # past the idle timeout: it must survive, being busy
+        assert not again.closed
+        pool.release(again, reusable=False)
+    finally:
+        pool.close()
