@@ -53,6 +53,7 @@ from tunnel.contract import (
     IDENTITY_KUBERNETES_VERSION,
     IDENTITY_PLANE,
 )
+from tunnel.tls import DEFAULT_TLS_READ_BUFFER, set_tls_read_buffer, tls_read_buffer
 
 if TYPE_CHECKING:
     from bench.workloads import Scale
@@ -135,6 +136,7 @@ class Swarm:
             "cpuSeconds": round(times.user + times.system, 3),
             "rssMiB": round(rss_bytes(os.getpid()) / MIB, 1),
             "tasks": len(asyncio.all_tasks()),
+            "tlsReadBuffer": tls_read_buffer(),
         }
 
     def on_up(self) -> None:
@@ -256,6 +258,7 @@ async def swarm_main(args: argparse.Namespace) -> int:
         )
         for plane in agent_planes(args.count)
     ]
+    set_tls_read_buffer(args.tls_read_buffer)  # as `planelink agent` does
     swarm = Swarm(settings, sys.stdout)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -289,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", required=True, type=int, help="agents (planes agents/a00000…)")
     parser.add_argument("--heartbeat-interval", type=float, default=10.0)
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--tls-read-buffer", type=int, default=DEFAULT_TLS_READ_BUFFER, help="as planelink's"
+    )
     args = parser.parse_args(argv)
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
@@ -534,6 +540,7 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
         "agents": n,
         "planes": "one DataPlane per agent, each with its own client CA (requireIdentity)",
         "heartbeat": {"interval": interval, "timeout": timeout},
+        "tlsReadBuffer": "the planelink command's default (--tls-read-buffer), gateway and swarm",
         "backoff": "agent defaults: base 1 s, cap 60 s, full jitter, reset after 30 s up",
         "gatewayRssMiB": {
             "before": rss_before / MIB,

@@ -3,7 +3,9 @@
 Runs the gateway *in this process* (`planelink.local.LocalPlanelink`, the same `Gateway` that
 `planelink gateway` runs, heartbeat 10 s / 30 s) under `tracemalloc`, connects the workload-6
 swarm (`python -m bench.agents`, a child process) and compares, per idle agent: the growth of
-VmRSS, and the growth of Python-allocator memory grouped by the module that allocated it. What
+VmRSS, and the growth of Python-allocator memory grouped by the module that allocated it
+(`--tls-read-buffer` as the `planelink` command's flag: 32 KiB by default, 262144 for asyncio's
+own). What
 RSS grew by beyond the traced memory was allocated by C code that bypasses Python's allocators
 (OpenSSL's per-connection state, the kernel's socket buffers are not in RSS) or is malloc
 overhead and fragmentation. tracemalloc slows the gateway down: the figures are about memory,
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import asyncio.sslproto
 import gc
 import os
 import sys
@@ -29,6 +30,7 @@ from bench.processes import rss_bytes
 from planelink.local import LocalPlanelink
 from planelink.logs import configure_logging
 from tunnel import Heartbeat
+from tunnel.tls import DEFAULT_TLS_READ_BUFFER, set_tls_read_buffer
 
 KIB = 1024
 GROUPS = (
@@ -51,12 +53,12 @@ def group_of(filename: str) -> str:
     return "other Python"
 
 
-async def measure(count: int, ssl_read_buffer: int | None) -> dict[str, float]:
+async def measure(
+    count: int, tls_read_buffer: int, top: int = 0
+) -> tuple[dict[str, float], list[tuple[str, float]]]:
     raise_nofile()
-    if ssl_read_buffer is not None:
-        # What if: asyncio's TLS read buffer (a class attribute, 256 KiB) were smaller. Only
-        # this in-process gateway is affected; planelink's code is not changed.
-        asyncio.sslproto.SSLProtocol.max_size = ssl_read_buffer
+    # What `planelink --tls-read-buffer` does before its subcommand runs (process-wide).
+    set_tls_read_buffer(tls_read_buffer)
     workdir = Path(tempfile.mkdtemp(prefix="planelink-agents-memory-"))
     planes = dict.fromkeys(agent_planes(count), Path(os.devnull))
     local = LocalPlanelink(
@@ -86,34 +88,47 @@ async def measure(count: int, ssl_read_buffer: int | None) -> dict[str, float]:
         await swarm.close()
         await local.stop_gateway()
     groups: Counter[str] = Counter()
-    for stat in after.compare_to(before, "filename"):
-        groups[group_of(stat.traceback[0].filename)] += stat.size_diff
+    lines: list[tuple[str, float]] = []
+    for stat in after.compare_to(before, "lineno"):
+        frame = stat.traceback[0]
+        groups[group_of(frame.filename)] += stat.size_diff
+        if len(lines) < top:
+            lines.append((f"{frame.filename}:{frame.lineno}", stat.size_diff / count / KIB))
     figures = {group: size / count / KIB for group, size in groups.most_common()}
     traced = sum(groups.values()) / count / KIB
     rss = (rss_after - rss_before) / count / KIB
     figures["= traced by tracemalloc"] = traced
     figures["untraced: C allocations (OpenSSL SSL objects), malloc overhead"] = rss - traced
     figures["= VmRSS growth"] = rss
-    return figures
+    return figures, lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.agents_memory", description=__doc__)
     parser.add_argument("--count", type=int, default=500, help="agents (default 500)")
     parser.add_argument(
-        "--ssl-read-buffer",
+        "--tls-read-buffer",
         type=int,
         metavar="BYTES",
-        help="what if asyncio.sslproto.SSLProtocol.max_size (256 KiB) were BYTES",
+        default=DEFAULT_TLS_READ_BUFFER,
+        help="the gateway's TLS read buffer per connection, as `planelink --tls-read-buffer` "
+        f"(default {DEFAULT_TLS_READ_BUFFER}; asyncio's own is 262144)",
     )
+    parser.add_argument("--top", type=int, default=0, help="also the N top allocating lines")
     args = parser.parse_args(argv)
     configure_logging(level="warning")
     started = time.perf_counter()
-    figures = asyncio.run(measure(args.count, args.ssl_read_buffer))
-    buffer = args.ssl_read_buffer or asyncio.sslproto.SSLProtocol.max_size
-    print(f"gateway memory per idle agent, {args.count} agents, TLS read buffer {buffer} B (KiB):")
+    figures, lines = asyncio.run(measure(args.count, args.tls_read_buffer, args.top))
+    print(
+        f"gateway memory per idle agent, {args.count} agents, "
+        f"TLS read buffer {args.tls_read_buffer} B (KiB):"
+    )
     for group, kib in figures.items():
         print(f"  {kib:8.1f}  {group}")
+    if lines:
+        print("top allocating lines (KiB per agent):")
+    for where, kib in lines:
+        print(f"  {kib:8.1f}  {where}")
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 
