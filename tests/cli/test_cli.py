@@ -29,7 +29,10 @@ def _planelink(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
 def test_every_subcommand_has_help() -> None:
     top = _planelink("--help")
     assert top.returncode == 0
-    commands = ("gateway", "agent", "reconciler", "status", "crd", "kube-binaries", "dev", "certs")
+    commands = (
+        "gateway", "agent", "reconciler", "status", "crd", "kube-binaries", "dev", "certs",
+        "kubeconfig", "apply",
+    )  # fmt: skip
     for command in commands:
         assert command in top.stdout
         sub = _planelink(command, "--help")
