@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -631,3 +632,28 @@ def test_the_topology_runs_and_kubectl_reaches_the_data_plane_through_the_gatewa
     assert again.returncode == 0, again.stderr
     assert "reusing the certificates" in again.stdout
     assert {p: p.read_bytes() for p in state.rglob("*") if p.is_file()} == before
+
+
+def test_the_usage_in_the_header_names_what_the_services_make() -> None:
+    header = [
+        line.removeprefix("#").strip()
+        for line in COMPOSE.read_text().splitlines()
+        if line.startswith("#   ")
+    ]
+    copied = next(line for line in header if "docker compose cp" in line)
+    source, destination = shlex.split(copied.split("&&")[1])[-2:]
+    service, folder = source.split(":")
+    assert service in _services()
+    assert folder.endswith("/.")
+    made = _pki().files
+    kubeconfigs = [w for line in header for w in line.split() if w.endswith(".kubeconfig")]
+    assert len(kubeconfigs) == 2
+    for path in kubeconfigs:
+        assert path.startswith(destination + "/")
+        assert folder.removesuffix(".") + path.removeprefix(destination + "/") in made
+    status = _parse(shlex.split(next(line for line in header if "planelink status" in line)))
+    port = urlsplit(status.gateway).port
+    assert (
+        f"127.0.0.1:{port}:{_parse(_argv(_services()['gateway'])).operator_port}"
+        in (_services()["gateway"]["ports"])
+    )
