@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -277,3 +278,25 @@ def test_apply_refuses_what_is_not_a_manifest(
     manifest.write_text(text)
     assert _planelink("apply", "--kubeconfig", str(tmp_path / "unused"), "-f", str(manifest)) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_apply_reads_stdin(
+    control_plane: KubeAPIServer,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "from-stdin", "namespace": namespace},
+        "data": {"a": "b"},
+    }
+    monkeypatch.setattr("sys.stdin", io.StringIO(yaml.safe_dump(manifest)))
+    kubeconfig = str(control_plane.kubeconfig_path)
+    assert _planelink("apply", "--kubeconfig", kubeconfig, "-f", "-") == 0
+    assert capsys.readouterr().out == "configmap/from-stdin serverside-applied\n"
+    stored = control_plane.kubectl(
+        "get", "configmap", "from-stdin", "-n", namespace, "-o", "jsonpath={.data.a}"
+    )
+    assert stored.stdout == "b"
