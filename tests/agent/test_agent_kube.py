@@ -150,7 +150,7 @@ async def test_a_large_list_streams_through_with_bounded_memory(
     wait: Waits,
 ) -> None:
     running, connection = connected
-    await _create_many(plane_server, namespace, count=2000, size=1024, wait=wait)
+    await _create_many(plane_server, namespace, count=2000, size=3072, wait=wait)
     agent = running.agent
     # What may be in flight for one stream: one piece in the proxy's hands, the protocol's
     # send queue for the stream, and the credit the gateway granted.
