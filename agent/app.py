@@ -96,7 +96,9 @@ class Agent:
         self.upstream = upstream or load_upstream(
             settings, os.environ if environ is None else environ
         )
-        self._protocol_settings = protocol_settings or Settings()
+        self._protocol_settings = protocol_settings or Settings(
+            max_concurrent_streams=settings.max_streams
+        )
         self._log: structlog.stdlib.BoundLogger = structlog.get_logger("planelink.agent").bind(
             plane=settings.plane, agent_id=settings.agent_id
         )

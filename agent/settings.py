@@ -174,6 +174,19 @@ class AgentSettings:
             "body: watches and logs stream for as long as they like); beyond it: 504",
         ),
     )
+    max_streams: int = dataclasses.field(
+        # Each open stream is an upstream connection here (HTTP/1.1: one exchange at a time);
+        # a controller with thousands of watches through this plane needs more than 512.
+        default=512,
+        metadata=_meta(
+            env="PLANELINK_MAX_STREAMS",
+            parse=int,
+            group=_UPSTREAM,
+            metavar="N",
+            help="streams (requests, watches, exec sessions) the gateway may have open at "
+            "once through this agent; beyond it the gateway tries another agent or answers 429",
+        ),
+    )
     pool_max_idle: int = dataclasses.field(
         # Below the concurrency a busy plane sees, connections are closed and reopened (a TLS
         # handshake each) between bursts; an idle TLS connection costs tens of KiB.
@@ -380,6 +393,8 @@ def _timing_problem(settings: AgentSettings) -> str | None:
     for name in positive:
         if not getattr(settings, name) > 0:
             return f"{name} must be positive"
+    if not 1 <= settings.max_streams <= 1_000_000:
+        return "max_streams must be between 1 and 1000000"
     if settings.pool_max_idle < 0 or settings.backoff_reset_after < 0:
         return "pool_max_idle and backoff_reset_after must not be negative"
     return None

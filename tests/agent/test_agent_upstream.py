@@ -364,3 +364,25 @@ async def _read_exactly(stream: TunnelStream, size: int, wait: Waits) -> bytes:
         assert chunk, f"the stream ended after {bytes(data)!r}"
         data += chunk
     return bytes(data)
+
+
+async def test_the_agent_takes_at_most_max_streams_at_once(
+    start_agent: StartAgent,
+    gateway: TestGateway,
+    upstream_peer: UpstreamPeer,
+    tmp_path: Path,
+    wait: Waits,
+) -> None:
+    await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"), max_streams=2)
+    connection = await gateway.next_connection()
+    await wait.within(connection.session.wait_ready())
+    hanging = [connection.open("GET", "/hang") for _ in range(2)]
+    with pytest.raises(StreamResetError) as refused:
+        connection.open("GET", "/one")
+    assert refused.value.code is ErrorCode.REFUSED_STREAM
+    for stream in hanging:
+        stream.reset(ErrorCode.CANCEL, "done")
+    # Once those are closed, a new stream is taken again.
+    await wait.until(lambda: connection.session.available_streams == 2)
+    reply = await connection.request("GET", "/one")
+    assert reply.status == 200
