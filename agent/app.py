@@ -45,6 +45,7 @@ from tunnel.contract import (
     IDENTITY_KUBERNETES_VERSION,
     IDENTITY_PLANE,
 )
+from tunnel.loop_metrics import register_task_gauge
 
 _DISCOVERY_TIMEOUT = 3.0  # seconds to learn the Kubernetes version while the dial goes on
 
@@ -126,6 +127,7 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then drain and return."""
+        register_task_gauge(self.metrics.registry, "planelink_agent_asyncio_tasks")
         await self.health.start()
         self.started.set()
         self._log.info(

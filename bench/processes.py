@@ -33,6 +33,7 @@ from planelink.local import LocalPlanelink
 FAST = PlaneRef("bench", "fast")
 KUBE = PlaneRef("bench", "kube")
 UPSTREAM_TOKEN = "bench-token"  # noqa: S105 - the fast upstream accepts any token
+MAX_STREAMS = 12_000
 
 
 def free_port() -> int:
@@ -274,6 +275,7 @@ class Stack:
         argv += ["--tls-dir", str(self.workdir / "pki/agents" / plane.namespace / plane.name)]
         argv += ["--health-address", f"127.0.0.1:{port}", "--drain-grace", "1"]
         argv += ["--backoff-base", "0.1", "--backoff-cap", "1"]
+        argv += ["--max-streams", str(MAX_STREAMS)]  # the full `watches` workload opens 10,000
         proc = self.procs[name] = spawn(name, argv, self.workdir)
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc)
 
@@ -289,16 +291,10 @@ class Stack:
             return body
 
     async def agent_metrics(self, plane: PlaneRef = FAST) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.ports['agent-' + plane.name]}/metrics"
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            text = await response.text()
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                with contextlib.suppress(ValueError):
-                    values[name] = float(value)
-        return values
+        return await _scrape(f"http://127.0.0.1:{self.ports['agent-' + plane.name]}/metrics")
+
+    async def gateway_metrics(self) -> dict[str, float]:
+        return await _scrape(f"http://127.0.0.1:{self.ports['operator']}/metrics")
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -310,3 +306,16 @@ class Stack:
             self._kube_server = None
             server.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+async def _scrape(url: str) -> dict[str, float]:
+    """A Prometheus text page as {sample with labels: value}."""
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        text = await response.text()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                values[name] = float(value)
+    return values

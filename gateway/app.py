@@ -28,6 +28,7 @@ from gateway.operator import operator_app
 from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.trust import TrustRegistry, agent_server_context
+from tunnel.loop_metrics import register_task_gauge
 
 log = structlog.get_logger("gateway")
 
@@ -96,6 +97,7 @@ class Gateway:
 
     async def start(self) -> None:
         self.load_planes()
+        register_task_gauge(self.metrics.registry, "planelink_gateway_asyncio_tasks")
         if self.settings.reconciler is not None or self.settings.callers.auth.needs_reviews:
             self._kube = await load_api_client(self.settings.kubeconfig)
         if self._kube is not None and self.settings.callers.auth.needs_reviews:
