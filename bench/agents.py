@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import resource
 import signal
@@ -508,10 +509,17 @@ class _Phases:
     rows: list[Row] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     rss_before: int = 0
+    tasks_before: float = 0.0
+
+    async def gateway_tasks(self) -> float:
+        """The gateway's asyncio task count (its planelink_gateway_asyncio_tasks gauge)."""
+        metrics = await self.stack.gateway_metrics()
+        return metrics.get("planelink_gateway_asyncio_tasks", math.nan)
 
     async def storm(self) -> None:
         """All N dial at once; until the gateway counts all of them."""
         gateway, swarm = self.stack.pid("gateway"), self.swarm
+        self.tasks_before = await self.gateway_tasks()
         self.rss_before = rss_bytes(gateway)
         cpu = (cpu_seconds(gateway), cpu_seconds(swarm.process.pid))
         overflows = listen_overflows()
@@ -546,8 +554,10 @@ class _Phases:
             await asyncio.sleep(window)
         idle_cpu = (cpu_seconds(gateway) - cpu_start) / (time.monotonic() - started)
         per_agent = (rss_after - self.rss_before) / self.n / KIB
+        tasks = (await self.gateway_tasks() - self.tasks_before) / self.n
         self.rows += [
             Row("gateway RSS per idle agent", "KiB", per_agent, target=MEMORY_TARGET_KIB, op="<="),
+            Row("gateway asyncio tasks per idle agent", "", tasks),
             Row(f"gateway CPU idle (heartbeat {self.interval:g} s)", "% of a core", idle_cpu * 100),
             Row("gateway CPU per 1,000 idle agents", "% of a core", idle_cpu * 1e5 / self.n),
         ]
