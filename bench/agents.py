@@ -415,7 +415,8 @@ class SwarmProcess:
 
 
 PROFILE_ENV = "PLANELINK_BENCH_PYSPY"
-"""A folder: py-spy records the gateway in each phase there (storm, idle, restart; raw)."""
+"""A folder: py-spy records the gateway in each phase there (gateway-{storm,idle,reconnect}.txt,
+py-spy's raw format: one stack and its sample count a line)."""
 
 
 @contextlib.asynccontextmanager
