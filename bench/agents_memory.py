@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -87,6 +88,7 @@ async def measure(
     finally:
         await swarm.close()
         await local.stop_gateway()
+        shutil.rmtree(workdir, ignore_errors=True)
     groups: Counter[str] = Counter()
     lines: list[tuple[str, float]] = []
     for stat in after.compare_to(before, "lineno"):
