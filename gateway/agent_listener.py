@@ -52,6 +52,10 @@ class AgentListenerSettings:
     hello_timeout: float = 10.0
     tls_handshake_timeout: float = 10.0
     max_concurrent_handshakes: int = 64
+    backlog: int = 1024
+    """Connections queued by the kernel before they are accepted (asyncio's default is 100:
+    after a gateway restart every agent dials within seconds, and dropped SYNs cost each a
+    one-second retransmit)."""
     tunnel: Settings = field(default_factory=Settings)
 
 
@@ -120,6 +124,7 @@ class AgentListener:
             ping_interval=None,  # the tunnel's own heartbeat measures RTT and finds dead peers
             compression=None,  # bodies are often compressed already; CPU matters more
             server_header=None,
+            backlog=self._settings.backlog,
         )
 
     async def stop(self, *, grace: float) -> None:

@@ -74,6 +74,8 @@ class CallerSettings:
     retry_after: int = 5
     """Seconds a caller is told to wait when no agent of the plane is connected."""
     max_head_bytes: int = 64 * 1024
+    backlog: int = 1024
+    """Connections queued by the kernel before they are accepted (asyncio's default: 100)."""
     auth: CallerAuthSettings = field(default_factory=CallerAuthSettings)
 
 
@@ -175,7 +177,11 @@ class CallerEndpoint:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._serve_connection, self._settings.host, self._settings.port, ssl=self._ssl
+            self._serve_connection,
+            self._settings.host,
+            self._settings.port,
+            ssl=self._ssl,
+            backlog=self._settings.backlog,
         )
 
     async def stop(self) -> None:

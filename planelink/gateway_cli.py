@@ -84,6 +84,19 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="deadline of requests other than watches, follows and upgrades (60)",
     )
     flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
+    flag(
+        "listen-backlog",
+        default="1024",
+        type=int,
+        help="connections each listener queues before accepting them (1024): after a gateway "
+        "restart every agent dials at once",
+    )
+    flag(
+        "max-handshakes",
+        default="64",
+        type=int,
+        help="agent TLS handshakes at once (64); the rest wait their turn",
+    )
     auth = parser.add_argument_group(
         "caller authentication",
         "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
@@ -161,11 +174,14 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
             host=host,
             port=args.agent_port,
             heartbeat=Heartbeat(args.heartbeat_interval, args.heartbeat_timeout),
+            max_concurrent_handshakes=args.max_handshakes,
+            backlog=args.listen_backlog,
         ),
         callers=CallerSettings(
             host=host,
             port=args.caller_port,
             request_timeout=args.request_timeout,
+            backlog=args.listen_backlog,
             auth=CallerAuthSettings(
                 mode=CallerAuthMode(args.caller_auth),
                 authorize=args.authorize,
