@@ -1,10 +1,11 @@
 """A tunnel session: a `protocol.Connection` driven over a `MessageChannel` with asyncio.
 
-Three tasks serve one session: the reader feeds received messages to the protocol and hands
-its events to streams; the writer sends what the protocol has to send, waiting on the
-transport (so a slow socket slows the senders, never grows a buffer); the heartbeat pings at
-an interval, measures the round trip and ends a session that has been silent for longer than
-its timeout (a half-open connection is found within that time, even if TCP never notices).
+Two tasks and a timer serve one session: the reader feeds received messages to the protocol
+and hands its events to streams; the writer sends what the protocol has to send, waiting on
+the transport (so a slow socket slows the senders, never grows a buffer); the heartbeat timer
+pings at an interval, measures the round trip and ends a session that has been silent for
+longer than its timeout (a half-open connection is found within that time, even if TCP never
+notices).
 
 For the responding side (the agent), each request the peer opens runs `request_handler` in a
 task of its own; the session owns those tasks and cancels them when their stream is reset or
@@ -86,6 +87,9 @@ class TunnelSession:
         self._wake_writer = asyncio.Event()
         self._hello: asyncio.Future[PeerInfo] = asyncio.get_running_loop().create_future()
         self._closed = asyncio.Event()
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done when the session ends: what `run` waits on beside its tasks (not a task)."""
+        self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self.close_reason = ""
@@ -103,23 +107,27 @@ class TunnelSession:
     async def run(self) -> str:
         """Serve the session until it ends; returns why it ended. Never raises for the peer."""
         self._wake_writer.set()  # our HELLO is queued already
+        # Two tasks and a timer per session: a gateway holds thousands of idle sessions, and
+        # a task with its coroutine costs kilobytes where a timer handle costs a hundred bytes.
         tasks = [
             asyncio.create_task(self._read_loop(), name="tunnel-reader"),
             asyncio.create_task(self._write_loop(), name="tunnel-writer"),
-            asyncio.create_task(self._heartbeat_loop(), name="tunnel-heartbeat"),
         ]
-        closed = asyncio.create_task(self._closed.wait(), name="tunnel-closed")
+        self._schedule_heartbeat()
         try:
-            done, _ = await asyncio.wait([closed, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([self._ended, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not closed and not task.cancelled() and task.exception() is not None:
+                if task is not self._ended and not task.cancelled() and task.exception():
                     # A bug, not the peer: say so loudly and end the session cleanly.
                     self._log.error("tunnel task failed", exc_info=task.exception())
-                    self.close(f"internal error in {task.get_name()}", ErrorCode.INTERNAL_ERROR)
+                    name = task.get_name() if isinstance(task, asyncio.Task) else "?"
+                    self.close(f"internal error in {name}", ErrorCode.INTERNAL_ERROR)
         finally:
-            for task in (closed, *tasks):
+            if self._heartbeat_timer is not None:
+                self._heartbeat_timer.cancel()
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(closed, *tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._shutdown()
         return self.close_reason
 
@@ -294,21 +302,35 @@ class TunnelSession:
             self._process(self._conn.events_received())
             self._end(closed.reason)
 
-    async def _heartbeat_loop(self) -> None:
-        interval, timeout = self._heartbeat.interval, self._heartbeat.timeout
-        while True:
-            await asyncio.sleep(interval)
-            silent_for = time.monotonic() - self.last_received
-            if silent_for > timeout:
-                self._log.warning("tunnel silent, closing", silent_seconds=round(silent_for, 1))
-                self._peer_dead = True  # nobody to say goodbye to: abort, do not wait
-                self.close(
-                    f"no message from the peer for {silent_for:.0f} s", ErrorCode.CONNECTION_LOST
-                )
-                return
-            if self._hello.done():  # PING is only allowed once HELLOs were exchanged
-                self._conn.ping(time.monotonic_ns().to_bytes(8, "big"))
-                self._wake_writer.set()
+    def _schedule_heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._heartbeat_timer = loop.call_later(self._heartbeat.interval, self._beat)
+
+    def _beat(self) -> None:
+        """Every interval: end a session silent for longer than the timeout, else ping."""
+        self._heartbeat_timer = None
+        if self.closed:
+            return
+        try:
+            self._check_and_ping()
+        except Exception:
+            # A bug, not the peer (a timer has no task to report it): end the session.
+            self._log.exception("tunnel heartbeat failed")
+            self.close("internal error in the heartbeat", ErrorCode.INTERNAL_ERROR)
+
+    def _check_and_ping(self) -> None:
+        silent_for = time.monotonic() - self.last_received
+        if silent_for > self._heartbeat.timeout:
+            self._log.warning("tunnel silent, closing", silent_seconds=round(silent_for, 1))
+            self._peer_dead = True  # nobody to say goodbye to: abort, do not wait
+            self.close(
+                f"no message from the peer for {silent_for:.0f} s", ErrorCode.CONNECTION_LOST
+            )
+            return
+        if self._hello.done():  # PING is only allowed once HELLOs were exchanged
+            self._conn.ping(time.monotonic_ns().to_bytes(8, "big"))
+            self._wake_writer.set()
+        self._schedule_heartbeat()
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -403,6 +425,8 @@ class TunnelSession:
         for stream in list(self._streams.values()):
             stream._on_reset(lost)
         self._closed.set()
+        if not self._ended.done():
+            self._ended.set_result(None)
 
     async def _shutdown(self) -> None:
         if self._peer_dead:
