@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -254,6 +255,12 @@ def helm_binary() -> Path:
     return Path(built.stdout.strip().splitlines()[-1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it if this test process dies first."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -440,6 +447,7 @@ class _Follower:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
             )
         )
 
