@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 import crd
+from agent import AgentSettings
 from envtest import KubeAPIServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +142,15 @@ def test_the_api_server_accepts_what_the_charts_render(
     )
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.count("(server dry run)") == len(docs)
+
+
+def test_every_agent_setting_the_chart_renders_is_one_the_agent_reads(helm: Path) -> None:
+    known = {field.metadata["env"] for field in dataclasses.fields(AgentSettings)}
+    docs = _render(helm, "planelink-agent", "agents", *AGENT_VALUES, "--set", "maxStreams=4096")
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
+    env = {
+        item["name"]: item.get("value")
+        for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert set(env) <= known, set(env) - known
+    assert env["PLANELINK_MAX_STREAMS"] == "4096"
