@@ -41,6 +41,7 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+_HOP_BY_HOP_BUT_UPGRADE = _HOP_BY_HOP - {b"upgrade"}
 
 
 class HttpError(Exception):
@@ -84,7 +85,10 @@ def end_to_end_headers(headers: Headers, *, keep_upgrade: bool = False) -> list[
     for key, value in headers:
         if key.lower() == b"connection":
             named.update(token.strip().lower() for token in value.split(b","))
-    dropped = (_HOP_BY_HOP | named) - ({b"upgrade"} if keep_upgrade else set())
+    # On the request path of every exchange: no new sets unless a Connection header names some.
+    dropped = _HOP_BY_HOP_BUT_UPGRADE if keep_upgrade else _HOP_BY_HOP
+    if named:
+        dropped = (dropped | named) - ({b"upgrade"} if keep_upgrade else set())
     kept = [(key, value) for key, value in headers if key.lower() not in dropped]
     if keep_upgrade:
         kept.append((b"Connection", b"Upgrade"))
