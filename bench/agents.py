@@ -46,6 +46,7 @@ from agent.settings import AgentSettings
 from bench.processes import Stack, rss_bytes
 from bench.report import Row, WorkloadResult
 from certs import PlaneRef
+from envtest import die_with_parent
 from protocol import Connection, ErrorCode, Role, Settings
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
 from tunnel.contract import (
@@ -368,6 +369,7 @@ class SwarmProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # only prctl, before exec
                 limit=1 << 20,
             )
         finally:

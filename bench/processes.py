@@ -27,7 +27,7 @@ import yaml
 
 import certs
 from certs import PlaneRef
-from envtest import Credentials, KubeAPIServer, ServerOptions, build_kubeconfig
+from envtest import Credentials, KubeAPIServer, ServerOptions, build_kubeconfig, die_with_parent
 from planelink.local import LocalPlanelink
 
 FAST = PlaneRef("bench", "fast")
@@ -93,6 +93,7 @@ def spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None =
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
             env={**os.environ, **(env or {})},
         )
     finally:

@@ -41,8 +41,15 @@ async def stream_bytes(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     view = memoryview(CHUNK)
     while remaining > 0:
+        if _gone(request):
+            break
         piece = view[: min(remaining, len(CHUNK))]
         await response.write(piece)
+        # When the client's socket fails, asyncio drops further writes with a warning, and
+        # the TLS transport says it is closing only once connection_lost() has run: a loop
+        # whose writes never wait must yield, or it spins forever encrypting into nothing
+        # (and the upstream answers no one else).
+        await asyncio.sleep(0)
         remaining -= len(piece)
     await response.write_eof()
     return response
@@ -58,12 +65,20 @@ async def watch(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     sent = 0
     while events == 0 or sent < events:
+        if _gone(request):
+            break
         event = {"type": "MODIFIED", "object": {"kind": "ConfigMap", "n": sent}}
         await response.write(json.dumps(event).encode() + b"\n")
         sent += 1
         await asyncio.sleep(interval)
     await response.write_eof()
     return response
+
+
+def _gone(request: web.Request) -> bool:
+    """The client closed the connection (the agent aborts it when its caller goes away)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def make_app() -> web.Application:

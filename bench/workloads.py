@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -228,9 +229,17 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
             started = time.perf_counter()
             tasks = [asyncio.create_task(watch()) for _ in range(n)]
             try:
-                async with asyncio.timeout(max(60.0, n / 50)):
-                    for _ in range(n):
-                        await opened.acquire()
+                got = 0
+                try:
+                    async with asyncio.timeout(20.0 if scale.quick else max(60.0, n / 50)):
+                        for _ in range(n):
+                            await opened.acquire()
+                            got += 1
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"{target.name}: {n - got} of {n} watches had no event in time; "
+                        f"{await _diagnose(stack)}"
+                    ) from None
                 open_seconds[target.name] = time.perf_counter() - started
                 await asyncio.sleep(1.0)
                 per_stream[target.name] = {
@@ -246,7 +255,15 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
     )
     result.rows.append(Row("events flowing", "events/s", events["through"], events["direct"]))
     for name in ("gateway", "agent"):
-        result.rows.append(Row(f"{name} RSS per stream", "KiB", per_stream["through"][name] / 1024))
+        result.rows.append(
+            Row(
+                f"{name} RSS per stream",
+                "KiB",
+                per_stream["through"][name] / 1024,
+                target=10,
+                op="<=",
+            )
+        )
     result.rows.append(
         Row(
             "upstream RSS per stream",
@@ -260,6 +277,26 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
 
 
 # -- 7. churn -----------------------------------------------------------------------------------
+
+
+async def _diagnose(stack: Stack) -> str:
+    """What the gateway and the agent say about the tunnel, for a workload that got stuck."""
+    planes = await stack.gateway_planes()
+    agents = [agent for plane in planes["planes"] for agent in plane["agents"]]  # type: ignore[attr-defined]
+    metrics = await stack.agent_metrics(FAST)
+    picked = {
+        k: v
+        for k, v in metrics.items()
+        if k.startswith(
+            ("planelink_agent_streams_total", "planelink_agent_active", "planelink_agent_up")
+        )
+        and "bucket" not in k
+    }
+    logs = {name: stack.procs[name].tail(15) for name in ("gateway", "agent-fast", "upstream")}
+    return (
+        f"gateway agents: {json.dumps(agents)}; agent metrics: {json.dumps(picked)}; "
+        f"logs: {json.dumps(logs)}"
+    )
 
 
 async def _stream_tables(stack: Stack) -> dict[str, float]:

@@ -13,6 +13,7 @@ from envtest.server import (
     ServerOptions,
     StaticUser,
     build_kubeconfig,
+    die_with_parent,
     wait_until,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "StaticUser",
     "api_client",
     "build_kubeconfig",
+    "die_with_parent",
     "find_binaries",
     "install_crd",
     "wait_until",

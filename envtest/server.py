@@ -320,7 +320,7 @@ class KubeAPIServer:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - runs only prctl, before exec
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - runs only prctl, before exec
             )
         self._processes.append(process)
 
@@ -417,7 +417,9 @@ def _write_private(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child before exec (`preexec_fn`): the kernel kills it if its parent dies first, so
+    an aborted run cannot leave servers behind."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 

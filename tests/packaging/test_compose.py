@@ -11,7 +11,6 @@ reaches the data plane through the gateway with the kubeconfig the compose file 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from envtest import KubeBinaries
+from envtest import KubeBinaries, die_with_parent
 from planelink.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -411,12 +410,6 @@ def test_volumes_are_declared_and_docker_compose_accepts_the_file() -> None:
 # -- the topology, run here -----------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel kills it if this test process dies first."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -510,7 +503,7 @@ class _LocalCompose:
             cwd=cwd,
             env=self.environment(),
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
         )
 
     def log(self, name: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -36,7 +35,7 @@ import pytest
 import yaml
 
 import certs
-from envtest import KubeAPIServer, build_kubeconfig, wait_until
+from envtest import KubeAPIServer, build_kubeconfig, die_with_parent, wait_until
 from planelink.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,12 +254,6 @@ def helm_binary() -> Path:
     return Path(built.stdout.strip().splitlines()[-1])
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel kills it if this test process dies first."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -447,7 +440,7 @@ class _Follower:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
             )
         )
 
