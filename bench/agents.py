@@ -559,7 +559,14 @@ class _Phases:
         per_agent = (rss_after - self.rss_before) / self.n / KIB
         tasks = (await self.gateway_tasks() - self.tasks_before) / self.n
         self.rows += [
-            Row("gateway RSS per idle agent", "KiB", per_agent, target=MEMORY_TARGET_KIB, op="<="),
+            Row(
+                "gateway RSS per idle agent",
+                "KiB",
+                per_agent,
+                # Judged at full N only: a few agents take their memory from free heap.
+                target=MEMORY_TARGET_KIB if self.n >= COUNTS["full"] else None,
+                op="<=",
+            ),
             Row("gateway asyncio tasks per idle agent", "", tasks),
             Row(f"gateway CPU idle (heartbeat {self.interval:g} s)", "% of a core", idle_cpu * 100),
             Row("gateway CPU per 1,000 idle agents", "% of a core", idle_cpu * 1e5 / self.n),

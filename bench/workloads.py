@@ -260,7 +260,8 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
                 f"{name} RSS per stream",
                 "KiB",
                 per_stream["through"][name] / 1024,
-                target=10,
+                # Judged in full mode only: a few hundred watches take free heap.
+                target=None if scale.quick else 10,
                 op="<=",
             )
         )

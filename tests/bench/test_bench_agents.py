@@ -41,11 +41,9 @@ def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> N
     assert workload["error"] is None
     rows = {row["metric"]: row for row in workload["rows"]}
     assert rows["connect storm: all connected"]["through"] > 0
-    assert rows["gateway RSS per idle agent"]["target"] == {
-        "on": "through",
-        "op": "<=",
-        "value": 100.0,
-    }
+    # Quick mode reports memory without judging it (50 agents take free heap).
+    assert rows["gateway RSS per idle agent"]["through"] > 0
+    assert rows["gateway RSS per idle agent"]["target"] is None
     assert rows["gateway CPU idle (heartbeat 2 s)"]["through"] >= 0
     restart = rows["restart: all connected again"]
     assert 0 < restart["through"] <= 30
