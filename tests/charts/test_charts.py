@@ -19,17 +19,6 @@ CHARTS = ROOT / "deploy" / "charts"
 AGENT_VALUES = ["--set", "plane=my-org/prod", "--set", "gateway.url=wss://gateway.example:8443"]
 
 
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    built = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "build-helm.sh")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(built.stdout.strip().splitlines()[-1])
-
-
 def _helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(helm), *args], capture_output=True, text=True, check=False)
 

@@ -243,17 +243,6 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
 # -- following the guide -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def helm_binary() -> Path:
-    built = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "build-helm.sh")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(built.stdout.strip().splitlines()[-1])
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -563,13 +552,13 @@ def deployment_port(docs: list[dict[str, Any]], name: str) -> int:
 def follower(
     control_plane: KubeAPIServer,
     kube_servers: Any,
-    helm_binary: Path,
+    helm: Path,
     tmp_path: Path,
 ) -> Iterator[_Follower]:
     servers = {"control-plane": control_plane, "data-plane": kube_servers("install-guide")}
     (tmp_path / "work").mkdir()
     (tmp_path / "logs").mkdir()
-    follower = _Follower(tmp_path / "work", servers, helm_binary, tmp_path / "logs")
+    follower = _Follower(tmp_path / "work", servers, helm, tmp_path / "logs")
     try:
         yield follower
     finally:
@@ -582,7 +571,7 @@ def follower(
         ):
             subprocess.run(
                 [
-                    str(helm_binary),
+                    str(helm),
                     "uninstall",
                     release,
                     "--kube-context",
