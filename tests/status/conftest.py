@@ -23,9 +23,7 @@ import yaml
 from websockets.asyncio.client import connect
 
 import certs
-from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
-from gateway.callers import CallerSettings
 from protocol import Connection, RequestReceived, Role
 from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
@@ -78,19 +76,10 @@ def pki(tmp_path: Path, extra_planes: list[dict[str, str]]) -> Pki:
 
 
 @pytest.fixture
-async def gateway(pki: Pki) -> AsyncIterator[Gateway]:
-    settings = GatewaySettings(
-        server_certificate=pki.directory / "server.crt",
-        server_key=pki.directory / "server.key",
-        caller_ca=pki.directory / "caller-ca.crt",
-        planes_file=pki.directory / "planes.yaml",
-        agents=AgentListenerSettings(host="127.0.0.1", port=0, heartbeat=Heartbeat(1, 5)),
-        callers=CallerSettings(host="127.0.0.1", port=0, request_timeout=10),
-        operator_host="127.0.0.1",
-        operator_port=0,
-        drain_grace=2,
-    )
-    gateway = Gateway(settings)
+async def gateway(
+    pki: Pki, loopback_gateway_settings: Callable[[Path], GatewaySettings]
+) -> AsyncIterator[Gateway]:
+    gateway = Gateway(loopback_gateway_settings(pki.directory))
     await gateway.start()
     yield gateway
     await gateway.stop()
