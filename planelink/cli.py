@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from crd import render_yaml
-from envtest import BinariesUnavailable, find_binaries
-from planelink import dev
-from planelink.agent_cli import add_agent_parser
-from planelink.apply_cli import add_apply_parser
-from planelink.certs_cli import add_certs_parser
-from planelink.gateway_cli import add_gateway_parser
-from planelink.kubeconfig_cli import add_kubeconfig_parser
 from planelink.logs import configure_logging
-from planelink.reconciler_cli import add_reconciler_parser
-from planelink.status_cli import add_status_parser
 from tunnel.tls import (
     DEFAULT_TLS_READ_BUFFER,
     MAX_TLS_READ_BUFFER,
@@ -33,7 +25,24 @@ in the control plane say which planes exist and which certificates their agents 
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Each command's module and the function that adds its parser. Imported only when needed: the
+# gateway's modules pull in kubernetes_asyncio (a second of imports) that `planelink agent`,
+# `certs` or `status` never use.
+_COMMANDS = {
+    "gateway": ("planelink.gateway_cli", "add_gateway_parser"),
+    "agent": ("planelink.agent_cli", "add_agent_parser"),
+    "reconciler": ("planelink.reconciler_cli", "add_reconciler_parser"),
+    "status": ("planelink.status_cli", "add_status_parser"),
+    "dev": ("planelink.dev", "add_parser"),
+    "certs": ("planelink.certs_cli", "add_certs_parser"),
+    "kubeconfig": ("planelink.kubeconfig_cli", "add_kubeconfig_parser"),
+    "apply": ("planelink.apply_cli", "add_apply_parser"),
+}
+_GLOBAL_OPTIONS_WITH_VALUES = frozenset({"--log-level", "--log-format", "--tls-read-buffer"})
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (`command` given) the global options and that command alone."""
     parser = argparse.ArgumentParser(
         prog="planelink",
         description=_DESCRIPTION,
@@ -75,14 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     binaries_parser.set_defaults(run=_run_kube_binaries)
 
-    add_gateway_parser(commands)
-    add_agent_parser(commands)
-    add_reconciler_parser(commands)
-    add_status_parser(commands)
-    dev.add_parser(commands)
-    add_certs_parser(commands)
-    add_kubeconfig_parser(commands)
-    add_apply_parser(commands)
+    for name, (module, function) in _COMMANDS.items():
+        if command is None or command == name:
+            getattr(importlib.import_module(module), function)(commands)
     return parser
 
 
@@ -96,6 +100,8 @@ def _run_crd(args: argparse.Namespace) -> int:
 
 
 def _run_kube_binaries(args: argparse.Namespace) -> int:
+    from envtest import BinariesUnavailable, find_binaries  # noqa: PLC0415 - only this command
+
     try:
         binaries = find_binaries()
     except BinariesUnavailable as error:
@@ -117,8 +123,20 @@ def _tls_read_buffer(text: str) -> int:
     return size
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command `argv` names, if it is one of the lazily loaded ones."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _GLOBAL_OPTIONS_WITH_VALUES:
+            next(tokens, None)
+        elif not token.startswith("-"):
+            return token if token in _COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_in(arguments)).parse_args(arguments)
     set_tls_read_buffer(args.tls_read_buffer)
     configure_logging(level=args.log_level, log_format=args.log_format)
     code: int = args.run(args)

@@ -41,8 +41,8 @@ def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> N
     assert workload["error"] is None
     rows = {row["metric"]: row for row in workload["rows"]}
     assert rows["connect storm: all connected"]["through"] > 0
-    # Quick mode reports memory without judging it (50 agents take free heap).
-    assert rows["gateway RSS per idle agent"]["through"] > 0
+    # Quick mode reports memory without judging it: 50 agents may take only free heap (0 KiB).
+    assert rows["gateway RSS per idle agent"]["through"] >= 0
     assert rows["gateway RSS per idle agent"]["target"] is None
     assert rows["gateway CPU idle (heartbeat 2 s)"]["through"] >= 0
     restart = rows["restart: all connected again"]
