@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,16 +13,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from websockets.asyncio.client import connect
 
 import certs
 from gateway.app import Gateway, GatewaySettings
-from protocol import Connection, RequestReceived, Role
-from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
-from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
+from protocol import RequestReceived
+from tunnel import TunnelSession, TunnelStream
 
 PLANE_A = certs.PlaneRef("ns-a", "plane-a")
-_AGENT_NUMBERS = itertools.count(1)
+# What the `dial_agent` fixture (tests/conftest.py) is.
+DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
 PLANE_B = certs.PlaneRef("ns-b", "plane-b")
 
 Handler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]
@@ -145,6 +143,7 @@ class FakeAgent:
 
 @contextlib.asynccontextmanager
 async def fake_agent(
+    dial: DialAgent,
     gateway: Gateway,
     pki: Pki,
     plane: certs.PlaneRef,
@@ -155,26 +154,7 @@ async def fake_agent(
 ) -> AsyncIterator[FakeAgent]:
     """An agent connected (HELLO exchanged and registered) for `plane`."""
     bundle = bundle or pki.agent_cert(plane)
-    url = (
-        f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={claim or plane}"
-    )
-    agent_id = f"fake-{next(_AGENT_NUMBERS)}"
-    websocket = await connect(
-        url,
-        ssl=pki.agent_ssl(bundle),
-        subprotocols=[SUBPROTOCOL],
-        ping_interval=None,  # type: ignore[list-item]
-    )
-    session = TunnelSession(
-        WebSocketChannel(websocket),
-        Connection(Role.AGENT, identity={IDENTITY_PLANE: str(plane), IDENTITY_AGENT_ID: agent_id}),
-        heartbeat=Heartbeat(1, 5),
-        request_handler=handler,
-    )
-    task = asyncio.create_task(session.run())
-    await session.wait_ready()
-    while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
-        await gateway.agents.wait_for_change()
+    session, task = await dial(gateway, plane, pki.agent_ssl(bundle), handler, claim=claim)
     agent = FakeAgent(session, task)
     try:
         yield agent
@@ -206,11 +186,11 @@ AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[FakeAgent]]
 
 
 @pytest.fixture
-def connect_agent(gateway: Gateway, pki: Pki) -> AgentFactory:
+def connect_agent(gateway: Gateway, pki: Pki, dial_agent: DialAgent) -> AgentFactory:
     def factory(
         plane: certs.PlaneRef, **kwargs: object
     ) -> contextlib.AbstractAsyncContextManager[FakeAgent]:
-        return fake_agent(gateway, pki, plane, **kwargs)  # type: ignore[arg-type]
+        return fake_agent(dial_agent, gateway, pki, plane, **kwargs)  # type: ignore[arg-type]
 
     return factory
 

@@ -20,13 +20,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from websockets.asyncio.client import connect
 
 import certs
 from gateway.app import Gateway, GatewaySettings
-from protocol import Connection, RequestReceived, Role
-from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
-from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
+from protocol import RequestReceived
+from tunnel import TunnelSession, TunnelStream
 
 PLANES = (
     certs.PlaneRef("ns-a", "plane-a"),
@@ -34,7 +32,8 @@ PLANES = (
     certs.PlaneRef("ns-c", "plane-c"),
 )
 TIMEOUT = 60.0  # one process (Python CLI or Chromium) from start to exit
-_AGENT_NUMBERS = itertools.count(1)
+# What the `dial_agent` fixture (tests/conftest.py) is.
+DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
 
 
 @dataclass
@@ -96,28 +95,15 @@ async def _not_found(stream: TunnelStream, request: RequestReceived) -> None:
 
 @contextlib.asynccontextmanager
 async def _fake_agent(
-    gateway: Gateway, pki: Pki, plane: certs.PlaneRef, bundle: certs.CertificateBundle | None
+    dial: DialAgent,
+    gateway: Gateway,
+    pki: Pki,
+    plane: certs.PlaneRef,
+    bundle: certs.CertificateBundle | None,
 ) -> AsyncIterator[TunnelSession]:
     """An agent connected (HELLO exchanged and registered) for `plane`."""
     bundle = bundle or certs.issue_agent(pki.agent_cas[plane], plane=plane)
-    url = f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={plane}"
-    agent_id = f"fake-{next(_AGENT_NUMBERS)}"
-    websocket = await connect(
-        url,
-        ssl=pki.agent_ssl(bundle),
-        subprotocols=[SUBPROTOCOL],
-        ping_interval=None,  # type: ignore[list-item]
-    )
-    session = TunnelSession(
-        WebSocketChannel(websocket),
-        Connection(Role.AGENT, identity={IDENTITY_PLANE: str(plane), IDENTITY_AGENT_ID: agent_id}),
-        heartbeat=Heartbeat(1, 5),
-        request_handler=_not_found,
-    )
-    task = asyncio.create_task(session.run())
-    await session.wait_ready()
-    while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
-        await gateway.agents.wait_for_change()
+    session, task = await dial(gateway, plane, pki.agent_ssl(bundle), _not_found)
     try:
         yield session
     finally:
@@ -129,11 +115,11 @@ AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[TunnelSessio
 
 
 @pytest.fixture
-def connect_agent(gateway: Gateway, pki: Pki) -> AgentFactory:
+def connect_agent(gateway: Gateway, pki: Pki, dial_agent: DialAgent) -> AgentFactory:
     def factory(
         plane: certs.PlaneRef, bundle: certs.CertificateBundle | None = None
     ) -> contextlib.AbstractAsyncContextManager[TunnelSession]:
-        return _fake_agent(gateway, pki, plane, bundle)
+        return _fake_agent(dial_agent, gateway, pki, plane, bundle)
 
     return factory
 
