@@ -444,13 +444,9 @@ async def profiled(phase: str, pid: int) -> AsyncIterator[None]:
 
 async def gateway_agents(http: aiohttp.ClientSession, stack: Stack) -> int:
     """Agents of the swarm's planes the gateway counts as connected (from /metrics)."""
-    url = f"http://127.0.0.1:{stack.ports['operator']}/metrics"
-    async with http.get(url) as response:
-        text = await response.text()
     prefix = f'planelink_gateway_agents_connected{{plane="{NAMESPACE}/'
-    return sum(
-        int(float(line.rpartition(" ")[2])) for line in text.splitlines() if line.startswith(prefix)
-    )
+    samples = await stack.gateway_metrics(http)
+    return sum(int(value) for name, value in samples.items() if name.startswith(prefix))
 
 
 async def wait_gateway_agents(

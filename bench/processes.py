@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,20 +26,20 @@ import yaml
 
 import certs
 from certs import PlaneRef
-from envtest import Credentials, KubeAPIServer, ServerOptions, build_kubeconfig, die_with_parent
+from envtest import (
+    Credentials,
+    KubeAPIServer,
+    ServerOptions,
+    build_kubeconfig,
+    die_with_parent,
+    free_port,
+)
 from planelink.local import LocalPlanelink
 
 FAST = PlaneRef("bench", "fast")
 KUBE = PlaneRef("bench", "kube")
 UPSTREAM_TOKEN = "bench-token"  # noqa: S105 - the fast upstream accepts any token
 MAX_STREAMS = 12_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_bytes(pid: int) -> int:
@@ -294,8 +293,9 @@ class Stack:
     async def agent_metrics(self, plane: PlaneRef = FAST) -> dict[str, float]:
         return await _scrape(f"http://127.0.0.1:{self.ports['agent-' + plane.name]}/metrics")
 
-    async def gateway_metrics(self) -> dict[str, float]:
-        return await _scrape(f"http://127.0.0.1:{self.ports['operator']}/metrics")
+    async def gateway_metrics(self, http: aiohttp.ClientSession | None = None) -> dict[str, float]:
+        """The gateway's /metrics; through `http` when polled often (its connections reused)."""
+        return await _scrape(f"http://127.0.0.1:{self.ports['operator']}/metrics", http)
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -309,9 +309,12 @@ class Stack:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-async def _scrape(url: str) -> dict[str, float]:
+async def _scrape(url: str, http: aiohttp.ClientSession | None = None) -> dict[str, float]:
     """A Prometheus text page as {sample with labels: value}."""
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+    if http is None:
+        async with aiohttp.ClientSession() as session:
+            return await _scrape(url, session)
+    async with http.get(url) as response:
         text = await response.text()
     values: dict[str, float] = {}
     for line in text.splitlines():

@@ -14,6 +14,7 @@ from envtest.server import (
     StaticUser,
     build_kubeconfig,
     die_with_parent,
+    free_port,
     wait_until,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "build_kubeconfig",
     "die_with_parent",
     "find_binaries",
+    "free_port",
     "install_crd",
     "wait_until",
 ]

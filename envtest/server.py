@@ -257,7 +257,7 @@ class KubeAPIServer:
 
     def _start_processes(self, binaries: KubeBinaries) -> None:
         workdir = self.workdir
-        etcd_port, self.port = _free_port(), _free_port()
+        etcd_port, self.port = free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         data_dir = workdir / "etcd-data"
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -405,7 +405,8 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now (the kernel's choice; free until taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

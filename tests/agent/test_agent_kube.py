@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 import certs
-from envtest import KubeAPIServer
+from envtest import KubeAPIServer, free_port
 from kubeproxy import Upstream
 from protocol import ErrorCode, SendLimits, Settings
 from tunnel import StreamResetError, TunnelStream, http1
@@ -209,7 +208,7 @@ async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
 async def test_an_unreachable_api_server_gives_a_502_status(
     start_agent: StartAgent, gateway: TestGateway
 ) -> None:
-    unreachable = Upstream(scheme="https", host="127.0.0.1", port=_closed_port(), token="t")
+    unreachable = Upstream(scheme="https", host="127.0.0.1", port=free_port(), token="t")
     running = await start_agent(upstream=unreachable)
     connection = await gateway.next_connection()
     reply = await connection.request("GET", "/api/v1/namespaces")
@@ -316,10 +315,3 @@ def _open_watches(server: KubeAPIServer) -> int:
         ):
             total += int(float(line.rsplit(" ", 1)[1]))
     return total
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port

@@ -8,7 +8,6 @@ the control plane, with kubeconfigs that carry their tokens (or nothing, or a ce
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from certs import PlaneRef
-from envtest import Credentials, KubeAPIServer, build_kubeconfig
+from envtest import Credentials, KubeAPIServer, build_kubeconfig, free_port
 from envtest.pytest_plugin import ServerFactory
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from planelink.local import LocalPlanelink
@@ -160,9 +159,7 @@ async def unreachable_lab(
     control_plane: KubeAPIServer, data_plane: KubeAPIServer, namespace: str, tmp_path: Path
 ) -> AsyncIterator[AuthLab]:
     """A gateway whose control plane (for reviews) does not answer: nothing listens there."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = control_plane.kubeconfig()
     config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
     dead = tmp_path / "dead-control-plane.kubeconfig"

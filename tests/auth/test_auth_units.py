@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from certs import PlaneRef
+from envtest import free_port
 from gateway.auth import (
     CallerAuth,
     CallerAuthMode,
@@ -238,9 +237,7 @@ async def test_without_a_client_the_gateway_answers_503() -> None:
 
 
 async def test_kube_reviews_translate_connection_errors() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     configuration = Configuration(host=f"https://127.0.0.1:{port}")
     async with ApiClient(configuration) as client:
         reviews = KubeReviews(client, timeout=5)

@@ -17,7 +17,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from envtest import KubeBinaries, die_with_parent
+from envtest import KubeBinaries, die_with_parent, free_port
 from planelink.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -410,13 +409,6 @@ def test_volumes_are_declared_and_docker_compose_accepts_the_file() -> None:
 # -- the topology, run here -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class _LocalCompose:
     """docker-compose.yml's services as local processes: each service's host name is
     127.0.0.1, each (service, port) a free loopback port, each volume a folder."""
@@ -432,7 +424,7 @@ class _LocalCompose:
             "python": [sys.executable],
         }
         self.ports = {
-            (name, port): _free_port()
+            (name, port): free_port()
             for name, service in self.services.items()
             if name not in ("pki", "bootstrap")
             for port in _listening(name, service)

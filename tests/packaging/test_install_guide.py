@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -35,7 +34,7 @@ import pytest
 import yaml
 
 import certs
-from envtest import KubeAPIServer, build_kubeconfig, die_with_parent, wait_until
+from envtest import KubeAPIServer, build_kubeconfig, die_with_parent, free_port, wait_until
 from planelink.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,13 +242,6 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
 # -- following the guide -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _entrypoint() -> list[str]:
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("ENTRYPOINT "):
@@ -439,7 +431,7 @@ class _Follower:
         for port in container["ports"]:  # what the Service targets is what it listens on
             variable = f"PLANELINK_GATEWAY_{port['name'].removesuffix('s').upper()}_PORT"
             assert env[variable] == str(port["containerPort"])
-            self.ports[port["name"]] = _free_port()
+            self.ports[port["name"]] = free_port()
             env[variable] = str(self.ports[port["name"]])
         env["PLANELINK_GATEWAY_BIND"] = "127.0.0.1"  # its default: every interface
         # In the cluster it reads the control plane with its service account: so here too.
@@ -493,7 +485,7 @@ class _Follower:
         )
         env["PYTHONPATH"] = str(hosts)
         assert env["PLANELINK_HEALTH_ADDRESS"] == ":8080"
-        env["PLANELINK_HEALTH_ADDRESS"] = f"127.0.0.1:{_free_port()}"
+        env["PLANELINK_HEALTH_ADDRESS"] = f"127.0.0.1:{free_port()}"
         # In the pod: the service account's token and the cluster's CA, and the Service's address.
         server = self.servers[helm.context]
         account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
