@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from kubeproxy.metrics import LabelledChildren
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -19,7 +20,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.child = LabelledChildren()
         r = self.registry
         self.agent_connects = Counter(
             "planelink_gateway_agent_connects_total",
@@ -74,16 +75,6 @@ class GatewayMetrics:
             ["result"],
             registry=r,
         )
-
-    def child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
-        """`metric.labels(*labels)`, remembered: prometheus_client validates labels on every
-        call, which on the request path costs more than the increment itself. The label sets
-        are bounded (planes, status classes, directions)."""
-        key = (id(metric), labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
 
     def watch_agents(self, snapshot: Callable[[], Iterable[AgentSample]]) -> None:
         """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels)."""

@@ -8,9 +8,27 @@ Label values are bounded sets: outcomes and status classes are fixed words.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class LabelledChildren:
+    """`metric.labels(*values)`, remembered: prometheus_client validates the labels and takes a
+    lock on every call, which on the request path costs more than the increment itself. For
+    label sets that are bounded (planes, outcomes, status classes, directions)."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def __call__(self, metric: Counter | Gauge | Histogram, *values: str) -> Any:
+        key = (id(metric), values)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = metric.labels(*values)
+        return found
 
 
 class ProxyMetrics:
@@ -56,22 +74,7 @@ class ProxyMetrics:
         self.to_upstream = self.bytes.labels("to_upstream")
         self.active_connections = self.upstream_connections.labels("active")
         self.idle_connections = self.upstream_connections.labels("idle")
-        self._outcomes: dict[str, Counter] = {}
-        self._durations: dict[str, Histogram] = {}
-
-    def stream_outcome(self, outcome: str) -> Counter:
-        """The `streams` counter of one outcome (a fixed word)."""
-        child = self._outcomes.get(outcome)
-        if child is None:
-            child = self._outcomes[outcome] = self.streams.labels(outcome)
-        return child
-
-    def upstream_duration_of(self, status_class: str) -> Histogram:
-        """The upstream duration histogram of one status class (2xx, ..., error)."""
-        child = self._durations.get(status_class)
-        if child is None:
-            child = self._durations[status_class] = self.upstream_duration.labels(status_class)
-        return child
+        self.child = LabelledChildren()
 
     def sample(self, name: str, **labels: str) -> float:
         """The current value of a sample (0 when absent): for tests and debugging."""

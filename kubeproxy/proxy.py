@@ -99,7 +99,7 @@ class Proxy:
             if not self.stats.active:
                 self._idle.set()
             self._metrics.active_streams.dec()
-            self._metrics.stream_outcome(outcome).inc()
+            self._metrics.child(self._metrics.streams, outcome).inc()
 
     # -- one exchange -------------------------------------------------------------------------
 
@@ -118,11 +118,12 @@ class Proxy:
             # No Content-Length: a body, if any, goes chunked. Its first piece (or the end,
             # which arrives with the head of a bodiless request) tells which.
             first = bytes(await stream.read())
+        metrics = self._metrics
         started = time.monotonic()
         try:
             exchange = await self._start(stream, plan, first)
         except (UpstreamError, BadRequest) as failure:
-            self._metrics.upstream_duration_of("error").observe(time.monotonic() - started)
+            metrics.child(metrics.upstream_duration, "error").observe(time.monotonic() - started)
             if isinstance(failure, BadRequest):
                 log.info("request refused", reason=str(failure))
                 await self._respond_error(stream, 400, str(failure))
@@ -132,7 +133,7 @@ class Proxy:
             return "upstream_error"
         duration = time.monotonic() - started
         status = exchange.head.status
-        self._metrics.upstream_duration_of(status_class(status)).observe(duration)
+        metrics.child(metrics.upstream_duration, status_class(status)).observe(duration)
         log.debug("upstream answered", status=status, seconds=round(duration, 4))
         return await self._answer(stream, plan, exchange, log)
 
