@@ -86,9 +86,8 @@ class TunnelSession:
         self._handlers: dict[int, asyncio.Task[None]] = {}
         self._wake_writer = asyncio.Event()
         self._hello: asyncio.Future[PeerInfo] = asyncio.get_running_loop().create_future()
-        self._closed = asyncio.Event()
         self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        """Done when the session ends: what `run` waits on beside its tasks (not a task)."""
+        """Done when the session has ended (`closed`, `wait_closed`, and what `run` waits on)."""
         self._heartbeat_timer: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -147,7 +146,7 @@ class TunnelSession:
 
     async def wait_closed(self) -> None:
         """Returns once the session has ended."""
-        await self._closed.wait()
+        await asyncio.shield(self._ended)  # a cancelled waiter must not end the session
 
     @property
     def peer(self) -> PeerInfo | None:
@@ -155,7 +154,7 @@ class TunnelSession:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._ended.done()
 
     @property
     def open_streams(self) -> int:
@@ -415,7 +414,7 @@ class TunnelSession:
             handler.cancel()  # the caller is gone: stop the upstream work too
 
     def _end(self, reason: str) -> None:
-        if self._closed.is_set():
+        if self._ended.done():
             return
         self.close_reason = reason
         if not self._hello.done():
@@ -424,9 +423,7 @@ class TunnelSession:
         lost = StreamResetError(ErrorCode.CONNECTION_LOST, reason, remote=False)
         for stream in list(self._streams.values()):
             stream._on_reset(lost)
-        self._closed.set()
-        if not self._ended.done():
-            self._ended.set_result(None)
+        self._ended.set_result(None)
 
     async def _shutdown(self) -> None:
         if self._peer_dead:
