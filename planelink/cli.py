@@ -10,12 +10,7 @@ from pathlib import Path
 
 from crd import render_yaml
 from planelink.logs import configure_logging
-from tunnel.tls import (
-    DEFAULT_TLS_READ_BUFFER,
-    MAX_TLS_READ_BUFFER,
-    MIN_TLS_READ_BUFFER,
-    set_tls_read_buffer,
-)
+from tunnel.tls import DEFAULT_TLS_READ_BUFFER, set_tls_read_buffer, tls_read_buffer_problem
 
 _DESCRIPTION = """\
 planelink connects a Kubernetes control plane to its data-plane clusters. An agent in each
@@ -116,10 +111,9 @@ def _tls_read_buffer(text: str) -> int:
         size = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
-    if not MIN_TLS_READ_BUFFER <= size <= MAX_TLS_READ_BUFFER:
-        raise argparse.ArgumentTypeError(
-            f"must be between {MIN_TLS_READ_BUFFER} and {MAX_TLS_READ_BUFFER} bytes"
-        )
+    problem = tls_read_buffer_problem(size)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return size
 
 

@@ -21,13 +21,21 @@ MIN_TLS_READ_BUFFER = 16 * 1024 + 512  # one full TLS record with its header and
 MAX_TLS_READ_BUFFER = 1 << 20
 
 
+def tls_read_buffer_problem(size: int) -> str | None:
+    """Why `size` cannot be the TLS read buffer, or None if it can."""
+    if MIN_TLS_READ_BUFFER <= size <= MAX_TLS_READ_BUFFER:
+        return None
+    return (
+        f"the TLS read buffer must be between {MIN_TLS_READ_BUFFER} and "
+        f"{MAX_TLS_READ_BUFFER} bytes, not {size}"
+    )
+
+
 def set_tls_read_buffer(size: int) -> None:
     """Read at most `size` bytes per TLS read (and keep a buffer of that size per connection)."""
-    if not MIN_TLS_READ_BUFFER <= size <= MAX_TLS_READ_BUFFER:
-        raise ValueError(
-            f"the TLS read buffer must be between {MIN_TLS_READ_BUFFER} and "
-            f"{MAX_TLS_READ_BUFFER} bytes, not {size}"
-        )
+    problem = tls_read_buffer_problem(size)
+    if problem is not None:
+        raise ValueError(problem)
     asyncio.sslproto.SSLProtocol.max_size = size
 
 
