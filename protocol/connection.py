@@ -295,10 +295,15 @@ class Connection:
         """Abort a stream in both directions; queued data is dropped.
 
         Resetting a stream that is already gone (a race with the peer's RESET, END or a
-        GOAWAY) does nothing.
+        GOAWAY) sends nothing; if it closed normally with bytes the application had not yet
+        consumed, those are credited to the connection now (they never will be consumed, and
+        holding them would shrink the connection window for every other stream for good).
         """
+        if self.state is ConnectionState.CLOSED:
+            return
         stream = self._streams.get(stream_id)
-        if stream is None or self.state is ConnectionState.CLOSED:
+        if stream is None:
+            self._credit_connection(self._reg.release_lingering(stream_id))
             return
         self._sched.control(Reset(stream_id, error_code, message).encode(self._version))
         self._reg.remember_reset(stream_id)

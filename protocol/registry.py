@@ -130,6 +130,10 @@ class StreamRegistry:
         self.lingering[stream.stream_id] = buffered
         return 0
 
+    def release_lingering(self, stream_id: int) -> int:
+        """Forget a closed stream's unconsumed bytes (the application gave it up); returns them."""
+        return self.lingering.pop(stream_id, 0)
+
     def consume_lingering(self, stream_id: int, n: int) -> bool:
         """Account ``n`` consumed bytes of a closed stream; ``False`` if it is not tracked."""
         held = self.lingering.get(stream_id)

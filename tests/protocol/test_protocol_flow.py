@@ -253,6 +253,28 @@ def test_bytes_still_held_after_a_normal_close_keep_counting_until_consumed() ->
     assert pair.gateway.inbound_buffered == 0
 
 
+def test_resetting_a_closed_stream_credits_what_it_still_held() -> None:
+    # Found by the property test: a caller that gives up a complete response it had not read
+    # (the stream already closed both ways) must not keep those bytes out of the connection
+    # window, or every later stream of the tunnel shares a window that shrinks for good.
+    pair = Pair.create(gateway_settings=Settings(initial_stream_window=1000, connection_window=700))
+    sid = pair.gateway.send_request(method=b"GET", path=b"/", end_stream=True)
+    pair.pump()
+    pair.agent.send_response(sid, status=200)
+    pair.agent.send_data(sid, b"r" * 400)
+    pair.agent.end_stream(sid)
+    pair.pump()
+    assert sid not in pair.gateway.stream_ids()
+    pair.gateway.consumed(sid, 50)
+    pair.gateway.reset_stream(sid)
+    assert frames(pair.gateway.data_to_send()) == [WindowUpdate(0, 400)]  # no RESET: it is gone
+    assert pair.gateway.inbound_buffered == 0
+    assert pair.gateway.connection_receive_window == 700
+    pair.gateway.consumed(sid, 1)  # a late consumed after the reset is ignored
+    pair.gateway.reset_stream(sid)  # and so is a second reset
+    assert pair.gateway.data_to_send() == []
+
+
 def test_small_response_is_not_queued_behind_a_saturating_download() -> None:
     """Fairness: a 200-byte answer goes out while a big stream saturates the connection."""
     huge = Settings(initial_stream_window=MAX_WINDOW, connection_window=MAX_WINDOW)

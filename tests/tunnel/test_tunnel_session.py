@@ -186,7 +186,8 @@ async def test_a_stream_given_up_with_unread_data_leaves_the_table() -> None:
         stream.end()
 
     gateway_end, agent_end = memory_channel_pair()
-    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
+    gateway_conn = Connection(Role.GATEWAY)
+    gateway = TunnelSession(gateway_end, gateway_conn)
     agent = TunnelSession(agent_end, Connection(Role.AGENT), request_handler=answer_and_end)
     tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(agent.run())]
     await gateway.wait_ready()
@@ -200,7 +201,10 @@ async def test_a_stream_given_up_with_unread_data_leaves_the_table() -> None:
     while await barrier.read():
         pass
     assert gateway.open_streams == 1
+    assert gateway_conn.inbound_buffered == len(b"never read")
     stream.reset()  # the caller went away before reading the body
     assert gateway.open_streams == 0
+    # ...and its unread bytes no longer hold connection credit that every stream shares.
+    assert gateway_conn.inbound_buffered == 0
     gateway.close("done")
     await asyncio.gather(*tasks)
