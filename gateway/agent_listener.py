@@ -188,10 +188,7 @@ class AgentListener:
                 )
         except (OSError, TimeoutError) as error:
             reason, detail = _tls_failure(error)
-            self._metrics.agent_rejections.labels(reason=reason).inc()
-            log.warning(
-                "agent refused in the TLS handshake", reason=reason, detail=detail, remote=remote
-            )
+            self._refuse(reason, "agent refused in the TLS handshake", detail=detail, remote=remote)
             transport.abort()
             return
         if tls is None:  # pragma: no cover - start_tls returns None only on a closing loop

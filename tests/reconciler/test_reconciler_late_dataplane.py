@@ -1,0 +1,96 @@
+"""An agent that dials before its DataPlane exists is refused, then accepted on its next
+attempt once the DataPlane is created: no gateway or agent restart (real gateway, reconciler,
+agent and API servers)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import yaml
+
+import crd
+from certs import PlaneRef
+from envtest import KubeAPIServer
+from envtest.pytest_plugin import ServerFactory
+from planelink.local import LocalPlanelink
+
+
+async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exists(
+    control_plane: KubeAPIServer, kube_servers: ServerFactory, namespace: str, tmp_path: Path
+) -> None:
+    plane = PlaneRef(namespace, "early")
+    local = LocalPlanelink(
+        directory=tmp_path / "planelink",
+        planes={plane: kube_servers("lifecycle-plane").kubeconfig_path},
+        reconcile_with=control_plane.kubeconfig_path,
+    )
+    await local.start_pki_and_gateway()
+    gateway = local.gateway
+    assert gateway is not None
+    try:
+        assert gateway.reconciler is not None
+        await asyncio.wait_for(gateway.reconciler.ready.wait(), timeout=30)
+        registry = gateway.metrics.registry
+
+        def untrusted() -> float:
+            labels = {"reason": "Untrusted"}
+            return (
+                registry.get_sample_value("planelink_gateway_agent_rejections_total", labels) or 0
+            )
+
+        before = untrusted()
+
+        # No DataPlane yet: no plane trusts the agent's CA, so the TLS handshake refuses it.
+        refused = asyncio.create_task(gateway.agent_listener.wait_for_rejection())
+        await local.start_agent(plane)
+        await asyncio.wait_for(refused, timeout=30)
+        assert untrusted() > before
+        assert gateway.agents.agents(plane) == []
+        assert not local.agent(plane).state.up
+
+        # The DataPlane appears: the agent keeps retrying (backoff) and its next attempt is
+        # accepted, with the same certificate and without restarting anything.
+        manifest = {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "metadata": {"name": plane.name, "namespace": plane.namespace},
+            "spec": {
+                "agent": {"enabled": True, "clientCA": {"value": local.agent_ca_pem(plane)}},
+                "gateway": {"publicVirtualHost": "a.test", "organizationVirtualHost": "b.test"},
+            },
+        }
+        await asyncio.to_thread(
+            control_plane.kubectl, "apply", "-f", "-", input=yaml.safe_dump(manifest)
+        )
+        await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+        waited = await asyncio.to_thread(
+            control_plane.kubectl,
+            "wait",
+            f"dataplane/{plane.name}",
+            "-n",
+            plane.namespace,
+            "--for=condition=Ready",
+            "--timeout=30s",
+            check=False,
+            timeout=40,
+        )
+        assert waited.returncode == 0, waited.stderr
+
+        # And the tunnel carries a caller's request to the data plane.
+        through = await asyncio.create_subprocess_exec(
+            "kubectl",
+            "--kubeconfig",
+            str(local.caller_kubeconfig(plane)),
+            "get",
+            "namespace",
+            "kube-system",
+            "-o",
+            "name",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(through.communicate(), timeout=30)
+        assert out.decode().strip() == "namespace/kube-system", err.decode()
+    finally:
+        await local.stop()
