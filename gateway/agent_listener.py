@@ -67,11 +67,15 @@ class _Verified:
 
 
 class _Rejected(Exception):
-    def __init__(self, status: HTTPStatus, reason: str, message: str) -> None:
+    def __init__(
+        self, status: HTTPStatus, reason: str, message: str, plane: PlaneRef | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
+        self.plane = plane
+        """The plane the agent named, once it is one this gateway knows."""
 
 
 class AgentListener:
@@ -105,9 +109,21 @@ class AgentListener:
         """Returns at the next refused agent (for tests and tooling that watch refusals)."""
         await self._rejected.wait()
 
-    def _refuse(self, reason: str, message: str, **context: object) -> None:
+    def _refuse(
+        self,
+        reason: str,
+        message: str,
+        *,
+        detail: str,
+        plane: PlaneRef | None = None,
+        **context: object,
+    ) -> None:
         self._metrics.agent_rejections.labels(reason=reason).inc()
-        log.warning(message, reason=reason, **context)
+        if plane is None:
+            log.warning(message, reason=reason, detail=detail, **context)
+        else:
+            log.warning(message, reason=reason, detail=detail, plane=str(plane), **context)
+            self._agents.refused(plane, reason, detail)
         self._rejected.set()
         self._rejected = asyncio.Event()
 
@@ -206,6 +222,7 @@ class AgentListener:
                 rejected.reason,
                 "agent refused",
                 detail=rejected.message,
+                plane=rejected.plane,
                 remote=_remote(connection),
                 path=request.path,
             )
@@ -246,7 +263,10 @@ class AgentListener:
             info = verify_agent(trust, der)
         except CertificateRejected as rejected:
             raise _Rejected(
-                HTTPStatus.FORBIDDEN, rejected.reason.value, f"plane {plane}: {rejected.message}"
+                HTTPStatus.FORBIDDEN,
+                rejected.reason.value,
+                f"plane {plane}: {rejected.message}",
+                plane,
             ) from rejected
         assert der is not None
         return _Verified(plane=plane, certificate=info, certificate_der=der)
@@ -269,7 +289,10 @@ class AgentListener:
             claimed = peer.identity.get(IDENTITY_PLANE, str(verified.plane))
             if claimed != str(verified.plane):
                 self._refuse(
-                    "PlaneMismatch", "agent refused", hello_plane=claimed, plane=str(verified.plane)
+                    "PlaneMismatch",
+                    "agent refused",
+                    detail=f"its HELLO names plane {claimed}, its URL {verified.plane}",
+                    plane=verified.plane,
                 )
                 session.close(
                     f"HELLO names plane {claimed}, the URL {verified.plane}",
@@ -290,8 +313,8 @@ class AgentListener:
             self._refuse(
                 "NoHello",
                 "agent refused",
-                detail=str(error) or "timeout",
-                plane=str(verified.plane),
+                detail=f"no HELLO: {error or 'timeout'}",
+                plane=verified.plane,
             )
             session.close("no HELLO in time", ErrorCode.PROTOCOL_ERROR)
         reason = await running

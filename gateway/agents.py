@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -21,6 +21,9 @@ from gateway.metrics import AgentSample, GatewayMetrics
 from gateway.trust import PlaneTrust, TrustRegistry, verify_agent
 from protocol import ErrorCode
 from tunnel import TunnelSession
+
+RefusalHook = Callable[[PlaneRef, str, str], None]
+"""(plane, reason, detail) of an agent the gateway turned away."""
 
 log = structlog.get_logger("gateway.agents")
 
@@ -68,6 +71,9 @@ class AgentRegistry:
     """Connected agents by plane; subscribes to trust changes."""
 
     def __init__(self, trust: TrustRegistry, metrics: GatewayMetrics) -> None:
+        self.on_refused: RefusalHook | None = None
+        """Told of every agent refused or disconnected for a plane (the reconciler makes
+        Events of it)."""
         self._agents: dict[PlaneRef, list[AgentConnection]] = {}
         self._trust = trust
         self._metrics = metrics
@@ -130,6 +136,11 @@ class AgentRegistry:
             return None
         return min(candidates, key=lambda agent: agent.session.open_streams)
 
+    def refused(self, plane: PlaneRef, reason: str, detail: str) -> None:
+        """An agent of `plane` was turned away (metrics and logs are the caller's)."""
+        if self.on_refused is not None:
+            self.on_refused(plane, reason, detail)
+
     async def wait_for_change(self) -> None:
         """Returns at the next connect or disconnect (for tests and status writers)."""
         await self._changed.wait()
@@ -149,6 +160,7 @@ class AgentRegistry:
                     reason=reason,
                 )
                 self._metrics.agent_rejections.labels(reason="TrustRevoked").inc()
+                self.refused(plane, "TrustRevoked", f"agent disconnected: {reason}")
                 agent.session.close(reason, ErrorCode.NO_ERROR)
 
 

@@ -114,6 +114,7 @@ class Gateway:
             )
             # Listing may wait for an API server that is down; the listeners serve meanwhile
             # and /readyz says why the gateway is not ready yet.
+            self.agents.on_refused = self.reconciler.agent_refused
             self._reconciler_start = asyncio.create_task(self.reconciler.start())
             self.direct = DirectAgents(direct=self.reconciler.direct, agents=self.agents)
             self.direct.start()

@@ -119,8 +119,11 @@ def verify_agent(
 ) -> CertificateInfo:
     """Accept an agent's certificate for `trust.plane`, or raise CertificateRejected saying why."""
     if not trust.accepts_agents:
+        # Callers name the plane (the listener prefixes it); saying it here too doubled it.
         reason = "; ".join(trust.issues) or "the DataPlane has no agent client CA"
-        raise CertificateRejected(RejectionReason.UNTRUSTED, f"plane {trust.plane}: {reason}")
+        raise CertificateRejected(
+            RejectionReason.UNTRUSTED, f"the DataPlane accepts no agents: {reason}"
+        )
     if certificate_der is None:
         raise CertificateRejected(RejectionReason.MALFORMED, "no client certificate presented")
     return certs.verify_client_certificate(

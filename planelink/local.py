@@ -47,6 +47,8 @@ class LocalPlanelink:
     """The control plane's kubeconfig: trust comes from DataPlanes there, not from a file."""
     heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(interval=2, timeout=6))
     caller_auth: CallerAuthSettings = field(default_factory=CallerAuthSettings)
+    reconciler_settings: ReconcilerSettings = field(default_factory=ReconcilerSettings)
+    """How the gateway reconciles, when it does (`reconcile_with`)."""
     control_plane: Path | None = None
     """The control plane's kubeconfig for caller reviews (default: `reconcile_with`)."""
     gateway: Gateway | None = None
@@ -86,7 +88,7 @@ class LocalPlanelink:
             operator_host="127.0.0.1",
             operator_port=operator_port,
             drain_grace=2,
-            reconciler=ReconcilerSettings() if self.reconcile_with else None,
+            reconciler=self.reconciler_settings if self.reconcile_with else None,
             kubeconfig=self.reconcile_with or self.control_plane,
         )
         self.gateway = Gateway(settings)

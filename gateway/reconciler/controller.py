@@ -39,10 +39,11 @@ from crd import DataPlane
 from gateway.reconciler import conditions
 from gateway.reconciler.conditions import ProbeResult, Verdict
 from gateway.reconciler.direct import DirectPlanes, DirectTarget, probe
-from gateway.reconciler.events import EventRecorder, transitions
+from gateway.reconciler.events import EventRecorder, EventSpec, transitions
 from gateway.reconciler.informer import ChangeHandler, Informer
 from gateway.reconciler.kube import KubeApi, ListWatch
 from gateway.reconciler.metrics import ReconcilerMetrics
+from gateway.reconciler.refusals import RefusalEvents
 from gateway.reconciler.replicas import Coordination, Replicas, Solo
 from gateway.reconciler.resolve import (
     Resolution,
@@ -131,6 +132,9 @@ class Reconciler:
         self._events = EventRecorder(
             self.api, self.metrics, component=settings.component, instance=identity
         )
+        self._refusals = RefusalEvents(
+            self._record_refusal, interval=settings.refusal_event_interval
+        )
         self.coordination: Coordination = (
             Replicas(
                 self.api,
@@ -194,6 +198,8 @@ class Reconciler:
                 self._queue.run(self._reconcile, workers=self.settings.workers), name="workers"
             )
             group.create_task(self._resync(), name="resync")
+            if self.settings.write_status:
+                group.create_task(self._refusals.run(), name="refusal-events")
             self.ready.set()
             log.info(
                 "reconciler ready",
@@ -204,6 +210,19 @@ class Reconciler:
 
     def _informer(self, source: ListWatch, store: Store, handler: ChangeHandler) -> Informer:
         return Informer(source, store, handler, backoff=self.settings.backoff, metrics=self.metrics)
+
+    # -- refused agents -----------------------------------------------------------------------
+
+    def agent_refused(self, plane: PlaneRef, reason: str, message: str) -> None:
+        """The gateway turned an agent of `plane` away: tell it on the DataPlane (rate-limited;
+        every replica tells its own refusals, as only it saw them)."""
+        if self.settings.write_status:
+            self._refusals.note(plane, reason, message)
+
+    async def _record_refusal(self, plane: PlaneRef, event: EventSpec, times: int) -> None:
+        obj = self.dataplanes.get(ObjKey(plane.namespace, plane.name))
+        if obj is not None:  # none: the plane is unknown or gone, and there is nothing to tell
+            await self._events.record(obj, event, times=times)
 
     # -- what queues keys ---------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Kubernetes Events (core/v1) for a DataPlane's transitions, deduplicated.
 
 `transitions` (pure) says which events a status change deserves: connected, disconnected,
-credentials rejected or unresolvable, provisioned again. `EventRecorder` writes them; the same
+credentials rejected or unresolvable, provisioned again (agents the listener refused are told
+by `refusals`). `EventRecorder` writes them; the same
 reason and message for the same object again increments the existing Event's `count` instead
 of creating another (as client-go's event correlator does). Events are best effort: a failure
 to write one is logged, never raised.
@@ -73,7 +74,8 @@ class EventRecorder:
         self._now = now
         self._seen: OrderedDict[tuple[str, str, str], tuple[str, int]] = OrderedDict()
 
-    async def record(self, obj: Obj, event: EventSpec) -> None:
+    async def record(self, obj: Obj, event: EventSpec, *, times: int = 1) -> None:
+        """Write `event` on `obj` as having happened `times` more times."""
         metadata = obj.get("metadata") or {}
         namespace, uid = str(metadata.get("namespace")), str(metadata.get("uid") or "")
         dedup = (uid, event.reason, event.message)
@@ -83,15 +85,15 @@ class EventRecorder:
                 name, count = seen
                 try:
                     await self._api.patch_event(
-                        namespace, name, {"count": count + 1, "lastTimestamp": stamp}
+                        namespace, name, {"count": count + times, "lastTimestamp": stamp}
                     )
-                    self._remember(dedup, name, count + 1)
+                    self._remember(dedup, name, count + times)
                     self._metrics.events.labels(reason=event.reason).inc()
                     return
                 except NotFound:
                     pass  # expired (Events live an hour): create a new one
-            created = await self._api.create_event(namespace, self._body(obj, event, stamp))
-            self._remember(dedup, str(created["metadata"]["name"]), 1)
+            created = await self._api.create_event(namespace, self._body(obj, event, stamp, times))
+            self._remember(dedup, str(created["metadata"]["name"]), times)
             self._metrics.events.labels(reason=event.reason).inc()
         except KubeError as error:
             log.warning("event not recorded", reason=event.reason, error=str(error))
@@ -102,7 +104,7 @@ class EventRecorder:
         while len(self._seen) > _REMEMBERED:
             self._seen.popitem(last=False)
 
-    def _body(self, obj: Obj, event: EventSpec, stamp: str) -> dict[str, Any]:
+    def _body(self, obj: Obj, event: EventSpec, stamp: str, times: int) -> dict[str, Any]:
         metadata = obj.get("metadata") or {}
         return {
             "metadata": {
@@ -120,7 +122,7 @@ class EventRecorder:
             "type": event.type,
             "reason": event.reason,
             "message": event.message,
-            "count": 1,
+            "count": times,
             "firstTimestamp": stamp,
             "lastTimestamp": stamp,
             "source": {"component": self._component},

@@ -55,6 +55,9 @@ class ReconcilerSettings:
     require_identity: bool = False
     """Demand the plane's SAN in agent certificates (the annotation
     `planelink.dev/require-agent-identity: "true"|"false"` overrides it per plane)."""
+    refusal_event_interval: float = 30.0
+    """An agent refused again and again for one plane and reason is told in at most one Event
+    write per this many seconds (the Event's count says how often it happened)."""
     component: str = "planelink-gateway"
     """`source.component` of the Events written."""
     backoff: Backoff = field(default_factory=Backoff)

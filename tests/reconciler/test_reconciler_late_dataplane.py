@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-import crd
 from certs import PlaneRef
 from envtest import KubeAPIServer
 from envtest.pytest_plugin import ServerFactory
@@ -17,7 +17,11 @@ from planelink.local import LocalPlanelink
 
 
 async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exists(
-    control_plane: KubeAPIServer, kube_servers: ServerFactory, namespace: str, tmp_path: Path
+    control_plane: KubeAPIServer,
+    kube_servers: ServerFactory,
+    namespace: str,
+    tmp_path: Path,
+    kit: Any,
 ) -> None:
     plane = PlaneRef(namespace, "early")
     local = LocalPlanelink(
@@ -51,15 +55,9 @@ async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exist
 
         # The DataPlane appears: the agent keeps retrying (backoff) and its next attempt is
         # accepted, with the same certificate and without restarting anything.
-        manifest = {
-            "apiVersion": crd.API_VERSION,
-            "kind": crd.KIND,
-            "metadata": {"name": plane.name, "namespace": plane.namespace},
-            "spec": {
-                "agent": {"enabled": True, "clientCA": {"value": local.agent_ca_pem(plane)}},
-                "gateway": {"publicVirtualHost": "a.test", "organizationVirtualHost": "b.test"},
-            },
-        }
+        manifest = kit.agent_dataplane(
+            plane.name, plane.namespace, {"value": local.agent_ca_pem(plane)}
+        )
         await asyncio.to_thread(
             control_plane.kubectl, "apply", "-f", "-", input=yaml.safe_dump(manifest)
         )
