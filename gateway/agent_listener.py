@@ -327,6 +327,7 @@ _VERIFY_FAILURES = (
     ("expired", "Expired", ""),
     ("not yet valid", "NotYetValid", " (check the clocks)"),
     ("purpose", "NotClientAuth", " (the certificate lacks the clientAuth usage)"),
+    ("signature", "BadSignature", " (the certificate is corrupt or forged)"),
 )
 
 

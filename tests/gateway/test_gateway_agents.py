@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -82,6 +85,7 @@ async def test_unknown_and_malformed_planes(gateway: Gateway, pki, planes) -> No
         ("unknown-ca", "Untrusted"),
         ("server-auth-only", "NotClientAuth"),
         ("no-certificate", "NoCertificate"),
+        ("forged-signature", "BadSignature"),
     ],
 )
 async def test_refused_in_the_tls_handshake(
@@ -101,6 +105,13 @@ async def test_refused_in_the_tls_handshake(
         bundle = certs.issue_agent(certs.create_ca("stranger"), plane=plane)
     elif case == "server-auth-only":
         bundle = certs.issue_client(ca, common_name="x", extended_key_usages=(certs.SERVER_AUTH,))
+    elif case == "forged-signature":
+        # Garbage that still parses: the plane's own CA issued it, then its signature (the
+        # last bytes of the DER) was altered, as a forger changing any field would leave it.
+        issued = certs.issue_agent(ca, plane=plane)
+        der = bytearray(issued.certificate.public_bytes(Encoding.DER))
+        der[-1] ^= 0xFF
+        bundle = dataclasses.replace(issued, certificate=x509.load_der_x509_certificate(bytes(der)))
     else:
         bundle = None
     with capture_logs() as logs:
