@@ -12,7 +12,8 @@ mod="$here/kubebin"
 cache_root=${PLANELINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/planelink}
 
 kube_version=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' "$mod/go.mod")
-key=$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-16)
+# Comments are left out of the key: editing them must not cost a rebuild.
+key=$(grep -v '^//' "$mod/go.mod" | cat - "$mod/go.sum" | sha256sum | cut -c1-16)
 out="$cache_root/kube/$kube_version-$key"
 
 if [[ -x "$out/kube-apiserver" && -x "$out/etcd" ]]; then

@@ -1,5 +1,7 @@
 // Module that builds kube-apiserver and etcd at pinned versions from the Go module proxy.
-// Regenerate with scripts/build-kube-binaries.sh --regen; never edit the replace lines by hand.
+// To move to another Kubernetes version: set k8s.io/kubernetes to it, point every k8s.io/*
+// replace below at the matching v0.<minor>.<patch> (they are the staging modules that
+// k8s.io/kubernetes's own go.mod replaces with ./staging), then run `go mod tidy` here.
 module planelink.dev/kubebin
 
 go 1.23.0
