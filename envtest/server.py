@@ -16,6 +16,7 @@ Terminating. Tests grant RBAC with Roles of their own.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import ctypes
@@ -212,6 +213,20 @@ class KubeAPIServer:
             text=True,
             check=check,
             timeout=timeout,
+        )
+
+    async def akubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 60.0,  # noqa: ASYNC109 - kubectl's own limit: a thread cannot be cancelled
+    ) -> subprocess.CompletedProcess[str]:
+        """`kubectl` from a coroutine: it runs in a worker thread, so the event loop goes on
+        serving (a gateway, agents, heartbeats) while kubectl runs."""
+        return await asyncio.to_thread(
+            self.kubectl, *args, input=input, check=check, kubeconfig=kubeconfig, timeout=timeout
         )
 
     def log_tail(self, component: str, lines: int = 40) -> str:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 from weakref import WeakKeyDictionary
 
@@ -105,9 +106,10 @@ class AgentListener:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def wait_for_rejection(self) -> None:
-        """Returns at the next refused agent (for tests and tooling that watch refusals)."""
-        await self._rejected.wait()
+    def wait_for_rejection(self) -> Coroutine[Any, Any, object]:
+        """Completes at the next agent refused after this call (for tests and tooling that
+        watch refusals); like `AgentRegistry.wait_for_change`, fixed at the call."""
+        return self._rejected.wait()
 
     def _refuse(
         self,

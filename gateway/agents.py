@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -141,9 +142,15 @@ class AgentRegistry:
         if self.on_refused is not None:
             self.on_refused(plane, reason, detail)
 
-    async def wait_for_change(self) -> None:
-        """Returns at the next connect or disconnect (for tests and status writers)."""
-        await self._changed.wait()
+    def wait_for_change(self) -> Coroutine[Any, Any, object]:
+        """Completes at the next connect or disconnect after this call (for tests and status
+        writers).
+
+        Not a coroutine function on purpose: the change to wait for is fixed when this is
+        called, not when the returned coroutine first runs, so one wrapped in `wait_for` or a
+        task cannot miss a change that happens before its first step.
+        """
+        return self._changed.wait()
 
     def _notify(self) -> None:
         self._changed.set()

@@ -24,7 +24,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -78,7 +78,7 @@ class AgentView(Protocol):
 
     def all_agents(self) -> Iterator[_Agent]: ...
 
-    async def wait_for_change(self) -> None: ...
+    def wait_for_change(self) -> Awaitable[object]: ...
 
 
 @dataclass(frozen=True)

@@ -83,20 +83,25 @@ async def test_a_silent_gateway_is_detected_by_heartbeat(
     start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
 ) -> None:
     gateway.silent = True  # says HELLO, then never answers: a half-open connection
+    interval, timeout = 0.1, 0.5  # not scaled: the session measures the silence it acts on
     with structlog.testing.capture_logs() as logs:
         running = await start_agent(
-            kubeconfig=unused_kubeconfig,
-            heartbeat_interval=0.1,
-            heartbeat_timeout=wait.scaled(0.5),
+            kubeconfig=unused_kubeconfig, heartbeat_interval=interval, heartbeat_timeout=timeout
         )
         state = running.agent.state
         await wait.within(state.wait(up=True))
         up_at = time.monotonic()
         await wait.within(state.wait(up=False))
         down_after = time.monotonic() - up_at
-    # Silence is measured from the HELLO, a moment before the test saw the tunnel up; it is
-    # checked every heartbeat interval (0.1 s).
-    assert wait.scaled(0.5) - 0.1 <= down_after <= wait.scaled(0.5) + 0.1 + wait.scaled(2.0)
+    # The session measures silence from the last message it received (the HELLO, which came a
+    # moment before the test saw the tunnel up) and checks it every interval: never before the
+    # timeout (the log rounds to 0.1 s, of which the timeout is a multiple), soon after it.
+    silences = [
+        entry["silent_seconds"] for entry in logs if entry["event"] == "tunnel silent, closing"
+    ]
+    assert silences
+    assert all(timeout <= silent <= timeout + interval + wait.scaled(2.0) for silent in silences)
+    assert down_after <= timeout + interval + wait.scaled(2.0)
     assert "no message from the peer" in state.reason
     lost = [entry for entry in logs if entry["event"] == "tunnel down"]
     assert lost

@@ -136,7 +136,7 @@ async def test_a_watch_delivers_events_while_it_is_open(
     event = await wait.within(events.next())
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "first")
     # ...and one behind the agent's back, by kubectl.
-    await asyncio.to_thread(plane_server.kubectl, "create", "configmap", "second", "-n", namespace)
+    await plane_server.akubectl("create", "configmap", "second", "-n", namespace)
     event = await wait.within(events.next())
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "second")
     watch.reset(ErrorCode.CANCEL, "test done")
@@ -182,8 +182,8 @@ async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
 ) -> None:
     running, connection = connected
     agent = running.agent
-    plane_server.kubectl("create", "configmap", "present", "-n", namespace)
-    watches_before = _open_watches(plane_server)
+    await plane_server.akubectl("create", "configmap", "present", "-n", namespace)
+    watches_before = await _settled_watches(plane_server, wait)
     agent.pool.close()  # no idle connection: the watch gets a connection of its own
 
     watch = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=true")
@@ -191,7 +191,8 @@ async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
     event = await wait.within(Lines(watch).next())
     assert event["object"]["metadata"]["name"] == "present"
     assert (agent.proxy.stats.active, agent.pool.active) == (1, 1)
-    assert _open_watches(plane_server) == watches_before + 1
+    # (Awaited, not read once: the API server's own watches restart now and then.)
+    await _until_watches(plane_server, watches_before + 1, wait)
 
     watch.reset(ErrorCode.CANCEL, "the caller went away")
     await wait.within(agent.proxy.wait_idle())
@@ -200,7 +201,7 @@ async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
     await wait.until(lambda: session.running_handlers == 0 and session.open_streams == 0)
     assert (agent.pool.active, agent.pool.idle) == (0, 0)  # aborted, not pooled
     # The API server saw its watch end too (its own gauge of long-running requests).
-    await wait.until(lambda: _open_watches(plane_server) == watches_before)
+    await _until_watches(plane_server, watches_before, wait)
     with pytest.raises(StreamResetError):
         await watch.read()
 
@@ -306,10 +307,46 @@ async def _create_many(
         await wait.within(asyncio.gather(*(create(i) for i in range(count))), 120)
 
 
-def _open_watches(server: KubeAPIServer) -> int:
+async def _settled_watches(server: KubeAPIServer, wait: Waits) -> int:
+    """ConfigMap watches the API server is serving, once the count holds still: watches of
+    earlier tests on this shared server may still be ending (nothing announces when)."""
+
+    async def settled() -> int:
+        previous = await _open_watches(server)
+        while True:
+            await asyncio.sleep(0.2)
+            current = await _open_watches(server)
+            if current == previous:
+                return current
+            previous = current
+
+    return await wait.within(settled(), 30)
+
+
+async def _until_watches(server: KubeAPIServer, count: int, wait: Waits) -> None:
+    """Returns once the API server serves `count` ConfigMap watches."""
+
+    last: int | None = None
+
+    async def reached() -> None:
+        nonlocal last
+        while True:
+            last = await _open_watches(server)
+            if last == count:
+                return
+            await asyncio.sleep(0.05)  # the API server's gauge announces nothing
+
+    try:
+        await wait.within(reached())
+    except TimeoutError:
+        raise AssertionError(f"{count} ConfigMap watches expected, {last} seen last") from None
+
+
+async def _open_watches(server: KubeAPIServer) -> int:
     """ConfigMap watches the API server is serving now, from its own metrics."""
     total = 0
-    for line in server.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+    metrics = await server.akubectl("get", "--raw", "/metrics")
+    for line in metrics.stdout.splitlines():
         if line.startswith("apiserver_longrunning_requests{") and all(
             label in line for label in ('resource="configmaps"', 'verb="WATCH"')
         ):

@@ -11,17 +11,23 @@ from kubeproxy import ConnectionPool, load_kubeconfig
 if TYPE_CHECKING:
     from conftest import UpstreamPeer, Waits
 
+IDLE_TIMEOUT = 2.0
+RETURNED_APART = 1.0
+"""Between the two returns, and so between the two expiries: a stall of the event loop shorter
+than this (a slow, loaded machine) cannot make one sweep take both, nor the first expire before
+the second is returned."""
+
 
 async def test_idle_connections_expire_in_the_order_they_were_returned(
     upstream_peer: UpstreamPeer, tmp_path: Path, wait: Waits
 ) -> None:
     upstream = load_kubeconfig(upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    pool = ConnectionPool(upstream, max_idle=4, idle_timeout=0.5)
+    pool = ConnectionPool(upstream, max_idle=4, idle_timeout=IDLE_TIMEOUT)
     try:
         first, second = await pool.acquire(), await pool.acquire()
         await wait.until(lambda: upstream_peer.open_connections == 2)
         pool.release(first, reusable=True)
-        await asyncio.sleep(0.25)  # the behaviour under test is a duration
+        await asyncio.sleep(RETURNED_APART)  # the behaviour under test is a duration
         pool.release(second, reusable=True)
         assert pool.idle == 2
         await wait.until(lambda: pool.idle < 2)
@@ -38,7 +44,8 @@ async def test_idle_connections_expire_in_the_order_they_were_returned(
         pool.release(third, reusable=True)
         again = await pool.acquire()
         assert again is third
-        await asyncio.sleep(0.6)  # past the idle timeout: it must survive, being busy
+        # Past the idle timeout: it must survive, being busy.
+        await asyncio.sleep(IDLE_TIMEOUT + 0.1)
         assert not again.closed
         pool.release(again, reusable=False)
     finally:

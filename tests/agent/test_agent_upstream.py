@@ -148,7 +148,9 @@ async def test_keep_alive_connections_are_reused_and_expire(
     wait: Waits,
 ) -> None:
     running = await start_agent(
-        kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"), pool_idle_timeout=0.3
+        # Long enough that /two finds /one's connection still idle, however slow the machine.
+        kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"),
+        pool_idle_timeout=2.0,
     )
     connection = await gateway.next_connection()
     first = (await connection.request("GET", "/one")).json()["connection"]

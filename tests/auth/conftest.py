@@ -22,6 +22,9 @@ from gateway.auth import CallerAuthMode, CallerAuthSettings
 from planelink.local import LocalPlanelink
 
 PLANE_NAME = "plane-a"
+RBAC_LIMIT = 30.0  # for a new binding to apply: the informer needs far less, even on a slow box
+RBAC_POLL = 0.1
+LONG_TTL = 600.0  # a review cached this long cannot expire during a test
 
 
 class AuthLab:
@@ -45,13 +48,14 @@ class AuthLab:
         port = self.local.gateway.callers.port
         return f"https://127.0.0.1:{port}/planes/{self.plane.namespace}/{self.plane.name}/k8s"
 
-    def service_account(self, name: str, *, allowed: bool, verb: str = "proxy") -> str:
+    async def service_account(self, name: str, *, allowed: bool, verb: str = "proxy") -> str:
         """A ServiceAccount of the plane's namespace and a token for it; `allowed` binds a
-        Role granting `verb` on the plane's DataPlane."""
+        Role granting `verb` on the plane's DataPlane, in force when this returns."""
         namespace = self.plane.namespace
-        self.control_plane.kubectl("create", "serviceaccount", name, "-n", namespace)
+        control = self.control_plane
+        await control.akubectl("create", "serviceaccount", name, "-n", namespace)
         if allowed:
-            self.control_plane.kubectl(
+            await control.akubectl(
                 "create",
                 "role",
                 f"{name}-plane",
@@ -61,7 +65,7 @@ class AuthLab:
                 "-n",
                 namespace,
             )
-            self.control_plane.kubectl(
+            await control.akubectl(
                 "create",
                 "rolebinding",
                 f"{name}-plane",
@@ -70,7 +74,45 @@ class AuthLab:
                 "-n",
                 namespace,
             )
-        return self.control_plane.kubectl("create", "token", name, "-n", namespace).stdout.strip()
+            await self.until_allowed(
+                control,
+                verb,
+                f"dataplanes.openchoreo.dev/{self.plane.name}",
+                as_user=f"system:serviceaccount:{namespace}:{name}",
+                namespace=namespace,
+            )
+        token = await control.akubectl("create", "token", name, "-n", namespace)
+        return token.stdout.strip()
+
+    async def until_allowed(
+        self,
+        server: KubeAPIServer,
+        verb: str,
+        resource: str,
+        *,
+        as_user: str,
+        namespace: str | None = None,
+        limit: float = RBAC_LIMIT,
+    ) -> None:
+        """Returns once `server` lets `as_user` do `verb` on `resource`. RBAC follows Roles and
+        bindings through an informer, so one just written may not apply yet; and a caller the
+        gateway asks about too early is denied, and the denial cached (`negative_ttl`)."""
+        can_i = ["auth", "can-i", verb, resource, f"--as={as_user}"]
+        if namespace is not None:
+            can_i += ["-n", namespace]
+        answer = None
+        try:
+            async with asyncio.timeout(limit):
+                while True:
+                    answer = await server.akubectl(*can_i, check=False)
+                    if answer.returncode == 0:
+                        return
+                    await asyncio.sleep(RBAC_POLL)  # the authorizer's cache announces nothing
+        except TimeoutError:
+            detail = "no answer" if answer is None else (answer.stdout + answer.stderr).strip()
+            raise AssertionError(
+                f"{as_user} may still not {verb} {resource} after {limit:.0f} s: {detail}"
+            ) from None
 
     def kubeconfig(self, name: str, *, token: str | None = None) -> Path:
         """A kubeconfig for the plane through the gateway with `token` (None: no credentials)."""
@@ -139,6 +181,17 @@ async def lab(
     control_plane: KubeAPIServer, data_plane: KubeAPIServer, namespace: str, tmp_path: Path
 ) -> AsyncIterator[AuthLab]:
     settings = CallerAuthSettings(mode=CallerAuthMode.BOTH)
+    lab, local = await start_lab(control_plane, data_plane, namespace, tmp_path, settings)
+    yield lab
+    await local.stop()
+
+
+@pytest.fixture
+async def long_cache_lab(
+    control_plane: KubeAPIServer, data_plane: KubeAPIServer, namespace: str, tmp_path: Path
+) -> AsyncIterator[AuthLab]:
+    """Reviews cached for far longer than a test runs: what is cached cannot expire mid-test."""
+    settings = CallerAuthSettings(mode=CallerAuthMode.BOTH, positive_ttl=LONG_TTL)
     lab, local = await start_lab(control_plane, data_plane, namespace, tmp_path, settings)
     yield lab
     await local.stop()

@@ -7,6 +7,7 @@ data plane as its admin unless the gateway impersonates the caller.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
@@ -15,7 +16,7 @@ import aiohttp
 
 
 async def test_a_service_account_with_proxy_on_the_plane_uses_kubectl(lab) -> None:
-    token = lab.service_account("deployer", allowed=True)
+    token = await lab.service_account("deployer", allowed=True)
     kubeconfig = lab.kubeconfig("deployer", token=token)
     result = await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")
     assert result.returncode == 0, result.stderr
@@ -28,7 +29,7 @@ async def test_a_service_account_with_proxy_on_the_plane_uses_kubectl(lab) -> No
 
 
 async def test_a_service_account_without_the_role_gets_403(lab) -> None:
-    token = lab.service_account("stranger", allowed=False)
+    token = await lab.service_account("stranger", allowed=False)
     result = await lab.kubectl(lab.kubeconfig("stranger", token=token), "get", "namespaces")
     assert result.returncode != 0
     user = f"system:serviceaccount:{lab.plane.namespace}:stranger"
@@ -39,7 +40,7 @@ async def test_a_service_account_without_the_role_gets_403(lab) -> None:
 
 
 async def test_a_role_for_another_verb_or_plane_is_not_enough(lab) -> None:
-    token = lab.service_account("reader", allowed=True, verb="get")
+    token = await lab.service_account("reader", allowed=True, verb="get")
     result = await lab.kubectl(lab.kubeconfig("reader", token=token), "get", "namespaces")
     assert "Error from server (Forbidden)" in result.stderr, result.stderr
 
@@ -85,7 +86,7 @@ async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
     assert "Error from server (Forbidden)" in refused.stderr, refused.stderr
     assert "planelink-dev cannot proxy" in refused.stderr
     namespace = lab.plane.namespace
-    lab.control_plane.kubectl(
+    await lab.control_plane.akubectl(
         "create",
         "role",
         "cert-caller",
@@ -95,7 +96,7 @@ async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
         "-n",
         namespace,
     )
-    lab.control_plane.kubectl(
+    await lab.control_plane.akubectl(
         "create",
         "rolebinding",
         "cert-caller",
@@ -105,20 +106,20 @@ async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
         namespace,
     )
     # First the control plane's RBAC must see the binding (its authorizer follows an informer)...
-    can_i = ("auth", "can-i", "proxy", f"dataplanes.openchoreo.dev/{lab.plane.name}")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        answer = lab.control_plane.kubectl(
-            *can_i, "--as=planelink-dev", "-n", namespace, check=False
-        )
-        if answer.returncode == 0:
+    await lab.until_allowed(
+        lab.control_plane,
+        "proxy",
+        f"dataplanes.openchoreo.dev/{lab.plane.name}",
+        as_user="planelink-dev",
+        namespace=namespace,
+    )
+    # ...then the gateway's cached denial has to expire: it lives `negative_ttl` seconds at most
+    # (the margin is for kubectl runs, a second or more each on a slow machine).
+    deadline = time.monotonic() + lab.local.caller_auth.negative_ttl + 15
+    while (allowed := await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")).returncode:
+        if time.monotonic() > deadline:
             break
-    # ...then the gateway's cached denial has to expire: it lives `negative_ttl` seconds at most.
-    deadline = time.monotonic() + lab.local.caller_auth.negative_ttl + 5
-    while True:
-        allowed = await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")
-        if allowed.returncode == 0 or time.monotonic() > deadline:
-            break
+        await asyncio.sleep(0.2)  # the cache's expiry announces nothing
     assert allowed.returncode == 0, allowed.stderr
     assert (
         lab.metric(
@@ -128,8 +129,9 @@ async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
     )
 
 
-async def test_token_reviews_are_cached(lab) -> None:
-    token = lab.service_account("cached", allowed=True)
+async def test_token_reviews_are_cached(long_cache_lab) -> None:
+    lab = long_cache_lab  # nothing cached may expire between the three runs, however slow
+    token = await lab.service_account("cached", allowed=True)
     kubeconfig = lab.kubeconfig("cached", token=token)
     auth = lab.local.gateway.callers.auth
     spy = _SpyReviews(auth.reviews)
@@ -147,7 +149,7 @@ async def test_token_reviews_are_cached(lab) -> None:
 
 async def test_impersonation_forwards_the_callers_identity(impersonating_lab) -> None:
     lab = impersonating_lab
-    token = lab.service_account("someone", allowed=True)
+    token = await lab.service_account("someone", allowed=True)
     kubeconfig = lab.kubeconfig("someone", token=token)
     user = f"system:serviceaccount:{lab.plane.namespace}:someone"
     whoami = await lab.kubectl(kubeconfig, "auth", "whoami", "-o", "json")
@@ -159,20 +161,21 @@ async def test_impersonation_forwards_the_callers_identity(impersonating_lab) ->
     refused = await lab.kubectl(kubeconfig, "get", "namespaces")
     assert "Error from server (Forbidden)" in refused.stderr, refused.stderr
     assert f'User "{user}" cannot list resource "namespaces"' in refused.stderr
-    lab.data_plane.kubectl(
+    await lab.data_plane.akubectl(
         "create",
         "clusterrolebinding",
         f"view-{lab.plane.namespace}",
         "--clusterrole=cluster-admin",
         f"--user={user}",
     )
+    await lab.until_allowed(lab.data_plane, "list", "namespaces", as_user=user)
     allowed = await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")
     assert allowed.returncode == 0, allowed.stderr
 
 
 async def test_callers_cannot_impersonate_through_the_gateway(impersonating_lab) -> None:
     lab = impersonating_lab
-    token = lab.service_account("sneaky", allowed=True)
+    token = await lab.service_account("sneaky", allowed=True)
     kubeconfig = lab.kubeconfig("sneaky", token=token)
     result = await lab.kubectl(kubeconfig, "get", "namespaces", "--as=system:admin")
     assert "Error from server (Forbidden)" in result.stderr, result.stderr

@@ -53,9 +53,10 @@ class Lab:
         port = self.local.gateway.callers.port
         return f"https://127.0.0.1:{port}/planes/{plane.namespace}/{plane.name}/k8s{path}"
 
-    def direct(self, plane: PlaneRef, *args: str) -> subprocess.CompletedProcess[str]:
-        """kubectl straight at the plane's API server (to check what the tunnel did)."""
-        return self.servers[plane].kubectl(*args, check=False)
+    async def direct(self, plane: PlaneRef, *args: str) -> subprocess.CompletedProcess[str]:
+        """kubectl straight at the plane's API server (to check what the tunnel did), off the
+        event loop: the gateway and the agents run in it."""
+        return await self.servers[plane].akubectl(*args, check=False)
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from planelink.local import LocalPlanelink
 
 async def _wait_condition(control: KubeAPIServer, plane: PlaneRef, condition: str) -> None:
     """kubectl wait: a watch on the DataPlane until the condition holds (30 s at most)."""
-    waited = await asyncio.to_thread(
-        control.kubectl,
+    waited = await control.akubectl(
         "wait",
         f"dataplane/{plane.name}",
         "-n",
@@ -33,10 +32,11 @@ async def _wait_condition(control: KubeAPIServer, plane: PlaneRef, condition: st
     assert waited.returncode == 0, waited.stderr
 
 
-def _condition(control: KubeAPIServer, plane: PlaneRef, kind: str) -> dict[str, str]:
-    obj = json.loads(
-        control.kubectl("get", "dataplane", plane.name, "-n", plane.namespace, "-o", "json").stdout
+async def _condition(control: KubeAPIServer, plane: PlaneRef, kind: str) -> dict[str, str]:
+    got = await control.akubectl(
+        "get", "dataplane", plane.name, "-n", plane.namespace, "-o", "json"
     )
+    obj = json.loads(got.stdout)
     return next(c for c in obj["status"]["conditions"] if c["type"] == kind)
 
 
@@ -66,7 +66,9 @@ async def test_dataplane_life_cycle(
     assert gateway is not None
     try:
         # A DataPlane whose agent CA is in a Secret, then its agent.
-        control_plane.kubectl("apply", "-f", "-", input=_ca_secret(plane, local.agent_cas[plane]))
+        await control_plane.akubectl(
+            "apply", "-f", "-", input=_ca_secret(plane, local.agent_cas[plane])
+        )
         manifest = {
             "apiVersion": crd.API_VERSION,
             "kind": crd.KIND,
@@ -79,11 +81,15 @@ async def test_dataplane_life_cycle(
                 "gateway": {"publicVirtualHost": "a.test", "organizationVirtualHost": "b.test"},
             },
         }
-        control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+        await control_plane.akubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
         await local.start_agent(plane)
         await _wait_condition(control_plane, plane, "Ready")
-        assert _condition(control_plane, plane, "Connected")["message"] == "1 agent connected"
-        wide = control_plane.kubectl("get", "dp", plane.name, "-n", plane.namespace, "-o", "wide")
+        assert (await _condition(control_plane, plane, "Connected"))[
+            "message"
+        ] == "1 agent connected"
+        wide = await control_plane.akubectl(
+            "get", "dp", plane.name, "-n", plane.namespace, "-o", "wide"
+        )
         assert wide.stdout.splitlines()[1].split()[1:5] == ["True", "True", "True", "true"]
 
         # The agent goes: Connected turns False; it comes back: True again.
@@ -95,9 +101,12 @@ async def test_dataplane_life_cycle(
         # The Secret is rotated to a new CA: the agent's certificate no longer verifies and it
         # is disconnected; renewed from the new CA, the agent is accepted again, no restarts.
         new_ca = certs.create_ca("rotated agent CA")
-        control_plane.kubectl("apply", "-f", "-", input=_ca_secret(plane, new_ca))
-        while gateway.agents.agents(plane):
-            await asyncio.wait_for(gateway.agents.wait_for_change(), timeout=30)
+        await control_plane.akubectl("apply", "-f", "-", input=_ca_secret(plane, new_ca))
+        # (Awaited directly, not through wait_for: the change may come before a wrapping task's
+        # first step, and it would then wait for the next change, which never comes.)
+        async with asyncio.timeout(30):
+            while gateway.agents.agents(plane):
+                await gateway.agents.wait_for_change()
         await _wait_condition(control_plane, plane, "Connected=False")
         local.renew_agent_certificate(plane, new_ca)
         await asyncio.wait_for(local.wait_connected(plane), timeout=30)
@@ -118,7 +127,7 @@ async def test_dataplane_life_cycle(
         assert out.decode().strip() == "namespace/kube-system"
 
         # A Secret without the key: GatewayProvisioned says exactly why.
-        control_plane.kubectl(
+        await control_plane.akubectl(
             "patch",
             "secret",
             "agent-ca",
@@ -129,7 +138,7 @@ async def test_dataplane_life_cycle(
             '[{"op": "remove", "path": "/data/ca.crt"}]',
         )
         await _wait_condition(control_plane, plane, "GatewayProvisioned=False")
-        provisioned = _condition(control_plane, plane, "GatewayProvisioned")
+        provisioned = await _condition(control_plane, plane, "GatewayProvisioned")
         assert provisioned["reason"] == "KeyNotFound"
         assert "ca.crt" in provisioned["message"]
 
@@ -138,7 +147,7 @@ async def test_dataplane_life_cycle(
         gateway.trust.subscribe(
             lambda changed, trust: forgotten.set() if changed == plane and trust is None else None
         )
-        control_plane.kubectl("delete", "dataplane", plane.name, "-n", plane.namespace)
+        await control_plane.akubectl("delete", "dataplane", plane.name, "-n", plane.namespace)
         await asyncio.wait_for(forgotten.wait(), timeout=30)
         assert gateway.agents.agents(plane) == []
         gone = await asyncio.create_subprocess_exec(

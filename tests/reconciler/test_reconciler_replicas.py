@@ -24,7 +24,10 @@ def _replica(kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
         namespace=kit.namespace,
         identity=identity,
         prefix="gw",
-        lease_duration=2.0,
+        # Nothing here waits for a Lease to expire (the leader hands over when it stops), so a
+        # long duration costs no time, and a stalled API server or event loop cannot make one
+        # replica think the other dead (Connected would flap, or A would take the lead).
+        lease_duration=10.0,
         renew_interval=0.25,
         publish_min_interval=0.05,
     )
