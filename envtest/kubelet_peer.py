@@ -1,0 +1,712 @@
+"""A stand-in API server for the kubelet's streaming answers: `kubectl logs -f` and port-forward.
+
+A real kube-apiserver hands `pods/log` and `pods/portforward` to a kubelet, which envtest does
+not run, so tests of those paths point an agent at this peer instead. It serves one running pod
+and, like the kubelet behind a real API server:
+
+- answers `pods/<name>/log` with the pod's log; with `follow=true` it streams a chunked body
+  that emits each line when the test releases it (`release_log_line`) and ends when the test
+  says so (`end_log_stream`), so a test can see lines arrive while the stream is still open;
+- answers `pods/<name>/portforward` with the portforward.k8s.io protocol over SPDY/3.1, either
+  as a plain `Upgrade: SPDY/3.1` (kubectl with `KUBECTL_PORT_FORWARD_WEBSOCKETS=false`) or
+  tunnelled in WebSocket binary messages (`SPDY/3.1+portforward.k8s.io`, kubectl's default
+  since 1.31). Each forwarded connection is an error stream and a data stream sharing a
+  `requestid`; the data stream of a port in `echo_ports` is an echo service.
+
+The server is a small HTTP/1.1 loop of its own rather than aiohttp or websockets: it must both
+stream a chunked body a line at a time and hand a connection over to a non-WebSocket upgrade
+(SPDY), which neither exposes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import ssl
+import zlib
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import certs
+from envtest.exec_peer import FakePod
+
+PORTFORWARD_PROTOCOL = "portforward.k8s.io"
+TUNNELLED_PORTFORWARD_PROTOCOL = "SPDY/3.1+" + PORTFORWARD_PROTOCOL
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_HEAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ForwardedConnection:
+    """One connection kubectl forwarded: its data stream, as the peer saw it open."""
+
+    transport: str
+    """"spdy" (plain upgrade) or "websocket" (SPDY tunnelled in WebSocket messages)."""
+    port: int
+    request_id: str
+
+
+class KubeletPeer:
+    """`async with KubeletPeer(workdir) as peer:` serves on 127.0.0.1 at `peer.url`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        pod: FakePod | None = None,
+        log_lines: Sequence[str] = ("first", "second", "third"),
+        echo_ports: Iterable[int] = (8080,),
+    ) -> None:
+        self.pod = pod or FakePod()
+        self.log_lines = tuple(log_lines)
+        self.echo_ports = frozenset(echo_ports)
+        ca = certs.create_ca("kubelet-peer")
+        serving = certs.issue_server(ca, common_name="kubelet-peer", ip_addresses=["127.0.0.1"])
+        self.ca_file = workdir / "kubelet-peer-ca.crt"
+        self.ca_file.write_bytes(ca.certificate_pem())
+        (workdir / "kubelet-peer.crt").write_bytes(serving.chain_pem())
+        (workdir / "kubelet-peer.key").write_bytes(serving.private_key_pem())
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(workdir / "kubelet-peer.crt", workdir / "kubelet-peer.key")
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._log_feed: asyncio.Queue[str | None] = asyncio.Queue()
+        self.log_queries: list[dict[str, list[str]]] = []
+        """The query of every `pods/<name>/log` request, in order."""
+        self.portforward_upgrades: list[str] = []
+        """The transport of every accepted port-forward upgrade: "spdy" or "websocket"."""
+        self.forwarded: list[ForwardedConnection] = []
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"https://127.0.0.1:{port}"
+
+    def release_log_line(self, line: str) -> None:
+        """Let the open (or next) `follow=true` log stream emit `line`."""
+        self._log_feed.put_nowait(line)
+
+    def end_log_stream(self) -> None:
+        """End the `follow=true` log stream, as the kubelet does when the container exits."""
+        self._log_feed.put_nowait(None)
+
+    async def __aenter__(self) -> KubeletPeer:
+        self._server = await asyncio.start_server(
+            self._serve_connection,
+            "127.0.0.1",
+            0,
+            ssl=self._context,
+            limit=_MAX_HEAD,
+            # A caller that vanished must not hold the peer's shutdown for asyncio's 30 s.
+            ssl_shutdown_timeout=5,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        # Python 3.11's Server.wait_closed() does not wait for the connections' handlers, and
+        # a follow stream or a port-forward session lasts until its client leaves: end them.
+        for task in self._connections:
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while await self._serve_request(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # the client left (or sent a head too large to answer): nothing to answer
+        except ssl.SSLError:
+            pass  # likewise, at the TLS layer
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+
+    async def _serve_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer one request; whether the connection may carry another."""
+        request = _Request.parse(await reader.readuntil(b"\r\n\r\n"))
+        if request.header("transfer-encoding"):
+            await _respond(writer, _status(HTTPStatus.BAD_REQUEST, "chunked bodies are not read"))
+            return False
+        length = request.header("content-length")
+        if length:
+            await reader.readexactly(int(length))  # no request kubectl sends here needs its body
+        keep_alive = request.header("connection").lower() != "close"
+        url = urlsplit(request.target)
+        query = parse_qs(url.query)
+        pod_path = f"/api/v1/namespaces/{self.pod.namespace}/pods/{self.pod.name}"
+        if url.path == f"{pod_path}/portforward":
+            await self._portforward(request, reader, writer)
+            return False
+        if url.path == f"{pod_path}/log":
+            self.log_queries.append(query)
+            if query.get("follow") == ["true"]:
+                await self._follow_log(writer)
+            else:
+                await _respond(writer, self._log(query), content_type="text/plain")
+            return keep_alive
+        if url.path == pod_path:
+            await _respond(writer, self.pod.manifest())
+        elif url.path in _DISCOVERY:
+            await _respond(writer, _DISCOVERY[url.path])
+        else:
+            message = f"{url.path} is not served by the kubelet peer"
+            await _respond(writer, _status(HTTPStatus.NOT_FOUND, message))
+        return keep_alive
+
+    def _log(self, query: dict[str, list[str]]) -> bytes:
+        lines = self.log_lines
+        if "tailLines" in query:
+            tail = int(query["tailLines"][0])
+            lines = lines[-tail:] if tail > 0 else ()
+        # sinceSeconds is only recorded: the peer's lines carry no time to filter them by.
+        return "".join(f"{line}\n" for line in lines).encode()
+
+    async def _follow_log(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            _head(
+                HTTPStatus.OK,
+                [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")],
+            )
+        )
+        await writer.drain()
+        # One chunk per line, written when released: what reaches kubectl before the stream
+        # ends can only have come through while it was open.
+        while (line := await self._log_feed.get()) is not None:
+            data = f"{line}\n".encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def _portforward(
+        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        upgrade = request.header("upgrade").lower()
+        pipe: _BytePipe
+        if upgrade == "websocket":
+            offered = _tokens(request.header("sec-websocket-protocol"))
+            if TUNNELLED_PORTFORWARD_PROTOCOL not in offered:
+                message = f"port-forward over WebSocket needs {TUNNELLED_PORTFORWARD_PROTOCOL}"
+                await _respond(writer, _status(HTTPStatus.BAD_REQUEST, message))
+                return
+            key = request.header("sec-websocket-key").encode()
+            accept = base64.b64encode(
+                hashlib.sha1(key + _WEBSOCKET_GUID, usedforsecurity=False).digest()
+            )
+            headers = [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Accept", accept.decode()),
+                ("Sec-WebSocket-Protocol", TUNNELLED_PORTFORWARD_PROTOCOL),
+            ]
+            pipe, transport = _WebSocketPipe(reader, writer), "websocket"
+        elif upgrade == "spdy/3.1":
+            if PORTFORWARD_PROTOCOL not in _tokens(request.header("x-stream-protocol-version")):
+                message = f"port-forward needs X-Stream-Protocol-Version: {PORTFORWARD_PROTOCOL}"
+                await _respond(writer, _status(HTTPStatus.FORBIDDEN, message))
+                return
+            headers = [
+                ("Upgrade", "SPDY/3.1"),
+                ("Connection", "Upgrade"),
+                ("X-Stream-Protocol-Version", PORTFORWARD_PROTOCOL),
+            ]
+            pipe, transport = _RawPipe(reader, writer), "spdy"
+        else:
+            message = "port-forward needs an upgrade to SPDY/3.1 or to a WebSocket"
+            await _respond(writer, _status(HTTPStatus.BAD_REQUEST, message))
+            return
+        writer.write(_head(HTTPStatus.SWITCHING_PROTOCOLS, headers))
+        await writer.drain()
+        self.portforward_upgrades.append(transport)
+        await _PortForwardSession(self, pipe, transport).run()
+
+
+# --- SPDY/3.1 and the portforward.k8s.io protocol on it, server side --------------------------
+
+
+def _spdy_dictionary() -> bytes:
+    """The zlib dictionary of SPDY/3 header blocks (SPDY/3 §2.6.10.1), as spdystream has it."""
+    words = (
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
+    )
+    prefixed = b"".join(len(word).to_bytes(4, "big") + word.encode() for word in words)
+    tail = (
+        "100101201202205206300302303304305306307402405406407408409410411412413414415416417502"
+        "504505203 Non-Authoritative Information204 No Content301 Moved Permanently"
+        "400 Bad Request401 Unauthorized403 Forbidden404 Not Found500 Internal Server Error"
+        "501 Not Implemented503 Service UnavailableJan Feb Mar Apr May Jun Jul Aug Sept Oct "
+        "Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMTchunked,text/html,image/png,"
+        "image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,"
+        "text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8"
+        "charset=iso-8859-1,utf-,*,enq=0."
+    )
+    dictionary = prefixed + tail.encode()
+    # A wrong byte would only show as kubectl failing to decompress headers: check it here.
+    assert len(dictionary) == 1423
+    assert zlib.adler32(dictionary) == 0xE3C6A7C2
+    return dictionary
+
+
+SPDY_DICTIONARY = _spdy_dictionary()
+_SPDY_VERSION = 3
+_SYN_STREAM, _SYN_REPLY, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _HEADERS = 1, 2, 3, 4, 6, 7, 8
+_COMPRESSED_HEADERS = frozenset({_SYN_STREAM, _SYN_REPLY, _HEADERS})
+_FLAG_FIN = 0x01
+_CONTROL_BIT = 0x8000_0000
+_STREAM_ID_MASK = 0x7FFF_FFFF
+_LENGTH_MASK = 0x00FF_FFFF
+_FRAME_HEAD = 8
+
+
+@dataclass
+class _Forward:
+    """One forwarded connection: kubectl opens its error stream, then its data stream."""
+
+    error_stream: int | None = None
+    data_stream: int | None = None
+    port: int = 0
+
+
+class _PortForwardSession:
+    """The kubelet's side of one port-forward connection: streams in, echoes out.
+
+    Frames are handled one at a time by this one task, so writes never interleave. Flow control
+    is not needed: spdystream, which kubectl uses, sends no WINDOW_UPDATE and enforces no window.
+    """
+
+    def __init__(self, peer: KubeletPeer, pipe: _BytePipe, transport: str) -> None:
+        self._peer = peer
+        self._pipe = pipe
+        self._transport = transport
+        # Header blocks are compressed by one zlib stream per direction for the whole session.
+        self._inflate = zlib.decompressobj(zdict=SPDY_DICTIONARY)
+        self._deflate = zlib.compressobj(zdict=SPDY_DICTIONARY)
+        self._buffer = bytearray()
+        self._forwards: dict[str, _Forward] = {}
+        self._streams: dict[int, str] = {}  # stream id -> request id
+
+    async def run(self) -> None:
+        try:
+            while (frame := await self._read_frame()) is not None:
+                if not await self._handle(*frame):
+                    break
+        finally:
+            await self._pipe.close()
+
+    async def _read_frame(self) -> tuple[int, int, bytes] | None:
+        """(first word, flags, payload) of the next frame; None when the client left."""
+        while True:
+            if len(self._buffer) >= _FRAME_HEAD:
+                word, flags_length = (
+                    int.from_bytes(self._buffer[0:4], "big"),
+                    int.from_bytes(self._buffer[4:8], "big"),
+                )
+                end = _FRAME_HEAD + (flags_length & _LENGTH_MASK)
+                if len(self._buffer) >= end:
+                    payload = bytes(self._buffer[_FRAME_HEAD:end])
+                    del self._buffer[:end]
+                    return word, flags_length >> 24, payload
+            data = await self._pipe.read()
+            if not data:
+                return None
+            self._buffer += data
+
+    async def _handle(self, word: int, flags: int, payload: bytes) -> bool:
+        """Act on one frame; False when the session is over."""
+        if not word & _CONTROL_BIT:
+            await self._data(word & _STREAM_ID_MASK, flags, payload)
+            return True
+        kind = word & 0xFFFF
+        if (word >> 16) & 0x7FFF != _SPDY_VERSION:
+            return False  # not SPDY/3: nothing here could be understood
+        if kind in _COMPRESSED_HEADERS:
+            offset = 10 if kind == _SYN_STREAM else 4  # stream ids, priority and slot first
+            # Every block goes through the one inflater, even ignored ones, to keep it in step.
+            headers = _parse_header_block(self._inflate.decompress(payload[offset:]))
+            if kind == _SYN_STREAM:
+                await self._open(int.from_bytes(payload[0:4], "big") & _STREAM_ID_MASK, headers)
+        elif kind == _RST_STREAM:
+            self._streams.pop(int.from_bytes(payload[0:4], "big") & _STREAM_ID_MASK, None)
+        elif kind == _PING:
+            await self._pipe.write(_control(_PING, payload))  # kubectl pings every 10 s
+        elif kind == _GOAWAY:
+            return False
+        # SETTINGS and WINDOW_UPDATE change nothing for a peer without flow control.
+        return True
+
+    async def _open(self, stream_id: int, headers: dict[str, str]) -> None:
+        # spdystream's CreateStream waits for the reply before kubectl uses the stream.
+        block = self._deflate.compress((0).to_bytes(4, "big"))
+        block += self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        await self._pipe.write(_control(_SYN_REPLY, stream_id.to_bytes(4, "big") + block))
+        request_id = headers.get("requestid", "")
+        forward = self._forwards.setdefault(request_id, _Forward())
+        self._streams[stream_id] = request_id
+        if headers.get("streamtype") == "error":
+            forward.error_stream = stream_id
+            return
+        if headers.get("streamtype") != "data":
+            return
+        forward.data_stream = stream_id
+        forward.port = int(headers.get("port", "0"))
+        self._peer.forwarded.append(ForwardedConnection(self._transport, forward.port, request_id))
+        if forward.port not in self._peer.echo_ports:
+            # What the kubelet does when nothing listens: a message on the error stream.
+            message = f"error forwarding port {forward.port}: nothing listens there"
+            await self._finish(request_id, error=message)
+
+    async def _data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        request_id = self._streams.get(stream_id)
+        if request_id is None:
+            return
+        forward = self._forwards[request_id]
+        if stream_id != forward.data_stream:
+            return  # kubectl writes nothing on the error stream, only closes its side
+        if payload:
+            await self._pipe.write(_data(stream_id, payload))  # the echo service
+        if flags & _FLAG_FIN:
+            # The local connection closed: the echo closes too, and no error is reported.
+            await self._finish(request_id, error="")
+
+    async def _finish(self, request_id: str, *, error: str) -> None:
+        forward = self._forwards.pop(request_id)
+        if forward.data_stream is not None:
+            await self._pipe.write(_data(forward.data_stream, b"", fin=True))
+            self._streams.pop(forward.data_stream, None)
+        if forward.error_stream is not None:
+            if error:
+                await self._pipe.write(_data(forward.error_stream, error.encode()))
+            await self._pipe.write(_data(forward.error_stream, b"", fin=True))
+            self._streams.pop(forward.error_stream, None)
+
+
+def _control(kind: int, payload: bytes, flags: int = 0) -> bytes:
+    word = _CONTROL_BIT | (_SPDY_VERSION << 16) | kind
+    return word.to_bytes(4, "big") + ((flags << 24) | len(payload)).to_bytes(4, "big") + payload
+
+
+def _data(stream_id: int, payload: bytes, *, fin: bool = False) -> bytes:
+    flags = _FLAG_FIN if fin else 0
+    return (
+        stream_id.to_bytes(4, "big") + ((flags << 24) | len(payload)).to_bytes(4, "big") + payload
+    )
+
+
+def _parse_header_block(block: bytes) -> dict[str, str]:
+    """A SPDY/3 name/value block: a count, then length-prefixed names and values."""
+    headers: dict[str, str] = {}
+    count, offset = int.from_bytes(block[0:4], "big"), 4
+    for _ in range(count):
+        fields = []
+        for _ in range(2):
+            length = int.from_bytes(block[offset : offset + 4], "big")
+            fields.append(block[offset + 4 : offset + 4 + length].decode("latin-1"))
+            offset += 4 + length
+        name, value = fields
+        headers[name] = value.split("\0")[0]  # several values are NUL-separated; one is used
+    return headers
+
+
+# --- the byte pipes a SPDY session runs on ----------------------------------------------------
+
+
+class _BytePipe(Protocol):
+    async def read(self) -> bytes:
+        """The next bytes from the client; b"" once it has gone."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class _RawPipe:
+    """The upgraded connection itself (`Upgrade: SPDY/3.1`)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self) -> bytes:
+        try:
+            return await self._reader.read(64 * 1024)
+        except ConnectionError:
+            return b""
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        pass  # the connection's handler closes the connection
+
+
+_WS_CONTINUATION, _WS_TEXT, _WS_BINARY, _WS_CLOSE, _WS_PING, _WS_PONG = 0, 1, 2, 8, 9, 10
+_WS_FIN = 0x80
+_WS_MASKED = 0x80
+_WS_LENGTH_16, _WS_LENGTH_64 = 126, 127
+_WS_NORMAL_CLOSURE = (1000).to_bytes(2, "big")
+
+
+class _WebSocketPipe:
+    """SPDY tunnelled in WebSocket binary messages, as kubectl's TunnelingConnection sends it:
+    the messages' payloads, concatenated, are the SPDY byte stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._close_sent = False
+
+    async def read(self) -> bytes:
+        try:
+            while True:
+                opcode, payload = await self._read_frame()
+                if opcode in (_WS_BINARY, _WS_CONTINUATION):
+                    if payload:
+                        return payload
+                elif opcode == _WS_PING:
+                    await self._send(_WS_PONG, payload)
+                elif opcode != _WS_PONG:
+                    # A close, or text, which the tunnelling protocol never sends: the end.
+                    if opcode == _WS_CLOSE:
+                        await self.close()
+                    return b""
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return b""
+
+    async def _read_frame(self) -> tuple[int, bytes]:
+        first, second = await self._reader.readexactly(2)
+        length = second & 0x7F
+        if length == _WS_LENGTH_16:
+            length = int.from_bytes(await self._reader.readexactly(2), "big")
+        elif length == _WS_LENGTH_64:
+            length = int.from_bytes(await self._reader.readexactly(8), "big")
+        mask = await self._reader.readexactly(4) if second & _WS_MASKED else b""
+        payload = await self._reader.readexactly(length)
+        if mask:  # clients mask every frame (RFC 6455 §5.3); XOR as one big integer
+            key = (mask * (length // 4 + 1))[:length]
+            unmasked = int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")
+            payload = unmasked.to_bytes(length, "big")
+        return first & 0x0F, payload
+
+    async def write(self, data: bytes) -> None:
+        await self._send(_WS_BINARY, data)
+
+    async def close(self) -> None:
+        if not self._close_sent:
+            self._close_sent = True
+            with suppress(ConnectionError):
+                await self._send(_WS_CLOSE, _WS_NORMAL_CLOSURE)
+
+    async def _send(self, opcode: int, payload: bytes) -> None:
+        length = len(payload)
+        if length < _WS_LENGTH_16:
+            head = bytes([_WS_FIN | opcode, length])
+        elif length < 1 << 16:
+            head = bytes([_WS_FIN | opcode, _WS_LENGTH_16]) + length.to_bytes(2, "big")
+        else:
+            head = bytes([_WS_FIN | opcode, _WS_LENGTH_64]) + length.to_bytes(8, "big")
+        self._writer.write(head + payload)
+        await self._writer.drain()
+
+
+# --- HTTP/1.1, just what kubectl sends here ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+
+    @classmethod
+    def parse(cls, head: bytes) -> _Request:
+        request_line, *lines = head.decode("latin-1").split("\r\n")
+        method, target, _version = request_line.split(" ", 2)
+        headers = []
+        for line in lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers.append((name.strip().lower(), value.strip()))
+        return cls(method, target, headers)
+
+    def header(self, name: str) -> str:
+        """Every value of `name`, comma-joined (as HTTP allows); "" when absent."""
+        return ", ".join(value for key, value in self.headers if key == name)
+
+
+def _tokens(value: str) -> list[str]:
+    return [token.strip() for token in value.split(",") if token.strip()]
+
+
+def _head(status: HTTPStatus, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status.value} {status.phrase}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    body: object,
+    *,
+    status: HTTPStatus = HTTPStatus.OK,
+    content_type: str = "application/json",
+) -> None:
+    if isinstance(body, _StatusBody):
+        status, body = body.status, body.body
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(data)))]
+    writer.write(_head(status, headers) + data)
+    await writer.drain()
+
+
+@dataclass(frozen=True)
+class _StatusBody:
+    status: HTTPStatus
+    body: dict[str, object]
+
+
+def _status(status: HTTPStatus, message: str) -> _StatusBody:
+    """A Kubernetes Status refusal, as the API server writes them."""
+    return _StatusBody(
+        status,
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "reason": status.phrase.replace(" ", ""),
+            "message": message,
+            "code": status.value,
+        },
+    )
+
+
+# Just enough discovery for kubectl to find pods and their log and portforward subresources
+# (and the version it asks for first).
+_DISCOVERY: dict[str, object] = {
+    "/version": {"major": "1", "minor": "32", "gitVersion": "v1.32.4-kubelet-peer"},
+    "/api": {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    },
+    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": []},
+    "/api/v1": {
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            {
+                "name": "pods",
+                "singularName": "pod",
+                "namespaced": True,
+                "kind": "Pod",
+                "verbs": ["get", "list"],
+                "shortNames": ["po"],
+            },
+            {
+                "name": "pods/log",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "Pod",
+                "verbs": ["get"],
+            },
+            {
+                "name": "pods/portforward",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "PodPortForwardOptions",
+                "verbs": ["create", "get"],
+            },
+        ],
+    },
+}
