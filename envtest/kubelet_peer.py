@@ -15,14 +15,14 @@ and, like the kubelet behind a real API server:
 
 The server is a small HTTP/1.1 loop of its own rather than aiohttp or websockets: it must both
 stream a chunked body a line at a time and hand a connection over to a non-WebSocket upgrade
-(SPDY), which neither exposes.
+(SPDY), which neither exposes. A WebSocket upgrade it hands to websockets' sans-I/O
+`ServerProtocol`, which checks the handshake, answers it and does the framing; only the
+subprotocol is chosen here, as websockets cannot parse kubectl's (it holds a "/").
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import ssl
 import zlib
@@ -35,12 +35,16 @@ from types import TracebackType
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
 import certs
 from envtest.exec_peer import FakePod
 
 PORTFORWARD_PROTOCOL = "portforward.k8s.io"
 TUNNELLED_PORTFORWARD_PROTOCOL = "SPDY/3.1+" + PORTFORWARD_PROTOCOL
-_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_HEAD = 64 * 1024
 
 
@@ -215,17 +219,12 @@ class KubeletPeer:
                 message = f"port-forward over WebSocket needs {TUNNELLED_PORTFORWARD_PROTOCOL}"
                 await _respond(writer, _status(HTTPStatus.BAD_REQUEST, message))
                 return
-            key = request.header("sec-websocket-key").encode()
-            accept = base64.b64encode(
-                hashlib.sha1(key + _WEBSOCKET_GUID, usedforsecurity=False).digest()
-            )
-            headers = [
-                ("Upgrade", "websocket"),
-                ("Connection", "Upgrade"),
-                ("Sec-WebSocket-Accept", accept.decode()),
-                ("Sec-WebSocket-Protocol", TUNNELLED_PORTFORWARD_PROTOCOL),
-            ]
-            pipe, transport = _WebSocketPipe(reader, writer), "websocket"
+            websocket = _accept_websocket(request.head)
+            if isinstance(websocket, _StatusBody):
+                await _respond(writer, websocket)
+                return
+            writer.writelines(websocket.data_to_send())
+            pipe, transport = _WebSocketPipe(reader, writer, websocket), "websocket"
         elif upgrade == "spdy/3.1":
             if PORTFORWARD_PROTOCOL not in _tokens(request.header("x-stream-protocol-version")):
                 message = f"port-forward needs X-Stream-Protocol-Version: {PORTFORWARD_PROTOCOL}"
@@ -236,13 +235,13 @@ class KubeletPeer:
                 ("Connection", "Upgrade"),
                 ("X-Stream-Protocol-Version", PORTFORWARD_PROTOCOL),
             ]
+            writer.write(_head(HTTPStatus.SWITCHING_PROTOCOLS, headers))
             pipe, transport = _RawPipe(reader, writer), "spdy"
         else:
             message = "port-forward needs an upgrade to SPDY/3.1 or to a WebSocket"
             await _respond(writer, _status(HTTPStatus.BAD_REQUEST, message))
             return
-        writer.write(_head(HTTPStatus.SWITCHING_PROTOCOLS, headers))
-        await writer.drain()
+        await writer.drain()  # the 101 answer
         self.portforward_upgrades.append(transport)
         await _PortForwardSession(self, pipe, transport).run()
 
@@ -530,72 +529,80 @@ class _RawPipe:
         pass  # the connection's handler closes the connection
 
 
-_WS_CONTINUATION, _WS_TEXT, _WS_BINARY, _WS_CLOSE, _WS_PING, _WS_PONG = 0, 1, 2, 8, 9, 10
-_WS_FIN = 0x80
-_WS_MASKED = 0x80
-_WS_LENGTH_16, _WS_LENGTH_64 = 126, 127
-_WS_NORMAL_CLOSURE = (1000).to_bytes(2, "big")
+def _accept_websocket(head: bytes) -> ServerProtocol | _StatusBody:
+    """websockets' server side of the upgrade request `head`, its 101 answer ready to send; or
+    the refusal to send instead."""
+    websocket = ServerProtocol(max_size=None)
+    websocket.receive_data(head)  # websockets reads the head again, for itself
+    match websocket.events_received():
+        case [Request() as handshake]:
+            # websockets refuses kubectl's subprotocols, whose "/" RFC 6455 does not allow in
+            # one: _portforward has checked the offer, and the answer names the one chosen.
+            del handshake.headers["Sec-WebSocket-Protocol"]
+            response = websocket.accept(handshake)
+        case _:  # a head websockets' stricter HTTP parser refused
+            response = websocket.reject(HTTPStatus.BAD_REQUEST, "")
+    if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
+        message = f"port-forward over WebSocket refused: {websocket.handshake_exc}"
+        return _status(HTTPStatus(response.status_code), message)
+    response.headers["Sec-WebSocket-Protocol"] = TUNNELLED_PORTFORWARD_PROTOCOL
+    websocket.send_response(response)
+    return websocket
 
 
 class _WebSocketPipe:
     """SPDY tunnelled in WebSocket binary messages, as kubectl's TunnelingConnection sends it:
-    the messages' payloads, concatenated, are the SPDY byte stream."""
+    the messages' payloads, concatenated, are the SPDY byte stream. websockets' `ServerProtocol`
+    (past the handshake) frames and unframes them, answers pings and echoes a close."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        websocket: ServerProtocol,
+    ) -> None:
         self._reader = reader
         self._writer = writer
-        self._close_sent = False
+        self._websocket = websocket
+        self._text_received = False
 
     async def read(self) -> bytes:
+        payload = bytearray()
         try:
-            while True:
-                opcode, payload = await self._read_frame()
-                if opcode in (_WS_BINARY, _WS_CONTINUATION):
-                    if payload:
-                        return payload
-                elif opcode == _WS_PING:
-                    await self._send(_WS_PONG, payload)
-                elif opcode != _WS_PONG:
-                    # A close, or text, which the tunnelling protocol never sends: the end.
-                    if opcode == _WS_CLOSE:
-                        await self.close()
-                    return b""
-        except (asyncio.IncompleteReadError, ConnectionError):
+            # Text, which the tunnelling protocol never sends, ends the stream like a close.
+            while not payload and not self._text_received and self._websocket.state is State.OPEN:
+                if data := await self._reader.read(64 * 1024):
+                    self._websocket.receive_data(data)
+                else:
+                    self._websocket.receive_eof()
+                await self._flush()  # pongs, and the answer to a close
+                for frame in self._websocket.events_received():
+                    assert isinstance(frame, Frame)  # the handshake is over: frames only
+                    if frame.opcode is Opcode.TEXT:
+                        self._text_received = True
+                        break
+                    if frame.opcode in (Opcode.BINARY, Opcode.CONT):
+                        payload += frame.data
+        except ConnectionError:
             return b""
-
-    async def _read_frame(self) -> tuple[int, bytes]:
-        first, second = await self._reader.readexactly(2)
-        length = second & 0x7F
-        if length == _WS_LENGTH_16:
-            length = int.from_bytes(await self._reader.readexactly(2), "big")
-        elif length == _WS_LENGTH_64:
-            length = int.from_bytes(await self._reader.readexactly(8), "big")
-        mask = await self._reader.readexactly(4) if second & _WS_MASKED else b""
-        payload = await self._reader.readexactly(length)
-        if mask:  # clients mask every frame (RFC 6455 §5.3); XOR as one big integer
-            key = (mask * (length // 4 + 1))[:length]
-            unmasked = int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")
-            payload = unmasked.to_bytes(length, "big")
-        return first & 0x0F, payload
+        # Once the client closes, only what came before its close is left: b"" after that.
+        return bytes(payload)
 
     async def write(self, data: bytes) -> None:
-        await self._send(_WS_BINARY, data)
+        if self._websocket.state is State.OPEN:  # else the client is closing: it reads no more
+            self._websocket.send_binary(data)
+            await self._flush()
 
     async def close(self) -> None:
-        if not self._close_sent:
-            self._close_sent = True
+        if self._websocket.state is State.OPEN:
+            self._websocket.send_close(CloseCode.NORMAL_CLOSURE)
             with suppress(ConnectionError):
-                await self._send(_WS_CLOSE, _WS_NORMAL_CLOSURE)
+                await self._flush()
 
-    async def _send(self, opcode: int, payload: bytes) -> None:
-        length = len(payload)
-        if length < _WS_LENGTH_16:
-            head = bytes([_WS_FIN | opcode, length])
-        elif length < 1 << 16:
-            head = bytes([_WS_FIN | opcode, _WS_LENGTH_16]) + length.to_bytes(2, "big")
-        else:
-            head = bytes([_WS_FIN | opcode, _WS_LENGTH_64]) + length.to_bytes(8, "big")
-        self._writer.write(head + payload)
+    async def _flush(self) -> None:
+        # websockets' end-of-stream marker (b"") writes nothing: the connection's handler closes
+        # the connection once the session is over.
+        self._writer.writelines(self._websocket.data_to_send())
         await self._writer.drain()
 
 
@@ -607,6 +614,8 @@ class _Request:
     method: str
     target: str
     headers: list[tuple[str, str]]
+    head: bytes
+    """The request line and headers as received, for websockets to read a WebSocket upgrade."""
 
     @classmethod
     def parse(cls, head: bytes) -> _Request:
@@ -617,7 +626,7 @@ class _Request:
             if line:
                 name, _, value = line.partition(":")
                 headers.append((name.strip().lower(), value.strip()))
-        return cls(method, target, headers)
+        return cls(method, target, headers, head)
 
     def header(self, name: str) -> str:
         """Every value of `name`, comma-joined (as HTTP allows); "" when absent."""
