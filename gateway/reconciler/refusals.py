@@ -16,8 +16,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
+
 from certs import PlaneRef
 from gateway.reconciler.events import EventSpec
+
+log = structlog.get_logger("gateway.reconciler.refusals")
 
 REASON = "AgentRejected"
 """The Event reason; the refusal's own reason (`Untrusted`, `PlaneMismatch`…) leads the message."""
@@ -74,7 +78,10 @@ class RefusalEvents:
                 self._last_write[key] = now
                 plane, reason = key
                 event = EventSpec("Warning", REASON, f"{reason}: {pending.message}")
-                await self._write(plane, event, pending.times)
+                try:
+                    await self._write(plane, event, pending.times)
+                except Exception:  # a bug in telling must not end the reconciler it runs in
+                    log.exception("refusal event not written", plane=str(plane), reason=reason)
             # Pairs quiet for a whole interval need no memory: their next refusal is due at once.
             for key in [k for k, at in self._last_write.items() if at + self._interval <= now]:
                 if key not in self._pending:

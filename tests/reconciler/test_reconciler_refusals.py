@@ -73,6 +73,25 @@ async def test_refusals_within_the_interval_are_folded_into_the_next_write() -> 
         running.cancel()
 
 
+async def test_a_failing_write_does_not_stop_the_writer() -> None:
+    written: asyncio.Queue[Written] = asyncio.Queue()
+
+    async def write(plane: PlaneRef, event: EventSpec, times: int) -> None:
+        if plane.name == "broken":
+            raise RuntimeError("a bug while writing")
+        await written.put((plane, event, times))
+
+    refusals = RefusalEvents(write, interval=30, clock=Clock())
+    running = asyncio.create_task(refusals.run())
+    try:
+        refusals.note(PlaneRef("ns", "broken"), "Untrusted", "x")
+        refusals.note(PLANE, "Untrusted", "y")
+        assert await asyncio.wait_for(written.get(), 5) == (PLANE, _warning("Untrusted: y"), 1)
+        assert not running.done()
+    finally:
+        running.cancel()
+
+
 async def test_distinct_refusals_waiting_are_bounded() -> None:
     refusals, _, _ = await _writes(interval=30, limit=2)  # not running: nothing is written
     for name in ("a", "b", "c", "d"):
