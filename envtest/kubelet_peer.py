@@ -1,9 +1,14 @@
-"""A stand-in API server for the kubelet's streaming answers: `kubectl logs -f` and port-forward.
+"""A stand-in kubelet: an API server for what a real one leaves to the kubelet.
 
-A real kube-apiserver hands `pods/log` and `pods/portforward` to a kubelet, which envtest does
-not run, so tests of those paths point an agent at this peer instead. It serves one running pod
-and, like the kubelet behind a real API server:
+A real kube-apiserver hands `pods/exec`, `pods/log` and `pods/portforward` to a kubelet, which
+envtest does not run, so tests of those paths point an agent at this peer instead
+(`write_kubeconfig` writes the kubeconfig to reach it with). It serves one running pod and, like
+the kubelet behind a real API server:
 
+- answers `pods/<name>/exec` over WebSocket with the `v5.channel.k8s.io` (or
+  `v4.channel.k8s.io`) subprotocol kubectl speaks: channel 1 is stdout, channel 3 the final
+  Status. What it "runs" is an echo: the command's arguments come back on stdout, then stdin's
+  bytes until stdin closes (v5's close message on channel 255), then the Status;
 - answers `pods/<name>/log` with the pod's log; with `follow=true` it streams a chunked body
   that emits each line when the test releases it (`release_log_line`) and ends when the test
   says so (`end_log_stream`), so a test can see lines arrive while the stream is still open;
@@ -15,17 +20,20 @@ and, like the kubelet behind a real API server:
 
 The server is a small HTTP/1.1 loop of its own rather than aiohttp or websockets: it must both
 stream a chunked body a line at a time and hand a connection over to a non-WebSocket upgrade
-(SPDY), which neither exposes. A WebSocket upgrade it hands to websockets' sans-I/O
-`ServerProtocol`, which checks the handshake, answers it and does the framing; only the
-subprotocol is chosen here, as websockets cannot parse kubectl's (it holds a "/").
+(SPDY), which neither exposes. A WebSocket upgrade (exec, or tunnelled port-forward) it hands to
+websockets' sans-I/O `ServerProtocol`, which checks the handshake, answers it and does the
+framing; only the subprotocol is chosen here, as websockets cannot parse port-forward's (it
+holds a "/").
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import ssl
 import zlib
+from collections import deque
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -35,17 +43,41 @@ from types import TracebackType
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import yaml
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 import certs
-from envtest.exec_peer import FakePod
+from envtest.server import Credentials, build_kubeconfig
 
+EXEC_SUBPROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+_STDIN, _STDOUT, _STATUS, _CLOSE = 0, 1, 3, 255  # exec's channels (255: v5's close)
 PORTFORWARD_PROTOCOL = "portforward.k8s.io"
 TUNNELLED_PORTFORWARD_PROTOCOL = "SPDY/3.1+" + PORTFORWARD_PROTOCOL
 _MAX_HEAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FakePod:
+    namespace: str = "default"
+    name: str = "shell"
+    container: str = "main"
+
+    def manifest(self) -> dict[str, object]:
+        return {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": "0000"},
+            "spec": {"containers": [{"name": self.container, "image": "busybox"}]},
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [
+                    {"name": self.container, "ready": True, "state": {"running": {}}}
+                ],
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -83,6 +115,8 @@ class KubeletPeer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._log_feed: asyncio.Queue[str | None] = asyncio.Queue()
+        self.exec_requests: list[str] = []
+        """The target (path and query) of every accepted `pods/<name>/exec` upgrade, in order."""
         self.log_queries: list[dict[str, list[str]]] = []
         """The query of every `pods/<name>/log` request, in order."""
         self.portforward_upgrades: list[str] = []
@@ -94,6 +128,19 @@ class KubeletPeer:
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
         return f"https://127.0.0.1:{port}"
+
+    def write_kubeconfig(self, path: Path, credentials: Credentials | None = None) -> Path:
+        """Write a kubeconfig that reaches this (running) peer to `path`, and return `path`. The
+        peer checks no credentials: whatever `credentials` say (a random token by default), it
+        answers."""
+        kubeconfig = build_kubeconfig(
+            name="kubelet-peer",
+            server=self.url,
+            ca_pem=self.ca_file.read_bytes(),
+            credentials=credentials or Credentials(user="agent", token=secrets.token_urlsafe()),
+        )
+        path.write_text(yaml.safe_dump(kubeconfig))
+        return path
 
     def release_log_line(self, line: str) -> None:
         """Let the open (or next) `follow=true` log stream emit `line`."""
@@ -164,6 +211,9 @@ class KubeletPeer:
         url = urlsplit(request.target)
         query = parse_qs(url.query)
         pod_path = f"/api/v1/namespaces/{self.pod.namespace}/pods/{self.pod.name}"
+        if url.path == f"{pod_path}/exec":
+            await self._exec(request, query, reader, writer)
+            return False
         if url.path == f"{pod_path}/portforward":
             await self._portforward(request, reader, writer)
             return False
@@ -208,6 +258,28 @@ class KubeletPeer:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 
+    async def _exec(
+        self,
+        request: _Request,
+        query: dict[str, list[str]],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        offered = _tokens(request.header("sec-websocket-protocol"))
+        subprotocol = next((name for name in EXEC_SUBPROTOCOLS if name in offered), None)
+        if request.header("upgrade").lower() != "websocket" or subprotocol is None:
+            message = f"exec needs a WebSocket upgrade to {' or '.join(EXEC_SUBPROTOCOLS)}"
+            await _respond(writer, _status(HTTPStatus.BAD_REQUEST, message))
+            return
+        websocket = await _upgrade_to_websocket(request, subprotocol, reader, writer)
+        if websocket is None:
+            return
+        self.exec_requests.append(request.target)
+        try:
+            await _echo_exec(websocket, query)
+        finally:
+            await websocket.close()
+
     async def _portforward(
         self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -219,12 +291,12 @@ class KubeletPeer:
                 message = f"port-forward over WebSocket needs {TUNNELLED_PORTFORWARD_PROTOCOL}"
                 await _respond(writer, _status(HTTPStatus.BAD_REQUEST, message))
                 return
-            websocket = _accept_websocket(request.head)
-            if isinstance(websocket, _StatusBody):
-                await _respond(writer, websocket)
+            websocket = await _upgrade_to_websocket(
+                request, TUNNELLED_PORTFORWARD_PROTOCOL, reader, writer
+            )
+            if websocket is None:
                 return
-            writer.writelines(websocket.data_to_send())
-            pipe, transport = _WebSocketPipe(reader, writer, websocket), "websocket"
+            pipe, transport = websocket, "websocket"
         elif upgrade == "spdy/3.1":
             if PORTFORWARD_PROTOCOL not in _tokens(request.header("x-stream-protocol-version")):
                 message = f"port-forward needs X-Stream-Protocol-Version: {PORTFORWARD_PROTOCOL}"
@@ -236,14 +308,35 @@ class KubeletPeer:
                 ("X-Stream-Protocol-Version", PORTFORWARD_PROTOCOL),
             ]
             writer.write(_head(HTTPStatus.SWITCHING_PROTOCOLS, headers))
+            await writer.drain()
             pipe, transport = _RawPipe(reader, writer), "spdy"
         else:
             message = "port-forward needs an upgrade to SPDY/3.1 or to a WebSocket"
             await _respond(writer, _status(HTTPStatus.BAD_REQUEST, message))
             return
-        await writer.drain()  # the 101 answer
         self.portforward_upgrades.append(transport)
         await _PortForwardSession(self, pipe, transport).run()
+
+
+# --- exec (the channel.k8s.io protocols), server side ------------------------------------------
+
+
+async def _echo_exec(websocket: _WebSocketPipe, query: dict[str, list[str]]) -> None:
+    """What an exec "runs" here: its command's arguments come back on stdout, then (with
+    `stdin=true`) stdin's bytes until stdin closes; then the final Status, as the kubelet sends
+    it. Each message is one channel's bytes, the channel's number first."""
+    command = " ".join(query.get("command", []))
+    await websocket.write(bytes([_STDOUT]) + f"{command}\n".encode())
+    if query.get("stdin") == ["true"]:
+        while (message := await websocket.read_message()) is not None:
+            if message[:1] == bytes([_STDIN]):
+                await websocket.write(bytes([_STDOUT]) + message[1:])
+            elif message[:2] == bytes([_CLOSE, _STDIN]):
+                break  # v5: the client closed stdin
+        else:
+            return  # the client left with stdin open: no one is there for the Status
+    status = {"metadata": {}, "status": "Success"}
+    await websocket.write(bytes([_STATUS]) + json.dumps(status).encode())
 
 
 # --- SPDY/3.1 and the portforward.k8s.io protocol on it, server side --------------------------
@@ -529,31 +622,40 @@ class _RawPipe:
         pass  # the connection's handler closes the connection
 
 
-def _accept_websocket(head: bytes) -> ServerProtocol | _StatusBody:
-    """websockets' server side of the upgrade request `head`, its 101 answer ready to send; or
-    the refusal to send instead."""
+async def _upgrade_to_websocket(
+    request: _Request,
+    subprotocol: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> _WebSocketPipe | None:
+    """Answer the WebSocket upgrade `request` with `subprotocol`, which the caller has checked
+    the client offers: the WebSocket, open; or None once a refusal has been sent instead."""
     websocket = ServerProtocol(max_size=None)
-    websocket.receive_data(head)  # websockets reads the head again, for itself
+    websocket.receive_data(request.head)  # websockets reads the head again, for itself
     match websocket.events_received():
         case [Request() as handshake]:
-            # websockets refuses kubectl's subprotocols, whose "/" RFC 6455 does not allow in
-            # one: _portforward has checked the offer, and the answer names the one chosen.
+            # websockets refuses port-forward's subprotocol, whose "/" RFC 6455 does not allow in
+            # one: the caller has checked the offer, and the answer names the one it chose.
             del handshake.headers["Sec-WebSocket-Protocol"]
             response = websocket.accept(handshake)
         case _:  # a head websockets' stricter HTTP parser refused
             response = websocket.reject(HTTPStatus.BAD_REQUEST, "")
     if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
-        message = f"port-forward over WebSocket refused: {websocket.handshake_exc}"
-        return _status(HTTPStatus(response.status_code), message)
-    response.headers["Sec-WebSocket-Protocol"] = TUNNELLED_PORTFORWARD_PROTOCOL
+        message = f"WebSocket upgrade refused: {websocket.handshake_exc}"
+        await _respond(writer, _status(HTTPStatus(response.status_code), message))
+        return None
+    response.headers["Sec-WebSocket-Protocol"] = subprotocol
     websocket.send_response(response)
-    return websocket
+    writer.writelines(websocket.data_to_send())
+    await writer.drain()  # the 101 answer
+    return _WebSocketPipe(reader, writer, websocket)
 
 
 class _WebSocketPipe:
-    """SPDY tunnelled in WebSocket binary messages, as kubectl's TunnelingConnection sends it:
-    the messages' payloads, concatenated, are the SPDY byte stream. websockets' `ServerProtocol`
-    (past the handshake) frames and unframes them, answers pings and echoes a close."""
+    """A WebSocket past its handshake; websockets' `ServerProtocol` frames and unframes its
+    messages, answers pings and echoes a close. Exec reads it a message at a time (one channel's
+    bytes each); port-forward as a byte pipe: kubectl's TunnelingConnection tunnels SPDY in
+    binary messages whose payloads, concatenated, are the SPDY byte stream."""
 
     def __init__(
         self,
@@ -564,29 +666,28 @@ class _WebSocketPipe:
         self._reader = reader
         self._writer = writer
         self._websocket = websocket
+        self._messages: deque[bytes] = deque()
+        self._partial = bytearray()  # a fragmented message's frames so far
         self._text_received = False
 
-    async def read(self) -> bytes:
-        payload = bytearray()
+    async def read_message(self) -> bytes | None:
+        """The next binary message from the client; None once it has closed. Text, which
+        neither protocol here sends, ends the stream like a close."""
         try:
-            # Text, which the tunnelling protocol never sends, ends the stream like a close.
-            while not payload and not self._text_received and self._websocket.state is State.OPEN:
-                if data := await self._reader.read(64 * 1024):
-                    self._websocket.receive_data(data)
-                else:
-                    self._websocket.receive_eof()
-                await self._flush()  # pongs, and the answer to a close
-                for frame in self._websocket.events_received():
-                    assert isinstance(frame, Frame)  # the handshake is over: frames only
-                    if frame.opcode is Opcode.TEXT:
-                        self._text_received = True
-                        break
-                    if frame.opcode in (Opcode.BINARY, Opcode.CONT):
-                        payload += frame.data
+            while not self._messages:
+                if self._text_received or self._websocket.state is not State.OPEN:
+                    return None  # only what came before the client's close is read
+                await self._receive()
         except ConnectionError:
-            return b""
-        # Once the client closes, only what came before its close is left: b"" after that.
-        return bytes(payload)
+            return None
+        return self._messages.popleft()
+
+    async def read(self) -> bytes:
+        """The next bytes of the tunnelled stream; b"" once the client has closed."""
+        while (message := await self.read_message()) is not None:
+            if message:
+                return message
+        return b""
 
     async def write(self, data: bytes) -> None:
         if self._websocket.state is State.OPEN:  # else the client is closing: it reads no more
@@ -594,10 +695,32 @@ class _WebSocketPipe:
             await self._flush()
 
     async def close(self) -> None:
+        """Send a close unless the client has. Its answer is not waited for (kubectl needs no
+        wait, and it would hold a port-forward's end): the connection's handler then closes the
+        connection."""
         if self._websocket.state is State.OPEN:
             self._websocket.send_close(CloseCode.NORMAL_CLOSURE)
             with suppress(ConnectionError):
                 await self._flush()
+
+    async def _receive(self) -> None:
+        """Feed websockets what the client sends next, send what it answers (pongs, the answer to
+        a close), and keep the binary messages it completes."""
+        if data := await self._reader.read(64 * 1024):
+            self._websocket.receive_data(data)
+        else:
+            self._websocket.receive_eof()
+        await self._flush()
+        for frame in self._websocket.events_received():
+            assert isinstance(frame, Frame)  # the handshake is over: frames only
+            if frame.opcode is Opcode.TEXT:
+                self._text_received = True
+                break
+            if frame.opcode in (Opcode.BINARY, Opcode.CONT):
+                self._partial += frame.data
+                if frame.fin:
+                    self._messages.append(bytes(self._partial))
+                    self._partial.clear()
 
     async def _flush(self) -> None:
         # websockets' end-of-stream marker (b"") writes nothing: the connection's handler closes
@@ -680,8 +803,8 @@ def _status(status: HTTPStatus, message: str) -> _StatusBody:
     )
 
 
-# Just enough discovery for kubectl to find pods and their log and portforward subresources
-# (and the version it asks for first).
+# Just enough discovery for kubectl to find pods and their exec, log and portforward
+# subresources (and the version it asks for first).
 _DISCOVERY: dict[str, object] = {
     "/version": {"major": "1", "minor": "32", "gitVersion": "v1.32.4-kubelet-peer"},
     "/api": {
@@ -701,6 +824,13 @@ _DISCOVERY: dict[str, object] = {
                 "kind": "Pod",
                 "verbs": ["get", "list"],
                 "shortNames": ["po"],
+            },
+            {
+                "name": "pods/exec",
+                "singularName": "",
+                "namespaced": True,
+                "kind": "PodExecOptions",
+                "verbs": ["create", "get"],
             },
             {
                 "name": "pods/log",

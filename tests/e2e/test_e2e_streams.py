@@ -1,9 +1,9 @@
 """`kubectl logs -f` and `kubectl port-forward` through the gateway, with real kubectl.
 
 A real API server hands both to a kubelet, which envtest does not run, so the agent's upstream
-here is the kubelet peer (envtest.kubelet_peer): it streams a pod's log a line at a time when
-the test says so, and serves port-forward over SPDY/3.1 (plain or tunnelled in a WebSocket)
-with an echo service behind the forwarded port.
+here is the stand-in kubelet (envtest.kubelet_peer): it streams a pod's log a line at a time
+when the test says so, and serves port-forward over SPDY/3.1 (plain or tunnelled in a
+WebSocket) with an echo service behind the forwarded port.
 """
 
 from __future__ import annotations
@@ -12,95 +12,24 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from certs import PlaneRef
-from envtest import Credentials, build_kubeconfig
-from envtest.kubelet_peer import ForwardedConnection, KubeletPeer
-from planelink.local import LocalPlanelink
+from envtest.kubelet_peer import ForwardedConnection
+from tests.e2e.kubelet_lab import LIMIT, KubeletLab, kubectl, kubelet_lab, running_kubectl
 
 PLANE = PlaneRef("org-x", "streams")
 POD = "shell"
 ECHO_PORT = 8080
-LIMIT = 30  # seconds any one step may take
-
-
-@dataclass
-class Lab:
-    peer: KubeletPeer
-    local: LocalPlanelink
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.local.caller_kubeconfig(PLANE)
-
-    async def wait_streams_released(self) -> None:
-        """Every tunnel stream the commands held has been let go."""
-        session = self.local.agent(PLANE).session
-        assert session is not None
-        async with asyncio.timeout(10):
-            await session.wait_idle()
 
 
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    async with KubeletPeer(tmp_path, echo_ports=[ECHO_PORT]) as peer:
-        upstream = tmp_path / "peer.kubeconfig"
-        upstream.write_text(
-            yaml.safe_dump(
-                build_kubeconfig(
-                    name="peer",
-                    server=peer.url,
-                    ca_pem=peer.ca_file.read_bytes(),
-                    credentials=Credentials(user="agent", token="agent-token"),
-                )
-            )
-        )
-        local = LocalPlanelink(directory=tmp_path / "planelink", planes={PLANE: upstream})
-        await local.start()
-        try:
-            async with asyncio.timeout(LIMIT):
-                await local.wait_connected(PLANE)
-            yield Lab(peer, local)
-        finally:
-            await local.stop()
-
-
-@asynccontextmanager
-async def running_kubectl(
-    kubeconfig: Path, *args: str, env: dict[str, str] | None = None
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """kubectl running while the block runs; killed at its end if it has not exited."""
-    process = await asyncio.create_subprocess_exec(
-        "kubectl",
-        "--kubeconfig",
-        str(kubeconfig),
-        *args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.communicate()
-
-
-async def kubectl(kubeconfig: Path, *args: str) -> tuple[int, str, str]:
-    async with running_kubectl(kubeconfig, *args) as process, asyncio.timeout(LIMIT):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+async def lab(tmp_path: Path) -> AsyncIterator[KubeletLab]:
+    async with kubelet_lab(tmp_path, PLANE, echo_ports=[ECHO_PORT]) as lab:
+        yield lab
 
 
 async def next_line(process: asyncio.subprocess.Process) -> bytes:
@@ -109,7 +38,7 @@ async def next_line(process: asyncio.subprocess.Process) -> bytes:
         return await process.stdout.readline()
 
 
-async def test_kubectl_logs_follow_delivers_lines_while_the_stream_is_open(lab: Lab) -> None:
+async def test_kubectl_logs_follow_delivers_lines_while_the_stream_is_open(lab: KubeletLab) -> None:
     async with running_kubectl(lab.kubeconfig, "logs", "-f", POD) as process:
         lab.peer.release_log_line("line 1")
         assert await next_line(process) == b"line 1\n"
@@ -130,7 +59,7 @@ async def test_kubectl_logs_follow_delivers_lines_while_the_stream_is_open(lab: 
     await lab.wait_streams_released()
 
 
-async def test_kubectl_logs_and_its_query_parameters_pass_through(lab: Lab) -> None:
+async def test_kubectl_logs_and_its_query_parameters_pass_through(lab: KubeletLab) -> None:
     code, out, err = await kubectl(lab.kubeconfig, "logs", POD)
     assert code == 0, err
     assert out == "first\nsecond\nthird\n"
@@ -167,7 +96,7 @@ async def echo_through(port: int, messages: list[bytes]) -> None:
     [pytest.param(None, "websocket", id="default"), pytest.param("false", "spdy", id="spdy")],
 )
 async def test_kubectl_port_forward_reaches_the_pods_port(
-    lab: Lab, websockets: str | None, transport: str
+    lab: KubeletLab, websockets: str | None, transport: str
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBECTL_PORT_FORWARD_WEBSOCKETS"}
     if websockets is not None:
@@ -198,7 +127,7 @@ async def test_kubectl_port_forward_reaches_the_pods_port(
     await lab.wait_streams_released()
 
 
-async def test_kubectl_port_forward_reports_the_pods_error(lab: Lab) -> None:
+async def test_kubectl_port_forward_reports_the_pods_error(lab: KubeletLab) -> None:
     """What the pod's side says on the error stream reaches kubectl's user."""
     closed_port = ECHO_PORT + 1
     args = ("port-forward", f"pod/{POD}", f"0:{closed_port}")
