@@ -15,6 +15,7 @@ from envtest.server import (
     build_kubeconfig,
     die_with_parent,
     free_port,
+    run_kubectl,
     wait_until,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "find_binaries",
     "free_port",
     "install_crd",
+    "run_kubectl",
     "wait_until",
 ]

@@ -221,12 +221,12 @@ class KubeAPIServer:
         input: str | None = None,
         check: bool = True,
         kubeconfig: Path | None = None,
-        timeout: float = 60.0,  # noqa: ASYNC109 - kubectl's own limit: a thread cannot be cancelled
+        timeout: float = 60.0,  # noqa: ASYNC109 - kubectl's own limit, as in `kubectl`
     ) -> subprocess.CompletedProcess[str]:
-        """`kubectl` from a coroutine: it runs in a worker thread, so the event loop goes on
-        serving (a gateway, agents, heartbeats) while kubectl runs."""
-        return await asyncio.to_thread(
-            self.kubectl, *args, input=input, check=check, kubeconfig=kubeconfig, timeout=timeout
+        """`kubectl` from a coroutine: the event loop goes on serving (a gateway, agents,
+        heartbeats) while kubectl runs."""
+        return await run_kubectl(
+            kubeconfig or self.kubeconfig_path, *args, input=input, check=check, timeout=timeout
         )
 
     def log_tail(self, component: str, lines: int = 40) -> str:
@@ -407,6 +407,42 @@ def build_kubeconfig(
         "contexts": [{"name": name, "context": {"cluster": name, "user": credentials.user}}],
         "current-context": name,
     }
+
+
+async def run_kubectl(
+    kubeconfig: Path,
+    *args: str,
+    input: str | bytes | None = None,
+    check: bool = False,
+    timeout: float = 60.0,  # noqa: ASYNC109 - kubectl's own limit, killed when it is reached
+) -> subprocess.CompletedProcess[str]:
+    """The real kubectl with `kubeconfig`, run to its end without blocking the event loop (the
+    loop may be serving the gateway and agents kubectl talks to). Raises `TimeoutError` after
+    `timeout` seconds (kubectl is killed), and `CalledProcessError` on failure if `check`."""
+    process = await asyncio.create_subprocess_exec(
+        "kubectl",
+        "--kubeconfig",
+        str(kubeconfig),
+        *args,
+        stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    data = input.encode() if isinstance(input, str) else input
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate(data)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    done = subprocess.CompletedProcess(
+        ["kubectl", *args], process.returncode, out.decode(), err.decode()
+    )
+    if check:
+        done.check_returncode()
+    return done
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from certs import PlaneRef
-from envtest import Credentials, KubeAPIServer, build_kubeconfig, free_port
+from envtest import Credentials, KubeAPIServer, build_kubeconfig, free_port, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from planelink.local import LocalPlanelink
@@ -133,18 +133,7 @@ class AuthLab:
         self, kubeconfig: Path, *args: str, limit: float = 30
     ) -> subprocess.CompletedProcess[str]:
         """Real kubectl through the gateway (asynchronously: the gateway runs in this loop)."""
-        process = await asyncio.create_subprocess_exec(
-            "kubectl",
-            "--kubeconfig",
-            str(kubeconfig),
-            *args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), timeout=limit)
-        assert process.returncode is not None
-        return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
+        return await run_kubectl(kubeconfig, *args, timeout=limit)
 
     def metric(self, name: str, **labels: str) -> float:
         assert self.local.gateway is not None

@@ -106,16 +106,13 @@ def _dataplane(name: str, namespace: str, *, server: str, ca: str, auth: Obj) ->
 
 async def _apply(server: KubeAPIServer, *objects: Obj) -> None:
     manifest = yaml.safe_dump_all(objects)
-    await asyncio.to_thread(server.kubectl, "apply", "-f", "-", input=manifest)
+    await server.akubectl("apply", "-f", "-", input=manifest)
 
 
 async def _kubectl(
     kubeconfig: Path, server: KubeAPIServer, *args: str, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    # In a thread: the gateway serves kubectl from this event loop.
-    return await asyncio.to_thread(
-        server.kubectl, *args, input=input, kubeconfig=kubeconfig, check=False
-    )
+    return await server.akubectl(*args, input=input, kubeconfig=kubeconfig, check=False)
 
 
 async def _until_served(gateway: Gateway, plane: certs.PlaneRef) -> None:
@@ -212,8 +209,8 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
         assert got.returncode == 0, got.stderr
         assert json.loads(got.stdout)["data"] == {"mode": "direct"}
     # And it is really there, as the target's own admin sees it.
-    direct = await asyncio.to_thread(
-        target.kubectl, "get", "configmap", "via-gateway", "-n", cm_namespace, "-o", "json"
+    direct = await target.akubectl(
+        "get", "configmap", "via-gateway", "-n", cm_namespace, "-o", "json"
     )
     assert json.loads(direct.stdout)["data"] == {"mode": "direct"}
 
@@ -243,4 +240,4 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
     assert report["connectedAgents"] == 1
     assert report["agents"][0]["remoteAddress"] == target.url
 
-    await asyncio.to_thread(target.kubectl, "delete", "namespace", cm_namespace, "--wait=false")
+    await target.akubectl("delete", "namespace", cm_namespace, "--wait=false")

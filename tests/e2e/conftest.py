@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from certs import PlaneRef
-from envtest import KubeAPIServer
+from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
 
@@ -30,18 +30,9 @@ class Lab:
         self, plane: PlaneRef, *args: str, stdin: bytes | None = None, limit: float = 30
     ) -> subprocess.CompletedProcess[str]:
         """Real kubectl, through the gateway, against `plane`."""
-        process = await asyncio.create_subprocess_exec(
-            "kubectl",
-            "--kubeconfig",
-            str(self.local.caller_kubeconfig(plane)),
-            *args,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        return await run_kubectl(
+            self.local.caller_kubeconfig(plane), *args, input=stdin, timeout=limit
         )
-        out, err = await asyncio.wait_for(process.communicate(stdin), timeout=limit)
-        assert process.returncode is not None
-        return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
     def raw_client(self) -> aiohttp.ClientSession:
         """An HTTPS client with the caller's certificate, to see exactly what kubectl gets."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certs import PlaneRef
+from envtest import run_kubectl
 from envtest.kubelet_peer import KubeletPeer
 from planelink.local import LocalPlanelink
 
@@ -80,10 +81,5 @@ async def running_kubectl(
 
 async def kubectl(kubeconfig: Path, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
     """kubectl run to its end (given `stdin`, if any): its exit code, stdout and stderr."""
-    async with (
-        running_kubectl(kubeconfig, *args, stdin=stdin is not None) as process,
-        asyncio.timeout(LIMIT),
-    ):
-        out, err = await process.communicate(stdin)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    done = await run_kubectl(kubeconfig, *args, input=stdin, timeout=LIMIT)
+    return done.returncode, done.stdout, done.stderr

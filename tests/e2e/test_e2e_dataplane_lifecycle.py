@@ -12,7 +12,7 @@ import yaml
 import certs
 import crd
 from certs import PlaneRef
-from envtest import KubeAPIServer
+from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
 
@@ -111,20 +111,10 @@ async def test_dataplane_life_cycle(
         local.renew_agent_certificate(plane, new_ca)
         await asyncio.wait_for(local.wait_connected(plane), timeout=30)
         await _wait_condition(control_plane, plane, "Ready")
-        through = await asyncio.create_subprocess_exec(
-            "kubectl",
-            "--kubeconfig",
-            str(local.caller_kubeconfig(plane)),
-            "get",
-            "namespace",
-            "kube-system",
-            "-o",
-            "name",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        through = await run_kubectl(
+            local.caller_kubeconfig(plane), "get", "namespace", "kube-system", "-o", "name"
         )
-        out, _ = await asyncio.wait_for(through.communicate(), timeout=30)
-        assert out.decode().strip() == "namespace/kube-system"
+        assert through.stdout.strip() == "namespace/kube-system"
 
         # A Secret without the key: GatewayProvisioned says exactly why.
         await control_plane.akubectl(
@@ -150,18 +140,8 @@ async def test_dataplane_life_cycle(
         await control_plane.akubectl("delete", "dataplane", plane.name, "-n", plane.namespace)
         await asyncio.wait_for(forgotten.wait(), timeout=30)
         assert gateway.agents.agents(plane) == []
-        gone = await asyncio.create_subprocess_exec(
-            "kubectl",
-            "--kubeconfig",
-            str(local.caller_kubeconfig(plane)),
-            "get",
-            "--raw",
-            "/version",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(gone.communicate(), timeout=30)
+        gone = await run_kubectl(local.caller_kubeconfig(plane), "get", "--raw", "/version")
         assert gone.returncode != 0
-        assert "NotFound" in err.decode() or "not found" in err.decode()
+        assert "NotFound" in gone.stderr or "not found" in gone.stderr
     finally:
         await local.stop()

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from certs import PlaneRef
-from envtest import KubeAPIServer
+from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
 
@@ -58,37 +58,16 @@ async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exist
         manifest = kit.agent_dataplane(
             plane.name, plane.namespace, {"value": local.agent_ca_pem(plane)}
         )
-        await asyncio.to_thread(
-            control_plane.kubectl, "apply", "-f", "-", input=yaml.safe_dump(manifest)
-        )
+        await control_plane.akubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
         await asyncio.wait_for(local.wait_connected(plane), timeout=30)
-        waited = await asyncio.to_thread(
-            control_plane.kubectl,
-            "wait",
-            f"dataplane/{plane.name}",
-            "-n",
-            plane.namespace,
-            "--for=condition=Ready",
-            "--timeout=30s",
-            check=False,
-            timeout=40,
+        await kit.await_dataplane(
+            kit.client, plane.namespace, plane.name, kit.has_condition("Ready", "True")
         )
-        assert waited.returncode == 0, waited.stderr
 
         # And the tunnel carries a caller's request to the data plane.
-        through = await asyncio.create_subprocess_exec(
-            "kubectl",
-            "--kubeconfig",
-            str(local.caller_kubeconfig(plane)),
-            "get",
-            "namespace",
-            "kube-system",
-            "-o",
-            "name",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        through = await run_kubectl(
+            local.caller_kubeconfig(plane), "get", "namespace", "kube-system", "-o", "name"
         )
-        out, err = await asyncio.wait_for(through.communicate(), timeout=30)
-        assert out.decode().strip() == "namespace/kube-system", err.decode()
+        assert through.stdout.strip() == "namespace/kube-system", through.stderr
     finally:
         await local.stop()

@@ -135,9 +135,7 @@ async def test_an_agent_refused_after_a_ca_rotation_is_told_on_its_dataplane(
 
     async def apply(client_ca: str) -> None:
         manifest = kit.agent_dataplane(plane.name, plane.namespace, {"value": client_ca})
-        await asyncio.to_thread(
-            control_plane.kubectl, "apply", "-f", "-", input=yaml.safe_dump(manifest)
-        )
+        await control_plane.akubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
 
     def rejected(kind: str, count: int) -> Callable[[Any], bool]:
         return lambda e: (
