@@ -19,9 +19,8 @@ from pathlib import Path
 
 import yaml
 
-import crd
 import envtest
-from certs import PlaneRef
+from certs import PlaneRef, dataplane_manifest
 from planelink.local import LocalPlanelink
 
 DEFAULT_STATE_DIR = Path(".planelink/dev")
@@ -108,19 +107,13 @@ async def _run(state_dir: Path, *, exit_when_ready: bool) -> int:
 
 def _create_dataplane(control: envtest.KubeAPIServer, agent_ca_pem: str) -> None:
     control.kubectl("create", "namespace", PLANE.namespace)
-    manifest = {
-        "apiVersion": crd.API_VERSION,
-        "kind": crd.KIND,
-        "metadata": {"name": PLANE.name, "namespace": PLANE.namespace},
-        "spec": {
-            "agent": {"enabled": True, "clientCA": {"value": agent_ca_pem}},
-            "gateway": {
-                "publicVirtualHost": "api.local.test",
-                "organizationVirtualHost": "internal.local.test",
-            },
-        },
-    }
-    control.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    manifests = dataplane_manifest(
+        plane=PLANE,
+        client_ca_pem=agent_ca_pem.encode(),
+        public_virtual_host="api.local.test",
+        organization_virtual_host="internal.local.test",
+    )
+    control.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
 
 
 def _announce(state_dir: Path, local: LocalPlanelink) -> None:
