@@ -4,7 +4,6 @@ to a second real API server, with a bearer token, with mTLS, and with a wrong to
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import subprocess
@@ -14,17 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes_asyncio.client import ApiClient
 
 import certs
-import crd
 from envtest import Credentials, KubeAPIServer, build_kubeconfig
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.callers import CallerSettings
 from gateway.operator import plane_report
 from gateway.reconciler import ReconcilerSettings
-from gateway.reconciler.kube import KubeApi
 from tunnel import Heartbeat
 
 pytestmark = pytest.mark.kube
@@ -80,30 +76,6 @@ async def gateway(
         await gateway.stop()
 
 
-def _secret(name: str, namespace: str, data: dict[str, bytes]) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
-        "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
-    }
-
-
-def _dataplane(name: str, namespace: str, *, server: str, ca: str, auth: Obj) -> Obj:
-    return {
-        "apiVersion": crd.API_VERSION,
-        "kind": crd.KIND,
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "kubernetesCluster": {"server": server, "tls": {"ca": {"value": ca}}, "auth": auth},
-            "gateway": {
-                "publicVirtualHost": "api.example.com",
-                "organizationVirtualHost": "internal.example.com",
-            },
-        },
-    }
-
-
 async def _apply(server: KubeAPIServer, *objects: Obj) -> None:
     manifest = yaml.safe_dump_all(objects)
     await server.akubectl("apply", "-f", "-", input=manifest)
@@ -121,45 +93,19 @@ async def _until_served(gateway: Gateway, plane: certs.PlaneRef) -> None:
             await gateway.agents.wait_for_change()
 
 
-async def _await_dataplane(
-    client: ApiClient, namespace: str, name: str, predicate: Callable[[Obj], bool]
-) -> Obj:
-    collection = KubeApi(client).dataplanes(namespace)
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            items, version = await collection.list()
-            for item in items:
-                if item["metadata"]["name"] == name and predicate(item):
-                    return item
-            async for event in collection.watch(version):
-                obj = event.object
-                if obj.get("metadata", {}).get("name") == name and predicate(obj):
-                    return obj
-
-
-def _connected(reason: str) -> Callable[[Obj], bool]:
-    def check(obj: Obj) -> bool:
-        for item in (obj.get("status") or {}).get("conditions") or []:
-            if item["type"] == "Connected":
-                return bool(item["reason"] == reason)
-        return False
-
-    return check
-
-
 async def test_kubectl_reaches_direct_planes_through_the_gateway(
     gateway: tuple[Gateway, Path],
     control_plane: KubeAPIServer,
-    control_plane_client: ApiClient,
     kube_servers: Callable[[str], KubeAPIServer],
     namespace: str,
+    kit: Any,
 ) -> None:
     gw, kubeconfigs = gateway
     target = kube_servers("direct-target")
     admin = target.issue_user("admin-user", ["system:masters"])
     assert admin.client_certificate_pem is not None
     assert admin.client_key_pem is not None
-    ca = target.ca_file.read_text()
+    ca = {"value": target.ca_file.read_text()}
     secret = {"secretRef": {"name": "direct-creds", "key": "token"}}
     mtls = {
         "clientCert": {"secretRef": {"name": "direct-creds", "key": "tls.crt"}},
@@ -167,7 +113,7 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
     }
     await _apply(
         control_plane,
-        _secret(
+        kit.secret(
             "direct-creds",
             namespace,
             {
@@ -176,9 +122,11 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
                 "tls.key": admin.client_key_pem,
             },
         ),
-        _dataplane("by-token", namespace, server=target.url, ca=ca, auth={"bearerToken": secret}),
-        _dataplane("by-cert", namespace, server=target.url, ca=ca, auth={"mtls": mtls}),
-        _dataplane(
+        kit.direct_dataplane(
+            "by-token", namespace, server=target.url, ca=ca, auth={"bearerToken": secret}
+        ),
+        kit.direct_dataplane("by-cert", namespace, server=target.url, ca=ca, auth={"mtls": mtls}),
+        kit.direct_dataplane(
             "wrong-token",
             namespace,
             server=target.url,
@@ -227,8 +175,11 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
     assert refused.returncode != 0
     assert "401 Unauthorized" in refused.stderr, refused.stderr
     assert "the server has asked for the client to provide credentials" in refused.stderr
-    obj = await _await_dataplane(
-        control_plane_client, namespace, "wrong-token", _connected("Unauthorized")
+    obj = await kit.await_dataplane(
+        kit.client,
+        namespace,
+        "wrong-token",
+        kit.has_condition("Connected", "False", "Unauthorized"),
     )
     assert obj["metadata"]["name"] == "wrong-token"
 
