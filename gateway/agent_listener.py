@@ -120,12 +120,10 @@ class AgentListener:
         plane: PlaneRef | None = None,
         **context: object,
     ) -> None:
-        self._metrics.agent_rejections.labels(reason=reason).inc()
-        if plane is None:
-            log.warning(message, reason=reason, detail=detail, **context)
-        else:
-            log.warning(message, reason=reason, detail=detail, plane=str(plane), **context)
-            self._agents.refused(plane, reason, detail)
+        if plane is not None:
+            context["plane"] = str(plane)
+        log.warning(message, reason=reason, detail=detail, **context)
+        self._agents.refused(reason, detail, plane=plane)
         self._rejected.set()
         self._rejected = asyncio.Event()
 

@@ -137,9 +137,11 @@ class AgentRegistry:
             return None
         return min(candidates, key=lambda agent: agent.session.open_streams)
 
-    def refused(self, plane: PlaneRef, reason: str, detail: str) -> None:
-        """An agent of `plane` was turned away (metrics and logs are the caller's)."""
-        if self.on_refused is not None:
+    def refused(self, reason: str, detail: str, *, plane: PlaneRef | None = None) -> None:
+        """An agent was turned away (or cut off): counted by reason, and told to `on_refused`
+        when it is known which plane it came for. Logging is the caller's (it knows more)."""
+        self._metrics.agent_rejections.labels(reason=reason).inc()
+        if plane is not None and self.on_refused is not None:
             self.on_refused(plane, reason, detail)
 
     def wait_for_change(self) -> Coroutine[Any, Any, object]:
@@ -166,8 +168,7 @@ class AgentRegistry:
                     agent_id=agent.agent_id,
                     reason=reason,
                 )
-                self._metrics.agent_rejections.labels(reason="TrustRevoked").inc()
-                self.refused(plane, "TrustRevoked", f"agent disconnected: {reason}")
+                self.refused("TrustRevoked", f"agent disconnected: {reason}", plane=plane)
                 agent.session.close(reason, ErrorCode.NO_ERROR)
 
 
