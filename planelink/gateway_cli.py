@@ -75,6 +75,12 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     flag("agent-port", default="8443", type=int, help="port agents dial (default: 8443)")
     flag("caller-port", default="6443", type=int, help="port callers use (default: 6443)")
     flag("operator-port", default="8081", type=int, help="health and metrics (default: 8081)")
+    flag(
+        "operator-token-file",
+        type=Path,
+        help="a file holding a bearer token that /planes, /metrics and the status page then"
+        " demand (Authorization: Bearer ...); /healthz and /readyz never do (default: none)",
+    )
     flag("heartbeat-interval", default="10", type=float, help="seconds between pings (10)")
     flag("heartbeat-timeout", default="30", type=float, help="silence that ends a tunnel (30)")
     flag(
@@ -191,6 +197,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         ),
         operator_host=host,
         operator_port=args.operator_port,
+        operator_token_file=args.operator_token_file,
         drain_grace=args.drain_grace,
         reconciler=_reconciler_settings(args) if args.reconcile else None,
         kubeconfig=args.kubeconfig,
