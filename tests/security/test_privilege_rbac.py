@@ -1,4 +1,4 @@
-"""The agent chart's RBAC against a real API server: what its values claim is what can-i says.
+"""The charts' RBAC against a real API server: what their values claim is what can-i says.
 
 Callers act in the data plane as the agent's service account, so its role is what any holder of
 a caller certificate can do. The chart is rendered with Helm, its ServiceAccount, ClusterRole
@@ -6,7 +6,8 @@ and ClusterRoleBinding are applied to the session's kube-apiserver (RBAC authori
 controller-manager: no aggregated roles), and the API server is asked, subject access review by
 review, what that service account may do. By default: read workloads, nothing else - no Secret,
 no exec, attach, port-forward or proxy, no token, no write, nothing that escalates; each opt-in
-adds exactly its capability.
+adds exactly its capability. The gateway reads Secrets only where it follows DataPlanes: with
+`reconcile.namespaces` set, through Roles in those namespaces and nowhere else.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import yaml
 from envtest import KubeAPIServer
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "deploy" / "charts" / "planelink-agent"
+CHARTS = ROOT / "deploy" / "charts"
 AGENT_VALUES = ["--set", "plane=my-org/prod", "--set", "gateway.url=wss://gateway.example:8443"]
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
 class Ask(NamedTuple):
@@ -74,11 +75,11 @@ DANGERS = {
 }
 
 
-class AgentRbac(NamedTuple):
+class Rbac(NamedTuple):
     user: str
-    namespace: str
-    may: Callable[[dict[str, Ask]], set[str]]
-    """The names of the questions the API server answers allowed."""
+    """The chart's service account, as the API server names it."""
+    may: Callable[..., set[str]]
+    """may(asks, namespace=<the release's>): the names of the questions answered allowed."""
 
 
 def _helm(helm: Path, *args: str) -> str:
@@ -121,26 +122,23 @@ def _json_stream(text: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def agent_rbac(
+def chart_rbac(
     helm: Path, control_plane: KubeAPIServer, namespace: str
-) -> Iterator[Callable[..., AgentRbac]]:
-    """Apply the chart's RBAC rendered with `--set` values; ask what its service account may do."""
+) -> Iterator[Callable[..., Rbac]]:
+    """Apply a chart's RBAC rendered with `--set` values; ask what its service account may do."""
     applied: list[str] = []
 
-    def apply(*values: str) -> AgentRbac:
+    def apply(chart: str, *values: str) -> Rbac:
         release = f"rbac-{uuid.uuid4().hex[:8]}"
-        rendered = _helm(
-            helm, "template", release, str(CHART), "-n", namespace, *AGENT_VALUES, *values
-        )
+        rendered = _helm(helm, "template", release, str(CHARTS / chart), "-n", namespace, *values)
         docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in RBAC_KINDS]
-        assert {d["kind"] for d in docs} == RBAC_KINDS
         manifest = yaml.safe_dump_all(docs)
         control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
         applied.append(manifest)
         (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
         user = f"system:serviceaccount:{namespace}:{account['metadata']['name']}"
 
-        def may(asks: dict[str, Ask]) -> set[str]:
+        def may(asks: dict[str, Ask], namespace: str = namespace) -> set[str]:
             reviews = {"apiVersion": "v1", "kind": "List", "items": _reviews(user, namespace, asks)}
             answer = control_plane.kubectl(
                 "create", "-f", "-", "-o", "json", input=json.dumps(reviews)
@@ -150,15 +148,23 @@ def agent_rbac(
                 name for name, item in zip(asks, items, strict=True) if item["status"]["allowed"]
             }
 
-        return AgentRbac(user, namespace, may)
+        return Rbac(user, may)
 
     yield apply
     for manifest in applied:
         control_plane.kubectl("delete", "-f", "-", "--wait=false", input=manifest, check=False)
 
 
+@pytest.fixture
+def agent_rbac(chart_rbac: Callable[..., Rbac]) -> Callable[..., Rbac]:
+    def apply(*values: str) -> Rbac:
+        return chart_rbac("planelink-agent", *AGENT_VALUES, *values)
+
+    return apply
+
+
 def test_by_default_the_agent_reads_workloads_and_nothing_else(
-    agent_rbac: Callable[..., AgentRbac], control_plane: KubeAPIServer
+    agent_rbac: Callable[..., Rbac], control_plane: KubeAPIServer
 ) -> None:
     rbac = agent_rbac()
     assert rbac.may(READS) == set(READS)
@@ -186,7 +192,7 @@ def test_by_default_the_agent_reads_workloads_and_nothing_else(
     ids=lambda value: value[0] if isinstance(value, list) else "",
 )
 def test_each_opt_in_grants_exactly_its_capability(
-    agent_rbac: Callable[..., AgentRbac], values: list[str], granted: set[str]
+    agent_rbac: Callable[..., Rbac], values: list[str], granted: set[str]
 ) -> None:
     rbac = agent_rbac(*(arg for value in values for arg in ("--set", value)))
     assert rbac.may(READS) == set(READS)
@@ -194,7 +200,7 @@ def test_each_opt_in_grants_exactly_its_capability(
 
 
 def test_own_rules_add_to_the_read_only_set_or_replace_it(
-    agent_rbac: Callable[..., AgentRbac],
+    agent_rbac: Callable[..., Rbac],
 ) -> None:
     deploy = '[{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create"]}]'
     added = agent_rbac("--set-json", f"rbac.rules={deploy}")
@@ -203,3 +209,21 @@ def test_own_rules_add_to_the_read_only_set_or_replace_it(
     only = agent_rbac("--set-json", f"rbac.rules={deploy}", "--set", "rbac.readOnly=false")
     assert only.may(READS) == set()
     assert only.may(DANGERS) == {"create deployments"}
+
+
+SECRETS = {verb: Ask(verb, "secrets") for verb in ("get", "list", "watch")}
+
+
+def test_the_gateway_reads_secrets_only_where_it_follows_dataplanes(
+    chart_rbac: Callable[..., Rbac], control_plane: KubeAPIServer, namespace: str
+) -> None:
+    everywhere = chart_rbac("planelink-gateway")
+    assert everywhere.may(SECRETS, namespace="kube-system") == set(SECRETS)
+    confined = chart_rbac("planelink-gateway", "--set", f"reconcile.namespaces={{{namespace}}}")
+    assert confined.may(SECRETS) == set(SECRETS)
+    assert confined.may(SECRETS, namespace="kube-system") == set()
+    assert confined.may(SECRETS, namespace="default") == set()
+    can_i = control_plane.kubectl(
+        "auth", "can-i", "list", "secrets", "--all-namespaces", "--as", confined.user, check=False
+    )
+    assert can_i.stdout.strip() == "no"
