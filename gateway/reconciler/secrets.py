@@ -83,6 +83,7 @@ class SecretWatches:
             self._unwatched.discard(ref)
             self._start(ref)
         self._metrics.secret_watches.set(len(self._watches))
+        self._metrics.secrets_unwatched.set(len(self._unwatched))
 
     async def get(self, ref: SecretKey) -> Obj | None:
         """The Secret as last seen by its watch, or read now if it has none (yet)."""

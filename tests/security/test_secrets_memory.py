@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client import ApiClient
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 import certs
 from envtest import KubeAPIServer
@@ -76,6 +76,10 @@ async def reconciler(control_plane_client: ApiClient, kit: Kit) -> AsyncIterator
     await instance.stop()
 
 
+def _value(gauge: Gauge) -> float:
+    return gauge.collect()[0].samples[0].value
+
+
 def _client_cas(kit: Kit, plane: certs.PlaneRef) -> tuple[Any, ...]:
     trust = kit.trust.get(plane)
     return () if trust is None else trust.client_cas
@@ -113,7 +117,7 @@ async def test_unrelated_secrets_never_grow_the_gateway(
     assert rotated_in < 5 * float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
     assert reconciler.secrets.cached() == 1
     assert len(reconciler.secrets) == 1
-    assert reconciler.metrics.secret_watches._value.get() == 1
+    assert _value(reconciler.metrics.secret_watches) == 1
 
 
 async def test_watches_follow_references(reconciler: Reconciler, kit: Kit) -> None:
@@ -168,3 +172,5 @@ async def test_beyond_the_limit_a_secret_is_read_not_watched(
                 lambda _, plane=plane: _client_cas(kit, plane) == (ca.certificate,)
             )
         assert len(limited.secrets) == 1
+        assert _value(limited.metrics.secrets_unwatched) == 1
+        assert _value(limited.metrics.secret_watches) == 1
