@@ -24,7 +24,7 @@ from gateway.callers import CallerEndpoint, CallerSettings
 from gateway.direct import DirectAgents
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
-from gateway.operator import operator_app
+from gateway.operator import OperatorAuth, operator_app
 from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.trust import TrustRegistry, agent_server_context
@@ -46,6 +46,9 @@ class GatewaySettings:
     callers: CallerSettings = field(default_factory=CallerSettings)
     operator_host: str = "0.0.0.0"  # noqa: S104 - scraped and probed from the cluster network
     operator_port: int = 8081
+    operator_token_file: Path | None = None
+    """A file holding the bearer token that /planes, /metrics and the status page demand
+    (None: served to anyone who reaches the port; the probes never demand it)."""
     drain_grace: float = 30.0
     reconciler: ReconcilerSettings | None = None
     """Follow DataPlane resources in the control plane (None: the planes file only)."""
@@ -74,6 +77,8 @@ class Gateway:
             agents=self.agents,
             metrics=self.metrics,
         )
+        token_file = settings.operator_token_file
+        self._operator_auth = OperatorAuth(token_file) if token_file is not None else None
         self._operator: web.AppRunner | None = None
         self.operator_port = 0
         self._started = False
@@ -121,7 +126,11 @@ class Gateway:
         await self.agent_listener.start()
         await self.callers.start()
         app = operator_app(
-            trust=self.trust, agents=self.agents, metrics=self.metrics, ready=self._ready
+            trust=self.trust,
+            agents=self.agents,
+            metrics=self.metrics,
+            ready=self._ready,
+            auth=self._operator_auth,
         )
         self._operator = web.AppRunner(app, access_log=None)
         await self._operator.setup()

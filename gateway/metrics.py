@@ -75,6 +75,11 @@ class GatewayMetrics:
             ["result"],
             registry=r,
         )
+        self.operator_refusals = Counter(
+            "planelink_gateway_operator_refusals_total",
+            "Operator-port requests refused for lacking the bearer token",
+            registry=r,
+        )
 
     def watch_agents(self, snapshot: Callable[[], Iterable[AgentSample]]) -> None:
         """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels)."""

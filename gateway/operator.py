@@ -3,13 +3,23 @@
 Health says what is true: /readyz is 503 until the listeners serve and the planes are loaded,
 and /planes shows, per plane, its agents with their heartbeat age and round trip — a silently
 dead tunnel is dropped by the heartbeat timeout and disappears from here.
+
+With a bearer token configured (`OperatorAuth`), every endpoint but the probes answers 401
+without `Authorization: Bearer <token>`, as Prometheus sends it from a `credentials_file`. The
+probes never ask for it (the kubelet cannot send a Secret) and never tell more than ready or
+not; /planes, /metrics and the status page must never be served without the token then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hmac
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -17,6 +27,53 @@ from gateway.agents import AgentRegistry
 from gateway.health_page import health_page
 from gateway.metrics import GatewayMetrics
 from gateway.trust import PlaneTrust, TrustRegistry
+
+log = structlog.get_logger("gateway.operator")
+
+PROBES = frozenset({"/healthz", "/readyz"})
+"""Paths served without the token: what the kubelet probes."""
+
+
+class OperatorTokenError(ValueError):
+    """The operator token file cannot be read or is empty."""
+
+
+@dataclass
+class OperatorAuth:
+    """The bearer token the operator endpoints demand, read from a file (a mounted Secret).
+
+    The file is read again when it changes, so a rotated Secret takes effect without a restart.
+    """
+
+    token_file: Path
+    _token: bytes = field(default=b"", init=False, repr=False)
+    _stamp: tuple[int, int] = field(default=(0, 0), init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._reload()
+
+    def allows(self, authorization: str | None) -> bool:
+        try:
+            self._reload()
+        except OperatorTokenError as error:  # keep the last good token while it is replaced
+            log.warning("operator token not reloaded", error=str(error))
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), self._token)
+
+    def _reload(self) -> None:
+        try:
+            stat = os.stat(self.token_file)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp == self._stamp and self._token:
+                return
+            token = self.token_file.read_bytes().strip()
+        except OSError as error:
+            raise OperatorTokenError(f"operator token file {self.token_file}: {error}") from error
+        if not token:
+            raise OperatorTokenError(f"operator token file {self.token_file} is empty")
+        self._token, self._stamp = token, stamp
 
 
 def plane_report(trust: PlaneTrust, agents: AgentRegistry) -> dict[str, Any]:
@@ -44,6 +101,7 @@ def operator_app(
     agents: AgentRegistry,
     metrics: GatewayMetrics,
     ready: Callable[[], tuple[bool, str]],
+    auth: OperatorAuth | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         # Answering at all proves the event loop turns; that is what liveness means here.
@@ -65,7 +123,7 @@ def operator_app(
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(middlewares=[_require_token(auth, metrics)] if auth else [])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/planes", planes)
@@ -73,3 +131,25 @@ def operator_app(
     app.router.add_get("/", health_page)
     app.router.add_get("/ui", health_page)
     return app
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _require_token(auth: OperatorAuth, metrics: GatewayMetrics) -> Any:
+    @web.middleware
+    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PROBES or auth.allows(request.headers.get("Authorization")):
+            return await handler(request)
+        metrics.operator_refusals.inc()
+        log.info("operator request refused", path=request.path, peer=request.remote)
+        return web.json_response(
+            {
+                "status": "unauthorized",
+                "detail": "a bearer token is required (see --operator-token-file)",
+            },
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="planelink-gateway-operator"'},
+        )
+
+    return require_token

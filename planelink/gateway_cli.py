@@ -75,6 +75,12 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     flag("agent-port", default="8443", type=int, help="port agents dial (default: 8443)")
     flag("caller-port", default="6443", type=int, help="port callers use (default: 6443)")
     flag("operator-port", default="8081", type=int, help="health and metrics (default: 8081)")
+    flag(
+        "operator-token-file",
+        type=Path,
+        help="a file holding a bearer token that /planes, /metrics and the status page then"
+        " demand (Authorization: Bearer ...); /healthz and /readyz never do (default: none)",
+    )
     flag("heartbeat-interval", default="10", type=float, help="seconds between pings (10)")
     flag("heartbeat-timeout", default="30", type=float, help="silence that ends a tunnel (30)")
     flag(
@@ -151,6 +157,20 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="comma-separated namespaces to watch (default: all)",
     )
     reconcile.add_argument(
+        "--secret-watches",
+        type=int,
+        default=int(_env("secret_watches", "64") or 64),
+        help="Secrets that DataPlanes reference watched at most, one connection each (64);"
+        " one beyond is read when its DataPlane is reconciled (every 5 minutes at least)",
+    )
+    reconcile.add_argument(
+        "--cross-namespace-secrets",
+        action="store_true",
+        default=_env("cross_namespace_secrets", "false") == "true",
+        help="let a DataPlane's secretRef name a Secret of another namespace (default: only"
+        " its own namespace; others are refused with the reason CrossNamespaceSecret)",
+    )
+    reconcile.add_argument(
         "--lease-namespace",
         default=_env("lease_namespace"),
         help="with several replicas: namespace of the Leases that coordinate status writes",
@@ -191,6 +211,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         ),
         operator_host=host,
         operator_port=args.operator_port,
+        operator_token_file=args.operator_token_file,
         drain_grace=args.drain_grace,
         reconciler=_reconciler_settings(args) if args.reconcile else None,
         kubeconfig=args.kubeconfig,
@@ -204,7 +225,12 @@ def _reconciler_settings(args: argparse.Namespace) -> ReconcilerSettings:
         else None
     )
     namespaces = tuple(name.strip() for name in args.namespaces.split(",") if name.strip())
-    return ReconcilerSettings(namespaces=namespaces, coordination=coordination)
+    return ReconcilerSettings(
+        namespaces=namespaces,
+        secret_watches=args.secret_watches,
+        cross_namespace_secrets=args.cross_namespace_secrets,
+        coordination=coordination,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
@@ -92,6 +93,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit 1 when any plane has no connected agent (for scripts and probes)",
     )
     parser.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="a file holding the bearer token of a gateway run with --operator-token-file",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=5.0,
@@ -104,7 +111,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_status(args: argparse.Namespace) -> int:
     base = args.gateway or os.environ.get(ENV_GATEWAY) or DEFAULT_GATEWAY
     try:
-        report = fetch_planes(base, timeout=args.timeout)
+        token = args.token_file.read_text().strip() if args.token_file else None
+        report = fetch_planes(base, timeout=args.timeout, token=token)
+    except OSError as error:
+        print(f"{_PROG}: cannot read the token file: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except GatewayUnreachable as error:
         print(f"{_PROG}: {error}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -119,16 +130,21 @@ def run_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def fetch_planes(base_url: str, *, timeout: float) -> dict[str, Any]:
-    """GET ``<base_url>/planes``; every way that can fail becomes :class:`GatewayUnreachable`."""
+def fetch_planes(base_url: str, *, timeout: float, token: str | None = None) -> dict[str, Any]:
+    """GET ``<base_url>/planes`` (with the operator's bearer token if given); every way that
+    can fail becomes :class:`GatewayUnreachable`."""
     url = base_url.rstrip("/") + "/planes"
     if not url.startswith(("http://", "https://")):
         raise GatewayUnreachable(f"cannot reach the gateway at {url}: not an http(s) URL")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - checked above
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - checked above
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
             body = answer.read()
     except urllib.error.HTTPError as error:
-        raise GatewayUnreachable(f"the gateway at {url} answered HTTP {error.code}") from error
+        hint = " (it demands a bearer token: --token-file)" if error.code == 401 else ""
+        message = f"the gateway at {url} answered HTTP {error.code}{hint}"
+        raise GatewayUnreachable(message) from error
     except urllib.error.URLError as error:
         raise GatewayUnreachable(f"cannot reach the gateway at {url}: {error.reason}") from error
     except (OSError, ValueError) as error:

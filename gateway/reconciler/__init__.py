@@ -4,7 +4,7 @@ Wiring (the gateway, or `planelink reconciler`)::
 
     reconciler = Reconciler(client=api_client, trust=trust_registry, agents=agent_registry,
                             settings=ReconcilerSettings(...), registry=metrics.registry)
-    await reconciler.start()      # returns once DataPlanes and Secrets are listed
+    await reconciler.start()      # returns once DataPlanes are listed
     reconciler.direct.get(plane)  # DirectTarget of a direct-mode plane, or None
     await reconciler.stop()
 

@@ -1,4 +1,5 @@
-"""The DataPlane reconciler: watches DataPlanes and Secrets, feeds trust, writes status.
+"""The DataPlane reconciler: watches DataPlanes and the Secrets they name, feeds trust, writes
+status.
 
 For every DataPlane key the work queue hands out, `_reconcile` (one worker per key at a time):
 
@@ -10,7 +11,8 @@ For every DataPlane key the work queue hands out, `_reconcile` (one worker per k
    transitions.
 
 Keys are queued by DataPlane events, by events of Secrets they reference (the index maps a
-Secret back to its DataPlanes), by agent connects and disconnects (`AgentRegistry`), by peer
+Secret back to its DataPlanes; only referenced Secrets are watched, see `secrets`), by agent
+connects and disconnects (`AgentRegistry`), by peer
 replicas' counts, by probe timers and by a periodic resync. Caches are filled (first list
 done) before any key is reconciled, so no plane is ever judged on a half-read cluster.
 """
@@ -54,6 +56,7 @@ from gateway.reconciler.resolve import (
     resolve,
     secret_refs,
 )
+from gateway.reconciler.secrets import SecretWatches
 from gateway.reconciler.settings import ReconcilerSettings
 from gateway.reconciler.status import Result, StatusWriter
 from gateway.reconciler.store import Change, Obj, ObjKey, Store
@@ -107,15 +110,18 @@ class Reconciler:
         self.trust = trust
         self.direct = direct or DirectPlanes()
         self.dataplanes = Store()
-        self.secrets = Store()
+        self.secrets = SecretWatches(
+            self.api,
+            self._on_secret,
+            limit=settings.secret_watches,
+            backoff=settings.backoff,
+            metrics=self.metrics,
+        )
         self.ready = asyncio.Event()
         """Set once every cache is filled and reconciling has begun."""
         self._agents = agents
         self._queue: WorkQueue[ObjKey] = WorkQueue(retry=settings.backoff)
         scopes: Sequence[str | None] = settings.namespaces or (None,)
-        self._secret_informers = [
-            self._informer(self.api.secrets(ns), self.secrets, self._on_secret) for ns in scopes
-        ]
         self._dataplane_informers = [
             self._informer(self.api.dataplanes(ns), self.dataplanes, self._on_dataplane)
             for ns in scopes
@@ -170,6 +176,7 @@ class Reconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.secrets.stop()
         await self.coordination.release()
 
     async def settle(self) -> None:
@@ -185,10 +192,7 @@ class Reconciler:
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for informer in self._secret_informers:
-                group.create_task(informer.run(), name="secrets-watch")
             group.create_task(self.coordination.run(), name="coordination")
-            await _all_set([i.synced for i in self._secret_informers])
             await self.coordination.synced.wait()
             for informer in self._dataplane_informers:
                 group.create_task(informer.run(), name="dataplanes-watch")
@@ -300,7 +304,8 @@ class Reconciler:
         except ValidationError as error:
             self._index(key, frozenset())
             return invalid_spec(plane, _first_error(error))
-        refs = secret_refs(dataplane)
+        cross_namespace = self.settings.cross_namespace_secrets
+        refs = secret_refs(dataplane, cross_namespace=cross_namespace)
         self._index(key, refs)
         secrets = {ref: await self._secret(ref) for ref in refs}
         return resolve(
@@ -309,13 +314,11 @@ class Reconciler:
             secrets,
             now=datetime.now(UTC),
             require_identity=require_identity(dataplane, default=self.settings.require_identity),
+            cross_namespace_secrets=cross_namespace,
         )
 
     async def _secret(self, ref: SecretKey) -> SecretData | None:
-        if not self.settings.namespaces or ref.namespace in self.settings.namespaces:
-            obj = self.secrets.get(ObjKey(ref.namespace, ref.name))
-        else:  # outside the watched namespaces: read it (the periodic resync re-reads it)
-            obj = await self.api.get_secret(ref.namespace, ref.name)
+        obj = await self.secrets.get(ref)
         return None if obj is None else _decoded(obj)
 
     def _feed(
@@ -359,6 +362,7 @@ class Reconciler:
             self._refs[key] = refs
         else:
             self._refs.pop(key, None)
+        self.secrets.referenced(set(self._referrers))
 
     # -- status -------------------------------------------------------------------------------
 

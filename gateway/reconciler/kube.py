@@ -71,6 +71,7 @@ class _Collection:
     """The generated list function, with its positional arguments bound."""
     watch_timeout: int
     label_selector: str | None = None
+    field_selector: str | None = None
 
     async def list(self) -> tuple[list[Obj], str]:
         items: list[Obj] = []
@@ -114,7 +115,8 @@ class _Collection:
             response.close()
 
     def _selector(self) -> dict[str, str]:
-        return {"label_selector": self.label_selector} if self.label_selector else {}
+        selectors = {"label_selector": self.label_selector, "field_selector": self.field_selector}
+        return {name: value for name, value in selectors.items() if value}
 
 
 class KubeApi:
@@ -142,13 +144,15 @@ class KubeApi:
 
         return _Collection("DataPlane", namespace, call, self._watch_timeout)
 
-    def secrets(self, namespace: str | None) -> ListWatch:
+    def secret(self, namespace: str, name: str) -> ListWatch:
+        """One Secret, as a collection of at most one (the rest of the namespace is never read)."""
+
         def call(**params: Any) -> Any:
-            if namespace is None:
-                return self._core.list_secret_for_all_namespaces(**params)
             return self._core.list_namespaced_secret(namespace, **params)
 
-        return _Collection("Secret", namespace, call, self._watch_timeout)
+        return _Collection(
+            "Secret", namespace, call, self._watch_timeout, field_selector=f"metadata.name={name}"
+        )
 
     def leases(self, namespace: str, *, label_selector: str) -> ListWatch:
         def call(**params: Any) -> Any:

@@ -31,6 +31,16 @@ class ReconcilerMetrics:
             ["reason"],
             registry=registry,
         )
+        self.secret_watches = Gauge(
+            "planelink_reconciler_secret_watches",
+            "Secrets watched, one per Secret a DataPlane references (up to the limit)",
+            registry=registry,
+        )
+        self.secrets_unwatched = Gauge(
+            "planelink_reconciler_secrets_unwatched",
+            "Referenced Secrets beyond the watch limit, read at each reconcile instead",
+            registry=registry,
+        )
         self.leader = Gauge(
             "planelink_reconciler_leader",
             "1 while this replica writes DataPlane status",

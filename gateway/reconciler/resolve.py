@@ -89,13 +89,19 @@ class Resolution:
         return not_provisioned(self.problem.reason, self.problem.message)
 
 
-def secret_refs(dataplane: DataPlane) -> frozenset[SecretKey]:
-    """The Secrets that resolving `dataplane` in its current mode reads."""
+def secret_refs(dataplane: DataPlane, *, cross_namespace: bool = False) -> frozenset[SecretKey]:
+    """The Secrets that resolving `dataplane` in its current mode reads (those of other
+    namespaces only with `cross_namespace`)."""
     default = dataplane.metadata.namespace
     return frozenset(
-        SecretKey(ref.namespace or default, ref.name)
+        key
         for value in _value_fields(dataplane)
-        if value is not None and (ref := value.secret_ref) is not None
+        if value is not None
+        and (ref := value.secret_ref) is not None
+        and (
+            (key := SecretKey(ref.namespace or default, ref.name)).namespace == default
+            or cross_namespace
+        )
     )
 
 
@@ -106,9 +112,14 @@ def resolve(
     *,
     now: datetime,
     require_identity: bool = False,
+    cross_namespace_secrets: bool = False,
 ) -> Resolution:
+    """Secrets of namespaces other than the DataPlane's are refused (`CrossNamespaceSecret`)
+    unless `cross_namespace_secrets`."""
     spec = dataplane.spec
     default_ns = dataplane.metadata.namespace
+    if not cross_namespace_secrets:
+        secrets = _Own(secrets, default_ns)
     if spec.agent_enabled:
         return _resolve_agent(plane, dataplane, secrets, now=now, require=require_identity)
     cluster = spec.kubernetes_cluster
@@ -221,12 +232,27 @@ def _where(value: ValueFrom | None, what: str, default_ns: str) -> str:
     return f"{what} (Secret {ref.namespace or default_ns}/{ref.name}, key {ref.key!r})"
 
 
+class _Own(dict[SecretKey, SecretData | None]):
+    """The Secrets of one namespace: asking for another's is refused, not just not found."""
+
+    def __init__(self, secrets: Secrets, namespace: str) -> None:
+        super().__init__(secrets)
+        self.namespace = namespace
+
+
 def _value(value: ValueFrom, what: str, default_ns: str, secrets: Secrets) -> bytes:
     if value.value is not None:
         return value.value.encode()
     ref = value.secret_ref
     assert ref is not None  # the model demands exactly one
     key = SecretKey(ref.namespace or default_ns, ref.name)
+    if isinstance(secrets, _Own) and key.namespace != secrets.namespace:
+        raise _Unresolved(
+            "CrossNamespaceSecret",
+            f"{what}: Secret {key} is not in the DataPlane's namespace {secrets.namespace!r};"
+            " the gateway reads Secrets of other namespaces only when started with"
+            " --cross-namespace-secrets",
+        )
     data = secrets.get(key)
     if data is None:
         raise _Unresolved("SecretNotFound", f"{what}: Secret {key} not found")

@@ -38,7 +38,14 @@ class CoordinationSettings:
 @dataclass(frozen=True)
 class ReconcilerSettings:
     namespaces: tuple[str, ...] = ()
-    """Watch DataPlanes and Secrets in these namespaces; empty means all namespaces."""
+    """Watch DataPlanes in these namespaces; empty means all namespaces."""
+    secret_watches: int = 64
+    """Referenced Secrets watched at most (each watch holds a connection of the client's pool
+    of 100); a Secret beyond is read whenever its DataPlane is reconciled, at least on resync."""
+    cross_namespace_secrets: bool = False
+    """Let a DataPlane's secretRef name a Secret in another namespace. Off: a DataPlane reads
+    only Secrets of its own namespace, so whoever may write one cannot make the gateway use
+    (or send to a server they chose) a credential of a namespace they cannot read."""
     workers: int = 4
     """Objects reconciled in parallel (one object is never reconciled twice at once)."""
     probe_interval: float = 30.0

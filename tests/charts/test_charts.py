@@ -113,6 +113,10 @@ def test_gateway_rbac_is_what_the_reconciler_uses(helm: Path) -> None:
     [
         ("planelink-agent", AGENT_VALUES),
         ("planelink-gateway", ["--set", "replicaCount=2", "--set", "callers.auth=both"]),
+        (
+            "planelink-gateway",
+            ["--set", "operator.tokenSecret.name=ops", "--set", "service.type=LoadBalancer"],
+        ),
     ],
 )
 def test_the_api_server_accepts_what_the_charts_render(
@@ -143,3 +147,87 @@ def test_every_agent_setting_the_chart_renders_is_one_the_agent_reads(helm: Path
     }
     assert set(env) <= known, set(env) - known
     assert env["PLANELINK_MAX_STREAMS"] == "4096"
+
+
+def _granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_gateway_reads_secrets_only_in_the_namespaces_it_follows(helm: Path) -> None:
+    docs = _render(
+        helm, "planelink-gateway", "planelink", "--set", "reconcile.namespaces={org-a,org-b}"
+    )
+    (cluster_role,) = [doc for doc in docs if doc["kind"] == "ClusterRole"]
+    assert not any(resource == "secrets" for _, resource, _ in _granted(cluster_role))
+    roles = [doc for doc in docs if doc["kind"] == "Role"]
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["org-a", "org-b"]
+    for role in roles:
+        assert _granted(role) == {("", "secrets", verb) for verb in ("get", "list", "watch")}
+    bindings = [doc for doc in docs if doc["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["org-a", "org-b"]
+    for binding in bindings:
+        assert binding["subjects"][0]["namespace"] == "planelink"
+
+
+def _services(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "Service"}
+
+
+def test_the_operator_port_is_never_on_the_published_service(helm: Path) -> None:
+    docs = _render(helm, "planelink-gateway", "planelink", "--set", "service.type=LoadBalancer")
+    services = _services(docs)
+    assert set(services) == {"pl-planelink-gateway", "pl-planelink-gateway-operator"}
+    published = services["pl-planelink-gateway"]["spec"]
+    assert published["type"] == "LoadBalancer"
+    assert {(p["name"], p["port"]) for p in published["ports"]} == {
+        ("agents", 8443),
+        ("callers", 6443),
+    }
+    operator = services["pl-planelink-gateway-operator"]["spec"]
+    assert operator["type"] == "ClusterIP"
+    assert [(p["name"], p["port"]) for p in operator["ports"]] == [("operator", 8081)]
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "PLANELINK_GATEWAY_OPERATOR_TOKEN_FILE" not in env  # off by default
+
+
+def test_the_operator_token_is_mounted_and_prometheus_scrapes_with_it(helm: Path) -> None:
+    docs = _render(
+        helm,
+        "planelink-gateway",
+        "planelink",
+        "--set",
+        "operator.tokenSecret.name=ops-token",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+    )
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    token_file = Path(env["PLANELINK_GATEWAY_OPERATOR_TOKEN_FILE"])
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "operator-token")
+    assert token_file.parent == Path(mount["mountPath"])
+    volume = next(v for v in pod["volumes"] if v["name"] == "operator-token")
+    assert volume["secret"] == {
+        "secretName": "ops-token",
+        "items": [{"key": "token", "path": token_file.name}],
+    }
+    # The kubelet's probes stay on paths the token never guards.
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    monitor = next(doc for doc in docs if doc["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    operator = _services(docs)["pl-planelink-gateway-operator"]
+    assert operator["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "ops-token", "key": "token"},
+    }

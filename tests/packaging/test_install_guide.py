@@ -534,8 +534,8 @@ class _Follower:
 
 
 def deployment_port(docs: list[dict[str, Any]], name: str) -> int:
-    (service,) = [doc for doc in docs if doc["kind"] == "Service"]
-    (port,) = [p for p in service["spec"]["ports"] if p["name"] == name]
+    ports = [p for d in docs if d["kind"] == "Service" for p in d["spec"]["ports"]]
+    (port,) = [p for p in ports if p["name"] == name]
     number: int = port["port"]
     return number
 

@@ -152,10 +152,32 @@ def test_agent_client_ca(client_ca: Any, secrets: Any, reason: str | None) -> No
 def test_secret_namespace_defaults_to_the_dataplanes() -> None:
     other = {"secretRef": {"name": "ca", "namespace": "vault", "key": "ca.crt"}}
     assert secret_refs(_agent_plane(REF)) == {SecretKey("org", "ca")}
-    assert secret_refs(_agent_plane(other)) == {SecretKey("vault", "ca")}
-    message = resolve(PLANE, _agent_plane(other), {}, now=datetime.now(UTC)).problem
-    assert message is not None
-    assert "Secret vault/ca not found" in message.message
+    own = {"secretRef": {"name": "ca", "namespace": "org", "key": "ca.crt"}}
+    assert secret_refs(_agent_plane(own)) == {SecretKey("org", "ca")}
+    assert secret_refs(_agent_plane(other), cross_namespace=True) == {SecretKey("vault", "ca")}
+    problem = resolve(
+        PLANE, _agent_plane(other), {}, now=datetime.now(UTC), cross_namespace_secrets=True
+    ).problem
+    assert problem is not None
+    assert "Secret vault/ca not found" in problem.message
+
+
+def test_a_secret_of_another_namespace_is_refused_not_read() -> None:
+    """Whoever may write a DataPlane in one namespace must not make the gateway use a Secret of
+    another (a direct-mode token would be sent to the server the DataPlane names)."""
+    other = {"secretRef": {"name": "ca", "namespace": "vault", "key": "ca.crt"}}
+    assert secret_refs(_agent_plane(other)) == frozenset()
+    present = {SecretKey("vault", "ca"): {"ca.crt": PEM}}
+    resolution = resolve(PLANE, _agent_plane(other), present, now=datetime.now(UTC))
+    assert resolution.problem is not None
+    assert resolution.problem.reason == "CrossNamespaceSecret"
+    assert "vault/ca" in resolution.problem.message
+    assert "--cross-namespace-secrets" in resolution.problem.message
+    assert not resolution.trust.accepts_agents
+    allowed = resolve(
+        PLANE, _agent_plane(other), present, now=datetime.now(UTC), cross_namespace_secrets=True
+    )
+    assert allowed.problem is None
 
 
 def test_direct_credentials_and_key_mismatch() -> None:
@@ -193,3 +215,29 @@ def test_direct_credentials_and_key_mismatch() -> None:
     assert bad.problem is not None
     assert bad.problem.reason == "KeyMismatch"
     assert bad.direct is None
+
+
+def test_a_direct_plane_never_gets_a_token_of_another_namespace() -> None:
+    dataplane = crd.DataPlane.model_validate(
+        {
+            "metadata": {"name": "plane", "namespace": "org"},
+            "spec": {
+                "kubernetesCluster": {
+                    "server": "https://attacker.example:6443",
+                    "tls": {"ca": {"value": PEM.decode()}},
+                    "auth": {
+                        "bearerToken": {
+                            "secretRef": {"name": "admin", "namespace": "kube-system", "key": "t"}
+                        }
+                    },
+                },
+                "gateway": {"publicVirtualHost": "a", "organizationVirtualHost": "b"},
+            },
+        }
+    )
+    stolen = {SecretKey("kube-system", "admin"): {"t": b"cluster-admin-token"}}
+    assert secret_refs(dataplane) == frozenset()
+    resolution = resolve(PLANE, dataplane, stolen, now=datetime.now(UTC))
+    assert resolution.direct is None  # nothing to probe the server with: nothing is sent
+    assert resolution.problem is not None
+    assert resolution.problem.reason == "CrossNamespaceSecret"
