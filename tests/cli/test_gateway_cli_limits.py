@@ -21,12 +21,12 @@ def parse(*args: str) -> GatewaySettings:
 def test_defaults_queue_a_restart_storm() -> None:
     settings = parse()
     assert settings.agents.backlog == settings.callers.backlog == 1024
-    assert settings.agents.max_concurrent_handshakes == 64
+    assert settings.agents.admission.max_concurrent_handshakes == 64
 
 
 def test_flags_and_environment_set_the_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = parse("--listen-backlog", "4096", "--max-handshakes", "8")
     assert settings.agents.backlog == settings.callers.backlog == 4096
-    assert settings.agents.max_concurrent_handshakes == 8
+    assert settings.agents.admission.max_concurrent_handshakes == 8
     monkeypatch.setenv("PLANELINK_GATEWAY_MAX_HANDSHAKES", "16")
-    assert parse().agents.max_concurrent_handshakes == 16
+    assert parse().agents.admission.max_concurrent_handshakes == 16
