@@ -82,22 +82,40 @@ ProtocolFactory = Callable[[Admitted], asyncio.Protocol]
 
 
 class _Tracked(asyncio.Protocol):
-    """The port's protocol, with its slot released when the connection is lost."""
+    """The port's protocol, with its slot released when the connection is lost.
+
+    asyncio hands the first application bytes over as the handshake completes, before
+    `start_tls` returns and the protocol is told the connection is made (TLS 1.3 clients
+    send their request with their last handshake message): those are held until then.
+    """
 
     def __init__(self, inner: asyncio.Protocol, release: Callable[[], None]) -> None:
         self._inner = inner
         self._release = release
         self._made = False
+        self._early: list[bytes] = []  # one read at most: the handshake's last one
+        self._early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._made = True
         self._inner.connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            self._inner.data_received(data)
+        if self._early_eof and not self._inner.eof_received():
+            transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
+        if self._made:
+            self._inner.data_received(data)
+        else:
+            self._early.append(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        if self._made:
+            return self._inner.eof_received()
+        self._early_eof = True
+        return True  # keep the transport open until the protocol has seen the early bytes
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -142,6 +160,13 @@ class _Pending:
 
     def _hello_arrived(self) -> None:
         self._stop_watching()
+        try:
+            first = self.sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            first = b""
+        if not first:  # the peer left before saying anything: nothing to report
+            self.end()
+            return
         self.task = asyncio.get_running_loop().create_task(self.acceptor._handshake(self))
 
     def _hello_late(self) -> None:

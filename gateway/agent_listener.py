@@ -26,7 +26,7 @@ from weakref import WeakKeyDictionary
 
 import structlog
 from websockets.asyncio.server import Server, ServerConnection
-from websockets.exceptions import SecurityError
+from websockets.exceptions import RequestLineTooLong, SecurityError
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
@@ -203,10 +203,13 @@ class AgentListener:
         return connection
 
     def _bad_upgrade_request(self, connection: _AgentWebSocket, error: Exception) -> bytes:
-        too_large = isinstance(error.__cause__, SecurityError)
-        status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE if too_large else HTTPStatus.BAD_REQUEST
-        reason = "UpgradeRequestTooLarge" if too_large else "BadUpgradeRequest"
-        detail = f"{error}: {error.__cause__ or error}"
+        if isinstance(error, RequestLineTooLong):
+            status, reason = HTTPStatus.REQUEST_URI_TOO_LONG, "UpgradeRequestTooLarge"
+        elif isinstance(error, SecurityError):
+            status, reason = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "UpgradeRequestTooLarge"
+        else:
+            status, reason = HTTPStatus.BAD_REQUEST, "BadUpgradeRequest"
+        detail = f"{error}: {error.__cause__}" if error.__cause__ else str(error)
         self._refuse(reason, "agent refused", detail=detail, remote=connection.admitted.remote)
         response = connection.protocol.reject(status, detail + "\n")
         response.headers[REJECTION_HEADER] = reason
@@ -366,19 +369,21 @@ class _Server(Server):
 
 
 class _AgentWebSocket(ServerConnection):
-    """An agent's WebSocket connection, which knows its admission and answers a malformed or
-    oversized upgrade request at once (websockets would only close, after its timeout)."""
+    """An agent's WebSocket connection, which knows its admission and answers an upgrade
+    request websockets cannot parse (too many or too long headers, not HTTP) with a refusal
+    the operator sees too, then closes at once."""
 
     admitted: Admitted
     on_bad_request: Callable[[_AgentWebSocket, Exception], bytes]
+    answered = False
 
     def send_data(self) -> None:
         error = self.protocol.handshake_exc
-        if (
-            self.request is None
-            and error is not None
-            and not isinstance(error.__cause__, EOFError)  # the agent left: nobody to answer
-            and not self.transport.is_closing()
-        ):
-            self.transport.write(self.on_bad_request(self, error))
+        if self.request is None and error is not None and not self.answered:
+            self.answered = True
+            self.protocol.data_to_send()  # websockets' own answer and end, replaced by ours
+            if not isinstance(error.__cause__, EOFError):  # else the agent left: nobody to tell
+                self.transport.write(self.on_bad_request(self, error))
+            self.transport.close()
+            return
         super().send_data()
