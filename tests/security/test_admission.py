@@ -364,3 +364,18 @@ async def test_a_caller_certificate_from_the_wrong_ca_gets_an_alert_a_log_line_a
     assert [entry["reason"] for entry in refusals] == ["Untrusted"]
     assert caller_errors(gateway, "Untrusted") == 1
     assert refused(gateway, "caller", "tls_failed") == 1
+
+
+async def test_an_agent_certificate_from_an_unknown_ca_gets_an_alert_too(
+    start_gateway: GatewayFactory, pki: Pki
+) -> None:
+    gateway = await start_gateway()
+    stranger = certs.issue_agent(certs.create_ca("nobody's agents"), plane=PLANE_A)
+    with capture_logs() as logs:
+        error = await asyncio.wait_for(
+            talk_to(gateway.agent_listener.port, pki.agent_ssl(stranger)), WITHIN
+        )
+    assert isinstance(error, ssl.SSLError)
+    assert "ALERT_UNKNOWN_CA" in str(error)
+    assert any(entry.get("reason") == "Untrusted" for entry in logs)
+    assert refused(gateway, "agent", "tls_failed") == 1
