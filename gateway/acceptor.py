@@ -9,15 +9,15 @@ for the protocol that serves a connection once TLS is up. For every accepted soc
    loop, with a timer: no task, no transport, no TLS state. Silent sockets cost a descriptor
    and cannot hold a handshake slot.
 3. The handshake takes one of `max_concurrent_handshakes` slots, under one deadline for the
-   wait and the handshake. A failed handshake sends its TLS alert (`gateway.tls_alerts`), and
-   is reported to the port (log line, metric) before the socket closes.
+   wait and the handshake. A failed handshake sends its TLS alert (`gateway.tls_alerts`), is
+   logged as the port's `tls_failure_event` and counted by the port before the socket closes.
 4. A peer that presented a certificate that verified is authenticated; the port's protocol may
    authenticate a connection later (a caller with a token). The slot is released when the
    connection is lost, however it ends.
 
-Every limit that bites and every deadline that passes is counted in
+Every limit that bites, deadline that passes and handshake that fails is counted in
 `planelink_gateway_connections_refused_total{port,reason}` and logged, at most once per
-`LOG_INTERVAL` per port and reason (a flood must not become a flood of log lines).
+`LOG_INTERVAL` per port, event and reason (a flood must not become a flood of log lines).
 
 This module never reads or writes application bytes: what flows after TLS is the port's.
 """
@@ -47,8 +47,9 @@ LOG_INTERVAL = 10.0
 _ACCEPT_PAUSE = 0.1  # after EMFILE and the like: let connections end before accepting again
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-TlsFailureHandler = Callable[[str, str, str], None]
-"""Called with (reason, detail, remote) when a handshake fails; the port logs and counts it."""
+TlsFailureHandler = Callable[[str, str], None]
+"""Called with (reason, detail) when a handshake fails, for the port's own count; the acceptor
+logs the failure (rate-limited: a flood of bad handshakes must not flood the log)."""
 
 
 class Admitted:
@@ -204,9 +205,11 @@ class TlsAcceptor:
         ssl_context: ssl.SSLContext,
         protocol_factory: ProtocolFactory,
         on_tls_failure: TlsFailureHandler,
+        tls_failure_event: str,
         metrics: GatewayMetrics,
     ) -> None:
         self.name = name
+        self._tls_failure_event = tls_failure_event
         self._settings = settings
         self._ssl = ssl_context
         self._protocol_factory = protocol_factory
@@ -217,7 +220,7 @@ class TlsAcceptor:
         self._handshakes = asyncio.Semaphore(settings.max_concurrent_handshakes)
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
-        self._last_logged: dict[Refusal, tuple[float, int]] = {}
+        self._last_logged: dict[tuple[str, str], tuple[float, int]] = {}
         metrics.watch_connections(name, self._counts)
 
     @property
@@ -266,16 +269,22 @@ class TlsAcceptor:
     def report(self, reason: Refusal, *, detail: str, remote: str) -> None:
         """Count a refusal or drop, and log it unless this reason was logged just now."""
         self._metrics.connections_refused.labels(port=self.name, reason=reason.value).inc()
+        self._log("connection refused", reason.value, detail=detail, remote=remote)
+
+    def _log(self, event: str, reason: str, *, detail: str, remote: str) -> None:
+        """Log `event` for `reason`, at most once per `LOG_INTERVAL`; the next line says how
+        many were left out meanwhile."""
         now = time.monotonic()
-        logged_at, suppressed = self._last_logged.get(reason, (-LOG_INTERVAL, 0))
+        key = (event, reason)
+        logged_at, suppressed = self._last_logged.get(key, (-LOG_INTERVAL, 0))
         if now - logged_at < LOG_INTERVAL:
-            self._last_logged[reason] = (logged_at, suppressed + 1)
+            self._last_logged[key] = (logged_at, suppressed + 1)
             return
-        self._last_logged[reason] = (now, 0)
+        self._last_logged[key] = (now, 0)
         log.warning(
-            "connection refused",
+            event,
             port=self.name,
-            reason=reason.value,
+            reason=reason,
             detail=detail,
             remote=remote,
             suppressed_since_last=suppressed,
@@ -365,7 +374,8 @@ class TlsAcceptor:
         reason, detail = tls_failure(error)
         refusal = Refusal.TLS_HANDSHAKE_TIMEOUT if reason == "TLSTimeout" else Refusal.TLS_FAILED
         self._metrics.connections_refused.labels(port=self.name, reason=refusal.value).inc()
-        self._on_tls_failure(reason, detail, pending.remote)
+        self._on_tls_failure(reason, detail)
+        self._log(self._tls_failure_event, reason, detail=detail, remote=pending.remote)
         self._end_before_tls(pending, raw)
 
     def _end_before_tls(self, pending: _Pending, raw: asyncio.Transport | None) -> None:

@@ -135,6 +135,9 @@ class AgentListener:
         if plane is not None:
             context["plane"] = str(plane)
         log.warning(message, reason=reason, detail=detail, **context)
+        self._count_refusal(reason, detail, plane)
+
+    def _count_refusal(self, reason: str, detail: str, plane: PlaneRef | None = None) -> None:
         self._agents.refused(reason, detail, plane=plane)
         self._rejected.set()
         self._rejected = asyncio.Event()
@@ -146,7 +149,8 @@ class AgentListener:
             settings=settings.admission,
             ssl_context=self._trust.server_context,
             protocol_factory=self._new_connection,
-            on_tls_failure=self._tls_refused,
+            on_tls_failure=self._count_refusal,
+            tls_failure_event="agent refused in the TLS handshake",
             metrics=self._metrics,
         )
         listener = self._acceptor.listen(settings.host, settings.port, backlog=settings.backlog)
@@ -182,9 +186,6 @@ class AgentListener:
         await self._server.wait_closed()
 
     # -- TLS and the upgrade request --------------------------------------------------------
-
-    def _tls_refused(self, reason: str, detail: str, remote: str) -> None:
-        self._refuse(reason, "agent refused in the TLS handshake", detail=detail, remote=remote)
 
     def _new_connection(self, admitted: Admitted) -> asyncio.Protocol:
         assert self._server is not None

@@ -196,6 +196,7 @@ class CallerEndpoint:
             ssl_context=self._ssl,
             protocol_factory=self._new_connection,
             on_tls_failure=self._tls_refused,
+            tls_failure_event="caller refused in the TLS handshake",
             metrics=self._metrics,
         )
         self._acceptor.listen(settings.host, settings.port, backlog=settings.backlog)
@@ -216,11 +217,8 @@ class CallerEndpoint:
 
         return asyncio.StreamReaderProtocol(reader, serve)
 
-    def _tls_refused(self, reason: str, detail: str, remote: str) -> None:
+    def _tls_refused(self, reason: str, detail: str) -> None:
         self._metrics.caller_errors.labels(reason=reason).inc()
-        log.warning(
-            "caller refused in the TLS handshake", reason=reason, detail=detail, caller=remote
-        )
 
     # -- one caller connection ------------------------------------------------------------------
 

@@ -341,6 +341,17 @@ async def talk_to(port: int, context: ssl.SSLContext) -> BaseException | None:
     return None
 
 
+def stranger_caller_ssl(pki: Pki) -> ssl.SSLContext:
+    """A caller's TLS context with a client certificate from a CA the gateway does not know."""
+    stranger = certs.issue_client(certs.create_ca("not the caller CA"), common_name="mallory")
+    context = ssl.create_default_context(cadata=pki.gateway_ca.certificate_pem().decode())
+    cert, key = pki.directory / "mallory.crt", pki.directory / "mallory.key"
+    cert.write_bytes(stranger.certificate_pem())
+    key.write_bytes(stranger.private_key_pem())
+    context.load_cert_chain(cert, key)
+    return context
+
+
 # -- TLS: a certificate from the wrong CA ---------------------------------------------------------
 
 
@@ -348,12 +359,7 @@ async def test_a_caller_certificate_from_the_wrong_ca_gets_an_alert_a_log_line_a
     start_gateway: GatewayFactory, pki: Pki
 ) -> None:
     gateway = await start_gateway()
-    stranger = certs.issue_client(certs.create_ca("not the caller CA"), common_name="mallory")
-    context = ssl.create_default_context(cadata=pki.gateway_ca.certificate_pem().decode())
-    cert, key = pki.directory / "mallory.crt", pki.directory / "mallory.key"
-    cert.write_bytes(stranger.certificate_pem())
-    key.write_bytes(stranger.private_key_pem())
-    context.load_cert_chain(cert, key)
+    context = stranger_caller_ssl(pki)
     with capture_logs() as logs:
         error = await asyncio.wait_for(talk_to(gateway.callers.port, context), WITHIN)
     # TLS 1.3 finishes the client's side of the handshake before the server verifies: the
@@ -362,6 +368,7 @@ async def test_a_caller_certificate_from_the_wrong_ca_gets_an_alert_a_log_line_a
     assert "ALERT_UNKNOWN_CA" in str(error)
     refusals = [entry for entry in logs if entry["event"] == "caller refused in the TLS handshake"]
     assert [entry["reason"] for entry in refusals] == ["Untrusted"]
+    assert refusals[0]["remote"].startswith("127.0.0.1:")
     assert caller_errors(gateway, "Untrusted") == 1
     assert refused(gateway, "caller", "tls_failed") == 1
 
@@ -379,3 +386,17 @@ async def test_an_agent_certificate_from_an_unknown_ca_gets_an_alert_too(
     assert "ALERT_UNKNOWN_CA" in str(error)
     assert any(entry.get("reason") == "Untrusted" for entry in logs)
     assert refused(gateway, "agent", "tls_failed") == 1
+
+
+async def test_a_flood_of_failed_handshakes_is_counted_in_full_and_logged_once(
+    start_gateway: GatewayFactory, pki: Pki
+) -> None:
+    gateway = await start_gateway()
+    context = stranger_caller_ssl(pki)
+    with capture_logs() as logs:
+        for _ in range(5):
+            await asyncio.wait_for(talk_to(gateway.callers.port, context), WITHIN)
+    lines = [entry for entry in logs if entry["event"] == "caller refused in the TLS handshake"]
+    assert len(lines) == 1
+    assert caller_errors(gateway, "Untrusted") == 5
+    assert refused(gateway, "caller", "tls_failed") == 5
