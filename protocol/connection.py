@@ -116,6 +116,9 @@ class Connection:
         self.local_settings = settings if settings is not None else Settings()
         self.send_limits = limits if limits is not None else SendLimits()
         self.flood_limits = flood if flood is not None else FloodLimits()
+        self.flood_limit: str | None = None
+        """Which ``FloodLimits`` bound the peer passed, once it did (``max_queued_answers``,
+        ``idle_frame`` or ``stream_churn``); the connection then ended with ENHANCE_YOUR_CALM."""
         flood_limits = self.flood_limits
         self._idle_frames = TokenBucket(
             "idle_frame", flood_limits.idle_frame_burst, flood_limits.idle_frame_rate
@@ -770,25 +773,26 @@ class Connection:
     def _charge_idle(self, what: str) -> None:
         """One frame that cost work but carried no data."""
         if not self._idle_frames.take():
-            self._calm(f"{what}: {self._idle_frames.describe()}")
+            self._calm(self._idle_frames.name, f"{what}: {self._idle_frames.describe()}")
 
     def _charge_churn(self, what: str) -> None:
         """One stream the peer opened that ended without an exchange."""
         if not self._churn.take():
-            self._calm(f"{what}: {self._churn.describe()}")
+            self._calm(self._churn.name, f"{what}: {self._churn.describe()}")
 
     def _answer(self, frame: bytes) -> None:
         """Queue a RESET the peer provoked; a peer that provokes more than it reads is cut off."""
         self._sched.answer(frame)
         if self._sched.answers_queued > self.flood_limits.max_queued_answers:
             self._calm(
+                "max_queued_answers",
                 f"the peer does not read its answers: more than "
                 f"{self.flood_limits.max_queued_answers} RESET frames queued for it "
-                "(max_queued_answers)"
+                "(max_queued_answers)",
             )
 
-    @staticmethod
-    def _calm(message: str) -> None:
+    def _calm(self, limit: str, message: str) -> None:
+        self.flood_limit = limit
         raise ConnectionProtocolError(ErrorCode.ENHANCE_YOUR_CALM, message)
 
     # == errors and teardown ==========================================================

@@ -7,6 +7,11 @@ pings at an interval, measures the round trip and ends a session that has been s
 longer than its timeout (a half-open connection is found within that time, even if TCP never
 notices).
 
+A peer that stops reading is found by the write deadline: a message the transport cannot take
+within `Heartbeat.write_timeout` ends the session at once, without a goodbye (nobody would
+read it). A peer that floods is cut off by the protocol's `FloodLimits`. Either way
+`dropped_for` names the bound that was passed, for the operator's metric and log line.
+
 For the responding side (the agent), each request the peer opens runs `request_handler` in a
 task of its own; the session owns those tasks and cancels them when their stream is reset or
 the session ends. When the session ends, every open stream fails at once with
@@ -51,14 +56,21 @@ _WRITE_BUDGET = 1 << 20  # bytes pulled from the protocol per send round
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """How often to ping, and how long silence may last before the session is declared dead."""
+    """The peer's liveness deadlines: how often to ping, how long silence may last, and how long
+    the peer may leave what we send unread, before the session is declared dead."""
 
     interval: float = 10.0
     timeout: float = 30.0
+    write_timeout: float = 30.0
+    """Longest wait for the transport to take one message (it waits while the transport's
+    buffer is above its high-water mark, i.e. while the peer does not read). A peer must read
+    at least one message (at most its MAX_MESSAGE_SIZE) per write_timeout."""
 
     def __post_init__(self) -> None:
         if not 0 < self.interval < self.timeout:
             raise ValueError("heartbeat needs 0 < interval < timeout")
+        if not self.write_timeout > 0:
+            raise ValueError("heartbeat needs write_timeout > 0")
 
 
 class SessionClosed(Exception):
@@ -93,6 +105,11 @@ class TunnelSession:
         self._idle.set()
         self.close_reason = ""
         self._peer_dead = False
+        self._sending = False
+        self.dropped_for: str | None = None
+        """The local bound the peer passed, when that is why the session ended:
+        ``write_timeout``, ``heartbeat_timeout``, or a `FloodLimits` name (``idle_frame``,
+        ``stream_churn``, ``max_queued_answers``)."""
         self.draining = False
         self.connected_at = time.time()
         self.last_received = time.monotonic()
@@ -270,9 +287,9 @@ class TunnelSession:
         try:
             while True:
                 message = await self._channel.recv()
-                self.last_received = time.monotonic()
+                self.last_received = now = time.monotonic()
                 self.bytes_in += len(message)
-                self._conn.receive_data(message)
+                self._conn.receive_data(message, now)
                 self._process(self._conn.events_received())
                 if self._conn.has_data_to_send:
                     self._wake_writer.set()
@@ -295,11 +312,22 @@ class TunnelSession:
                         break
                     for message in messages:
                         self.bytes_out += len(message)
-                        await self._channel.send(message)
+                        self._sending = True
+                        async with asyncio.timeout(self._heartbeat.write_timeout):
+                            await self._channel.send(message)
+                        self._sending = False
         except ChannelClosed as closed:
             self._conn.connection_lost()
             self._process(self._conn.events_received())
             self._end(closed.reason)
+        except TimeoutError:
+            timeout = self._heartbeat.write_timeout
+            self._drop(
+                "write_timeout",
+                f"the peer read nothing for {timeout:g} s (write_timeout)",
+                "tunnel peer not reading, closing",
+                write_timeout=timeout,
+            )
 
     def _schedule_heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
@@ -320,10 +348,11 @@ class TunnelSession:
     def _check_and_ping(self) -> None:
         silent_for = time.monotonic() - self.last_received
         if silent_for > self._heartbeat.timeout:
-            self._log.warning("tunnel silent, closing", silent_seconds=round(silent_for, 1))
-            self._peer_dead = True  # nobody to say goodbye to: abort, do not wait
-            self.close(
-                f"no message from the peer for {silent_for:.0f} s", ErrorCode.CONNECTION_LOST
+            self._drop(
+                "heartbeat_timeout",
+                f"no message from the peer for {silent_for:.0f} s",
+                "tunnel silent, closing",
+                silent_seconds=round(silent_for, 1),
             )
             return
         if self._hello.done():  # PING is only allowed once HELLOs were exchanged
@@ -368,7 +397,15 @@ class TunnelSession:
                 self.draining = True
                 self._log.info("peer is going away", code=code.name, debug=debug)
             case ConnectionTerminated(code, reason, remote):
-                self._log.info("tunnel terminated", code=code.name, reason=reason, by_peer=remote)
+                if code is ErrorCode.ENHANCE_YOUR_CALM and not remote:
+                    self.dropped_for = self._conn.flood_limit
+                    self._log.warning(
+                        "tunnel peer flooded, closing", limit=self.dropped_for, reason=reason
+                    )
+                else:
+                    self._log.info(
+                        "tunnel terminated", code=code.name, reason=reason, by_peer=remote
+                    )
                 self._wake_writer.set()  # the GOAWAY still has to go out
                 self._end(reason or code.name)
 
@@ -413,6 +450,15 @@ class TunnelSession:
         if handler is not None and error.remote:
             handler.cancel()  # the caller is gone: stop the upstream work too
 
+    def _drop(self, limit: str, reason: str, event: str, **fields: object) -> None:
+        """End a session whose peer passed a liveness deadline: no goodbye, nobody reads it."""
+        if self.closed:
+            return
+        self.dropped_for = limit
+        self._log.warning(event, limit=limit, **fields)
+        self._peer_dead = True
+        self.close(reason, ErrorCode.CONNECTION_LOST)
+
     def _end(self, reason: str) -> None:
         if self._ended.done():
             return
@@ -426,7 +472,8 @@ class TunnelSession:
         self._ended.set_result(None)
 
     async def _shutdown(self) -> None:
-        if self._peer_dead:
+        if self._peer_dead or self._sending:
+            # Gone, or not reading (a send is stuck): a goodbye would only wait for nothing.
             self._channel.abort()
         else:
             # One last flush: a GOAWAY or RESET queued by the end may still reach the peer;
