@@ -31,7 +31,7 @@ from certs import CertificateInfo, CertificateRejected, InvalidPlaneRefError, Pl
 from gateway.agents import AgentConnection, AgentRegistry
 from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry, verify_agent
-from protocol import Connection, ErrorCode, Role, Settings
+from protocol import Connection, ErrorCode, FloodLimits, Role, Settings
 from tunnel import Heartbeat, SessionClosed, TunnelSession, WebSocketChannel
 from tunnel.contract import (
     AGENT_CONNECT_PATH,
@@ -58,6 +58,8 @@ class AgentListenerSettings:
     after a gateway restart every agent dials within seconds, and dropped SYNs cost each a
     one-second retransmit)."""
     tunnel: Settings = field(default_factory=Settings)
+    flood: FloodLimits = field(default_factory=FloodLimits)
+    """What an agent may cost the gateway without useful traffic; past it, it is dropped."""
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,7 @@ class AgentListener:
         bound = log.bind(plane=str(verified.plane), remote=_remote(connection))
         session = TunnelSession(
             WebSocketChannel(connection),
-            Connection(Role.GATEWAY, settings=self._settings.tunnel),
+            Connection(Role.GATEWAY, settings=self._settings.tunnel, flood=self._settings.flood),
             heartbeat=self._settings.heartbeat,
             logger=bound,
         )

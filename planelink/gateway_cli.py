@@ -78,6 +78,13 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     flag("heartbeat-interval", default="10", type=float, help="seconds between pings (10)")
     flag("heartbeat-timeout", default="30", type=float, help="silence that ends a tunnel (30)")
     flag(
+        "write-timeout",
+        default="30",
+        type=float,
+        help="seconds an agent may leave what the gateway sends it unread before its tunnel is "
+        "dropped (30)",
+    )
+    flag(
         "request-timeout",
         default="60",
         type=float,
@@ -173,7 +180,9 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         agents=AgentListenerSettings(
             host=host,
             port=args.agent_port,
-            heartbeat=Heartbeat(args.heartbeat_interval, args.heartbeat_timeout),
+            heartbeat=Heartbeat(
+                args.heartbeat_interval, args.heartbeat_timeout, args.write_timeout
+            ),
             max_concurrent_handshakes=args.max_handshakes,
             backlog=args.listen_backlog,
         ),
