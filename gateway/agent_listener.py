@@ -33,6 +33,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry, verify_agent
 from protocol import Connection, ErrorCode, FloodLimits, Role, Settings
 from tunnel import Heartbeat, SessionClosed, TunnelSession, WebSocketChannel
+from tunnel.channel import RECEIVE_QUEUE
 from tunnel.contract import (
     AGENT_CONNECT_PATH,
     IDENTITY_AGENT_ID,
@@ -139,6 +140,7 @@ class AgentListener:
             process_request=self._check_agent,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             max_size=tunnel.max_message_size,
+            max_queue=RECEIVE_QUEUE,
             ping_interval=None,  # the tunnel's own heartbeat measures RTT and finds dead peers
             compression=None,  # bodies are often compressed already; CPU matters more
             server_header=None,

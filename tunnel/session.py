@@ -3,9 +3,9 @@
 Two tasks and a timer serve one session: the reader feeds received messages to the protocol
 and hands its events to streams; the writer sends what the protocol has to send, waiting on
 the transport (so a slow socket slows the senders, never grows a buffer); the heartbeat timer
-pings at an interval, measures the round trip and ends a session that has been silent for
-longer than its timeout (a half-open connection is found within that time, even if TCP never
-notices).
+pings at an interval, measures the round trip and ends a session that has been silent, or
+has left a PING unanswered, for longer than its timeout (a half-open connection is found
+within that time, even if TCP never notices, and so is a peer that talks but does not read).
 
 A peer that stops reading is found by the write deadline: a message the transport cannot take
 within `Heartbeat.write_timeout` ends the session at once, without a goodbye (nobody would
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -106,6 +107,9 @@ class TunnelSession:
         self.close_reason = ""
         self._peer_dead = False
         self._sending = False
+        self._pings: deque[int] = deque()
+        """Payloads (monotonic ns) of our PINGs not yet answered, oldest first; at most
+        timeout / interval + 1 of them, since the session ends when the oldest is too old."""
         self.dropped_for: str | None = None
         """The local bound the peer passed, when that is why the session ended:
         ``write_timeout``, ``heartbeat_timeout``, or a `FloodLimits` name (``idle_frame``,
@@ -346,7 +350,8 @@ class TunnelSession:
             self.close("internal error in the heartbeat", ErrorCode.INTERNAL_ERROR)
 
     def _check_and_ping(self) -> None:
-        silent_for = time.monotonic() - self.last_received
+        now_ns = time.monotonic_ns()
+        silent_for = now_ns / 1e9 - self.last_received
         if silent_for > self._heartbeat.timeout:
             self._drop(
                 "heartbeat_timeout",
@@ -355,8 +360,19 @@ class TunnelSession:
                 silent_seconds=round(silent_for, 1),
             )
             return
+        unanswered_for = (now_ns - self._pings[0]) / 1e9 if self._pings else 0.0
+        if unanswered_for > self._heartbeat.timeout:
+            # It talks but does not read (or cannot): what we send it is lost on the way.
+            self._drop(
+                "heartbeat_timeout",
+                f"no answer to a PING for {unanswered_for:.0f} s",
+                "tunnel peer not answering, closing",
+                unanswered_seconds=round(unanswered_for, 1),
+            )
+            return
         if self._hello.done():  # PING is only allowed once HELLOs were exchanged
-            self._conn.ping(time.monotonic_ns().to_bytes(8, "big"))
+            self._conn.ping(now_ns.to_bytes(8, "big"))
+            self._pings.append(now_ns)
             self._wake_writer.set()
         self._schedule_heartbeat()
 
@@ -389,7 +405,10 @@ class TunnelSession:
                 self._on_request(event)
             case PingAcknowledged(payload):
                 sent = int.from_bytes(payload, "big")
-                self.rtt = (time.monotonic_ns() - sent) / 1e9
+                if sent in self._pings:  # answers are merged: it answers every earlier PING too
+                    while self._pings.popleft() != sent:
+                        pass
+                    self.rtt = (time.monotonic_ns() - sent) / 1e9
             case HelloReceived(peer):
                 if not self._hello.done():
                     self._hello.set_result(peer)

@@ -122,6 +122,28 @@ async def test_a_rapid_reset_flood_from_the_agent_is_refused_then_cut_off() -> N
     assert "refused" in reason
 
 
+async def test_a_peer_that_talks_but_never_reads_is_dropped_by_the_heartbeat() -> None:
+    # Room for everything we send: no write ever waits, so only the unanswered PINGs tell.
+    gateway_end, agent_end = memory_channel_pair(max_messages=10_000)
+    heartbeat = Heartbeat(interval=scaled(0.05), timeout=scaled(0.3), write_timeout=scaled(30))
+    session = TunnelSession(gateway_end, Connection(Role.GATEWAY), heartbeat=heartbeat)
+    run = asyncio.create_task(session.run())
+    await peer_hello(agent_end, Role.AGENT)
+    await session.wait_ready()
+
+    async def chatter() -> None:
+        with contextlib.suppress(ChannelClosed):
+            for i in range(10_000):  # never silent, never reading
+                await agent_end.send(Ping(i.to_bytes(8, "big")).encode(1))
+                await asyncio.sleep(heartbeat.interval / 2)  # a steady talker, on purpose
+
+    talking = asyncio.create_task(chatter())
+    reason = await asyncio.wait_for(run, timeout=scaled(10))
+    talking.cancel()
+    assert session.dropped_for == "heartbeat_timeout"
+    assert "no answer to a PING" in reason
+
+
 # -- a real WebSocket over loopback whose reader is paused -------------------------------------
 
 
