@@ -14,11 +14,11 @@ from typing import Protocol
 from websockets.asyncio.connection import Connection as WebSocketConnection
 from websockets.exceptions import ConnectionClosed
 
-RECEIVE_QUEUE = 4
+RECEIVE_QUEUE = 2
 """Messages the WebSocket library may read ahead of the session's reader (its ``max_queue``).
 The reader takes each message as soon as it arrives, so a little slack is enough; times the
 MAX_MESSAGE_SIZE it bounds what a peer can park in our memory before the protocol judges it
-(4 MiB with the defaults, where the library's own default of 16 allowed 16 MiB)."""
+(2 MiB with the defaults, where the library's own default of 16 allowed 16 MiB)."""
 
 
 class ChannelClosed(Exception):

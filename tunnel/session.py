@@ -496,11 +496,16 @@ class TunnelSession:
             self._channel.abort()
         else:
             # One last flush: a GOAWAY or RESET queued by the end may still reach the peer;
-            # then a closing handshake, bounded, since the peer may be gone after all.
+            # then a closing handshake, bounded, since the peer may be gone after all. A peer
+            # cut off for a flood is told why, but not waited for: it has shown it does not
+            # play along, and its connection holds memory until it is gone.
             with contextlib.suppress(ChannelClosed, OSError, TimeoutError):
                 for message in self._conn.data_to_send():
                     await asyncio.wait_for(self._channel.send(message), timeout=1.0)
-                await asyncio.wait_for(self._channel.close(1000, self.close_reason), timeout=2.0)
+                if self.dropped_for is None:
+                    await asyncio.wait_for(
+                        self._channel.close(1000, self.close_reason), timeout=2.0
+                    )
             self._channel.abort()
         handlers = list(self._handlers.values())
         for task in handlers:
