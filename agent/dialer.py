@@ -21,7 +21,7 @@ from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatu
 from websockets.typing import Subprotocol
 
 import certs
-from tunnel.channel import RECEIVE_QUEUE
+from tunnel.channel import RECEIVE_QUEUE, GuardedClientConnection
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
 
 _BODY_LIMIT = 300  # characters of a rejection body worth a log line
@@ -97,6 +97,7 @@ async def dial(
             close_timeout=2,
             max_size=max_message_size,
             max_queue=RECEIVE_QUEUE,
+            create_connection=GuardedClientConnection,
         )
     except BaseException as error:
         translated = _translate(error)

@@ -33,7 +33,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry, verify_agent
 from protocol import Connection, ErrorCode, FloodLimits, Role, Settings
 from tunnel import Heartbeat, SessionClosed, TunnelSession, WebSocketChannel
-from tunnel.channel import RECEIVE_QUEUE
+from tunnel.channel import RECEIVE_QUEUE, GuardedServerConnection
 from tunnel.contract import (
     AGENT_CONNECT_PATH,
     IDENTITY_AGENT_ID,
@@ -169,7 +169,7 @@ class AgentListener:
     def _connection_class(self) -> type[ServerConnection]:
         listener = self
 
-        class TlsServerConnection(ServerConnection):
+        class TlsServerConnection(GuardedServerConnection):
             """A WebSocket connection that first completes TLS under the listener's eye."""
 
             established = False

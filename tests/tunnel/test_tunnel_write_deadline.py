@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from protocol import Connection, ErrorCode, FloodLimits, RequestReceived, Role, Settings
 from protocol.frames import Ping, Request
@@ -29,6 +31,7 @@ from tunnel import (
     WebSocketChannel,
     memory_channel_pair,
 )
+from tunnel.channel import MAX_WRITE_BUFFER, GuardedServerConnection
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 WRITE_TIMEOUT = 0.5 * FACTOR
@@ -198,3 +201,38 @@ async def test_a_websocket_peer_with_a_paused_reader_is_dropped(
         assert waited < WRITE_TIMEOUT + scaled(5)
         assert session.open_streams == 0
         websocket.transport.abort()  # paused, it would not even notice the server is gone
+
+
+# -- WebSocket PINGs: the library answers them by itself -------------------------------------
+
+
+async def test_a_websocket_ping_flood_without_reading_is_dropped_at_the_buffer_bound() -> None:
+    accepted: asyncio.Future[GuardedServerConnection] = asyncio.get_running_loop().create_future()
+
+    async def handler(websocket: ServerConnection) -> None:
+        assert isinstance(websocket, GuardedServerConnection)
+        accepted.set_result(websocket)
+        await websocket.wait_closed()
+
+    async with serve(
+        handler, "127.0.0.1", 0, compression=None, create_connection=GuardedServerConnection
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        url = f"ws://127.0.0.1:{port}"
+        async with connect(url, compression=None, ping_interval=None) as websocket:
+            served = await asyncio.wait_for(accepted, timeout=scaled(5))
+            websocket.transport.pause_reading()
+            pings = 0
+            with contextlib.suppress(ConnectionClosed, OSError):
+                # 2x the bound in PONGs: without the guard they would all sit in the buffer.
+                while pings < 2 * MAX_WRITE_BUFFER // 127 and not served.transport.is_closing():
+                    for _ in range(1000):
+                        websocket.protocol.send_frame(Frame(Opcode.PING, b"p" * 125))
+                    pings += 1000
+                    websocket.send_data()
+                    await websocket.drain()
+                    await asyncio.sleep(0)  # let the server read what was sent
+            await asyncio.wait_for(served.wait_closed(), timeout=scaled(10))
+            assert served.transport.get_write_buffer_size() <= MAX_WRITE_BUFFER + 2**16
+            assert pings < 2 * MAX_WRITE_BUFFER // 127
+            websocket.transport.abort()
