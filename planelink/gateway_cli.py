@@ -19,6 +19,7 @@ from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
+from protocol import FloodLimits
 from tunnel import Heartbeat
 
 _ENV_PREFIX = "PLANELINK_GATEWAY_"
@@ -43,6 +44,20 @@ example:
 
 def _env(flag: str, default: str | None = None) -> str | None:
     return os.environ.get(_ENV_PREFIX + flag.upper().replace("-", "_"), default)
+
+
+_FLOOD_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("max_queued_answers", int, "RESETs owed to an agent that it has not read"),
+    (
+        "idle_frame_burst",
+        int,
+        "frames without data (PING, empty DATA...) an agent may send at once",
+    ),
+    ("idle_frame_rate", float, "... and per second after the burst"),
+    ("stream_churn_burst", int, "streams an agent may open only to reset them, at once"),
+    ("stream_churn_rate", float, "... and per second after the burst"),
+)
+"""`FloodLimits` fields offered as `--flood-<field>` flags: (field, type, help)."""
 
 
 def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,6 +119,22 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         type=int,
         help="agent TLS handshakes at once (64); the rest wait their turn",
     )
+    flood = parser.add_argument_group(
+        "agent flood limits",
+        "What one agent may cost the gateway without useful traffic (protocol/SPEC.md 9.1); an\n"
+        "agent past a limit is dropped and counted in planelink_gateway_agent_drops_total.",
+    )
+    defaults = FloodLimits()
+    for field, kind, text in _FLOOD_FLAGS:
+        name = "flood-" + field.replace("_", "-")
+        default = getattr(defaults, field)
+        flood.add_argument(
+            f"--{name}",
+            dest=f"flood_{field}",
+            default=_env(name, str(default)),
+            type=kind,
+            help=f"{text} ({default:g})",
+        )
     auth = parser.add_argument_group(
         "caller authentication",
         "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
@@ -184,6 +215,9 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
                 args.heartbeat_interval, args.heartbeat_timeout, args.write_timeout
             ),
             max_concurrent_handshakes=args.max_handshakes,
+            flood=FloodLimits(
+                **{field: getattr(args, f"flood_{field}") for field, _, _ in _FLOOD_FLAGS}
+            ),
             backlog=args.listen_backlog,
         ),
         callers=CallerSettings(
