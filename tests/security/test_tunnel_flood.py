@@ -31,6 +31,7 @@ from protocol import Role, Settings
 from protocol.frames import Ping
 from protocol.hello import build_hello
 from tests.gateway.conftest import AgentFactory, Pki
+from tunnel import Heartbeat
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
@@ -56,11 +57,12 @@ def rss() -> int:
 def loopback_gateway_settings(
     loopback_gateway_settings: Callable[[Path], GatewaySettings],
 ) -> Callable[[Path], GatewaySettings]:
-    """The lab's gateway, with a write deadline short enough for a test."""
+    """The lab's gateway, with a write deadline short enough for a test, and a silence
+    timeout long enough that only the write deadline can drop the deaf agent."""
 
     def settings(directory: Path) -> GatewaySettings:
         base = loopback_gateway_settings(directory)
-        beat = dataclasses.replace(base.agents.heartbeat, write_timeout=WRITE_TIMEOUT)
+        beat = Heartbeat(interval=1, timeout=scaled(60), write_timeout=WRITE_TIMEOUT)
         return dataclasses.replace(base, agents=dataclasses.replace(base.agents, heartbeat=beat))
 
     return settings
