@@ -106,7 +106,6 @@ class TunnelSession:
         self._idle.set()
         self.close_reason = ""
         self._peer_dead = False
-        self._sending = False
         self._pings: deque[int] = deque()
         """Payloads (monotonic ns) of our PINGs not yet answered, oldest first; at most
         timeout / interval + 1 of them, since the session ends when the oldest is too old."""
@@ -316,10 +315,8 @@ class TunnelSession:
                         break
                     for message in messages:
                         self.bytes_out += len(message)
-                        self._sending = True
                         async with asyncio.timeout(self._heartbeat.write_timeout):
                             await self._channel.send(message)
-                        self._sending = False
         except ChannelClosed as closed:
             self._conn.connection_lost()
             self._process(self._conn.events_received())
@@ -491,8 +488,7 @@ class TunnelSession:
         self._ended.set_result(None)
 
     async def _shutdown(self) -> None:
-        if self._peer_dead or self._sending:
-            # Gone, or not reading (a send is stuck): a goodbye would only wait for nothing.
+        if self._peer_dead:  # gone, or not reading: a goodbye would only wait for nothing
             self._channel.abort()
         else:
             # One last flush: a GOAWAY or RESET queued by the end may still reach the peer;
