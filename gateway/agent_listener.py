@@ -37,8 +37,9 @@ from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentConnection, AgentRegistry
 from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry, verify_agent
-from protocol import Connection, ErrorCode, Role, Settings
+from protocol import Connection, ErrorCode, FloodLimits, Role, Settings
 from tunnel import Heartbeat, SessionClosed, TunnelSession, WebSocketChannel
+from tunnel.channel import RECEIVE_QUEUE, GuardedServerConnection
 from tunnel.contract import (
     AGENT_CONNECT_PATH,
     IDENTITY_AGENT_ID,
@@ -65,6 +66,8 @@ class AgentListenerSettings:
     after a gateway restart every agent dials within seconds, and dropped SYNs cost each a
     one-second retransmit)."""
     tunnel: Settings = field(default_factory=Settings)
+    flood: FloodLimits = field(default_factory=FloodLimits)
+    """What an agent may cost the gateway without useful traffic; past it, it is dropped."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ class AgentListener:
             protocol,
             self._server,
             ping_interval=None,  # the tunnel's own heartbeat measures RTT and finds dead peers
+            max_queue=RECEIVE_QUEUE,
         )
         connection.admitted = admitted
         connection.on_bad_request = self._bad_upgrade_request
@@ -311,7 +315,7 @@ class AgentListener:
         bound = log.bind(plane=str(verified.plane), remote=_remote(connection))
         session = TunnelSession(
             WebSocketChannel(connection),
-            Connection(Role.GATEWAY, settings=self._settings.tunnel),
+            Connection(Role.GATEWAY, settings=self._settings.tunnel, flood=self._settings.flood),
             heartbeat=self._settings.heartbeat,
             logger=bound,
         )
@@ -369,7 +373,7 @@ class _Server(Server):
         return self.serving
 
 
-class _AgentWebSocket(ServerConnection):
+class _AgentWebSocket(GuardedServerConnection):
     """An agent's WebSocket connection, which knows its admission and answers an upgrade
     request websockets cannot parse (too many or too long headers, not HTTP) with a refusal
     the operator sees too, then closes at once."""

@@ -34,6 +34,13 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.agent_drops = Counter(
+            "planelink_gateway_agent_drops_total",
+            "Agent sessions ended because the agent passed a bound (write_timeout,"
+            " heartbeat_timeout, idle_frame, stream_churn, max_queued_answers)",
+            ["plane", "limit"],
+            registry=r,
+        )
         self.streams_active = Gauge(
             "planelink_gateway_streams_active", "Caller requests in flight", ["plane"], registry=r
         )

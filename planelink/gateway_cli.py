@@ -21,6 +21,7 @@ from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
+from protocol import FloodLimits
 from tunnel import Heartbeat
 
 _ENV_PREFIX = "PLANELINK_GATEWAY_"
@@ -45,6 +46,20 @@ example:
 
 def _env(flag: str, default: str | None = None) -> str | None:
     return os.environ.get(_ENV_PREFIX + flag.upper().replace("-", "_"), default)
+
+
+_FLOOD_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("max_queued_answers", int, "RESETs owed to an agent that it has not read"),
+    (
+        "idle_frame_burst",
+        int,
+        "frames without data (PING, empty DATA...) an agent may send at once",
+    ),
+    ("idle_frame_rate", float, "... and per second after the burst"),
+    ("stream_churn_burst", int, "streams an agent may open only to reset them, at once"),
+    ("stream_churn_rate", float, "... and per second after the burst"),
+)
+"""`FloodLimits` fields offered as `--flood-<field>` flags: (field, type, help)."""
 
 
 def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +100,13 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     flag("heartbeat-interval", default="10", type=float, help="seconds between pings (10)")
     flag("heartbeat-timeout", default="30", type=float, help="silence that ends a tunnel (30)")
+    flag(
+        "write-timeout",
+        default="30",
+        type=float,
+        help="seconds an agent may leave what the gateway sends it unread before its tunnel is "
+        "dropped (30)",
+    )
     flag(
         "request-timeout",
         default="60",
@@ -176,6 +198,7 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="seconds a caller connection may wait between requests before it is closed"
         f" ({callers.idle_timeout})",
     )
+    _add_flood_flags(parser)
     auth = parser.add_argument_group(
         "caller authentication",
         "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
@@ -256,6 +279,25 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     parser.set_defaults(run=run)
 
 
+def _add_flood_flags(parser: argparse.ArgumentParser) -> None:
+    flood = parser.add_argument_group(
+        "agent flood limits",
+        "What one agent may cost the gateway without useful traffic (protocol/SPEC.md 9.1); an\n"
+        "agent past a limit is dropped and counted in planelink_gateway_agent_drops_total.",
+    )
+    defaults = FloodLimits()
+    for field, kind, text in _FLOOD_FLAGS:
+        name = "flood-" + field.replace("_", "-")
+        default = getattr(defaults, field)
+        flood.add_argument(
+            f"--{name}",
+            dest=f"flood_{field}",
+            default=_env(name, str(default)),
+            type=kind,
+            help=f"{text} ({default:g})",
+        )
+
+
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     host = args.bind
     admission = AdmissionSettings(
@@ -274,9 +316,14 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         agents=AgentListenerSettings(
             host=host,
             port=args.agent_port,
-            heartbeat=Heartbeat(args.heartbeat_interval, args.heartbeat_timeout),
+            heartbeat=Heartbeat(
+                args.heartbeat_interval, args.heartbeat_timeout, args.write_timeout
+            ),
             upgrade_timeout=args.upgrade_timeout,
             admission=admission,
+            flood=FloodLimits(
+                **{field: getattr(args, f"flood_{field}") for field, _, _ in _FLOOD_FLAGS}
+            ),
             backlog=args.listen_backlog,
         ),
         callers=CallerSettings(
