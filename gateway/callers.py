@@ -60,7 +60,6 @@ K8S_SEGMENT = "k8s"
 _REFUSED_HEADERS = (b"impersonate-",)
 _DROPPED_HEADERS = frozenset({b"authorization", b"host"})
 _LINGER_SECONDS = 1.0
-_LINGER_BYTES = 1024 * 1024
 _MAX_PENDING_PIECES = 48  # pieces gathered into one write at most (each up to one DATA frame)
 
 
@@ -590,11 +589,12 @@ def _unrelayable(error: StreamResetError) -> CallerRefused:
 
 async def _linger(http: MessageReader) -> None:
     """After a refusal, before closing: let the caller read the answer. Closing a socket with
-    unread bytes makes the kernel send a reset that can destroy the answer in flight, so what
-    the caller is still sending is read and dropped, unparsed, for a bounded time and size."""
+    unread bytes makes the kernel send a reset that destroys the answer in flight, so what the
+    caller is still sending is read and dropped, unparsed, one read at a time, for at most
+    `_LINGER_SECONDS` (a lingering close, RFC 9112 §9.6)."""
     with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
         async with asyncio.timeout(_LINGER_SECONDS):
-            await http.discard_until_close(limit=_LINGER_BYTES)
+            await http.discard_until_close()
 
 
 def _wants_plain_refusal(head: RequestHead, refused: CallerRefused) -> bool:

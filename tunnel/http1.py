@@ -297,14 +297,12 @@ class MessageReader:
             raise HttpError(431, f"the message head is larger than {self._max_head_bytes} bytes")
         return True
 
-    async def discard_until_close(self, *, limit: int) -> None:
-        """Read and drop what the peer sends, unparsed, until it closes or `limit` bytes."""
-        dropped = len(self._unread)
+    async def discard_until_close(self) -> None:
+        """Read and drop what the peer sends, unparsed, until it closes (the caller bounds the
+        time); memory stays one socket read."""
         self._unread = b""
-        while not self._eof and dropped < limit:
-            data = await self._reader.read(READ_SIZE)
-            self._eof = not data
-            dropped += len(data)
+        while not self._eof:
+            self._eof = not await self._reader.read(READ_SIZE)
 
     async def read_raw(self) -> bytes:
         """After an upgrade: the next bytes of the raw stream (b"" at its end)."""

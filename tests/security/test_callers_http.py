@@ -10,6 +10,7 @@ byte it writes, answer at once, and drop only the offender.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +21,7 @@ import pytest
 from gateway.app import Gateway
 from protocol import RequestReceived
 from tests.gateway.conftest import PLANE_A, PLANE_B, AgentFactory, Pki
-from tunnel import TunnelStream
+from tunnel import StreamResetError, TunnelStream
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 PROMPT = 5 * FACTOR
@@ -154,3 +155,277 @@ async def test_an_agent_cannot_answer_the_next_request_of_another_plane(
         assert all(b"forged" not in body for _, _, body in answers)
         if len(answers) == 2:
             assert answers[1][2] == b'{"plane":"b"}'
+
+
+async def _underrunning(stream: TunnelStream, request: RequestReceived) -> None:
+    stream.respond(200, [(b"content-length", b"10")])
+    await stream.write(b"12345")
+    stream.end()
+
+
+async def test_a_body_shorter_than_announced_cuts_the_connection(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    async with connect_agent(PLANE_A, handler=_underrunning), raw() as caller:
+        await caller.send(get(f"{A}/api"))
+        with pytest.raises(Closed):
+            await caller.response()
+
+
+async def _switching(stream: TunnelStream, request: RequestReceived) -> None:
+    stream.respond(101, [(b"upgrade", b"SPDY/3.1")])
+    await stream.write(FORGED)
+    stream.end()
+
+
+@pytest.mark.parametrize(
+    ("handler_headers", "status"),
+    [
+        ([(b"content-length", b"2"), (b"content-length", b"3")], 200),
+        ([(b"content-length", b"2, 3")], 200),
+        ([(b"content-length", b"-2")], 200),
+        ([(b"content-length", b"2"), (b"transfer-encoding", b"chunked")], 200),
+        ([], 100),
+    ],
+)
+async def test_a_response_head_that_cannot_be_framed_is_a_502(
+    raw: Raw, connect_agent: AgentFactory, handler_headers: list[tuple[bytes, bytes]], status: int
+) -> None:
+    async def lying(stream: TunnelStream, request: RequestReceived) -> None:
+        stream.respond(status, handler_headers)
+        await stream.write(b"{}")
+        stream.end()
+
+    async with connect_agent(PLANE_A, handler=lying), raw() as caller:
+        await caller.send(get(f"{A}/api"))
+        code, headers, body = await caller.response()
+        assert code == 502
+        assert b'"kind":"Status"' in body
+        assert headers[b"connection"] == b"close"
+        assert await caller.closed()
+
+
+async def test_a_101_for_a_request_that_did_not_ask_to_upgrade_is_a_502(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    async with connect_agent(PLANE_A, handler=_switching), raw() as caller:
+        await caller.send(get(f"{A}/api"))
+        code, _, body = await caller.response()
+        assert code == 502
+        assert b"forged" not in body
+        assert await caller.closed()
+
+
+async def _bodied(stream: TunnelStream, request: RequestReceived) -> None:
+    status = int(request.path.decode().rsplit("/", 1)[1])
+    stream.respond(status, [(b"content-type", b"text/plain")])
+    await stream.write(FORGED)
+    stream.end()
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
+async def test_a_response_that_has_no_body_gets_none(
+    raw: Raw, connect_agent: AgentFactory, method: str, status: int
+) -> None:
+    async with connect_agent(PLANE_A, handler=_bodied), raw() as caller:
+        await caller.send(f"{method} {A}/s/{status} HTTP/1.1\r\nHost: gw\r\n\r\n".encode())
+        received = await _until_closed(caller)
+        assert received.startswith(f"HTTP/1.1 {status} ".encode()) or not received
+        assert b"forged" not in received
+        assert b"Transfer-Encoding" not in received
+
+
+async def _until_closed(caller: RawCaller) -> bytes:
+    received = b""
+    async with asyncio.timeout(PROMPT):
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while data := await caller.reader.read(65536):
+                received += data
+    return received
+
+
+# -- finding 4: what a refused caller sends is never read ---------------------------------------
+
+
+async def _endless(caller: RawCaller, piece: bytes) -> None:
+    with contextlib.suppress(ConnectionError, ssl.SSLError, RuntimeError):
+        while True:
+            await caller.send(piece)
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "status"),
+    [
+        ("/planes/ns-x/nowhere/k8s/api/v1/pods", b"", 404),
+        ("/nothing/here", b"", 404),
+        (f"{A}/api/v1/pods", b"Impersonate-User: admin\r\n", 403),
+        (f"{B}/api/v1/pods", b"", 503),  # no agent of plane B is connected
+    ],
+)
+async def test_a_refused_caller_is_answered_and_closed_without_its_body_read(
+    raw: Raw, connect_agent: AgentFactory, target: str, extra: bytes, status: int
+) -> None:
+    async with connect_agent(PLANE_A), raw() as caller:
+        await caller.send(
+            f"POST {target} HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n".encode()
+            + extra
+            + b"\r\n"
+        )
+        sending = asyncio.create_task(_endless(caller, b"10000\r\n" + b"x" * 0x10000 + b"\r\n"))
+        try:
+            code, headers, body = await caller.response()
+            assert code == status
+            assert headers[b"connection"] == b"close"
+            assert b'"kind":"Status"' in body
+            assert await caller.closed()
+        finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+
+
+async def _reads_whole_body(stream: TunnelStream, request: RequestReceived) -> None:
+    try:
+        while await stream.read():
+            pass
+    except StreamResetError:
+        return
+    stream.respond(200, [(b"content-length", b"2")])
+    await stream.write(b"ok")
+    stream.end()
+
+
+async def test_an_endless_trailer_is_refused_with_431(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    async with connect_agent(PLANE_A, handler=_reads_whole_body), raw() as caller:
+        await caller.send(
+            f"POST {A}/api/v1/pods HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "3\r\nabc\r\n0\r\n".encode()
+        )
+        sending = asyncio.create_task(_endless(caller, b"X-Trailer: " + b"y" * 1000 + b"\r\n"))
+        try:
+            code, headers, _ = await caller.response()
+            assert code == 431
+            assert headers[b"connection"] == b"close"
+            assert await caller.closed()
+        finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+
+
+# -- finding 7: the request after the head -----------------------------------------------------
+
+
+async def test_ten_thousand_tiny_headers_are_431_at_once(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    async with connect_agent(PLANE_A), raw() as caller:
+        flood = b"".join(b"a%d:b\r\n" % i for i in range(10_000))
+        await caller.send(get(f"{A}/echo")[:-2] + flood + b"\r\n")
+        code, headers, body = await caller.response()
+        assert code == 431
+        assert b"fields" in body
+        assert headers[b"connection"] == b"close"
+
+
+async def test_a_bad_chunk_is_answered_at_once_and_the_stream_reset(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    opened, reset = asyncio.Event(), asyncio.Event()
+
+    async def waits_for_body(stream: TunnelStream, request: RequestReceived) -> None:
+        opened.set()
+        try:
+            while await stream.read():
+                pass
+        except StreamResetError:
+            reset.set()
+        except asyncio.CancelledError:
+            reset.set()  # the session cancels the handler of a stream the gateway reset
+            raise
+
+    async with connect_agent(PLANE_A, handler=waits_for_body), raw() as caller:
+        await caller.send(
+            f"POST {A}/api/v1/pods HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "3\r\nabc\r\n".encode()
+        )
+        async with asyncio.timeout(PROMPT):
+            await opened.wait()
+        await caller.send(b"ZZZ\r\n")
+        code, _, body = await caller.response()  # within PROMPT, before the 10 s deadline
+        assert code == 400
+        assert b"chunk" in body
+        async with asyncio.timeout(PROMPT):
+            await reset.wait()
+        assert await caller.closed()
+
+
+async def test_a_bad_chunk_with_the_head_never_reaches_an_agent(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    reached = asyncio.Event()
+
+    async def records(stream: TunnelStream, request: RequestReceived) -> None:
+        reached.set()
+
+    async with connect_agent(PLANE_A, handler=records), raw() as caller:
+        await caller.send(
+            f"POST {A}/api/v1/pods HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "3\r\nabc\r\nZZZ\r\n".encode()
+        )
+        code, headers, _ = await caller.response()
+        assert (code, headers[b"connection"]) == (400, b"close")
+        assert await caller.closed()
+        assert not reached.is_set()
+
+
+async def test_an_upgrade_answered_without_101_ends_the_connection(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    async with connect_agent(PLANE_A), raw() as caller:
+        await caller.send(
+            get(f"{A}/api/v1/pods/y/exec", b"Connection: Upgrade", b"Upgrade: SPDY/3.1")
+        )
+        code, headers, _ = await caller.response()
+        assert code == 404
+        assert headers[b"connection"] == b"close"
+        # What the caller sends next is never read as a request (nor as the upgraded stream).
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await caller.send(b"POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
+        assert await caller.closed()
+
+
+async def test_a_101_still_upgrades(raw: Raw, connect_agent: AgentFactory) -> None:
+    async with connect_agent(PLANE_A), raw() as caller:
+        await caller.send(get(f"{A}/upgrade", b"Connection: Upgrade", b"Upgrade: SPDY/3.1"))
+        code, headers, _ = await caller.response()
+        assert (code, headers[b"upgrade"]) == (101, b"SPDY/3.1")
+        await caller.send(b"raw bytes")
+        async with asyncio.timeout(PROMPT):
+            assert await caller.reader.readexactly(9) == b"RAW BYTES"
+
+
+async def test_an_http_1_0_caller_gets_a_body_it_can_read(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    async with connect_agent(PLANE_A), raw() as caller:
+        await caller.send(f"POST {A}/echo HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello".encode())
+        code, headers, body = await caller.response()
+        assert code == 200
+        assert b"transfer-encoding" not in headers
+        assert headers[b"connection"] == b"close"
+        assert body == b"hello"
+
+
+async def test_keep_alive_serves_requests_in_turn(raw: Raw, connect_agent: AgentFactory) -> None:
+    async with connect_agent(PLANE_A), connect_agent(PLANE_B, handler=_honest), raw() as caller:
+        for _ in range(3):
+            await caller.send(
+                f"POST {A}/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\nhi".encode()
+            )
+            code, headers, body = await caller.response()
+            assert (code, body, headers[b"transfer-encoding"]) == (200, b"hi", b"chunked")
+            await caller.send(get(f"{B}/api"))
+            assert (await caller.response())[2] == b'{"plane":"b"}'
