@@ -42,6 +42,7 @@ from gateway.trust import TrustRegistry
 from protocol import ErrorCode
 from tunnel import SessionClosed, StreamResetError, TunnelStream
 from tunnel.http1 import (
+    MAX_HEADER_FIELDS,
     Header,
     Headers,
     HttpError,
@@ -72,6 +73,10 @@ class CallerSettings:
     retry_after: int = 5
     """Seconds a caller is told to wait when no agent of the plane is connected."""
     max_head_bytes: int = 64 * 1024
+    """Bytes of a request head, and of the chunk framing (extensions, trailer) between two body
+    bytes, at most (431)."""
+    max_header_fields: int = MAX_HEADER_FIELDS
+    """Header fields of a request, and trailer fields apart, at most (431)."""
     backlog: int = 1024
     """Connections queued by the kernel before they are accepted (asyncio's default: 100)."""
     auth: CallerAuthSettings = field(default_factory=CallerAuthSettings)
@@ -201,7 +206,12 @@ class CallerEndpoint:
         caller = _caller_name(writer)
         # The TLS session's certificate is the same for every request on the connection.
         certificate = certificate_identity(writer.get_extra_info("peercert"))
-        http = MessageReader(reader, "request", max_head_bytes=self._settings.max_head_bytes)
+        http = MessageReader(
+            reader,
+            "request",
+            max_head_bytes=self._settings.max_head_bytes,
+            max_header_fields=self._settings.max_header_fields,
+        )
         try:
             while True:
                 head = await http.next_request()

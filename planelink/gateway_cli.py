@@ -83,6 +83,13 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         type=float,
         help="deadline of requests other than watches, follows and upgrades (60)",
     )
+    flag(
+        "max-header-fields",
+        default="256",
+        type=int,
+        help="header fields (and, apart, trailer fields) of a caller's request, at most (256); "
+        "more is refused with 431",
+    )
     flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
     flag(
         "listen-backlog",
@@ -181,6 +188,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
             host=host,
             port=args.caller_port,
             request_timeout=args.request_timeout,
+            max_header_fields=args.max_header_fields,
             backlog=args.listen_backlog,
             auth=CallerAuthSettings(
                 mode=CallerAuthMode(args.caller_auth),
