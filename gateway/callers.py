@@ -377,8 +377,11 @@ class _Exchange:
         )
         try:
             response = await stream.response()
+            # An answer that comes before the whole request body was read (the agent answered
+            # early) ends the connection: the rest of the body must not be read as a request.
+            body_unread = sending is not None and not sending.done()
             try:
-                framer = self._framer(response.status, response.headers)
+                framer = self._framer(response.status, response.headers, reusable=not body_unread)
             except FramingError as error:
                 return await self._refuse_response(stream, error)
             if response.upgraded:
@@ -393,7 +396,7 @@ class _Exchange:
                     await sending
         return keep_alive
 
-    def _framer(self, status: int, headers: Headers) -> ResponseFramer:
+    def _framer(self, status: int, headers: Headers, *, reusable: bool) -> ResponseFramer:
         head = self.head
         return ResponseFramer(
             method=head.method,
@@ -402,7 +405,7 @@ class _Exchange:
             upgrade_requested=head.upgrade,
             # After an upgrade request answered without a 101 the caller's next bytes may be
             # the rest of what it meant for the upgraded stream: never read them as a request.
-            keep_alive=head.keep_alive and not head.upgrade,
+            keep_alive=reusable and head.keep_alive and not head.upgrade,
             http_1_0=head.http_version == "1.0",
         )
 

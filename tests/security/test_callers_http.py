@@ -429,3 +429,21 @@ async def test_keep_alive_serves_requests_in_turn(raw: Raw, connect_agent: Agent
             assert (code, body, headers[b"transfer-encoding"]) == (200, b"hi", b"chunked")
             await caller.send(get(f"{B}/api"))
             assert (await caller.response())[2] == b'{"plane":"b"}'
+
+
+async def _answers_at_once(stream: TunnelStream, request: RequestReceived) -> None:
+    stream.respond(201, [(b"content-length", b"0")], end_stream=True)
+
+
+async def test_an_answer_before_the_whole_body_ends_the_connection(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    # The rest of the body must never be read as the next request (nor the request replayed).
+    async with connect_agent(PLANE_A, handler=_answers_at_once), raw() as caller:
+        await caller.send(
+            f"POST {A}/api/v1/pods HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n".encode()
+            + get(f"{A}/api")
+        )
+        code, headers, _ = await caller.response()
+        assert (code, headers[b"connection"]) == (201, b"close")
+        assert await _until_closed(caller) == b""
