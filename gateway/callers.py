@@ -226,6 +226,7 @@ class CallerEndpoint:
             await _write_status(
                 writer, CallerRefused(error.status, "BadRequest", error.message), close=True
             )
+            await _linger(http, writer)
             self._metrics.caller_errors.labels(reason="BadRequest").inc()
             log.info("bad request from caller", caller=caller, detail=error.message)
         except (ConnectionError, ssl.SSLError):
@@ -290,7 +291,7 @@ class _Exchange:
                 self.writer, refused, plain=_wants_plain_refusal(self.head, refused), close=True
             )
             self._count(refused.status)
-            await _linger(self.http)
+            await _linger(self.http, self.writer)
             return False
         metrics = endpoint._metrics
         metrics.child(metrics.streams_active, self.plane).inc()
@@ -552,6 +553,7 @@ class _Exchange:
             return False
         await _write_status(self.writer, refused, close=True)
         self._count(refused.status)
+        await _linger(self.http, self.writer)
         return False
 
     def _explain_reset(self, error: StreamResetError) -> CallerRefused:
@@ -600,14 +602,19 @@ def _unrelayable(error: StreamResetError) -> CallerRefused:
     return CallerRefused(status, "BadRequest", f"the request cannot be relayed: {error.message}")
 
 
-async def _linger(http: MessageReader) -> None:
+async def _linger(http: MessageReader, writer: asyncio.StreamWriter) -> None:
     """After a refusal, before closing: let the caller read the answer. Closing a socket with
     unread bytes makes the kernel send a reset that destroys the answer in flight, so what the
     caller is still sending is read and dropped, unparsed, one read at a time, for at most
-    `_LINGER_SECONDS` (a lingering close, RFC 9112 §9.6)."""
-    with contextlib.suppress(TimeoutError, ConnectionError, ssl.SSLError):
+    `_LINGER_SECONDS` (a lingering close, RFC 9112 §9.6). A caller still sending then is cut
+    off: a TLS close would go on reading it."""
+    try:
         async with asyncio.timeout(_LINGER_SECONDS):
             await http.discard_until_close()
+    except TimeoutError:
+        writer.transport.abort()
+    except (ConnectionError, ssl.SSLError):
+        pass
 
 
 def _wants_plain_refusal(head: RequestHead, refused: CallerRefused) -> bool:
