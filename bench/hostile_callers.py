@@ -202,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=64, help="MiB an attacker sends at most (64)")
     parser.add_argument("--gets", type=int, default=300, help="small GETs per measurement (300)")
-    args = parser.parse_args(argv)
     parser.add_argument(
         "--wait", type=float, default=70, help="seconds to wait for the gateway's answer (70)"
     )
+    args = parser.parse_args(argv)
     outcomes = asyncio.run(run(budget_mib=args.mib, gets=args.gets, wait=args.wait))
     print(
         f"{'attack':<18} {'status':>6} {'answered s':>10} {'closed s':>9} {'sent MiB':>9} "
