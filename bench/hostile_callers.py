@@ -7,6 +7,7 @@ the gateway are timed alone (the unloaded p99); then each attack runs over a raw
 while the same GETs run beside it:
 
 * ``endless-trailer``: a chunked POST whose trailer section never ends;
+* ``refused-trailer``: the same, for a plane that does not exist (refused before any agent);
 * ``endless-extension``: a chunked POST whose chunk extension never ends;
 * ``refused-body``: a POST for a plane that does not exist, with a chunked body without end;
 * ``header-flood``: a GET with 10,000 tiny header fields.
@@ -59,7 +60,12 @@ def _attacks() -> dict[str, tuple[str, bytes, bytes]]:
         "endless-trailer": (
             "plane:/api/v1/namespaces/bench/configmaps",
             chunked.encode() + b"3\r\nabc\r\n0\r\n",
-            b"X-Trailer: " + b"y" * 4000 + b"\r\n",
+            b"a:b\r\n" * 800,  # tiny fields: each costs far more to keep than its 5 bytes
+        ),
+        "refused-trailer": (
+            "/planes/bench/nowhere/k8s/api/v1/namespaces/default/configmaps",
+            chunked.encode() + b"3\r\nabc\r\n0\r\n",
+            b"a:b\r\n" * 800,  # tiny fields: each costs far more to keep than its 5 bytes
         ),
         "endless-extension": (
             "plane:/api/v1/namespaces/bench/configmaps",

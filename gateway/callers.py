@@ -9,8 +9,13 @@ is reset and the agent stops its upstream request; when the agent goes away, the
 503 at once (or, if the response had started, its connection is cut so it cannot mistake a
 truncated body for a whole one).
 
+Every byte written to a caller is framed by the gateway (`tunnel.response_framing`): an
+agent's body is counted against the length its head announced, so no agent can end an answer
+early and write another into the caller's connection. An agent response that cannot be framed
+is a 502 (or, once the head is out, a cut connection) and resets only its stream.
+
 Every refusal is a Kubernetes `Status` body with the matching HTTP status, a log line and a
-metric. Callers authenticate with a client certificate signed by the caller CA and/or a bearer
+metric, and ends the connection (`Connection: close`) without reading the request's body. Callers authenticate with a client certificate signed by the caller CA and/or a bearer
 token, and may be authorized per plane by RBAC in the control plane (`gateway.auth`), once per
 request before a stream is opened. Caller-supplied `Impersonate-*` headers are refused and
 `Authorization` never reaches the agent; with `impersonate` the gateway adds its own
