@@ -447,3 +447,51 @@ async def test_an_answer_before_the_whole_body_ends_the_connection(
         code, headers, _ = await caller.response()
         assert (code, headers[b"connection"]) == (201, b"close")
         assert await _until_closed(caller) == b""
+
+
+# -- pipelining: refused cleanly when it comes at once, served in turn when it comes early ----
+
+
+async def test_requests_pipelined_in_one_write_are_refused_cleanly(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    reached = asyncio.Event()
+
+    async def records(stream: TunnelStream, request: RequestReceived) -> None:
+        reached.set()
+        await _honest(stream, request)
+
+    async with connect_agent(PLANE_A, handler=records), raw() as caller:
+        await caller.send(get(f"{A}/api") + get(f"{B}/api"))
+        code, headers, body = await caller.response()
+        assert (code, headers[b"connection"]) == (400, b"close")
+        assert b"pipelined" in body
+        assert await _until_closed(caller) == b""
+        assert not reached.is_set()
+
+
+async def test_a_request_sent_while_a_response_streams_is_served_after_it(
+    raw: Raw, connect_agent: AgentFactory
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(stream: TunnelStream, request: RequestReceived) -> None:
+        stream.respond(200, [(b"content-type", b"text/plain")])
+        await stream.write(b"first ")
+        await release.wait()
+        await stream.write(b"answer")
+        stream.end()
+
+    async with (
+        connect_agent(PLANE_A, handler=slow),
+        connect_agent(PLANE_B, handler=_honest),
+        raw() as caller,
+    ):
+        await caller.send(get(f"{A}/api"))
+        async with asyncio.timeout(PROMPT):
+            await caller.reader.readuntil(b"first \r\n")  # the head and the first chunk
+        await caller.send(get(f"{B}/api"))
+        release.set()
+        async with asyncio.timeout(PROMPT):
+            assert await caller.reader.readuntil(b"0\r\n\r\n") == b"6\r\nanswer\r\n0\r\n\r\n"
+        assert (await caller.response())[2] == b'{"plane":"b"}'
