@@ -15,7 +15,8 @@ early and write another into the caller's connection. An agent response that can
 is a 502 (or, once the head is out, a cut connection) and resets only its stream.
 
 Every refusal is a Kubernetes `Status` body with the matching HTTP status, a log line and a
-metric, and ends the connection (`Connection: close`) without reading the request's body. Callers authenticate with a client certificate signed by the caller CA and/or a bearer
+metric, and ends the connection (`Connection: close`) without reading the request's body.
+Callers authenticate with a client certificate signed by the caller CA and/or a bearer
 token, and may be authorized per plane by RBAC in the control plane (`gateway.auth`), once per
 request before a stream is opened. Caller-supplied `Impersonate-*` headers are refused and
 `Authorization` never reaches the agent; with `impersonate` the gateway adds its own
