@@ -41,8 +41,11 @@ class AdmissionSettings:
     """Connections of this port at once, authenticated or not."""
     max_unauthenticated: int = 512
     """Connections not yet authenticated; a newcomer evicts the oldest beyond this."""
-    max_unauthenticated_per_ip: int = 32
-    """Connections not yet authenticated from one source address; beyond it, refused."""
+    max_unauthenticated_per_ip: int = 256
+    """Connections not yet authenticated from one source address; beyond it, refused. Not
+    smaller: over HTTP/1.1 client-go opens one connection per concurrent request, so a
+    controller starting its informers handshakes dozens of watches at once from one address
+    (and many callers may share one address behind a NAT)."""
     client_hello_timeout: float = 3.0
     """From accept to the first byte of the TLS ClientHello; no TLS state exists before it."""
     tls_handshake_timeout: float = 5.0

@@ -9,8 +9,14 @@ is reset and the agent stops its upstream request; when the agent goes away, the
 503 at once (or, if the response had started, its connection is cut so it cannot mistake a
 truncated body for a whole one).
 
+Every byte written to a caller is framed by the gateway (`tunnel.response_framing`): an
+agent's body is counted against the length its head announced, so no agent can end an answer
+early and write another into the caller's connection. An agent response that cannot be framed
+is a 502 (or, once the head is out, a cut connection) and resets only its stream.
+
 Every refusal is a Kubernetes `Status` body with the matching HTTP status, a log line and a
-metric. Callers authenticate with a client certificate signed by the caller CA and/or a bearer
+metric, and ends the connection (`Connection: close`) without reading the request's body.
+Callers authenticate with a client certificate signed by the caller CA and/or a bearer
 token, and may be authorized per plane by RBAC in the control plane (`gateway.auth`), once per
 request before a stream is opened. Caller-supplied `Impersonate-*` headers are refused and
 `Authorization` never reaches the agent; with `impersonate` the gateway adds its own
@@ -25,7 +31,6 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -46,7 +51,7 @@ from gateway.trust import TrustRegistry
 from protocol import ErrorCode
 from tunnel import SessionClosed, StreamResetError, TunnelStream
 from tunnel.http1 import (
-    LAST_CHUNK,
+    MAX_HEADER_FIELDS,
     READ_SIZE,
     Header,
     Headers,
@@ -54,9 +59,9 @@ from tunnel.http1 import (
     MessageReader,
     RequestHead,
     end_to_end_headers,
-    header_value,
     response_head_bytes,
 )
+from tunnel.response_framing import FramingError, ResponseFramer, reason_phrase
 from tunnel.status import status_body, status_headers
 
 log = structlog.get_logger("gateway.callers")
@@ -65,7 +70,7 @@ PLANES_PREFIX = "/planes/"
 K8S_SEGMENT = "k8s"
 _REFUSED_HEADERS = (b"impersonate-",)
 _DROPPED_HEADERS = frozenset({b"authorization", b"host"})
-_NO_BODY_STATUSES = frozenset({204, 304})
+_LINGER_SECONDS = 1.0
 _MAX_PENDING_PIECES = 48  # pieces gathered into one write at most (each up to one DATA frame)
 
 
@@ -82,6 +87,10 @@ class CallerSettings:
     """From a request's first byte to the end of its head (a slowloris caller is cut here)."""
     idle_timeout: float = 60.0
     """A connection with no request in flight is closed after this long."""
+    """Bytes of a request head, and of the chunk framing (extensions, trailer) between two body
+    bytes, at most (431)."""
+    max_header_fields: int = MAX_HEADER_FIELDS
+    """Header fields of a request, and trailer fields apart, at most (431)."""
     backlog: int = 1024
     """Connections queued by the kernel before they are accepted (asyncio's default: 100)."""
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
@@ -231,7 +240,12 @@ class CallerEndpoint:
         caller = _caller_name(writer)
         # The TLS session's certificate is the same for every request on the connection.
         certificate = certificate_identity(writer.get_extra_info("peercert"))
-        http = MessageReader(reader, "request", max_head_bytes=self._settings.max_head_bytes)
+        http = MessageReader(
+            reader,
+            "request",
+            max_head_bytes=self._settings.max_head_bytes,
+            max_header_fields=self._settings.max_header_fields,
+        )
         try:
             while (head := await self._next_request(http, writer, admitted)) is not None:
                 exchange = _Exchange(
@@ -241,7 +255,10 @@ class CallerEndpoint:
                 if not await exchange.run():
                     break
         except HttpError as error:
-            await _write_status(writer, CallerRefused(error.status, "BadRequest", error.message))
+            await _write_status(
+                writer, CallerRefused(error.status, "BadRequest", error.message), close=True
+            )
+            await _linger(http, writer)
             self._metrics.caller_errors.labels(reason="BadRequest").inc()
             log.info("bad request from caller", caller=caller, detail=error.message)
         except (ConnectionError, ssl.SSLError):
@@ -275,7 +292,7 @@ class CallerEndpoint:
             detail = f"the request head took over {settings.head_timeout}s"
             admitted.dropped(Refusal.HEAD_TIMEOUT, detail)
             self._metrics.caller_errors.labels(reason="Timeout").inc()
-            await _write_status(writer, CallerRefused(408, "Timeout", detail))
+            await _write_status(writer, CallerRefused(408, "Timeout", detail), close=True)
             return None
 
 
@@ -304,6 +321,8 @@ class _Exchange:
         self.plane = "unrouted"
         self.on_admitted: Callable[[], None] = _nothing
         """Told when the caller is authenticated (its connection leaves the anonymous budget)."""
+        self.body_error: HttpError | None = None
+        """Why the caller's request body could not be read, once it could not."""
 
     async def run(self) -> bool:
         """Relay the request; True if the connection may carry another one."""
@@ -323,12 +342,14 @@ class _Exchange:
                 detail=refused.message,
                 target=self.head.target[:200],
             )
-            await self._discard_body()
+            # Its body is never read: a refused caller must not make the gateway work or
+            # buffer for it. The connection closes after the answer.
             await _write_status(
-                self.writer, refused, plain=_wants_plain_refusal(self.head, refused)
+                self.writer, refused, plain=_wants_plain_refusal(self.head, refused), close=True
             )
             self._count(refused.status)
-            return self.head.keep_alive and not self.head.upgrade
+            await _linger(self.http, self.writer)
+            return False
         metrics = endpoint._metrics
         metrics.child(metrics.streams_active, self.plane).inc()
         try:
@@ -342,6 +363,10 @@ class _Exchange:
                 CallerRefused(504, "Timeout", "the data plane did not answer in time")
             )
         except StreamResetError as error:
+            if self.body_error is not None:
+                return await self._fail(
+                    CallerRefused(self.body_error.status, "BadRequest", self.body_error.message)
+                )
             return await self._fail(self._explain_reset(error))
         finally:
             metrics.child(metrics.streams_active, self.plane).dec()
@@ -371,8 +396,14 @@ class _Exchange:
         while (agent := agents.pick(target.plane, exclude=frozenset(tried))) is not None:
             try:
                 return self._open_on(agent, target, headers)
-            except (StreamResetError, SessionClosed):
-                tried.add(id(agent))  # at its stream limit or just gone: try another replica
+            except StreamResetError as error:
+                if error.code != ErrorCode.REFUSED_STREAM:
+                    # The request itself cannot be carried (its head is too large for the
+                    # tunnel, or not valid in it): every replica would refuse it the same way.
+                    raise _unrelayable(error) from error
+                tried.add(id(agent))  # at its stream limit: try another replica
+            except SessionClosed:
+                tried.add(id(agent))  # just gone: try another replica
         retry = self.endpoint._settings.retry_after
         if tried:
             raise CallerRefused(
@@ -405,11 +436,18 @@ class _Exchange:
         )
         try:
             response = await stream.response()
+            # An answer that comes before the whole request body was read (the agent answered
+            # early) ends the connection: the rest of the body must not be read as a request.
+            body_unread = sending is not None and not sending.done()
+            try:
+                framer = self._framer(response.status, response.headers, reusable=not body_unread)
+            except FramingError as error:
+                return await self._refuse_response(stream, error)
             if response.upgraded:
-                await self._write_head(101, response.headers, framing=None)
+                await self._write_head(framer)
                 await self._pipe(stream)
                 return False
-            keep_alive = await self._relay_response(stream, response.status, response.headers)
+            keep_alive = await self._relay_response(stream, framer)
         finally:
             if sending is not None:
                 sending.cancel()
@@ -417,26 +455,58 @@ class _Exchange:
                     await sending
         return keep_alive
 
+    def _framer(self, status: int, headers: Headers, *, reusable: bool) -> ResponseFramer:
+        head = self.head
+        return ResponseFramer(
+            method=head.method,
+            status=status,
+            headers=headers,
+            upgrade_requested=head.upgrade,
+            # After an upgrade request answered without a 101 the caller's next bytes may be
+            # the rest of what it meant for the upgraded stream: never read them as a request.
+            keep_alive=reusable and head.keep_alive and not head.upgrade,
+            http_1_0=head.http_version == "1.0",
+        )
+
+    async def _refuse_response(self, stream: TunnelStream, error: FramingError) -> bool:
+        """The agent's response breaks HTTP/1.1 framing: reset its stream, tell the caller."""
+        stream.reset(ErrorCode.PROTOCOL_ERROR, f"unacceptable response: {error}")
+        metrics = self.endpoint._metrics
+        metrics.child(metrics.relay_errors, self.plane, "agent_response").inc()
+        return await self._fail(
+            CallerRefused(
+                502,
+                "InternalError",
+                f"the agent of dataplane {self.plane} sent an unacceptable response: {error}",
+            )
+        )
+
     async def _send_body(self, stream: TunnelStream) -> None:
         sent = 0
-        while chunk := await self.http.read_body():
-            await stream.write(chunk)
-            sent += len(chunk)
+        try:
+            while chunk := await self.http.read_body():
+                await stream.write(chunk)
+                sent += len(chunk)
+        except HttpError as error:
+            # Answered now, not at the request's deadline: the reset wakes the relay at once,
+            # and the agent stops the upstream request.
+            self.body_error = error
+            stream.reset(ErrorCode.CANCEL, "the caller's request body was malformed")
+            metrics = self.endpoint._metrics
+            metrics.child(metrics.relay_errors, self.plane, "caller_body").inc()
+            return
         stream.end()
         metrics = self.endpoint._metrics
         metrics.child(metrics.bytes, self.plane, "to_agent").inc(sent)
 
-    async def _relay_response(self, stream: TunnelStream, status: int, headers: Headers) -> bool:
-        length = header_value(headers, b"content-length")
-        no_body = self.head.method == "HEAD" or status in _NO_BODY_STATUSES
-        chunked = length is None and not no_body
-        pending: list[bytes | memoryview] = [
-            self._head_bytes(status, headers, framing=b"chunked" if chunked else None)
-        ]
+    async def _relay_response(self, stream: TunnelStream, framer: ResponseFramer) -> bool:
+        pending: list[bytes | memoryview] = [self._head_bytes(framer)]
         gone: asyncio.Task[None] | None = None
         try:
-            relayed, gone = await self._relay_body(stream, pending, chunked=chunked)
+            relayed, gone = await self._relay_body(stream, pending, framer)
             caller_left = gone is not None and gone.done()
+        except FramingError as error:
+            return await self._refuse_response(stream, error)
         finally:
             if gone is not None:
                 # Awaited, not just cancelled: the next request's read must not race this one.
@@ -445,15 +515,16 @@ class _Exchange:
                     await gone
         metrics = self.endpoint._metrics
         metrics.child(metrics.bytes, self.plane, "to_caller").inc(relayed)
-        return self.head.keep_alive and not caller_left
+        return framer.keep_alive and not caller_left
 
     async def _relay_body(
-        self, stream: TunnelStream, pending: list[bytes | memoryview], *, chunked: bool
+        self, stream: TunnelStream, pending: list[bytes | memoryview], framer: ResponseFramer
     ) -> tuple[int, asyncio.Task[None] | None]:
         """Write the head and body as they come. What is already here goes out in one write
         (a small answer is one syscall and one TLS record); before waiting for more, what is
         pending is flushed, and from then on a caller that leaves is noticed (an idle watch
-        writes nothing, so a failed write would never tell)."""
+        writes nothing, so a failed write would never tell). Every byte passes the framer, so
+        none goes past the length the head announced."""
         writer = self.writer
         relayed = 0
         gone: asyncio.Task[None] | None = None
@@ -469,17 +540,13 @@ class _Exchange:
                 chunk = await self._read_unless_gone(stream, gone)
             if not chunk:
                 break
+            pending += framer.body(chunk)
             relayed += len(chunk)
-            if chunked:
-                pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
-            else:
-                pending.append(chunk)
             if len(pending) > _MAX_PENDING_PIECES:
                 writer.writelines(pending)
                 pending.clear()
                 await writer.drain()
-        if chunked:
-            pending.append(LAST_CHUNK)
+        pending.append(framer.end())
         writer.writelines(pending)
         await writer.drain()
         return relayed, gone
@@ -520,22 +587,14 @@ class _Exchange:
             with contextlib.suppress(asyncio.CancelledError, StreamResetError, ConnectionError):
                 await up
 
-    def _head_bytes(self, status: int, headers: Headers, *, framing: bytes | None) -> bytes:
-        kept = end_to_end_headers(headers, keep_upgrade=status == 101)
-        if framing is not None:
-            kept.append((b"Transfer-Encoding", framing))
+    def _head_bytes(self, framer: ResponseFramer) -> bytes:
         self.head_written = True
-        self._count(status)
-        return response_head_bytes(status, _reason(status), kept)
+        self._count(framer.status)
+        return framer.head_bytes()
 
-    async def _write_head(self, status: int, headers: Headers, *, framing: bytes | None) -> None:
-        self.writer.write(self._head_bytes(status, headers, framing=framing))
+    async def _write_head(self, framer: ResponseFramer) -> None:
+        self.writer.write(self._head_bytes(framer))
         await self.writer.drain()
-
-    async def _discard_body(self) -> None:
-        if self.head.has_body:
-            while await self.http.read_body():
-                pass
 
     async def _fail(self, refused: CallerRefused) -> bool:
         log.warning(
@@ -550,8 +609,9 @@ class _Exchange:
             # Too late for a status: cut the connection so the caller sees a broken body.
             self.writer.transport.abort()
             return False
-        await _write_status(self.writer, refused)
+        await _write_status(self.writer, refused, close=True)
         self._count(refused.status)
+        await _linger(self.http, self.writer)
         return False
 
     def _explain_reset(self, error: StreamResetError) -> CallerRefused:
@@ -575,8 +635,9 @@ class _Exchange:
 
 
 async def _write_status(
-    writer: asyncio.StreamWriter, refused: CallerRefused, *, plain: bool = False
+    writer: asyncio.StreamWriter, refused: CallerRefused, *, plain: bool = False, close: bool
 ) -> None:
+    """Answer with the gateway's own Status; `close` says the connection ends after it."""
     if plain:
         body = refused.message.encode()
         headers: Headers = [
@@ -586,9 +647,32 @@ async def _write_status(
     else:
         body = status_body(refused.status, refused.message, reason=refused.reason)
         headers = status_headers(body, retry_after=refused.retry_after)
-    writer.write(response_head_bytes(refused.status, _reason(refused.status), headers) + body)
+    if close:
+        headers = [*headers, (b"Connection", b"close")]
+    writer.write(response_head_bytes(refused.status, reason_phrase(refused.status), headers) + body)
     with contextlib.suppress(ConnectionError):
         await writer.drain()
+
+
+def _unrelayable(error: StreamResetError) -> CallerRefused:
+    """The refusal of a request head that the tunnel cannot carry (HEADER_ERROR)."""
+    status = 431 if "MAX_HEADER_BLOCK_SIZE" in error.message else 400
+    return CallerRefused(status, "BadRequest", f"the request cannot be relayed: {error.message}")
+
+
+async def _linger(http: MessageReader, writer: asyncio.StreamWriter) -> None:
+    """After a refusal, before closing: let the caller read the answer. Closing a socket with
+    unread bytes makes the kernel send a reset that destroys the answer in flight, so what the
+    caller is still sending is read and dropped, unparsed, one read at a time, for at most
+    `_LINGER_SECONDS` (a lingering close, RFC 9112 §9.6). A caller still sending then is cut
+    off: a TLS close would go on reading it."""
+    try:
+        async with asyncio.timeout(_LINGER_SECONDS):
+            await http.discard_until_close()
+    except TimeoutError:
+        writer.transport.abort()
+    except (ConnectionError, ssl.SSLError):
+        pass
 
 
 def _wants_plain_refusal(head: RequestHead, refused: CallerRefused) -> bool:
@@ -612,13 +696,6 @@ def _is_discovery(path: str) -> bool:
     return (segments[:1] == ["api"] and len(segments) == 2) or (
         segments[:1] == ["apis"] and len(segments) in (2, 3)
     )
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 def _nothing() -> None:

@@ -69,6 +69,14 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.relay_errors = Counter(
+            "planelink_gateway_relay_errors_total",
+            "Requests cut short after they reached an agent, by plane and reason"
+            " (agent_response: a response that breaks HTTP/1.1 framing; caller_body: a"
+            " malformed request body)",
+            ["plane", "reason"],
+            registry=r,
+        )
         self.caller_authentications = Counter(
             "planelink_gateway_caller_authentications_total",
             "Caller authentications, by method (certificate, token, none) and result"

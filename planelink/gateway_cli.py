@@ -113,6 +113,13 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         type=float,
         help="deadline of requests other than watches, follows and upgrades (60)",
     )
+    flag(
+        "max-header-fields",
+        default="256",
+        type=int,
+        help="header fields (and, apart, trailer fields) of a caller's request, at most (256); "
+        "more is refused with 431",
+    )
     flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
     flag(
         "listen-backlog",
@@ -333,6 +340,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
             head_timeout=args.head_timeout,
             idle_timeout=args.idle_timeout,
             admission=admission,
+            max_header_fields=args.max_header_fields,
             backlog=args.listen_backlog,
             auth=CallerAuthSettings(
                 mode=CallerAuthMode(args.caller_auth),

@@ -28,6 +28,10 @@ Headers = Sequence[Header]
 """Header fields in order, duplicates kept; names as received (compare lower-cased)."""
 
 READ_SIZE = 64 * 1024
+MAX_HEADER_FIELDS = 256
+"""Header fields of one message (and, apart, trailer fields) at most, by default: each field
+costs a tuple and two bytes objects, so a head of thousands of tiny fields costs far more than
+its bytes; kubectl sends about a dozen."""
 _HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -61,6 +65,8 @@ class RequestHead:
     keep_alive: bool
     upgrade: bool
     has_body: bool
+    http_version: str = "1.1"
+    """"1.1" or "1.0": an HTTP/1.0 client cannot read a chunked body."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +107,26 @@ class _Callbacks:
     __slots__ = (
         "begun",
         "body",
+        "body_size",
         "complete",
         "head_done",
         "head_size",
         "headers",
         "keep_alive",
+        "max_fields",
         "parser",
         "pipelined",
+        "too_many_fields",
+        "trailer_fields",
         "url",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_fields: int) -> None:
         self.parser: httptools.HttpRequestParser | httptools.HttpResponseParser | None = None
+        self.max_fields = max_fields
+        self.too_many_fields = False
+        self.trailer_fields = 0
+        self.body_size = 0
         self.keep_alive = False
         self.url = b""
         self.head_size = 0
@@ -134,6 +148,15 @@ class _Callbacks:
         self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Counted, never raised from: an exception here would surface as a parser error.
+        if self.head_done:
+            # A trailer field: nothing is forwarded from trailers, so none is kept.
+            self.trailer_fields += 1
+            self.too_many_fields |= self.trailer_fields > self.max_fields
+            return
+        if len(self.headers) >= self.max_fields:
+            self.too_many_fields = True
+            return
         self.headers.append((name, value))
         self.head_size += len(name) + len(value) + 4
 
@@ -147,6 +170,7 @@ class _Callbacks:
     def on_body(self, body: bytes) -> None:
         if body:
             self.body.append(body)
+            self.body_size += len(body)
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -157,6 +181,11 @@ class MessageReader:
 
     Pipelining is refused (HttpError 400): a peer must wait for a response before it sends
     the next request, as HTTP/1.1 clients in practice (Go's, kubectl's) do.
+
+    Every buffer is bounded: a head by `max_head_bytes` and `max_header_fields` (HttpError
+    431); a body piece by one socket read; and the framing of a chunked body between two body
+    bytes — chunk extensions, the trailer section — by `max_head_bytes`, its trailer fields by
+    `max_header_fields` (HttpError 431). Trailer fields are read and dropped.
     """
 
     def __init__(
@@ -165,11 +194,14 @@ class MessageReader:
         kind: Literal["request", "response"],
         *,
         max_head_bytes: int = 64 * 1024,
+        max_header_fields: int = MAX_HEADER_FIELDS,
     ) -> None:
         self._reader = reader
         self._kind = kind
         self._max_head_bytes = max_head_bytes
-        self._callbacks = _Callbacks()
+        self._max_header_fields = max_header_fields
+        self._framing_run = 0  # bytes of body framing read since the last body byte
+        self._callbacks = _Callbacks(max_header_fields)
         self._parser = self._new_parser()
         self._tail = b""  # bytes past an upgrade head: the first bytes of the raw stream
         self._upgraded = False
@@ -225,6 +257,7 @@ class MessageReader:
             keep_alive=callbacks.keep_alive,
             upgrade=self._upgraded,
             has_body=has_body,
+            http_version=parser.get_http_version(),
         )
 
     async def next_response(self, *, head_request: bool = False) -> ResponseHead:
@@ -262,8 +295,9 @@ class MessageReader:
         callbacks = self._callbacks
         if callbacks.complete or self._no_body:
             # Start the next message on a fresh parser; llhttp keeps state across messages.
-            self._callbacks = callbacks = _Callbacks()
+            self._callbacks = callbacks = _Callbacks(self._max_header_fields)
             self._parser = self._new_parser()
+            self._framing_run = 0
             self._no_body = False
         fed = 0
         while not callbacks.head_done:
@@ -277,6 +311,13 @@ class MessageReader:
         if not callbacks.head_done or callbacks.head_size > self._max_head_bytes:
             raise HttpError(431, f"the message head is larger than {self._max_head_bytes} bytes")
         return True
+
+    async def discard_until_close(self) -> None:
+        """Read and drop what the peer sends, unparsed, until it closes (the caller bounds the
+        time); memory stays one socket read."""
+        self._unread = b""
+        while not self._eof:
+            self._eof = not await self._reader.read(READ_SIZE)
 
     async def read_raw(self) -> bytes:
         """After an upgrade: the next bytes of the raw stream (b"" at its end)."""
@@ -314,6 +355,8 @@ class MessageReader:
 
     def _feed(self, data: bytes) -> None:
         callbacks = self._callbacks
+        in_body = callbacks.head_done and not callbacks.complete
+        body_before = callbacks.body_size
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -324,6 +367,21 @@ class MessageReader:
             raise HttpError(400, f"malformed HTTP/1.1: {error}") from error
         if callbacks.pipelined:
             raise HttpError(400, "pipelined HTTP/1.1 requests are not supported")
+        if callbacks.too_many_fields:
+            raise HttpError(431, f"the message has more than {self._max_header_fields} fields")
+        if in_body:
+            self._check_framing_run(len(data), body=callbacks.body_size > body_before)
+
+    def _check_framing_run(self, size: int, *, body: bool) -> None:
+        # Per read, not per byte: a read with body bytes in it ends the run. What is bounded
+        # is what can grow without the consumer taking anything — an endless chunk extension
+        # or trailer section.
+        self._framing_run = 0 if body else self._framing_run + size
+        if self._framing_run > self._max_head_bytes:
+            raise HttpError(
+                431,
+                f"chunk extensions or trailer fields run past {self._max_head_bytes} bytes",
+            )
 
 
 def _declares_body(headers: Headers) -> bool:

@@ -144,27 +144,32 @@ async def test_a_slowloris_caller_is_cut_at_the_head_deadline_with_408(
 
 
 async def test_an_idle_keep_alive_connection_is_closed(
-    start_gateway: GatewayFactory, pki: Pki
+    start_gateway: GatewayFactory, pki: Pki, connect_agent_to: ConnectAgentTo
 ) -> None:
     idle_timeout = 1.0 * FACTOR
     gateway = await start_gateway(callers={"idle_timeout": idle_timeout})
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", gateway.callers.port, ssl=pki.caller_ssl()
-    )
-    # One request answered (404: no such endpoint), then silence on a kept-alive connection.
-    writer.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
-    assert answer.startswith(b"HTTP/1.1 404 ")
-    quiet_since = time.monotonic()
-    await asyncio.wait_for(closed_by_gateway(reader), idle_timeout + WITHIN)
-    assert time.monotonic() - quiet_since >= idle_timeout * 0.9
-    writer.close()
+    async with connect_agent_to(gateway, PLANE_A):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gateway.callers.port, ssl=pki.caller_ssl()
+        )
+        # One request answered and kept alive, then silence.
+        writer.write(f"GET /planes/{PLANE_A}/k8s/missing HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+        assert answer.startswith(b"HTTP/1.1 404 ")
+        assert b"close" not in answer.lower()
+        quiet_since = time.monotonic()
+        await asyncio.wait_for(closed_by_gateway(reader), idle_timeout + WITHIN)
+        assert time.monotonic() - quiet_since >= idle_timeout * 0.9
+        writer.close()
     assert refused(gateway, "caller", "idle_timeout") == 1
 
 
+ConnectAgentTo = Callable[[Gateway, certs.PlaneRef], contextlib.AbstractAsyncContextManager[object]]
+
+
 @pytest.fixture
-def connect_agent_to(pki: Pki, dial_agent: DialAgent) -> Callable[..., object]:
+def connect_agent_to(pki: Pki, dial_agent: DialAgent) -> ConnectAgentTo:
     def connect(
         gateway: Gateway, plane: certs.PlaneRef
     ) -> contextlib.AbstractAsyncContextManager[object]:
@@ -214,7 +219,7 @@ async def test_a_silent_socket_is_closed_at_the_client_hello_deadline(
 
 
 async def test_an_agent_gets_in_while_silent_sockets_flood_the_agent_port(
-    start_gateway: GatewayFactory, connect_agent_to: Callable[..., object]
+    start_gateway: GatewayFactory, connect_agent_to: ConnectAgentTo
 ) -> None:
     # The deadline for a ClientHello is long: eviction alone must make room.
     budget_size = 50
@@ -238,7 +243,7 @@ async def test_an_agent_gets_in_while_silent_sockets_flood_the_agent_port(
     try:
         started = time.monotonic()
         async with asyncio.timeout(WITHIN):
-            async with connect_agent_to(gateway, PLANE_A):  # type: ignore[attr-defined]
+            async with connect_agent_to(gateway, PLANE_A):
                 took = time.monotonic() - started
                 assert len(gateway.agents.agents(PLANE_A)) == 1
     finally:
@@ -251,7 +256,7 @@ async def test_an_agent_gets_in_while_silent_sockets_flood_the_agent_port(
 
 
 async def test_an_idle_flood_of_the_caller_port_leaves_healthz_and_callers_working(
-    start_gateway: GatewayFactory, pki: Pki, connect_agent_to: Callable[..., object]
+    start_gateway: GatewayFactory, pki: Pki, connect_agent_to: ConnectAgentTo
 ) -> None:
     budget_size = 100
     gateway = await start_gateway(
@@ -263,7 +268,7 @@ async def test_an_idle_flood_of_the_caller_port_leaves_healthz_and_callers_worki
     )
     flood = [(await silent_socket(gateway.callers.port))[1] for _ in range(3 * budget_size)]
     try:
-        async with connect_agent_to(gateway, PLANE_A):  # type: ignore[attr-defined]
+        async with connect_agent_to(gateway, PLANE_A):
             async with asyncio.timeout(WITHIN):
                 async with aiohttp.ClientSession() as operator:
                     url = f"http://127.0.0.1:{gateway.operator_port}/healthz"
