@@ -42,6 +42,9 @@ class GatewaySettings:
     caller_ca: Path
     """CA that signs callers' client certificates."""
     planes_file: Path | None = None
+    require_agent_identity: bool = True
+    """Default of planes-file entries without `requireIdentity` (the reconciler has its own
+    `ReconcilerSettings.require_identity`; `planelink gateway --agent-identity` sets both)."""
     agents: AgentListenerSettings = field(default_factory=AgentListenerSettings)
     callers: CallerSettings = field(default_factory=CallerSettings)
     operator_host: str = "0.0.0.0"  # noqa: S104 - scraped and probed from the cluster network
@@ -86,7 +89,9 @@ class Gateway:
     def load_planes(self) -> None:
         """(Re)read the static planes file, if one is configured."""
         if self.settings.planes_file is not None:
-            planes = load_static_planes(self.settings.planes_file)
+            planes = load_static_planes(
+                self.settings.planes_file, require_identity=self.settings.require_agent_identity
+            )
             self.trust.replace_source(STATIC_SOURCE, planes)
             for plane in planes:
                 if plane.issues:

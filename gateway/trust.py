@@ -36,8 +36,10 @@ class PlaneTrust:
     plane: PlaneRef
     client_cas: tuple[x509.Certificate, ...]
     """CA certificates (or pinned self-signed agent certificates) from spec.agent.clientCA."""
-    require_identity: bool = False
-    """Also demand that the certificate names the plane (SAN `planelink://plane/<ns>/<name>`)."""
+    require_identity: bool = True
+    """Demand that the certificate names the plane (URI SAN `planelink://plane/<ns>/<name>`, or
+    CN `<ns>/<name>` in a certificate without SANs). Off only by an explicit opt-out: without
+    it, one CA shared by several planes lets any of their agents serve any of those planes."""
     source: str = "static"
     """Where this trust came from, for /planes and logs."""
     issues: tuple[str, ...] = field(default=())

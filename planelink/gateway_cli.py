@@ -71,6 +71,16 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     flag("tls-key", required=True, type=Path, help="its private key")
     flag("caller-ca", required=True, type=Path, help="CA (PEM) that signs callers' certificates")
     flag("planes", type=Path, help="YAML file listing planes and their agent client CAs")
+    parser.add_argument(
+        "--agent-identity",
+        choices=["required", "optional"],
+        default=_env("agent-identity", "required"),
+        help="required (default): an agent's certificate must name the plane it serves (URI SAN "
+        "planelink://plane/<ns>/<name>, or CN <ns>/<name> without SANs), so that agents of a CA "
+        "shared by several planes cannot serve each other's. optional: only for planes that "
+        "do not say (planes-file requireIdentity, DataPlane annotation "
+        "planelink.dev/require-agent-identity); a plane's own CA is then its only boundary",
+    )
     flag("bind", default="0.0.0.0", help="address to listen on (default: all)")  # noqa: S104
     flag("agent-port", default="8443", type=int, help="port agents dial (default: 8443)")
     flag("caller-port", default="6443", type=int, help="port callers use (default: 6443)")
@@ -170,6 +180,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         server_key=args.tls_key,
         caller_ca=args.caller_ca,
         planes_file=args.planes,
+        require_agent_identity=args.agent_identity == "required",
         agents=AgentListenerSettings(
             host=host,
             port=args.agent_port,
@@ -204,7 +215,11 @@ def _reconciler_settings(args: argparse.Namespace) -> ReconcilerSettings:
         else None
     )
     namespaces = tuple(name.strip() for name in args.namespaces.split(",") if name.strip())
-    return ReconcilerSettings(namespaces=namespaces, coordination=coordination)
+    return ReconcilerSettings(
+        namespaces=namespaces,
+        coordination=coordination,
+        require_identity=args.agent_identity == "required",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -52,9 +52,10 @@ class ReconcilerSettings:
     """Server-side timeout of one watch request (seconds); a new watch follows at once."""
     write_status: bool = True
     """False: follow DataPlanes and feed trust, but never write status or events."""
-    require_identity: bool = False
-    """Demand the plane's SAN in agent certificates (the annotation
-    `planelink.dev/require-agent-identity: "true"|"false"` overrides it per plane)."""
+    require_identity: bool = True
+    """Demand that agent certificates name their plane. A DataPlane opts out with the annotation
+    `planelink.dev/require-agent-identity: "false"` (and, when this is False, opts in with
+    "true"); see `gateway.reconciler.resolve.require_identity`."""
     refusal_event_interval: float = 30.0
     """An agent refused again and again for one plane and reason is told in at most one Event
     write per this many seconds (the Event's count says how often it happened)."""
