@@ -2,7 +2,12 @@
 
 `Agent.run(stop)` is the whole life of an agent: it serves `/healthz`, `/readyz`, `/metrics`
 and keeps one tunnel to the gateway, dialing again with jittered exponential backoff whenever
-an attempt fails or the tunnel ends (the backoff starts over after a tunnel that stayed up).
+an attempt fails or the tunnel ends. Two counters: failed dials back off on `backoff`, which
+starts over once a tunnel is set up (the gateway works again: a restarted gateway gets its
+agents back within a second or two); tunnels that end back off on `tunnel_backoff`, which
+starts over only after a tunnel stayed up `backoff_reset_after` seconds, so a gateway that
+accepts and drops at once is not hammered. A gateway that answers 503/429 with `Retry-After`
+(e.g. `Starting`) is dialed again after that delay, jittered and capped.
 When `stop` is set it sends GOAWAY, lets in-flight requests finish within the drain grace,
 closes the tunnel and returns. `run_agent` wraps that in a process: SIGTERM and SIGINT set
 `stop`, and the exit code is 0 after a clean stop.
@@ -23,7 +28,7 @@ import structlog
 from cryptography import x509
 
 from agent.backoff import Backoff
-from agent.dialer import DialFailed, dial, load_client_credentials
+from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
 from agent.discovery import kubernetes_version
 from agent.health import HealthServer, TunnelState
 from agent.metrics import AgentMetrics
@@ -73,6 +78,8 @@ class _Outcome:
 
     up_for: float | None
     reason: str
+    retry_after: float | None = None
+    """Seconds the gateway asked the agent to wait before dialing again."""
 
 
 class Agent:
@@ -117,6 +124,12 @@ class Agent:
             logger=self._log,
         )
         self.backoff = Backoff(base=settings.backoff_base, cap=settings.backoff_cap, random=random)
+        """Delays after failed dials; starts over once a tunnel is set up."""
+        self.tunnel_backoff = Backoff(
+            base=settings.backoff_base, cap=settings.backoff_cap, random=random
+        )
+        """Delays after tunnels that ended; starts over after one that stayed up
+        `backoff_reset_after` seconds (the guard against a gateway that accepts, then drops)."""
         host, port = settings.health_host_port
         self.health = HealthServer(state=self.state, metrics=self.metrics, host=host, port=port)
         self.session: TunnelSession | None = None
@@ -143,14 +156,11 @@ class Agent:
                 outcome = await self._connect_once(stop)
                 if stop.is_set():
                     break
-                up_for = outcome.up_for
-                if up_for is not None and up_for >= self.settings.backoff_reset_after:
-                    self.backoff.reset()
-                delay = self.backoff.next_delay()
+                delay, attempt = self._delay_after(outcome)
                 self._log.warning(
-                    "tunnel down" if up_for is not None else "connection attempt failed",
+                    "tunnel down" if outcome.up_for is not None else "connection attempt failed",
                     reason=outcome.reason,
-                    attempt=self.backoff.attempt,
+                    attempt=attempt,
                     retry_in_seconds=round(delay, 3),
                 )
                 with contextlib.suppress(TimeoutError):
@@ -160,6 +170,16 @@ class Agent:
             self.pool.close()
             await self.health.stop()
             self._log.info("agent stopped")
+
+    def _delay_after(self, outcome: _Outcome) -> tuple[float, int]:
+        """How long to wait before the next dial, and the attempt number to log."""
+        if outcome.up_for is not None:
+            if outcome.up_for >= self.settings.backoff_reset_after:
+                self.tunnel_backoff.reset()
+            return self.tunnel_backoff.next_delay(), self.tunnel_backoff.attempt
+        if outcome.retry_after is not None:
+            return self.backoff.retry_after(outcome.retry_after), self.backoff.attempt
+        return self.backoff.next_delay(), self.backoff.attempt
 
     async def _connect_once(self, stop: asyncio.Event) -> _Outcome:
         settings = self.settings
@@ -187,7 +207,8 @@ class Agent:
         except DialFailed as failure:
             self.metrics.connect_failures.labels(failure.reason).inc()
             self.state.set_down(failure.message)
-            return _Outcome(None, failure.message)
+            retry_after = failure.retry_after if isinstance(failure, GatewayRejected) else None
+            return _Outcome(None, failure.message, retry_after)
         connection = Connection(
             Role.AGENT,
             settings=self._protocol_settings,
@@ -218,6 +239,7 @@ class Agent:
             await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if hello.done() and hello.exception() is None:
                 up_since = time.monotonic()
+                self.backoff.reset()  # the gateway accepted us: dial failures start afresh
                 self.metrics.connects.inc()
                 self.metrics.tunnel_up.set(1)
                 self.state.set_up()

@@ -3,7 +3,8 @@
 The ceiling doubles with every failed attempt, from `base` up to `cap`; the delay is drawn
 uniformly in [0, ceiling) ("full jitter"), so a thousand agents that lost the same gateway at
 the same instant spread their returns over the whole ceiling instead of arriving together.
-After a tunnel that stayed up, the caller resets the attempt counter.
+The caller resets the attempt counter when the reason to back off is gone (see `agent.app`).
+A gateway that asks for a delay (`Retry-After`) gets it, within bounds (`retry_after`).
 """
 
 from __future__ import annotations
@@ -44,5 +45,13 @@ class Backoff:
         return ceiling * self._random()
 
     def reset(self) -> None:
-        """Start again from `base` (after a connection that stayed up)."""
+        """Start again from `base`."""
         self.attempt = 0
+
+    def retry_after(self, seconds: float) -> float:
+        """The delay when the gateway said `Retry-After: seconds`: that long, at least `base`
+        and at most `cap`, plus up to half again (jitter: agents told the same moment by a
+        starting gateway do not all return in the same instant). Counts no failure: the
+        gateway asked, the agent did nothing wrong."""
+        wait = min(max(seconds, self.base), self.cap)
+        return min(self.cap, wait * (1.0 + self._random() / 2))

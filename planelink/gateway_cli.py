@@ -17,7 +17,7 @@ from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
-from gateway.reconciler import CoordinationSettings, ReconcilerSettings
+from gateway.reconciler import Backoff, CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
 from tunnel import Heartbeat
 
@@ -95,6 +95,13 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
     flag(
+        "starting-retry-after",
+        default="1",
+        type=int,
+        help="while the gateway has not loaded its planes yet, callers and agents of a plane it "
+        "does not know get 503 with this Retry-After, in seconds (1)",
+    )
+    flag(
         "listen-backlog",
         default="1024",
         type=int,
@@ -161,6 +168,19 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="comma-separated namespaces to watch (default: all)",
     )
     reconcile.add_argument(
+        "--watch-retry-max",
+        type=float,
+        default=float(_env("watch-retry-max", "2") or "2"),
+        help="longest wait, in seconds, before listing and watching the control plane again "
+        "after a failure (2): bounds how long the gateway stays starting once it returns",
+    )
+    reconcile.add_argument(
+        "--kube-request-timeout",
+        type=float,
+        default=float(_env("kube-request-timeout", "10") or "10"),
+        help="deadline of each control-plane request other than a watch, in seconds (10)",
+    )
+    reconcile.add_argument(
         "--lease-namespace",
         default=_env("lease_namespace"),
         help="with several replicas: namespace of the Leases that coordinate status writes",
@@ -175,6 +195,8 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     host = args.bind
+    if args.starting_retry_after < 1:
+        raise ValueError("--starting-retry-after must be at least 1 (second)")
     return GatewaySettings(
         server_certificate=args.tls_cert,
         server_key=args.tls_key,
@@ -203,6 +225,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         operator_host=host,
         operator_port=args.operator_port,
         drain_grace=args.drain_grace,
+        starting_retry_after=args.starting_retry_after,
         reconciler=_reconciler_settings(args) if args.reconcile else None,
         kubeconfig=args.kubeconfig,
     )
@@ -214,11 +237,15 @@ def _reconciler_settings(args: argparse.Namespace) -> ReconcilerSettings:
         if args.lease_namespace
         else None
     )
+    if args.watch_retry_max <= 0 or args.kube_request_timeout <= 0:
+        raise ValueError("--watch-retry-max and --kube-request-timeout must be positive")
     namespaces = tuple(name.strip() for name in args.namespaces.split(",") if name.strip())
     return ReconcilerSettings(
         namespaces=namespaces,
         coordination=coordination,
         require_identity=args.agent_identity == "required",
+        watch_backoff=Backoff(initial=min(0.2, args.watch_retry_max), maximum=args.watch_retry_max),
+        request_timeout=args.kube_request_timeout,
     )
 
 

@@ -21,6 +21,14 @@ from kubeproxy import (
 # -- backoff --------------------------------------------------------------------------------
 
 
+def test_retry_after_is_honoured_within_bounds_and_counts_no_failure() -> None:
+    backoff = Backoff(base=0.5, cap=10.0, random=lambda: 1.0)
+    assert backoff.retry_after(2) == pytest.approx(3.0)  # 2 s, plus up to half again
+    assert backoff.retry_after(0) == pytest.approx(0.75)  # never sooner than base
+    assert backoff.retry_after(3600) == 10.0  # never later than cap
+    assert backoff.attempt == 0
+
+
 def test_ceiling_doubles_from_base_up_to_cap() -> None:
     backoff = Backoff(base=0.5, cap=10.0, random=lambda: 1.0)
     delays = [backoff.next_delay() for _ in range(8)]
