@@ -77,9 +77,10 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         default=_env("agent-identity", "required"),
         help="required (default): an agent's certificate must name the plane it serves (URI SAN "
         "planelink://plane/<ns>/<name>, or CN <ns>/<name> without SANs), so that agents of a CA "
-        "shared by several planes cannot serve each other's. optional: only for planes that "
-        "do not say (planes-file requireIdentity, DataPlane annotation "
-        "planelink.dev/require-agent-identity); a plane's own CA is then its only boundary",
+        "shared by several planes cannot serve each other's. optional: planes that do not say "
+        "otherwise (planes-file requireIdentity, DataPlane annotation "
+        "planelink.dev/require-agent-identity) accept any certificate of their CA, which must "
+        "then be theirs alone",
     )
     flag("bind", default="0.0.0.0", help="address to listen on (default: all)")  # noqa: S104
     flag("agent-port", default="8443", type=int, help="port agents dial (default: 8443)")
@@ -195,6 +196,8 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     host = args.bind
+    if args.agent_identity not in ("required", "optional"):  # a default from the environment
+        raise ValueError(f"--agent-identity: {args.agent_identity!r} is not required or optional")
     if args.starting_retry_after < 1:
         raise ValueError("--starting-retry-after must be at least 1 (second)")
     return GatewaySettings(
@@ -202,7 +205,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         server_key=args.tls_key,
         caller_ca=args.caller_ca,
         planes_file=args.planes,
-        require_agent_identity=args.agent_identity == "required",
+        require_agent_identity=args.agent_identity != "optional",
         agents=AgentListenerSettings(
             host=host,
             port=args.agent_port,
@@ -243,7 +246,7 @@ def _reconciler_settings(args: argparse.Namespace) -> ReconcilerSettings:
     return ReconcilerSettings(
         namespaces=namespaces,
         coordination=coordination,
-        require_identity=args.agent_identity == "required",
+        require_identity=args.agent_identity != "optional",
         watch_backoff=Backoff(initial=min(0.2, args.watch_retry_max), maximum=args.watch_retry_max),
         request_timeout=args.kube_request_timeout,
     )
