@@ -2,12 +2,9 @@
 
 `Agent.run(stop)` is the whole life of an agent: it serves `/healthz`, `/readyz`, `/metrics`
 and keeps one tunnel to the gateway, dialing again with jittered exponential backoff whenever
-an attempt fails or the tunnel ends. Two counters: failed dials back off on `backoff`, which
-starts over once a tunnel is set up (the gateway works again: a restarted gateway gets its
-agents back within a second or two); tunnels that end back off on `tunnel_backoff`, which
-starts over only after a tunnel stayed up `backoff_reset_after` seconds, so a gateway that
-accepts and drops at once is not hammered. A gateway that answers 503/429 with `Retry-After`
-(e.g. `Starting`) is dialed again after that delay, jittered and capped.
+an attempt fails or the tunnel ends (`agent.backoff.Reconnect`: dial failures start over once
+a tunnel is set up, tunnels that drop at once are backed off from, a gateway's `Retry-After`
+is honoured).
 When `stop` is set it sends GOAWAY, lets in-flight requests finish within the drain grace,
 closes the tunnel and returns. `run_agent` wraps that in a process: SIGTERM and SIGINT set
 `stop`, and the exit code is 0 after a clean stop.
@@ -27,7 +24,7 @@ from importlib import metadata
 import structlog
 from cryptography import x509
 
-from agent.backoff import Backoff
+from agent.backoff import Reconnect
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
 from agent.discovery import kubernetes_version
 from agent.health import HealthServer, TunnelState
@@ -123,13 +120,12 @@ class Agent:
             response_timeout=settings.upstream_response_timeout,
             logger=self._log,
         )
-        self.backoff = Backoff(base=settings.backoff_base, cap=settings.backoff_cap, random=random)
-        """Delays after failed dials; starts over once a tunnel is set up."""
-        self.tunnel_backoff = Backoff(
-            base=settings.backoff_base, cap=settings.backoff_cap, random=random
+        self.reconnect = Reconnect(
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            reset_after=settings.backoff_reset_after,
+            random=random,
         )
-        """Delays after tunnels that ended; starts over after one that stayed up
-        `backoff_reset_after` seconds (the guard against a gateway that accepts, then drops)."""
         host, port = settings.health_host_port
         self.health = HealthServer(state=self.state, metrics=self.metrics, host=host, port=port)
         self.session: TunnelSession | None = None
@@ -157,6 +153,7 @@ class Agent:
                 if stop.is_set():
                     break
                 delay, attempt = self._delay_after(outcome)
+
                 self._log.warning(
                     "tunnel down" if outcome.up_for is not None else "connection attempt failed",
                     reason=outcome.reason,
@@ -173,13 +170,10 @@ class Agent:
 
     def _delay_after(self, outcome: _Outcome) -> tuple[float, int]:
         """How long to wait before the next dial, and the attempt number to log."""
+        reconnect = self.reconnect
         if outcome.up_for is not None:
-            if outcome.up_for >= self.settings.backoff_reset_after:
-                self.tunnel_backoff.reset()
-            return self.tunnel_backoff.next_delay(), self.tunnel_backoff.attempt
-        if outcome.retry_after is not None:
-            return self.backoff.retry_after(outcome.retry_after), self.backoff.attempt
-        return self.backoff.next_delay(), self.backoff.attempt
+            return reconnect.after_tunnel(outcome.up_for), reconnect.tunnels.attempt
+        return reconnect.after_failed_dial(outcome.retry_after), reconnect.dials.attempt
 
     async def _connect_once(self, stop: asyncio.Event) -> _Outcome:
         settings = self.settings
@@ -239,7 +233,7 @@ class Agent:
             await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if hello.done() and hello.exception() is None:
                 up_since = time.monotonic()
-                self.backoff.reset()  # the gateway accepted us: dial failures start afresh
+                self.reconnect.tunnel_up()
                 self.metrics.connects.inc()
                 self.metrics.tunnel_up.set(1)
                 self.state.set_up()

@@ -70,22 +70,22 @@ async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
     gateway.refuse(503, "Unavailable", "not ready")  # no Retry-After: the agent backs off
     running = await start_agent(kubeconfig=unused_kubeconfig, backoff_reset_after=3600.0)
     agent = running.agent
-    await wait.until(lambda: agent.backoff.attempt >= 3)
+    await wait.until(lambda: agent.reconnect.dials.attempt >= 3)
     gateway.accept()
     connection = await gateway.next_connection()
     await wait.within(agent.state.wait(up=True))
     connection.session.close("gateway restart")
     await wait.within(agent.state.wait(up=False))
     # The tunnel was set up: dial failures start afresh, though it did not stay up long...
-    await wait.until(lambda: agent.tunnel_backoff.attempt == 1)
-    assert agent.backoff.attempt == 0
+    await wait.until(lambda: agent.reconnect.tunnels.attempt == 1)
+    assert agent.reconnect.dials.attempt == 0
     # ...and a gateway that accepts and drops at once is backed off from, not hammered.
     for dropped in range(2, 5):
         connection = await gateway.next_connection()
         await wait.within(agent.state.wait(up=True))
         connection.session.close("accepted, then dropped")
-        await wait.until(lambda n=dropped: agent.tunnel_backoff.attempt == n)  # type: ignore[misc]
-        assert agent.backoff.attempt == 0
+        await wait.until(lambda n=dropped: agent.reconnect.tunnels.attempt == n)  # type: ignore[misc]
+        assert agent.reconnect.dials.attempt == 0
 
 
 async def test_a_gateway_that_says_retry_after_is_dialed_again_after_that_delay(
@@ -99,7 +99,7 @@ async def test_a_gateway_that_says_retry_after_is_dialed_again_after_that_delay(
         await wait.until(lambda: len(_failures(logs)) >= 2)
     # Retry-After, plus the drawn half of its half again; no failure counted toward backoff.
     assert [entry["retry_in_seconds"] for entry in _failures(logs)[:2]] == [1.25, 1.25]
-    assert running.agent.backoff.attempt == 0
+    assert running.agent.reconnect.dials.attempt == 0
     gateway.accept()
     await wait.within(running.agent.state.wait(up=True))
 

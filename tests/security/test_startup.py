@@ -258,7 +258,7 @@ async def test_a_restarting_gateway_gets_its_agent_back_within_seconds(
                 await _until_connected(gateway, plane)
                 returns.append(time.monotonic() - restarted)
                 # Refused while the gateway was down, then accepted: failures start afresh.
-                assert agent.backoff.attempt == 0
+                assert agent.reconnect.dials.attempt == 0
     finally:
         await gateway.stop()
     print("agent back after each restart: " + ", ".join(f"{r:.2f} s" for r in returns))
