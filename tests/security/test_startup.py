@@ -28,7 +28,7 @@ from envtest import KubeAPIServer
 from gateway.app import Gateway, GatewaySettings
 from tests.gateway.conftest import Pki, caller_session
 from tests.reconciler.conftest import agent_dataplane, create, fast_settings
-from tunnel.contract import REJECTION_HEADER, REJECTION_STARTING, SUBPROTOCOL
+from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER, REJECTION_STARTING, SUBPROTOCOL
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 BACK_WITHIN = 5.0 * FACTOR
@@ -263,3 +263,49 @@ async def test_a_restarting_gateway_gets_its_agent_back_within_seconds(
         await gateway.stop()
     print("agent back after each restart: " + ", ".join(f"{r:.2f} s" for r in returns))
     assert all(r < BACK_WITHIN for r in returns), returns
+
+
+async def test_a_connection_begun_while_starting_is_never_accepted_after(
+    pki: Pki, planes: tuple[PlaneRef, PlaneRef], loopback_gateway_settings: GatewayFactory
+) -> None:
+    """While starting, the handshake asks for no certificate (the CAs are not all known): such a
+    connection proved nothing, so it is told to come back even once start-up has ended."""
+    proxy = SwitchableProxy(0)  # a control plane that refuses everything: the gateway starts
+    await proxy.start()
+    dead = pki.directory / "dead.kubeconfig"
+    dead.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        f"clusters: [{{name: k, cluster: {{server: 'https://127.0.0.1:{proxy.port}'}}}}]\n"
+        "users: [{name: u, user: {token: unused}}]\n"
+    )
+    settings = dataclasses.replace(
+        loopback_gateway_settings(pki.directory),
+        reconciler=fast_settings("nowhere"),
+        kubeconfig=dead,
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        plane = planes[0]  # from the planes file: known all along
+        bundle = certs.issue_agent(pki.agent_cas[plane], plane=plane)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gateway.agent_listener.port, ssl=pki.agent_ssl(bundle)
+        )
+        gateway.trust.startup.loaded("DataPlanes")  # start-up ends between TLS and the request
+        assert gateway.trust.startup.starting is None
+        writer.write(
+            f"GET {AGENT_CONNECT_PATH}?plane={plane} HTTP/1.1\r\nHost: gateway\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * FACTOR)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 503 ")
+        assert f"{REJECTION_HEADER}: {REJECTION_STARTING}\r\n".encode() in head
+        assert b"Retry-After: 1\r\n" in head
+        assert not gateway.agents.agents(plane)
+    finally:
+        await gateway.stop()
+        await proxy.close()
