@@ -14,7 +14,7 @@ version for the HELLO), `dialer` (the WebSocket with mTLS), `health` (/healthz, 
 """
 
 from agent.app import AGENT_VERSION, Agent, load_upstream, run_agent
-from agent.backoff import Backoff
+from agent.backoff import Backoff, Reconnect
 from agent.dialer import DialFailed, GatewayRejected
 from agent.health import TunnelState
 from agent.metrics import AgentMetrics
@@ -28,6 +28,7 @@ __all__ = [
     "Backoff",
     "DialFailed",
     "GatewayRejected",
+    "Reconnect",
     "TunnelState",
     "load_upstream",
     "run_agent",

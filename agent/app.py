@@ -2,7 +2,9 @@
 
 `Agent.run(stop)` is the whole life of an agent: it serves `/healthz`, `/readyz`, `/metrics`
 and keeps one tunnel to the gateway, dialing again with jittered exponential backoff whenever
-an attempt fails or the tunnel ends (the backoff starts over after a tunnel that stayed up).
+an attempt fails or the tunnel ends (`agent.backoff.Reconnect`: dial failures start over once
+a tunnel is set up, tunnels that drop at once are backed off from, a gateway's `Retry-After`
+is honoured).
 When `stop` is set it sends GOAWAY, lets in-flight requests finish within the drain grace,
 closes the tunnel and returns. `run_agent` wraps that in a process: SIGTERM and SIGINT set
 `stop`, and the exit code is 0 after a clean stop.
@@ -22,8 +24,8 @@ from importlib import metadata
 import structlog
 from cryptography import x509
 
-from agent.backoff import Backoff
-from agent.dialer import DialFailed, dial, load_client_credentials
+from agent.backoff import Reconnect
+from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
 from agent.discovery import kubernetes_version
 from agent.health import HealthServer, TunnelState
 from agent.metrics import AgentMetrics
@@ -73,6 +75,8 @@ class _Outcome:
 
     up_for: float | None
     reason: str
+    retry_after: float | None = None
+    """Seconds the gateway asked the agent to wait before dialing again."""
 
 
 class Agent:
@@ -116,7 +120,12 @@ class Agent:
             response_timeout=settings.upstream_response_timeout,
             logger=self._log,
         )
-        self.backoff = Backoff(base=settings.backoff_base, cap=settings.backoff_cap, random=random)
+        self.reconnect = Reconnect(
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            reset_after=settings.backoff_reset_after,
+            random=random,
+        )
         host, port = settings.health_host_port
         self.health = HealthServer(state=self.state, metrics=self.metrics, host=host, port=port)
         self.session: TunnelSession | None = None
@@ -143,14 +152,12 @@ class Agent:
                 outcome = await self._connect_once(stop)
                 if stop.is_set():
                     break
-                up_for = outcome.up_for
-                if up_for is not None and up_for >= self.settings.backoff_reset_after:
-                    self.backoff.reset()
-                delay = self.backoff.next_delay()
+                delay, attempt = self._delay_after(outcome)
+
                 self._log.warning(
-                    "tunnel down" if up_for is not None else "connection attempt failed",
+                    "tunnel down" if outcome.up_for is not None else "connection attempt failed",
                     reason=outcome.reason,
-                    attempt=self.backoff.attempt,
+                    attempt=attempt,
                     retry_in_seconds=round(delay, 3),
                 )
                 with contextlib.suppress(TimeoutError):
@@ -160,6 +167,13 @@ class Agent:
             self.pool.close()
             await self.health.stop()
             self._log.info("agent stopped")
+
+    def _delay_after(self, outcome: _Outcome) -> tuple[float, int]:
+        """How long to wait before the next dial, and the attempt number to log."""
+        reconnect = self.reconnect
+        if outcome.up_for is not None:
+            return reconnect.after_tunnel(outcome.up_for), reconnect.tunnels.attempt
+        return reconnect.after_failed_dial(outcome.retry_after), reconnect.dials.attempt
 
     async def _connect_once(self, stop: asyncio.Event) -> _Outcome:
         settings = self.settings
@@ -187,7 +201,8 @@ class Agent:
         except DialFailed as failure:
             self.metrics.connect_failures.labels(failure.reason).inc()
             self.state.set_down(failure.message)
-            return _Outcome(None, failure.message)
+            retry_after = failure.retry_after if isinstance(failure, GatewayRejected) else None
+            return _Outcome(None, failure.message, retry_after)
         connection = Connection(
             Role.AGENT,
             settings=self._protocol_settings,
@@ -220,6 +235,7 @@ class Agent:
             await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if hello.done() and hello.exception() is None:
                 up_since = time.monotonic()
+                self.reconnect.tunnel_up()
                 self.metrics.connects.inc()
                 self.metrics.tunnel_up.set(1)
                 self.state.set_up()

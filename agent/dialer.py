@@ -39,7 +39,9 @@ class DialFailed(Exception):
 class GatewayRejected(DialFailed):
     """The gateway answered the WebSocket handshake with an HTTP error."""
 
-    def __init__(self, status: int, rejection: str | None, body: str) -> None:
+    def __init__(
+        self, status: int, rejection: str | None, body: str, *, retry_after: float | None = None
+    ) -> None:
         detail = f"HTTP {status}" + (f" {rejection}" if rejection else "")
         super().__init__(
             f"rejected:{rejection}" if rejection else f"rejected:{status}",
@@ -48,6 +50,8 @@ class GatewayRejected(DialFailed):
         self.status = status
         self.rejection = rejection
         self.body = body
+        self.retry_after = retry_after
+        """Seconds the gateway asked the agent to wait (a 503 or 429 `Retry-After`), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +115,23 @@ async def dial(
     return websocket
 
 
+def _retry_after(status: int, value: str | None) -> float | None:
+    """`Retry-After` in seconds, for the statuses that mean "later" (an HTTP-date is ignored:
+    the agent's clock need not agree with the gateway's)."""
+    if status not in (429, 503) or value is None or not value.strip().isdigit():
+        return None
+    return float(value.strip())
+
+
 def _translate(error: BaseException) -> DialFailed | None:  # noqa: PLR0911 - one case each
     if isinstance(error, InvalidStatus):
         response = error.response
         body = response.body.decode("utf-8", "replace").strip() if response.body else ""
         return GatewayRejected(
-            response.status_code, response.headers.get(REJECTION_HEADER), body[:_BODY_LIMIT]
+            response.status_code,
+            response.headers.get(REJECTION_HEADER),
+            body[:_BODY_LIMIT],
+            retry_after=_retry_after(response.status_code, response.headers.get("Retry-After")),
         )
     if isinstance(error, InvalidMessage):
         # With TLS 1.3 the server checks our certificate after the TLS handshake; asyncio

@@ -247,7 +247,9 @@ class AgentSettings:
             parse=float,
             group=_TIMING,
             metavar="SECONDS",
-            help="a tunnel that stayed up this long resets the backoff to its base",
+            help="a tunnel that stayed up this long resets the delay after a lost tunnel to its "
+            "base (a tunnel set up at all resets the delay after failed dials); shorter tunnels "
+            "back off, so a gateway that accepts and drops at once is not hammered",
         ),
     )
     heartbeat_interval: float = dataclasses.field(

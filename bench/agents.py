@@ -6,8 +6,8 @@ Two halves live here:
   on one event loop. Each is the real agent minus its upstream proxy: `AgentSettings` for its
   files and URL, `agent.dialer` (client certificate and gateway CA read afresh at every
   attempt, the real websockets client), `protocol.Connection` + `tunnel.TunnelSession` with
-  the agent's identity, capabilities and heartbeat, and `agent.Backoff` (exponential, full
-  jitter, reset after a tunnel that stayed up) between attempts — the loop of
+  the agent's identity, capabilities and heartbeat, and `agent.backoff.Reconnect` (the agent's
+  reconnect policy: exponential, full jitter, Retry-After honoured) between attempts — the loop of
   `agent.app.Agent.run`. The harness drives it over stdin (``go``, ``stats``, ``stop``) and
   reads JSON lines from its stdout (``ready``, ``dialing``, ``all-up``, ``stats``).
 * the **workload** (`many_agents`), in the harness: its own `Stack` whose gateway knows N extra
@@ -40,8 +40,8 @@ import aiohttp
 import structlog
 
 from agent.app import AGENT_VERSION
-from agent.backoff import Backoff
-from agent.dialer import DialFailed, dial, load_client_credentials
+from agent.backoff import Reconnect
+from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
 from agent.settings import AgentSettings
 from bench.processes import Stack, rss_bytes
 from bench.report import Row, WorkloadResult
@@ -180,7 +180,11 @@ class LightAgent:
     def __init__(self, settings: AgentSettings, swarm: Swarm) -> None:
         self.settings = settings
         self.swarm = swarm
-        self.backoff = Backoff(base=settings.backoff_base, cap=settings.backoff_cap)
+        self.reconnect = Reconnect(
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            reset_after=settings.backoff_reset_after,
+        )
         self.log: structlog.stdlib.BoundLogger = structlog.get_logger("bench.agents").bind(
             plane=settings.plane
         )
@@ -194,17 +198,20 @@ class LightAgent:
     async def run(self) -> None:
         stop = self.swarm.stop
         while not stop.is_set():
-            up_for = await self._connect_once()
+            up_for, retry_after = await self._connect_once()
             if stop.is_set():
                 break
-            if up_for is not None and up_for >= self.settings.backoff_reset_after:
-                self.backoff.reset()
-            delay = self.backoff.next_delay()
-            self.swarm.max_attempt = max(self.swarm.max_attempt, self.backoff.attempt)
+            if up_for is not None:
+                delay = self.reconnect.after_tunnel(up_for)
+            else:
+                delay = self.reconnect.after_failed_dial(retry_after)
+            attempts = max(self.reconnect.dials.attempt, self.reconnect.tunnels.attempt)
+            self.swarm.max_attempt = max(self.swarm.max_attempt, attempts)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
-    async def _connect_once(self) -> float | None:
+    async def _connect_once(self) -> tuple[float | None, float | None]:
+        """How long the tunnel was up (None: never), and the delay the gateway asked for."""
         settings = self.settings
         self.swarm.attempts += 1
         try:
@@ -222,7 +229,7 @@ class LightAgent:
             )
         except DialFailed as failure:
             self.swarm.failures[failure.reason] += 1
-            return None
+            return None, failure.retry_after if isinstance(failure, GatewayRejected) else None
         connection = Connection(
             Role.AGENT,
             settings=PROTOCOL_SETTINGS,
@@ -236,7 +243,7 @@ class LightAgent:
             request_handler=None,  # no upstream: a request would be refused (none is sent)
             logger=self.log,
         )
-        return await self._serve(session)
+        return await self._serve(session), None
 
     async def _serve(self, session: TunnelSession) -> float | None:
         stop = self.swarm.stop
@@ -249,6 +256,7 @@ class LightAgent:
             await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if hello.done() and not hello.cancelled() and hello.exception() is None:
                 up_since = time.monotonic()
+                self.reconnect.tunnel_up()
                 self.swarm.on_up()
                 await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set() and not run.done():
@@ -628,7 +636,8 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
         "planes": "one DataPlane per agent, each with its own client CA (requireIdentity)",
         "heartbeat": {"interval": interval, "timeout": timeout},
         "tlsReadBuffer": "the planelink command's default (--tls-read-buffer), gateway and swarm",
-        "backoff": "agent defaults: base 1 s, cap 60 s, full jitter, reset after 30 s up",
+        "backoff": "agent defaults: base 1 s, cap 60 s, full jitter; dial failures start over "
+        "once a tunnel is up, lost tunnels after one stayed up 30 s",
         "swarmNice": SWARM_NICE,
     }
     raise_nofile()

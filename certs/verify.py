@@ -31,6 +31,7 @@ from cryptography.x509 import verification
 
 from certs._time import human_duration, iso, utc_or_now
 from certs.errors import CertificateRejected, PemError, RejectionReason
+from certs.identity import PLANE_URI_PREFIX
 from certs.inspect import CertificateInfo, describe
 from certs.pem import load_certificate
 
@@ -57,7 +58,8 @@ def verify_client_certificate(
 
     ``expected_identity``, if given, must equal one of the certificate's SANs (URI exactly, DNS
     case-insensitively, IP address) - or its subject CN when it has no SAN at all. For an agent
-    pass ``PlaneRef.uri`` (see :mod:`certs.identity`).
+    pass ``PlaneRef.uri`` (see :mod:`certs.identity`); a certificate without SANs then matches
+    on the CN ``<namespace>/<name>``, and a refusal names the plane the certificate names.
 
     Returns the leaf's :class:`CertificateInfo` on success.
     """
@@ -188,12 +190,37 @@ def _check_identity(info: CertificateInfo, expected: str) -> None:
         return
     if wanted.lower() in (d.lower() for d in info.dns_names):
         return
-    if not (info.uris or info.dns_names or info.ip_addresses) and wanted == info.common_name:
-        return
+    if not (info.uris or info.dns_names or info.ip_addresses) and info.common_name in (
+        wanted,
+        _plane_of(wanted),
+    ):
+        return  # no SAN at all: the CN is the name (for a plane, "<namespace>/<name>")
     names = ", ".join(info.identities) or "nothing"
     raise CertificateRejected(
         RejectionReason.IDENTITY_MISMATCH,
-        f"client certificate {info.label} identifies as [{names}], expected {wanted!r}",
+        f"client certificate {info.label} identifies as [{names}], expected {wanted!r}"
+        + _plane_mismatch(info, wanted),
+    )
+
+
+def _plane_of(identity: str) -> str | None:
+    """``<namespace>/<name>`` for a plane URI, None for any other identity."""
+    if identity.startswith(PLANE_URI_PREFIX):
+        return identity.removeprefix(PLANE_URI_PREFIX)
+    return None
+
+
+def _plane_mismatch(info: CertificateInfo, wanted: str) -> str:
+    """For an agent: which plane its certificate names, and which it claimed."""
+    claimed = _plane_of(wanted)
+    if claimed is None:
+        return ""
+    named = [plane for uri in info.uris if (plane := _plane_of(uri)) is not None]
+    if named:
+        return f": it names plane {', '.join(named)}, but the agent claimed plane {claimed}"
+    return (
+        f": it names no plane, but the agent claimed plane {claimed} (an agent certificate names "
+        f"its plane in the URI SAN {wanted}, as `planelink certs issue-agent` writes it)"
     )
 
 

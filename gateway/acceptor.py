@@ -202,7 +202,7 @@ class TlsAcceptor:
         name: str,
         *,
         settings: AdmissionSettings,
-        ssl_context: ssl.SSLContext,
+        tls_context: Callable[[], ssl.SSLContext],
         protocol_factory: ProtocolFactory,
         on_tls_failure: TlsFailureHandler,
         tls_failure_event: str,
@@ -211,7 +211,8 @@ class TlsAcceptor:
         self.name = name
         self._tls_failure_event = tls_failure_event
         self._settings = settings
-        self._ssl = ssl_context
+        self._tls_context = tls_context
+        """The context of the next handshake (the agent port's changes once start-up ends)."""
         self._protocol_factory = protocol_factory
         self._on_tls_failure = on_tls_failure
         self._metrics = metrics
@@ -346,7 +347,7 @@ class TlsAcceptor:
                         tls = await loop.start_tls(
                             raw,
                             tracked,
-                            self._ssl,
+                            self._tls_context(),
                             server_side=True,
                             ssl_handshake_timeout=timeout,
                             ssl_shutdown_timeout=timeout,

@@ -46,6 +46,7 @@ from tunnel.contract import (
     IDENTITY_PLANE,
     PLANE_QUERY_PARAMETER,
     REJECTION_HEADER,
+    REJECTION_STARTING,
     SUBPROTOCOL,
 )
 
@@ -79,7 +80,13 @@ class _Verified:
 
 class _Rejected(Exception):
     def __init__(
-        self, status: HTTPStatus, reason: str, message: str, plane: PlaneRef | None = None
+        self,
+        status: HTTPStatus,
+        reason: str,
+        message: str,
+        plane: PlaneRef | None = None,
+        *,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -87,6 +94,7 @@ class _Rejected(Exception):
         self.message = message
         self.plane = plane
         """The plane the agent named, once it is one this gateway knows."""
+        self.retry_after = retry_after
 
 
 class AgentListener:
@@ -150,7 +158,7 @@ class AgentListener:
         self._acceptor = TlsAcceptor(
             "agent",
             settings=settings.admission,
-            ssl_context=self._trust.server_context,
+            tls_context=lambda: self._trust.handshake_context,
             protocol_factory=self._new_connection,
             on_tls_failure=self._count_refusal,
             tls_failure_event="agent refused in the TLS handshake",
@@ -265,6 +273,8 @@ class AgentListener:
             )
             response = connection.respond(rejected.status, rejected.message + "\n")
             response.headers[REJECTION_HEADER] = rejected.reason
+            if rejected.retry_after is not None:
+                response.headers["Retry-After"] = str(rejected.retry_after)
             return response
         return None
 
@@ -283,14 +293,15 @@ class AgentListener:
             plane = PlaneRef.parse(values[0])
         except InvalidPlaneRefError as error:
             raise _Rejected(HTTPStatus.BAD_REQUEST, "PlaneInvalid", str(error)) from error
+        ssl_object = connection.transport.get_extra_info("ssl_object")
         trust = self._trust.get(plane)
+        self._refuse_while_starting(ssl_object, known=trust is not None)
         if trust is None:
             raise _Rejected(
                 HTTPStatus.NOT_FOUND,
                 "UnknownPlane",
                 f"no DataPlane {plane} is known to this gateway",
             )
-        ssl_object = connection.transport.get_extra_info("ssl_object")
         der = (
             ssl_object.getpeercert(binary_form=True)
             if isinstance(ssl_object, ssl.SSLObject)
@@ -307,6 +318,19 @@ class AgentListener:
             ) from rejected
         assert der is not None
         return _Verified(plane=plane, certificate=info, certificate_der=der)
+
+    def _refuse_while_starting(self, ssl_object: object, *, known: bool) -> None:
+        """Until the gateway knows its planes, "come back soon", never "unknown plane"; and a
+        connection whose TLS asked no certificate (the starting context) is never accepted."""
+        startup = self._trust.startup
+        starting = startup.starting
+        if self._trust.handshaken_while_starting(ssl_object) or (not known and starting):
+            raise _Rejected(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                REJECTION_STARTING,
+                starting or "the gateway was starting when this connection began",
+                retry_after=startup.retry_after,
+            )
 
     # -- after the upgrade: the session ---------------------------------------------------------
 

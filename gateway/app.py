@@ -3,6 +3,11 @@
 `Gateway` is what `planelink gateway` runs and what tests start in-process: `start()` binds
 every listener (port 0 picks a free port; the chosen ports are then on the object), `stop()`
 drains agents for `drain_grace` seconds and closes everything.
+
+Start-up order: the planes file is read before any listener opens; with the reconciler, the
+listeners open at once but the gateway is "starting" (`gateway.startup`) until the DataPlanes
+have been listed and resolved once — callers and agents are told to retry soon, never that
+their plane is unknown, and /readyz is 503 — however long the control plane is away.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.operator import OperatorAuth, operator_app
 from gateway.reconciler import Reconciler, ReconcilerSettings
+from gateway.startup import StartupGate
 from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.tls_alerts import ServerTlsContext
 from gateway.trust import TrustRegistry, agent_server_context
@@ -45,6 +51,9 @@ class GatewaySettings:
     caller_ca: Path
     """CA that signs callers' client certificates."""
     planes_file: Path | None = None
+    require_agent_identity: bool = True
+    """Default of planes-file entries without `requireIdentity` (the reconciler has its own
+    `ReconcilerSettings.require_identity`; `planelink gateway --agent-identity` sets both)."""
     agents: AgentListenerSettings = field(default_factory=AgentListenerSettings)
     callers: CallerSettings = field(default_factory=CallerSettings)
     operator_host: str = "0.0.0.0"  # noqa: S104 - scraped and probed from the cluster network
@@ -57,6 +66,14 @@ class GatewaySettings:
     """Follow DataPlane resources in the control plane (None: the planes file only)."""
     kubeconfig: Path | None = None
     """The control plane's kubeconfig for the reconciler ($KUBECONFIG or in-cluster if None)."""
+    starting_retry_after: int = 1
+    """Seconds callers and agents are told to wait (`Retry-After`) while the gateway has not
+    loaded its planes yet, and callers of a plane without agents in the `agents_return_within`
+    seconds after (its agents are dialing back in); kubectl retries such a 503 by itself."""
+    agents_return_within: float = 10.0
+
+
+_DATAPLANES = "DataPlanes"
 
 
 class Gateway:
@@ -64,11 +81,16 @@ class Gateway:
         settings = _within_fd_limit(settings)
         self.settings = settings
         self.metrics = GatewayMetrics()
+        certificate_file, key_file = str(settings.server_certificate), str(settings.server_key)
         self.trust = TrustRegistry(
-            agent_server_context(
-                certificate_file=str(settings.server_certificate),
-                key_file=str(settings.server_key),
-            )
+            agent_server_context(certificate_file=certificate_file, key_file=key_file),
+            starting_context=agent_server_context(
+                certificate_file=certificate_file, key_file=key_file, client_certificates=False
+            ),
+            startup=StartupGate(
+                retry_after=settings.starting_retry_after,
+                agents_return_within=settings.agents_return_within,
+            ),
         )
         self.agents = AgentRegistry(self.trust, self.metrics)
         self.agent_listener = AgentListener(
@@ -95,7 +117,9 @@ class Gateway:
     def load_planes(self) -> None:
         """(Re)read the static planes file, if one is configured."""
         if self.settings.planes_file is not None:
-            planes = load_static_planes(self.settings.planes_file)
+            planes = load_static_planes(
+                self.settings.planes_file, require_identity=self.settings.require_agent_identity
+            )
             self.trust.replace_source(STATIC_SOURCE, planes)
             for plane in planes:
                 if plane.issues:
@@ -121,10 +145,11 @@ class Gateway:
                 settings=self.settings.reconciler,
                 registry=self.metrics.registry,
             )
-            # Listing may wait for an API server that is down; the listeners serve meanwhile
-            # and /readyz says why the gateway is not ready yet.
+            # Listing may wait for an API server that is down; the listeners serve meanwhile,
+            # telling whoever comes for a plane not known yet to retry soon (`startup`).
             self.agents.on_refused = self.reconciler.agent_refused
-            self._reconciler_start = asyncio.create_task(self.reconciler.start())
+            self.trust.startup.wait_for(_DATAPLANES)
+            self._reconciler_start = asyncio.create_task(self._start_reconciler(self.reconciler))
             self.direct = DirectAgents(direct=self.reconciler.direct, agents=self.agents)
             self.direct.start()
         await self.agent_listener.start()
@@ -149,6 +174,10 @@ class Gateway:
             operator_port=self.operator_port,
         )
 
+    async def _start_reconciler(self, reconciler: Reconciler) -> None:
+        await reconciler.start()
+        self.trust.startup.loaded(_DATAPLANES)
+
     async def stop(self) -> None:
         self._started = False
         if self._reconciler_start is not None:
@@ -169,8 +198,8 @@ class Gateway:
     def _ready(self) -> tuple[bool, str]:
         if not self._started:
             return False, "starting"
-        if self.reconciler is not None and not self.reconciler.ready.is_set():
-            return False, "DataPlanes not listed yet"
+        if (starting := self.trust.startup.starting) is not None:
+            return False, starting
         return (
             True,
             f"{len(self.trust.planes())} planes, {sum(1 for _ in self.agents.all_agents())} agents",

@@ -202,7 +202,7 @@ class CallerEndpoint:
         self._acceptor = TlsAcceptor(
             "caller",
             settings=settings.admission,
-            ssl_context=self._ssl,
+            tls_context=lambda: self._ssl,
             protocol_factory=self._new_connection,
             on_tls_failure=self._tls_refused,
             tls_failure_event="caller refused in the TLS handshake",
@@ -390,6 +390,7 @@ class _Exchange:
     def _open(self, target: Route, identity_headers: Headers = ()) -> TunnelStream:
         agents = self.endpoint._agents
         if self.endpoint._trust.get(target.plane) is None:
+            self._refuse_while_starting()
             raise CallerRefused(404, "NotFound", f"dataplane {target.plane} not found")
         headers = [*forwarded_headers(self.head), *identity_headers]
         tried: set[int] = set()
@@ -405,6 +406,8 @@ class _Exchange:
             except SessionClosed:
                 tried.add(id(agent))  # just gone: try another replica
         retry = self.endpoint._settings.retry_after
+        if self.endpoint._trust.startup.agents_returning:
+            retry = self.endpoint._trust.startup.retry_after  # the agents are on their way
         if tried:
             raise CallerRefused(
                 429,
@@ -418,6 +421,14 @@ class _Exchange:
             f"no agent of dataplane {target.plane} is connected",
             retry_after=retry,
         )
+
+    def _refuse_while_starting(self) -> None:
+        """A plane unknown while the gateway starts may exist: 503 and retry soon, not 404."""
+        startup = self.endpoint._trust.startup
+        if (starting := startup.starting) is not None:
+            raise CallerRefused(
+                503, "ServiceUnavailable", starting, retry_after=startup.retry_after
+            )
 
     def _open_on(self, agent: AgentConnection, target: Route, headers: Headers) -> TunnelStream:
         return agent.session.open_stream(

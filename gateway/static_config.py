@@ -3,11 +3,17 @@
     planes:
       - plane: my-org/plane-a          # <namespace>/<name> of the DataPlane
         clientCA: /etc/planelink/plane-a-ca.crt   # a PEM file (one or more certificates)
-        requireIdentity: true          # also demand the plane's SAN in the agent certificate
       - plane: my-org/plane-b
         clientCAData: |                # or the PEM inline
           -----BEGIN CERTIFICATE-----
           ...
+        requireIdentity: false         # opt-out: accept any certificate of this CA (see below)
+
+An agent's certificate must name the plane it serves (URI SAN `planelink://plane/<ns>/<name>`,
+as `planelink certs issue-agent` writes it, or CN `<ns>/<name>` without SANs): otherwise any
+agent of a CA shared by several planes could serve all of them. `requireIdentity: false` is the
+opt-out for one plane whose certificates cannot carry the name (its CA must then be its own);
+the gateway's `--agent-identity optional` turns the default for entries that do not say.
 
 Relative paths are read relative to the file. A plane whose CA cannot be read is still listed
 (callers get 503, not 404), with the reason in `issues`, shown by /planes and in the log.
@@ -38,7 +44,7 @@ class _PlaneEntry(BaseModel):
     plane: str
     client_ca: str | None = Field(default=None, alias="clientCA")
     client_ca_data: str | None = Field(default=None, alias="clientCAData")
-    require_identity: bool = Field(default=False, alias="requireIdentity")
+    require_identity: bool | None = Field(default=None, alias="requireIdentity")
 
     @model_validator(mode="after")
     def _one_ca(self) -> _PlaneEntry:
@@ -53,8 +59,10 @@ class _File(BaseModel):
     planes: list[_PlaneEntry] = Field(default_factory=list)
 
 
-def load_static_planes(path: Path) -> list[PlaneTrust]:
-    """Read `path`; raises ConfigError for a file that is not a valid configuration."""
+def load_static_planes(path: Path, *, require_identity: bool = True) -> list[PlaneTrust]:
+    """Read `path`; raises ConfigError for a file that is not a valid configuration.
+
+    `require_identity` is the default of entries without `requireIdentity`."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
         parsed = _File.model_validate(raw)
@@ -72,11 +80,14 @@ def load_static_planes(path: Path) -> list[PlaneTrust]:
         if plane in seen:
             raise ConfigError(f"{path}: planes[{index}]: plane {plane} is listed twice")
         seen.add(plane)
-        trusts.append(_trust(plane, entry, base=path.parent))
+        required = require_identity if entry.require_identity is None else entry.require_identity
+        trusts.append(_trust(plane, entry, base=path.parent, require_identity=required))
     return trusts
 
 
-def _trust(plane: PlaneRef, entry: _PlaneEntry, *, base: Path) -> PlaneTrust:
+def _trust(
+    plane: PlaneRef, entry: _PlaneEntry, *, base: Path, require_identity: bool
+) -> PlaneTrust:
     source = STATIC_SOURCE + (entry.client_ca or "inline")
     try:
         if entry.client_ca is not None:
@@ -87,11 +98,13 @@ def _trust(plane: PlaneRef, entry: _PlaneEntry, *, base: Path) -> PlaneTrust:
         cas = tuple(certs.load_pem_certificates(pem))
     except (OSError, PemError) as error:
         return PlaneTrust(
-            plane=plane, client_cas=(), source=source, issues=(f"client CA unusable: {error}",)
+            plane=plane,
+            client_cas=(),
+            require_identity=require_identity,
+            source=source,
+            issues=(f"client CA unusable: {error}",),
         )
-    return PlaneTrust(
-        plane=plane, client_cas=cas, require_identity=entry.require_identity, source=source
-    )
+    return PlaneTrust(plane=plane, client_cas=cas, require_identity=require_identity, source=source)
 
 
 def _first_error(error: ValidationError) -> str:

@@ -12,6 +12,10 @@ all planes' CAs, and the per-plane decision — this certificate, for *that* pla
 after the handshake, in `verify_agent`, before the WebSocket is accepted. CAs are only ever
 added to the handshake store (OpenSSL cannot remove them); a removed CA is refused by
 `verify_agent`, which is the decision that counts.
+
+Until every trust source has loaded once (`startup`), the registry cannot tell an unknown plane
+from one not read yet, nor verify a certificate whose CA it has not seen: agent handshakes then
+use a context that asks for no certificate, and every such connection is told to come back.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 import certs
 from certs import CertificateInfo, CertificateRejected, PlaneRef, RejectionReason
+from gateway.startup import StartupGate
 from gateway.tls_alerts import ServerTlsContext
 
 
@@ -37,8 +42,10 @@ class PlaneTrust:
     plane: PlaneRef
     client_cas: tuple[x509.Certificate, ...]
     """CA certificates (or pinned self-signed agent certificates) from spec.agent.clientCA."""
-    require_identity: bool = False
-    """Also demand that the certificate names the plane (SAN `planelink://plane/<ns>/<name>`)."""
+    require_identity: bool = True
+    """Demand that the certificate names the plane (URI SAN `planelink://plane/<ns>/<name>`, or
+    CN `<ns>/<name>` in a certificate without SANs). Off only by an explicit opt-out: without
+    it, one CA shared by several planes lets any of their agents serve any of those planes."""
     source: str = "static"
     """Where this trust came from, for /planes and logs."""
     issues: tuple[str, ...] = field(default=())
@@ -57,15 +64,39 @@ TrustListener = Callable[[PlaneRef, PlaneTrust | None], None]
 class TrustRegistry:
     """The current trust of every plane, and the agent listener's TLS context."""
 
-    def __init__(self, server_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        server_context: ssl.SSLContext,
+        *,
+        starting_context: ssl.SSLContext | None = None,
+        startup: StartupGate | None = None,
+    ) -> None:
         self._planes: dict[PlaneRef, PlaneTrust] = {}
         self._listeners: list[TrustListener] = []
         self._context = server_context
+        self._starting_context = starting_context
         self._loaded_fingerprints: set[bytes] = set()
+        self.startup = startup or StartupGate()
+        """Which trust sources have not loaded yet (none: every plane that exists is known)."""
 
     @property
     def server_context(self) -> ssl.SSLContext:
         return self._context
+
+    @property
+    def handshake_context(self) -> ssl.SSLContext:
+        """The context of the next agent handshake: the one that verifies against every
+        plane's CA, or while starting (with a `starting_context`) one that asks for no
+        certificate, so an agent whose CA is not known yet can still be told to come back."""
+        if self._starting_context is not None and self.startup.starting is not None:
+            return self._starting_context
+        return self._context
+
+    def handshaken_while_starting(self, ssl_object: object) -> bool:
+        """Whether a connection's TLS was set up with the starting context: it proved nothing
+        and is only ever told to come back, even if start-up has ended since."""
+        context = getattr(ssl_object, "context", None)
+        return self._starting_context is not None and context is self._starting_context
 
     def subscribe(self, listener: TrustListener) -> None:
         self._listeners.append(listener)
@@ -135,10 +166,14 @@ def verify_agent(
     )
 
 
-def agent_server_context(*, certificate_file: str, key_file: str) -> ssl.SSLContext:
-    """The agent listener's TLS context: client certificates required, CAs added by planes."""
-    context = ServerTlsContext()  # a refused certificate gets a TLS alert, not a bare close
+def agent_server_context(
+    *, certificate_file: str, key_file: str, client_certificates: bool = True
+) -> ssl.SSLContext:
+    """The agent listener's TLS context: client certificates required, CAs added by planes
+    (or, with `client_certificates=False`, the starting context: no certificate asked). A
+    refused certificate gets a TLS alert, not a bare close."""
+    context = ServerTlsContext()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certificate_file, key_file)
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_mode = ssl.CERT_REQUIRED if client_certificates else ssl.CERT_NONE
     return context

@@ -19,7 +19,7 @@ from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
-from gateway.reconciler import CoordinationSettings, ReconcilerSettings
+from gateway.reconciler import Backoff, CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
 from protocol import FloodLimits
 from tunnel import Heartbeat
@@ -88,6 +88,17 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     flag("tls-key", required=True, type=Path, help="its private key")
     flag("caller-ca", required=True, type=Path, help="CA (PEM) that signs callers' certificates")
     flag("planes", type=Path, help="YAML file listing planes and their agent client CAs")
+    parser.add_argument(
+        "--agent-identity",
+        choices=["required", "optional"],
+        default=_env("agent-identity", "required"),
+        help="required (default): an agent's certificate must name the plane it serves (URI SAN "
+        "planelink://plane/<ns>/<name>, or CN <ns>/<name> without SANs), so that agents of a CA "
+        "shared by several planes cannot serve each other's. optional: planes that do not say "
+        "otherwise (planes-file requireIdentity, DataPlane annotation "
+        "planelink.dev/require-agent-identity) accept any certificate of their CA, which must "
+        "then be theirs alone",
+    )
     flag("bind", default="0.0.0.0", help="address to listen on (default: all)")  # noqa: S104
     flag("agent-port", default="8443", type=int, help="port agents dial (default: 8443)")
     flag("caller-port", default="6443", type=int, help="port callers use (default: 6443)")
@@ -122,12 +133,115 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
     flag(
+        "starting-retry-after",
+        default="1",
+        type=int,
+        help="while the gateway has not loaded its planes yet, callers and agents of a plane it "
+        "does not know get 503 with this Retry-After, in seconds (1)",
+    )
+    flag(
         "listen-backlog",
         default="1024",
         type=int,
         help="connections each listener queues before accepting them (1024): after a gateway "
         "restart every agent dials at once",
     )
+    _add_limit_flags(parser)
+    _add_flood_flags(parser)
+    auth = parser.add_argument_group(
+        "caller authentication",
+        "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
+        "TokenReview in the control plane), or either. With tokens, every caller is authorized\n"
+        "by a SubjectAccessReview: <verb> on dataplanes.openchoreo.dev named after the plane,\n"
+        "in its namespace; --authorize asks the same of certificate callers.",
+    )
+    auth.add_argument(
+        "--caller-auth",
+        choices=[mode.value for mode in CallerAuthMode],
+        default=_env("caller-auth", CallerAuthMode.CERTIFICATE.value),
+        help="credentials callers may present (default: certificate)",
+    )
+    auth.add_argument(
+        "--authorize",
+        action="store_true",
+        default=_env("authorize", "false") == "true",
+        help="authorize certificate callers too (always on with tokens)",
+    )
+    auth.add_argument(
+        "--authorize-verb",
+        default=_env("authorize-verb", "proxy"),
+        help="the verb a caller needs on its plane's DataPlane (default: proxy)",
+    )
+    auth.add_argument(
+        "--impersonate-callers",
+        action="store_true",
+        default=_env("impersonate-callers", "false") == "true",
+        help="forward requests as the caller (Impersonate-User/-Group), not as the agent",
+    )
+    reconcile = parser.add_argument_group(
+        "DataPlane resources",
+        "With --reconcile the gateway follows the DataPlanes of the control plane (trust from\n"
+        "spec.agent.clientCA, status conditions), besides or instead of --planes.",
+    )
+    reconcile.add_argument(
+        "--reconcile",
+        action="store_true",
+        default=_env("reconcile", "false") == "true",
+        help="follow DataPlane resources (env PLANELINK_GATEWAY_RECONCILE=true)",
+    )
+    reconcile.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=_env("kubeconfig"),
+        help="the control plane's kubeconfig, for DataPlanes and caller reviews"
+        " (default: $KUBECONFIG, then in-cluster config)",
+    )
+    reconcile.add_argument(
+        "--namespaces",
+        default=_env("namespaces", ""),
+        help="comma-separated namespaces to watch (default: all)",
+    )
+    reconcile.add_argument(
+        "--secret-watches",
+        type=int,
+        default=int(_env("secret_watches", "64") or 64),
+        help="Secrets that DataPlanes reference watched at most, one connection each (64);"
+        " one beyond is read when its DataPlane is reconciled (every 5 minutes at least)",
+    )
+    reconcile.add_argument(
+        "--cross-namespace-secrets",
+        action="store_true",
+        default=_env("cross_namespace_secrets", "false") == "true",
+        help="let a DataPlane's secretRef name a Secret of another namespace (default: only"
+        " its own namespace; others are refused with the reason CrossNamespaceSecret)",
+    )
+    reconcile.add_argument(
+        "--watch-retry-max",
+        type=float,
+        default=float(_env("watch-retry-max", "2") or "2"),
+        help="longest wait, in seconds, before listing and watching the control plane again "
+        "after a failure (2): bounds how long the gateway stays starting once it returns",
+    )
+    reconcile.add_argument(
+        "--kube-request-timeout",
+        type=float,
+        default=float(_env("kube-request-timeout", "10") or "10"),
+        help="deadline of each control-plane request other than a watch, in seconds (10)",
+    )
+    reconcile.add_argument(
+        "--lease-namespace",
+        default=_env("lease_namespace"),
+        help="with several replicas: namespace of the Leases that coordinate status writes",
+    )
+    reconcile.add_argument(
+        "--identity",
+        default=_env("identity", os.environ.get("POD_NAME") or socket.gethostname()),
+        help="this replica's name among the replicas (default: $POD_NAME or the host name)",
+    )
+    parser.set_defaults(run=run)
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
     limits = parser.add_argument_group(
         "connection limits and deadlines",
         "Each of the agent and caller ports has its own budget of these sizes. A connection is\n"
@@ -205,85 +319,6 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="seconds a caller connection may wait between requests before it is closed"
         f" ({callers.idle_timeout})",
     )
-    _add_flood_flags(parser)
-    auth = parser.add_argument_group(
-        "caller authentication",
-        "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
-        "TokenReview in the control plane), or either. With tokens, every caller is authorized\n"
-        "by a SubjectAccessReview: <verb> on dataplanes.openchoreo.dev named after the plane,\n"
-        "in its namespace; --authorize asks the same of certificate callers.",
-    )
-    auth.add_argument(
-        "--caller-auth",
-        choices=[mode.value for mode in CallerAuthMode],
-        default=_env("caller-auth", CallerAuthMode.CERTIFICATE.value),
-        help="credentials callers may present (default: certificate)",
-    )
-    auth.add_argument(
-        "--authorize",
-        action="store_true",
-        default=_env("authorize", "false") == "true",
-        help="authorize certificate callers too (always on with tokens)",
-    )
-    auth.add_argument(
-        "--authorize-verb",
-        default=_env("authorize-verb", "proxy"),
-        help="the verb a caller needs on its plane's DataPlane (default: proxy)",
-    )
-    auth.add_argument(
-        "--impersonate-callers",
-        action="store_true",
-        default=_env("impersonate-callers", "false") == "true",
-        help="forward requests as the caller (Impersonate-User/-Group), not as the agent",
-    )
-    reconcile = parser.add_argument_group(
-        "DataPlane resources",
-        "With --reconcile the gateway follows the DataPlanes of the control plane (trust from\n"
-        "spec.agent.clientCA, status conditions), besides or instead of --planes.",
-    )
-    reconcile.add_argument(
-        "--reconcile",
-        action="store_true",
-        default=_env("reconcile", "false") == "true",
-        help="follow DataPlane resources (env PLANELINK_GATEWAY_RECONCILE=true)",
-    )
-    reconcile.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=_env("kubeconfig"),
-        help="the control plane's kubeconfig, for DataPlanes and caller reviews"
-        " (default: $KUBECONFIG, then in-cluster config)",
-    )
-    reconcile.add_argument(
-        "--namespaces",
-        default=_env("namespaces", ""),
-        help="comma-separated namespaces to watch (default: all)",
-    )
-    reconcile.add_argument(
-        "--secret-watches",
-        type=int,
-        default=int(_env("secret_watches", "64") or 64),
-        help="Secrets that DataPlanes reference watched at most, one connection each (64);"
-        " one beyond is read when its DataPlane is reconciled (every 5 minutes at least)",
-    )
-    reconcile.add_argument(
-        "--cross-namespace-secrets",
-        action="store_true",
-        default=_env("cross_namespace_secrets", "false") == "true",
-        help="let a DataPlane's secretRef name a Secret of another namespace (default: only"
-        " its own namespace; others are refused with the reason CrossNamespaceSecret)",
-    )
-    reconcile.add_argument(
-        "--lease-namespace",
-        default=_env("lease_namespace"),
-        help="with several replicas: namespace of the Leases that coordinate status writes",
-    )
-    reconcile.add_argument(
-        "--identity",
-        default=_env("identity", os.environ.get("POD_NAME") or socket.gethostname()),
-        help="this replica's name among the replicas (default: $POD_NAME or the host name)",
-    )
-    parser.set_defaults(run=run)
 
 
 def _add_flood_flags(parser: argparse.ArgumentParser) -> None:
@@ -307,6 +342,10 @@ def _add_flood_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     host = args.bind
+    if args.agent_identity not in ("required", "optional"):  # a default from the environment
+        raise ValueError(f"--agent-identity: {args.agent_identity!r} is not required or optional")
+    if args.starting_retry_after < 1:
+        raise ValueError("--starting-retry-after must be at least 1 (second)")
     admission = AdmissionSettings(
         max_connections=args.max_connections,
         max_unauthenticated=args.max_unauthenticated,
@@ -320,6 +359,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         server_key=args.tls_key,
         caller_ca=args.caller_ca,
         planes_file=args.planes,
+        require_agent_identity=args.agent_identity != "optional",
         agents=AgentListenerSettings(
             host=host,
             port=args.agent_port,
@@ -353,6 +393,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         operator_port=args.operator_port,
         operator_token_file=args.operator_token_file,
         drain_grace=args.drain_grace,
+        starting_retry_after=args.starting_retry_after,
         reconciler=_reconciler_settings(args) if args.reconcile else None,
         kubeconfig=args.kubeconfig,
     )
@@ -364,12 +405,17 @@ def _reconciler_settings(args: argparse.Namespace) -> ReconcilerSettings:
         if args.lease_namespace
         else None
     )
+    if args.watch_retry_max <= 0 or args.kube_request_timeout <= 0:
+        raise ValueError("--watch-retry-max and --kube-request-timeout must be positive")
     namespaces = tuple(name.strip() for name in args.namespaces.split(",") if name.strip())
     return ReconcilerSettings(
         namespaces=namespaces,
         secret_watches=args.secret_watches,
         cross_namespace_secrets=args.cross_namespace_secrets,
         coordination=coordination,
+        require_identity=args.agent_identity != "optional",
+        watch_backoff=Backoff(initial=min(0.2, args.watch_retry_max), maximum=args.watch_retry_max),
+        request_timeout=args.kube_request_timeout,
     )
 
 

@@ -78,7 +78,13 @@ def add_reconciler_parser(commands: argparse._SubParsersAction[argparse.Argument
     flag("namespaces", default="", help="comma-separated namespaces to watch (default: all)")
     switch("write-status", help="write DataPlane status and events")
     switch("once", help="reconcile every DataPlane once, print, and exit")
-    switch("require-identity", help="demand the plane's SAN in agent certificates")
+    parser.add_argument(
+        "--require-identity",
+        action=argparse.BooleanOptionalAction,
+        default=(_env("require-identity") or "true").strip().lower() != "false",
+        help="demand that agent certificates name their plane (default: on; a DataPlane opts "
+        'out with the annotation planelink.dev/require-agent-identity: "false")',
+    )
     flag("workers", default="4", type=int, help="DataPlanes reconciled in parallel (4)")
     flag("probe-interval", default="30", type=float, help="seconds between direct probes (30)")
     flag("probe-timeout", default="5", type=float, help="timeout of one probe (5)")

@@ -20,6 +20,9 @@ AGENT_CONNECT_PATH = "/agent/v1/connect"
 PLANE_QUERY_PARAMETER = "plane"
 SUBPROTOCOL = "planelink.v1"
 REJECTION_HEADER = "X-Planelink-Rejection"
+REJECTION_STARTING = "Starting"
+"""The rejection of a gateway that does not know its planes yet: an HTTP 503 whose
+`Retry-After` says when to dial again (soon; it is not the agent's fault)."""
 
 IDENTITY_PLANE = "plane"
 """HELLO identity key: `<namespace>/<name>` of the DataPlane the agent serves."""

@@ -105,7 +105,9 @@ class Reconciler:
         direct: DirectPlanes | None = None,
     ) -> None:
         self.settings = settings = settings or ReconcilerSettings()
-        self.api = KubeApi(client, watch_timeout=settings.watch_timeout)
+        self.api = KubeApi(
+            client, watch_timeout=settings.watch_timeout, request_timeout=settings.request_timeout
+        )
         self.metrics = ReconcilerMetrics(registry or CollectorRegistry(auto_describe=True))
         self.trust = trust
         self.direct = direct or DirectPlanes()
@@ -118,7 +120,11 @@ class Reconciler:
             metrics=self.metrics,
         )
         self.ready = asyncio.Event()
-        """Set once every cache is filled and reconciling has begun."""
+        """Set once every cache is filled and every DataPlane of the first list has been
+        resolved into trust once: from then on, a plane absent from trust does not exist."""
+        self._first_list: set[ObjKey] = set()
+        """DataPlanes of the first list not yet resolved into trust."""
+        self._first_list_fed = asyncio.Event()
         self._agents = agents
         self._queue: WorkQueue[ObjKey] = WorkQueue(retry=settings.backoff)
         scopes: Sequence[str | None] = settings.namespaces or (None,)
@@ -149,7 +155,7 @@ class Reconciler:
                 on_peer_counts=self._enqueue_planes,
                 on_leadership=self._on_leadership,
                 metrics=self.metrics,
-                backoff=settings.backoff,
+                backoff=settings.watch_backoff,
             )
             if settings.coordination is not None
             else Solo()
@@ -197,6 +203,9 @@ class Reconciler:
             for informer in self._dataplane_informers:
                 group.create_task(informer.run(), name="dataplanes-watch")
             await _all_set([i.synced for i in self._dataplane_informers])
+            self._first_list = set(self.dataplanes.all_keys())
+            if not self._first_list:
+                self._first_list_fed.set()
             group.create_task(self._follow_agents(), name="follow-agents")
             group.create_task(
                 self._queue.run(self._reconcile, workers=self.settings.workers), name="workers"
@@ -204,6 +213,7 @@ class Reconciler:
             group.create_task(self._resync(), name="resync")
             if self.settings.write_status:
                 group.create_task(self._refusals.run(), name="refusal-events")
+            await self._first_list_fed.wait()
             self.ready.set()
             log.info(
                 "reconciler ready",
@@ -213,7 +223,9 @@ class Reconciler:
             )
 
     def _informer(self, source: ListWatch, store: Store, handler: ChangeHandler) -> Informer:
-        return Informer(source, store, handler, backoff=self.settings.backoff, metrics=self.metrics)
+        return Informer(
+            source, store, handler, backoff=self.settings.watch_backoff, metrics=self.metrics
+        )
 
     # -- refused agents -----------------------------------------------------------------------
 
@@ -280,23 +292,36 @@ class Reconciler:
         obj = self.dataplanes.get(key)
         if obj is None:
             self._forget(key, plane_log)
+            self._resolved_once(key)
             self.metrics.reconciles.labels(result="deleted").inc()
             return
         try:
             plane = PlaneRef(key.namespace, key.name)
         except InvalidPlaneRefError as error:
             plane_log.warning("dataplane name cannot name a plane", error=str(error))
+            self._resolved_once(key)
             self.metrics.reconciles.labels(result="invalid").inc()
             return
         try:
-            resolution = await self._resolve(key, plane, obj)
-            self._feed(key, plane, resolution, plane_log)
+            try:
+                resolution = await self._resolve(key, plane, obj)
+                self._feed(key, plane, resolution, plane_log)
+            finally:
+                # Even a failed attempt counts: one plane whose Secret cannot be read must not
+                # keep the gateway "starting" for every other plane (the retry still comes).
+                self._resolved_once(key)
             if self.settings.write_status and self.coordination.is_leader:
                 await self._write_status(key, plane, obj, resolution, plane_log)
         except Exception:
             self.metrics.reconciles.labels(result="error").inc()
             raise
         self.metrics.reconciles.labels(result="ok").inc()
+
+    def _resolved_once(self, key: ObjKey) -> None:
+        if key in self._first_list:
+            self._first_list.discard(key)
+            if not self._first_list:
+                self._first_list_fed.set()
 
     async def _resolve(self, key: ObjKey, plane: PlaneRef, obj: Obj) -> Resolution:
         try:

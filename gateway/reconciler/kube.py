@@ -70,6 +70,7 @@ class _Collection:
     call: Callable[..., Awaitable[Any]]
     """The generated list function, with its positional arguments bound."""
     watch_timeout: int
+    request_timeout: float
     label_selector: str | None = None
     field_selector: str | None = None
 
@@ -80,7 +81,9 @@ class _Collection:
             params: dict[str, Any] = {"limit": _PAGE_SIZE, **self._selector()}
             if token:
                 params["_continue"] = token
-            page = await _call(self.call(**params, _preload_content=False))
+            page = await _call(
+                self.call(**params, _preload_content=False, _request_timeout=self.request_timeout)
+            )
             items.extend(page.get("items") or [])
             metadata = page.get("metadata") or {}
             token = metadata.get("continue")
@@ -122,13 +125,18 @@ class _Collection:
 class KubeApi:
     """The requests the reconciler makes, on one kubernetes_asyncio ApiClient."""
 
-    def __init__(self, client: ApiClient, *, watch_timeout: int = 300) -> None:
+    def __init__(
+        self, client: ApiClient, *, watch_timeout: int = 300, request_timeout: float = 10.0
+    ) -> None:
         # Typed as Any: the package's stubs omit `_content_type` and refuse dict bodies, both of
         # which the generated code accepts; this class is the typed boundary instead.
         self._custom: Any = CustomObjectsApi(client)
         self._core: Any = CoreV1Api(client)
         self._coordination: Any = CoordinationV1Api(client)
         self._watch_timeout = watch_timeout
+        self._timeout = request_timeout
+        """Deadline of every request but a watch: an API server that accepts and then says
+        nothing must not stall a list (aiohttp's own default is five minutes)."""
 
     # -- collections --------------------------------------------------------------------------
 
@@ -142,7 +150,7 @@ class KubeApi:
                 crd.GROUP, crd.VERSION, namespace, crd.PLURAL, **params
             )
 
-        return _Collection("DataPlane", namespace, call, self._watch_timeout)
+        return _Collection("DataPlane", namespace, call, self._watch_timeout, self._timeout)
 
     def secret(self, namespace: str, name: str) -> ListWatch:
         """One Secret, as a collection of at most one (the rest of the namespace is never read)."""
@@ -151,21 +159,30 @@ class KubeApi:
             return self._core.list_namespaced_secret(namespace, **params)
 
         return _Collection(
-            "Secret", namespace, call, self._watch_timeout, field_selector=f"metadata.name={name}"
+            "Secret",
+            namespace,
+            call,
+            self._watch_timeout,
+            self._timeout,
+            field_selector=f"metadata.name={name}",
         )
 
     def leases(self, namespace: str, *, label_selector: str) -> ListWatch:
         def call(**params: Any) -> Any:
             return self._coordination.list_namespaced_lease(namespace, **params)
 
-        return _Collection("Lease", namespace, call, self._watch_timeout, label_selector)
+        return _Collection(
+            "Lease", namespace, call, self._watch_timeout, self._timeout, label_selector
+        )
 
     # -- single objects -----------------------------------------------------------------------
 
     async def get_secret(self, namespace: str, name: str) -> Obj | None:
         try:
             return await _call(
-                self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+                self._core.read_namespaced_secret(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout
+                )
             )
         except NotFound:
             return None
@@ -182,43 +199,57 @@ class KubeApi:
                 body,
                 _content_type=_MERGE_PATCH,
                 _preload_content=False,
+                _request_timeout=self._timeout,
             )
         )
 
     async def create_event(self, namespace: str, body: Obj) -> Obj:
         return await _call(
-            self._core.create_namespaced_event(namespace, body, _preload_content=False)
+            self._core.create_namespaced_event(
+                namespace, body, _preload_content=False, _request_timeout=self._timeout
+            )
         )
 
     async def patch_event(self, namespace: str, name: str, body: Obj) -> Obj:
         return await _call(
             self._core.patch_namespaced_event(
-                name, namespace, body, _content_type=_MERGE_PATCH, _preload_content=False
+                name,
+                namespace,
+                body,
+                _content_type=_MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=self._timeout,
             )
         )
 
     async def get_lease(self, namespace: str, name: str) -> Obj:
         return await _call(
-            self._coordination.read_namespaced_lease(name, namespace, _preload_content=False)
+            self._coordination.read_namespaced_lease(
+                name, namespace, _preload_content=False, _request_timeout=self._timeout
+            )
         )
 
     async def create_lease(self, namespace: str, body: Obj) -> Obj:
         return await _call(
-            self._coordination.create_namespaced_lease(namespace, body, _preload_content=False)
+            self._coordination.create_namespaced_lease(
+                namespace, body, _preload_content=False, _request_timeout=self._timeout
+            )
         )
 
     async def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
         """PUT: fails with Conflict unless body's resourceVersion is the stored one."""
         return await _call(
             self._coordination.replace_namespaced_lease(
-                name, namespace, body, _preload_content=False
+                name, namespace, body, _preload_content=False, _request_timeout=self._timeout
             )
         )
 
     async def delete_lease(self, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):
             await _call(
-                self._coordination.delete_namespaced_lease(name, namespace, _preload_content=False)
+                self._coordination.delete_namespaced_lease(
+                    name, namespace, _preload_content=False, _request_timeout=self._timeout
+                )
             )
 
 

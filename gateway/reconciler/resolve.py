@@ -111,7 +111,7 @@ def resolve(
     secrets: Secrets,
     *,
     now: datetime,
-    require_identity: bool = False,
+    require_identity: bool = True,
     cross_namespace_secrets: bool = False,
 ) -> Resolution:
     """Secrets of namespaces other than the DataPlane's are refused (`CrossNamespaceSecret`)
@@ -171,10 +171,14 @@ def invalid_spec(plane: PlaneRef, message: str) -> Resolution:
 
 
 def require_identity(dataplane: DataPlane, *, default: bool) -> bool:
+    """Whether agents of `dataplane` must present a certificate naming it.
+
+    Only the exact opt-out `"false"` turns the check off; any other value (a typo, "no") keeps
+    it, so a mistake never widens who may serve the plane."""
     value = dataplane.metadata.annotations.get(REQUIRE_IDENTITY_ANNOTATION)
     if value is None:
         return default
-    return value.strip().lower() == "true"
+    return value.strip().lower() != "false"
 
 
 def _resolve_agent(

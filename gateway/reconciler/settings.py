@@ -57,16 +57,25 @@ class ReconcilerSettings:
     """Every object is reconciled again this often, whatever happened."""
     watch_timeout: int = 300
     """Server-side timeout of one watch request (seconds); a new watch follows at once."""
+    request_timeout: float = 10.0
+    """Deadline of every request to the control plane but a watch (seconds)."""
+    watch_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.2, maximum=2.0))
+    """Delays between attempts to list and watch again after a failure. Capped low: the gateway
+    cannot say which planes exist until its first list succeeds, and every second of this
+    delay after the control plane returns is a second of refused callers and agents (a
+    failed attempt against an API server that is down costs it nothing)."""
     write_status: bool = True
     """False: follow DataPlanes and feed trust, but never write status or events."""
-    require_identity: bool = False
-    """Demand the plane's SAN in agent certificates (the annotation
-    `planelink.dev/require-agent-identity: "true"|"false"` overrides it per plane)."""
+    require_identity: bool = True
+    """Demand that agent certificates name their plane. A DataPlane opts out with the annotation
+    `planelink.dev/require-agent-identity: "false"` (and, when this is False, opts in with
+    "true"); see `gateway.reconciler.resolve.require_identity`."""
     refusal_event_interval: float = 30.0
     """An agent refused again and again for one plane and reason is told in at most one Event
     write per this many seconds (the Event's count says how often it happened)."""
     component: str = "planelink-gateway"
     """`source.component` of the Events written."""
     backoff: Backoff = field(default_factory=Backoff)
+    """Delays between retries of one DataPlane's reconcile and of the coordination Leases."""
     coordination: CoordinationSettings | None = None
     """None: this is the only replica and writes status from its own agents."""

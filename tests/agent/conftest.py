@@ -217,6 +217,7 @@ class Rejection:
     status: int
     reason: str
     text: str
+    retry_after: int | None = None
 
 
 class TestGateway:
@@ -267,9 +268,11 @@ class TestGateway:
             self._server.close()
             await self._server.wait_closed()
 
-    def refuse(self, status: int, reason: str, text: str) -> None:
+    def refuse(
+        self, status: int, reason: str, text: str, *, retry_after: int | None = None
+    ) -> None:
         """Answer the next handshakes with an HTTP error, as a gateway refusing an agent."""
-        self.reject = Rejection(status, reason, text)
+        self.reject = Rejection(status, reason, text, retry_after)
 
     def accept(self) -> None:
         self.reject = None
@@ -287,6 +290,8 @@ class TestGateway:
         self.rejected.set()
         response = websocket.respond(self.reject.status, self.reject.text)
         response.headers[REJECTION_HEADER] = self.reject.reason
+        if self.reject.retry_after is not None:
+            response.headers["Retry-After"] = str(self.reject.retry_after)
         return response
 
     async def _handle(self, websocket: ServerConnection) -> None:

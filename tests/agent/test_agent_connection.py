@@ -64,19 +64,44 @@ async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
     assert "UnknownPlane" in running.agent.state.reason
 
 
-async def test_the_backoff_starts_over_after_a_tunnel_that_stayed_up(
+async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
     start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
 ) -> None:
-    gateway.refuse(503, "GatewayStarting", "not ready")
-    running = await start_agent(kubeconfig=unused_kubeconfig, backoff_reset_after=0.0)
+    gateway.refuse(503, "Unavailable", "not ready")  # no Retry-After: the agent backs off
+    running = await start_agent(kubeconfig=unused_kubeconfig, backoff_reset_after=3600.0)
     agent = running.agent
-    await wait.until(lambda: agent.backoff.attempt >= 3)
+    await wait.until(lambda: agent.reconnect.dials.attempt >= 3)
     gateway.accept()
     connection = await gateway.next_connection()
     await wait.within(agent.state.wait(up=True))
     connection.session.close("gateway restart")
     await wait.within(agent.state.wait(up=False))
-    await wait.until(lambda: agent.backoff.attempt == 1)  # reset, then one delay drawn
+    # The tunnel was set up: dial failures start afresh, though it did not stay up long...
+    await wait.until(lambda: agent.reconnect.tunnels.attempt == 1)
+    assert agent.reconnect.dials.attempt == 0
+    # ...and a gateway that accepts and drops at once is backed off from, not hammered.
+    for dropped in range(2, 5):
+        connection = await gateway.next_connection()
+        await wait.within(agent.state.wait(up=True))
+        connection.session.close("accepted, then dropped")
+        await wait.until(lambda n=dropped: agent.reconnect.tunnels.attempt == n)  # type: ignore[misc]
+        assert agent.reconnect.dials.attempt == 0
+
+
+async def test_a_gateway_that_says_retry_after_is_dialed_again_after_that_delay(
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+) -> None:
+    gateway.refuse(503, "Starting", "the gateway is starting", retry_after=1)
+    with structlog.testing.capture_logs() as logs:
+        running = await start_agent(
+            kubeconfig=unused_kubeconfig, backoff_base=0.02, backoff_cap=5.0, random=lambda: 0.5
+        )
+        await wait.until(lambda: len(_failures(logs)) >= 2)
+    # Retry-After, plus the drawn half of its half again; no failure counted toward backoff.
+    assert [entry["retry_in_seconds"] for entry in _failures(logs)[:2]] == [1.25, 1.25]
+    assert running.agent.reconnect.dials.attempt == 0
+    gateway.accept()
+    await wait.within(running.agent.state.wait(up=True))
 
 
 async def test_a_silent_gateway_is_detected_by_heartbeat(

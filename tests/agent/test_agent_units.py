@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import AgentSettings, Backoff
+from agent import AgentSettings, Backoff, Reconnect
 from kubeproxy import (
     UpstreamConfigError,
     UpstreamCredentialsError,
@@ -19,6 +19,35 @@ from kubeproxy import (
 )
 
 # -- backoff --------------------------------------------------------------------------------
+
+
+def test_reconnect_resets_dials_on_a_tunnel_and_backs_off_from_tunnels_that_drop() -> None:
+    reconnect = Reconnect(base=1.0, cap=60.0, reset_after=30.0, random=lambda: 1.0)
+    assert [reconnect.after_failed_dial() for _ in range(3)] == [1.0, 2.0, 4.0]
+    reconnect.tunnel_up()  # a gateway that accepts the agent: dial failures start afresh
+    assert reconnect.after_failed_dial() == 1.0
+    # A gateway that accepts and drops at once is backed off from, tunnel after tunnel...
+    delays = []
+    for _ in range(4):
+        reconnect.tunnel_up()
+        delays.append(reconnect.after_tunnel(up_for=0.1))
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    # ...until one stays up long enough.
+    reconnect.tunnel_up()
+    assert reconnect.after_tunnel(up_for=30.0) == 1.0
+    assert reconnect.after_failed_dial(retry_after=3) == 4.5  # 3 s, and half again at most
+    # Refused after a tunnel ended (a restarting gateway): retried promptly for a while (30 s
+    # of delays, 4 s apart at most), then the ceiling grows again.
+    refused = [reconnect.after_failed_dial() for _ in range(11)]
+    assert refused == [1.0, 2.0, *([4.0] * 7), 8.0, 16.0]
+
+
+def test_retry_after_is_honoured_within_bounds_and_counts_no_failure() -> None:
+    backoff = Backoff(base=0.5, cap=10.0, random=lambda: 1.0)
+    assert backoff.retry_after(2) == pytest.approx(3.0)  # 2 s, plus up to half again
+    assert backoff.retry_after(0) == pytest.approx(0.75)  # never sooner than base
+    assert backoff.retry_after(3600) == 10.0  # never later than cap
+    assert backoff.attempt == 0
 
 
 def test_ceiling_doubles_from_base_up_to_cap() -> None:

@@ -131,7 +131,8 @@ async def test_pinned_self_signed_agent_certificate(
     gateway: Gateway, connect_agent, planes
 ) -> None:
     plane = certs.PlaneRef("ns-c", "pinned")
-    pinned = certs.self_signed_client(common_name="agent-c")
+    # Identity is checked for pinned certificates too: without SANs, the CN names the plane.
+    pinned = certs.self_signed_client(common_name=str(plane))
     gateway.trust.set_plane(PlaneTrust(plane=plane, client_cas=(pinned.certificate,)))
     async with connect_agent(plane, bundle=pinned) as agent:
         assert len(gateway.agents.agents(plane)) == 1

@@ -60,7 +60,14 @@ async def test_unknown_plane_is_404_status(caller: aiohttp.ClientSession) -> Non
     assert status["message"] == "dataplane nope/nope not found"
 
 
-async def test_plane_without_agent_is_503_with_retry_after(caller: aiohttp.ClientSession) -> None:
+async def test_plane_without_agent_is_503_with_retry_after(
+    gateway: Gateway, caller: aiohttp.ClientSession
+) -> None:
+    # Just started: the plane's agents may be dialing back in, so callers retry soon...
+    async with caller.get(f"{A}/api") as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+    gateway.trust.startup.agents_return_within = 0  # ...and later, after the usual delay.
     async with caller.get(f"{A}/api") as response:
         assert response.status == 503
         assert response.headers["Retry-After"] == "5"

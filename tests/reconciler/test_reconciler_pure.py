@@ -13,7 +13,13 @@ import certs
 import crd
 from gateway.reconciler import conditions as c
 from gateway.reconciler.events import EventSpec, transitions
-from gateway.reconciler.resolve import SecretKey, resolve, secret_refs
+from gateway.reconciler.resolve import (
+    REQUIRE_IDENTITY_ANNOTATION,
+    SecretKey,
+    require_identity,
+    resolve,
+    secret_refs,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -103,6 +109,32 @@ def _agent_plane(client_ca: dict[str, Any] | None) -> crd.DataPlane:
 
 
 CA = certs.create_ca("agents")
+
+
+@pytest.mark.parametrize(
+    ("annotation", "default", "required"),
+    [
+        (None, True, True),  # the default: identity is checked
+        ("false", True, False),  # the one documented opt-out
+        (" False ", True, False),
+        ("no", True, True),  # anything else, a typo included, keeps the check
+        ("flase", True, True),
+        ("", True, True),
+        (None, False, False),  # a gateway run with --agent-identity optional...
+        ("true", False, True),  # ...where a DataPlane can still ask for it
+    ],
+)
+def test_only_an_explicit_false_turns_the_identity_check_off(
+    annotation: str | None, default: bool, required: bool
+) -> None:
+    dataplane = _agent_plane({"value": CA.certificate_pem().decode()})
+    if annotation is not None:
+        dataplane.metadata.annotations[REQUIRE_IDENTITY_ANNOTATION] = annotation
+    assert require_identity(dataplane, default=default) is required
+    trust = resolve(PLANE, dataplane, {}, now=datetime.now(UTC), require_identity=required).trust
+    assert trust.require_identity is required
+
+
 PEM = CA.certificate_pem()
 EXPIRED = certs.create_ca(
     "old", not_before=datetime.now(UTC) - timedelta(days=3), validity=timedelta(days=1)
