@@ -2,7 +2,8 @@
 
 Each hostile agent here passed every admission check (its plane's certificate, its plane's
 URL, a proper HELLO): what it sends afterwards must cost it its own connection and nothing
-else. The bytes come from the protocol's own encoder (`protocol.frames`), sent over the agent's
+else. The bytes come from the protocol's own encoder (`protocol.frames`; the malformed ones are
+`bench.hostile_known.MALFORMED_FRAMES`, which the benchmark sends too), sent over the agent's
 real WebSocket; the checks are what a peer can observe — the GOAWAY code that ends the tunnel,
 how soon the socket closes, the gateway's registry of agents, and callers' answers.
 """
@@ -23,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 import certs
+from bench.hostile_known import MALFORMED_FRAMES
 from gateway.app import Gateway
 from protocol import (
     Connection,
@@ -31,18 +33,7 @@ from protocol import (
     RequestReceived,
     Role,
 )
-from protocol.frames import (
-    HEADER,
-    MAX_STREAM_ID,
-    Data,
-    Flag,
-    FrameType,
-    Ping,
-    Request,
-    Reset,
-    WindowUpdate,
-    encode_data_header,
-)
+from protocol.frames import Data, Reset, WindowUpdate
 from tunnel import StreamResetError, TunnelStream
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
@@ -131,62 +122,12 @@ async def _wait_unregistered(gateway: Gateway, plane: certs.PlaneRef, agent_id: 
             await gateway.agents.wait_for_change()
 
 
-def _four_gib_frame(version: int) -> bytes:
-    # A DATA header announcing 2**32-1 payload bytes, and no payload.
-    return HEADER.pack(version, FrameType.DATA, 0, 0, 2, 2**32 - 1)
-
-
-def _window_overflow(version: int) -> bytes:
-    # Two maximal connection credits: the gateway's send window would pass 2**31-1.
-    grant = WindowUpdate(0, MAX_STREAM_ID).encode(version)
-    return grant + grant
-
-
-def _odd_request(version: int) -> bytes:
-    # Odd stream ids are the gateway's to open; an agent may open only even ones.
-    return Request(stream_id=1, method=b"GET", path=b"/api").encode(version)
-
-
-def _unknown_type(version: int) -> bytes:
-    return HEADER.pack(version, 0x7F, 0, 0, 0, 0)
-
-
-def _data_on_unopened_stream(version: int) -> bytes:
-    return encode_data_header(4, 3, end_stream=False, version=version) + b"abc"
-
-
-def _data_on_gateway_stream_never_opened(version: int) -> bytes:
-    return Data(1, b"stolen", end_stream=True).encode(version)
-
-
-def _reset_of_stream_never_opened(version: int) -> bytes:
-    return Reset(1, ErrorCode.CANCEL, "hang up someone else's stream").encode(version)
-
-
-def _unknown_flag(version: int) -> bytes:
-    frame = bytearray(Ping(b"12345678").encode(version))
-    frame[2] = Flag.UPGRADE  # PING carries no flags
-    return bytes(frame)
-
-
-MALFORMED = {
-    "4GiB-frame-header": (_four_gib_frame, ErrorCode.FRAME_SIZE_ERROR),
-    "window-overflow": (_window_overflow, ErrorCode.FLOW_CONTROL_ERROR),
-    "wrong-stream-parity": (_odd_request, ErrorCode.PROTOCOL_ERROR),
-    "unknown-frame-type": (_unknown_type, ErrorCode.UNKNOWN_FRAME_TYPE),
-    "data-on-unopened-stream": (_data_on_unopened_stream, ErrorCode.PROTOCOL_ERROR),
-    "data-on-gateway-stream": (_data_on_gateway_stream_never_opened, ErrorCode.PROTOCOL_ERROR),
-    "reset-of-unopened-stream": (_reset_of_stream_never_opened, ErrorCode.PROTOCOL_ERROR),
-    "undefined-flag": (_unknown_flag, ErrorCode.PROTOCOL_ERROR),
-}
-
-
-@pytest.mark.parametrize("case", sorted(MALFORMED))
+@pytest.mark.parametrize("case", sorted(MALFORMED_FRAMES))
 async def test_a_malformed_frame_drops_only_that_agent(
     gateway: Gateway, pki, connect_agent, caller: aiohttp.ClientSession, planes, *, case: str
 ) -> None:
     plane_a, plane_b = planes
-    encode, code = MALFORMED[case]
+    encode, code = MALFORMED_FRAMES[case]
     async with (
         connect_agent(plane_a) as sibling,
         connect_agent(plane_b),
