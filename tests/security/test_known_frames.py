@@ -83,9 +83,9 @@ class HostileAgent:
 
 @contextlib.asynccontextmanager
 async def hostile_agent(
-    gateway: Gateway, pki, plane: certs.PlaneRef
+    gateway: Gateway, pki, plane: certs.PlaneRef, *, agent_id: str | None = None
 ) -> AsyncIterator[HostileAgent]:
-    agent_id = f"hostile-{next(_HOSTILE_IDS)}"
+    agent_id = agent_id or f"hostile-{next(_HOSTILE_IDS)}"
     url = f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={plane}"
     websocket = await connect(
         url,
@@ -215,3 +215,27 @@ async def test_the_gateway_serves_no_requests_from_agents(
         assert not agent_a.session.closed
         assert len(gateway.agents.agents(plane_a)) == 1
     assert reached == []
+
+
+async def test_an_agent_claiming_another_agents_id_displaces_nobody(
+    gateway: Gateway, pki, connect_agent, caller: aiohttp.ClientSession, planes
+) -> None:
+    """The agent id in a HELLO is a label, not an identity: an agent of either plane that
+    claims a connected agent's id joins beside it, and leaving takes only itself away."""
+    plane_a, plane_b = planes
+    async with connect_agent(plane_a) as legit:
+        (registered,) = gateway.agents.agents(plane_a)
+        taken = registered.agent_id
+        async with (
+            hostile_agent(gateway, pki, plane_a, agent_id=taken),
+            hostile_agent(gateway, pki, plane_b, agent_id=taken),
+        ):
+            assert [a.agent_id for a in gateway.agents.agents(plane_a)] == [taken, taken]
+            assert [a.agent_id for a in gateway.agents.agents(plane_b)] == [taken]
+            assert not legit.session.closed
+        async with asyncio.timeout(TIMEOUT):
+            while len(gateway.agents.agents(plane_a)) > 1 or gateway.agents.agents(plane_b):
+                await gateway.agents.wait_for_change()
+        assert gateway.agents.agents(plane_a) == [registered]
+        async with caller.post(f"/planes/{plane_a}/k8s/echo", data=b"mine") as answer:
+            assert (answer.status, await answer.read()) == (200, b"mine")
