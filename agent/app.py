@@ -197,7 +197,9 @@ class Agent:
         session = TunnelSession(
             WebSocketChannel(websocket),
             connection,
-            heartbeat=Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
+            heartbeat=Heartbeat(
+                settings.heartbeat_interval, settings.heartbeat_timeout, settings.write_timeout
+            ),
             request_handler=self.proxy.handle,
             logger=self._log,
         )

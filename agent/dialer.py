@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatu
 from websockets.typing import Subprotocol
 
 import certs
+from tunnel.channel import RECEIVE_QUEUE, GuardedClientConnection
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
 
 _BODY_LIMIT = 300  # characters of a rejection body worth a log line
@@ -95,6 +96,8 @@ async def dial(
             # A tunnel found dead by heartbeat will not answer a close: give up on it soon.
             close_timeout=2,
             max_size=max_message_size,
+            max_queue=RECEIVE_QUEUE,
+            create_connection=GuardedClientConnection,
         )
     except BaseException as error:
         translated = _translate(error)

@@ -270,6 +270,17 @@ class AgentSettings:
             help="a tunnel silent for this long is dead (half-open): drop it and reconnect",
         ),
     )
+    write_timeout: float = dataclasses.field(
+        default=30.0,
+        metadata=_meta(
+            env="PLANELINK_WRITE_TIMEOUT",
+            parse=float,
+            group=_TIMING,
+            metavar="SECONDS",
+            help="a gateway that leaves what the agent sends unread this long is dropped "
+            "(and redialed)",
+        ),
+    )
     drain_grace: float = dataclasses.field(
         default=25.0,
         metadata=_meta(
@@ -389,6 +400,7 @@ def _timing_problem(settings: AgentSettings) -> str | None:
         "upstream_response_timeout",
         "pool_idle_timeout",
         "drain_grace",
+        "write_timeout",
     )
     for name in positive:
         if not getattr(settings, name) > 0:

@@ -5,18 +5,19 @@ against the `clientCA` of the plane it names in the URL — before the WebSocket
 refused agent gets an HTTP status, a one-line reason and an `X-Planelink-Rejection` header, and
 the operator a log line and a metric. Its HELLO must then name the same plane.
 
-TLS is started by this module, not by the server socket: asyncio drops a failed server-side
-handshake without a word, and a certificate refused by OpenSSL (unknown CA, expired, no client
-usage) must be as visible to the operator as one refused by the per-plane check. Starting TLS
-here also bounds how many handshakes run at once, so a storm of reconnecting agents after a
-restart queues instead of starving the event loop.
+Connections are accepted by a `TlsAcceptor` (`gateway.acceptor`): connection limits, the
+ClientHello and handshake deadlines, a bounded number of handshakes at once, and a TLS alert
+for a refused certificate; a certificate refused by OpenSSL (unknown CA, expired, no client
+usage) is as visible to the operator as one refused by the per-plane check. This module runs
+the WebSocket upgrade under `upgrade_timeout`; an upgrade request websockets cannot parse (too
+many or too long headers) is answered 431/400 at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, cast
@@ -24,15 +25,21 @@ from urllib.parse import parse_qs, urlsplit
 from weakref import WeakKeyDictionary
 
 import structlog
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.exceptions import RequestLineTooLong, SecurityError
 from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
 
 from certs import CertificateInfo, CertificateRejected, InvalidPlaneRefError, PlaneRef
+from gateway.acceptor import Admitted, TlsAcceptor
+from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentConnection, AgentRegistry
 from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry, verify_agent
-from protocol import Connection, ErrorCode, Role, Settings
+from protocol import Connection, ErrorCode, FloodLimits, Role, Settings
 from tunnel import Heartbeat, SessionClosed, TunnelSession, WebSocketChannel
+from tunnel.channel import RECEIVE_QUEUE, GuardedServerConnection
 from tunnel.contract import (
     AGENT_CONNECT_PATH,
     IDENTITY_AGENT_ID,
@@ -51,13 +58,16 @@ class AgentListenerSettings:
     port: int = 8443
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     hello_timeout: float = 10.0
-    tls_handshake_timeout: float = 10.0
-    max_concurrent_handshakes: int = 64
+    upgrade_timeout: float = 5.0
+    """From TLS established to the end of the upgrade request (and the answer to it)."""
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     backlog: int = 1024
     """Connections queued by the kernel before they are accepted (asyncio's default is 100:
     after a gateway restart every agent dials within seconds, and dropped SYNs cost each a
     one-second retransmit)."""
     tunnel: Settings = field(default_factory=Settings)
+    flood: FloodLimits = field(default_factory=FloodLimits)
+    """What an agent may cost the gateway without useful traffic; past it, it is dropped."""
 
 
 @dataclass(frozen=True)
@@ -96,15 +106,20 @@ class AgentListener:
         self._metrics = metrics
         # Weak: a connection refused after this check (e.g. by the handshake) leaves no entry.
         self._verified: WeakKeyDictionary[ServerConnection, _Verified] = WeakKeyDictionary()
-        self._server: Server | None = None
-        self._handshakes = asyncio.Semaphore(settings.max_concurrent_handshakes)
+        self._server: _Server | None = None
+        self._acceptor: TlsAcceptor | None = None
         self._rejected = asyncio.Event()
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
+        assert self._acceptor is not None
+        port: int = self._acceptor.listener.getsockname()[1]
         return port
+
+    @property
+    def acceptor(self) -> TlsAcceptor:
+        assert self._acceptor is not None
+        return self._acceptor
 
     def wait_for_rejection(self) -> Coroutine[Any, Any, object]:
         """Completes at the next agent refused after this call (for tests and tooling that
@@ -123,30 +138,43 @@ class AgentListener:
         if plane is not None:
             context["plane"] = str(plane)
         log.warning(message, reason=reason, detail=detail, **context)
+        self._count_refusal(reason, detail, plane)
+
+    def _count_refusal(self, reason: str, detail: str, plane: PlaneRef | None = None) -> None:
         self._agents.refused(reason, detail, plane=plane)
         self._rejected.set()
         self._rejected = asyncio.Event()
 
     async def start(self) -> None:
-        tunnel = self._settings.tunnel
-        self._server = await serve(
-            self._serve,
-            self._settings.host,
-            self._settings.port,
-            create_connection=self._connection_class(),
-            process_request=self._check_agent,
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-            max_size=tunnel.max_message_size,
-            ping_interval=None,  # the tunnel's own heartbeat measures RTT and finds dead peers
-            compression=None,  # bodies are often compressed already; CPU matters more
-            server_header=None,
-            backlog=self._settings.backlog,
+        settings = self._settings
+        self._acceptor = TlsAcceptor(
+            "agent",
+            settings=settings.admission,
+            ssl_context=self._trust.server_context,
+            protocol_factory=self._new_connection,
+            on_tls_failure=self._count_refusal,
+            tls_failure_event="agent refused in the TLS handshake",
+            metrics=self._metrics,
         )
+        listener = self._acceptor.listen(settings.host, settings.port, backlog=settings.backlog)
+        loop = asyncio.get_running_loop()
+        # The websockets server tracks connections and closes them; accepting is the
+        # acceptor's, so the asyncio server it wraps never serves, and has a descriptor of
+        # its own to close.
+        self._server = _Server(
+            lambda: loop.create_server(asyncio.Protocol, sock=listener.dup(), start_serving=False),
+            self._handle,
+            log,
+        )
+        await self._server
+        self._acceptor.serve()
 
     async def stop(self, *, grace: float) -> None:
         """Ask every agent to drain, give streams `grace` seconds, then close."""
-        if self._server is None:
+        if self._server is None or self._acceptor is None:
             return
+        self._server.serving = False
+        await self._acceptor.close()
         self._server.close(close_connections=False)
         agents = list(self._agents.all_agents())
         for agent in agents:
@@ -160,57 +188,66 @@ class AgentListener:
             agent.session.close("the gateway is shutting down")
         await self._server.wait_closed()
 
-    # -- TLS ----------------------------------------------------------------------------------
+    # -- TLS and the upgrade request --------------------------------------------------------
 
-    def _connection_class(self) -> type[ServerConnection]:
-        listener = self
+    def _new_connection(self, admitted: Admitted) -> asyncio.Protocol:
+        assert self._server is not None
+        tunnel = self._settings.tunnel
+        protocol = ServerProtocol(
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            max_size=tunnel.max_message_size,  # no extensions: bodies are often compressed
+        )
+        connection = _AgentWebSocket(
+            protocol,
+            self._server,
+            ping_interval=None,  # the tunnel's own heartbeat measures RTT and finds dead peers
+            max_queue=RECEIVE_QUEUE,
+        )
+        connection.admitted = admitted
+        connection.on_bad_request = self._bad_upgrade_request
+        return connection
 
-        class TlsServerConnection(ServerConnection):
-            """A WebSocket connection that first completes TLS under the listener's eye."""
+    def _bad_upgrade_request(self, connection: _AgentWebSocket, error: Exception) -> bytes:
+        if isinstance(error, RequestLineTooLong):
+            status, reason = HTTPStatus.REQUEST_URI_TOO_LONG, "UpgradeRequestTooLarge"
+        elif isinstance(error, SecurityError):
+            status, reason = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "UpgradeRequestTooLarge"
+        else:
+            status, reason = HTTPStatus.BAD_REQUEST, "BadUpgradeRequest"
+        detail = f"{error}: {error.__cause__}" if error.__cause__ else str(error)
+        self._refuse(reason, "agent refused", detail=detail, remote=connection.admitted.remote)
+        response = connection.protocol.reject(status, detail + "\n")
+        response.headers[REJECTION_HEADER] = reason
+        return response.serialize()
 
-            established = False
-
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                # A stream transport (uvloop's are not asyncio.Transport subclasses).
-                transport = cast(asyncio.Transport, transport)
-                transport.pause_reading()  # the ClientHello is for TLS, not for WebSocket
-                self._tls = asyncio.get_running_loop().create_task(
-                    listener._start_tls(self, transport)
-                )
-
-            def tls_established(self, transport: asyncio.Transport) -> None:
-                self.established = True
-                super().connection_made(transport)
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                # A failed handshake ends a connection the WebSocket layer never saw begin.
-                if self.established:
-                    super().connection_lost(exc)
-
-        return TlsServerConnection
-
-    async def _start_tls(self, connection: ServerConnection, transport: asyncio.Transport) -> None:
-        peer = transport.get_extra_info("peername")
-        remote = f"{peer[0]}:{peer[1]}" if peer else "unknown"
-        loop = asyncio.get_running_loop()
+    async def _handle(self, connection: ServerConnection) -> None:
+        """What websockets' `serve` runs per connection, with the upgrade request's deadline."""
+        assert self._server is not None
+        server = self._server
         try:
-            async with self._handshakes:
-                tls = await loop.start_tls(
-                    transport,
-                    connection,
-                    self._trust.server_context,
-                    server_side=True,
-                    ssl_handshake_timeout=self._settings.tls_handshake_timeout,
-                )
-        except (OSError, TimeoutError) as error:
-            reason, detail = _tls_failure(error)
-            self._refuse(reason, "agent refused in the TLS handshake", detail=detail, remote=remote)
-            transport.abort()
-            return
-        if tls is None:  # pragma: no cover - start_tls returns None only on a closing loop
-            transport.abort()
-            return
-        connection.tls_established(tls)  # type: ignore[attr-defined]
+            try:
+                async with asyncio.timeout(self._settings.upgrade_timeout):
+                    await connection.handshake(self._check_agent, None, None)
+            except TimeoutError:
+                if isinstance(connection, _AgentWebSocket):
+                    connection.admitted.dropped(Refusal.UPGRADE_TIMEOUT, "no upgrade request")
+                connection.transport.abort()
+                return
+            if connection.protocol.state is not OPEN:
+                connection.transport.abort()
+                return
+            server.all_connections.add(connection)
+            try:
+                async with connection:
+                    await self._serve(connection)
+            except Exception:
+                log.exception("agent connection failed", remote=_remote(connection))
+            finally:
+                server.all_connections.discard(connection)
+        except Exception:
+            connection.transport.abort()  # never leak a connection whose handshake failed
+        finally:
+            server.handler_tasks.discard(cast("asyncio.Task[None]", asyncio.current_task()))
 
     # -- before the upgrade: who is it? ---------------------------------------------------------
 
@@ -278,7 +315,7 @@ class AgentListener:
         bound = log.bind(plane=str(verified.plane), remote=_remote(connection))
         session = TunnelSession(
             WebSocketChannel(connection),
-            Connection(Role.GATEWAY, settings=self._settings.tunnel),
+            Connection(Role.GATEWAY, settings=self._settings.tunnel, flood=self._settings.flood),
             heartbeat=self._settings.heartbeat,
             logger=bound,
         )
@@ -322,32 +359,36 @@ class AgentListener:
             self._agents.remove(agent, reason)
 
 
-_VERIFY_FAILURES = (
-    # (what OpenSSL's verify message contains, reason, what to add for the operator)
-    ("expired", "Expired", ""),
-    ("not yet valid", "NotYetValid", " (check the clocks)"),
-    ("purpose", "NotClientAuth", " (the certificate lacks the clientAuth usage)"),
-    ("signature", "BadSignature", " (the certificate is corrupt or forged)"),
-)
-
-
-def _tls_failure(error: BaseException) -> tuple[str, str]:
-    """A reason (CamelCase, for metrics) and a detail (for the log) for a failed handshake."""
-    if isinstance(error, ssl.SSLCertVerificationError):
-        message = error.verify_message or str(error)
-        for fragment, reason, hint in _VERIFY_FAILURES:
-            if fragment in message:
-                return reason, message + hint
-        return "Untrusted", f"{message} (issued by no CA of any known plane)"
-    if isinstance(error, ssl.SSLError) and "PEER_DID_NOT_RETURN_A_CERTIFICATE" in (
-        error.reason or ""
-    ):
-        return "NoCertificate", "the agent presented no client certificate"
-    if isinstance(error, TimeoutError):
-        return "TLSTimeout", "the TLS handshake did not finish in time"
-    return "TLSError", str(error) or type(error).__name__
-
-
 def _remote(connection: ServerConnection) -> str:
     address = connection.remote_address
     return f"{address[0]}:{address[1]}" if address else "unknown"
+
+
+class _Server(Server):
+    """The websockets server of the agent port; serving until the listener stops."""
+
+    serving = True
+
+    def is_serving(self) -> bool:
+        return self.serving
+
+
+class _AgentWebSocket(GuardedServerConnection):
+    """An agent's WebSocket connection, which knows its admission and answers an upgrade
+    request websockets cannot parse (too many or too long headers, not HTTP) with a refusal
+    the operator sees too, then closes at once."""
+
+    admitted: Admitted
+    on_bad_request: Callable[[_AgentWebSocket, Exception], bytes]
+    answered = False
+
+    def send_data(self) -> None:
+        error = self.protocol.handshake_exc
+        if self.request is None and error is not None and not self.answered:
+            self.answered = True
+            self.protocol.data_to_send()  # websockets' own answer and end, replaced by ours
+            if not isinstance(error.__cause__, EOFError):  # else the agent left: nobody to tell
+                self.transport.write(self.on_bad_request(self, error))
+            self.transport.close()
+            return
+        super().send_data()

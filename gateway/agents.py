@@ -109,8 +109,15 @@ class AgentRegistry:
             agents.remove(agent)
             if not agents:
                 del self._agents[agent.plane]
+            dropped_for = agent.session.dropped_for
+            if dropped_for is not None:
+                self._metrics.agent_drops.labels(plane=str(agent.plane), limit=dropped_for).inc()
             log.info(
-                "agent disconnected", plane=str(agent.plane), agent_id=agent.agent_id, reason=reason
+                "agent disconnected",
+                plane=str(agent.plane),
+                agent_id=agent.agent_id,
+                reason=reason,
+                dropped_for=dropped_for,
             )
             self._notify()
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 
+from gateway.admission import fit_to_fd_limit
 from gateway.agent_listener import AgentListener, AgentListenerSettings
 from gateway.agents import AgentRegistry
 from gateway.auth import KubeReviews
@@ -27,6 +29,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.operator import OperatorAuth, operator_app
 from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.static_config import STATIC_SOURCE, load_static_planes
+from gateway.tls_alerts import ServerTlsContext
 from gateway.trust import TrustRegistry, agent_server_context
 from tunnel.loop_metrics import register_task_gauge
 
@@ -58,6 +61,7 @@ class GatewaySettings:
 
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
+        settings = _within_fd_limit(settings)
         self.settings = settings
         self.metrics = GatewayMetrics()
         self.trust = TrustRegistry(
@@ -173,8 +177,36 @@ class Gateway:
         )
 
 
+FD_RESERVE = 128
+"""Descriptors kept free of both ports' connection limits (operator port, control-plane client,
+files), besides a tenth of the limit."""
+
+
+def _within_fd_limit(settings: GatewaySettings) -> GatewaySettings:
+    """`settings` with the ports' connection limits lowered, if need be, below RLIMIT_NOFILE:
+    a flood of connections must never take the descriptors the rest of the gateway needs."""
+    fd_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if fd_limit == resource.RLIM_INFINITY:
+        return settings
+    ports = {"agent": settings.agents.admission, "caller": settings.callers.admission}
+    fitted, lowered = fit_to_fd_limit(ports, fd_limit=fd_limit, reserve=FD_RESERVE + fd_limit // 10)
+    if not lowered:
+        return settings
+    log.warning(
+        "connection limits lowered to fit the file-descriptor limit",
+        fd_limit=fd_limit,
+        agent_max_connections=fitted["agent"].max_connections,
+        caller_max_connections=fitted["caller"].max_connections,
+    )
+    return replace(
+        settings,
+        agents=replace(settings.agents, admission=fitted["agent"]),
+        callers=replace(settings.callers, admission=fitted["caller"]),
+    )
+
+
 def _caller_context(settings: GatewaySettings) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = ServerTlsContext()  # a caller certificate from the wrong CA gets a TLS alert
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(settings.server_certificate), str(settings.server_key))
     context.load_verify_locations(cafile=str(settings.caller_ca))

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 
 from certs import InvalidPlaneRefError, PlaneRef
+from gateway.acceptor import Admitted, TlsAcceptor
+from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentConnection, AgentRegistry
 from gateway.auth import (
     AuthRefused,
@@ -44,6 +47,7 @@ from protocol import ErrorCode
 from tunnel import SessionClosed, StreamResetError, TunnelStream
 from tunnel.http1 import (
     LAST_CHUNK,
+    READ_SIZE,
     Header,
     Headers,
     HttpError,
@@ -74,8 +78,13 @@ class CallerSettings:
     retry_after: int = 5
     """Seconds a caller is told to wait when no agent of the plane is connected."""
     max_head_bytes: int = 64 * 1024
+    head_timeout: float = 10.0
+    """From a request's first byte to the end of its head (a slowloris caller is cut here)."""
+    idle_timeout: float = 60.0
+    """A connection with no request in flight is closed after this long."""
     backlog: int = 1024
     """Connections queued by the kernel before they are accepted (asyncio's default: 100)."""
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     auth: CallerAuthSettings = field(default_factory=CallerAuthSettings)
 
 
@@ -162,40 +171,59 @@ class CallerEndpoint:
         self._agents = agents
         self._metrics = metrics
         self.auth = CallerAuth(settings.auth, metrics)
-        self._server: asyncio.Server | None = None
+        self._acceptor: TlsAcceptor | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
+        port: int = self.acceptor.listener.getsockname()[1]
         return port
+
+    @property
+    def acceptor(self) -> TlsAcceptor:
+        assert self._acceptor is not None
+        return self._acceptor
 
     @property
     def active_connections(self) -> int:
         return len(self._connections)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve_connection,
-            self._settings.host,
-            self._settings.port,
-            ssl=self._ssl,
-            backlog=self._settings.backlog,
+        settings = self._settings
+        self._acceptor = TlsAcceptor(
+            "caller",
+            settings=settings.admission,
+            ssl_context=self._ssl,
+            protocol_factory=self._new_connection,
+            on_tls_failure=self._tls_refused,
+            tls_failure_event="caller refused in the TLS handshake",
+            metrics=self._metrics,
         )
+        self._acceptor.listen(settings.host, settings.port, backlog=settings.backlog)
+        self._acceptor.serve()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            await self._acceptor.close()
             for task in list(self._connections):
                 task.cancel()
             await asyncio.gather(*self._connections, return_exceptions=True)
-            await self._server.wait_closed()
+
+    def _new_connection(self, admitted: Admitted) -> asyncio.Protocol:
+        reader = asyncio.StreamReader(limit=READ_SIZE)
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._serve_connection(reader, writer, admitted)
+
+        return asyncio.StreamReaderProtocol(reader, serve)
+
+    def _tls_refused(self, reason: str, detail: str) -> None:
+        self._metrics.caller_errors.labels(reason=reason).inc()
 
     # -- one caller connection ------------------------------------------------------------------
 
     async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, admitted: Admitted
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -205,13 +233,11 @@ class CallerEndpoint:
         certificate = certificate_identity(writer.get_extra_info("peercert"))
         http = MessageReader(reader, "request", max_head_bytes=self._settings.max_head_bytes)
         try:
-            while True:
-                head = await http.next_request()
-                if head is None:
-                    break
+            while (head := await self._next_request(http, writer, admitted)) is not None:
                 exchange = _Exchange(
                     self, http, writer, head, caller=caller, certificate=certificate
                 )
+                exchange.on_admitted = admitted.authenticate
                 if not await exchange.run():
                     break
         except HttpError as error:
@@ -228,6 +254,29 @@ class CallerEndpoint:
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), timeout=5)
+
+    async def _next_request(
+        self, http: MessageReader, writer: asyncio.StreamWriter, admitted: Admitted
+    ) -> RequestHead | None:
+        """The next request's head under the idle and head deadlines; None when the caller
+        closed or idled out (a slow head is answered 408 first)."""
+        settings = self._settings
+        try:
+            async with asyncio.timeout(settings.idle_timeout):
+                if not await http.wait_for_message():
+                    return None
+        except TimeoutError:
+            admitted.dropped(Refusal.IDLE_TIMEOUT, f"no request for {settings.idle_timeout}s")
+            return None
+        try:
+            async with asyncio.timeout(settings.head_timeout):
+                return await http.next_request()
+        except TimeoutError:
+            detail = f"the request head took over {settings.head_timeout}s"
+            admitted.dropped(Refusal.HEAD_TIMEOUT, detail)
+            self._metrics.caller_errors.labels(reason="Timeout").inc()
+            await _write_status(writer, CallerRefused(408, "Timeout", detail))
+            return None
 
 
 class _Exchange:
@@ -253,6 +302,8 @@ class _Exchange:
         self.head_written = False
         self.status = 0
         self.plane = "unrouted"
+        self.on_admitted: Callable[[], None] = _nothing
+        """Told when the caller is authenticated (its connection leaves the anonymous budget)."""
 
     async def run(self) -> bool:
         """Relay the request; True if the connection may carry another one."""
@@ -308,6 +359,7 @@ class _Exchange:
                 retry_after=self.endpoint._settings.retry_after if refused.status == 503 else None,
             ) from refused
         self.caller = identity.user
+        self.on_admitted()
         return identity
 
     def _open(self, target: Route, identity_headers: Headers = ()) -> TunnelStream:
@@ -567,6 +619,10 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
+
+
+def _nothing() -> None:
+    pass
 
 
 def _caller_name(writer: asyncio.StreamWriter) -> str:

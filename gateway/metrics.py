@@ -34,6 +34,13 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.agent_drops = Counter(
+            "planelink_gateway_agent_drops_total",
+            "Agent sessions ended because the agent passed a bound (write_timeout,"
+            " heartbeat_timeout, idle_frame, stream_churn, max_queued_answers)",
+            ["plane", "limit"],
+            registry=r,
+        )
         self.streams_active = Gauge(
             "planelink_gateway_streams_active", "Caller requests in flight", ["plane"], registry=r
         )
@@ -81,9 +88,47 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.connections_refused = Counter(
+            "planelink_gateway_connections_refused_total",
+            "Connections refused or ended before their protocol began, by port (agent, caller)"
+            " and reason (per_ip_limit, global_limit, evicted, client_hello_timeout,"
+            " tls_handshake_timeout, tls_failed, head_timeout, idle_timeout, upgrade_timeout)",
+            ["port", "reason"],
+            registry=r,
+        )
+        self._connection_counts: dict[str, Callable[[], ConnectionCounts]] = {}
+        r.register(_ConnectionCollector(self._connection_counts))
+
+    def watch_connections(self, port: str, counts: Callable[[], ConnectionCounts]) -> None:
+        """Export `port`'s open connections, authenticated or not, read at scrape time."""
+        self._connection_counts[port] = counts
+
     def watch_agents(self, snapshot: Callable[[], Iterable[AgentSample]]) -> None:
         """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels)."""
         self.registry.register(_AgentCollector(snapshot))
+
+
+@dataclass(frozen=True)
+class ConnectionCounts:
+    authenticated: int
+    unauthenticated: int
+
+
+class _ConnectionCollector(Collector):
+    def __init__(self, ports: dict[str, Callable[[], ConnectionCounts]]) -> None:
+        self._ports = ports
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "planelink_gateway_connections",
+            "Open connections, by port (agent, caller) and state (authenticated, unauthenticated)",
+            labels=["port", "state"],
+        )
+        for port, counts in self._ports.items():
+            now = counts()
+            family.add_metric([port, "authenticated"], now.authenticated)
+            family.add_metric([port, "unauthenticated"], now.unauthenticated)
+        yield family
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 import certs
 from certs import CertificateInfo, CertificateRejected, PlaneRef, RejectionReason
+from gateway.tls_alerts import ServerTlsContext
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def verify_agent(
 
 def agent_server_context(*, certificate_file: str, key_file: str) -> ssl.SSLContext:
     """The agent listener's TLS context: client certificates required, CAs added by planes."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = ServerTlsContext()  # a refused certificate gets a TLS alert, not a bare close
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certificate_file, key_file)
     context.verify_mode = ssl.CERT_REQUIRED

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import sys
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import structlog
 
+from gateway.admission import AdmissionSettings
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
+from protocol import FloodLimits
 from tunnel import Heartbeat
 
 _ENV_PREFIX = "PLANELINK_GATEWAY_"
@@ -43,6 +46,20 @@ example:
 
 def _env(flag: str, default: str | None = None) -> str | None:
     return os.environ.get(_ENV_PREFIX + flag.upper().replace("-", "_"), default)
+
+
+_FLOOD_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("max_queued_answers", int, "RESETs owed to an agent that it has not read"),
+    (
+        "idle_frame_burst",
+        int,
+        "frames without data (PING, empty DATA...) an agent may send at once",
+    ),
+    ("idle_frame_rate", float, "... and per second after the burst"),
+    ("stream_churn_burst", int, "streams an agent may open only to reset them, at once"),
+    ("stream_churn_rate", float, "... and per second after the burst"),
+)
+"""`FloodLimits` fields offered as `--flood-<field>` flags: (field, type, help)."""
 
 
 def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,6 +101,13 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     flag("heartbeat-interval", default="10", type=float, help="seconds between pings (10)")
     flag("heartbeat-timeout", default="30", type=float, help="silence that ends a tunnel (30)")
     flag(
+        "write-timeout",
+        default="30",
+        type=float,
+        help="seconds an agent may leave what the gateway sends it unread before its tunnel is "
+        "dropped (30)",
+    )
+    flag(
         "request-timeout",
         default="60",
         type=float,
@@ -97,12 +121,84 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="connections each listener queues before accepting them (1024): after a gateway "
         "restart every agent dials at once",
     )
-    flag(
-        "max-handshakes",
-        default="64",
-        type=int,
-        help="agent TLS handshakes at once (64); the rest wait their turn",
+    limits = parser.add_argument_group(
+        "connection limits and deadlines",
+        "Each of the agent and caller ports has its own budget of these sizes. A connection is\n"
+        "unauthenticated until its TLS handshake shows a certificate that verifies (or, for a\n"
+        "caller with a token, until a request is authenticated); a newcomer evicts the oldest\n"
+        "unauthenticated connection when the budget is full, so a flood of anonymous sockets\n"
+        "cannot keep an agent or caller with valid credentials out. The limits are lowered at\n"
+        "start if they do not fit the process's file-descriptor limit (RLIMIT_NOFILE).",
     )
+
+    def limit(name: str, *, default: str, type: type, help: str) -> None:
+        value = _env(name, default)
+        limits.add_argument(f"--{name}", default=value, type=type, help=help)
+
+    admission = AdmissionSettings()
+    limit(
+        "max-connections",
+        default=str(admission.max_connections),
+        type=int,
+        help=f"connections per port, authenticated or not ({admission.max_connections})",
+    )
+    limit(
+        "max-unauthenticated",
+        default=str(admission.max_unauthenticated),
+        type=int,
+        help="connections per port not yet authenticated; a newcomer evicts the oldest"
+        f" ({admission.max_unauthenticated})",
+    )
+    limit(
+        "max-unauthenticated-per-ip",
+        default=str(admission.max_unauthenticated_per_ip),
+        type=int,
+        help="unauthenticated connections per port from one source address; beyond it new"
+        f" ones are refused ({admission.max_unauthenticated_per_ip})",
+    )
+    limit(
+        "max-handshakes",
+        default=str(admission.max_concurrent_handshakes),
+        type=int,
+        help="TLS handshakes at once per port, counted from the ClientHello"
+        f" ({admission.max_concurrent_handshakes}); the rest wait their turn",
+    )
+    limit(
+        "client-hello-timeout",
+        default=str(admission.client_hello_timeout),
+        type=float,
+        help=f"seconds from accept to the TLS ClientHello ({admission.client_hello_timeout})",
+    )
+    limit(
+        "tls-handshake-timeout",
+        default=str(admission.tls_handshake_timeout),
+        type=float,
+        help="seconds from the ClientHello to a finished TLS handshake, waiting for a slot"
+        f" included; also bounds the TLS close ({admission.tls_handshake_timeout})",
+    )
+    agents, callers = AgentListenerSettings(), CallerSettings()
+    limit(
+        "upgrade-timeout",
+        default=str(agents.upgrade_timeout),
+        type=float,
+        help="seconds an agent has, after TLS, to send its WebSocket upgrade request"
+        f" ({agents.upgrade_timeout})",
+    )
+    limit(
+        "head-timeout",
+        default=str(callers.head_timeout),
+        type=float,
+        help="seconds from a caller request's first byte to the end of its head"
+        f" ({callers.head_timeout}); slower callers get 408",
+    )
+    limit(
+        "idle-timeout",
+        default=str(callers.idle_timeout),
+        type=float,
+        help="seconds a caller connection may wait between requests before it is closed"
+        f" ({callers.idle_timeout})",
+    )
+    _add_flood_flags(parser)
     auth = parser.add_argument_group(
         "caller authentication",
         "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
@@ -183,8 +279,35 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     parser.set_defaults(run=run)
 
 
+def _add_flood_flags(parser: argparse.ArgumentParser) -> None:
+    flood = parser.add_argument_group(
+        "agent flood limits",
+        "What one agent may cost the gateway without useful traffic (protocol/SPEC.md 9.1); an\n"
+        "agent past a limit is dropped and counted in planelink_gateway_agent_drops_total.",
+    )
+    defaults = FloodLimits()
+    for field, kind, text in _FLOOD_FLAGS:
+        name = "flood-" + field.replace("_", "-")
+        default = getattr(defaults, field)
+        flood.add_argument(
+            f"--{name}",
+            dest=f"flood_{field}",
+            default=_env(name, str(default)),
+            type=kind,
+            help=f"{text} ({default:g})",
+        )
+
+
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     host = args.bind
+    admission = AdmissionSettings(
+        max_connections=args.max_connections,
+        max_unauthenticated=args.max_unauthenticated,
+        max_unauthenticated_per_ip=args.max_unauthenticated_per_ip,
+        client_hello_timeout=args.client_hello_timeout,
+        tls_handshake_timeout=args.tls_handshake_timeout,
+        max_concurrent_handshakes=args.max_handshakes,
+    )
     return GatewaySettings(
         server_certificate=args.tls_cert,
         server_key=args.tls_key,
@@ -193,14 +316,23 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         agents=AgentListenerSettings(
             host=host,
             port=args.agent_port,
-            heartbeat=Heartbeat(args.heartbeat_interval, args.heartbeat_timeout),
-            max_concurrent_handshakes=args.max_handshakes,
+            heartbeat=Heartbeat(
+                args.heartbeat_interval, args.heartbeat_timeout, args.write_timeout
+            ),
+            upgrade_timeout=args.upgrade_timeout,
+            admission=admission,
+            flood=FloodLimits(
+                **{field: getattr(args, f"flood_{field}") for field, _, _ in _FLOOD_FLAGS}
+            ),
             backlog=args.listen_backlog,
         ),
         callers=CallerSettings(
             host=host,
             port=args.caller_port,
             request_timeout=args.request_timeout,
+            head_timeout=args.head_timeout,
+            idle_timeout=args.idle_timeout,
+            admission=admission,
             backlog=args.listen_backlog,
             auth=CallerAuthSettings(
                 mode=CallerAuthMode(args.caller_auth),
@@ -234,12 +366,22 @@ def _reconciler_settings(args: argparse.Namespace) -> ReconcilerSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    _raise_fd_limit()
     try:
         settings = settings_from(args)
         return asyncio.run(serve(settings))
     except (ConfigError, ValueError, OSError) as error:
         print(f"planelink gateway: {error}", file=sys.stderr)
         return 2
+
+
+def _raise_fd_limit() -> None:
+    """Take the hard file-descriptor limit as the soft one (as Go programs do): the connection
+    limits are fitted below it, and a default soft limit of 1024 would make them small."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 async def serve(settings: GatewaySettings) -> int:

@@ -36,7 +36,7 @@ from protocol.frames import FrameType, Role
 from protocol.headers import Headers
 from protocol.hello import SUPPORTED_VERSIONS, PeerInfo
 from protocol.registry import RESET_MEMORY
-from protocol.settings import SendLimits, SettingId, Settings
+from protocol.settings import FloodLimits, SendLimits, SettingId, Settings
 
 __all__ = [
     "RESET_MEMORY",
@@ -48,6 +48,7 @@ __all__ = [
     "DataReceived",
     "ErrorCode",
     "Event",
+    "FloodLimits",
     "FrameType",
     "GoAwayReceived",
     "Headers",

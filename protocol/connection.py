@@ -10,10 +10,12 @@ Usage by an I/O adapter (one per WebSocket)::
             ...
         send(conn.data_to_send())
 
-It never reads a clock, never does I/O and never imports asyncio. Bad input from the peer
-never raises: a stream-level fault resets that stream (RESET + ``StreamReset``), a
-connection-level fault queues a GOAWAY and ends with ``ConnectionTerminated``. Misuse by the
-local application raises :class:`~protocol.errors.LocalProtocolError` and changes nothing.
+It never reads a clock (the rate limits of :class:`~protocol.settings.FloodLimits` run on
+the time the caller passes to ``receive_data``), never does I/O and never imports asyncio.
+Bad input from the peer never raises: a stream-level fault resets that stream (RESET +
+``StreamReset``), a connection-level fault queues a GOAWAY and ends with
+``ConnectionTerminated``. Misuse by the local application raises
+:class:`~protocol.errors.LocalProtocolError` and changes nothing.
 Any call may queue events (even ``data_to_send``: emitting a stream's END can complete a
 drain), so read ``events_received()`` after each call.
 """
@@ -43,6 +45,7 @@ from protocol.events import (
     StreamEnded,
     StreamReset,
 )
+from protocol.flood import TokenBucket
 from protocol.flow import ReceiveWindow, grow
 from protocol.frames import (
     HEADER,
@@ -65,7 +68,7 @@ from protocol.headers import HeaderBlockError
 from protocol.hello import SUPPORTED_VERSIONS, PeerInfo, accept_hello, build_hello
 from protocol.registry import StreamRegistry
 from protocol.scheduler import Scheduler
-from protocol.settings import FRAME_HEADER_SIZE, MAX_WINDOW, SendLimits, Settings
+from protocol.settings import FRAME_HEADER_SIZE, MAX_WINDOW, FloodLimits, SendLimits, Settings
 from protocol.stream import Action, HalfState, Side, Stream, next_state, status_allowed
 
 __all__ = ["Connection", "ConnectionState"]
@@ -98,6 +101,7 @@ class Connection:
         *,
         settings: Settings | None = None,
         limits: SendLimits | None = None,
+        flood: FloodLimits | None = None,
         identity: Mapping[str, str] | None = None,
         capabilities: Iterable[str] = (),
         versions: Iterable[int] = SUPPORTED_VERSIONS,
@@ -105,11 +109,23 @@ class Connection:
         """Create the connection and queue our HELLO; raises ``ValueError`` on bad arguments.
 
         ``settings`` are the limits we impose on the peer; ``limits`` bound our own send
-        buffers; ``identity`` and ``capabilities`` go into our HELLO.
+        buffers; ``flood`` bounds the useless work the peer may cause; ``identity`` and
+        ``capabilities`` go into our HELLO.
         """
         self.role = role
         self.local_settings = settings if settings is not None else Settings()
         self.send_limits = limits if limits is not None else SendLimits()
+        self.flood_limits = flood if flood is not None else FloodLimits()
+        self.flood_limit: str | None = None
+        """Which ``FloodLimits`` bound the peer passed, once it did (``max_queued_answers``,
+        ``idle_frame`` or ``stream_churn``); the connection then ended with ENHANCE_YOUR_CALM."""
+        flood_limits = self.flood_limits
+        self._idle_frames = TokenBucket(
+            "idle_frame", flood_limits.idle_frame_burst, flood_limits.idle_frame_rate
+        )
+        self._churn = TokenBucket(
+            "stream_churn", flood_limits.stream_churn_burst, flood_limits.stream_churn_rate
+        )
         self.peer: PeerInfo | None = None
         """The peer's HELLO, once received."""
         self.state = ConnectionState.AWAIT_HELLO
@@ -145,13 +161,18 @@ class Connection:
 
     # == I/O boundary ==================================================================
 
-    def receive_data(self, message: bytes) -> None:
+    def receive_data(self, message: bytes, now: float | None = None) -> None:
         """Feed one received WebSocket binary message (one or more whole frames).
 
-        ``DataReceived`` events reference ``message`` without copying it.
+        ``now`` is a monotonic time in seconds, for the rate limits of ``FloodLimits``;
+        without it, time is taken not to have moved since the last call. ``DataReceived``
+        events reference ``message`` without copying it.
         """
         if self.state is ConnectionState.CLOSED:
             return
+        if now is not None:
+            self._idle_frames.advance(now)
+            self._churn.advance(now)
         try:
             self._receive(memoryview(message))
         except ConnectionProtocolError as exc:
@@ -590,6 +611,8 @@ class Connection:
 
     def _on_data(self, flags: int, stream_id: int, buf: memoryview, start: int, end: int) -> None:
         n = end - start
+        if not n and not flags:
+            self._charge_idle("empty DATA without END_STREAM")
         if not self._recv.receive(n):
             raise ConnectionProtocolError(
                 ErrorCode.FLOW_CONTROL_ERROR,
@@ -620,7 +643,11 @@ class Connection:
     def _on_reset(self, flags: int, stream_id: int, buf: memoryview, start: int, end: int) -> None:
         frame = Reset.decode(flags, stream_id, buf, start, end)
         stream = self._known_stream(stream_id, "RESET", quiet=True)
-        if stream is not None:
+        if stream is None:
+            self._charge_idle("RESET of a closed stream")
+        else:
+            if stream.local_side is Side.RESPONDER:
+                self._charge_churn("streams opened and reset by the peer")
             self._remove(stream, reset=True)
             self._events.append(StreamReset(stream_id, frame.error_code, frame.message, True))
             self._check_drained()
@@ -642,6 +669,7 @@ class Connection:
             self._sched.grow_connection_window(window)
             return
         if self._known_stream(stream_id, "WINDOW_UPDATE", quiet=True) is None:
+            self._charge_idle("WINDOW_UPDATE of a closed stream")
             return
         if not 0 < increment <= MAX_WINDOW:
             raise StreamProtocolError(
@@ -656,15 +684,19 @@ class Connection:
 
     def _on_ping(self, flags: int, stream_id: int, buf: memoryview, start: int, end: int) -> None:
         payload = Ping.decode(flags, stream_id, buf, start, end).payload
-        self._sched.control(Pong(payload).encode(self._version))
+        self._charge_idle("PING")
+        self._sched.pong(Pong(payload).encode(self._version))
 
     def _on_pong(self, flags: int, stream_id: int, buf: memoryview, start: int, end: int) -> None:
         payload = Pong.decode(flags, stream_id, buf, start, end).payload
+        self._charge_idle("PONG")
         self._events.append(PingAcknowledged(payload))
 
     def _on_goaway(self, flags: int, stream_id: int, buf: memoryview, start: int, end: int) -> None:
         frame = GoAway.decode(flags, stream_id, buf, start, end)
         previous = self._peer_goaway_last
+        if previous is not None:
+            self._charge_idle("repeated GOAWAY")
         if previous is not None and frame.last_stream_id > previous:
             raise ConnectionProtocolError(
                 ErrorCode.PROTOCOL_ERROR,
@@ -732,14 +764,43 @@ class Connection:
             self._control(WindowUpdate(0, increment).encode(self._version))
 
     def _refuse(self, stream_id: int, code: ErrorCode, message: str) -> None:
-        self._sched.control(Reset(stream_id, code, message).encode(self._version))
+        self._charge_churn("streams opened by the peer and refused")
+        self._answer(Reset(stream_id, code, message).encode(self._version))
         self._reg.remember_reset(stream_id)
+
+    # == flood limits =================================================================
+
+    def _charge_idle(self, what: str) -> None:
+        """One frame that cost work but carried no data."""
+        if not self._idle_frames.take():
+            self._calm(self._idle_frames.name, f"{what}: {self._idle_frames.describe()}")
+
+    def _charge_churn(self, what: str) -> None:
+        """One stream the peer opened that ended without an exchange."""
+        if not self._churn.take():
+            self._calm(self._churn.name, f"{what}: {self._churn.describe()}")
+
+    def _answer(self, frame: bytes) -> None:
+        """Queue a RESET the peer provoked; a peer that provokes more than it reads is cut off."""
+        self._sched.answer(frame)
+        if self._sched.answers_queued > self.flood_limits.max_queued_answers:
+            self._calm(
+                "max_queued_answers",
+                f"the peer does not read its answers: more than "
+                f"{self.flood_limits.max_queued_answers} RESET frames queued for it "
+                "(max_queued_answers)",
+            )
+
+    def _calm(self, limit: str, message: str) -> None:
+        self.flood_limit = limit
+        raise ConnectionProtocolError(ErrorCode.ENHANCE_YOUR_CALM, message)
 
     # == errors and teardown ==========================================================
 
     def _stream_error(self, exc: StreamProtocolError) -> None:
         stream_id = exc.stream_id
-        self._sched.control(Reset(stream_id, exc.code, exc.message).encode(self._version))
+        self._charge_idle("frames answered with a stream error")
+        self._answer(Reset(stream_id, exc.code, exc.message).encode(self._version))
         self._reg.remember_reset(stream_id)
         stream = self._streams.get(stream_id)
         if stream is not None:

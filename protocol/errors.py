@@ -62,6 +62,9 @@ class ErrorCode(enum.IntEnum):
     """A frame type this version does not define."""
     CONNECTION_LOST = 0xD
     """Never sent: reported locally for streams alive when the transport went away."""
+    ENHANCE_YOUR_CALM = 0xE
+    """The peer caused more work than a FloodLimits bound allows (a flood of frames without
+    data, of streams reset at once, or of answers it does not read)."""
 
     @classmethod
     def from_wire(cls, value: int) -> ErrorCode:

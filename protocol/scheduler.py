@@ -2,9 +2,14 @@
 
 Frames leave in this order:
 
-1. control frames (HELLO, REQUEST/RESPONSE heads, RESET, WINDOW_UPDATE, PING, PONG,
-   GOAWAY), first in first out, already encoded;
-2. DATA, round-robin over the streams that have something sendable: each turn a stream
+1. control frames the local side decided to send (HELLO, REQUEST/RESPONSE heads, RESET,
+   WINDOW_UPDATE, PING, GOAWAY), first in first out, already encoded;
+2. answers the peer provoked: the one pending PONG (a newer PING replaces the payload of a
+   PONG not yet sent: answers to PINGs are merged, so a PING flood queues one frame), then
+   RESETs that refuse or fault the peer's streams, first in first out. They are counted
+   (:attr:`Scheduler.answers_queued`) so the connection can cut off a peer that provokes
+   them faster than it reads them; they never overtake our HELLO;
+3. DATA, round-robin over the streams that have something sendable: each turn a stream
    emits at most one frame of ``min(queued, stream window, connection window,
    peer MAX_FRAME_SIZE)`` bytes and goes to the back of the ring. A 200-byte response
    therefore waits for at most one frame of each other ready stream, never for a whole
@@ -14,7 +19,8 @@ Frames are packed into messages no larger than the peer's MAX_MESSAGE_SIZE. Payl
 are never copied here except by the final ``b"".join`` that builds each message.
 
 Invariants this module keeps: a stream's bytes in flight never exceed the credit the peer
-granted (windows never go negative); queued bytes never exceed :class:`SendLimits`; a
+granted (windows never go negative); queued bytes never exceed :class:`SendLimits`; at most
+one PONG is ever queued; a
 stream's END is emitted only after all its queued bytes. It never decides whether a call is
 legal: the connection checks states before calling in.
 """
@@ -108,6 +114,8 @@ class Scheduler:
         self.initial_stream_window = 0
         self.queued_total = 0
         self._control: deque[bytes] = deque()
+        self._pong: bytes | None = None
+        self._answers: deque[bytes] = deque()
         self._streams: dict[int, _Outbound] = {}
         self._ring: deque[_Outbound] = deque()
         self._blocked: set[int] = set()
@@ -153,9 +161,14 @@ class Scheduler:
         return 0 if out is None else out.window
 
     @property
+    def answers_queued(self) -> int:
+        """Answers to the peer (RESETs) queued and not yet emitted; the PONG is not counted."""
+        return len(self._answers)
+
+    @property
     def has_pending(self) -> bool:
         """Whether :meth:`pull` would return at least one message."""
-        if self._control:
+        if self._control or self._answers or self._pong is not None:
             return True
         return any(out.sendable(self.connection_window) for out in self._ring)
 
@@ -164,6 +177,14 @@ class Scheduler:
     def control(self, frame: bytes) -> None:
         """Queue an encoded control frame (emitted before any DATA)."""
         self._control.append(frame)
+
+    def pong(self, frame: bytes) -> None:
+        """Queue the PONG answering the peer's latest PING, replacing one not yet emitted."""
+        self._pong = frame
+
+    def answer(self, frame: bytes) -> None:
+        """Queue an encoded frame that answers the peer (emitted after local control frames)."""
+        self._answers.append(frame)
 
     def add_stream(self, stream_id: int) -> None:
         """Start tracking ``stream_id`` with the peer's initial stream window."""
@@ -227,10 +248,13 @@ class Scheduler:
             self._blocked.discard(stream_id)
 
     def discard_all_data(self) -> None:
-        """Drop every stream's queued data (connection closing); control frames stay."""
+        """Drop every stream's queued data and every answer (connection closing); local
+        control frames (the GOAWAY saying why) stay."""
         for sid in list(self._streams):
             self.discard(sid)
         self._ring.clear()
+        self._answers.clear()
+        self._pong = None
 
     def _wake(self, out: _Outbound) -> None:
         if not out.in_ring and out.sendable(self.connection_window):
@@ -246,11 +270,13 @@ class Scheduler:
         control frame, or a 12-byte DATA header, so a small budget still makes progress.
         """
         result = Pulled()
-        if self._control or self._ring:
+        if self._control or self._ring or self._answers or self._pong is not None:
             batch = _Batch(self.max_message_size, result.messages)
             left = budget if budget is not None else 1 << 62
             if self._control:
-                left = self._pull_control(batch, left)
+                left = _pull_frames(self._control, batch, left)
+            if left > 0 and not self._control:
+                left = self._pull_answers(batch, left)
             if left > 0 and self._ring:
                 self._pull_data(batch, left, result.ended)
             batch.flush()
@@ -258,13 +284,13 @@ class Scheduler:
             self._unblock(result.unblocked)
         return result
 
-    def _pull_control(self, batch: _Batch, left: int) -> int:
-        control = self._control
-        while control and left > 0:
-            frame = control.popleft()
-            batch.add(frame, len(frame))
-            left -= len(frame)
-        return left
+    def _pull_answers(self, batch: _Batch, left: int) -> int:
+        pong = self._pong
+        if pong is not None:
+            self._pong = None
+            batch.add(pong, len(pong))
+            left -= len(pong)
+        return _pull_frames(self._answers, batch, left)
 
     def _pull_data(self, batch: _Batch, left: int, ended: list[int]) -> None:
         ring = self._ring
@@ -324,3 +350,12 @@ class Scheduler:
             if room > 0 and (room >= half or out.queued == 0):
                 self._blocked.discard(sid)
                 unblocked.append((sid, room))
+
+
+def _pull_frames(frames: deque[bytes], batch: _Batch, left: int) -> int:
+    """Move encoded frames into ``batch`` until ``left`` bytes are spent; returns what is left."""
+    while frames and left > 0:
+        frame = frames.popleft()
+        batch.add(frame, len(frame))
+        left -= len(frame)
+    return left

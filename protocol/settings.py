@@ -1,4 +1,4 @@
-"""Connection settings: the limits each side advertises in its HELLO, and local buffer bounds.
+"""Connection settings: the limits each side advertises in its HELLO, and local bounds.
 
 :class:`Settings` are *receive-side* limits: the values a side puts in its HELLO are what it
 will accept from the peer (largest frame, largest message, streams the peer may open, the
@@ -6,6 +6,11 @@ credit it grants, largest head). They are fixed for the lifetime of a connection
 
 :class:`SendLimits` never travel on the wire: they bound what the local application may queue
 for sending, per stream and in total, so a fast producer cannot grow memory without bound.
+
+:class:`FloodLimits` never travel on the wire either: they bound what a *peer* may make this side
+do without sending anything useful (answers it does not read, frames that cost work but carry
+no data, streams it opens only to reset them). A peer that passes one is disconnected with
+``ENHANCE_YOUR_CALM``.
 
 Both are frozen dataclasses validated on construction; an invalid value raises ``ValueError``
 locally, and :func:`settings_from_wire` turns an invalid peer value into a
@@ -26,6 +31,7 @@ __all__ = [
     "MIN_MAX_FRAME_SIZE",
     "MIN_MAX_MESSAGE_SIZE",
     "SETTING_FIELDS",
+    "FloodLimits",
     "SendLimits",
     "SettingId",
     "Settings",
@@ -178,3 +184,42 @@ class SendLimits:
                 f"max_stream_buffer={self.max_stream_buffer} exceeds "
                 f"max_connection_buffer={self.max_connection_buffer}"
             )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FloodLimits:
+    """Local bounds on the work and memory a peer may cost without useful traffic (SPEC §9.1).
+
+    A *rate* is a token bucket: ``burst`` events at once, refilled at ``rate`` per second of
+    the clock the I/O layer passes to ``Connection.receive_data(now=...)``. Passing a limit
+    is a connection error ``ENHANCE_YOUR_CALM``.
+    """
+
+    max_queued_answers: int = 1_000
+    """RESET frames owed to the peer (answers to its frames) queued and not yet sent. A peer
+    that keeps provoking answers without reading them is cut off here; PONGs never count,
+    since at most one is ever queued (answers to PINGs are merged)."""
+    idle_frame_burst: int = 1_000
+    """Frames that cost work but carry no data, at once: PING, PONG, empty DATA without
+    END_STREAM, a second GOAWAY, RESET and WINDOW_UPDATE of a closed stream, and frames
+    answered with a stream error."""
+    idle_frame_rate: float = 500.0
+    """Refill of ``idle_frame_burst`` per second. A healthy peer sends a PING every few
+    seconds and at most one frame per stream that races the stream's close (a WINDOW_UPDATE
+    or RESET crossing our END); a flood runs at hundreds of thousands per second."""
+    stream_churn_burst: int = 1_000
+    """Streams the peer opened that ended without an exchange, at once: refused by this side,
+    or reset by the peer (the "rapid reset" pattern, CVE-2023-44487)."""
+    stream_churn_rate: float = 200.0
+    """Refill of ``stream_churn_burst`` per second (callers that cancel requests cost one
+    each; the agent is not cut off by a gateway relaying a burst of cancellations)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_queued_answers", "idle_frame_burst", "stream_churn_burst"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= _U32_MAX:
+                raise ValueError(f"{name}={value!r} must be in [1, {_U32_MAX}]")
+        for name in ("idle_frame_rate", "stream_churn_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name}={value!r} must be a positive number of events per second")

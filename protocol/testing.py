@@ -14,6 +14,7 @@ from protocol import (
     ConnectionTerminated,
     DataReceived,
     Event,
+    FloodLimits,
     Role,
     SendLimits,
     Settings,
@@ -65,9 +66,10 @@ def opened(
     settings: Settings | None = None,
     peer: Settings | None = None,
     limits: SendLimits | None = None,
+    flood: FloodLimits | None = None,
 ) -> Connection:
     """A connection of ``role`` that has sent its HELLO and received the peer's."""
-    conn = Connection(role, settings=settings, limits=limits)
+    conn = Connection(role, settings=settings, limits=limits, flood=flood)
     conn.data_to_send()
     other = Role.AGENT if role is Role.GATEWAY else Role.GATEWAY
     conn.receive_data(hello(other, peer))

@@ -3,6 +3,12 @@
 `WebSocketChannel` adapts a `websockets` connection (client or server side); tests use
 `memory_channel_pair`. Errors of the transport are translated here, once, into
 `ChannelClosed`; nothing above this module catches a websockets exception.
+
+The WebSocket library answers the peer's WebSocket PINGs by itself, writing each PONG to the
+transport without waiting for it to drain: a peer that sends PINGs and never reads would grow
+our write buffer without bound. `GuardedServerConnection` and `GuardedClientConnection` (the
+connection classes the gateway and the agent use) abort a transport whose write buffer passes
+`MAX_WRITE_BUFFER`, which our own writes, waiting for the buffer to drain, never reach.
 """
 
 from __future__ import annotations
@@ -11,8 +17,56 @@ import asyncio
 from collections import deque
 from typing import Protocol
 
+import structlog
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection as WebSocketConnection
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+
+RECEIVE_QUEUE = 2
+"""Messages the WebSocket library may read ahead of the session's reader (its ``max_queue``).
+The reader takes each message as soon as it arrives, so a little slack is enough; times the
+MAX_MESSAGE_SIZE it bounds what a peer can park in our memory before the protocol judges it
+(2 MiB with the defaults, where the library's own default of 16 allowed 16 MiB)."""
+
+MAX_WRITE_BUFFER = 8 << 20
+"""Bytes a WebSocket transport may hold unsent before its peer is dropped. The session's writes
+wait below the library's high-water mark (32 KiB) and pull at most about 1 MiB at a time, so
+only answers the library writes on its own (PONGs to WebSocket PINGs) can get here: a peer
+that pings without reading."""
+
+log = structlog.get_logger("tunnel.channel")
+
+
+def _check_write_buffer(connection: WebSocketConnection) -> None:
+    try:
+        transport = connection.transport
+    except AttributeError:  # bytes before `connection_made` (the gateway starts TLS itself)
+        return
+    buffered = transport.get_write_buffer_size()
+    if buffered > MAX_WRITE_BUFFER and not transport.is_closing():
+        log.warning(
+            "websocket peer does not read, dropping it",
+            buffered=buffered,
+            max_write_buffer=MAX_WRITE_BUFFER,
+        )
+        transport.abort()
+
+
+class GuardedServerConnection(ServerConnection):
+    """A server-side websockets connection that drops a peer it cannot write to (see above)."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        _check_write_buffer(self)
+
+
+class GuardedClientConnection(ClientConnection):
+    """A client-side websockets connection that drops a peer it cannot write to (see above)."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        _check_write_buffer(self)
 
 
 class ChannelClosed(Exception):

@@ -195,6 +195,21 @@ class MessageReader:
         tail, self._tail = self._tail, b""
         return tail
 
+    async def wait_for_message(self) -> bool:
+        """Wait, between messages, for the first bytes of the next one (kept for
+        `next_request`); False if the peer closed instead. Lets a server time the idle wait
+        apart from the head."""
+        if self._unread:
+            return True
+        if self._eof:
+            return False
+        data = await self._reader.read(READ_SIZE)
+        if not data:
+            self._eof = True
+            return False
+        self._unread = data
+        return True
+
     async def next_request(self) -> RequestHead | None:
         """The next request's head, or None when the peer closed between requests."""
         if not await self._read_head():

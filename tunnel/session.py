@@ -3,9 +3,14 @@
 Two tasks and a timer serve one session: the reader feeds received messages to the protocol
 and hands its events to streams; the writer sends what the protocol has to send, waiting on
 the transport (so a slow socket slows the senders, never grows a buffer); the heartbeat timer
-pings at an interval, measures the round trip and ends a session that has been silent for
-longer than its timeout (a half-open connection is found within that time, even if TCP never
-notices).
+pings at an interval, measures the round trip and ends a session that has been silent, or
+has left a PING unanswered, for longer than its timeout (a half-open connection is found
+within that time, even if TCP never notices, and so is a peer that talks but does not read).
+
+A peer that stops reading is found by the write deadline: a message the transport cannot take
+within `Heartbeat.write_timeout` ends the session at once, without a goodbye (nobody would
+read it). A peer that floods is cut off by the protocol's `FloodLimits`. Either way
+`dropped_for` names the bound that was passed, for the operator's metric and log line.
 
 For the responding side (the agent), each request the peer opens runs `request_handler` in a
 task of its own; the session owns those tasks and cancels them when their stream is reset or
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -51,14 +57,21 @@ _WRITE_BUDGET = 1 << 20  # bytes pulled from the protocol per send round
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """How often to ping, and how long silence may last before the session is declared dead."""
+    """The peer's liveness deadlines: how often to ping, how long silence may last, and how long
+    the peer may leave what we send unread, before the session is declared dead."""
 
     interval: float = 10.0
     timeout: float = 30.0
+    write_timeout: float = 30.0
+    """Longest wait for the transport to take one message (it waits while the transport's
+    buffer is above its high-water mark, i.e. while the peer does not read). A peer must read
+    at least one message (at most its MAX_MESSAGE_SIZE) per write_timeout."""
 
     def __post_init__(self) -> None:
         if not 0 < self.interval < self.timeout:
             raise ValueError("heartbeat needs 0 < interval < timeout")
+        if not self.write_timeout > 0:
+            raise ValueError("heartbeat needs write_timeout > 0")
 
 
 class SessionClosed(Exception):
@@ -93,6 +106,13 @@ class TunnelSession:
         self._idle.set()
         self.close_reason = ""
         self._peer_dead = False
+        self._pings: deque[int] = deque()
+        """Payloads (monotonic ns) of our PINGs not yet answered, oldest first; at most
+        timeout / interval + 1 of them, since the session ends when the oldest is too old."""
+        self.dropped_for: str | None = None
+        """The local bound the peer passed, when that is why the session ended:
+        ``write_timeout``, ``heartbeat_timeout``, or a `FloodLimits` name (``idle_frame``,
+        ``stream_churn``, ``max_queued_answers``)."""
         self.draining = False
         self.connected_at = time.time()
         self.last_received = time.monotonic()
@@ -270,9 +290,9 @@ class TunnelSession:
         try:
             while True:
                 message = await self._channel.recv()
-                self.last_received = time.monotonic()
+                self.last_received = now = time.monotonic()
                 self.bytes_in += len(message)
-                self._conn.receive_data(message)
+                self._conn.receive_data(message, now)
                 self._process(self._conn.events_received())
                 if self._conn.has_data_to_send:
                     self._wake_writer.set()
@@ -295,11 +315,20 @@ class TunnelSession:
                         break
                     for message in messages:
                         self.bytes_out += len(message)
-                        await self._channel.send(message)
+                        async with asyncio.timeout(self._heartbeat.write_timeout):
+                            await self._channel.send(message)
         except ChannelClosed as closed:
             self._conn.connection_lost()
             self._process(self._conn.events_received())
             self._end(closed.reason)
+        except TimeoutError:
+            timeout = self._heartbeat.write_timeout
+            self._drop(
+                "write_timeout",
+                f"the peer read nothing for {timeout:g} s (write_timeout)",
+                "tunnel peer not reading, closing",
+                write_timeout=timeout,
+            )
 
     def _schedule_heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
@@ -318,16 +347,29 @@ class TunnelSession:
             self.close("internal error in the heartbeat", ErrorCode.INTERNAL_ERROR)
 
     def _check_and_ping(self) -> None:
-        silent_for = time.monotonic() - self.last_received
+        now_ns = time.monotonic_ns()
+        silent_for = now_ns / 1e9 - self.last_received
         if silent_for > self._heartbeat.timeout:
-            self._log.warning("tunnel silent, closing", silent_seconds=round(silent_for, 1))
-            self._peer_dead = True  # nobody to say goodbye to: abort, do not wait
-            self.close(
-                f"no message from the peer for {silent_for:.0f} s", ErrorCode.CONNECTION_LOST
+            self._drop(
+                "heartbeat_timeout",
+                f"no message from the peer for {silent_for:.0f} s",
+                "tunnel silent, closing",
+                silent_seconds=round(silent_for, 1),
+            )
+            return
+        unanswered_for = (now_ns - self._pings[0]) / 1e9 if self._pings else 0.0
+        if unanswered_for > self._heartbeat.timeout:
+            # It talks but does not read (or cannot): what we send it is lost on the way.
+            self._drop(
+                "heartbeat_timeout",
+                f"no answer to a PING for {unanswered_for:.0f} s",
+                "tunnel peer not answering, closing",
+                unanswered_seconds=round(unanswered_for, 1),
             )
             return
         if self._hello.done():  # PING is only allowed once HELLOs were exchanged
-            self._conn.ping(time.monotonic_ns().to_bytes(8, "big"))
+            self._conn.ping(now_ns.to_bytes(8, "big"))
+            self._pings.append(now_ns)
             self._wake_writer.set()
         self._schedule_heartbeat()
 
@@ -360,7 +402,10 @@ class TunnelSession:
                 self._on_request(event)
             case PingAcknowledged(payload):
                 sent = int.from_bytes(payload, "big")
-                self.rtt = (time.monotonic_ns() - sent) / 1e9
+                if sent in self._pings:  # answers are merged: it answers every earlier PING too
+                    while self._pings.popleft() != sent:
+                        pass
+                    self.rtt = (time.monotonic_ns() - sent) / 1e9
             case HelloReceived(peer):
                 if not self._hello.done():
                     self._hello.set_result(peer)
@@ -368,7 +413,15 @@ class TunnelSession:
                 self.draining = True
                 self._log.info("peer is going away", code=code.name, debug=debug)
             case ConnectionTerminated(code, reason, remote):
-                self._log.info("tunnel terminated", code=code.name, reason=reason, by_peer=remote)
+                if code is ErrorCode.ENHANCE_YOUR_CALM and not remote:
+                    self.dropped_for = self._conn.flood_limit
+                    self._log.warning(
+                        "tunnel peer flooded, closing", limit=self.dropped_for, reason=reason
+                    )
+                else:
+                    self._log.info(
+                        "tunnel terminated", code=code.name, reason=reason, by_peer=remote
+                    )
                 self._wake_writer.set()  # the GOAWAY still has to go out
                 self._end(reason or code.name)
 
@@ -413,6 +466,15 @@ class TunnelSession:
         if handler is not None and error.remote:
             handler.cancel()  # the caller is gone: stop the upstream work too
 
+    def _drop(self, limit: str, reason: str, event: str, **fields: object) -> None:
+        """End a session whose peer passed a liveness deadline: no goodbye, nobody reads it."""
+        if self.closed:
+            return
+        self.dropped_for = limit
+        self._log.warning(event, limit=limit, **fields)
+        self._peer_dead = True
+        self.close(reason, ErrorCode.CONNECTION_LOST)
+
     def _end(self, reason: str) -> None:
         if self._ended.done():
             return
@@ -426,15 +488,20 @@ class TunnelSession:
         self._ended.set_result(None)
 
     async def _shutdown(self) -> None:
-        if self._peer_dead:
+        if self._peer_dead:  # gone, or not reading: a goodbye would only wait for nothing
             self._channel.abort()
         else:
             # One last flush: a GOAWAY or RESET queued by the end may still reach the peer;
-            # then a closing handshake, bounded, since the peer may be gone after all.
+            # then a closing handshake, bounded, since the peer may be gone after all. A peer
+            # cut off for a flood is told why, but not waited for: it has shown it does not
+            # play along, and its connection holds memory until it is gone.
             with contextlib.suppress(ChannelClosed, OSError, TimeoutError):
                 for message in self._conn.data_to_send():
                     await asyncio.wait_for(self._channel.send(message), timeout=1.0)
-                await asyncio.wait_for(self._channel.close(1000, self.close_reason), timeout=2.0)
+                if self.dropped_for is None:
+                    await asyncio.wait_for(
+                        self._channel.close(1000, self.close_reason), timeout=2.0
+                    )
             self._channel.abort()
         handlers = list(self._handlers.values())
         for task in handlers:

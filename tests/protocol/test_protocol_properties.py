@@ -153,7 +153,12 @@ class Driver:
             self.streams[event.stream_id].reset_at.add(side)
             self.unconsumed[side].pop(event.stream_id, None)
         elif isinstance(event, PingAcknowledged):
-            assert self.pings[side].popleft() == event.payload
+            # Answers are merged (SPEC §3.8): one PONG may answer several PINGs, the latest
+            # received; they still come back in order and none is invented.
+            pending = self.pings[side]
+            assert event.payload in pending, (event.payload, pending)
+            while pending.popleft() != event.payload:
+                pass
         elif isinstance(event, GoAwayReceived):
             assert event.error_code is ErrorCode.NO_ERROR
         elif isinstance(event, ConnectionTerminated):

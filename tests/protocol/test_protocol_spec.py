@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import protocol
-from protocol import ErrorCode, SendLimits, SettingId, Settings
+from protocol import ErrorCode, FloodLimits, SendLimits, SettingId, Settings
 from protocol.frames import (
     _CONNECTION_ONLY,
     _STREAM_ONLY,
@@ -156,6 +156,12 @@ def test_constants_quoted_in_prose_match(fact: str) -> None:
 def test_well_known_identity_keys_are_documented() -> None:
     for key in IDENTITY_KEYS:
         assert f"`{key}`" in SPEC
+
+
+def test_flood_limits_match() -> None:
+    rows = table("Limit", "Field", "Default", "Counts")
+    defaults = {f.name: f.default for f in dataclasses.fields(FloodLimits)}
+    assert {r["Field"]: number(r["Default"]) for r in rows} == defaults
 
 
 def test_settings_fields_are_all_on_the_wire() -> None:
