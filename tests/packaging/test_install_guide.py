@@ -207,8 +207,12 @@ def test_the_troubleshooting_tables_name_every_reason_there_is() -> None:
     assert len(in_source) > 15
     documented = {r for row in _table("reason") for r in re.findall(r"`(\w+)`", row[0])}
     assert documented == in_source - positive
-    listener = (ROOT / "gateway" / "agent_listener.py").read_text()
-    refusals = set(re.findall(r'"([A-Z][a-zA-Z]+)"', listener))
+    # The agent port's refusals: the listener's, and the TLS handshake's (its acceptor).
+    refusals = {
+        reason
+        for module in ("agent_listener.py", "acceptor.py")
+        for reason in re.findall(r'"([A-Z][a-zA-Z]+)"', (ROOT / "gateway" / module).read_text())
+    }
     refusals |= {reason.value for reason in certs.RejectionReason}
     for row in _table("refusal reason"):
         for reason in re.findall(r"`(\w+)`", row[0]):

@@ -54,6 +54,7 @@ class FakeSession:
         self.available_streams = 100
         self.last_received = time.monotonic()
         self.close_reason = ""
+        self.dropped_for: str | None = None
         self.on_close: Callable[[str], None] = lambda reason: None
 
     def close(self, reason: str, code: ErrorCode = ErrorCode.NO_ERROR) -> None:
