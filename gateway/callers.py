@@ -139,6 +139,20 @@ def route(target: str) -> Route:
     return Route(plane=plane, path=path, long_running=_is_long_running(rest, url.query))
 
 
+def check_request_line(head: RequestHead) -> None:
+    """Refuse what HTTP/1.1 forbids or this gateway never relays, before anything else: a
+    CONNECT (the gateway is no forward proxy) and an HTTP/1.1 request without exactly one
+    `Host` (RFC 9112 §3.2: a server must answer it 400)."""
+    if head.method == "CONNECT":
+        raise CallerRefused(405, "MethodNotAllowed", "the gateway does not relay CONNECT")
+    if head.http_version == "1.1":
+        hosts = sum(1 for key, _ in head.headers if key.lower() == b"host")
+        if hosts != 1:
+            raise CallerRefused(
+                400, "BadRequest", f"an HTTP/1.1 request needs exactly one Host header, not {hosts}"
+            )
+
+
 def _is_long_running(path: str, query: str) -> bool:
     # The same notion as the API server's: watches and follows stream for as long as they like.
     params = parse_qs(query)
@@ -328,6 +342,7 @@ class _Exchange:
         """Relay the request; True if the connection may carry another one."""
         endpoint = self.endpoint
         try:
+            check_request_line(self.head)
             target = route(self.head.target)
             self.plane = str(target.plane)
             identity = await self._admit(target.plane)
