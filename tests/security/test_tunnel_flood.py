@@ -119,6 +119,10 @@ async def flood(websocket: ClientConnection, message: bytes, stop: asyncio.Event
         while not stop.is_set():
             await websocket.send(message)
             sent += 1
+            # send() does not yield while the transport takes bytes, and once the gateway has
+            # cut the connection its writes are dropped silently: without this the loop would
+            # starve the event loop the gateway under test runs on.
+            await asyncio.sleep(0)
     return sent
 
 
