@@ -21,13 +21,19 @@ import re
 from http import HTTPStatus
 
 from protocol.headers import HeaderBlockError, check_token, check_value
-from tunnel.http1 import Header, Headers, end_to_end_headers, response_head_bytes
+from tunnel.http1 import (
+    LAST_CHUNK,
+    Header,
+    Headers,
+    end_to_end_headers,
+    header_value,
+    response_head_bytes,
+)
 
 __all__ = ["FramingError", "ResponseFramer"]
 
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _NO_BODY_STATUSES = frozenset({204, 304})
-_LAST_CHUNK = b"0\r\n\r\n"
 _CRLF = b"\r\n"
 
 
@@ -87,7 +93,7 @@ class ResponseFramer:
     ) -> None:
         _check_head(status, headers, upgrade_requested=upgrade_requested)
         declared = content_length(headers)
-        if declared is not None and _has(headers, b"transfer-encoding"):
+        if declared is not None and header_value(headers, b"transfer-encoding") is not None:
             raise FramingError("the response has both Content-Length and Transfer-Encoding")
         self.status = status
         self.chunked = False
@@ -146,7 +152,7 @@ class ResponseFramer:
         """The bytes that end the body; raises FramingError if it fell short of its length."""
         if self.remaining:
             raise FramingError(f"the body ended {self.remaining} bytes short of its length")
-        return _LAST_CHUNK if self.chunked else b""
+        return LAST_CHUNK if self.chunked else b""
 
 
 def _check_head(status: int, headers: Headers, *, upgrade_requested: bool) -> None:
@@ -162,7 +168,3 @@ def _check_head(status: int, headers: Headers, *, upgrade_requested: bool) -> No
             check_value("header value", value)
         except HeaderBlockError as error:
             raise FramingError(str(error)) from error
-
-
-def _has(headers: Headers, name: bytes) -> bool:
-    return any(key.lower() == name for key, _ in headers)
