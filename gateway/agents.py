@@ -18,8 +18,9 @@ from typing import Any
 import structlog
 
 from certs import CertificateInfo, CertificateRejected, PlaneRef
+from gateway.interfaces import PlaneTrust
 from gateway.metrics import AgentSample, GatewayMetrics
-from gateway.trust import PlaneTrust, TrustRegistry, verify_agent
+from gateway.trust import TrustRegistry, verify_agent
 from protocol import ErrorCode
 from tunnel import TunnelSession
 
@@ -41,15 +42,12 @@ class AgentConnection:
     remote_address: str
     identity: dict[str, str] = field(default_factory=dict)
     connected_at: float = field(default_factory=time.time)
-    direct: bool = False
-    """A virtual agent in this process for a direct-mode plane (`gateway.direct`): its
-    certificate is the plane's CA, and it is trusted for as long as the plane is direct."""
 
     def describe(self) -> dict[str, object]:
         session = self.session
         return {
             "agentId": self.agent_id,
-            "direct": self.direct,
+            "direct": False,  # a direct plane's entry is `gateway.direct.DirectPlane`'s
             "remoteAddress": self.remote_address,
             "connectedAt": _iso(self.connected_at),
             "lastHeartbeatSecondsAgo": round(time.monotonic() - session.last_received, 3),
@@ -131,11 +129,12 @@ class AgentRegistry:
     def pick(
         self, plane: PlaneRef, *, exclude: frozenset[int] = frozenset()
     ) -> AgentConnection | None:
-        """The agent with the most room for another stream, or None if none can take one."""
+        """The agent with the most room for another stream, or None if none can take one;
+        `exclude` holds the ids of the sessions already tried."""
         candidates = [
             agent
             for agent in self._agents.get(plane, ())
-            if id(agent) not in exclude
+            if id(agent.session) not in exclude
             and not agent.session.closed
             and not agent.session.draining
             and agent.session.available_streams > 0
@@ -182,8 +181,6 @@ class AgentRegistry:
 def _still_trusted(agent: AgentConnection, trust: PlaneTrust | None) -> str | None:
     if trust is None:
         return f"the DataPlane {agent.plane} was deleted"
-    if agent.direct:
-        return None if trust.mode == "direct" else "the DataPlane is no longer in direct mode"
     try:
         verify_agent(trust, agent.certificate_der)
     except CertificateRejected as rejected:

@@ -28,7 +28,7 @@ from gateway.agent_listener import AgentListener, AgentListenerSettings
 from gateway.agents import AgentRegistry
 from gateway.auth import KubeReviews
 from gateway.callers import CallerEndpoint, CallerSettings
-from gateway.direct import DirectAgents
+from gateway.direct import DirectPlanes
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.operator import OperatorAuth, operator_app
@@ -93,6 +93,8 @@ class Gateway:
             ),
         )
         self.agents = AgentRegistry(self.trust, self.metrics)
+        self.direct = DirectPlanes(metrics=self.metrics)
+        """Direct-mode planes, served through the gateway's own pools (fed by the reconciler)."""
         self.agent_listener = AgentListener(
             settings=settings.agents, trust=self.trust, agents=self.agents, metrics=self.metrics
         )
@@ -102,6 +104,7 @@ class Gateway:
             trust=self.trust,
             agents=self.agents,
             metrics=self.metrics,
+            direct=self.direct,
         )
         token_file = settings.operator_token_file
         self._operator_auth = OperatorAuth(token_file) if token_file is not None else None
@@ -111,8 +114,6 @@ class Gateway:
         self.reconciler: Reconciler | None = None
         self._kube: ApiClient | None = None
         self._reconciler_start: asyncio.Task[None] | None = None
-        self.direct: DirectAgents | None = None
-        """Virtual agents serving direct-mode planes (with the reconciler only)."""
 
     def load_planes(self) -> None:
         """(Re)read the static planes file, if one is configured."""
@@ -142,6 +143,7 @@ class Gateway:
                 client=self._kube,
                 trust=self.trust,
                 agents=self.agents,
+                direct=self.direct,
                 settings=self.settings.reconciler,
                 registry=self.metrics.registry,
             )
@@ -150,8 +152,6 @@ class Gateway:
             self.agents.on_refused = self.reconciler.agent_refused
             self.trust.startup.wait_for(_DATAPLANES)
             self._reconciler_start = asyncio.create_task(self._start_reconciler(self.reconciler))
-            self.direct = DirectAgents(direct=self.reconciler.direct, agents=self.agents)
-            self.direct.start()
         await self.agent_listener.start()
         await self.callers.start()
         app = operator_app(
@@ -160,6 +160,7 @@ class Gateway:
             metrics=self.metrics,
             ready=self._ready,
             auth=self._operator_auth,
+            direct=self.direct,
         )
         self._operator = web.AppRunner(app, access_log=None)
         await self._operator.setup()
@@ -186,8 +187,7 @@ class Gateway:
                 await self._reconciler_start
         if self.reconciler is not None:
             await self.reconciler.stop()  # hands status over to another replica first
-        if self.direct is not None:
-            await self.direct.stop()
+        await self.direct.stop()
         await self.agent_listener.stop(grace=self.settings.drain_grace)
         await self.callers.stop()
         if self._operator is not None:
@@ -200,10 +200,8 @@ class Gateway:
             return False, "starting"
         if (starting := self.trust.startup.starting) is not None:
             return False, starting
-        return (
-            True,
-            f"{len(self.trust.planes())} planes, {sum(1 for _ in self.agents.all_agents())} agents",
-        )
+        agents = sum(1 for _ in self.agents.all_agents()) + sum(1 for _ in self.direct.served())
+        return True, f"{len(self.trust.planes())} planes, {agents} agents"
 
 
 FD_RESERVE = 128

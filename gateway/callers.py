@@ -1,7 +1,9 @@
 """The caller endpoint: `https://<gateway>/planes/<namespace>/<name>/k8s/...` behaves like the
 plane's API server, so a kubeconfig whose `server` is that URL works with kubectl unchanged.
 
-Each caller request becomes one tunnel stream to an agent of the plane. Bodies stream both ways
+Each caller request becomes one stream to the plane (`CallerStream`): a tunnel stream to one of
+its agents, or, for a direct-mode plane, a `gateway.direct.DirectStream` to its API server
+through the gateway's own pool. Bodies stream both ways
 with backpressure: a slow caller slows the agent's reads through the tunnel's windows, and
 nothing is buffered whole. Watches, `logs -f` and upgraded streams (exec, attach, port-forward)
 have no deadline; other requests have `request_timeout`. When the caller goes away, the stream
@@ -31,6 +33,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
@@ -38,7 +41,7 @@ import structlog
 from certs import InvalidPlaneRefError, PlaneRef
 from gateway.acceptor import Admitted, TlsAcceptor
 from gateway.admission import AdmissionSettings, Refusal
-from gateway.agents import AgentConnection, AgentRegistry
+from gateway.agents import AgentRegistry
 from gateway.auth import (
     AuthRefused,
     CallerAuth,
@@ -48,8 +51,8 @@ from gateway.auth import (
 )
 from gateway.metrics import GatewayMetrics, status_class
 from gateway.trust import TrustRegistry
-from protocol import ErrorCode
-from tunnel import SessionClosed, StreamResetError, TunnelStream
+from protocol import ErrorCode, ResponseReceived
+from tunnel import SessionClosed, StreamResetError
 from tunnel.http1 import (
     MAX_HEADER_FIELDS,
     READ_SIZE,
@@ -176,8 +179,51 @@ def forwarded_headers(head: RequestHead) -> list[Header]:
     return [(key, value) for key, value in kept if key.lower() not in _DROPPED_HEADERS]
 
 
+class CallerStream(Protocol):
+    """What relaying one request needs of the stream that carries it to the plane: a tunnel
+    stream (`tunnel.TunnelStream`) or a direct plane's (`gateway.direct.DirectStream`). Its
+    operations raise StreamResetError once either side reset it."""
+
+    @property
+    def readable_now(self) -> bool:
+        """`read()` would return without waiting."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """Nothing more will happen on the stream, and all of the answer was read."""
+        ...
+
+    async def response(self) -> ResponseReceived: ...
+
+    async def read(self) -> bytes | memoryview: ...
+
+    async def write(self, data: bytes | memoryview) -> None: ...
+
+    def end(self) -> None: ...
+
+    def reset(self, code: ErrorCode = ErrorCode.CANCEL, message: str = "") -> None: ...
+
+
+class StreamOpener(Protocol):
+    """Where a request's stream is opened: an agent's tunnel session or a direct plane."""
+
+    def open_stream(
+        self, *, method: str, path: str, headers: Headers, end_stream: bool, upgrade: bool
+    ) -> CallerStream:
+        """Raises StreamResetError (REFUSED_STREAM: no room now, try elsewhere; another code:
+        the request cannot be carried) and SessionClosed (gone: try elsewhere)."""
+        ...
+
+
+class DirectBackends(Protocol):
+    """The planes the gateway reaches directly (`gateway.direct.DirectPlanes`)."""
+
+    def backend(self, plane: PlaneRef) -> StreamOpener | None: ...
+
+
 class CallerEndpoint:
-    """Serves callers over HTTPS (HTTP/1.1) and relays their requests through agents."""
+    """Serves callers over HTTPS (HTTP/1.1) and relays their requests to their planes."""
 
     def __init__(
         self,
@@ -187,11 +233,13 @@ class CallerEndpoint:
         trust: TrustRegistry,
         agents: AgentRegistry,
         metrics: GatewayMetrics,
+        direct: DirectBackends | None = None,
     ) -> None:
         self._settings = settings
         self._ssl = ssl_context
         self._trust = trust
         self._agents = agents
+        self._direct = direct
         self._metrics = metrics
         self.auth = CallerAuth(settings.auth, metrics)
         self._acceptor: TlsAcceptor | None = None
@@ -262,7 +310,7 @@ class CallerEndpoint:
         )
         try:
             while (head := await self._next_request(http, writer, admitted)) is not None:
-                exchange = _Exchange(
+                exchange = _CallerExchange(
                     self, http, writer, head, caller=caller, certificate=certificate
                 )
                 exchange.on_admitted = admitted.authenticate
@@ -310,7 +358,7 @@ class CallerEndpoint:
             return None
 
 
-class _Exchange:
+class _CallerExchange:
     """One caller request relayed through one stream."""
 
     def __init__(
@@ -402,24 +450,23 @@ class _Exchange:
         self.on_admitted()
         return identity
 
-    def _open(self, target: Route, identity_headers: Headers = ()) -> TunnelStream:
-        agents = self.endpoint._agents
+    def _open(self, target: Route, identity_headers: Headers = ()) -> CallerStream:
         if self.endpoint._trust.get(target.plane) is None:
             self._refuse_while_starting()
             raise CallerRefused(404, "NotFound", f"dataplane {target.plane} not found")
         headers = [*forwarded_headers(self.head), *identity_headers]
         tried: set[int] = set()
-        while (agent := agents.pick(target.plane, exclude=frozenset(tried))) is not None:
+        while (backend := self._backend(target.plane, tried)) is not None:
             try:
-                return self._open_on(agent, target, headers)
+                return self._open_on(backend, target, headers)
             except StreamResetError as error:
                 if error.code != ErrorCode.REFUSED_STREAM:
                     # The request itself cannot be carried (its head is too large for the
                     # tunnel, or not valid in it): every replica would refuse it the same way.
                     raise _unrelayable(error) from error
-                tried.add(id(agent))  # at its stream limit: try another replica
+                tried.add(id(backend))  # at its stream limit: try another replica
             except SessionClosed:
-                tried.add(id(agent))  # just gone: try another replica
+                tried.add(id(backend))  # just gone: try another replica
         retry = self.endpoint._settings.retry_after
         if self.endpoint._trust.startup.agents_returning:
             retry = self.endpoint._trust.startup.retry_after  # the agents are on their way
@@ -445,8 +492,17 @@ class _Exchange:
                 503, "ServiceUnavailable", starting, retry_after=startup.retry_after
             )
 
-    def _open_on(self, agent: AgentConnection, target: Route, headers: Headers) -> TunnelStream:
-        return agent.session.open_stream(
+    def _backend(self, plane: PlaneRef, tried: set[int]) -> StreamOpener | None:
+        """The direct plane, else the agent with the most room; none already tried."""
+        endpoint = self.endpoint
+        direct = endpoint._direct.backend(plane) if endpoint._direct is not None else None
+        if direct is not None:
+            return None if id(direct) in tried else direct
+        agent = endpoint._agents.pick(plane, exclude=frozenset(tried))
+        return None if agent is None else agent.session
+
+    def _open_on(self, backend: StreamOpener, target: Route, headers: Headers) -> CallerStream:
+        return backend.open_stream(
             method=self.head.method,
             path=target.path,
             headers=headers,
@@ -454,7 +510,7 @@ class _Exchange:
             upgrade=self.head.upgrade,
         )
 
-    async def _relay(self, stream: TunnelStream) -> bool:
+    async def _relay(self, stream: CallerStream) -> bool:
         sending = (
             asyncio.create_task(self._send_body(stream))
             if self.head.has_body and not self.head.upgrade
@@ -494,7 +550,7 @@ class _Exchange:
             http_1_0=head.http_version == "1.0",
         )
 
-    async def _refuse_response(self, stream: TunnelStream, error: FramingError) -> bool:
+    async def _refuse_response(self, stream: CallerStream, error: FramingError) -> bool:
         """The agent's response breaks HTTP/1.1 framing: reset its stream, tell the caller."""
         stream.reset(ErrorCode.PROTOCOL_ERROR, f"unacceptable response: {error}")
         metrics = self.endpoint._metrics
@@ -507,7 +563,7 @@ class _Exchange:
             )
         )
 
-    async def _send_body(self, stream: TunnelStream) -> None:
+    async def _send_body(self, stream: CallerStream) -> None:
         sent = 0
         try:
             while chunk := await self.http.read_body():
@@ -525,7 +581,7 @@ class _Exchange:
         metrics = self.endpoint._metrics
         metrics.child(metrics.bytes, self.plane, "to_agent").inc(sent)
 
-    async def _relay_response(self, stream: TunnelStream, framer: ResponseFramer) -> bool:
+    async def _relay_response(self, stream: CallerStream, framer: ResponseFramer) -> bool:
         pending: list[bytes | memoryview] = [self._head_bytes(framer)]
         gone: asyncio.Task[None] | None = None
         try:
@@ -544,7 +600,7 @@ class _Exchange:
         return framer.keep_alive and not caller_left
 
     async def _relay_body(
-        self, stream: TunnelStream, pending: list[bytes | memoryview], framer: ResponseFramer
+        self, stream: CallerStream, pending: list[bytes | memoryview], framer: ResponseFramer
     ) -> tuple[int, asyncio.Task[None] | None]:
         """Write the head and body as they come. What is already here goes out in one write
         (a small answer is one syscall and one TLS record); before waiting for more, what is
@@ -578,7 +634,7 @@ class _Exchange:
         return relayed, gone
 
     async def _read_unless_gone(
-        self, stream: TunnelStream, gone: asyncio.Task[None]
+        self, stream: CallerStream, gone: asyncio.Task[None]
     ) -> bytes | memoryview:
         reading = asyncio.ensure_future(stream.read())
         done, _ = await asyncio.wait({reading, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -590,7 +646,7 @@ class _Exchange:
         stream.reset(ErrorCode.CANCEL, "the caller went away")
         raise ConnectionResetError("the caller closed its connection")
 
-    async def _pipe(self, stream: TunnelStream) -> None:
+    async def _pipe(self, stream: CallerStream) -> None:
         """After a 101: bytes flow both ways until each side ends."""
 
         async def caller_to_agent() -> None:

@@ -106,14 +106,17 @@ class GatewayMetrics:
         )
         self._connection_counts: dict[str, Callable[[], ConnectionCounts]] = {}
         r.register(_ConnectionCollector(self._connection_counts))
+        self._agent_snapshots: list[Callable[[], Iterable[AgentSample]]] = []
+        r.register(_AgentCollector(self._agent_snapshots))
 
     def watch_connections(self, port: str, counts: Callable[[], ConnectionCounts]) -> None:
         """Export `port`'s open connections, authenticated or not, read at scrape time."""
         self._connection_counts[port] = counts
 
     def watch_agents(self, snapshot: Callable[[], Iterable[AgentSample]]) -> None:
-        """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels)."""
-        self.registry.register(_AgentCollector(snapshot))
+        """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels),
+        with those of every other snapshot watched (connected agents, direct planes)."""
+        self._agent_snapshots.append(snapshot)
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,8 @@ class AgentSample:
 
 
 class _AgentCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Iterable[AgentSample]]) -> None:
-        self._snapshot = snapshot
+    def __init__(self, snapshots: list[Callable[[], Iterable[AgentSample]]]) -> None:
+        self._snapshots = snapshots
 
     def collect(self) -> Iterator[Metric]:
         connected = GaugeMetricFamily(
@@ -166,7 +169,7 @@ class _AgentCollector(Collector):
             labels=["plane", "agent"],
         )
         per_plane: dict[str, int] = {}
-        for sample in self._snapshot():
+        for sample in (sample for snapshot in self._snapshots for sample in snapshot()):
             per_plane[sample.plane] = per_plane.get(sample.plane, 0) + 1
             if sample.rtt is not None:
                 rtt.add_metric([sample.plane, sample.agent_id], sample.rtt)

@@ -24,9 +24,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.agents import AgentRegistry
+from gateway.direct import DirectPlanes
 from gateway.health_page import health_page
+from gateway.interfaces import PlaneTrust
 from gateway.metrics import GatewayMetrics
-from gateway.trust import PlaneTrust, TrustRegistry
+from gateway.trust import TrustRegistry
 
 log = structlog.get_logger("gateway.operator")
 
@@ -76,8 +78,14 @@ class OperatorAuth:
         self._token, self._stamp = token, stamp
 
 
-def plane_report(trust: PlaneTrust, agents: AgentRegistry) -> dict[str, Any]:
-    connected = agents.agents(trust.plane)
+def plane_report(
+    trust: PlaneTrust, agents: AgentRegistry, direct: DirectPlanes | None = None
+) -> dict[str, Any]:
+    """One plane for /planes; a direct plane's one "agent" is the gateway itself."""
+    connected = [agent.describe() for agent in agents.agents(trust.plane)]
+    served = direct.backend(trust.plane) if direct is not None else None
+    if served is not None:
+        connected.append(served.describe())
     return {
         "namespace": trust.plane.namespace,
         "name": trust.plane.name,
@@ -91,7 +99,7 @@ def plane_report(trust: PlaneTrust, agents: AgentRegistry) -> dict[str, Any]:
             for ca in trust.client_cas
         ],
         "connectedAgents": len(connected),
-        "agents": [agent.describe() for agent in connected],
+        "agents": connected,
     }
 
 
@@ -102,6 +110,7 @@ def operator_app(
     metrics: GatewayMetrics,
     ready: Callable[[], tuple[bool, str]],
     auth: OperatorAuth | None = None,
+    direct: DirectPlanes | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         # Answering at all proves the event loop turns; that is what liveness means here.
@@ -116,7 +125,7 @@ def operator_app(
 
     async def planes(request: web.Request) -> web.Response:
         return web.json_response(
-            {"planes": [plane_report(plane, agents) for plane in trust.planes()]}
+            {"planes": [plane_report(plane, agents, direct) for plane in trust.planes()]}
         )
 
     async def prometheus(request: web.Request) -> web.Response:

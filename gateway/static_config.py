@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 import certs
 from certs import PemError, PlaneRef
-from gateway.trust import PlaneTrust
+from gateway.interfaces import PlaneTrust
 
 STATIC_SOURCE = "static:"
 """Prefix of `PlaneTrust.source` for planes read from the file."""

@@ -22,41 +22,16 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 import certs
 from certs import CertificateInfo, CertificateRejected, PlaneRef, RejectionReason
+from gateway.interfaces import PlaneTrust
 from gateway.startup import StartupGate
 from gateway.tls_alerts import ServerTlsContext
-
-
-@dataclass(frozen=True)
-class PlaneTrust:
-    """What an agent of `plane` must present."""
-
-    plane: PlaneRef
-    client_cas: tuple[x509.Certificate, ...]
-    """CA certificates (or pinned self-signed agent certificates) from spec.agent.clientCA."""
-    require_identity: bool = True
-    """Demand that the certificate names the plane (URI SAN `planelink://plane/<ns>/<name>`, or
-    CN `<ns>/<name>` in a certificate without SANs). Off only by an explicit opt-out: without
-    it, one CA shared by several planes lets any of their agents serve any of those planes."""
-    source: str = "static"
-    """Where this trust came from, for /planes and logs."""
-    issues: tuple[str, ...] = field(default=())
-    """Why agents of this plane cannot be accepted (e.g. the CA could not be read), if so."""
-    mode: Literal["agent", "direct"] = "agent"
-    """How callers reach the plane: through its agents, or the gateway dials its API server."""
-
-    @property
-    def accepts_agents(self) -> bool:
-        return bool(self.client_cas) and not self.issues
-
 
 TrustListener = Callable[[PlaneRef, PlaneTrust | None], None]
 

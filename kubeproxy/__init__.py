@@ -2,7 +2,7 @@
 
 Depends on `tunnel`, `protocol` and `certs`; never on `gateway` or `agent`. Typical use::
 
-    upstream = load_kubeconfig(Path("kubeconfig"))      # or Upstream(...) with StaticTLS
+    upstream = load_kubeconfig(Path("kubeconfig"))      # or Upstream(...) with TLSSettings
     pool = ConnectionPool(upstream, metrics=metrics)
     proxy = Proxy(pool=pool, metrics=metrics, response_timeout=30.0)
     session = TunnelSession(channel, connection, request_handler=proxy.handle)
@@ -14,10 +14,9 @@ Modules: `upstream` (the API server: in-cluster, kubeconfig or given TLS and tok
 
 from kubeproxy.metrics import ProxyMetrics, status_class
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
-from kubeproxy.proxy import Proxy, ProxyStats
+from kubeproxy.proxy import ProxiedStream, Proxy, ProxyStats
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
 from kubeproxy.upstream import (
-    StaticTLS,
     TLSSettings,
     TLSSource,
     Upstream,
@@ -31,11 +30,11 @@ from kubeproxy.upstream import (
 __all__ = [
     "BadRequest",
     "ConnectionPool",
+    "ProxiedStream",
     "Proxy",
     "ProxyMetrics",
     "ProxyStats",
     "RequestPlan",
-    "StaticTLS",
     "TLSSettings",
     "TLSSource",
     "Upstream",

@@ -1,9 +1,11 @@
 """Serving one tunnel stream: the caller's request to the API server, and its answer back.
 
-`Proxy.handle` is the session's request handler. It never buffers a body: each piece read from
-one side is written to the other before the next is read, and a write waits for room (the
-tunnel's window, the socket's buffer), so a slow reader slows the writer and memory per stream
-stays at one piece. Watches, `logs -f` and chunked answers therefore flow as they arrive.
+`Proxy.handle` is the agent session's request handler, and serves the gateway's direct planes'
+in-process streams the same way (`ProxiedStream` is what it needs of either). It never buffers
+a body: each piece read from one side is written to the other before the next is read, and a
+write waits for room (the tunnel's window, the socket's buffer), so a slow reader slows the
+writer and memory per stream stays at one piece. Watches, `logs -f` and chunked answers
+therefore flow as they arrive.
 
 What it guarantees:
 - requests go only to the configured API server, with the proxy's own `Host` and credentials
@@ -22,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -31,7 +33,7 @@ from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
 from kubeproxy.upstream import UpstreamCredentialsError
 from protocol import ErrorCode, RequestReceived
-from tunnel import StreamResetError, TunnelStream, http1
+from tunnel import StreamResetError, http1
 from tunnel.status import status_body, status_headers
 
 
@@ -39,8 +41,29 @@ class _HeadRefused(Exception):
     """The API server's response head cannot cross the tunnel (too large, malformed)."""
 
 
+class ProxiedStream(Protocol):
+    """What the proxy uses of the stream it serves: a tunnel stream (the agent), or a direct
+    plane's in-process stream (the gateway). Its operations raise StreamResetError once the
+    stream was reset."""
+
+    @property
+    def stream_id(self) -> int: ...
+
+    async def read(self) -> bytes | memoryview: ...
+
+    async def write(self, data: bytes | memoryview) -> None: ...
+
+    def respond(
+        self, status: int, headers: http1.Headers = (), *, end_stream: bool = False
+    ) -> None: ...
+
+    def end(self) -> None: ...
+
+    def reset(self, code: ErrorCode = ErrorCode.CANCEL, message: str = "") -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
-class _Exchange:
+class _UpstreamExchange:
     """A request sent upstream and its response head: what is left is to pass it on."""
 
     connection: UpstreamConnection
@@ -80,7 +103,7 @@ class Proxy:
         """Return once no stream is being served."""
         await self._idle.wait()
 
-    async def handle(self, stream: TunnelStream, request: RequestReceived) -> None:
+    async def handle(self, stream: ProxiedStream, request: RequestReceived) -> None:
         """The session's request handler: serve `stream` until the exchange is over."""
         log = self._log.bind(stream_id=stream.stream_id)
         self.stats.active += 1
@@ -104,7 +127,7 @@ class Proxy:
     # -- one exchange -------------------------------------------------------------------------
 
     async def _serve(
-        self, stream: TunnelStream, request: RequestReceived, log: structlog.stdlib.BoundLogger
+        self, stream: ProxiedStream, request: RequestReceived, log: structlog.stdlib.BoundLogger
     ) -> str:
         try:
             plan = plan_request(request)
@@ -139,9 +162,9 @@ class Proxy:
 
     async def _answer(
         self,
-        stream: TunnelStream,
+        stream: ProxiedStream,
         plan: RequestPlan,
-        exchange: _Exchange,
+        exchange: _UpstreamExchange,
         log: structlog.stdlib.BoundLogger,
     ) -> str:
         """Pass the response (or, after a 101, the byte streams) on to the caller."""
@@ -174,9 +197,31 @@ class Proxy:
         await _discard(stream)
         return "ok"
 
-    async def _start(self, stream: TunnelStream, plan: RequestPlan, first: bytes) -> _Exchange:
+    async def fetch(self, path: str, *, body_limit: int) -> tuple[int, bytes]:
+        """GET `path` the way a caller's request goes (the same pool, credentials and retry)
+        and keep the first `body_limit` bytes of the answer: a probe of the API server.
+        Raises UpstreamError."""
+        plan = RequestPlan(method="GET", target=path, headers=[], length=None, upgrade=False)
+        exchange = await self._start(None, plan, b"")
+        body = b""
+        reusable = False
+        try:
+            while piece := await exchange.connection.body_piece():
+                if len(body) >= body_limit:
+                    break  # the rest is not read: the connection cannot be reused
+                body += piece[: body_limit - len(body)]
+            else:
+                reusable = exchange.head.keep_alive
+        finally:
+            self._pool.release(exchange.connection, reusable=reusable)
+        return exchange.head.status, body
+
+    async def _start(
+        self, stream: ProxiedStream | None, plan: RequestPlan, first: bytes
+    ) -> _UpstreamExchange:
         """Send the request and wait for the response head. Raises UpstreamError (and
-        BadRequest when the body contradicts its Content-Length)."""
+        BadRequest when the body contradicts its Content-Length). `stream` is read only for
+        a request body."""
         chunked = plan.length is None and bool(first)
         try:
             request_head = plan.head(
@@ -194,11 +239,12 @@ class Proxy:
             try:
                 await connection.send(request_head)
                 if has_body:
+                    assert stream is not None
                     body = asyncio.create_task(self._send_body(stream, connection, plan, first))
                 head = await self._await_head(connection, body, plan)
                 if not (200 <= head.status <= 599 or (head.status == 101 and plan.upgrade)):
                     raise UpstreamError("protocol", f"unexpected status {head.status}")
-                return _Exchange(connection, head, body)
+                return _UpstreamExchange(connection, head, body)
             except BaseException as error:
                 if body is not None:
                     body.cancel()
@@ -246,7 +292,7 @@ class Proxy:
                 head.exception()  # seen: it is re-raised above or irrelevant now
 
     async def _send_body(
-        self, stream: TunnelStream, connection: UpstreamConnection, plan: RequestPlan, first: bytes
+        self, stream: ProxiedStream, connection: UpstreamConnection, plan: RequestPlan, first: bytes
     ) -> str:
         """Copy the request body to the API server; returns sent, bad_length, reset or
         upstream_error (never raises: the response side decides what the caller sees)."""
@@ -274,7 +320,7 @@ class Proxy:
 
     async def _relay(
         self,
-        stream: TunnelStream,
+        stream: ProxiedStream,
         connection: UpstreamConnection,
         head: http1.ResponseHead,
         body: asyncio.Task[str] | None,
@@ -292,7 +338,7 @@ class Proxy:
         request_sent = body is None or (body.done() and body.result() == "sent")
         return head.keep_alive and request_sent
 
-    async def _pipe(self, stream: TunnelStream, connection: UpstreamConnection) -> None:
+    async def _pipe(self, stream: ProxiedStream, connection: UpstreamConnection) -> None:
         """After a 101: bytes both ways until each side has ended its direction."""
         upstream_ended = False
 
@@ -321,7 +367,7 @@ class Proxy:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _respond_error(self, stream: TunnelStream, status: int, message: str) -> None:
+    async def _respond_error(self, stream: ProxiedStream, status: int, message: str) -> None:
         body = status_body(status, message)
         stream.respond(status, tuple(status_headers(body)))
         await stream.write(body)
@@ -350,7 +396,7 @@ class _Held:
         self._stats.held_bytes -= self._size
 
 
-def _respond_head(stream: TunnelStream, status: int, headers: http1.Headers) -> None:
+def _respond_head(stream: ProxiedStream, status: int, headers: http1.Headers) -> None:
     try:
         stream.respond(status, tuple(headers))
     except StreamResetError as error:
@@ -361,7 +407,7 @@ def _respond_head(stream: TunnelStream, status: int, headers: http1.Headers) -> 
         raise _HeadRefused(error.message) from None
 
 
-async def _discard(stream: TunnelStream) -> None:
+async def _discard(stream: ProxiedStream) -> None:
     """Read and drop what the caller still sends, until it ends its side."""
     while await stream.read():
         pass

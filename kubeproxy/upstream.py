@@ -3,7 +3,7 @@
 `Upstream` is the one target the proxy may reach: scheme, host, port, TLS trust and the
 credentials the proxy adds to every request. The agent builds it from the in-cluster service
 account (`load_in_cluster`) or from a kubeconfig (`load_kubeconfig`); the gateway builds it from
-a direct-mode plane's resolved credentials (`StaticTLS` with a ready SSLContext and a token).
+a direct-mode plane's resolved credentials (CA, client certificate, token).
 Nothing a request carries can change it: requests are sent to this host and port, with the
 proxy's own `Host`.
 
@@ -82,16 +82,6 @@ class TLSSource(Protocol):
     def context(self) -> ssl.SSLContext: ...
 
 
-class StaticTLS:
-    """A context built elsewhere (a direct-mode plane's credentials), used as it is."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        self._context = context
-
-    def context(self) -> ssl.SSLContext:
-        return self._context
-
-
 class TLSSettings:
     """Builds the SSL context for the API server, again whenever the CA file changes."""
 
@@ -122,14 +112,17 @@ class TLSSettings:
 def _build_context(
     ca: bytes | None, client: tuple[bytes | None, bytes | None], *, insecure: bool
 ) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
+        # A given CA is the only one trusted (as kubectl does): the system's public CAs are
+        # loaded only when there is none, so no public certificate can stand in for the server.
+        if ca is not None and not insecure:
+            context = ssl.create_default_context(cadata=ca.decode("ascii"))
+        else:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
         if insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        elif ca is not None:
-            context.load_verify_locations(cadata=ca.decode("ascii"))
         cert_pem, key_pem = client
         if cert_pem is not None and key_pem is not None:
             # ssl loads a certificate chain only from files: write a private copy briefly.

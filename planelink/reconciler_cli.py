@@ -23,15 +23,16 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 
 from certs import PlaneRef
 from gateway.agents import AgentRegistry
+from gateway.direct import DirectPlanes
+from gateway.interfaces import DirectCredentials, PlaneTrust
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.reconciler import (
     CoordinationSettings,
-    DirectTarget,
     Reconciler,
     ReconcilerSettings,
 )
-from gateway.trust import PlaneTrust, TrustRegistry
+from gateway.trust import TrustRegistry
 
 _ENV_PREFIX = "PLANELINK_RECONCILER_"
 
@@ -139,8 +140,10 @@ async def serve(
     agents = AgentRegistry(trust, GatewayMetrics())
     trust.subscribe(lambda plane, value: _print(_trust_line(plane, value)))
     async with await load_client(kubeconfig, context) as client:
-        reconciler = Reconciler(client=client, trust=trust, agents=agents, settings=settings)
-        reconciler.direct.subscribe(lambda plane, target: _print(_direct_line(plane, target)))
+        direct = _PrintedDirectPlanes()
+        reconciler = Reconciler(
+            client=client, trust=trust, agents=agents, direct=direct, settings=settings
+        )
         await reconciler.start()
         try:
             if once:
@@ -156,6 +159,7 @@ async def serve(
         finally:
             with contextlib.suppress(Exception):
                 await reconciler.stop()
+            await direct.stop()
 
 
 def _trust_line(plane: PlaneRef, trust: PlaneTrust | None) -> dict[str, Any]:
@@ -171,12 +175,28 @@ def _trust_line(plane: PlaneRef, trust: PlaneTrust | None) -> dict[str, Any]:
     }
 
 
-def _direct_line(plane: PlaneRef, target: DirectTarget | None) -> dict[str, Any]:
-    if target is None:
+class _PrintedDirectPlanes(DirectPlanes):
+    """Direct planes (probed as the gateway would), each change printed as a line."""
+
+    def set(self, plane: PlaneRef, credentials: DirectCredentials) -> bool:
+        changed = super().set(plane, credentials)
+        if changed:
+            _print(_direct_line(plane, credentials))
+        return changed
+
+    def remove(self, plane: PlaneRef) -> bool:
+        removed = super().remove(plane)
+        if removed:
+            _print(_direct_line(plane, None))
+        return removed
+
+
+def _direct_line(plane: PlaneRef, credentials: DirectCredentials | None) -> dict[str, Any]:
+    if credentials is None:
         return {"plane": str(plane), "direct": None}
     return {
         "plane": str(plane),
-        "direct": {"server": target.server, "auth": target.credentials.auth},
+        "direct": {"server": credentials.server.rstrip("/"), "auth": credentials.auth},
     }
 
 

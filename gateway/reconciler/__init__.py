@@ -3,29 +3,25 @@
 Wiring (the gateway, or `planelink reconciler`)::
 
     reconciler = Reconciler(client=api_client, trust=trust_registry, agents=agent_registry,
-                            settings=ReconcilerSettings(...), registry=metrics.registry)
+                            direct=direct_planes, settings=ReconcilerSettings(...),
+                            registry=metrics.registry)
     await reconciler.start()      # returns once DataPlanes are listed
-    reconciler.direct.get(plane)  # DirectTarget of a direct-mode plane, or None
     await reconciler.stop()
 
+It reaches the gateway only through the ports of `gateway.interfaces` (trust, agents, direct
+planes), which the gateway wires; an import contract forbids every other gateway module here.
 Layout: pure logic (`conditions`, `resolve`, `events.transitions`, `store`) apart from I/O
-(`kube` is the only module calling kubernetes_asyncio; `direct` the only one dialing planes).
-It never accepts agents or serves callers itself.
+(`kube` is the only module calling kubernetes_asyncio; `direct` judges probes that the gateway's
+direct planes carry). It never accepts agents, serves callers or dials a plane itself.
 """
 
 from gateway.reconciler.conditions import ProbeResult, Verdict
-from gateway.reconciler.controller import AgentView, Reconciler
-from gateway.reconciler.direct import DirectPlanes, DirectTarget
-from gateway.reconciler.resolve import DirectCredentials
+from gateway.reconciler.controller import Reconciler
 from gateway.reconciler.settings import Backoff, CoordinationSettings, ReconcilerSettings
 
 __all__ = [
-    "AgentView",
     "Backoff",
     "CoordinationSettings",
-    "DirectCredentials",
-    "DirectPlanes",
-    "DirectTarget",
     "ProbeResult",
     "Reconciler",
     "ReconcilerSettings",

@@ -5,7 +5,8 @@ For every DataPlane key the work queue hands out, `_reconcile` (one worker per k
 
 1. reads the object from the watch cache (absent: the plane is forgotten — trust removed);
 2. parses it with the `crd` models and resolves its credentials from the Secret cache
-   (`resolve`, pure), then feeds `TrustRegistry` and `DirectPlanes`;
+   (`resolve`, pure), then feeds the gateway's trust and direct planes (through the ports of
+   `gateway.interfaces`);
 3. if this replica writes status: works out `Connected` (agent counts of every replica, or a
    probe of the API server in direct mode), and writes the conditions and the events of their
    transitions.
@@ -26,10 +27,9 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
 from kubernetes_asyncio.client import ApiClient
@@ -38,9 +38,10 @@ from pydantic import ValidationError
 
 from certs import InvalidPlaneRefError, PlaneRef
 from crd import DataPlane
+from gateway.interfaces import AgentView, DirectPlaneSink, PlaneTrust, TrustSink
 from gateway.reconciler import conditions
 from gateway.reconciler.conditions import ProbeResult, Verdict
-from gateway.reconciler.direct import DirectPlanes, DirectTarget, probe
+from gateway.reconciler.direct import probe
 from gateway.reconciler.events import EventRecorder, EventSpec, transitions
 from gateway.reconciler.informer import ChangeHandler, Informer
 from gateway.reconciler.kube import KubeApi, ListWatch
@@ -61,7 +62,6 @@ from gateway.reconciler.settings import ReconcilerSettings
 from gateway.reconciler.status import Result, StatusWriter
 from gateway.reconciler.store import Change, Obj, ObjKey, Store
 from gateway.reconciler.workqueue import WorkQueue
-from gateway.trust import PlaneTrust, TrustRegistry
 
 log = structlog.get_logger("gateway.reconciler")
 
@@ -69,24 +69,8 @@ _CONFLICT_RETRY = 1.0
 """After a 409 the watch brings the newer object; this is only the safety net."""
 
 
-class _Agent(Protocol):
-    @property
-    def plane(self) -> PlaneRef: ...
-
-
-class AgentView(Protocol):
-    """What the reconciler reads of `gateway.agents.AgentRegistry`."""
-
-    def agents(self, plane: PlaneRef) -> Sequence[object]: ...
-
-    def all_agents(self) -> Iterator[_Agent]: ...
-
-    def wait_for_change(self) -> Awaitable[object]: ...
-
-
 @dataclass(frozen=True)
 class _Probe:
-    target: DirectTarget
     result: ProbeResult
     at: float
 
@@ -98,11 +82,11 @@ class Reconciler:
         self,
         *,
         client: ApiClient,
-        trust: TrustRegistry,
+        trust: TrustSink,
         agents: AgentView,
+        direct: DirectPlaneSink,
         settings: ReconcilerSettings | None = None,
         registry: CollectorRegistry | None = None,
-        direct: DirectPlanes | None = None,
     ) -> None:
         self.settings = settings = settings or ReconcilerSettings()
         self.api = KubeApi(
@@ -110,7 +94,7 @@ class Reconciler:
         )
         self.metrics = ReconcilerMetrics(registry or CollectorRegistry(auto_describe=True))
         self.trust = trust
-        self.direct = direct or DirectPlanes()
+        self.direct = direct
         self.dataplanes = Store()
         self.secrets = SecretWatches(
             self.api,
@@ -358,9 +342,11 @@ class Reconciler:
             if self.direct.remove(plane):
                 plane_log.info("direct target removed")
             return
-        target, changed = self.direct.set(plane, resolution.direct)
-        if changed:
-            plane_log.info("direct target set", server=target.server, auth=resolution.direct.auth)
+        if self.direct.set(plane, resolution.direct):
+            self._probes.pop(key, None)  # new credentials: probe them at once
+            plane_log.info(
+                "direct target set", server=resolution.direct.server, auth=resolution.direct.auth
+            )
 
     def _forget(self, key: ObjKey, plane_log: structlog.BoundLogger) -> None:
         self._index(key, frozenset())
@@ -423,17 +409,16 @@ class Reconciler:
         if resolution.mode == "agent":
             count = len(self._agents.agents(plane)) + self.coordination.peer_count(plane)
             return conditions.connected_from_agents(count)
-        target = self.direct.get(plane)
-        if target is None:
+        if not self.direct.serves(plane):
             self._probes.pop(key, None)
             return conditions.not_probed("CredentialsUnavailable")
         last = self._probes.get(key)
         interval = self.settings.probe_interval
-        if last is None or last.target is not target or time.monotonic() >= last.at + interval:
-            result = await probe(target, limit=self.settings.probe_timeout)
+        if last is None or time.monotonic() >= last.at + interval:
+            result = await probe(self.direct, plane, limit=self.settings.probe_timeout)
             if last is None or last.result != result:
                 log.bind(plane=str(key)).info("probed", ok=result.ok, reason=result.reason)
-            last = _Probe(target, result, time.monotonic())
+            last = _Probe(result, time.monotonic())
             self._probes[key] = last
         self._queue.add_after(key, max(0.0, last.at + interval - time.monotonic()))
         return conditions.connected_from_probe(last.result)

@@ -16,17 +16,17 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from cryptography import x509
 
 import certs
 from certs import KeyMismatchError, PemError, PlaneRef
 from crd.models import DataPlane, ValueFrom
+from gateway.interfaces import DirectCredentials, Mode, PlaneTrust
 from gateway.reconciler.conditions import Verdict, not_provisioned, provisioned
-from gateway.trust import PlaneTrust
 
 REQUIRE_IDENTITY_ANNOTATION = "planelink.dev/require-agent-identity"
 
@@ -43,8 +43,6 @@ SecretData = Mapping[str, bytes]
 Secrets = Mapping[SecretKey, SecretData | None]
 """Secrets by namespace/name; None for one that does not exist."""
 
-Mode = Literal["agent", "direct"]
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -56,21 +54,6 @@ class _Unresolved(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.problem = Problem(reason, message)
-
-
-@dataclass(frozen=True)
-class DirectCredentials:
-    """How to reach a directly connected plane's API server (secrets left out of repr)."""
-
-    server: str
-    ca_pem: bytes = field(repr=False)
-    client_cert_pem: bytes | None = field(default=None, repr=False)
-    client_key_pem: bytes | None = field(default=None, repr=False)
-    bearer_token: str | None = field(default=None, repr=False)
-
-    @property
-    def auth(self) -> str:
-        return "bearerToken" if self.bearer_token is not None else "mtls"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 import certs
 from gateway.app import Gateway
-from gateway.trust import PlaneTrust
+from gateway.interfaces import PlaneTrust
 from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER, SUBPROTOCOL
 
 

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 import certs
 import crd
 from gateway.agents import AgentConnection, AgentRegistry
+from gateway.direct import DirectPlanes
 from gateway.metrics import GatewayMetrics
 from gateway.reconciler import Backoff, Reconciler, ReconcilerSettings
 from gateway.reconciler.kube import KubeApi
@@ -97,10 +98,12 @@ def agents(trust: TrustRegistry) -> AgentRegistry:
 async def reconciler(
     control_plane_client: ApiClient, trust: TrustRegistry, agents: AgentRegistry, namespace: str
 ) -> AsyncIterator[Reconciler]:
+    direct = DirectPlanes()
     instance = Reconciler(
         client=control_plane_client,
         trust=trust,
         agents=agents,
+        direct=direct,
         settings=fast_settings(namespace),
         registry=CollectorRegistry(),
     )
@@ -108,6 +111,7 @@ async def reconciler(
         await instance.start()
     yield instance
     await instance.stop()
+    await direct.stop()
 
 
 # -- manifests -------------------------------------------------------------------------------

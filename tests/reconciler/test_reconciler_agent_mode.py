@@ -205,7 +205,7 @@ async def test_delete_disable_and_generation(
 
     await kit.delete_dataplane(kit.client, kit.namespace, "plane-d")
     await kit.until_trust(lambda t: t.get(plane) is None)
-    assert reconciler.direct.get(plane) is None
+    assert not reconciler.direct.serves(plane)
 
 
 async def test_missing_client_ca_and_invalid_spec(reconciler: Reconciler, kit) -> None:

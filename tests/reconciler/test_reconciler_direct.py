@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ssl
-
-import aiohttp
+import json
 
 import certs
 from envtest import KubeAPIServer
+from gateway.direct import DirectPlanes
 from gateway.reconciler import Reconciler
 
 
@@ -76,25 +75,31 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
     assert kit.has_condition("GatewayProvisioned", "True")(obj)
     assert kit.has_condition("Ready", "False", "Unauthorized")(obj)
 
-    # The resolved credentials are offered to whoever dials the plane: they work.
+    # Callers' requests go through the pool the probe went through: its connection is reused.
+    direct = reconciler.direct
+    assert isinstance(direct, DirectPlanes)
     for name in ("by-token", "by-cert"):
-        target = reconciler.direct.get(certs.PlaneRef(kit.namespace, name))
-        assert target is not None
-        assert target.server == server.url
-        assert isinstance(target.ssl_context, ssl.SSLContext)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(
-                f"{target.server}/api/v1/namespaces/default",
-                ssl=target.ssl_context,
-                headers=target.headers(),
-            ) as response,
-        ):
-            # The admin may read it; the certificate user is known but not authorised.
-            assert response.status == (200 if name == "by-token" else 403)
-    by_cert = reconciler.direct.get(certs.PlaneRef(kit.namespace, "by-cert"))
-    assert by_cert is not None
-    assert by_cert.bearer_token is None
+        served = direct.backend(certs.PlaneRef(kit.namespace, name))
+        assert served is not None
+        assert served.server == server.url
+        opened_by_probe = served.pool.opened
+        assert opened_by_probe >= 1
+        stream = served.open_stream(
+            method="GET",
+            path="/api/v1/namespaces/default",
+            headers=[(b"Accept", b"application/json")],
+            end_stream=True,
+            upgrade=False,
+        )
+        response = await stream.response()
+        # The admin may read it; the certificate user is known but not authorised.
+        assert response.status == (200 if name == "by-token" else 403)
+        body = b""
+        while piece := await stream.read():
+            body += piece
+        assert json.loads(body)["kind"] == ("Namespace" if name == "by-token" else "Status")
+        assert stream.done
+        assert served.pool.opened == opened_by_probe
 
 
 async def test_unreachable_server_and_unresolvable_credentials(
@@ -137,4 +142,4 @@ async def test_unreachable_server_and_unresolvable_credentials(
     )
     assert kit.has_condition("Connected", "Unknown", "CredentialsUnavailable")(obj)
     assert kit.has_condition("Ready", "False", "SecretNotFound")(obj)
-    assert reconciler.direct.get(certs.PlaneRef(kit.namespace, "no-token")) is None
+    assert not reconciler.direct.serves(certs.PlaneRef(kit.namespace, "no-token"))

@@ -3,7 +3,6 @@ to a second real API server, with a bearer token, with mTLS, and with a wrong to
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -87,12 +86,6 @@ async def _kubectl(
     return await server.akubectl(*args, input=input, kubeconfig=kubeconfig, check=False)
 
 
-async def _until_served(gateway: Gateway, plane: certs.PlaneRef) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while not any(a.direct and a.session.peer for a in gateway.agents.agents(plane)):
-            await gateway.agents.wait_for_change()
-
-
 async def test_kubectl_reaches_direct_planes_through_the_gateway(
     gateway: tuple[Gateway, Path],
     control_plane: KubeAPIServer,
@@ -134,8 +127,12 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
             auth={"bearerToken": {"value": "not-the-token"}},
         ),
     )
-    for name in ("by-token", "by-cert", "wrong-token"):
-        await _until_served(gw, certs.PlaneRef(namespace, name))
+    # Probed through the gateway's own pool: served from then on.
+    for name, status in (("by-token", "True"), ("by-cert", "True"), ("wrong-token", "False")):
+        await kit.await_dataplane(
+            kit.client, namespace, name, kit.has_condition("Connected", status)
+        )
+    assert not list(gw.agents.all_agents())  # no agent, virtual or not: the gateway dials
 
     # Create through one plane, read through the other: both reach the same API server.
     cm_namespace = f"direct-{namespace}"
@@ -186,7 +183,7 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
     # /planes says how each plane is reached.
     trust = gw.trust.get(certs.PlaneRef(namespace, "by-token"))
     assert trust is not None
-    report = plane_report(trust, gw.agents)
+    report = plane_report(trust, gw.agents, gw.direct)
     assert report["mode"] == "direct"
     assert report["connectedAgents"] == 1
     assert report["agents"][0]["remoteAddress"] == target.url

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 import certs
 from gateway.agents import AgentRegistry
+from gateway.direct import DirectPlanes
 from gateway.metrics import GatewayMetrics
 from gateway.reconciler import CoordinationSettings, Reconciler
 from gateway.reconciler.kube import KubeApi
@@ -35,6 +36,7 @@ def _replica(kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
         client=kit.client,
         trust=trust,
         agents=agents,
+        direct=DirectPlanes(),
         settings=kit.settings(kit.namespace, coordination=coordination),
         registry=CollectorRegistry(),
     )

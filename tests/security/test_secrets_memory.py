@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge
 import certs
 from envtest import KubeAPIServer
 from gateway.agents import AgentRegistry
+from gateway.direct import DirectPlanes
 from gateway.metrics import GatewayMetrics
 from gateway.reconciler import Reconciler
 from gateway.reconciler.resolve import SecretKey
@@ -67,6 +68,7 @@ async def reconciler(control_plane_client: ApiClient, kit: Kit) -> AsyncIterator
         client=control_plane_client,
         trust=kit.trust,
         agents=kit.agents,
+        direct=DirectPlanes(),
         settings=kit.settings(kit.namespace),
         registry=CollectorRegistry(),
     )
@@ -163,6 +165,7 @@ async def test_beyond_the_limit_a_secret_is_read_not_watched(
         client=control_plane_client,
         trust=kit.trust,
         agents=kit.agents,
+        direct=DirectPlanes(),
         settings=kit.settings(kit.namespace, secret_watches=1),
         registry=CollectorRegistry(),
     ) as limited:
