@@ -2,11 +2,11 @@
 plane's API server, so a kubeconfig whose `server` is that URL works with kubectl unchanged.
 
 Each caller request becomes one stream to the plane (`CallerStream`): a tunnel stream to one of
-its agents, or, for a direct-mode plane, a `gateway.direct.DirectStream` to its API server
-through the gateway's own pool. Bodies stream both ways
-with backpressure: a slow caller slows the agent's reads through the tunnel's windows, and
-nothing is buffered whole. Watches, `logs -f` and upgraded streams (exec, attach, port-forward)
-have no deadline; other requests have `request_timeout`. When the caller goes away, the stream
+its agents, or, for a direct-mode plane, a `kubeproxy.LocalStream` to its API server through
+the gateway's own pool (`gateway.direct`). Bodies stream both ways with backpressure: a slow
+caller slows the agent's reads through the tunnel's windows, and nothing is buffered whole.
+Watches, `logs -f` and upgraded streams (exec, attach, port-forward) have no deadline; other
+requests have `request_timeout`. When the caller goes away, the stream
 is reset and the agent stops its upstream request; when the agent goes away, the caller gets a
 503 at once (or, if the response had started, its connection is cut so it cannot mistake a
 truncated body for a whole one).
@@ -181,7 +181,7 @@ def forwarded_headers(head: RequestHead) -> list[Header]:
 
 class CallerStream(Protocol):
     """What relaying one request needs of the stream that carries it to the plane: a tunnel
-    stream (`tunnel.TunnelStream`) or a direct plane's (`gateway.direct.DirectStream`). Its
+    stream (`tunnel.TunnelStream`) or a direct plane's (`kubeproxy.LocalStream`). Its
     operations raise StreamResetError once either side reset it."""
 
     @property

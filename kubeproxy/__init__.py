@@ -9,9 +9,11 @@ Depends on `tunnel`, `protocol` and `certs`; never on `gateway` or `agent`. Typi
 
 Modules: `upstream` (the API server: in-cluster, kubeconfig or given TLS and token), `pool`
 (HTTP/1.1 connections to it), `request` (what may go upstream), `proxy` (one tunnel stream),
-`metrics` (what the pool and proxy count).
+`local` (requests the proxy serves in this process, without a tunnel: the gateway's direct
+mode), `metrics` (what the pool and proxy count).
 """
 
+from kubeproxy.local import LocalStream, LocalStreams
 from kubeproxy.metrics import ProxyMetrics, status_class
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.proxy import ProxiedStream, Proxy, ProxyStats
@@ -30,6 +32,8 @@ from kubeproxy.upstream import (
 __all__ = [
     "BadRequest",
     "ConnectionPool",
+    "LocalStream",
+    "LocalStreams",
     "ProxiedStream",
     "Proxy",
     "ProxyMetrics",

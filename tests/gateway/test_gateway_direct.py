@@ -12,9 +12,10 @@ import pytest
 
 import certs
 from certs import PlaneRef
-from gateway.direct import DirectPlanes, DirectSettings, DirectStream
+from gateway.direct import DirectPlanes, DirectSettings
 from gateway.interfaces import DirectCredentials, PlaneUnreachable
 from gateway.metrics import GatewayMetrics
+from kubeproxy import LocalStream
 from protocol import ErrorCode
 from tunnel import StreamResetError
 
@@ -83,13 +84,28 @@ async def planes() -> AsyncIterator[DirectPlanes]:
     await planes.stop()
 
 
-def get(planes: DirectPlanes, path: str) -> DirectStream:
+def get(planes: DirectPlanes, path: str) -> LocalStream:
     served = planes.backend(PLANE)
     assert served is not None
     return served.open_stream(method="GET", path=path, headers=[], end_stream=True, upgrade=False)
 
 
-async def body_of(stream: DirectStream) -> bytes:
+async def open_watch(planes: DirectPlanes) -> LocalStream:
+    watch = get(planes, "/watch")
+    response = await asyncio.wait_for(watch.response(), TIMEOUT)
+    assert response.status == 200
+    return watch
+
+
+async def cut(watch: LocalStream, api_server: FakeApiServer) -> StreamResetError:
+    """How `watch` was reset, once its caller and the API server both saw it end."""
+    with pytest.raises(StreamResetError) as reset:
+        await asyncio.wait_for(body_of(watch), TIMEOUT)
+    await asyncio.wait_for(api_server.watch_ended.wait(), TIMEOUT)
+    return reset.value
+
+
+async def body_of(stream: LocalStream) -> bytes:
     body = b""
     while piece := await stream.read():
         body += piece
@@ -121,8 +137,7 @@ async def test_changed_credentials_serve_new_requests_and_drain_open_ones(
     planes: DirectPlanes, api_server: FakeApiServer
 ) -> None:
     planes.set(PLANE, credentials(api_server, "old"))
-    watch = get(planes, "/watch")
-    await asyncio.wait_for(watch.response(), TIMEOUT)
+    watch = await open_watch(planes)
     assert await watch.read() == b"first"
     old = planes.backend(PLANE)
 
@@ -135,34 +150,26 @@ async def test_changed_credentials_serve_new_requests_and_drain_open_ones(
     assert not api_server.watch_ended.is_set()  # the open watch goes on meanwhile
 
     await planes.stop()  # ends the drain at once: the watch is cut, upstream too
-    with pytest.raises(StreamResetError) as reset:
-        await asyncio.wait_for(watch.read(), TIMEOUT)
-    assert reset.value.code is ErrorCode.CONNECTION_LOST
-    await asyncio.wait_for(api_server.watch_ended.wait(), TIMEOUT)
+    assert (await cut(watch, api_server)).code is ErrorCode.CONNECTION_LOST
 
 
 async def test_a_removed_plane_cuts_its_requests_at_once(
     planes: DirectPlanes, api_server: FakeApiServer
 ) -> None:
     planes.set(PLANE, credentials(api_server))
-    watch = get(planes, "/watch")
-    await asyncio.wait_for(watch.response(), TIMEOUT)
+    watch = await open_watch(planes)
     assert planes.remove(PLANE)
     assert not planes.remove(PLANE)
     assert planes.backend(PLANE) is None
     assert not planes.serves(PLANE)
-    with pytest.raises(StreamResetError) as reset:
-        await asyncio.wait_for(body_of(watch), TIMEOUT)
-    assert reset.value.code is ErrorCode.CONNECTION_LOST
-    await asyncio.wait_for(api_server.watch_ended.wait(), TIMEOUT)
+    assert (await cut(watch, api_server)).code is ErrorCode.CONNECTION_LOST
 
 
 async def test_a_caller_reset_ends_the_upstream_request(
     planes: DirectPlanes, api_server: FakeApiServer
 ) -> None:
     planes.set(PLANE, credentials(api_server))
-    watch = get(planes, "/watch")
-    await asyncio.wait_for(watch.response(), TIMEOUT)
+    watch = await open_watch(planes)
     watch.reset(ErrorCode.CANCEL, "the caller went away")
     assert watch.done
     await asyncio.wait_for(api_server.watch_ended.wait(), TIMEOUT)
@@ -216,11 +223,7 @@ async def test_a_replaced_plane_is_cut_when_its_drain_grace_is_over(
 ) -> None:
     planes = DirectPlanes(settings=DirectSettings(drain_grace=0.05))
     planes.set(PLANE, credentials(api_server, "old"))
-    watch = get(planes, "/watch")
-    await asyncio.wait_for(watch.response(), TIMEOUT)
+    watch = await open_watch(planes)
     planes.set(PLANE, credentials(api_server, "new"))
-    with pytest.raises(StreamResetError) as reset:
-        await asyncio.wait_for(body_of(watch), TIMEOUT)
-    assert reset.value.message == "drain grace over"
-    await asyncio.wait_for(api_server.watch_ended.wait(), TIMEOUT)
+    assert (await cut(watch, api_server)).message == "drain grace over"
     await planes.stop()
