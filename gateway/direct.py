@@ -111,7 +111,7 @@ class DirectPlane:
         self.plane = plane
         self.credentials = credentials
         self.server = credentials.server.rstrip("/")
-        log_ = log.bind(plane=str(plane), server=self.server)
+        plane_log = log.bind(plane=str(plane), server=self.server)
         self.upstream = upstream_for(plane, credentials)
         self.metrics = ProxyMetrics(prefix="planelink_gateway_direct")
         """A registry of its own per plane: the pool's gauges are per pool."""
@@ -126,14 +126,14 @@ class DirectPlane:
             pool=self.pool,
             metrics=self.metrics,
             response_timeout=settings.response_timeout,
-            logger=log_,
+            logger=plane_log,
         )
         self.streams = LocalStreams(
             self.proxy.handle,
             max_streams=settings.max_streams,
             buffer_bytes=settings.buffer_bytes,
             budget_bytes=settings.plane_buffer_bytes,
-            logger=log_,
+            logger=plane_log,
         )
         self._ca = x509.load_pem_x509_certificates(credentials.ca_pem)[0]
         self.connected_at = time.time()

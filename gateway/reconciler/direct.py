@@ -7,6 +7,7 @@ This module only chooses the paths and judges the answers; it never dials anythi
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from certs import PlaneRef
@@ -17,24 +18,27 @@ _PROBE_PATHS = ("/readyz", "/version")
 
 
 async def probe(direct: DirectPlaneSink, plane: PlaneRef, *, limit: float) -> ProbeResult:
-    """GET /readyz (then /version if /readyz is not offered to us) within `limit` seconds."""
+    """GET /readyz (then /version if /readyz is not offered to us), both within `limit`."""
     started = time.monotonic()
-    for path in _PROBE_PATHS:
-        try:
-            answer = await direct.fetch(plane, path, limit=limit - (time.monotonic() - started))
-        except PlaneUnreachable as error:
-            return _unreachable(error, limit)
-        if answer.status in (403, 404) and path != _PROBE_PATHS[-1]:
-            continue
-        return _judge(answer.url, answer.status, answer.body, time.monotonic() - started)
+    try:
+        async with asyncio.timeout(limit):
+            for path in _PROBE_PATHS:
+                answer = await direct.fetch(plane, path, limit=limit)
+                if answer.status in (403, 404) and path != _PROBE_PATHS[-1]:
+                    continue
+                return _judge(answer.url, answer.status, answer.body, time.monotonic() - started)
+    except PlaneUnreachable as error:
+        return _unreachable(error)
+    except TimeoutError:
+        return ProbeResult(False, "Timeout", f"no answer within {limit:g} s")
     raise AssertionError("unreachable: the last probe path always returns")
 
 
-def _unreachable(error: PlaneUnreachable, limit: float) -> ProbeResult:
+def _unreachable(error: PlaneUnreachable) -> ProbeResult:
     if error.kind == "tls":
-        return ProbeResult(False, "TLSError", f"TLS failed: {error.message}")
+        return ProbeResult(False, "TLSError", error.message)
     if error.kind == "timeout":
-        return ProbeResult(False, "Timeout", f"no answer within {limit:g} s: {error.message}")
+        return ProbeResult(False, "Timeout", error.message)
     return ProbeResult(False, "Unreachable", error.message)
 
 
