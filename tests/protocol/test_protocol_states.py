@@ -376,20 +376,24 @@ def test_received_frames_follow_the_table(side: Side, state: HalfState, action: 
 # -- the connection's own states ------------------------------------------------------------
 
 
+def states(pair: Pair) -> tuple[ConnectionState, ConnectionState]:
+    return pair.gateway.state, pair.agent.state
+
+
 def test_a_connection_waits_for_hello_then_opens_drains_and_closes() -> None:
     pair = Pair(Connection(Role.GATEWAY), Connection(Role.AGENT))
-    assert pair.gateway.state is pair.agent.state is ConnectionState.AWAIT_HELLO
+    assert states(pair) == (ConnectionState.AWAIT_HELLO, ConnectionState.AWAIT_HELLO)
     pair.pump()
-    assert pair.gateway.state is pair.agent.state is ConnectionState.OPEN
+    assert states(pair) == (ConnectionState.OPEN, ConnectionState.OPEN)
     sid = pair.gateway.send_request(method=b"GET", path=b"/", end_stream=True)
     pair.pump()
     pair.gateway.drain("bye")
-    assert pair.gateway.state is ConnectionState.DRAINING
+    assert states(pair) == (ConnectionState.DRAINING, ConnectionState.OPEN)
     pair.pump()
-    assert pair.agent.state is ConnectionState.DRAINING
+    assert states(pair) == (ConnectionState.DRAINING, ConnectionState.DRAINING)
     pair.agent.send_response(sid, status=200, end_stream=True)
     pair.pump()
-    assert pair.gateway.state is pair.agent.state is ConnectionState.CLOSED
+    assert states(pair) == (ConnectionState.CLOSED, ConnectionState.CLOSED)
 
 
 def test_drain_before_the_peers_hello_closes_at_once() -> None:
@@ -404,9 +408,9 @@ def test_the_peers_goaway_while_draining_keeps_draining_until_an_error_code() ->
     gateway.send_request(method=b"GET", path=b"/")
     gateway.drain()
     gateway.receive_data(message(GoAway(1, ErrorCode.NO_ERROR, "me too")))
-    assert gateway.state is ConnectionState.DRAINING
+    draining = gateway.state
     gateway.receive_data(message(GoAway(1, ErrorCode.INTERNAL_ERROR, "now")))
-    assert gateway.state is ConnectionState.CLOSED
+    assert (draining, gateway.state) == (ConnectionState.DRAINING, ConnectionState.CLOSED)
 
 
 def test_nothing_leaves_closed() -> None:
