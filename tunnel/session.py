@@ -12,6 +12,9 @@ within `Heartbeat.write_timeout` ends the session at once, without a goodbye (no
 read it). A peer that floods is cut off by the protocol's `FloodLimits`. Either way
 `dropped_for` names the bound that was passed, for the operator's metric and log line.
 
+The session implements `tunnel.stream.StreamOwner`, the only way a stream reaches it, and
+drives each stream through that stream's public `deliver_*` methods.
+
 For the responding side (the agent), each request the peer opens runs `request_handler` in a
 task of its own; the session owns those tasks and cancels them when their stream is reset or
 the session ends. When the session ends, every open stream fails at once with
@@ -238,6 +241,8 @@ class TunnelSession:
         return stream
 
     # -- what streams call (the StreamOwner interface) -------------------------------------------
+    # The application calls the stream's methods, never these: they skip the stream's own
+    # bookkeeping (its byte counts, its ended and reset flags, its waiters).
 
     def send_response(
         self, stream_id: int, status: int, headers: Headers, *, end_stream: bool

@@ -190,7 +190,7 @@ class TunnelStream:
             self._owner.consumed(self.stream_id, len(self._chunks.popleft()))
         self._owner.forget_if_done(self)
 
-    # -- what the session calls ---------------------------------------------------------------
+    # -- what the session calls (the application never does) ----------------------------------
 
     def deliver_response(self, event: ResponseReceived) -> None:
         """The response head arrived (on a stream this side opened)."""
