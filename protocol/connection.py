@@ -81,7 +81,7 @@ _Handler = Callable[[int, int, memoryview, int, int], None]
 
 
 class ConnectionState(enum.Enum):
-    """Life of a connection."""
+    """Life of a connection; it moves only along :data:`CONNECTION_TRANSITIONS`."""
 
     AWAIT_HELLO = "await-hello"
     """Our HELLO is queued; the peer's has not arrived. Only HELLO may be received."""
