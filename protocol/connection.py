@@ -300,6 +300,7 @@ class Connection:
         """
         peer = self._require_peer()
         stream = self._local_stream(stream_id)
+        stream.check(_LOCAL, Action.RESPONSE, status=status)  # the state's verdict comes first
         frame = self._encode_head(Response(stream_id, status, tuple(headers), end_stream), peer)
         stream.apply(_LOCAL, Action.RESPONSE, status=status)
         self._sched.control(frame)
@@ -611,6 +612,7 @@ class Connection:
         stream = self._known_stream(stream_id, "RESPONSE")
         if stream is None:
             return
+        stream.check(_PEER, Action.RESPONSE)  # the state's verdict before the head's
         limit = self.local_settings.max_header_block_size
         if end - start > limit:
             raise StreamProtocolError(

@@ -4,7 +4,8 @@ A stream is two *halves*: what the local side sends and what the peer sends. Eac
 either the REQUESTER half (the side that opened the stream with REQUEST) or the RESPONDER
 half (the side that answers with RESPONSE), and moves through :class:`HalfState` only along
 the edges in :data:`TRANSITIONS`. Every change of a half goes through :meth:`Stream.apply`,
-which checks the edge and takes it in one step: a local call the table forbids raises
+which checks the edge and takes it in one step (``Stream.check`` asks the same question
+without taking it): a local call the table forbids raises
 :class:`~protocol.errors.LocalProtocolError` (``StreamClosedError`` on a closed half), a
 received frame it forbids raises a :class:`~protocol.errors.StreamProtocolError`; either way
 nothing changes. RESET, from either side, ends both halves at once and removes the stream;
@@ -176,30 +177,43 @@ class Stream:
         no such edge or the status is not allowed: ``StreamClosedError`` /
         ``LocalProtocolError`` for a LOCAL action, ``StreamProtocolError`` for a PEER one.
         """
-        local = party is Party.LOCAL
-        side, state = (self.local_side, self.local) if local else (self.remote_side, self.remote)
+        if status is None and action is Action.RESPONSE:
+            raise TypeError("a RESPONSE is applied with its status")
+        self.local, self.remote, self.upgrade = self._after(party, action, status)
+
+    def check(self, party: Party, action: Action, *, status: int | None = None) -> None:
+        """Raise what :meth:`apply` would raise now (judging a RESPONSE's status only when
+        given), and change nothing.
+
+        For a caller that validates more before it applies (a head must encode, or decode,
+        first) and must report a state the table forbids before anything else.
+        """
+        self._after(party, action, status)
+
+    def _after(
+        self, party: Party, action: Action, status: int | None
+    ) -> tuple[HalfState, HalfState, bool]:
+        """The (local, remote, upgrade) the action leads to, or the error it is refused with."""
+        local, remote, upgrade = self.local, self.remote, self.upgrade
+        by_us = party is Party.LOCAL
+        side, state = (self.local_side, local) if by_us else (self.remote_side, remote)
         target = TRANSITIONS.get((side, state, action))
         if target is None or action is Action.SWITCHED:
             raise self._illegal(party, side, state, action)
-        if action is Action.RESPONSE:
-            if status is None:
-                raise TypeError("a RESPONSE is applied with its status")
-            if not status_allowed(status, upgrade_requested=self.upgrade):
+        if action is Action.REQUEST_UPGRADE:
+            upgrade = True
+        elif status is not None and action is Action.RESPONSE:
+            if not status_allowed(status, upgrade_requested=upgrade):
                 raise self._status_refused(party, status)
             if status == 101:
                 # The upgrade coupling: the answer switches the requester half to a byte pipe.
-                requester = self.remote if local else self.local
-                switched = TRANSITIONS[(_R, requester, Action.SWITCHED)]
-                if local:
-                    self.remote = switched
+                if by_us:
+                    remote = TRANSITIONS[(_R, remote, Action.SWITCHED)]
                 else:
-                    self.local = switched
-        elif action is Action.REQUEST_UPGRADE:
-            self.upgrade = True
-        if local:
-            self.local = target
-        else:
-            self.remote = target
+                    local = TRANSITIONS[(_R, local, Action.SWITCHED)]
+        if by_us:
+            return target, remote, upgrade
+        return local, target, upgrade
 
     @property
     def finished(self) -> bool:

@@ -226,6 +226,27 @@ def test_no_party_applies_switched_itself(party: Party, side: Side) -> None:
     assert_refused(stream, party, Action.SWITCHED, closed=False)
 
 
+@pytest.mark.parametrize("party", [LOCAL, PEER])
+def test_check_gives_the_verdict_of_apply_without_taking_the_edge(party: Party) -> None:
+    stream = new_stream(requester=OTHER[party])
+    stream.apply(OTHER[party], Action.REQUEST)
+    stream.check(party, Action.RESPONSE)  # without a status: the table's verdict alone
+    stream.check(party, Action.RESPONSE, status=200)
+    assert half(stream, party) is IDLE
+    kind, _ = refused(party, closed=False)
+    with pytest.raises(kind, match="status 101 not allowed"):
+        stream.check(party, Action.RESPONSE, status=101)
+    with pytest.raises(kind, match="not allowed from the responder in state idle"):
+        stream.check(party, Action.DATA)
+    with pytest.raises(TypeError):
+        stream.apply(party, Action.RESPONSE)
+    assert snapshot(stream) == new_snapshot_after_request(party)
+
+
+def new_snapshot_after_request(responder: Party) -> tuple[HalfState, HalfState, bool]:
+    return (IDLE, OPEN, False) if responder is LOCAL else (OPEN, IDLE, False)
+
+
 OPS = st.tuples(
     st.sampled_from([LOCAL, PEER]),
     st.sampled_from([a for a in Action if a is not Action.SWITCHED]),
@@ -241,11 +262,21 @@ def test_any_sequence_of_actions_either_applies_or_changes_nothing(
     stream = Stream(1, opened_locally=opened_locally, recv=ReceiveWindow(1000))
     for party, action, status in ops:
         before = snapshot(stream)
+        given = status if action is Action.RESPONSE else None
         try:
-            stream.apply(party, action, status=status if action is Action.RESPONSE else None)
-        except (LocalProtocolError, StreamProtocolError):
+            stream.check(party, action, status=given)
+        except (LocalProtocolError, StreamProtocolError) as error:
+            verdict: str | None = str(error)
+        else:
+            verdict = None
+        assert snapshot(stream) == before
+        if verdict is not None:  # check foretold it: apply raises the same, changes nothing
+            with pytest.raises((LocalProtocolError, StreamProtocolError)) as info:
+                stream.apply(party, action, status=given)
+            assert str(info.value) == verdict
             assert snapshot(stream) == before
             continue
+        stream.apply(party, action, status=given)
         side = stream.local_side if party is LOCAL else stream.remote_side
         old = before[0] if party is LOCAL else before[1]
         assert (side, old, action) in TRANSITIONS
