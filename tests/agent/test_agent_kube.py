@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 import certs
+import http1
 from envtest import KubeAPIServer, free_port
 from kubeproxy import Upstream
 from protocol import ErrorCode, SendLimits, Settings
-from tunnel import StreamResetError, TunnelStream, http1
+from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
     from conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway, Waits

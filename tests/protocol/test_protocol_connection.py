@@ -11,6 +11,7 @@ from protocol import (
     DataReceived,
     ErrorCode,
     GoAwayReceived,
+    HeadTooLarge,
     HelloReceived,
     LocalProtocolError,
     PingAcknowledged,
@@ -464,9 +465,15 @@ def test_response_head_from_requester_is_a_stream_error() -> None:
 
 def test_oversized_heads() -> None:
     pair = Pair.create(agent_settings=Settings(max_header_block_size=1024))
-    with pytest.raises(LocalProtocolError, match="exceeds the peer's MAX_HEADER_BLOCK_SIZE 1024"):
+    with pytest.raises(HeadTooLarge, match="exceeds the peer's MAX_HEADER_BLOCK_SIZE 1024") as big:
         pair.gateway.send_request(method=b"GET", path=b"/", headers=[(b"big", b"v" * 1024)])
+    assert (big.value.code, big.value.limit) == (ErrorCode.HEADER_ERROR, 1024)
     assert pair.gateway.open_streams == 0
+    # A head that cannot be encoded at all is a HEADER_ERROR too, but not "too large".
+    with pytest.raises(LocalProtocolError) as malformed:
+        pair.gateway.send_request(method=b"GET", path=b"/", headers=[(b"bad name", b"v")])
+    assert malformed.value.code is ErrorCode.HEADER_ERROR
+    assert not isinstance(malformed.value, HeadTooLarge)
     # a peer that ignores the limit gets its stream refused with HEADER_ERROR
     agent = pair.agent
     agent.receive_data(message(Request(1, b"GET", b"/", ((b"big", b"v" * 1024),))))
