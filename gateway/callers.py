@@ -681,6 +681,7 @@ async def _write_status(
 def _unrelayable(error: StreamResetError) -> CallerRefused:
     """The refusal of a request head that the tunnel cannot carry (HEADER_ERROR): 431 when it
     is larger than the agent accepts, 400 when it cannot be encoded."""
+    # The session raises the stream error from the protocol's, which says why by its type.
     status = 431 if isinstance(error.__cause__, HeadTooLarge) else 400
     return CallerRefused(status, "BadRequest", f"the request cannot be relayed: {error.message}")
 
