@@ -9,10 +9,12 @@ from http1.parser import HttpError, MessageParser
 
 def test_a_head_fed_in_pieces_then_a_chunked_body_piece_by_piece() -> None:
     parser = MessageParser("request")
+    head_done = []
     parser.feed(b"POST /api/v1/pods HTTP/1.1\r\nHost: gw\r\nTransfer-")
-    assert not parser.head_done
+    head_done.append(parser.head_done)
     parser.feed(b"Encoding: chunked\r\n\r\n3\r\nabc\r\n")
-    assert parser.head_done
+    head_done.append(parser.head_done)
+    assert head_done == [False, True]
     head = parser.request_head()
     assert (head.method, head.target, head.has_body, head.upgrade) == (
         "POST",
