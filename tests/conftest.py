@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from certs import PlaneRef
 from gateway.agent_listener import AgentListenerSettings
@@ -80,8 +81,8 @@ async def _dial_agent(
     websocket = await connect(
         url,
         ssl=agent_ssl,
-        subprotocols=[SUBPROTOCOL],
-        ping_interval=None,  # type: ignore[list-item]
+        subprotocols=[Subprotocol(SUBPROTOCOL)],
+        ping_interval=None,
     )
     session = TunnelSession(
         WebSocketChannel(websocket),

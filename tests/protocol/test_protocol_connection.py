@@ -8,7 +8,6 @@ from protocol import (
     Connection,
     ConnectionState,
     ConnectionTerminated,
-    DataReceived,
     ErrorCode,
     GoAwayReceived,
     HelloReceived,
@@ -378,7 +377,9 @@ def test_frames_after_our_reset_are_dropped_silently_but_credit_the_connection()
     agent.reset_stream(1, ErrorCode.CANCEL, "caller left")
     assert frames(agent.data_to_send()) == [Reset(1, ErrorCode.CANCEL, "caller left")]
     agent.events_received()
-    agent.receive_data(message(Data(1, b"x" * 60_000), WindowUpdate(1, 5), Reset(1, 0)))
+    agent.receive_data(
+        message(Data(1, b"x" * 60_000), WindowUpdate(1, 5), Reset(1, ErrorCode.NO_ERROR))
+    )
     assert agent.events_received() == []
     assert frames(agent.data_to_send()) == [WindowUpdate(0, 60_000)]
     assert agent.state is ConnectionState.OPEN
@@ -737,4 +738,3 @@ def test_events_received_drains_the_queue() -> None:
     assert pair.gateway.events_received() == []
     assert isinstance(pair.take("gateway")[0], HelloReceived)
     assert pair.take("gateway") == []
-    assert DataReceived  # imported for completeness of the public API
