@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 import pytest
@@ -35,8 +36,8 @@ class Pki:
     caller: certs.CertificateBundle
     agent_cas: dict[certs.PlaneRef, certs.CertificateBundle] = field(default_factory=dict)
 
-    def agent_cert(self, plane: certs.PlaneRef, **kwargs: object) -> certs.CertificateBundle:
-        return certs.issue_agent(self.agent_cas[plane], plane=plane, **kwargs)  # type: ignore[arg-type]
+    def agent_cert(self, plane: certs.PlaneRef) -> certs.CertificateBundle:
+        return certs.issue_agent(self.agent_cas[plane], plane=plane)
 
     def agent_ssl(self, bundle: certs.CertificateBundle) -> ssl.SSLContext:
         context = ssl.create_default_context(cadata=self.gateway_ca.certificate_pem().decode())
@@ -182,15 +183,31 @@ def short_lived(pki: Pki, plane: certs.PlaneRef) -> certs.CertificateBundle:
     )
 
 
-AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[FakeAgent]]
+class AgentFactory(Protocol):
+    """What the `connect_agent` fixture is: `fake_agent` bound to this test's gateway."""
+
+    def __call__(
+        self,
+        plane: certs.PlaneRef,
+        *,
+        bundle: certs.CertificateBundle | None = None,
+        claim: str | None = None,
+        handler: Handler = default_handler,
+    ) -> contextlib.AbstractAsyncContextManager[FakeAgent]: ...
 
 
 @pytest.fixture
 def connect_agent(gateway: Gateway, pki: Pki, dial_agent: DialAgent) -> AgentFactory:
     def factory(
-        plane: certs.PlaneRef, **kwargs: object
+        plane: certs.PlaneRef,
+        *,
+        bundle: certs.CertificateBundle | None = None,
+        claim: str | None = None,
+        handler: Handler = default_handler,
     ) -> contextlib.AbstractAsyncContextManager[FakeAgent]:
-        return fake_agent(dial_agent, gateway, pki, plane, **kwargs)  # type: ignore[arg-type]
+        return fake_agent(
+            dial_agent, gateway, pki, plane, bundle=bundle, claim=claim, handler=handler
+        )
 
     return factory
 
@@ -201,6 +218,9 @@ async def caller(gateway: Gateway, pki: Pki) -> AsyncIterator[aiohttp.ClientSess
         yield session
 
 
+PlanePair = tuple[certs.PlaneRef, certs.PlaneRef]
+
+
 @pytest.fixture
-def planes() -> tuple[certs.PlaneRef, certs.PlaneRef]:
+def planes() -> PlanePair:
     return PLANE_A, PLANE_B

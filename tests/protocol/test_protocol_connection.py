@@ -23,6 +23,7 @@ from protocol import (
 )
 from protocol.frames import (
     Data,
+    Frame,
     GoAway,
     Ping,
     Pong,
@@ -323,11 +324,11 @@ def test_101_without_upgrade_is_refused_both_ways() -> None:
         (Response(2, 200), "RESPONSE on stream 2, which was never opened"),
     ],
 )
-def test_frames_on_idle_streams_are_connection_errors(frame: object, text: str) -> None:
+def test_frames_on_idle_streams_are_connection_errors(frame: Frame, text: str) -> None:
     gateway = opened(Role.GATEWAY)
     gateway.send_request(method=b"GET", path=b"/")  # stream 1 exists
     gateway.data_to_send()
-    gateway.receive_data(message(frame))  # type: ignore[arg-type]
+    gateway.receive_data(message(frame))
     assert_failed(gateway, ErrorCode.PROTOCOL_ERROR, text)
 
 

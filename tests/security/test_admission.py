@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -45,16 +46,16 @@ async def start_gateway(
 
     async def start(
         *,
-        admission: dict[str, object] | None = None,
-        callers: dict[str, object] | None = None,
-        agents: dict[str, object] | None = None,
+        admission: dict[str, Any] | None = None,
+        callers: dict[str, Any] | None = None,
+        agents: dict[str, Any] | None = None,
     ) -> Gateway:
         base = loopback_gateway_settings(pki.directory)
-        limits = dataclasses.replace(AdmissionSettings(), **(admission or {}))  # type: ignore[arg-type]
+        limits = dataclasses.replace(AdmissionSettings(), **(admission or {}))
         settings = dataclasses.replace(
             base,
-            agents=dataclasses.replace(base.agents, admission=limits, **(agents or {})),  # type: ignore[arg-type]
-            callers=dataclasses.replace(base.callers, admission=limits, **(callers or {})),  # type: ignore[arg-type]
+            agents=dataclasses.replace(base.agents, admission=limits, **(agents or {})),
+            callers=dataclasses.replace(base.callers, admission=limits, **(callers or {})),
         )
         gateway = Gateway(settings)
         await gateway.start()
