@@ -8,6 +8,7 @@ import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from websockets.asyncio.client import connect
@@ -26,7 +27,19 @@ pytest_plugins = ["envtest.pytest_plugin"]
 ROOT = Path(__file__).resolve().parents[1]
 _AGENT_NUMBERS = itertools.count(1)
 
-DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
+
+class DialAgent(Protocol):
+    """What the `dial_agent` fixture is (see `_dial_agent`)."""
+
+    def __call__(
+        self,
+        gateway: Gateway,
+        plane: PlaneRef,
+        agent_ssl: ssl.SSLContext,
+        handler: RequestHandler,
+        *,
+        claim: str | None = None,
+    ) -> Awaitable[tuple[TunnelSession, asyncio.Task[str]]]: ...
 
 
 @pytest.fixture(scope="session")

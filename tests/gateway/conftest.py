@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -18,14 +18,11 @@ import yaml
 import certs
 from gateway.app import Gateway, GatewaySettings
 from protocol import RequestReceived
-from tunnel import TunnelSession, TunnelStream
+from tests.conftest import DialAgent
+from tunnel import RequestHandler, TunnelSession, TunnelStream
 
 PLANE_A = certs.PlaneRef("ns-a", "plane-a")
-# What the `dial_agent` fixture (tests/conftest.py) is.
-DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
 PLANE_B = certs.PlaneRef("ns-b", "plane-b")
-
-Handler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]
 
 
 @dataclass
@@ -151,7 +148,7 @@ async def fake_agent(
     *,
     bundle: certs.CertificateBundle | None = None,
     claim: str | None = None,
-    handler: Handler = default_handler,
+    handler: RequestHandler = default_handler,
 ) -> AsyncIterator[FakeAgent]:
     """An agent connected (HELLO exchanged and registered) for `plane`."""
     bundle = bundle or pki.agent_cert(plane)
@@ -192,7 +189,7 @@ class AgentFactory(Protocol):
         *,
         bundle: certs.CertificateBundle | None = None,
         claim: str | None = None,
-        handler: Handler = default_handler,
+        handler: RequestHandler = default_handler,
     ) -> contextlib.AbstractAsyncContextManager[FakeAgent]: ...
 
 
@@ -203,7 +200,7 @@ def connect_agent(gateway: Gateway, pki: Pki, dial_agent: DialAgent) -> AgentFac
         *,
         bundle: certs.CertificateBundle | None = None,
         claim: str | None = None,
-        handler: Handler = default_handler,
+        handler: RequestHandler = default_handler,
     ) -> contextlib.AbstractAsyncContextManager[FakeAgent]:
         return fake_agent(
             dial_agent, gateway, pki, plane, bundle=bundle, claim=claim, handler=handler

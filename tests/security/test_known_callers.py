@@ -20,8 +20,8 @@ import pytest
 import certs
 from gateway.app import Gateway
 from protocol import RequestReceived
-from tests.gateway.conftest import AgentFactory, Handler, Pki, PlanePair
-from tunnel import StreamResetError, TunnelStream
+from tests.gateway.conftest import AgentFactory, Pki, PlanePair
+from tunnel import RequestHandler, StreamResetError, TunnelStream
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 TIMEOUT = 10.0 * FACTOR
@@ -51,7 +51,7 @@ class Planes:
         return {name: [s.path for s in seen] for name, seen in self.seen.items()}
 
 
-def _answering_as(plane: certs.PlaneRef, planes: Planes) -> Handler:
+def _answering_as(plane: certs.PlaneRef, planes: Planes) -> RequestHandler:
     async def handler(stream: TunnelStream, request: RequestReceived) -> None:
         headers: dict[str, list[str]] = {}
         for key, value in request.headers:
