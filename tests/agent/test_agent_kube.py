@@ -22,7 +22,7 @@ from protocol import ErrorCode, SendLimits, Settings
 from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
-    from conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway, Waits
+    from tests.agent.conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway, Waits
 
 PLANE = "agent-tests/edge"
 
@@ -57,8 +57,8 @@ class Lines:
 
 
 def _configmap(namespace: str, name: str, **data: str) -> bytes:
-    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
-    manifest["metadata"]["namespace"] = namespace  # type: ignore[index]
+    metadata = {"name": name, "namespace": namespace}
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
     return json.dumps(manifest).encode()
 
 

@@ -8,7 +8,6 @@ from protocol import (
     Connection,
     ConnectionState,
     ConnectionTerminated,
-    DataReceived,
     ErrorCode,
     GoAwayReceived,
     HeadTooLarge,
@@ -25,6 +24,7 @@ from protocol import (
 )
 from protocol.frames import (
     Data,
+    Frame,
     GoAway,
     Ping,
     Pong,
@@ -325,11 +325,11 @@ def test_101_without_upgrade_is_refused_both_ways() -> None:
         (Response(2, 200), "RESPONSE on stream 2, which was never opened"),
     ],
 )
-def test_frames_on_idle_streams_are_connection_errors(frame: object, text: str) -> None:
+def test_frames_on_idle_streams_are_connection_errors(frame: Frame, text: str) -> None:
     gateway = opened(Role.GATEWAY)
     gateway.send_request(method=b"GET", path=b"/")  # stream 1 exists
     gateway.data_to_send()
-    gateway.receive_data(message(frame))  # type: ignore[arg-type]
+    gateway.receive_data(message(frame))
     assert_failed(gateway, ErrorCode.PROTOCOL_ERROR, text)
 
 
@@ -379,7 +379,9 @@ def test_frames_after_our_reset_are_dropped_silently_but_credit_the_connection()
     agent.reset_stream(1, ErrorCode.CANCEL, "caller left")
     assert frames(agent.data_to_send()) == [Reset(1, ErrorCode.CANCEL, "caller left")]
     agent.events_received()
-    agent.receive_data(message(Data(1, b"x" * 60_000), WindowUpdate(1, 5), Reset(1, 0)))
+    agent.receive_data(
+        message(Data(1, b"x" * 60_000), WindowUpdate(1, 5), Reset(1, ErrorCode.NO_ERROR))
+    )
     assert agent.events_received() == []
     assert frames(agent.data_to_send()) == [WindowUpdate(0, 60_000)]
     assert agent.state is ConnectionState.OPEN
@@ -744,4 +746,3 @@ def test_events_received_drains_the_queue() -> None:
     assert pair.gateway.events_received() == []
     assert isinstance(pair.take("gateway")[0], HelloReceived)
     assert pair.take("gateway") == []
-    assert DataReceived  # imported for completeness of the public API
