@@ -21,7 +21,7 @@ from collections import deque
 from typing import Protocol
 
 from protocol import ErrorCode, LocalProtocolError, ResponseReceived
-from tunnel.http1 import Headers
+from protocol.headers import Headers
 
 
 class StreamResetError(Exception):

@@ -21,7 +21,7 @@ from protocol import (
     StreamReset,
 )
 from protocol.flow import ReceiveWindow
-from protocol.frames import Data, GoAway, Request, Response
+from protocol.frames import Data, Frame, GoAway, Request, Response
 from protocol.stream import TRANSITIONS, Action, HalfState, Party, Side, Stream, status_allowed
 from protocol.testing import Pair, frames, message, opened
 
@@ -368,7 +368,7 @@ def gateway_with_remote_responder_half(state: HalfState) -> Connection:
     return gateway
 
 
-REMOTE_FRAMES = {
+REMOTE_FRAMES: dict[Action, Frame] = {
     Action.RESPONSE: Response(1, 200),
     Action.DATA: Data(1, b"x"),
     Action.END: Data(1, b"", end_stream=True),
