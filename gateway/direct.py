@@ -43,10 +43,9 @@ from kubeproxy import (
     UpstreamCredentialsError,
     UpstreamError,
 )
-from protocol import ErrorCode
+from protocol import ErrorCode, Headers
 from tunnel import StreamResetError
 from tunnel.contract import IDENTITY_AGENT_ID, IDENTITY_PLANE
-from tunnel.http1 import Headers
 
 log = structlog.get_logger("gateway.direct")
 

@@ -1,6 +1,6 @@
 """Proxying tunnel streams to a Kubernetes API server: the agent's and the gateway's direct mode.
 
-Depends on `tunnel`, `protocol` and `certs`; never on `gateway` or `agent`. Typical use::
+Depends on `tunnel`, `http1`, `protocol` and `certs`; never on `gateway` or `agent`. Typical use::
 
     upstream = load_kubeconfig(Path("kubeconfig"))      # or Upstream(...) with TLSSettings
     pool = ConnectionPool(upstream, metrics=metrics)
@@ -14,7 +14,7 @@ mode), `metrics` (what the pool and proxy count).
 """
 
 from kubeproxy.local import LocalStream, LocalStreams
-from kubeproxy.metrics import ProxyMetrics, status_class
+from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.proxy import ProxiedStream, Proxy, ProxyStats
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
@@ -50,5 +50,4 @@ __all__ = [
     "load_in_cluster",
     "load_kubeconfig",
     "plan_request",
-    "status_class",
 ]

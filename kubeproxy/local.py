@@ -22,9 +22,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from kubeproxy.proxy import ProxiedStream
-from protocol import ErrorCode, RequestReceived, ResponseReceived
+from protocol import ErrorCode, Headers, RequestReceived, ResponseReceived
 from tunnel import StreamResetError
-from tunnel.http1 import Headers
 
 
 class _Budget:

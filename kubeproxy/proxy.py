@@ -9,7 +9,8 @@ therefore flow as they arrive.
 
 What it guarantees:
 - requests go only to the configured API server, with the proxy's own `Host` and credentials
-  (the policy is `kubeproxy.request`'s); a refused request gets a 400 `Status`;
+  (the plan is `kubeproxy.request`'s, the header policy `http1.TO_UPSTREAM`); a refused request
+  gets a 400 `Status`;
 - the exchange ends only when both sides have: the caller's rest of a request body the API
   server did not wait for is read and dropped, not left in the tunnel's window;
 - a failure before the response head becomes a 502 (504 for a timeout) with a Kubernetes
@@ -28,13 +29,14 @@ from typing import Any, Protocol
 
 import structlog
 
-from kubeproxy.metrics import ProxyMetrics, status_class
+import http1
+from http1 import TO_GATEWAY, status_body, status_class, status_headers
+from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
 from kubeproxy.upstream import UpstreamCredentialsError
-from protocol import ErrorCode, RequestReceived
-from tunnel import StreamResetError, http1
-from tunnel.status import status_body, status_headers
+from protocol import ErrorCode, Headers, RequestReceived
+from tunnel import StreamResetError
 
 
 class _HeadRefused(Exception):
@@ -53,9 +55,7 @@ class ProxiedStream(Protocol):
 
     async def write(self, data: bytes | memoryview) -> None: ...
 
-    def respond(
-        self, status: int, headers: http1.Headers = (), *, end_stream: bool = False
-    ) -> None: ...
+    def respond(self, status: int, headers: Headers = (), *, end_stream: bool = False) -> None: ...
 
     def end(self) -> None: ...
 
@@ -172,9 +172,7 @@ class Proxy:
         reusable = False
         try:
             if head.status == 101:
-                _respond_head(
-                    stream, 101, http1.end_to_end_headers(head.headers, keep_upgrade=True)
-                )
+                _respond_head(stream, 101, TO_GATEWAY.apply(head.headers, upgrade=True))
                 await self._pipe(stream, connection)
                 return "upgraded"
             reusable = await self._relay(stream, connection, head, body)
@@ -327,7 +325,7 @@ class Proxy:
     ) -> bool:
         """Send the response to the caller as it arrives; returns whether the connection may
         carry another exchange."""
-        _respond_head(stream, head.status, http1.end_to_end_headers(head.headers))
+        _respond_head(stream, head.status, TO_GATEWAY.apply(head.headers))
         while piece := await connection.body_piece():
             with self._holding(len(piece)):
                 await stream.write(piece)
@@ -396,7 +394,7 @@ class _Held:
         self._stats.held_bytes -= self._size
 
 
-def _respond_head(stream: ProxiedStream, status: int, headers: http1.Headers) -> None:
+def _respond_head(stream: ProxiedStream, status: int, headers: Headers) -> None:
     try:
         stream.respond(status, tuple(headers))
     except StreamResetError as error:

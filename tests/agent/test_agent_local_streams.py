@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from kubeproxy import LocalStreams, ProxiedStream
+from kubeproxy import LocalStream, LocalStreams, ProxiedStream
+from kubeproxy.local import Handler
 from protocol import ErrorCode, RequestReceived
 from tunnel import StreamResetError
 
@@ -17,12 +18,15 @@ TIMEOUT = 10.0 * float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 PIECE = b"x" * 100
 
 
-def streams_serving(handler, **bounds: int) -> LocalStreams:
-    settings = {"max_streams": 4, "buffer_bytes": 1000, "budget_bytes": 10_000} | bounds
-    return LocalStreams(handler, **settings)
+def streams_serving(
+    handler: Handler, *, max_streams: int = 4, budget_bytes: int = 10_000
+) -> LocalStreams:
+    return LocalStreams(
+        handler, max_streams=max_streams, buffer_bytes=1000, budget_bytes=budget_bytes
+    )
 
 
-def post(streams: LocalStreams, *, end_stream: bool = False):
+def post(streams: LocalStreams, *, end_stream: bool = False) -> LocalStream:
     return streams.open_stream(
         method="POST", path="/echo", headers=[], end_stream=end_stream, upgrade=False
     )

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _contract(prefix: str) -> dict[str, object]:
+def _forbidden(prefix: str) -> set[str]:
+    """The forbidden modules of the contract whose name starts with `prefix`."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    contracts = config["tool"]["importlinter"]["contracts"]
-    return next(c for c in contracts if c["name"].startswith(prefix))
+    contracts: list[dict[str, Any]] = config["tool"]["importlinter"]["contracts"]
+    contract = next(c for c in contracts if c["name"].startswith(prefix))
+    return set(contract["forbidden_modules"])
 
 
 def _gateway_modules() -> set[str]:
@@ -21,10 +24,10 @@ def _gateway_modules() -> set[str]:
 
 
 def test_the_reconciler_may_import_no_gateway_module_but_its_ports() -> None:
-    forbidden = set(_contract("The reconciler reaches the gateway only")["forbidden_modules"])
+    forbidden = _forbidden("The reconciler reaches the gateway only")
     assert forbidden == _gateway_modules() - {"gateway.interfaces"}
 
 
 def test_the_ports_import_no_other_gateway_module() -> None:
-    forbidden = set(_contract("gateway.interfaces is plain values")["forbidden_modules"])
+    forbidden = _forbidden("gateway.interfaces is plain values")
     assert forbidden == (_gateway_modules() | {"gateway.reconciler"}) - {"gateway.interfaces"}
