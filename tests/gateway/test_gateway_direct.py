@@ -90,7 +90,11 @@ def get(planes: DirectPlanes, path: str) -> LocalStream:
     return served.open_stream(method="GET", path=path, headers=[], end_stream=True, upgrade=False)
 
 
-async def open_watch(planes: DirectPlanes) -> LocalStream:
+async def open_watch(
+    planes: DirectPlanes, api_server: FakeApiServer, bearer: str = "token-1"
+) -> LocalStream:
+    """A watch open through `planes`, served with `bearer` (the plane is set to it)."""
+    planes.set(PLANE, credentials(api_server, bearer))
     watch = get(planes, "/watch")
     response = await asyncio.wait_for(watch.response(), TIMEOUT)
     assert response.status == 200
@@ -136,8 +140,7 @@ async def test_the_probe_and_callers_share_one_pool(
 async def test_changed_credentials_serve_new_requests_and_drain_open_ones(
     planes: DirectPlanes, api_server: FakeApiServer
 ) -> None:
-    planes.set(PLANE, credentials(api_server, "old"))
-    watch = await open_watch(planes)
+    watch = await open_watch(planes, api_server, "old")
     assert await watch.read() == b"first"
     old = planes.backend(PLANE)
 
@@ -156,8 +159,7 @@ async def test_changed_credentials_serve_new_requests_and_drain_open_ones(
 async def test_a_removed_plane_cuts_its_requests_at_once(
     planes: DirectPlanes, api_server: FakeApiServer
 ) -> None:
-    planes.set(PLANE, credentials(api_server))
-    watch = await open_watch(planes)
+    watch = await open_watch(planes, api_server)
     assert planes.remove(PLANE)
     assert not planes.remove(PLANE)
     assert planes.backend(PLANE) is None
@@ -168,8 +170,7 @@ async def test_a_removed_plane_cuts_its_requests_at_once(
 async def test_a_caller_reset_ends_the_upstream_request(
     planes: DirectPlanes, api_server: FakeApiServer
 ) -> None:
-    planes.set(PLANE, credentials(api_server))
-    watch = await open_watch(planes)
+    watch = await open_watch(planes, api_server)
     watch.reset(ErrorCode.CANCEL, "the caller went away")
     assert watch.done
     await asyncio.wait_for(api_server.watch_ended.wait(), TIMEOUT)
@@ -222,8 +223,7 @@ async def test_a_replaced_plane_is_cut_when_its_drain_grace_is_over(
     api_server: FakeApiServer,
 ) -> None:
     planes = DirectPlanes(settings=DirectSettings(drain_grace=0.05))
-    planes.set(PLANE, credentials(api_server, "old"))
-    watch = await open_watch(planes)
+    watch = await open_watch(planes, api_server, "old")
     planes.set(PLANE, credentials(api_server, "new"))
     assert (await cut(watch, api_server)).message == "drain grace over"
     await planes.stop()
