@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
+import certs
 from agent import AgentMetrics
-from kubeproxy import ConnectionPool, Proxy, Upstream, load_kubeconfig
+from kubeproxy import ConnectionPool, Proxy, TLSSettings, Upstream, load_kubeconfig
 from protocol import Connection, ErrorCode, RequestReceived, Role
 from tunnel import StreamResetError, TunnelSession, TunnelStream, memory_channel_pair
 
@@ -388,3 +391,16 @@ async def test_the_agent_takes_at_most_max_streams_at_once(
     await wait.until(lambda: connection.session.available_streams == 2)
     reply = await connection.request("GET", "/one")
     assert reply.status == 200
+
+
+def test_a_given_ca_is_the_only_one_trusted() -> None:
+    """With a CA given (kubeconfig data, the in-cluster file, a direct plane's), no public CA
+    of the system can stand in for the API server's: the context holds that CA alone."""
+    ca = certs.create_ca("cluster-ca")
+    context = TLSSettings(
+        ca_data=ca.certificate_pem(), ca_file=None, client_cert_pem=None, client_key_pem=None
+    ).context()
+    trusted = context.get_ca_certs(binary_form=True)
+    assert trusted == [ca.certificate.public_bytes(Encoding.DER)]
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
