@@ -36,8 +36,9 @@ from gateway.reconciler.errors import Conflict, KubeError, NotFound
 from gateway.reconciler.informer import Informer
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.settings import Backoff, CoordinationSettings
+from gateway.reconciler.settings import CoordinationSettings
 from gateway.reconciler.store import Change, Obj, ObjKey, Store, resource_version
+from protocol.backoff import BackoffPolicy
 
 COUNTS_ANNOTATION = "planelink.dev/agents"
 GROUP_LABEL = "planelink.dev/replica-of"
@@ -112,7 +113,7 @@ class Replicas:
         on_peer_counts: Callable[[Iterable[PlaneRef]], None],
         on_leadership: Callable[[bool], None],
         metrics: ReconcilerMetrics,
-        backoff: Backoff,
+        backoff: BackoffPolicy,
     ) -> None:
         self._api = api
         self._settings = settings

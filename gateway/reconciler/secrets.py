@@ -22,8 +22,8 @@ from gateway.reconciler.informer import ChangeHandler, Informer
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
 from gateway.reconciler.resolve import SecretKey
-from gateway.reconciler.settings import Backoff
 from gateway.reconciler.store import Obj, ObjKey, Store
+from protocol.backoff import BackoffPolicy
 
 log = structlog.get_logger("gateway.reconciler.secrets")
 
@@ -44,7 +44,7 @@ class SecretWatches:
         on_change: ChangeHandler,
         *,
         limit: int,
-        backoff: Backoff,
+        backoff: BackoffPolicy,
         metrics: ReconcilerMetrics,
     ) -> None:
         self._api = api

@@ -20,10 +20,11 @@ import certs
 import crd
 from gateway.agents import AgentConnection, AgentRegistry
 from gateway.metrics import GatewayMetrics
-from gateway.reconciler import Backoff, Reconciler, ReconcilerSettings
+from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.reconciler.kube import KubeApi
 from gateway.trust import TrustRegistry
 from protocol import ErrorCode
+from protocol.backoff import BackoffPolicy
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 TIMEOUT = 20.0 * FACTOR
@@ -37,7 +38,7 @@ def fast_settings(namespace: str, **overrides: Any) -> ReconcilerSettings:
         "status_min_interval": 0.1,
         "probe_interval": 30.0,
         "probe_timeout": 3.0,
-        "backoff": Backoff(initial=0.05, maximum=0.5),
+        "backoff": BackoffPolicy(base=0.05, cap=0.5),
     }
     values.update(overrides)
     return ReconcilerSettings(**values)

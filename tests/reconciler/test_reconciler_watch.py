@@ -15,10 +15,10 @@ from gateway.reconciler.errors import ApiError, Conflict, Gone, NotFound, Unreac
 from gateway.reconciler.informer import Informer
 from gateway.reconciler.kube import KubeApi, WatchEvent
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.settings import Backoff
 from gateway.reconciler.status import Result, StatusWriter
 from gateway.reconciler.store import Change, ObjKey, Store
 from gateway.reconciler.workqueue import WorkQueue
+from protocol.backoff import BackoffPolicy
 
 
 def _obj(name: str, version: int) -> dict[str, Any]:
@@ -68,7 +68,9 @@ async def _run_until_exhausted(
             raise RuntimeError("a handler bug")
         seen.append(change)
 
-    informer = Informer(source, store, handle, backoff=Backoff(0.001, 0.01), metrics=metrics)
+    informer = Informer(
+        source, store, handle, backoff=BackoffPolicy(base=0.001, cap=0.01), metrics=metrics
+    )
     task = asyncio.create_task(informer.run())
     async with asyncio.timeout(10):
         await source.exhausted.wait()
@@ -148,7 +150,7 @@ async def test_real_server_expired_version_is_gone(control_plane_client, namespa
 
 
 async def test_queue_serialises_one_key_and_runs_others_in_parallel() -> None:
-    queue: WorkQueue[str] = WorkQueue(retry=Backoff(0.001, 0.01))
+    queue: WorkQueue[str] = WorkQueue(retry=BackoffPolicy(base=0.001, cap=0.01))
     running: dict[str, int] = {}
     overlaps: list[str] = []
     handled: list[str] = []
@@ -187,7 +189,7 @@ async def test_queue_serialises_one_key_and_runs_others_in_parallel() -> None:
 
 
 async def test_queue_retries_a_failing_key_with_backoff() -> None:
-    queue: WorkQueue[str] = WorkQueue(retry=Backoff(0.001, 0.01))
+    queue: WorkQueue[str] = WorkQueue(retry=BackoffPolicy(base=0.001, cap=0.01))
     attempts: list[str] = []
     succeeded = asyncio.Event()
 
@@ -217,7 +219,7 @@ async def test_real_server_old_version_makes_the_informer_relist(
         KubeApi(control_plane_client).dataplanes(namespace),
         store,
         lambda change: None,
-        backoff=Backoff(0.05, 0.2),
+        backoff=BackoffPolicy(base=0.05, cap=0.2),
         metrics=metrics,
     )
     informer.resource_version = "1"  # as after a long disconnection: expired
