@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agent import AgentSettings, run_agent
-from planelink.logs import configure_logging
+from planelink.logs import LOG_SETTINGS, configure_logging_from
 from planelink.settings import CommandSettings, Group, Setting, integer, number, path
 
 _DESCRIPTION = """\
@@ -266,21 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("PLANELINK_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="[PLANELINK_LOG_LEVEL]",
-    )
-    parser.add_argument(
-        "--log-format",
-        default=os.environ.get("PLANELINK_LOG_FORMAT", "auto"),
-        choices=["auto", "json", "console"],
-        help="json for production; auto picks console on a terminal [PLANELINK_LOG_FORMAT]",
-    )
+    LOG_SETTINGS.add_to(parser)
     SETTINGS.add_to(parser)
     args = parser.parse_args(argv)
-    configure_logging(level=args.log_level, log_format=args.log_format)
+    try:
+        configure_logging_from(args, os.environ)
+    except ValueError as error:
+        print(f"planelink agent: {error}", file=sys.stderr)
+        return 2
     return run(args)
 
 

@@ -25,7 +25,15 @@ from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
-from planelink.settings import CommandSettings, Group, Setting, integer, number, path
+from planelink.settings import (
+    NAMESPACES,
+    CommandSettings,
+    Group,
+    Setting,
+    integer,
+    number,
+    path,
+)
 from protocol import FloodLimits
 from protocol.backoff import BackoffPolicy
 from tunnel import Heartbeat
@@ -302,12 +310,7 @@ _DATAPLANES = Group(
             shown_default="$KUBECONFIG, then in-cluster config",
             help="the control plane's kubeconfig, for DataPlanes and caller reviews",
         ),
-        Setting(
-            name="namespaces",
-            default="",
-            shown_default="all",
-            help="comma-separated namespaces to watch",
-        ),
+        NAMESPACES,
         Setting(
             name="secret_watches",
             parse=integer,
@@ -441,9 +444,8 @@ def _reconciler_settings(values: argparse.Namespace) -> ReconcilerSettings:
     )
     if values.watch_retry_max <= 0 or values.kube_request_timeout <= 0:
         raise ValueError("--watch-retry-max and --kube-request-timeout must be positive")
-    namespaces = tuple(name.strip() for name in values.namespaces.split(",") if name.strip())
     return ReconcilerSettings(
-        namespaces=namespaces,
+        namespaces=values.namespaces,
         secret_watches=values.secret_watches,
         cross_namespace_secrets=values.cross_namespace_secrets,
         coordination=coordination,

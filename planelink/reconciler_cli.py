@@ -33,7 +33,7 @@ from gateway.reconciler import (
     ReconcilerSettings,
 )
 from gateway.trust import PlaneTrust, TrustRegistry
-from planelink.settings import CommandSettings, Group, Setting, integer, number
+from planelink.settings import NAMESPACES, CommandSettings, Group, Setting, integer, number
 
 _DESCRIPTION = """\
 Follow the DataPlane resources of a control-plane cluster (and the Secrets they reference) and
@@ -68,12 +68,7 @@ SETTINGS = CommandSettings(
                     help="kubeconfig of the control plane",
                 ),
                 Setting(name="context", help="kubeconfig context to use"),
-                Setting(
-                    name="namespaces",
-                    default="",
-                    shown_default="all",
-                    help="comma-separated namespaces to watch",
-                ),
+                NAMESPACES,
                 Setting(
                     name="write_status",
                     switch=True,
@@ -168,7 +163,7 @@ def _settings(values: argparse.Namespace) -> ReconcilerSettings:
             namespace=values.lease_namespace, identity=values.identity
         )
     return ReconcilerSettings(
-        namespaces=tuple(ns.strip() for ns in values.namespaces.split(",") if ns.strip()),
+        namespaces=values.namespaces,
         workers=values.workers,
         probe_interval=values.probe_interval,
         probe_timeout=values.probe_timeout,

@@ -60,6 +60,11 @@ def text(value: str) -> str:
     return value
 
 
+def names(value: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks around and empty items dropped: "a, b," is (a, b)."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     """A parser accepting exactly one of `choices`."""
 
@@ -105,6 +110,9 @@ class Setting:
 
     @property
     def parser(self) -> Callable[[str], Any]:
+        """What reads the setting's text (a switch's from the environment: `boolean`)."""
+        if self.switch:
+            return boolean
         return one_of(*self.choices) if self.choices else self.parse
 
     def default_value(self) -> Any:
@@ -179,7 +187,7 @@ class CommandSettings:
             )
         elif setting.switch:
             target.add_argument(
-                setting.flag, action="store_const", const="true", help=self.help(setting), **common
+                setting.flag, action="store_const", const=True, help=self.help(setting), **common
             )
         else:
             metavar = setting.metavar
@@ -208,8 +216,17 @@ class CommandSettings:
             raise ValueError(f"{setting.flag} (or {env}) is required")
         else:
             return setting.default_value()
-        parse = boolean if setting.switch else setting.parser
         try:
-            return parse(raw)
+            return setting.parser(raw)
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
+
+
+NAMESPACES = Setting(
+    name="namespaces",
+    parse=names,
+    default=(),
+    shown_default="all",
+    help="comma-separated namespaces to watch",
+)
+"""`--namespaces` of the commands that follow DataPlanes (gateway, reconciler)."""

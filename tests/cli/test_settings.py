@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from planelink import agent_cli, gateway_cli, reconciler_cli, status_cli
+from planelink.cli import main
+from planelink.logs import LOG_SETTINGS
 from planelink.settings import (
     CommandSettings,
     Group,
@@ -200,3 +202,16 @@ def _gateway_args() -> argparse.Namespace:
     return parser.parse_args(
         ["gateway", "--tls-cert", "t.crt", "--tls-key", "t.key", "--caller-ca", "ca.crt"]
     )
+
+
+def test_the_logging_options_are_read_alike_by_every_entry_point(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = argparse.ArgumentParser()
+    LOG_SETTINGS.add_to(parser)
+    values = LOG_SETTINGS.resolve(parser.parse_args([]), {"PLANELINK_LOG_LEVEL": "debug"})
+    assert (values.log_level, values.log_format) == ("debug", "auto")
+    flagged = parser.parse_args(["--log-level", "error"])
+    assert LOG_SETTINGS.resolve(flagged, {"PLANELINK_LOG_LEVEL": "debug"}).log_level == "error"
+    assert main(["--log-level", "loud", "crd"]) == 2
+    assert "--log-level: 'loud' is not one of debug" in capsys.readouterr().err
