@@ -198,6 +198,15 @@ class CommandSettings:
     def resolve(self, args: argparse.Namespace, environ: Mapping[str, str]) -> argparse.Namespace:
         """Every setting's value: its flag's, else its environment variable's, else its default.
         Raises ValueError naming the flag or variable whose value is wrong or missing."""
+        missing = [
+            f"{setting.flag} (or {self.env(setting)})"
+            for setting in self
+            if setting.required
+            and getattr(args, setting.name, None) is None
+            and not environ.get(self.env(setting), "")
+        ]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} required")
         values = argparse.Namespace()
         for setting in self:
             setattr(values, setting.name, self._value(setting, args, environ))
@@ -212,8 +221,6 @@ class CommandSettings:
             source, raw = setting.flag, str(given)
         elif environ.get(env, ""):
             source, raw = env, environ[env]
-        elif setting.required:
-            raise ValueError(f"{setting.flag} (or {env}) is required")
         else:
             return setting.default_value()
         try:
