@@ -230,21 +230,21 @@ SETTINGS = CommandSettings("PLANELINK_", (_GATEWAY, _UPSTREAM, _TIMING, _SERVING
 
 def add_agent_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the `agent` subcommand (its `run` returns the exit code)."""
-    parser = commands.add_parser(
+    SETTINGS.add_command(
+        commands,
         "agent",
         help="run the agent of a data plane: dial the gateway, proxy to the local API server",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
-    SETTINGS.add_to(parser)
-    parser.set_defaults(run=run)
 
 
 def settings_from(
     args: argparse.Namespace, environ: Mapping[str, str] = os.environ
 ) -> AgentSettings:
-    """The agent's settings from parsed flags and the environment (ValueError if wrong)."""
+    """`AgentSettings` from `planelink agent`'s flags and the environment (ValueError if a
+    value is wrong)."""
     return AgentSettings(**vars(SETTINGS.resolve(args, environ)))
 
 

@@ -361,20 +361,20 @@ SETTINGS = CommandSettings(
 
 
 def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    SETTINGS.add_command(
+        commands,
         "gateway",
         help="run the gateway that agents dial and callers reach planes through",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
-    SETTINGS.add_to(parser)
-    parser.set_defaults(run=run)
 
 
 def settings_from(
     args: argparse.Namespace, environ: Mapping[str, str] = os.environ
 ) -> GatewaySettings:
-    """The gateway's settings from parsed flags and the environment (ValueError if wrong)."""
+    """The gateway's settings, each listener's and the reconciler's, from the flags of
+    `planelink gateway` and the environment (ValueError naming what is wrong)."""
     values = SETTINGS.resolve(args, environ)
     host = values.bind
     if values.starting_retry_after < 1:

@@ -137,20 +137,19 @@ SETTINGS = CommandSettings(
 
 
 def add_reconciler_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    SETTINGS.add_command(
+        commands,
         "reconciler",
         help="follow DataPlanes and print what the gateway would be fed (optionally write status)",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
-    SETTINGS.add_to(parser)
-    parser.set_defaults(run=run)
 
 
 def settings_from(
     args: argparse.Namespace, environ: Mapping[str, str] = os.environ
 ) -> ReconcilerSettings:
-    """The reconciler's settings from parsed flags and the environment (ValueError if wrong)."""
+    """What `planelink reconciler` runs with, from its flags and the environment."""
     return _settings(SETTINGS.resolve(args, environ))
 
 

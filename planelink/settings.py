@@ -163,6 +163,28 @@ class CommandSettings:
             default = ""
         return f"{setting.help}{default} [{self.env(setting)}]".replace("%", "%%")
 
+    def add_command(
+        self,
+        commands: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        *,
+        help: str,
+        description: str,
+        run: Callable[[argparse.Namespace], int],
+        epilog: str | None = None,
+    ) -> None:
+        """Register the subcommand `name` with every setting as an option; `run` runs it and
+        returns the exit code."""
+        parser = commands.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.add_to(parser)
+        parser.set_defaults(run=run)
+
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         """Add every setting as an option; a flag not given leaves None (see `resolve`)."""
         for group in self.groups:
