@@ -70,6 +70,8 @@ class ReconcilerSettings:
     component: str = "planelink-gateway"
     """`source.component` of the Events written."""
     backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(base=0.5, cap=30.0))
-    """Delays between retries of one DataPlane's reconcile and of the coordination Leases."""
+    """Delays between retries of one DataPlane's reconcile and of the coordination Leases.
+    Like every backoff here, full jitter (`protocol.backoff`): replicas that failed together do
+    not retry together, and a retry may come at once (the ceiling still doubles)."""
     coordination: CoordinationSettings | None = None
     """None: this is the only replica and writes status from its own agents."""
