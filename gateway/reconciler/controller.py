@@ -59,9 +59,10 @@ from gateway.reconciler.resolve import (
 from gateway.reconciler.secrets import SecretWatches
 from gateway.reconciler.settings import ReconcilerSettings
 from gateway.reconciler.status import Result, StatusWriter
-from gateway.reconciler.store import Change, Obj, ObjKey, Store
+from gateway.reconciler.store import Change, ObjKey, Store
 from gateway.reconciler.workqueue import WorkQueue
 from gateway.trust import PlaneTrust, TrustRegistry
+from kubeobject import KubeObject
 
 log = structlog.get_logger("gateway.reconciler")
 
@@ -323,7 +324,7 @@ class Reconciler:
             if not self._first_list:
                 self._first_list_fed.set()
 
-    async def _resolve(self, key: ObjKey, plane: PlaneRef, obj: Obj) -> Resolution:
+    async def _resolve(self, key: ObjKey, plane: PlaneRef, obj: KubeObject) -> Resolution:
         try:
             dataplane = DataPlane.model_validate(obj)
         except ValidationError as error:
@@ -395,7 +396,7 @@ class Reconciler:
         self,
         key: ObjKey,
         plane: PlaneRef,
-        obj: Obj,
+        obj: KubeObject,
         resolution: Resolution,
         plane_log: structlog.BoundLogger,
     ) -> None:
@@ -453,7 +454,7 @@ def _log_trust(plane_log: structlog.BoundLogger, trust: PlaneTrust) -> None:
         )
 
 
-def _decoded(secret: Obj) -> dict[str, bytes]:
+def _decoded(secret: KubeObject) -> dict[str, bytes]:
     data: dict[str, bytes] = {}
     for name, value in (secret.get("data") or {}).items():
         with contextlib.suppress(binascii.Error, ValueError, TypeError):

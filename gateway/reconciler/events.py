@@ -23,7 +23,7 @@ from gateway.reconciler.conditions import CONNECTED, GATEWAY_PROVISIONED, condit
 from gateway.reconciler.errors import KubeError, NotFound
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.store import Obj
+from kubeobject import KubeObject
 
 log = structlog.get_logger("gateway.reconciler.events")
 
@@ -74,7 +74,7 @@ class EventRecorder:
         self._now = now
         self._seen: OrderedDict[tuple[str, str, str], tuple[str, int]] = OrderedDict()
 
-    async def record(self, obj: Obj, event: EventSpec, *, times: int = 1) -> None:
+    async def record(self, obj: KubeObject, event: EventSpec, *, times: int = 1) -> None:
         """Write `event` on `obj` as having happened `times` more times."""
         metadata = obj.get("metadata") or {}
         namespace, uid = str(metadata.get("namespace")), str(metadata.get("uid") or "")
@@ -104,7 +104,7 @@ class EventRecorder:
         while len(self._seen) > _REMEMBERED:
             self._seen.popitem(last=False)
 
-    def _body(self, obj: Obj, event: EventSpec, stamp: str, times: int) -> dict[str, Any]:
+    def _body(self, obj: KubeObject, event: EventSpec, stamp: str, times: int) -> dict[str, Any]:
         metadata = obj.get("metadata") or {}
         return {
             "metadata": {

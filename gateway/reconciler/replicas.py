@@ -37,7 +37,8 @@ from gateway.reconciler.informer import Informer
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
 from gateway.reconciler.settings import Backoff, CoordinationSettings
-from gateway.reconciler.store import Change, Obj, ObjKey, Store, resource_version
+from gateway.reconciler.store import Change, ObjKey, Store, resource_version
+from kubeobject import KubeObject
 
 COUNTS_ANNOTATION = "planelink.dev/agents"
 GROUP_LABEL = "planelink.dev/replica-of"
@@ -134,7 +135,7 @@ class Replicas:
         self._seen: dict[ObjKey, tuple[str, float]] = {}
         """Per peer Lease: the resourceVersion last seen, and when (monotonic) it changed."""
         self._peers: dict[PlaneRef, int] = {}
-        self._own: Obj | None = None
+        self._own: KubeObject | None = None
         self._leading = False
         self._last_renewal = 0.0
         self._leader_seen: tuple[str, float] = ("", 0.0)
@@ -264,7 +265,7 @@ class Replicas:
             self._own = None
             raise
 
-    def _lease_body(self, name: str, counts: dict[str, int], version: str | None) -> Obj:
+    def _lease_body(self, name: str, counts: dict[str, int], version: str | None) -> KubeObject:
         metadata: dict[str, Any] = {
             "name": name,
             "namespace": self._settings.namespace,
@@ -354,7 +355,7 @@ class Replicas:
         self._on_leadership(leading)
 
 
-def _counts(lease: Obj) -> dict[PlaneRef, int]:
+def _counts(lease: KubeObject) -> dict[PlaneRef, int]:
     annotations = (lease.get("metadata") or {}).get("annotations") or {}
     try:
         raw = json.loads(annotations.get(COUNTS_ANNOTATION) or "{}")
@@ -363,12 +364,12 @@ def _counts(lease: Obj) -> dict[PlaneRef, int]:
         return {}
 
 
-def _duration(lease: Obj, default: float) -> float:
+def _duration(lease: KubeObject, default: float) -> float:
     value = (lease.get("spec") or {}).get("leaseDurationSeconds")
     return float(value) if isinstance(value, int) and value > 0 else default
 
 
-def _age(lease: Obj, duration: float) -> float:
+def _age(lease: KubeObject, duration: float) -> float:
     """How long ago a Lease seen for the first time was renewed, by its own clock, capped."""
     renewed = (lease.get("spec") or {}).get("renewTime")
     try:

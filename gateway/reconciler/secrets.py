@@ -23,7 +23,8 @@ from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
 from gateway.reconciler.resolve import SecretKey
 from gateway.reconciler.settings import Backoff
-from gateway.reconciler.store import Obj, ObjKey, Store
+from gateway.reconciler.store import ObjKey, Store
+from kubeobject import KubeObject
 
 log = structlog.get_logger("gateway.reconciler.secrets")
 
@@ -85,7 +86,7 @@ class SecretWatches:
         self._metrics.secret_watches.set(len(self._watches))
         self._metrics.secrets_unwatched.set(len(self._unwatched))
 
-    async def get(self, ref: SecretKey) -> Obj | None:
+    async def get(self, ref: SecretKey) -> KubeObject | None:
         """The Secret as last seen by its watch, or read now if it has none (yet)."""
         watch = self._watches.get(ref)
         if watch is not None and watch.informer.synced.is_set():

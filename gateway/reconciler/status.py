@@ -21,7 +21,8 @@ from gateway.reconciler.conditions import Verdict, status_patch
 from gateway.reconciler.errors import Conflict, KubeError, NotFound
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.store import Obj, ObjKey, key_of, resource_version
+from gateway.reconciler.store import ObjKey, key_of, resource_version
+from kubeobject import KubeObject
 
 
 class Result(enum.Enum):
@@ -37,7 +38,7 @@ class Outcome:
     result: Result
     retry_after: float = 0.0
     """For DEFERRED: when the write is allowed."""
-    written: Obj | None = None
+    written: KubeObject | None = None
     """For WRITTEN: the object the API server returned."""
 
 
@@ -65,7 +66,7 @@ class StatusWriter:
     def forget(self, key: ObjKey) -> None:
         self._last_write.pop(key, None)
 
-    async def write(self, obj: Obj, wanted: Mapping[str, Verdict]) -> Outcome:
+    async def write(self, obj: KubeObject, wanted: Mapping[str, Verdict]) -> Outcome:
         """Make `obj`'s status say `wanted`; raises KubeError for failures worth a retry."""
         key = key_of(obj)
         generation = int((obj.get("metadata") or {}).get("generation") or 0)

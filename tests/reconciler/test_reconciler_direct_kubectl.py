@@ -21,13 +21,13 @@ from gateway.app import Gateway, GatewaySettings
 from gateway.callers import CallerSettings
 from gateway.operator import plane_report
 from gateway.reconciler import ReconcilerSettings
+from kubeobject import KubeObject
 from tunnel import Heartbeat
 
 pytestmark = pytest.mark.kube
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 TIMEOUT = 30.0 * FACTOR
-Obj = dict[str, Any]
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ async def gateway(
         await gateway.stop()
 
 
-async def _apply(server: KubeAPIServer, *objects: Obj) -> None:
+async def _apply(server: KubeAPIServer, *objects: KubeObject) -> None:
     manifest = yaml.safe_dump_all(objects)
     await server.akubectl("apply", "-f", "-", input=manifest)
 
