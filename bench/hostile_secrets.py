@@ -26,12 +26,12 @@ from typing import Any
 
 import certs
 from bench.processes import rss_bytes
-from certs import PlaneRef
+from certs import plane_ref
 from envtest import KubeAPIServer, ServerOptions, die_with_parent, free_port, install_crd
 
 MIB = 1024 * 1024
 NAMESPACE = "org"
-PLANE = PlaneRef(NAMESPACE, "prod")
+PLANE = plane_ref(NAMESPACE, "prod")
 
 
 def _secret(name: str, data: dict[str, bytes]) -> dict[str, Any]:

@@ -31,7 +31,13 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
-from certs import CertificateInfo, CertificateRejected, InvalidPlaneRefError, PlaneRef
+from certs import (
+    CertificateInfo,
+    CertificateRejected,
+    InvalidPlaneRefError,
+    PlaneRef,
+    parse_plane_ref,
+)
 from gateway.acceptor import Admitted, TlsAcceptor
 from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentConnection, AgentRegistry
@@ -290,7 +296,7 @@ class AgentListener:
                 f"name the plane once: ?{PLANE_QUERY_PARAMETER}=<namespace>/<name>",
             )
         try:
-            plane = PlaneRef.parse(values[0])
+            plane = parse_plane_ref(values[0])
         except InvalidPlaneRefError as error:
             raise _Rejected(HTTPStatus.BAD_REQUEST, "PlaneInvalid", str(error)) from error
         ssl_object = connection.transport.get_extra_info("ssl_object")

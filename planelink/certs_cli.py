@@ -545,7 +545,7 @@ def _issue_agent(args: argparse.Namespace) -> int:
         args,
         bundle,
         ca,
-        what=f"agent certificate for plane {plane} ({plane.uri})",
+        what=f"agent certificate for plane {plane} ({certs.plane_uri(plane)})",
         next_step=(
             f"register the CA with: {_PROG} dataplane-manifest --ca-cert {args.ca / 'ca.crt'} "
             f"--plane {plane} --public-host <host> --org-host <host>"
@@ -614,7 +614,7 @@ def _inspect(args: argparse.Namespace) -> int:
                 trusted=trusted,
                 intermediates=intermediates,
                 at=now,
-                expected_identity=args.plane.uri if args.plane else None,
+                expected_identity=certs.plane_uri(args.plane) if args.plane else None,
             )
         else:
             certs.verify_certificate_chain(
@@ -629,7 +629,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.client or args.plane:
         checks += ", clientAuth usage"
     if args.plane:
-        checks += f", identity {args.plane.uri}"
+        checks += f", identity {certs.plane_uri(args.plane)}"
     print(f"Verification:   OK against {args.ca} ({checks})")
     return EXIT_OK
 
@@ -874,7 +874,7 @@ def _non_negative_int(text: str) -> int:
 
 def _plane_ref(text: str) -> certs.PlaneRef:
     try:
-        return certs.PlaneRef.parse(text)
+        return certs.parse_plane_ref(text)
     except certs.InvalidPlaneRefError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import yaml
 
 import envtest
-from certs import PlaneRef, dataplane_manifest
+from certs import dataplane_manifest, plane_ref
 from planelink.local import LocalPlanelink
 
 DEFAULT_STATE_DIR = Path(".planelink/dev")
-PLANE = PlaneRef("dev", "local")
+PLANE = plane_ref("dev", "local")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -31,14 +31,14 @@ from typing import Any, Protocol
 
 import structlog
 
-from certs import InvalidPlaneRefError, PlaneRef
+from certs import InvalidPlaneRefError, PlaneRef, parse_plane_ref
 from gateway.reconciler.errors import Conflict, KubeError, NotFound
 from gateway.reconciler.informer import Informer
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
 from gateway.reconciler.settings import Backoff, CoordinationSettings
-from gateway.reconciler.store import Change, ObjKey, Store, resource_version
-from kubeobject import KubeObject
+from gateway.reconciler.store import Change, Store, resource_version
+from kubeobject import KubeObject, ObjectRef
 
 COUNTS_ANNOTATION = "planelink.dev/agents"
 GROUP_LABEL = "planelink.dev/replica-of"
@@ -132,7 +132,7 @@ class Replicas:
             backoff=backoff,
             metrics=metrics,
         )
-        self._seen: dict[ObjKey, tuple[str, float]] = {}
+        self._seen: dict[ObjectRef, tuple[str, float]] = {}
         """Per peer Lease: the resourceVersion last seen, and when (monotonic) it changed."""
         self._peers: dict[PlaneRef, int] = {}
         self._own: KubeObject | None = None
@@ -221,7 +221,7 @@ class Replicas:
         if changed:
             self._on_peer_counts(changed)
 
-    async def _forget_lease(self, key: ObjKey) -> None:
+    async def _forget_lease(self, key: ObjectRef) -> None:
         with contextlib.suppress(KubeError):
             await self._api.delete_lease(key.namespace, key.name)
             self._log.info("dead replica lease deleted", lease=key.name)
@@ -359,7 +359,7 @@ def _counts(lease: KubeObject) -> dict[PlaneRef, int]:
     annotations = (lease.get("metadata") or {}).get("annotations") or {}
     try:
         raw = json.loads(annotations.get(COUNTS_ANNOTATION) or "{}")
-        return {PlaneRef.parse(plane): int(n) for plane, n in raw.items() if int(n) > 0}
+        return {parse_plane_ref(plane): int(n) for plane, n in raw.items() if int(n) > 0}
     except (ValueError, TypeError, AttributeError, InvalidPlaneRefError):
         return {}
 

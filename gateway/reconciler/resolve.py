@@ -18,7 +18,7 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from cryptography import x509
 
@@ -27,20 +27,13 @@ from certs import KeyMismatchError, PemError, PlaneRef
 from crd.models import DataPlane, ValueFrom
 from gateway.reconciler.conditions import Verdict, not_provisioned, provisioned
 from gateway.trust import PlaneTrust
+from kubeobject import ObjectRef
 
 REQUIRE_IDENTITY_ANNOTATION = "planelink.dev/require-agent-identity"
 
 
-class SecretKey(NamedTuple):
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
 SecretData = Mapping[str, bytes]
-Secrets = Mapping[SecretKey, SecretData | None]
+Secrets = Mapping[ObjectRef, SecretData | None]
 """Secrets by namespace/name; None for one that does not exist."""
 
 Mode = Literal["agent", "direct"]
@@ -89,7 +82,7 @@ class Resolution:
         return not_provisioned(self.problem.reason, self.problem.message)
 
 
-def secret_refs(dataplane: DataPlane, *, cross_namespace: bool = False) -> frozenset[SecretKey]:
+def secret_refs(dataplane: DataPlane, *, cross_namespace: bool = False) -> frozenset[ObjectRef]:
     """The Secrets that resolving `dataplane` in its current mode reads (those of other
     namespaces only with `cross_namespace`)."""
     default = dataplane.metadata.namespace
@@ -99,7 +92,7 @@ def secret_refs(dataplane: DataPlane, *, cross_namespace: bool = False) -> froze
         if value is not None
         and (ref := value.secret_ref) is not None
         and (
-            (key := SecretKey(ref.namespace or default, ref.name)).namespace == default
+            (key := ObjectRef(ref.namespace or default, ref.name)).namespace == default
             or cross_namespace
         )
     )
@@ -236,7 +229,7 @@ def _where(value: ValueFrom | None, what: str, default_ns: str) -> str:
     return f"{what} (Secret {ref.namespace or default_ns}/{ref.name}, key {ref.key!r})"
 
 
-class _Own(dict[SecretKey, SecretData | None]):
+class _Own(dict[ObjectRef, SecretData | None]):
     """The Secrets of one namespace: asking for another's is refused, not just not found."""
 
     def __init__(self, secrets: Secrets, namespace: str) -> None:
@@ -249,7 +242,7 @@ def _value(value: ValueFrom, what: str, default_ns: str, secrets: Secrets) -> by
         return value.value.encode()
     ref = value.secret_ref
     assert ref is not None  # the model demands exactly one
-    key = SecretKey(ref.namespace or default_ns, ref.name)
+    key = ObjectRef(ref.namespace or default_ns, ref.name)
     if isinstance(secrets, _Own) and key.namespace != secrets.namespace:
         raise _Unresolved(
             "CrossNamespaceSecret",

@@ -19,10 +19,10 @@ from gateway.app import Gateway, GatewaySettings
 from protocol import RequestReceived
 from tunnel import TunnelSession, TunnelStream
 
-PLANE_A = certs.PlaneRef("ns-a", "plane-a")
+PLANE_A = certs.plane_ref("ns-a", "plane-a")
 # What the `dial_agent` fixture (tests/conftest.py) is.
 DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
-PLANE_B = certs.PlaneRef("ns-b", "plane-b")
+PLANE_B = certs.plane_ref("ns-b", "plane-b")
 
 Handler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]
 

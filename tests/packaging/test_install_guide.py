@@ -225,7 +225,7 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
     ca = tmp_path / "ca.crt"
     ca.write_bytes(certs.create_ca("agents").certificate_pem())
     made = certs.dataplane_manifest(
-        plane=certs.PlaneRef("my-org", "prod"),
+        plane=certs.plane_ref("my-org", "prod"),
         client_ca_pem=ca.read_bytes(),
         public_virtual_host="api.example.com",
         organization_virtual_host="internal.example.com",
@@ -237,7 +237,7 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
     agent_values = _values("planelink-agent")
     assert certificate["spec"]["secretName"] == agent_values["tls"]["secretName"]
     assert certificate["metadata"]["namespace"] == certs.AGENT_SECRET_NAMESPACE
-    assert certificate["spec"]["uris"] == [certs.PlaneRef("my-org", "prod").uri]
+    assert certificate["spec"]["uris"] == [certs.plane_uri(certs.plane_ref("my-org", "prod"))]
     assert certificate["spec"]["commonName"] == "my-org/prod"
     assert "client auth" in certificate["spec"]["usages"]
     assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]

@@ -60,7 +60,7 @@ def _held_by(identity: str):
 
 async def test_status_does_not_flap_between_replica_views(kit) -> None:
     ca = certs.create_ca("agents")
-    plane = certs.PlaneRef(kit.namespace, "shared")
+    plane = certs.plane_ref(kit.namespace, "shared")
     await kit.create(
         kit.client,
         kit.agent_dataplane("shared", kit.namespace, {"value": ca.certificate_pem().decode()}),

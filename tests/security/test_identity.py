@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 import certs
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from gateway.app import Gateway, GatewaySettings
 from gateway.reconciler.refusals import REASON as REFUSAL_EVENT_REASON
@@ -112,7 +112,7 @@ async def test_a_shared_ca_does_not_let_one_dataplanes_agent_serve_another(
 ) -> None:
     gateway, client = reconciling_gateway, control_plane_client
     shared = certs.create_ca("one CA for the whole organization")
-    plane_a, plane_b = PlaneRef(namespace, "plane-a"), PlaneRef(namespace, "plane-b")
+    plane_a, plane_b = plane_ref(namespace, "plane-a"), plane_ref(namespace, "plane-b")
     for plane in (plane_a, plane_b):
         ca = {"value": shared.certificate_pem().decode()}
         await create(client, agent_dataplane(plane.name, namespace, ca))
