@@ -28,6 +28,7 @@ import certs
 from bench.processes import rss_bytes
 from certs import plane_ref
 from envtest import KubeAPIServer, ServerOptions, die_with_parent, free_port, install_crd
+from planelink.manifests import dataplane_manifest
 
 MIB = 1024 * 1024
 NAMESPACE = "org"
@@ -86,7 +87,7 @@ def run(count: int, size: int, source: Path, work: Path) -> dict[str, float]:
         server.kubectl("create", "namespace", NAMESPACE)
         old, new = certs.create_ca("agents"), certs.create_ca("rotated agents")
         referenced = _secret("agent-ca", {"ca.crt": old.certificate_pem()})
-        manifests = certs.dataplane_manifest(
+        manifests = dataplane_manifest(
             plane=PLANE,
             client_ca_pem=old.certificate_pem(),
             public_virtual_host="a.example",

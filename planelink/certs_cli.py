@@ -25,6 +25,8 @@ import yaml
 from cryptography import x509
 
 import certs
+import crd
+from planelink.manifests import dataplane_manifest
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -365,7 +367,7 @@ def _add_dataplane_manifest(
         _dataplane_manifest,
         summary="print a DataPlane manifest that trusts an agent CA",
         description=f"""\
-Print a {certs.DATAPLANE_API_VERSION} DataPlane with spec.agent.enabled: true whose
+Print a {crd.API_VERSION} DataPlane with spec.agent.enabled: true whose
 spec.agent.clientCA is the given CA certificate, for 'kubectl apply -f -' on the control plane.
 
 By default the CA is inlined (clientCA.value) - fine for development. With --ca-secret NAME a
@@ -576,7 +578,7 @@ def _dataplane_manifest(args: argparse.Namespace) -> int:
     plane: certs.PlaneRef = args.plane
     if args.ca_secret:
         _validate_secret_target(args.ca_secret, plane.namespace)
-    docs = certs.dataplane_manifest(
+    docs = dataplane_manifest(
         plane=plane,
         client_ca_pem=certs.certificates_pem(ca_certs),
         public_virtual_host=args.public_host,

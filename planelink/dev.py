@@ -20,8 +20,9 @@ from pathlib import Path
 import yaml
 
 import envtest
-from certs import dataplane_manifest, plane_ref
+from certs import plane_ref
 from planelink.local import LocalPlanelink
+from planelink.manifests import dataplane_manifest
 
 DEFAULT_STATE_DIR = Path(".planelink/dev")
 PLANE = plane_ref("dev", "local")

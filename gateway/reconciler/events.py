@@ -19,7 +19,8 @@ from typing import Any, Literal
 import structlog
 
 import crd
-from gateway.reconciler.conditions import CONNECTED, GATEWAY_PROVISIONED, condition, rfc3339
+from crd.models import CONNECTED, GATEWAY_PROVISIONED
+from gateway.reconciler.conditions import condition, rfc3339
 from gateway.reconciler.errors import KubeError, NotFound
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics

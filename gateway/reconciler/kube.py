@@ -150,7 +150,7 @@ class KubeApi:
                 crd.GROUP, crd.VERSION, namespace, crd.PLURAL, **params
             )
 
-        return _Collection("DataPlane", namespace, call, self._watch_timeout, self._timeout)
+        return _Collection(crd.KIND, namespace, call, self._watch_timeout, self._timeout)
 
     def secret(self, namespace: str, name: str) -> ListWatch:
         """One Secret, as a collection of at most one (the rest of the namespace is never read)."""

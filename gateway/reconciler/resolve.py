@@ -23,14 +23,12 @@ from typing import Literal
 from cryptography import x509
 
 import certs
+import crd
 from certs import KeyMismatchError, PemError, PlaneRef
 from crd.models import DataPlane, ValueFrom
 from gateway.reconciler.conditions import Verdict, not_provisioned, provisioned
 from gateway.trust import PlaneTrust
 from kubeobject import ObjectRef
-
-REQUIRE_IDENTITY_ANNOTATION = "planelink.dev/require-agent-identity"
-
 
 SecretData = Mapping[str, bytes]
 Secrets = Mapping[ObjectRef, SecretData | None]
@@ -168,7 +166,7 @@ def require_identity(dataplane: DataPlane, *, default: bool) -> bool:
 
     Only the exact opt-out `"false"` turns the check off; any other value (a typo, "no") keeps
     it, so a mistake never widens who may serve the plane."""
-    value = dataplane.metadata.annotations.get(REQUIRE_IDENTITY_ANNOTATION)
+    value = dataplane.metadata.annotations.get(crd.REQUIRE_AGENT_IDENTITY_ANNOTATION)
     if value is None:
         return default
     return value.strip().lower() != "false"

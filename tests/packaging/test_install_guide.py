@@ -36,6 +36,7 @@ import yaml
 import certs
 from envtest import KubeAPIServer, build_kubeconfig, die_with_parent, free_port, wait_until
 from planelink.cli import build_parser
+from planelink.manifests import dataplane_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "install.md"
@@ -224,7 +225,7 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
     example = list(dataplane_example)
     ca = tmp_path / "ca.crt"
     ca.write_bytes(certs.create_ca("agents").certificate_pem())
-    made = certs.dataplane_manifest(
+    made = dataplane_manifest(
         plane=certs.plane_ref("my-org", "prod"),
         client_ca_pem=ca.read_bytes(),
         public_virtual_host="api.example.com",

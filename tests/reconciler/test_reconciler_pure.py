@@ -14,7 +14,6 @@ import crd
 from gateway.reconciler import conditions as c
 from gateway.reconciler.events import EventSpec, transitions
 from gateway.reconciler.resolve import (
-    REQUIRE_IDENTITY_ANNOTATION,
     require_identity,
     resolve,
     secret_refs,
@@ -129,7 +128,7 @@ def test_only_an_explicit_false_turns_the_identity_check_off(
 ) -> None:
     dataplane = _agent_plane({"value": CA.certificate_pem().decode()})
     if annotation is not None:
-        dataplane.metadata.annotations[REQUIRE_IDENTITY_ANNOTATION] = annotation
+        dataplane.metadata.annotations[crd.REQUIRE_AGENT_IDENTITY_ANNOTATION] = annotation
     assert require_identity(dataplane, default=default) is required
     trust = resolve(PLANE, dataplane, {}, now=datetime.now(UTC), require_identity=required).trust
     assert trust.require_identity is required

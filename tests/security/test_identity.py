@@ -18,11 +18,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 import certs
+import crd
 from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from gateway.app import Gateway, GatewaySettings
 from gateway.reconciler.refusals import REASON as REFUSAL_EVENT_REASON
-from gateway.reconciler.resolve import REQUIRE_IDENTITY_ANNOTATION
 from gateway.static_config import load_static_planes
 from planelink.cli import build_parser
 from planelink.gateway_cli import settings_from
@@ -146,7 +146,7 @@ async def test_a_shared_ca_does_not_let_one_dataplanes_agent_serve_another(
         client,
         namespace,
         plane_b.name,
-        {"metadata": {"annotations": {REQUIRE_IDENTITY_ANNOTATION: "false"}}},
+        {"metadata": {"annotations": {crd.REQUIRE_AGENT_IDENTITY_ANNOTATION: "false"}}},
     )
     async with asyncio.timeout(TIMEOUT):
         while (trust := gateway.trust.get(plane_b)) is None or trust.require_identity:
