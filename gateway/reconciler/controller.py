@@ -45,7 +45,7 @@ from gateway.reconciler.events import EventRecorder, EventSpec, transitions
 from gateway.reconciler.informer import ChangeHandler, Informer
 from gateway.reconciler.kube import KubeApi, ListWatch
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.refusals import RefusalEvents
+from gateway.reconciler.rejections import RejectionEvents
 from gateway.reconciler.replicas import Coordination, Replicas, Solo
 from gateway.reconciler.resolve import (
     Resolution,
@@ -144,8 +144,8 @@ class Reconciler:
         self._events = EventRecorder(
             self.api, self.metrics, component=settings.component, instance=identity
         )
-        self._refusals = RefusalEvents(
-            self._record_refusal, interval=settings.refusal_event_interval
+        self._rejections = RejectionEvents(
+            self._record_rejection, interval=settings.refusal_event_interval
         )
         self.coordination: Coordination = (
             Replicas(
@@ -212,7 +212,7 @@ class Reconciler:
             )
             group.create_task(self._resync(), name="resync")
             if self.settings.write_status:
-                group.create_task(self._refusals.run(), name="refusal-events")
+                group.create_task(self._rejections.run(), name="rejection-events")
             await self._first_list_fed.wait()
             self.ready.set()
             log.info(
@@ -227,15 +227,15 @@ class Reconciler:
             source, store, handler, backoff=self.settings.watch_backoff, metrics=self.metrics
         )
 
-    # -- refused agents -----------------------------------------------------------------------
+    # -- rejected agents ----------------------------------------------------------------------
 
-    def agent_refused(self, plane: PlaneRef, reason: str, message: str) -> None:
+    def agent_rejected(self, plane: PlaneRef, reason: str, message: str) -> None:
         """The gateway turned an agent of `plane` away: tell it on the DataPlane (rate-limited;
-        every replica tells its own refusals, as only it saw them)."""
+        every replica tells its own rejections, as only it saw them)."""
         if self.settings.write_status:
-            self._refusals.note(plane, reason, message)
+            self._rejections.note(plane, reason, message)
 
-    async def _record_refusal(self, plane: PlaneRef, event: EventSpec, times: int) -> None:
+    async def _record_rejection(self, plane: PlaneRef, event: EventSpec, times: int) -> None:
         obj = self.dataplanes.get(plane)
         if obj is not None:  # none: the plane is unknown or gone, and there is nothing to tell
             await self._events.record(obj, event, times=times)

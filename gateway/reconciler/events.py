@@ -1,8 +1,8 @@
 """Kubernetes Events (core/v1) for a DataPlane's transitions, deduplicated.
 
 `transitions` (pure) says which events a status change deserves: connected, disconnected,
-credentials rejected or unresolvable, provisioned again (agents the listener refused are told
-by `refusals`). `EventRecorder` writes them; the same reason and message for the same object
+credentials rejected or unresolvable, provisioned again (agents the listener rejected are told
+by `rejections`). `EventRecorder` writes them; the same reason and message for the same object
 again increments the existing Event's `count` instead of creating another (as client-go's
 event correlator does). Events are best effort: a failure to write one is logged, never
 raised.

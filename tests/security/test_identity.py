@@ -22,7 +22,7 @@ import crd
 from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from gateway.app import Gateway, GatewaySettings
-from gateway.reconciler.refusals import REASON as REFUSAL_EVENT_REASON
+from gateway.reconciler.rejections import REASON as REFUSAL_EVENT_REASON
 from gateway.static_config import load_static_planes
 from planelink.cli import build_parser
 from planelink.gateway_cli import settings_from

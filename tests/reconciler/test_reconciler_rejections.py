@@ -18,7 +18,7 @@ from envtest import KubeAPIServer
 from envtest.pytest_plugin import ServerFactory
 from gateway.reconciler import ReconcilerSettings
 from gateway.reconciler.events import EventSpec
-from gateway.reconciler.refusals import REASON, RefusalEvents
+from gateway.reconciler.rejections import REASON, RejectionEvents
 from planelink.local import LocalPlanelink
 
 PLANE = plane_ref("ns", "edge")
@@ -35,14 +35,14 @@ class Clock:
 
 async def _writes(
     interval: float, limit: int = 1024
-) -> tuple[RefusalEvents, asyncio.Queue[Written], Clock]:
+) -> tuple[RejectionEvents, asyncio.Queue[Written], Clock]:
     written: asyncio.Queue[Written] = asyncio.Queue()
 
     async def write(plane: PlaneRef, event: EventSpec, times: int) -> None:
         await written.put((plane, event, times))
 
     clock = Clock()
-    return RefusalEvents(write, interval=interval, limit=limit, clock=clock), written, clock
+    return RejectionEvents(write, interval=interval, limit=limit, clock=clock), written, clock
 
 
 def _warning(message: str) -> EventSpec:
@@ -81,7 +81,7 @@ async def test_a_failing_write_does_not_stop_the_writer() -> None:
             raise RuntimeError("a bug while writing")
         await written.put((plane, event, times))
 
-    refusals = RefusalEvents(write, interval=30, clock=Clock())
+    refusals = RejectionEvents(write, interval=30, clock=Clock())
     running = asyncio.create_task(refusals.run())
     try:
         refusals.note(plane_ref("ns", "broken"), "Untrusted", "x")
