@@ -145,7 +145,7 @@ class Reconciler:
             self.api, self.metrics, component=settings.component, instance=identity
         )
         self._rejections = RejectionEvents(
-            self._record_rejection, interval=settings.refusal_event_interval
+            self._record_rejection, interval=settings.rejection_event_interval
         )
         self.coordination: Coordination = (
             Replicas(

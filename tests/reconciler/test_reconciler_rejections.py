@@ -129,7 +129,7 @@ async def test_an_agent_refused_after_a_ca_rotation_is_told_on_its_dataplane(
         directory=tmp_path / "planelink",
         planes={plane: kube_servers("lifecycle-plane").kubeconfig_path},
         reconcile_with=control_plane.kubeconfig_path,
-        reconciler_settings=ReconcilerSettings(namespaces=(namespace,), refusal_event_interval=1),
+        reconciler_settings=ReconcilerSettings(namespaces=(namespace,), rejection_event_interval=1),
     )
     await local.start_pki_and_gateway()
 

@@ -94,7 +94,7 @@ async def reconciling_gateway(
     (only the test's speed-ups), so identity is whatever the default is."""
     settings = dataclasses.replace(
         loopback_gateway_settings(pki.directory),
-        reconciler=fast_settings(namespace, refusal_event_interval=0.5),
+        reconciler=fast_settings(namespace, rejection_event_interval=0.5),
         kubeconfig=control_plane.kubeconfig_path,
     )
     gateway = Gateway(settings)
