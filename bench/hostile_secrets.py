@@ -27,8 +27,8 @@ from typing import Any
 import certs
 from bench.processes import rss_bytes
 from certs import plane_ref
+from crd import dataplane_manifest
 from envtest import KubeAPIServer, ServerOptions, die_with_parent, free_port, install_crd
-from planelink.manifests import dataplane_manifest
 
 MIB = 1024 * 1024
 NAMESPACE = "org"
@@ -89,10 +89,11 @@ def run(count: int, size: int, source: Path, work: Path) -> dict[str, float]:
         referenced = _secret("agent-ca", {"ca.crt": old.certificate_pem()})
         manifests = dataplane_manifest(
             plane=PLANE,
-            client_ca_pem=old.certificate_pem(),
+            client_ca=certs.ca_certificate_secret(
+                old.certificate_pem(), name="agent-ca", namespace=PLANE.namespace
+            ),
             public_virtual_host="a.example",
             organization_virtual_host="b.example",
-            ca_secret_name="agent-ca",  # noqa: S106 - a Secret's name
         )
         server.kubectl(
             "apply",

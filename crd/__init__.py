@@ -2,7 +2,7 @@
 version, kind, condition types, annotations, field names), its CRD manifest, and the DataPlane
 documents planelink writes for users. The one source of truth: no other package spells these."""
 
-from crd.documents import agent_dataplane
+from crd.documents import dataplane_manifest
 from crd.manifest import custom_resource_definition, render_yaml
 from crd.models import (
     API_VERSION,
@@ -38,7 +38,7 @@ __all__ = [
     "DataPlaneSpec",
     "DataPlaneStatus",
     "ValueFrom",
-    "agent_dataplane",
     "custom_resource_definition",
+    "dataplane_manifest",
     "render_yaml",
 ]

@@ -26,7 +26,7 @@ from cryptography import x509
 
 import certs
 import crd
-from planelink.manifests import dataplane_manifest
+from kubeobject import KubeObject
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -578,12 +578,17 @@ def _dataplane_manifest(args: argparse.Namespace) -> int:
     plane: certs.PlaneRef = args.plane
     if args.ca_secret:
         _validate_secret_target(args.ca_secret, plane.namespace)
-    docs = dataplane_manifest(
+    client_ca_pem = certs.certificates_pem(ca_certs)
+    client_ca: bytes | KubeObject = client_ca_pem
+    if args.ca_secret is not None:
+        client_ca = certs.ca_certificate_secret(
+            client_ca_pem, name=args.ca_secret, namespace=plane.namespace
+        )
+    docs = crd.dataplane_manifest(
         plane=plane,
-        client_ca_pem=certs.certificates_pem(ca_certs),
+        client_ca=client_ca,
         public_virtual_host=args.public_host,
         organization_virtual_host=args.org_host,
-        ca_secret_name=args.ca_secret,
         secret_store=args.secret_store,
     )
     text = _dump_yaml(docs)

@@ -21,8 +21,8 @@ import yaml
 
 import envtest
 from certs import plane_ref
+from crd import dataplane_manifest
 from planelink.local import LocalPlanelink
-from planelink.manifests import dataplane_manifest
 
 DEFAULT_STATE_DIR = Path(".planelink/dev")
 PLANE = plane_ref("dev", "local")
@@ -110,7 +110,7 @@ def _create_dataplane(control: envtest.KubeAPIServer, agent_ca_pem: str) -> None
     control.kubectl("create", "namespace", PLANE.namespace)
     manifests = dataplane_manifest(
         plane=PLANE,
-        client_ca_pem=agent_ca_pem.encode(),
+        client_ca=agent_ca_pem.encode(),
         public_virtual_host="api.local.test",
         organization_virtual_host="internal.local.test",
     )

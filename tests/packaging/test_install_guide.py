@@ -34,9 +34,9 @@ import pytest
 import yaml
 
 import certs
+from crd import dataplane_manifest
 from envtest import KubeAPIServer, build_kubeconfig, die_with_parent, free_port, wait_until
 from planelink.cli import build_parser
-from planelink.manifests import dataplane_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "install.md"
@@ -227,10 +227,11 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
     ca.write_bytes(certs.create_ca("agents").certificate_pem())
     made = dataplane_manifest(
         plane=certs.plane_ref("my-org", "prod"),
-        client_ca_pem=ca.read_bytes(),
+        client_ca=certs.ca_certificate_secret(
+            ca.read_bytes(), name="prod-agent-ca", namespace="my-org"
+        ),
         public_virtual_host="api.example.com",
         organization_virtual_host="internal.example.com",
-        ca_secret_name="prod-agent-ca",
     )
     made[0]["data"]["ca.crt"] = example[0]["data"]["ca.crt"]
     assert example == made
