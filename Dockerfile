@@ -10,6 +10,7 @@ COPY protocol protocol
 COPY certs certs
 COPY crd crd
 COPY kubeobject kubeobject
+COPY http1 http1
 COPY tunnel tunnel
 COPY kubeproxy kubeproxy
 COPY gateway gateway

@@ -8,9 +8,11 @@ import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from certs import PlaneRef
 from gateway.agent_listener import AgentListenerSettings
@@ -25,7 +27,19 @@ pytest_plugins = ["envtest.pytest_plugin"]
 ROOT = Path(__file__).resolve().parents[1]
 _AGENT_NUMBERS = itertools.count(1)
 
-DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
+
+class DialAgent(Protocol):
+    """What the `dial_agent` fixture is (see `_dial_agent`)."""
+
+    def __call__(
+        self,
+        gateway: Gateway,
+        plane: PlaneRef,
+        agent_ssl: ssl.SSLContext,
+        handler: RequestHandler,
+        *,
+        claim: str | None = None,
+    ) -> Awaitable[tuple[TunnelSession, asyncio.Task[str]]]: ...
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +94,8 @@ async def _dial_agent(
     websocket = await connect(
         url,
         ssl=agent_ssl,
-        subprotocols=[SUBPROTOCOL],
-        ping_interval=None,  # type: ignore[list-item]
+        subprotocols=[Subprotocol(SUBPROTOCOL)],
+        ping_interval=None,
     )
     session = TunnelSession(
         WebSocketChannel(websocket),

@@ -34,11 +34,12 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 import certs
+import http1
 from agent import Agent, AgentSettings
 from envtest import KubeAPIServer
 from kubeproxy import Upstream
 from protocol import Connection, Headers, Role, Settings
-from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel, http1
+from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
 
 T = TypeVar("T")
@@ -335,7 +336,7 @@ async def gateway(pki: Pki, tmp_path: Path) -> AsyncIterator[TestGateway]:
 class Recorded:
     method: str
     target: str
-    headers: http1.Headers
+    headers: Headers
     body: bytes
     connection: int
 

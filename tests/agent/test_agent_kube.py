@@ -15,13 +15,14 @@ import pytest
 import yaml
 
 import certs
+import http1
 from envtest import KubeAPIServer, free_port
 from kubeproxy import Upstream
 from protocol import ErrorCode, SendLimits, Settings
-from tunnel import StreamResetError, TunnelStream, http1
+from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
-    from conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway, Waits
+    from tests.agent.conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway, Waits
 
 PLANE = "agent-tests/edge"
 
@@ -56,8 +57,8 @@ class Lines:
 
 
 def _configmap(namespace: str, name: str, **data: str) -> bytes:
-    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
-    manifest["metadata"]["namespace"] = namespace  # type: ignore[index]
+    metadata = {"name": name, "namespace": namespace}
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
     return json.dumps(manifest).encode()
 
 

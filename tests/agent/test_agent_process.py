@@ -24,7 +24,7 @@ from protocol import ErrorCode
 from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
-    from conftest import AgentTls, GatewayConnection, TestGateway, Waits
+    from tests.agent.conftest import AgentTls, GatewayConnection, TestGateway, Waits
 
 PLANE = "agent-tests/edge"
 DRAIN_GRACE = 10.0

@@ -19,7 +19,7 @@ from protocol import Connection, ErrorCode, RequestReceived, Role
 from tunnel import StreamResetError, TunnelSession, TunnelStream, memory_channel_pair
 
 if TYPE_CHECKING:
-    from conftest import StartAgent, TestGateway, UpstreamPeer, Waits
+    from tests.agent.conftest import StartAgent, TestGateway, UpstreamPeer, Waits
 
 
 async def test_an_upgrade_is_piped_both_ways(

@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -25,14 +26,25 @@ from structlog.testing import capture_logs
 import certs
 from gateway.admission import AdmissionSettings
 from gateway.app import Gateway, GatewaySettings
-from tests.gateway.conftest import PLANE_A, DialAgent, Pki, caller_session, fake_agent
+from tests.conftest import DialAgent
+from tests.gateway.conftest import PLANE_A, Pki, caller_session, fake_agent
 from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 WITHIN = 5 * FACTOR
 """How long a legitimate peer may take to get in, or a refusal to arrive, on a loaded machine."""
 
-GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+class GatewayFactory(Protocol):
+    """What the `start_gateway` fixture is."""
+
+    def __call__(
+        self,
+        *,
+        admission: dict[str, Any] | None = None,
+        callers: dict[str, Any] | None = None,
+        agents: dict[str, Any] | None = None,
+    ) -> Awaitable[Gateway]: ...
 
 
 @pytest.fixture
@@ -45,16 +57,16 @@ async def start_gateway(
 
     async def start(
         *,
-        admission: dict[str, object] | None = None,
-        callers: dict[str, object] | None = None,
-        agents: dict[str, object] | None = None,
+        admission: dict[str, Any] | None = None,
+        callers: dict[str, Any] | None = None,
+        agents: dict[str, Any] | None = None,
     ) -> Gateway:
         base = loopback_gateway_settings(pki.directory)
-        limits = dataclasses.replace(AdmissionSettings(), **(admission or {}))  # type: ignore[arg-type]
+        limits = dataclasses.replace(AdmissionSettings(), **(admission or {}))
         settings = dataclasses.replace(
             base,
-            agents=dataclasses.replace(base.agents, admission=limits, **(agents or {})),  # type: ignore[arg-type]
-            callers=dataclasses.replace(base.callers, admission=limits, **(callers or {})),  # type: ignore[arg-type]
+            agents=dataclasses.replace(base.agents, admission=limits, **(agents or {})),
+            callers=dataclasses.replace(base.callers, admission=limits, **(callers or {})),
         )
         gateway = Gateway(settings)
         await gateway.start()

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 import pytest
 
@@ -93,7 +94,10 @@ class RawCaller:
         return True
 
 
-Raw = Callable[..., AbstractAsyncContextManager[RawCaller]]
+class Raw(Protocol):
+    """What the `raw` fixture is: a TLS connection to the callers' port, as a RawCaller."""
+
+    def __call__(self, *, authenticated: bool = True) -> AbstractAsyncContextManager[RawCaller]: ...
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import yaml
@@ -24,6 +25,7 @@ import yaml
 import certs
 from gateway.app import Gateway, GatewaySettings
 from protocol import RequestReceived
+from tests.conftest import DialAgent
 from tunnel import TunnelSession, TunnelStream
 
 PLANES = (
@@ -32,8 +34,6 @@ PLANES = (
     certs.plane_ref("ns-c", "plane-c"),
 )
 TIMEOUT = 60.0  # one process (Python CLI or Chromium) from start to exit
-# What the `dial_agent` fixture (tests/conftest.py) is.
-DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
 
 
 @dataclass
@@ -111,7 +111,12 @@ async def _fake_agent(
         await task
 
 
-AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[TunnelSession]]
+class AgentFactory(Protocol):
+    """What the `connect_agent` fixture is: an agent of `plane` while the block runs."""
+
+    def __call__(
+        self, plane: certs.PlaneRef, bundle: certs.CertificateBundle | None = None
+    ) -> contextlib.AbstractAsyncContextManager[TunnelSession]: ...
 
 
 @pytest.fixture
@@ -149,7 +154,10 @@ async def _run(argv: list[str], *, env: dict[str, str] | None = None) -> Ran:
     return Ran(process.returncode, stdout.decode(), stderr.decode())
 
 
-StatusRunner = Callable[..., Awaitable[Ran]]
+class StatusRunner(Protocol):
+    """What the `planelink_status` fixture is."""
+
+    def __call__(self, *args: str, env: dict[str, str | None] | None = None) -> Awaitable[Ran]: ...
 
 
 @pytest.fixture
@@ -170,7 +178,10 @@ def planelink_status() -> StatusRunner:
     return run
 
 
-BrowserRunner = Callable[..., Awaitable[Ran]]
+class BrowserRunner(Protocol):
+    """What the `chromium` fixture is."""
+
+    def __call__(self, *args: str) -> Awaitable[Ran]: ...
 
 
 @pytest.fixture
