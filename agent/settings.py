@@ -69,7 +69,7 @@ class AgentSettings:
 
     @property
     def plane_ref(self) -> certs.PlaneRef:
-        return certs.PlaneRef.parse(self.plane)
+        return certs.parse_plane_ref(self.plane)
 
     @property
     def connect_url(self) -> str:
@@ -111,7 +111,7 @@ def _identity_problem(settings: AgentSettings) -> str | None:  # noqa: PLR0911 -
     if not settings.plane:
         return "the plane is required as <namespace>/<name> (--plane or PLANELINK_PLANE)"
     try:
-        certs.PlaneRef.parse(settings.plane)
+        certs.parse_plane_ref(settings.plane)
     except ValueError as error:
         return f"plane {settings.plane!r}: {error}"
     if not settings.agent_id:

@@ -45,7 +45,7 @@ from agent.reconnect import Reconnect
 from agent.settings import AgentSettings
 from bench.processes import Stack, rss_bytes
 from bench.report import Row, WorkloadResult
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import die_with_parent
 from protocol import Connection, ErrorCode, Role, Settings
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
@@ -76,7 +76,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def agent_planes(count: int) -> tuple[PlaneRef, ...]:
-    return tuple(PlaneRef(NAMESPACE, f"a{index:05d}") for index in range(count))
+    return tuple(plane_ref(NAMESPACE, f"a{index:05d}") for index in range(count))
 
 
 def raise_nofile() -> int:

@@ -19,7 +19,8 @@ import structlog
 from gateway.reconciler.errors import Gone, KubeError
 from gateway.reconciler.kube import ListWatch, WatchEvent
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.store import Change, Store, key_of, resource_version
+from gateway.reconciler.store import Change, Store, resource_version
+from kubeobject import ObjectRef
 from protocol.backoff import BackoffPolicy
 
 ChangeHandler = Callable[[Change], None]
@@ -95,7 +96,7 @@ class Informer:
     def _apply(self, event: WatchEvent) -> None:
         version = resource_version(event.object)
         if event.type == "DELETED":
-            change = self._store.delete(key_of(event.object))
+            change = self._store.delete(ObjectRef.of(event.object))
         elif event.type in ("ADDED", "MODIFIED"):
             change = self._store.upsert(event.object)
         else:  # BOOKMARK: only a newer version to resume from

@@ -64,8 +64,8 @@ class ReconcilerSettings:
     """Demand that agent certificates name their plane. A DataPlane opts out with the annotation
     `planelink.dev/require-agent-identity: "false"` (and, when this is False, opts in with
     "true"); see `gateway.reconciler.resolve.require_identity`."""
-    refusal_event_interval: float = 30.0
-    """An agent refused again and again for one plane and reason is told in at most one Event
+    rejection_event_interval: float = 30.0
+    """An agent rejected again and again for one plane and reason is told in at most one Event
     write per this many seconds (the Event's count says how often it happened)."""
     component: str = "planelink-gateway"
     """`source.component` of the Events written."""

@@ -17,8 +17,9 @@ from gateway.reconciler.informer import Informer
 from gateway.reconciler.kube import KubeApi, WatchEvent
 from gateway.reconciler.metrics import ReconcilerMetrics
 from gateway.reconciler.status import Result, StatusWriter
-from gateway.reconciler.store import Change, ObjKey, Store
+from gateway.reconciler.store import Change, Store
 from gateway.reconciler.workqueue import WorkQueue
+from kubeobject import ObjectRef
 from protocol.backoff import BackoffPolicy
 
 
@@ -98,7 +99,7 @@ async def test_gone_relists_and_connection_loss_resumes_from_the_last_version() 
     assert source.list_calls == 2
     assert source.watched_from == ["6", "7", "10", "12"]
     # The relist removed b and added c; the poisoned handler did not stop the loop.
-    assert sorted(store.all_keys()) == [ObjKey("ns", "a"), ObjKey("ns", "poison")]
+    assert sorted(store.all_keys()) == [ObjectRef("ns", "a"), ObjectRef("ns", "poison")]
     assert [(c.key.name, c.new is not None) for c in seen] == [
         ("a", True),
         ("b", True),
@@ -120,7 +121,7 @@ def test_store_never_goes_back_in_time() -> None:
     assert store.upsert(_obj("a", 10)) is not None
     assert store.upsert(_obj("a", 9)) is None  # a late watch event after our own PATCH
     assert store.upsert(_obj("a", 10)) is None  # the same version again: no change
-    stored = store.get(ObjKey("ns", "a"))
+    stored = store.get(ObjectRef("ns", "a"))
     assert stored is not None
     assert stored["metadata"]["resourceVersion"] == "10"
     changes = store.replace([_obj("b", 1)], namespace="other")
