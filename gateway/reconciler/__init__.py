@@ -17,10 +17,9 @@ direct planes carry). It never accepts agents, serves callers or dials a plane i
 
 from gateway.reconciler.conditions import ProbeResult, Verdict
 from gateway.reconciler.controller import Reconciler
-from gateway.reconciler.settings import Backoff, CoordinationSettings, ReconcilerSettings
+from gateway.reconciler.settings import CoordinationSettings, ReconcilerSettings
 
 __all__ = [
-    "Backoff",
     "CoordinationSettings",
     "ProbeResult",
     "Reconciler",

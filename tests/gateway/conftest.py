@@ -21,8 +21,8 @@ from protocol import RequestReceived
 from tests.conftest import DialAgent
 from tunnel import RequestHandler, TunnelSession, TunnelStream
 
-PLANE_A = certs.PlaneRef("ns-a", "plane-a")
-PLANE_B = certs.PlaneRef("ns-b", "plane-b")
+PLANE_A = certs.plane_ref("ns-a", "plane-a")
+PLANE_B = certs.plane_ref("ns-b", "plane-b")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import certs
-from certs import PlaneRef
+from certs import plane_ref
 from gateway.direct import DirectPlanes, DirectSettings
 from gateway.interfaces import DirectCredentials, PlaneUnreachable
 from gateway.metrics import GatewayMetrics
@@ -21,7 +21,7 @@ from tunnel import StreamResetError
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 TIMEOUT = 10.0 * FACTOR
-PLANE = PlaneRef("org", "prod")
+PLANE = plane_ref("org", "prod")
 CA_PEM = certs.create_ca("direct-plane-ca").certificate_pem()
 
 

@@ -81,7 +81,7 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
     direct = reconciler.direct
     assert isinstance(direct, DirectPlanes)
     for name in ("by-token", "by-cert"):
-        served = direct.backend(certs.PlaneRef(kit.namespace, name))
+        served = direct.backend(certs.plane_ref(kit.namespace, name))
         assert served is not None
         assert served.server == server.url
         opened_by_probe = served.pool.opened
@@ -144,4 +144,4 @@ async def test_unreachable_server_and_unresolvable_credentials(
     )
     assert kit.has_condition("Connected", "Unknown", "CredentialsUnavailable")(obj)
     assert kit.has_condition("Ready", "False", "SecretNotFound")(obj)
-    assert not reconciler.direct.serves(certs.PlaneRef(kit.namespace, "no-token"))
+    assert not reconciler.direct.serves(certs.plane_ref(kit.namespace, "no-token"))

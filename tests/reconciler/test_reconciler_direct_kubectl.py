@@ -20,13 +20,13 @@ from gateway.app import Gateway, GatewaySettings
 from gateway.callers import CallerSettings
 from gateway.operator import plane_report
 from gateway.reconciler import ReconcilerSettings
+from kubeobject import KubeObject
 from tunnel import Heartbeat
 
 pytestmark = pytest.mark.kube
 
 FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 TIMEOUT = 30.0 * FACTOR
-Obj = dict[str, Any]
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def gateway(
         await gateway.stop()
 
 
-async def _apply(server: KubeAPIServer, *objects: Obj) -> None:
+async def _apply(server: KubeAPIServer, *objects: KubeObject) -> None:
     manifest = yaml.safe_dump_all(objects)
     await server.akubectl("apply", "-f", "-", input=manifest)
 
@@ -181,7 +181,7 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
     assert obj["metadata"]["name"] == "wrong-token"
 
     # /planes says how each plane is reached.
-    trust = gw.trust.get(certs.PlaneRef(namespace, "by-token"))
+    trust = gw.trust.get(certs.plane_ref(namespace, "by-token"))
     assert trust is not None
     report = plane_report(trust, gw.agents, gw.direct)
     assert report["mode"] == "direct"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from gateway.interfaces import DirectCredentials, PlaneAnswer, PlaneUnreachable
 from gateway.reconciler.direct import probe
 
-PLANE = PlaneRef("org", "prod")
+PLANE = plane_ref("org", "prod")
 SERVER = "https://api.prod.example:6443"
 
 

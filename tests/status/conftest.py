@@ -29,9 +29,9 @@ from tests.conftest import DialAgent
 from tunnel import TunnelSession, TunnelStream
 
 PLANES = (
-    certs.PlaneRef("ns-a", "plane-a"),
-    certs.PlaneRef("ns-b", "plane-b"),
-    certs.PlaneRef("ns-c", "plane-c"),
+    certs.plane_ref("ns-a", "plane-a"),
+    certs.plane_ref("ns-b", "plane-b"),
+    certs.plane_ref("ns-c", "plane-c"),
 )
 TIMEOUT = 60.0  # one process (Python CLI or Chromium) from start to exit
 
