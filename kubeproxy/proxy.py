@@ -226,6 +226,7 @@ class Proxy:
                 chunked=chunked,
                 authorization=self._pool.upstream.authorization(),
                 host=self._pool.upstream.authority.encode("ascii"),
+                base_path=self._pool.upstream.base_path,
             )
         except UpstreamCredentialsError as error:
             raise UpstreamError("credentials", str(error)) from None

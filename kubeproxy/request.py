@@ -34,8 +34,13 @@ class RequestPlan:
     """The body's Content-Length, when the caller declared one."""
     upgrade: bool
 
-    def head(self, *, chunked: bool, authorization: bytes | None, host: bytes) -> bytes:
-        """The request head for the API server, with the proxy's Host and credentials."""
+    def head(
+        self, *, chunked: bool, authorization: bytes | None, host: bytes, base_path: str = ""
+    ) -> bytes:
+        """The request head for the API server, with the proxy's Host and credentials.
+
+        `base_path` is the path of the server's URL (a Rancher-style
+        `https://host/k8s/clusters/c-1`): every request target is below it."""
         headers = [(b"Host", host), *self.headers]
         if authorization is not None:
             headers.append((b"Authorization", authorization))
@@ -43,7 +48,7 @@ class RequestPlan:
             headers.append((b"Content-Length", str(self.length).encode()))
         elif chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))
-        return request_head_bytes(self.method, self.target, headers)
+        return request_head_bytes(self.method, base_path + self.target, headers)
 
 
 def plan_request(request: RequestReceived) -> RequestPlan:

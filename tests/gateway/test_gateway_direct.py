@@ -137,6 +137,20 @@ async def test_the_probe_and_callers_share_one_pool(
     assert api_server.authorizations == ["Bearer token-1", "Bearer token-1"]
 
 
+async def test_a_server_url_with_a_path_prefixes_every_request(
+    planes: DirectPlanes, api_server: FakeApiServer
+) -> None:
+    # A Rancher-style server URL: the API server is below a path of its host.
+    server = f"http://127.0.0.1:{api_server.port}/k8s/clusters/c-1/"
+    planes.set(PLANE, DirectCredentials(server=server, ca_pem=CA_PEM, bearer_token="t"))
+    answer = await planes.fetch(PLANE, "/readyz", limit=TIMEOUT)
+    assert answer.body == "answer to /k8s/clusters/c-1/readyz"
+
+    stream = get(planes, "/api/v1/namespaces?limit=1")
+    assert (await asyncio.wait_for(stream.response(), TIMEOUT)).status == 200
+    assert await body_of(stream) == b"answer to /k8s/clusters/c-1/api/v1/namespaces?limit=1"
+
+
 async def test_changed_credentials_serve_new_requests_and_drain_open_ones(
     planes: DirectPlanes, api_server: FakeApiServer
 ) -> None:
