@@ -1,0 +1,82 @@
+"""Bounded waits for tests: every budget scales with one factor, read once.
+
+A test gives something a budget to happen in (a response, a reconnect, a process exit); on a
+loaded CI machine everything is slower, so `PLANELINK_TEST_TIMEOUT_FACTOR` (default 1)
+multiplies every such budget. Each budget goes through `scaled()`, directly or through the
+helpers here: `within()` for a block, `wait_for()` for one awaitable, `eventually()` for state
+that no event announces (without an event loop: `envtest.wait_until(..., timeout=scaled(N))`).
+Await an event when there is one; poll only when there is none.
+
+Never scale a duration the test is about (an idle timeout it waits out, a deadline it sets on
+the code under test and then measures): only the margin a test allows on top of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
+FACTOR_VARIABLE = "PLANELINK_TEST_TIMEOUT_FACTOR"
+
+
+def read_factor(environ: Mapping[str, str]) -> float:
+    """The factor `environ` sets: a finite number above 0 (1 when unset or empty)."""
+    raw = environ.get(FACTOR_VARIABLE, "").strip() or "1"
+    try:
+        factor = float(raw)
+    except ValueError:
+        raise ValueError(f"{FACTOR_VARIABLE}={raw!r} is not a number") from None
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"{FACTOR_VARIABLE}={raw!r}: the factor must be a finite number above 0")
+    return factor
+
+
+FACTOR = read_factor(os.environ)
+"""This run's factor, read once when the kit is first imported."""
+
+
+def scaled(seconds: float) -> float:
+    """`seconds` of budget, scaled by this run's factor."""
+    return seconds * FACTOR
+
+
+def within(seconds: float) -> asyncio.Timeout:
+    """`async with within(10):` fails the block with TimeoutError after 10 s (scaled)."""
+    return asyncio.timeout(scaled(seconds))
+
+
+async def wait_for(awaitable: Awaitable[T], seconds: float = 10.0) -> T:
+    """`awaitable`'s result, or TimeoutError after `seconds` (scaled): `asyncio.wait_for`
+    with a scaled budget."""
+    return await asyncio.wait_for(awaitable, scaled(seconds))
+
+
+Predicate = Callable[[], bool] | Callable[[], Awaitable[bool]]
+
+
+async def eventually(
+    predicate: Predicate, *, within: float, interval: float = 0.01, message: str
+) -> None:
+    """Return once `predicate()` (plain or async) holds, checking every `interval` seconds;
+    fail the test with `message` if it still does not after `within` seconds (scaled).
+
+    For state that nothing announces; where an event or a queue says it, await that instead.
+    """
+    budget = scaled(within)
+    deadline = time.monotonic() + budget
+    while True:
+        held = predicate()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} (still not so after {budget:g} s)")
+        await asyncio.sleep(interval)
