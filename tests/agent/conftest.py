@@ -9,7 +9,7 @@
   echoes bytes, and hangs on /hang: a stand-in API server for what a real one cannot show;
 - `start_agent`: runs an `Agent` in this event loop and stops it at the end of the test.
 
-Waits scale with PLANELINK_TEST_TIMEOUT_FACTOR (default 1).
+Waits are the kit's (tests/kit/waits.py): they scale with PLANELINK_TEST_TIMEOUT_FACTOR.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,43 +37,12 @@ from agent import Agent, AgentSettings
 from envtest import KubeAPIServer
 from kubeproxy import Upstream
 from protocol import Connection, Headers, Role, Settings
+from tests.kit.waits import scaled, wait_for
 from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel, http1
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
 
 T = TypeVar("T")
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 PLANE = "agent-tests/edge"
-
-
-def scaled(seconds: float) -> float:
-    return seconds * FACTOR
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 10.0) -> T:
-    """`awaitable`'s result, failing the test if it takes longer than `seconds` (scaled)."""
-    return await asyncio.wait_for(awaitable, scaled(seconds))
-
-
-async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Yield to the loop until `predicate()` holds: for state no event announces."""
-    deadline = asyncio.get_running_loop().time() + scaled(seconds)
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-class Waits:
-    """Bounded waits for tests (a fixture: test modules cannot import conftest)."""
-
-    scaled = staticmethod(scaled)
-    within = staticmethod(within)
-    until = staticmethod(eventually)
-
-
-@pytest.fixture
-def wait() -> Waits:
-    return Waits()
 
 
 # -- certificates ---------------------------------------------------------------------------
@@ -205,9 +173,9 @@ class GatewayConnection:
         if body is not None:
             await stream.write(body)
             stream.end()
-        response = await within(stream.response())
+        response = await wait_for(stream.response())
         data = bytearray()
-        while chunk := await within(stream.read()):
+        while chunk := await wait_for(stream.read()):
             data += chunk
         return Reply(response.status, response.headers, bytes(data))
 
@@ -279,8 +247,8 @@ class TestGateway:
 
     async def next_connection(self, seconds: float = 10.0) -> GatewayConnection:
         """The next agent connection, once its HELLO arrived (streams may be opened)."""
-        connection = await within(self.connections.get(), seconds)
-        await within(connection.session.wait_ready(), seconds)
+        connection = await wait_for(self.connections.get(), seconds)
+        await wait_for(connection.session.wait_ready(), seconds)
         return connection
 
     def _process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
@@ -542,7 +510,7 @@ class RunningAgent:
 
     async def stop(self, seconds: float = 30.0) -> None:
         self.stop_event.set()
-        await within(asyncio.shield(self.task), seconds)
+        await wait_for(asyncio.shield(self.task), seconds)
 
 
 StartAgent = Callable[..., Awaitable[RunningAgent]]
@@ -584,7 +552,7 @@ async def start_agent(gateway: TestGateway, agent_tls: AgentTls) -> AsyncIterato
         handle = RunningAgent(agent, stop, task)
         running.append(handle)
         started = asyncio.create_task(agent.started.wait())
-        await within(asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED))
+        await wait_for(asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED))
         if task.done():
             started.cancel()
             task.result()  # it failed to start: show why

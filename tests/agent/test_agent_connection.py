@@ -12,9 +12,10 @@ import pytest
 import structlog
 
 import certs
+from tests.kit.waits import eventually, scaled, wait_for
 
 if TYPE_CHECKING:
-    from conftest import AgentTls, StartAgent, TestGateway, Waits
+    from conftest import AgentTls, StartAgent, TestGateway
 
 
 async def test_a_renewed_certificate_is_used_on_the_next_connection(
@@ -32,7 +33,7 @@ async def test_a_renewed_certificate_is_used_on_the_next_connection(
 
 
 async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
     gateway.refuse(403, "UnknownPlane", "plane agent-tests/edge is not registered")
     with structlog.testing.capture_logs() as logs:
@@ -42,7 +43,9 @@ async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
             backoff_cap=0.1,
             random=lambda: 0.5,
         )
-        await wait.until(lambda: len(_failures(logs)) >= 5)
+        await eventually(
+            lambda: len(_failures(logs)) >= 5, within=10, message="never: len(_failures(logs)) >= 5"
+        )
     failures = _failures(logs)
     for entry in failures:
         assert entry["log_level"] == "warning"
@@ -65,47 +68,61 @@ async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
 
 
 async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
     gateway.refuse(503, "Unavailable", "not ready")  # no Retry-After: the agent backs off
     running = await start_agent(kubeconfig=unused_kubeconfig, backoff_reset_after=3600.0)
     agent = running.agent
-    await wait.until(lambda: agent.reconnect.dials.attempt >= 3)
+    await eventually(
+        lambda: agent.reconnect.dials.attempt >= 3,
+        within=10,
+        message="never: agent.reconnect.dials.attempt >= 3",
+    )
     gateway.accept()
     connection = await gateway.next_connection()
-    await wait.within(agent.state.wait(up=True))
+    await wait_for(agent.state.wait(up=True))
     connection.session.close("gateway restart")
-    await wait.within(agent.state.wait(up=False))
+    await wait_for(agent.state.wait(up=False))
     # The tunnel was set up: dial failures start afresh, though it did not stay up long...
-    await wait.until(lambda: agent.reconnect.tunnels.attempt == 1)
+    await eventually(
+        lambda: agent.reconnect.tunnels.attempt == 1,
+        within=10,
+        message="never: agent.reconnect.tunnels.attempt == 1",
+    )
     assert agent.reconnect.dials.attempt == 0
     # ...and a gateway that accepts and drops at once is backed off from, not hammered.
     for dropped in range(2, 5):
         connection = await gateway.next_connection()
-        await wait.within(agent.state.wait(up=True))
+        await wait_for(agent.state.wait(up=True))
         connection.session.close("accepted, then dropped")
-        await wait.until(lambda n=dropped: agent.reconnect.tunnels.attempt == n)  # type: ignore[misc]
+        await eventually(
+            lambda n=dropped: agent.reconnect.tunnels.attempt == n,  # type: ignore[misc]
+            within=10,
+            message=f"never: agent.reconnect.tunnels.attempt == {dropped}",
+        )
         assert agent.reconnect.dials.attempt == 0
 
 
 async def test_a_gateway_that_says_retry_after_is_dialed_again_after_that_delay(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
     gateway.refuse(503, "Starting", "the gateway is starting", retry_after=1)
     with structlog.testing.capture_logs() as logs:
         running = await start_agent(
             kubeconfig=unused_kubeconfig, backoff_base=0.02, backoff_cap=5.0, random=lambda: 0.5
         )
-        await wait.until(lambda: len(_failures(logs)) >= 2)
+        await eventually(
+            lambda: len(_failures(logs)) >= 2, within=10, message="never: len(_failures(logs)) >= 2"
+        )
     # Retry-After, plus the drawn half of its half again; no failure counted toward backoff.
     assert [entry["retry_in_seconds"] for entry in _failures(logs)[:2]] == [1.25, 1.25]
     assert running.agent.reconnect.dials.attempt == 0
     gateway.accept()
-    await wait.within(running.agent.state.wait(up=True))
+    await wait_for(running.agent.state.wait(up=True))
 
 
 async def test_a_silent_gateway_is_detected_by_heartbeat(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
     gateway.silent = True  # says HELLO, then never answers: a half-open connection
     interval, timeout = 0.1, 0.5  # not scaled: the session measures the silence it acts on
@@ -114,9 +131,9 @@ async def test_a_silent_gateway_is_detected_by_heartbeat(
             kubeconfig=unused_kubeconfig, heartbeat_interval=interval, heartbeat_timeout=timeout
         )
         state = running.agent.state
-        await wait.within(state.wait(up=True))
+        await wait_for(state.wait(up=True))
         up_at = time.monotonic()
-        await wait.within(state.wait(up=False))
+        await wait_for(state.wait(up=False))
         down_after = time.monotonic() - up_at
     # The session measures silence from the last message it received (the HELLO, which came a
     # moment before the test saw the tunnel up) and checks it every interval: never before the
@@ -125,8 +142,8 @@ async def test_a_silent_gateway_is_detected_by_heartbeat(
         entry["silent_seconds"] for entry in logs if entry["event"] == "tunnel silent, closing"
     ]
     assert silences
-    assert all(timeout <= silent <= timeout + interval + wait.scaled(2.0) for silent in silences)
-    assert down_after <= timeout + interval + wait.scaled(2.0)
+    assert all(timeout <= silent <= timeout + interval + scaled(2.0) for silent in silences)
+    assert down_after <= timeout + interval + scaled(2.0)
     assert "no message from the peer" in state.reason
     lost = [entry for entry in logs if entry["event"] == "tunnel down"]
     assert lost
@@ -138,19 +155,21 @@ async def test_a_silent_gateway_is_detected_by_heartbeat(
         assert answer.status == 503
         assert "no message from the peer" in await answer.text()
     # The agent dials again, without waiting long for a close the dead peer never sends.
-    await wait.within(state.wait(up=True), seconds=5)
+    await wait_for(state.wait(up=True), seconds=5)
     metrics = running.agent.metrics
     assert metrics.sample("planelink_agent_connect_failures_total", reason="tunnel_lost") >= 1
 
 
 async def test_health_endpoints_follow_the_tunnel(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
     gateway.refuse(403, "CertificateNotTrusted", "not signed by the plane's CA")
     running = await start_agent(kubeconfig=unused_kubeconfig)
     base = running.health_url
     async with aiohttp.ClientSession() as client:
-        await wait.until(lambda: gateway.rejections >= 1)
+        await eventually(
+            lambda: gateway.rejections >= 1, within=10, message="never: gateway.rejections >= 1"
+        )
         async with client.get(f"{base}/healthz") as answer:
             assert answer.status == 200
         async with client.get(f"{base}/readyz") as answer:
@@ -163,7 +182,7 @@ async def test_health_endpoints_follow_the_tunnel(
 
         gateway.accept()
         await gateway.next_connection()
-        await wait.within(running.agent.state.wait(up=True))
+        await wait_for(running.agent.state.wait(up=True))
         async with client.get(f"{base}/readyz") as answer:
             assert answer.status == 200
         async with client.get(f"{base}/healthz") as answer:
@@ -182,14 +201,15 @@ async def test_a_gateway_certificate_the_agent_does_not_trust_is_a_tls_failure(
     gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
-    wait: Waits,
 ) -> None:
     stranger = certs.create_ca("a stranger")
     (agent_tls.directory / "ca.crt").write_bytes(stranger.certificate_pem())
     running = await start_agent(kubeconfig=unused_kubeconfig)
     metrics = running.agent.metrics
-    await wait.until(
-        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="tls") >= 2
+    await eventually(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="tls") >= 2,
+        within=10,
+        message="never: 2 connect failures for tls",
     )
     assert "the gateway's certificate is not trusted" in running.agent.state.reason
     assert gateway.connections.empty()
@@ -200,14 +220,15 @@ async def test_an_agent_certificate_the_gateway_does_not_trust_is_reported(
     gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
-    wait: Waits,
 ) -> None:
     agent_tls.write(certs.issue_agent(certs.create_ca("a stranger"), plane="agent-tests/edge"))
     running = await start_agent(kubeconfig=unused_kubeconfig)
     metrics = running.agent.metrics
     # TLS 1.3: the gateway checks the certificate after the handshake and hangs up.
-    await wait.until(
-        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="closed") >= 2
+    await eventually(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="closed") >= 2,
+        within=10,
+        message="never: 2 connect failures for closed",
     )
     assert "does not accept the agent's client certificate" in running.agent.state.reason
     assert gateway.connections.empty()
@@ -218,20 +239,21 @@ async def test_unreadable_certificate_files_are_retried_until_they_appear(
     gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
-    wait: Waits,
 ) -> None:
     key = agent_tls.directory / "tls.key"
     saved = key.read_bytes()
     key.unlink()  # the Secret is not mounted yet
     running = await start_agent(kubeconfig=unused_kubeconfig)
     metrics = running.agent.metrics
-    await wait.until(
-        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="credentials") >= 1
+    await eventually(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="credentials") >= 1,
+        within=10,
+        message="never: 1 connect failures for credentials",
     )
     assert "cannot load the agent's TLS files" in running.agent.state.reason
     key.write_bytes(saved)
     await gateway.next_connection()
-    await wait.within(running.agent.state.wait(up=True))
+    await wait_for(running.agent.state.wait(up=True))
 
 
 def _failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,22 +18,23 @@ import certs
 from envtest import KubeAPIServer, free_port
 from kubeproxy import Upstream
 from protocol import ErrorCode, SendLimits, Settings
+from tests.kit.waits import eventually, wait_for
 from tunnel import StreamResetError, TunnelStream, http1
 
 if TYPE_CHECKING:
-    from conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway, Waits
+    from conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway
 
 PLANE = "agent-tests/edge"
 
 
 @pytest.fixture
 async def connected(
-    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, wait: Waits
+    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer
 ) -> tuple[RunningAgent, GatewayConnection]:
     """An agent of the real API server (by kubeconfig), connected to the test gateway."""
     running = await start_agent(kubeconfig=plane_server.kubeconfig_path)
     connection = await gateway.next_connection()
-    await wait.within(connection.session.wait_ready())
+    await wait_for(connection.session.wait_ready())
     return running, connection
 
 
@@ -122,22 +123,21 @@ async def test_a_watch_delivers_events_while_it_is_open(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
     namespace: str,
-    wait: Waits,
 ) -> None:
     _, connection = connected
     collection = f"/api/v1/namespaces/{namespace}/configmaps"
     watch = connection.open("GET", f"{collection}?watch=1")
-    assert (await wait.within(watch.response())).status == 200
+    assert (await wait_for(watch.response())).status == 200
     events = Lines(watch)
 
     # One object created through the tunnel itself, alongside the open watch...
     created = await connection.request("POST", collection, body=_configmap(namespace, "first"))
     assert created.status == 201
-    event = await wait.within(events.next())
+    event = await wait_for(events.next())
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "first")
     # ...and one behind the agent's back, by kubectl.
     await plane_server.akubectl("create", "configmap", "second", "-n", namespace)
-    event = await wait.within(events.next())
+    event = await wait_for(events.next())
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "second")
     watch.reset(ErrorCode.CANCEL, "test done")
 
@@ -146,20 +146,19 @@ async def test_a_large_list_streams_through_with_bounded_memory(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
     namespace: str,
-    wait: Waits,
 ) -> None:
     running, connection = connected
-    await _create_many(plane_server, namespace, count=2000, size=3072, wait=wait)
+    await _create_many(plane_server, namespace, count=2000, size=3072)
     agent = running.agent
     # What may be in flight for one stream: one piece in the proxy's hands, the protocol's
     # send queue for the stream, and the credit the gateway granted.
     bound = http1.READ_SIZE + SendLimits().max_stream_buffer + Settings().initial_stream_window
 
     stream = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps")
-    assert (await wait.within(stream.response())).status == 200
+    assert (await wait_for(stream.response())).status == 200
     received = bytearray()
     in_flight_peak = 0
-    while chunk := await wait.within(stream.read()):
+    while chunk := await wait_for(stream.read()):
         received += chunk
         taken = agent.metrics.sample("planelink_agent_bytes_total", direction="to_gateway")
         in_flight_peak = max(in_flight_peak, int(taken) - len(received))
@@ -178,30 +177,33 @@ async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
     namespace: str,
-    wait: Waits,
 ) -> None:
     running, connection = connected
     agent = running.agent
     await plane_server.akubectl("create", "configmap", "present", "-n", namespace)
-    watches_before = await _settled_watches(plane_server, wait)
+    watches_before = await _settled_watches(plane_server)
     agent.pool.close()  # no idle connection: the watch gets a connection of its own
 
     watch = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=true")
-    assert (await wait.within(watch.response())).status == 200
-    event = await wait.within(Lines(watch).next())
+    assert (await wait_for(watch.response())).status == 200
+    event = await wait_for(Lines(watch).next())
     assert event["object"]["metadata"]["name"] == "present"
     assert (agent.proxy.stats.active, agent.pool.active) == (1, 1)
     # (Awaited, not read once: the API server's own watches restart now and then.)
-    await _until_watches(plane_server, watches_before + 1, wait)
+    await _until_watches(plane_server, watches_before + 1)
 
     watch.reset(ErrorCode.CANCEL, "the caller went away")
-    await wait.within(agent.proxy.wait_idle())
+    await wait_for(agent.proxy.wait_idle())
     session = agent.session
     assert session is not None
-    await wait.until(lambda: session.running_handlers == 0 and session.open_streams == 0)
+    await eventually(
+        lambda: session.running_handlers == 0 and session.open_streams == 0,
+        within=10,
+        message="never: session.running_handlers == 0 and session.open_streams == 0",
+    )
     assert (agent.pool.active, agent.pool.idle) == (0, 0)  # aborted, not pooled
     # The API server saw its watch end too (its own gauge of long-running requests).
-    await _until_watches(plane_server, watches_before, wait)
+    await _until_watches(plane_server, watches_before)
     with pytest.raises(StreamResetError):
         await watch.read()
 
@@ -260,7 +262,7 @@ async def test_in_cluster_configuration_from_a_service_account_folder(
 
 
 async def test_an_upgrade_the_api_server_refuses_is_relayed_as_a_response(
-    connected: tuple[RunningAgent, GatewayConnection], namespace: str, wait: Waits
+    connected: tuple[RunningAgent, GatewayConnection], namespace: str
 ) -> None:
     running, connection = connected
     stream = connection.open(
@@ -274,23 +276,21 @@ async def test_an_upgrade_the_api_server_refuses_is_relayed_as_a_response(
         end_stream=False,
         upgrade=True,
     )
-    response = await wait.within(stream.response())
+    response = await wait_for(stream.response())
     assert response.status == 404
     body = bytearray()
-    while chunk := await wait.within(stream.read()):
+    while chunk := await wait_for(stream.read()):
         body += chunk
     assert json.loads(body)["reason"] == "NotFound"
     stream.end()
-    await wait.within(running.agent.proxy.wait_idle())
+    await wait_for(running.agent.proxy.wait_idle())
     assert running.agent.pool.active == 0
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-async def _create_many(
-    server: KubeAPIServer, namespace: str, *, count: int, size: int, wait: Waits
-) -> None:
+async def _create_many(server: KubeAPIServer, namespace: str, *, count: int, size: int) -> None:
     """Create ConfigMaps directly on the API server (not through the agent), 32 at a time."""
     context = ssl.create_default_context(cafile=str(server.ca_file))
     headers = {"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"}
@@ -304,10 +304,10 @@ async def _create_many(
             async with client.post(url, data=body) as answer:
                 assert answer.status == 201, await answer.text()
 
-        await wait.within(asyncio.gather(*(create(i) for i in range(count))), 120)
+        await wait_for(asyncio.gather(*(create(i) for i in range(count))), 120)
 
 
-async def _settled_watches(server: KubeAPIServer, wait: Waits) -> int:
+async def _settled_watches(server: KubeAPIServer) -> int:
     """ConfigMap watches the API server is serving, once the count holds still: watches of
     earlier tests on this shared server may still be ending (nothing announces when)."""
 
@@ -320,10 +320,10 @@ async def _settled_watches(server: KubeAPIServer, wait: Waits) -> int:
                 return current
             previous = current
 
-    return await wait.within(settled(), 30)
+    return await wait_for(settled(), 30)
 
 
-async def _until_watches(server: KubeAPIServer, count: int, wait: Waits) -> None:
+async def _until_watches(server: KubeAPIServer, count: int) -> None:
     """Returns once the API server serves `count` ConfigMap watches."""
 
     last: int | None = None
@@ -337,7 +337,7 @@ async def _until_watches(server: KubeAPIServer, count: int, wait: Waits) -> None
             await asyncio.sleep(0.05)  # the API server's gauge announces nothing
 
     try:
-        await wait.within(reached())
+        await wait_for(reached())
     except TimeoutError:
         raise AssertionError(f"{count} ConfigMap watches expected, {last} seen last") from None
 

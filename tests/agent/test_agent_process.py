@@ -21,10 +21,11 @@ import pytest
 from envtest import KubeAPIServer
 from planelink.agent_cli import add_agent_parser
 from protocol import ErrorCode
+from tests.kit.waits import eventually, scaled, wait_for
 from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
-    from conftest import AgentTls, GatewayConnection, TestGateway, Waits
+    from conftest import AgentTls, GatewayConnection, TestGateway
 
 PLANE = "agent-tests/edge"
 DRAIN_GRACE = 10.0
@@ -90,15 +91,15 @@ async def _watch(connection: GatewayConnection, namespace: str, query: str = "")
     return stream
 
 
-async def _read_to_end(stream: TunnelStream, wait: Waits) -> None:
-    while await wait.within(stream.read()):
+async def _read_to_end(stream: TunnelStream) -> None:
+    while await wait_for(stream.read()):
         pass
 
 
-async def _next_event(stream: TunnelStream, wait: Waits) -> dict[str, object]:
+async def _next_event(stream: TunnelStream) -> dict[str, object]:
     line = bytearray()
     while not line.endswith(b"\n"):
-        chunk = await wait.within(stream.read())
+        chunk = await wait_for(stream.read())
         assert chunk, "the watch ended"
         line += chunk
     event: dict[str, object] = json.loads(line)
@@ -110,7 +111,6 @@ async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
     gateway: TestGateway,
     plane_server: KubeAPIServer,
     namespace: str,
-    wait: Waits,
 ) -> None:
     grace = DRAIN_GRACE
     agent_process = await start_agent_process(grace)
@@ -119,23 +119,25 @@ async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
 
     agent_process.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    await wait.until(lambda: connection.session.draining)  # the agent's GOAWAY arrived
+    await eventually(
+        lambda: connection.session.draining, within=10, message="never: connection.session.draining"
+    )  # the agent's GOAWAY arrived
     with pytest.raises(StreamResetError) as refused:
         connection.open("GET", "/api")
     assert refused.value.code is ErrorCode.REFUSED_STREAM
 
     # The watch in flight still delivers what happens during the drain.
     await plane_server.akubectl("create", "configmap", "during-drain", "-n", namespace)
-    event = await _next_event(watch, wait)
+    event = await _next_event(watch)
     assert event["type"] == "ADDED"
 
     # A watch never ends by itself: at the end of the grace the agent closes and exits 0.
-    code = await wait.within(agent_process.process.wait(), grace + 10)
+    code = await wait_for(agent_process.process.wait(), grace + 10)
     elapsed = time.monotonic() - signalled
     assert code == 0
-    assert elapsed < grace + wait.scaled(5.0)
+    assert elapsed < grace + scaled(5.0)
     with pytest.raises(StreamResetError):
-        await _read_to_end(watch, wait)
+        await _read_to_end(watch)
     events = [line["event"] for line in agent_process.log_lines()]
     assert "signal received, stopping" in events
     assert "draining" in events
@@ -144,7 +146,7 @@ async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
 
 
 async def test_sigterm_exits_as_soon_as_in_flight_requests_finish(
-    start_agent_process: StartProcess, gateway: TestGateway, namespace: str, wait: Waits
+    start_agent_process: StartProcess, gateway: TestGateway, namespace: str
 ) -> None:
     grace = 120.0
     agent_process = await start_agent_process(grace)
@@ -153,11 +155,11 @@ async def test_sigterm_exits_as_soon_as_in_flight_requests_finish(
     watch = await _watch(connection, namespace, "&timeoutSeconds=2")
     agent_process.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    code = await wait.within(agent_process.process.wait(), 30)
+    code = await wait_for(agent_process.process.wait(), 30)
     assert code == 0
-    assert time.monotonic() - signalled < wait.scaled(15.0)  # far below the grace
-    assert await wait.within(watch.read()) == b""  # ended normally, not reset
-    await wait.within(connection.ended.wait())
+    assert time.monotonic() - signalled < scaled(15.0)  # far below the grace
+    assert await wait_for(watch.read()) == b""  # ended normally, not reset
+    await wait_for(connection.ended.wait())
     assert connection.close_reason == "drained"
     events = [line["event"] for line in agent_process.log_lines()]
     assert "drain grace over, closing" not in events
@@ -171,7 +173,7 @@ def _agent_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
         [sys.executable, "-m", "planelink.agent_cli", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=False,
         env={**os.environ, **(env or {})},
     )

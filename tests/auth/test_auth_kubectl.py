@@ -14,6 +14,8 @@ import time
 
 import aiohttp
 
+from tests.kit.waits import scaled
+
 
 async def test_a_service_account_with_proxy_on_the_plane_uses_kubectl(lab) -> None:
     token = await lab.service_account("deployer", allowed=True)
@@ -115,7 +117,7 @@ async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
     )
     # ...then the gateway's cached denial has to expire: it lives `negative_ttl` seconds at most
     # (the margin is for kubectl runs, a second or more each on a slow machine).
-    deadline = time.monotonic() + lab.local.caller_auth.negative_ttl + 15
+    deadline = time.monotonic() + lab.local.caller_auth.negative_ttl + scaled(15)
     while (allowed := await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")).returncode:
         if time.monotonic() > deadline:
             break

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.agents import agent_planes, cpu_seconds, listen_overflows, raise_nofile
+from tests.kit.waits import scaled
 
 
 def test_helpers_read_proc() -> None:
@@ -21,7 +22,7 @@ def test_helpers_read_proc() -> None:
     assert [str(plane) for plane in planes] == ["agents/a00000", "agents/a00001", "agents/a00002"]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(scaled(90))
 def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     completed = subprocess.run(
@@ -32,7 +33,7 @@ def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> N
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
-        timeout=85,
+        timeout=scaled(85),
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr

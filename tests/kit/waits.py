@@ -47,6 +47,12 @@ def scaled(seconds: float) -> float:
     return seconds * FACTOR
 
 
+def kubectl_timeout(seconds: float) -> str:
+    """`seconds` scaled, in whole seconds as kubectl's `--timeout` and `--request-timeout`
+    want them ("60s")."""
+    return f"{math.ceil(scaled(seconds))}s"
+
+
 def within(seconds: float) -> asyncio.Timeout:
     """`async with within(10):` fails the block with TimeoutError after 10 s (scaled)."""
     return asyncio.timeout(scaled(seconds))

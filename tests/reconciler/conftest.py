@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,9 +23,9 @@ from gateway.reconciler import Backoff, Reconciler, ReconcilerSettings
 from gateway.reconciler.kube import KubeApi
 from gateway.trust import TrustRegistry
 from protocol import ErrorCode
+from tests.kit.waits import scaled
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-TIMEOUT = 20.0 * FACTOR
+TIMEOUT = scaled(20.0)
 
 Obj = dict[str, Any]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,12 +20,12 @@ from gateway.app import Gateway, GatewaySettings
 from gateway.callers import CallerSettings
 from gateway.operator import plane_report
 from gateway.reconciler import ReconcilerSettings
+from tests.kit.waits import scaled
 from tunnel import Heartbeat
 
 pytestmark = pytest.mark.kube
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-TIMEOUT = 30.0 * FACTOR
+TIMEOUT = scaled(30.0)
 Obj = dict[str, Any]
 
 

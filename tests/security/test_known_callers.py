@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -20,10 +19,10 @@ import pytest
 import certs
 from gateway.app import Gateway
 from protocol import RequestReceived
+from tests.kit.waits import scaled
 from tunnel import StreamResetError, TunnelStream
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-TIMEOUT = 10.0 * FACTOR
+TIMEOUT = scaled(10.0)
 A = "/planes/ns-a/plane-a/k8s"
 B = "/planes/ns-b/plane-b/k8s"
 

@@ -24,6 +24,7 @@ import yaml
 import certs
 from gateway.app import Gateway, GatewaySettings
 from protocol import RequestReceived
+from tests.kit.waits import scaled
 from tunnel import TunnelSession, TunnelStream
 
 PLANES = (
@@ -31,7 +32,7 @@ PLANES = (
     certs.PlaneRef("ns-b", "plane-b"),
     certs.PlaneRef("ns-c", "plane-c"),
 )
-TIMEOUT = 60.0  # one process (Python CLI or Chromium) from start to exit
+TIMEOUT = scaled(60.0)  # one process (Python CLI or Chromium) from start to exit
 # What the `dial_agent` fixture (tests/conftest.py) is.
 DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
 
