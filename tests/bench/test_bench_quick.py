@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kit.waits import scaled
+from tests.kit.waits import bench_environment, scaled
 
 
 @pytest.mark.timeout(scaled(60))
@@ -22,6 +22,7 @@ def test_quick_latency_has_through_and_direct(tmp_path: Path) -> None:
             *("--json", str(out)),
         ],
         cwd=Path(__file__).resolve().parents[2],
+        env=bench_environment(),
         capture_output=True,
         text=True,
         timeout=scaled(55),

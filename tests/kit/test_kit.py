@@ -8,7 +8,15 @@ import asyncio
 import pytest
 
 from tests.kit import waits
-from tests.kit.waits import FACTOR_VARIABLE, eventually, read_factor, scaled, wait_for, within
+from tests.kit.waits import (
+    FACTOR_VARIABLE,
+    bench_environment,
+    eventually,
+    read_factor,
+    scaled,
+    wait_for,
+    within,
+)
 
 
 @pytest.mark.parametrize(
@@ -102,3 +110,7 @@ async def test_eventually_fails_with_the_message_after_its_scaled_budget(
     ):
         await eventually(lambda: False, within=1.0, message="the door never opened")
     assert loop.time() - started >= 0.01
+
+
+def test_a_bench_run_waits_by_the_same_factor(factor: float) -> None:
+    assert float(bench_environment()["PLANELINK_BENCH_WAIT_FACTOR"]) == factor

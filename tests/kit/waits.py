@@ -86,3 +86,9 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} (still not so after {budget:g} s)")
         await asyncio.sleep(interval)
+
+
+def bench_environment() -> dict[str, str]:
+    """The environment of a `python -m bench` run a test starts: the harness's own wait
+    budgets (`bench.processes.budget`) stretched by this run's factor."""
+    return {**os.environ, "PLANELINK_BENCH_WAIT_FACTOR": repr(FACTOR)}
