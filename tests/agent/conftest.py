@@ -61,7 +61,7 @@ class Pki:
 
 
 @pytest.fixture(scope="session")
-def pki() -> Pki:
+def agent_pki() -> Pki:
     gateway_ca = certs.create_ca("test gateway CA")
     upstream_ca = certs.create_ca("test upstream CA")
     return Pki(
@@ -109,8 +109,8 @@ class AgentTls:
 
 
 @pytest.fixture
-def agent_tls(tmp_path: Path, pki: Pki) -> AgentTls:
-    return AgentTls(tmp_path / "agent-tls", pki)
+def agent_tls(tmp_path: Path, agent_pki: Pki) -> AgentTls:
+    return AgentTls(tmp_path / "agent-tls", agent_pki)
 
 
 def server_context(bundle: certs.CertificateBundle, folder: Path) -> ssl.SSLContext:
@@ -289,8 +289,8 @@ class TestGateway:
 
 
 @pytest.fixture
-async def gateway(pki: Pki, tmp_path: Path) -> AsyncIterator[TestGateway]:
-    server = TestGateway(pki, tmp_path / "gateway")
+async def fake_gateway(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[TestGateway]:
+    server = TestGateway(agent_pki, tmp_path / "gateway")
     await server.start()
     yield server
     await server.close()
@@ -471,8 +471,8 @@ class UpstreamPeer:
 
 
 @pytest.fixture
-async def upstream_peer(pki: Pki, tmp_path: Path) -> AsyncIterator[UpstreamPeer]:
-    peer = UpstreamPeer(pki, tmp_path / "peer")
+async def upstream_peer(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[UpstreamPeer]:
+    peer = UpstreamPeer(agent_pki, tmp_path / "peer")
     await peer.start()
     yield peer
     await peer.close()
@@ -488,7 +488,7 @@ def plane_server(kube_servers: Callable[[str], KubeAPIServer]) -> KubeAPIServer:
 
 
 @pytest.fixture
-def namespace(plane_server: KubeAPIServer) -> str:
+def plane_namespace(plane_server: KubeAPIServer) -> str:
     """A fresh namespace on the data plane (left behind: nothing deletes it there anyway)."""
     name = f"agent-{uuid.uuid4().hex[:8]}"
     plane_server.kubectl("create", "namespace", name)
@@ -535,7 +535,7 @@ def settings_for(gateway: TestGateway, agent_tls: AgentTls, **overrides: Any) ->
 
 
 @pytest.fixture
-async def start_agent(gateway: TestGateway, agent_tls: AgentTls) -> AsyncIterator[StartAgent]:
+async def start_agent(fake_gateway: TestGateway, agent_tls: AgentTls) -> AsyncIterator[StartAgent]:
     running: list[RunningAgent] = []
 
     async def start(
@@ -545,7 +545,7 @@ async def start_agent(gateway: TestGateway, agent_tls: AgentTls) -> AsyncIterato
         random: Callable[[], float] | None = None,
         **overrides: Any,
     ) -> RunningAgent:
-        settings = settings_for(gateway, agent_tls, **overrides)
+        settings = settings_for(fake_gateway, agent_tls, **overrides)
         agent = Agent(settings, upstream=upstream, environ=environ or {}, random=random)
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))

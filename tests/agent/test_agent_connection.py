@@ -19,23 +19,23 @@ if TYPE_CHECKING:
 
 
 async def test_a_renewed_certificate_is_used_on_the_next_connection(
-    start_agent: StartAgent, gateway: TestGateway, agent_tls: AgentTls, unused_kubeconfig: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, agent_tls: AgentTls, unused_kubeconfig: Path
 ) -> None:
     running = await start_agent(kubeconfig=unused_kubeconfig)
-    first = await gateway.next_connection()
+    first = await fake_gateway.next_connection()
     assert first.serial == agent_tls.bundle.certificate.serial_number
 
     renewed = agent_tls.renew()  # cert-manager rewrites tls.crt and tls.key
     first.session.close("the gateway restarts")
-    second = await gateway.next_connection()
+    second = await fake_gateway.next_connection()
     assert second.serial == renewed.certificate.serial_number != first.serial
     assert running.agent.metrics.sample("planelink_agent_connects_total") == 2
 
 
 async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.refuse(403, "UnknownPlane", "plane agent-tests/edge is not registered")
+    fake_gateway.refuse(403, "UnknownPlane", "plane agent-tests/edge is not registered")
     with structlog.testing.capture_logs() as logs:
         running = await start_agent(
             kubeconfig=unused_kubeconfig,
@@ -58,7 +58,7 @@ async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
     assert delays == [0.01, 0.02, 0.04, 0.05, 0.05]
     assert [entry["attempt"] for entry in failures[:5]] == [1, 2, 3, 4, 5]
     # One log line per failure: the gateway counted at least as many attempts.
-    assert gateway.rejections >= len(failures)
+    assert fake_gateway.rejections >= len(failures)
     metrics = running.agent.metrics
     assert metrics.sample(
         "planelink_agent_connect_failures_total", reason="rejected:UnknownPlane"
@@ -68,9 +68,9 @@ async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
 
 
 async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.refuse(503, "Unavailable", "not ready")  # no Retry-After: the agent backs off
+    fake_gateway.refuse(503, "Unavailable", "not ready")  # no Retry-After: the agent backs off
     running = await start_agent(kubeconfig=unused_kubeconfig, backoff_reset_after=3600.0)
     agent = running.agent
     await eventually(
@@ -78,8 +78,8 @@ async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
         within=10,
         message="never: agent.reconnect.dials.attempt >= 3",
     )
-    gateway.accept()
-    connection = await gateway.next_connection()
+    fake_gateway.accept()
+    connection = await fake_gateway.next_connection()
     await wait_for(agent.state.wait(up=True))
     connection.session.close("gateway restart")
     await wait_for(agent.state.wait(up=False))
@@ -92,7 +92,7 @@ async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
     assert agent.reconnect.dials.attempt == 0
     # ...and a gateway that accepts and drops at once is backed off from, not hammered.
     for dropped in range(2, 5):
-        connection = await gateway.next_connection()
+        connection = await fake_gateway.next_connection()
         await wait_for(agent.state.wait(up=True))
         connection.session.close("accepted, then dropped")
         await eventually(
@@ -104,9 +104,9 @@ async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
 
 
 async def test_a_gateway_that_says_retry_after_is_dialed_again_after_that_delay(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.refuse(503, "Starting", "the gateway is starting", retry_after=1)
+    fake_gateway.refuse(503, "Starting", "the gateway is starting", retry_after=1)
     with structlog.testing.capture_logs() as logs:
         running = await start_agent(
             kubeconfig=unused_kubeconfig, backoff_base=0.02, backoff_cap=5.0, random=lambda: 0.5
@@ -117,14 +117,14 @@ async def test_a_gateway_that_says_retry_after_is_dialed_again_after_that_delay(
     # Retry-After, plus the drawn half of its half again; no failure counted toward backoff.
     assert [entry["retry_in_seconds"] for entry in _failures(logs)[:2]] == [1.25, 1.25]
     assert running.agent.reconnect.dials.attempt == 0
-    gateway.accept()
+    fake_gateway.accept()
     await wait_for(running.agent.state.wait(up=True))
 
 
 async def test_a_silent_gateway_is_detected_by_heartbeat(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.silent = True  # says HELLO, then never answers: a half-open connection
+    fake_gateway.silent = True  # says HELLO, then never answers: a half-open connection
     interval, timeout = 0.1, 0.5  # not scaled: the session measures the silence it acts on
     with structlog.testing.capture_logs() as logs:
         running = await start_agent(
@@ -161,14 +161,16 @@ async def test_a_silent_gateway_is_detected_by_heartbeat(
 
 
 async def test_health_endpoints_follow_the_tunnel(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.refuse(403, "CertificateNotTrusted", "not signed by the plane's CA")
+    fake_gateway.refuse(403, "CertificateNotTrusted", "not signed by the plane's CA")
     running = await start_agent(kubeconfig=unused_kubeconfig)
     base = running.health_url
     async with aiohttp.ClientSession() as client:
         await eventually(
-            lambda: gateway.rejections >= 1, within=10, message="never: gateway.rejections >= 1"
+            lambda: fake_gateway.rejections >= 1,
+            within=10,
+            message="never: gateway.rejections >= 1",
         )
         async with client.get(f"{base}/healthz") as answer:
             assert answer.status == 200
@@ -180,8 +182,8 @@ async def test_health_endpoints_follow_the_tunnel(
         async with client.get(f"{base}/metrics") as answer:
             assert "planelink_agent_tunnel_up 0.0" in await answer.text()
 
-        gateway.accept()
-        await gateway.next_connection()
+        fake_gateway.accept()
+        await fake_gateway.next_connection()
         await wait_for(running.agent.state.wait(up=True))
         async with client.get(f"{base}/readyz") as answer:
             assert answer.status == 200
@@ -198,7 +200,7 @@ async def test_health_endpoints_follow_the_tunnel(
 
 async def test_a_gateway_certificate_the_agent_does_not_trust_is_a_tls_failure(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
 ) -> None:
@@ -212,12 +214,12 @@ async def test_a_gateway_certificate_the_agent_does_not_trust_is_a_tls_failure(
         message="never: 2 connect failures for tls",
     )
     assert "the gateway's certificate is not trusted" in running.agent.state.reason
-    assert gateway.connections.empty()
+    assert fake_gateway.connections.empty()
 
 
 async def test_an_agent_certificate_the_gateway_does_not_trust_is_reported(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
 ) -> None:
@@ -231,12 +233,12 @@ async def test_an_agent_certificate_the_gateway_does_not_trust_is_reported(
         message="never: 2 connect failures for closed",
     )
     assert "does not accept the agent's client certificate" in running.agent.state.reason
-    assert gateway.connections.empty()
+    assert fake_gateway.connections.empty()
 
 
 async def test_unreadable_certificate_files_are_retried_until_they_appear(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
 ) -> None:
@@ -252,7 +254,7 @@ async def test_unreadable_certificate_files_are_retried_until_they_appear(
     )
     assert "cannot load the agent's TLS files" in running.agent.state.reason
     key.write_bytes(saved)
-    await gateway.next_connection()
+    await fake_gateway.next_connection()
     await wait_for(running.agent.state.wait(up=True))
 
 

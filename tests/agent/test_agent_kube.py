@@ -29,11 +29,11 @@ PLANE = "agent-tests/edge"
 
 @pytest.fixture
 async def connected(
-    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer
+    start_agent: StartAgent, fake_gateway: TestGateway, plane_server: KubeAPIServer
 ) -> tuple[RunningAgent, GatewayConnection]:
     """An agent of the real API server (by kubeconfig), connected to the test gateway."""
     running = await start_agent(kubeconfig=plane_server.kubeconfig_path)
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     await wait_for(connection.session.wait_ready())
     return running, connection
 
@@ -56,14 +56,14 @@ class Lines:
         return json.loads(line)
 
 
-def _configmap(namespace: str, name: str, **data: str) -> bytes:
+def _configmap(plane_namespace: str, name: str, **data: str) -> bytes:
     manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
-    manifest["metadata"]["namespace"] = namespace  # type: ignore[index]
+    manifest["metadata"]["namespace"] = plane_namespace  # type: ignore[index]
     return json.dumps(manifest).encode()
 
 
 async def test_get_namespaces_through_the_agent(
-    connected: tuple[RunningAgent, GatewayConnection], namespace: str
+    connected: tuple[RunningAgent, GatewayConnection], plane_namespace: str
 ) -> None:
     _, connection = connected
     reply = await connection.request(
@@ -72,7 +72,7 @@ async def test_get_namespaces_through_the_agent(
     assert reply.status == 200
     assert reply.header("content-type") == "application/json"
     names = {item["metadata"]["name"] for item in reply.json()["items"]}
-    assert {"default", "kube-system", namespace} <= names
+    assert {"default", "kube-system", plane_namespace} <= names
 
 
 async def test_hello_says_which_plane_and_versions(
@@ -90,11 +90,11 @@ async def test_hello_says_which_plane_and_versions(
 
 
 async def test_create_a_configmap_then_get_it(
-    connected: tuple[RunningAgent, GatewayConnection], namespace: str
+    connected: tuple[RunningAgent, GatewayConnection], plane_namespace: str
 ) -> None:
     _, connection = connected
-    collection = f"/api/v1/namespaces/{namespace}/configmaps"
-    body = _configmap(namespace, "with-length", colour="blue")
+    collection = f"/api/v1/namespaces/{plane_namespace}/configmaps"
+    body = _configmap(plane_namespace, "with-length", colour="blue")
     created = await connection.request(
         "POST",
         collection,
@@ -107,7 +107,7 @@ async def test_create_a_configmap_then_get_it(
         "POST",
         collection,
         headers=((b"Content-Type", b"application/json"),),
-        body=_configmap(namespace, "chunked", colour="green"),
+        body=_configmap(plane_namespace, "chunked", colour="green"),
     )
     assert chunked.status == 201, chunked.body
 
@@ -122,21 +122,23 @@ async def test_create_a_configmap_then_get_it(
 async def test_a_watch_delivers_events_while_it_is_open(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
-    namespace: str,
+    plane_namespace: str,
 ) -> None:
     _, connection = connected
-    collection = f"/api/v1/namespaces/{namespace}/configmaps"
+    collection = f"/api/v1/namespaces/{plane_namespace}/configmaps"
     watch = connection.open("GET", f"{collection}?watch=1")
     assert (await wait_for(watch.response())).status == 200
     events = Lines(watch)
 
     # One object created through the tunnel itself, alongside the open watch...
-    created = await connection.request("POST", collection, body=_configmap(namespace, "first"))
+    created = await connection.request(
+        "POST", collection, body=_configmap(plane_namespace, "first")
+    )
     assert created.status == 201
     event = await wait_for(events.next())
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "first")
     # ...and one behind the agent's back, by kubectl.
-    await plane_server.akubectl("create", "configmap", "second", "-n", namespace)
+    await plane_server.akubectl("create", "configmap", "second", "-n", plane_namespace)
     event = await wait_for(events.next())
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "second")
     watch.reset(ErrorCode.CANCEL, "test done")
@@ -145,16 +147,16 @@ async def test_a_watch_delivers_events_while_it_is_open(
 async def test_a_large_list_streams_through_with_bounded_memory(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
-    namespace: str,
+    plane_namespace: str,
 ) -> None:
     running, connection = connected
-    await _create_many(plane_server, namespace, count=2000, size=3072)
+    await _create_many(plane_server, plane_namespace, count=2000, size=3072)
     agent = running.agent
     # What may be in flight for one stream: one piece in the proxy's hands, the protocol's
     # send queue for the stream, and the credit the gateway granted.
     bound = http1.READ_SIZE + SendLimits().max_stream_buffer + Settings().initial_stream_window
 
-    stream = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps")
+    stream = connection.open("GET", f"/api/v1/namespaces/{plane_namespace}/configmaps")
     assert (await wait_for(stream.response())).status == 200
     received = bytearray()
     in_flight_peak = 0
@@ -176,15 +178,15 @@ async def test_a_large_list_streams_through_with_bounded_memory(
 async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
-    namespace: str,
+    plane_namespace: str,
 ) -> None:
     running, connection = connected
     agent = running.agent
-    await plane_server.akubectl("create", "configmap", "present", "-n", namespace)
+    await plane_server.akubectl("create", "configmap", "present", "-n", plane_namespace)
     watches_before = await _settled_watches(plane_server)
     agent.pool.close()  # no idle connection: the watch gets a connection of its own
 
-    watch = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=true")
+    watch = connection.open("GET", f"/api/v1/namespaces/{plane_namespace}/configmaps?watch=true")
     assert (await wait_for(watch.response())).status == 200
     event = await wait_for(Lines(watch).next())
     assert event["object"]["metadata"]["name"] == "present"
@@ -209,11 +211,11 @@ async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
 
 
 async def test_an_unreachable_api_server_gives_a_502_status(
-    start_agent: StartAgent, gateway: TestGateway
+    start_agent: StartAgent, fake_gateway: TestGateway
 ) -> None:
     unreachable = Upstream(scheme="https", host="127.0.0.1", port=free_port(), token="t")
     running = await start_agent(upstream=unreachable)
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/api/v1/namespaces")
     assert reply.status == 502
     assert reply.header("content-type") == "application/json"
@@ -225,7 +227,7 @@ async def test_an_unreachable_api_server_gives_a_502_status(
 
 
 async def test_an_untrusted_api_server_certificate_gives_a_502(
-    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
 ) -> None:
     config = plane_server.kubeconfig()
     other_ca = certs.create_ca("not the API server's CA").certificate_pem()
@@ -235,14 +237,14 @@ async def test_an_untrusted_api_server_certificate_gives_a_502(
     path = tmp_path / "wrong-ca.kubeconfig"
     path.write_text(yaml.safe_dump(config))
     await start_agent(kubeconfig=path)
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/api")
     assert reply.status == 502
     assert "certificate not trusted" in reply.json()["message"]
 
 
 async def test_in_cluster_configuration_from_a_service_account_folder(
-    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
 ) -> None:
     root = tmp_path / "serviceaccount"
     root.mkdir()
@@ -255,19 +257,19 @@ async def test_in_cluster_configuration_from_a_service_account_folder(
     }
     running = await start_agent(in_cluster_root=root, environ=environ)
     assert running.agent.upstream.url == f"https://127.0.0.1:{plane_server.port}"
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/api/v1/namespaces/default")
     assert reply.status == 200
     assert reply.json()["metadata"]["name"] == "default"
 
 
 async def test_an_upgrade_the_api_server_refuses_is_relayed_as_a_response(
-    connected: tuple[RunningAgent, GatewayConnection], namespace: str
+    connected: tuple[RunningAgent, GatewayConnection], plane_namespace: str
 ) -> None:
     running, connection = connected
     stream = connection.open(
         "POST",
-        f"/api/v1/namespaces/{namespace}/pods/missing/exec?command=sh&stdout=true",
+        f"/api/v1/namespaces/{plane_namespace}/pods/missing/exec?command=sh&stdout=true",
         headers=(
             (b"Connection", b"Upgrade"),
             (b"Upgrade", b"SPDY/3.1"),
@@ -290,17 +292,19 @@ async def test_an_upgrade_the_api_server_refuses_is_relayed_as_a_response(
 # -- helpers ----------------------------------------------------------------------------------
 
 
-async def _create_many(server: KubeAPIServer, namespace: str, *, count: int, size: int) -> None:
+async def _create_many(
+    server: KubeAPIServer, plane_namespace: str, *, count: int, size: int
+) -> None:
     """Create ConfigMaps directly on the API server (not through the agent), 32 at a time."""
     context = ssl.create_default_context(cafile=str(server.ca_file))
     headers = {"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"}
-    url = f"{server.url}/api/v1/namespaces/{namespace}/configmaps"
+    url = f"{server.url}/api/v1/namespaces/{plane_namespace}/configmaps"
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=context, limit=32), headers=headers
     ) as client:
 
         async def create(index: int) -> None:
-            body = _configmap(namespace, f"cm-{index:04d}", payload="x" * size)
+            body = _configmap(plane_namespace, f"cm-{index:04d}", payload="x" * size)
             async with client.post(url, data=body) as answer:
                 assert answer.status == 201, await answer.text()
 

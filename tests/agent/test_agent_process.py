@@ -50,7 +50,7 @@ StartProcess = Callable[[float], Awaitable[AgentProcess]]
 
 @pytest.fixture
 async def start_agent_process(
-    gateway: TestGateway, agent_tls: AgentTls, plane_server: KubeAPIServer, tmp_path: Path
+    fake_gateway: TestGateway, agent_tls: AgentTls, plane_server: KubeAPIServer, tmp_path: Path
 ) -> AsyncIterator[StartProcess]:
     """`python -m planelink.agent_cli` dialing the test gateway, serving the real API server,
     with the given drain grace."""
@@ -64,7 +64,7 @@ async def start_agent_process(
                 "-m",
                 "planelink.agent_cli",
                 "--log-format=json",
-                f"--gateway-url={gateway.url}",
+                f"--gateway-url={fake_gateway.url}",
                 f"--plane={PLANE}",
                 f"--tls-dir={agent_tls.directory}",
                 f"--kubeconfig={plane_server.kubeconfig_path}",
@@ -85,8 +85,12 @@ async def start_agent_process(
             await handle.process.wait()
 
 
-async def _watch(connection: GatewayConnection, namespace: str, query: str = "") -> TunnelStream:
-    stream = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=1{query}")
+async def _watch(
+    connection: GatewayConnection, plane_namespace: str, query: str = ""
+) -> TunnelStream:
+    stream = connection.open(
+        "GET", f"/api/v1/namespaces/{plane_namespace}/configmaps?watch=1{query}"
+    )
     assert (await stream.response()).status == 200
     return stream
 
@@ -108,14 +112,14 @@ async def _next_event(stream: TunnelStream) -> dict[str, object]:
 
 async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
     start_agent_process: StartProcess,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     plane_server: KubeAPIServer,
-    namespace: str,
+    plane_namespace: str,
 ) -> None:
     grace = DRAIN_GRACE
     agent_process = await start_agent_process(grace)
-    connection = await gateway.next_connection(seconds=60)  # a cold interpreter starts slowly
-    watch = await _watch(connection, namespace)
+    connection = await fake_gateway.next_connection(seconds=60)  # a cold interpreter starts slowly
+    watch = await _watch(connection, plane_namespace)
 
     agent_process.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
@@ -127,7 +131,7 @@ async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
     assert refused.value.code is ErrorCode.REFUSED_STREAM
 
     # The watch in flight still delivers what happens during the drain.
-    await plane_server.akubectl("create", "configmap", "during-drain", "-n", namespace)
+    await plane_server.akubectl("create", "configmap", "during-drain", "-n", plane_namespace)
     event = await _next_event(watch)
     assert event["type"] == "ADDED"
 
@@ -146,13 +150,13 @@ async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
 
 
 async def test_sigterm_exits_as_soon_as_in_flight_requests_finish(
-    start_agent_process: StartProcess, gateway: TestGateway, namespace: str
+    start_agent_process: StartProcess, fake_gateway: TestGateway, plane_namespace: str
 ) -> None:
     grace = 120.0
     agent_process = await start_agent_process(grace)
-    connection = await gateway.next_connection(seconds=60)
+    connection = await fake_gateway.next_connection(seconds=60)
     # A watch the API server ends after 2 s: the drain is over when it is.
-    watch = await _watch(connection, namespace, "&timeoutSeconds=2")
+    watch = await _watch(connection, plane_namespace, "&timeoutSeconds=2")
     agent_process.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     code = await wait_for(agent_process.process.wait(), 30)

@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 
 async def test_an_upgrade_is_piped_both_ways(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     running = await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     stream = connection.open(
         "POST",
         "/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true",
@@ -72,7 +72,7 @@ async def test_an_upgrade_is_piped_both_ways(
 
 async def test_the_service_account_token_is_reread_as_it_rotates(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
@@ -85,7 +85,7 @@ async def test_the_service_account_token_is_reread_as_it_rotates(
         "KUBERNETES_SERVICE_PORT": str(upstream_peer.port),
     }
     await start_agent(in_cluster_root=root, environ=environ)
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
 
     assert (await connection.request("GET", "/api/v1/pods")).status == 200
     assert upstream_peer.requests[-1].header("authorization") == "Bearer token-one"
@@ -100,12 +100,12 @@ async def test_the_service_account_token_is_reread_as_it_rotates(
 
 async def test_headers_host_and_credentials_are_the_agents_own(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig", token="mine"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request(
         "GET",
         "/api/v1/namespaces?limit=1",
@@ -142,7 +142,7 @@ async def test_headers_host_and_credentials_are_the_agents_own(
 
 async def test_keep_alive_connections_are_reused_and_expire(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
@@ -151,7 +151,7 @@ async def test_keep_alive_connections_are_reused_and_expire(
         kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"),
         pool_idle_timeout=2.0,
     )
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     first = (await connection.request("GET", "/one")).json()["connection"]
     second = (await connection.request("GET", "/two")).json()["connection"]
     assert first == second
@@ -168,12 +168,12 @@ async def test_keep_alive_connections_are_reused_and_expire(
 
 async def test_a_connection_the_server_closed_is_not_used_again(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     for _ in range(5):
         # /close answers with keep-alive and then hangs up: the next request on that
         # connection would fail; the agent notices the close or retries on a new one.
@@ -183,12 +183,12 @@ async def test_a_connection_the_server_closed_is_not_used_again(
 
 async def test_a_bodiless_request_is_retried_once_when_a_kept_connection_drops_it(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     first = await connection.request("GET", "/drop-next")
     # The server takes the next request on that connection and hangs up without an answer,
     # as a server closing an idle connection at that very moment does.
@@ -200,12 +200,12 @@ async def test_a_bodiless_request_is_retried_once_when_a_kept_connection_drops_i
 
 async def test_pieces_are_passed_on_as_they_arrive(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     stream = connection.open("GET", "/follow?follow=true")
     response = await wait_for(stream.response())
     assert response.status == 200
@@ -221,7 +221,7 @@ async def test_pieces_are_passed_on_as_they_arrive(
 
 async def test_no_response_head_in_time_gives_a_504(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
@@ -229,7 +229,7 @@ async def test_no_response_head_in_time_gives_a_504(
         kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"),
         upstream_response_timeout=0.3,
     )
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/hang")
     assert reply.status == 504
     status = reply.json()
@@ -240,12 +240,12 @@ async def test_no_response_head_in_time_gives_a_504(
 
 async def test_an_upstream_failure_after_the_head_resets_the_stream(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     running = await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     stream = connection.open("GET", "/break")
     assert (await wait_for(stream.response())).status == 200
     received = bytearray()
@@ -262,10 +262,10 @@ async def test_an_upstream_failure_after_the_head_resets_the_stream(
 
 
 async def test_a_response_head_too_large_for_the_tunnel_gives_a_502(
-    start_agent: StartAgent, gateway: TestGateway, upstream_peer: UpstreamPeer, tmp_path: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, upstream_peer: UpstreamPeer, tmp_path: Path
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/huge-head")  # over the gateway's 64 KiB limit
     assert reply.status == 502
     # The agent's reader refuses a head over 64 KiB before the tunnel's own limit could.
@@ -275,12 +275,12 @@ async def test_a_response_head_too_large_for_the_tunnel_gives_a_502(
 
 async def test_a_body_longer_than_its_content_length_is_refused(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     before = len(upstream_peer.requests)
     reply = await connection.request(
         "POST", "/api/v1/things", headers=((b"Content-Length", b"4"),), body=b"smuggled-more"
@@ -309,12 +309,12 @@ async def proxy_with_rewrite(
         await proxy.handle(stream, rewrites.pop(0) if rewrites else request)
 
     gateway_end, agent_end = memory_channel_pair()
-    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
+    fake_gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
     agent = TunnelSession(agent_end, Connection(Role.AGENT), request_handler=handler)
-    tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(agent.run())]
-    await gateway.wait_ready()
-    yield gateway, rewrites
-    gateway.close("test over")
+    tasks = [asyncio.create_task(fake_gateway.run()), asyncio.create_task(agent.run())]
+    await fake_gateway.wait_ready()
+    yield fake_gateway, rewrites
+    fake_gateway.close("test over")
     await asyncio.gather(*tasks)
     pool.close()
 
@@ -334,8 +334,8 @@ async def test_requests_for_anywhere_else_are_refused(
     path: bytes,
     target: bytes,
 ) -> None:
-    gateway, rewrites = proxy_with_rewrite
-    stream = gateway.open_stream(method="GET", path="/placeholder", end_stream=True)
+    fake_gateway, rewrites = proxy_with_rewrite
+    stream = fake_gateway.open_stream(method="GET", path="/placeholder", end_stream=True)
     original = RequestReceived(1, b"GET", b"/placeholder", (), b"", upgrade=False)
     rewrites.append(dataclasses.replace(original, path=path, target=target))
     response = await wait_for(stream.response())
@@ -370,12 +370,12 @@ async def _read_exactly(stream: TunnelStream, size: int) -> bytes:
 
 async def test_the_agent_takes_at_most_max_streams_at_once(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"), max_streams=2)
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     await wait_for(connection.session.wait_ready())
     hanging = [connection.open("GET", "/hang") for _ in range(2)]
     with pytest.raises(StreamResetError) as refused:

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 import certs
 from gateway.admission import AdmissionSettings
 from gateway.app import Gateway, GatewaySettings
-from tests.gateway.conftest import PLANE_A, DialAgent, Pki, caller_session, fake_agent
+from tests.kit.gateway_lab import PLANE_A, DialAgent, Pki, caller_session, fake_agent
 from tests.kit.waits import scaled
 from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER
 

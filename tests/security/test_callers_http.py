@@ -19,7 +19,7 @@ import pytest
 
 from gateway.app import Gateway
 from protocol import RequestReceived
-from tests.gateway.conftest import PLANE_A, PLANE_B, AgentFactory, Pki
+from tests.kit.gateway_lab import PLANE_A, PLANE_B, AgentFactory, Pki
 from tests.kit.waits import scaled
 from tunnel import StreamResetError, TunnelStream
 

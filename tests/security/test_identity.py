@@ -26,7 +26,7 @@ from gateway.reconciler.resolve import REQUIRE_IDENTITY_ANNOTATION
 from gateway.static_config import load_static_planes
 from planelink.cli import build_parser
 from planelink.gateway_cli import settings_from
-from tests.gateway.conftest import Pki
+from tests.kit.gateway_lab import Pki
 from tests.reconciler.conftest import (
     TIMEOUT,
     agent_dataplane,

@@ -19,7 +19,7 @@ from gateway.operator import OperatorTokenError
 from planelink.cli import build_parser
 from planelink.gateway_cli import settings_from
 from planelink.status_cli import GatewayUnreachable, fetch_planes
-from tests.gateway.conftest import Pki
+from tests.kit.gateway_lab import Pki
 from tests.kit.waits import scaled
 
 TOKEN = "s3cret-operator-token"

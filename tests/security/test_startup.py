@@ -25,7 +25,7 @@ from agent.settings import AgentSettings
 from certs import PlaneRef
 from envtest import KubeAPIServer
 from gateway.app import Gateway, GatewaySettings
-from tests.gateway.conftest import Pki, caller_session
+from tests.kit.gateway_lab import Pki, caller_session
 from tests.kit.waits import scaled
 from tests.reconciler.conftest import agent_dataplane, create, fast_settings
 from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER, REJECTION_STARTING, SUBPROTOCOL

@@ -30,7 +30,7 @@ from gateway.app import Gateway, GatewaySettings
 from protocol import Role, Settings
 from protocol.frames import Ping
 from protocol.hello import build_hello
-from tests.gateway.conftest import AgentFactory, Pki
+from tests.kit.gateway_lab import AgentFactory, Pki
 from tests.kit.waits import scaled, wait_for
 from tunnel import Heartbeat
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL

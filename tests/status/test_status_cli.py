@@ -34,7 +34,7 @@ async def test_table_lists_every_plane_with_its_agents(
         not_before=datetime.now(UTC) - timedelta(hours=1),
         validity=timedelta(days=10, hours=12),
     )
-    async with connect_agent(PLANE_A), connect_agent(PLANE_A, soon), connect_agent(PLANE_B):
+    async with connect_agent(PLANE_A), connect_agent(PLANE_A, bundle=soon), connect_agent(PLANE_B):
         ran = await planelink_status("--gateway", operator_url)
     assert ran.returncode == 0, ran.stderr
     rows = _rows(ran.stdout)
