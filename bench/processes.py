@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import shutil
 import signal
@@ -35,23 +34,13 @@ from envtest import (
     die_with_parent,
     free_port,
 )
+from envtest.factor import read_factor
 from planelink.local import LocalPlanelink
 
 WAIT_FACTOR_VARIABLE = "PLANELINK_BENCH_WAIT_FACTOR"
 
 
-def _wait_factor() -> float:
-    raw = os.environ.get(WAIT_FACTOR_VARIABLE, "").strip() or "1"
-    try:
-        factor = float(raw)
-    except ValueError:
-        raise SystemExit(f"{WAIT_FACTOR_VARIABLE}={raw!r} is not a number") from None
-    if not (math.isfinite(factor) and factor > 0):
-        raise SystemExit(f"{WAIT_FACTOR_VARIABLE}={raw!r}: the factor must be above 0")
-    return factor
-
-
-WAIT_FACTOR = _wait_factor()
+WAIT_FACTOR = read_factor(os.environ, WAIT_FACTOR_VARIABLE)
 """How much longer the harness waits on a loaded machine (the test suite passes its own
 PLANELINK_TEST_TIMEOUT_FACTOR); read once, inherited by the processes the harness starts."""
 

@@ -37,6 +37,7 @@ from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.callers import CallerSettings
 from protocol import Connection, RequestReceived, Role
+from tests.kit.waits import within
 from tunnel import Heartbeat, RequestHandler, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
@@ -289,9 +290,10 @@ async def _dial_agent(
         request_handler=handler,
     )
     task = asyncio.create_task(session.run())
-    await session.wait_ready()
-    while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
-        await gateway.agents.wait_for_change()
+    async with within(10):
+        await session.wait_ready()
+        while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
+            await gateway.agents.wait_for_change()
     return session, task
 
 

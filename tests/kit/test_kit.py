@@ -7,12 +7,12 @@ import asyncio
 
 import pytest
 
+from envtest.factor import read_factor
 from tests.kit import waits
 from tests.kit.waits import (
     FACTOR_VARIABLE,
     bench_environment,
     eventually,
-    read_factor,
     scaled,
     wait_for,
     within,
@@ -29,13 +29,13 @@ from tests.kit.waits import (
     ],
 )
 def test_the_factor_is_read_from_the_environment(environ: dict[str, str], factor: float) -> None:
-    assert read_factor(environ) == factor
+    assert read_factor(environ, FACTOR_VARIABLE) == factor
 
 
 @pytest.mark.parametrize("raw", ["two", "0", "-1", "inf", "nan"])
 def test_a_factor_that_is_not_a_positive_number_is_refused_by_name(raw: str) -> None:
     with pytest.raises(ValueError, match=FACTOR_VARIABLE):
-        read_factor({FACTOR_VARIABLE: raw})
+        read_factor({FACTOR_VARIABLE: raw}, FACTOR_VARIABLE)
 
 
 @pytest.fixture

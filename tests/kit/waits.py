@@ -7,8 +7,9 @@ helpers here: `within()` for a block, `wait_for()` for one awaitable, `eventuall
 that no event announces (without an event loop: `envtest.wait_until(..., timeout=scaled(N))`).
 Await an event when there is one; poll only when there is none.
 
-Never scale a duration the test is about (an idle timeout it waits out, a deadline it sets on
-the code under test and then measures): only the margin a test allows on top of it.
+Scale budgets, never the behaviour a test is about: a sleep that is itself the case (a reader
+that is slow on purpose, a connection returned late) stays as it is, and a deadline the code
+under test is given is scaled only where the test then allows it the same margin.
 """
 
 from __future__ import annotations
@@ -18,27 +19,15 @@ import inspect
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+from envtest.factor import read_factor
 
 T = TypeVar("T")
 
 FACTOR_VARIABLE = "PLANELINK_TEST_TIMEOUT_FACTOR"
-
-
-def read_factor(environ: Mapping[str, str]) -> float:
-    """The factor `environ` sets: a finite number above 0 (1 when unset or empty)."""
-    raw = environ.get(FACTOR_VARIABLE, "").strip() or "1"
-    try:
-        factor = float(raw)
-    except ValueError:
-        raise ValueError(f"{FACTOR_VARIABLE}={raw!r} is not a number") from None
-    if not (math.isfinite(factor) and factor > 0):
-        raise ValueError(f"{FACTOR_VARIABLE}={raw!r}: the factor must be a finite number above 0")
-    return factor
-
-
-FACTOR = read_factor(os.environ)
+FACTOR = read_factor(os.environ, FACTOR_VARIABLE)
 """This run's factor, read once when the kit is first imported."""
 
 
