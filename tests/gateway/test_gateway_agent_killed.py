@@ -20,7 +20,7 @@ import pytest
 from certs import PlaneRef
 from envtest.pytest_plugin import ServerFactory
 from gateway.app import Gateway, GatewaySettings
-from tests.kit.waits import scaled, wait_for, within
+from tests.kit.waits import eventually, scaled, wait_for, within
 from tunnel import Heartbeat
 
 HEARTBEAT = Heartbeat(interval=10, timeout=60)
@@ -111,9 +111,11 @@ async def test_a_killed_agent_fails_its_callers_at_once(
     await wait_for(uploading.wait(), 10)
     # Both exchanges are on the agent's tunnel before it dies (nothing announces a stream
     # opening: bounded polling).
-    async with within(10):
-        while agent.session.open_streams < 2:  # noqa: ASYNC110 - no event to await
-            await asyncio.sleep(0.01)
+    await eventually(
+        lambda: agent.session.open_streams >= 2,
+        within=10,
+        message="the upload and the watch never both reached the agent's tunnel",
+    )
 
     agent_process.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
