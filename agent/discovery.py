@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
+import http1
 from kubeproxy import ConnectionPool, UpstreamCredentialsError, UpstreamError
-from tunnel import http1
 
 _MAX_VERSION_BODY = 64 * 1024
 

@@ -9,7 +9,7 @@ is reset and the agent stops its upstream request; when the agent goes away, the
 503 at once (or, if the response had started, its connection is cut so it cannot mistake a
 truncated body for a whole one).
 
-Every byte written to a caller is framed by the gateway (`tunnel.response_framing`): an
+Every byte written to a caller is framed by the gateway (`http1.framing`): an
 agent's body is counted against the length its head announced, so no agent can end an answer
 early and write another into the caller's connection. An agent response that cannot be framed
 is a 502 (or, once the head is out, a cut connection) and resets only its stream.
@@ -46,30 +46,30 @@ from gateway.auth import (
     CallerIdentity,
     certificate_identity,
 )
-from gateway.metrics import GatewayMetrics, status_class
+from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry
-from protocol import ErrorCode
-from tunnel import SessionClosed, StreamResetError, TunnelStream
-from tunnel.http1 import (
+from http1 import (
     MAX_HEADER_FIELDS,
     READ_SIZE,
-    Header,
-    Headers,
+    TO_AGENT,
+    FramingError,
     HttpError,
     MessageReader,
     RequestHead,
-    end_to_end_headers,
+    ResponseFramer,
+    reason_phrase,
     response_head_bytes,
+    status_body,
+    status_class,
+    status_headers,
 )
-from tunnel.response_framing import FramingError, ResponseFramer, reason_phrase
-from tunnel.status import status_body, status_headers
+from protocol import ErrorCode, Header, Headers, HeadTooLarge
+from tunnel import SessionClosed, StreamResetError, TunnelStream
 
 log = structlog.get_logger("gateway.callers")
 
 PLANES_PREFIX = "/planes/"
 K8S_SEGMENT = "k8s"
-_REFUSED_HEADERS = (b"impersonate-",)
-_DROPPED_HEADERS = frozenset({b"authorization", b"host"})
 _LINGER_SECONDS = 1.0
 _MAX_PENDING_PIECES = 48  # pieces gathered into one write at most (each up to one DATA frame)
 
@@ -164,16 +164,14 @@ def _is_long_running(path: str, query: str) -> bool:
 
 
 def forwarded_headers(head: RequestHead) -> list[Header]:
-    """The caller's headers as the agent should see them: end-to-end, without credentials."""
-    for key, _ in head.headers:
-        if key.lower().startswith(_REFUSED_HEADERS):
-            raise CallerRefused(
-                403,
-                "Forbidden",
-                f"the gateway does not accept {key.decode('latin-1')} from callers",
-            )
-    kept = end_to_end_headers(head.headers, keep_upgrade=head.upgrade)
-    return [(key, value) for key, value in kept if key.lower() not in _DROPPED_HEADERS]
+    """The caller's headers as the agent should see them (`http1.TO_AGENT`)."""
+    if (refused := TO_AGENT.refused_field(head.headers)) is not None:
+        raise CallerRefused(
+            403,
+            "Forbidden",
+            f"the gateway does not accept {refused.decode('latin-1')} from callers",
+        )
+    return TO_AGENT.apply(head.headers, upgrade=head.upgrade)
 
 
 class CallerEndpoint:
@@ -681,8 +679,10 @@ async def _write_status(
 
 
 def _unrelayable(error: StreamResetError) -> CallerRefused:
-    """The refusal of a request head that the tunnel cannot carry (HEADER_ERROR)."""
-    status = 431 if "MAX_HEADER_BLOCK_SIZE" in error.message else 400
+    """The refusal of a request head that the tunnel cannot carry (HEADER_ERROR): 431 when it
+    is larger than the agent accepts, 400 when it cannot be encoded."""
+    # The session raises the stream error from the protocol's, which says why by its type.
+    status = 431 if isinstance(error.__cause__, HeadTooLarge) else 400
     return CallerRefused(status, "BadRequest", f"the request cannot be relayed: {error.message}")
 
 

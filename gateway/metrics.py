@@ -174,7 +174,3 @@ class _AgentCollector(Collector):
         for plane, count in per_plane.items():
             connected.add_metric([plane], count)
         yield from (connected, rtt, streams)
-
-
-def status_class(status: int) -> str:
-    return f"{status // 100}xx"

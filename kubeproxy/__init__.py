@@ -1,6 +1,6 @@
 """Proxying tunnel streams to a Kubernetes API server: the agent's and the gateway's direct mode.
 
-Depends on `tunnel`, `protocol` and `certs`; never on `gateway` or `agent`. Typical use::
+Depends on `tunnel`, `http1`, `protocol` and `certs`; never on `gateway` or `agent`. Typical use::
 
     upstream = load_kubeconfig(Path("kubeconfig"))      # or Upstream(...) with StaticTLS
     pool = ConnectionPool(upstream, metrics=metrics)
@@ -12,7 +12,7 @@ Modules: `upstream` (the API server: in-cluster, kubeconfig or given TLS and tok
 `metrics` (what the pool and proxy count).
 """
 
-from kubeproxy.metrics import ProxyMetrics, status_class
+from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.proxy import Proxy, ProxyStats
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
@@ -47,5 +47,4 @@ __all__ = [
     "load_in_cluster",
     "load_kubeconfig",
     "plan_request",
-    "status_class",
 ]

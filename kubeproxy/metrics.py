@@ -80,7 +80,3 @@ class ProxyMetrics:
         """The current value of a sample (0 when absent): for tests and debugging."""
         value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
-
-
-def status_class(status: int | None) -> str:
-    return "error" if status is None else f"{status // 100}xx"

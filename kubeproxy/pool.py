@@ -7,11 +7,11 @@ the middle of a watch) is aborted, so the API server sees its request end at onc
 
 Bounds: at most `max_idle` idle connections are kept, each for at most `idle_timeout` seconds;
 busy connections are bounded by the tunnel's concurrent streams (one per stream). A read
-takes at most `tunnel.http1.READ_SIZE` bytes and the socket reader pauses beyond twice that,
+takes at most `http1.READ_SIZE` bytes and the socket reader pauses beyond twice that,
 so a connection holds a bounded number of bytes whatever the body's size.
 
 This is the boundary for the upstream's errors: OSError, ssl.SSLError, TimeoutError and
-`tunnel.http1.HttpError` become `UpstreamError`, which says what the caller should be told.
+`http1.HttpError` become `UpstreamError`, which says what the caller should be told.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import contextlib
 import ssl
 from collections import deque
 
+import http1
 from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.upstream import Upstream, UpstreamCredentialsError
-from tunnel import http1
 
 
 class UpstreamError(Exception):

@@ -7,7 +7,8 @@ stays at one piece. Watches, `logs -f` and chunked answers therefore flow as the
 
 What it guarantees:
 - requests go only to the configured API server, with the proxy's own `Host` and credentials
-  (the policy is `kubeproxy.request`'s); a refused request gets a 400 `Status`;
+  (the plan is `kubeproxy.request`'s, the header policy `http1.TO_UPSTREAM`); a refused request
+  gets a 400 `Status`;
 - the exchange ends only when both sides have: the caller's rest of a request body the API
   server did not wait for is read and dropped, not left in the tunnel's window;
 - a failure before the response head becomes a 502 (504 for a timeout) with a Kubernetes
@@ -26,13 +27,14 @@ from typing import Any
 
 import structlog
 
-from kubeproxy.metrics import ProxyMetrics, status_class
+import http1
+from http1 import TO_GATEWAY, status_body, status_class, status_headers
+from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
 from kubeproxy.upstream import UpstreamCredentialsError
-from protocol import ErrorCode, RequestReceived
-from tunnel import StreamResetError, TunnelStream, http1
-from tunnel.status import status_body, status_headers
+from protocol import ErrorCode, Headers, RequestReceived
+from tunnel import StreamResetError, TunnelStream
 
 
 class _HeadRefused(Exception):
@@ -149,9 +151,7 @@ class Proxy:
         reusable = False
         try:
             if head.status == 101:
-                _respond_head(
-                    stream, 101, http1.end_to_end_headers(head.headers, keep_upgrade=True)
-                )
+                _respond_head(stream, 101, TO_GATEWAY.apply(head.headers, upgrade=True))
                 await self._pipe(stream, connection)
                 return "upgraded"
             reusable = await self._relay(stream, connection, head, body)
@@ -281,7 +281,7 @@ class Proxy:
     ) -> bool:
         """Send the response to the caller as it arrives; returns whether the connection may
         carry another exchange."""
-        _respond_head(stream, head.status, http1.end_to_end_headers(head.headers))
+        _respond_head(stream, head.status, TO_GATEWAY.apply(head.headers))
         while piece := await connection.body_piece():
             with self._holding(len(piece)):
                 await stream.write(piece)
@@ -350,7 +350,7 @@ class _Held:
         self._stats.held_bytes -= self._size
 
 
-def _respond_head(stream: TunnelStream, status: int, headers: http1.Headers) -> None:
+def _respond_head(stream: TunnelStream, status: int, headers: Headers) -> None:
     try:
         stream.respond(status, tuple(headers))
     except StreamResetError as error:

@@ -1,11 +1,10 @@
-"""What may go upstream, and how: the proxy's policy for one request, decided before any I/O.
+"""What may go upstream, and how: the proxy's plan for one request, decided before any I/O.
 
 A request must name a path on the configured API server (origin-form: `/...`); an absolute
 URL, an authority or `*` is refused, and so is any target but the default upstream. The
-headers that reach the API server are the caller's end-to-end headers minus those the proxy
-replaces: `Host` (its own upstream's), `Authorization` (its own credentials), the body's
-framing (`Content-Length` as declared, else chunked) and `Expect` (the proxy does not do
-100-continue). `Impersonate-*` headers pass as received: the gateway polices them.
+headers that reach the API server are those `http1.TO_UPSTREAM` passes on, plus the proxy's
+own `Host` and credentials and the body's framing (`Content-Length` as declared, else chunked).
+`Impersonate-*` headers pass as received: the gateway polices them.
 """
 
 from __future__ import annotations
@@ -13,12 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from protocol import RequestReceived
-from tunnel import http1
+from http1 import TO_UPSTREAM, request_head_bytes
+from protocol import Header, RequestReceived
 
 # Origin-form: a path (and query) starting with "/", no spaces or control characters.
 _ORIGIN_FORM = re.compile(rb"/[^\x00-\x20\x7f]*")
-_REPLACED = frozenset({b"host", b"authorization", b"content-length", b"expect"})
 
 
 class BadRequest(Exception):
@@ -31,7 +29,7 @@ class RequestPlan:
 
     method: str
     target: str
-    headers: list[tuple[bytes, bytes]]
+    headers: list[Header]
     length: int | None
     """The body's Content-Length, when the caller declared one."""
     upgrade: bool
@@ -45,7 +43,7 @@ class RequestPlan:
             headers.append((b"Content-Length", str(self.length).encode()))
         elif chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))
-        return http1.request_head_bytes(self.method, self.target, headers)
+        return request_head_bytes(self.method, self.target, headers)
 
 
 def plan_request(request: RequestReceived) -> RequestPlan:
@@ -62,11 +60,10 @@ def plan_request(request: RequestReceived) -> RequestPlan:
     }
     if len(lengths) > 1 or not all(value.isdigit() for value in lengths):
         raise BadRequest("invalid Content-Length")
-    kept = http1.end_to_end_headers(list(request.headers), keep_upgrade=request.upgrade)
     return RequestPlan(
         method=request.method.decode("ascii"),
         target=request.path.decode("latin-1"),
-        headers=[(name, value) for name, value in kept if name.lower() not in _REPLACED],
+        headers=TO_UPSTREAM.apply(request.headers, upgrade=request.upgrade),
         length=int(lengths.pop()) if lengths else None,
         upgrade=request.upgrade,
     )

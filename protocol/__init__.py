@@ -13,6 +13,7 @@ from protocol.connection import Connection, ConnectionState
 from protocol.errors import (
     ConnectionProtocolError,
     ErrorCode,
+    HeadTooLarge,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
@@ -33,7 +34,7 @@ from protocol.events import (
     StreamReset,
 )
 from protocol.frames import FrameType, Role
-from protocol.headers import Headers
+from protocol.headers import Header, Headers
 from protocol.hello import SUPPORTED_VERSIONS, PeerInfo
 from protocol.registry import RESET_MEMORY
 from protocol.settings import FloodLimits, SendLimits, SettingId, Settings
@@ -51,6 +52,8 @@ __all__ = [
     "FloodLimits",
     "FrameType",
     "GoAwayReceived",
+    "HeadTooLarge",
+    "Header",
     "Headers",
     "HelloReceived",
     "LocalProtocolError",

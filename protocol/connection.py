@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from protocol.errors import (
     ConnectionProtocolError,
     ErrorCode,
+    HeadTooLarge,
     LocalProtocolError,
     StreamClosedError,
     StreamProtocolError,
@@ -874,9 +875,5 @@ class Connection:
             raise LocalProtocolError(ErrorCode.HEADER_ERROR, str(exc)) from None
         size = len(frame) - FRAME_HEADER_SIZE
         if size > peer.settings.max_header_block_size:
-            raise LocalProtocolError(
-                ErrorCode.HEADER_ERROR,
-                f"head of {size} bytes exceeds the peer's MAX_HEADER_BLOCK_SIZE "
-                f"{peer.settings.max_header_block_size}",
-            )
+            raise HeadTooLarge(size, peer.settings.max_header_block_size)
         return frame

@@ -20,6 +20,7 @@ import enum
 __all__ = [
     "ConnectionProtocolError",
     "ErrorCode",
+    "HeadTooLarge",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
@@ -113,3 +114,16 @@ class StreamClosedError(LocalProtocolError):
     def __init__(self, stream_id: int, message: str) -> None:
         super().__init__(ErrorCode.STREAM_CLOSED, message)
         self.stream_id = stream_id
+
+
+class HeadTooLarge(LocalProtocolError):
+    """A head to send is larger than the peer's ``MAX_HEADER_BLOCK_SIZE`` (``HEADER_ERROR``):
+    the request is too large for the tunnel, not malformed, which an HTTP proxy answers 431."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            ErrorCode.HEADER_ERROR,
+            f"head of {size} bytes exceeds the peer's MAX_HEADER_BLOCK_SIZE {limit}",
+        )
+        self.size = size
+        self.limit = limit

@@ -20,6 +20,7 @@ import struct
 from collections.abc import Sequence
 
 __all__ = [
+    "Header",
     "HeaderBlockError",
     "Headers",
     "check_token",
@@ -28,8 +29,11 @@ __all__ = [
     "encode_header_block",
 ]
 
-Headers = tuple[tuple[bytes, bytes], ...]
-"""Immutable header list as delivered in events."""
+Header = tuple[bytes, bytes]
+"""One header field: ``(name, value)``, the name as received (compare it lower-cased)."""
+Headers = Sequence[Header]
+"""Header fields in order, duplicates kept: what a REQUEST or RESPONSE head carries. A sender
+may pass any sequence; events deliver tuples."""
 
 _NAME_LEN = struct.Struct("!H")
 _VALUE_LEN = struct.Struct("!I")
@@ -55,7 +59,7 @@ def check_value(what: str, value: bytes) -> None:
         raise HeaderBlockError(f"{what} {bytes(value)[:64]!r} contains NUL, CR or LF")
 
 
-def encode_header_block(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+def encode_header_block(headers: Headers) -> bytes:
     """Encode and validate ``headers``; raises :class:`HeaderBlockError` on a bad entry."""
     parts: list[bytes] = []
     append = parts.append
@@ -78,9 +82,9 @@ def encode_header_block(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def decode_header_block(buf: bytes | memoryview, start: int, end: int) -> Headers:
+def decode_header_block(buf: bytes | memoryview, start: int, end: int) -> tuple[Header, ...]:
     """Decode the entries in ``buf[start:end]``; raises :class:`HeaderBlockError` if malformed."""
-    headers: list[tuple[bytes, bytes]] = []
+    headers: list[Header] = []
     append = headers.append
     name_len = _NAME_LEN.unpack_from
     value_len = _VALUE_LEN.unpack_from

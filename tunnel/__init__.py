@@ -1,8 +1,9 @@
 """The tunnel's asyncio layer, shared by gateway and agent.
 
 `TunnelSession` drives a sans-I/O `protocol.Connection` over a `MessageChannel` (a WebSocket in
-production); `TunnelStream` is one exchange in it; `http1` reads and writes the HTTP/1.1
-messages that travel through streams. Depends on `protocol`; never on `gateway` or `agent`.
+production); `TunnelStream` is one exchange in it. Streams carry heads and bytes, never HTTP/1.1
+(the proxies at each end read and write that with `http1`). Depends on `protocol`; never on
+`http1`, `gateway` or `agent`.
 """
 
 from tunnel.channel import ChannelClosed, MessageChannel, WebSocketChannel, memory_channel_pair

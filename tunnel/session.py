@@ -46,8 +46,8 @@ from protocol import (
     StreamEnded,
     StreamReset,
 )
+from protocol.headers import Headers
 from tunnel.channel import ChannelClosed, MessageChannel
-from tunnel.http1 import Headers
 from tunnel.stream import StreamResetError, TunnelStream, local_error
 
 RequestHandler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]

@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from protocol import ErrorCode, LocalProtocolError, ResponseReceived
-from tunnel.http1 import Headers
+from protocol.headers import Headers
 
 if TYPE_CHECKING:
     from tunnel.session import TunnelSession

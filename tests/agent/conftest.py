@@ -33,12 +33,13 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 import certs
+import http1
 from agent import Agent, AgentSettings
 from envtest import KubeAPIServer
 from kubeproxy import Upstream
 from protocol import Connection, Headers, Role, Settings
 from tests.kit.waits import scaled, wait_for
-from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel, http1
+from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
 
 T = TypeVar("T")
@@ -303,7 +304,7 @@ async def fake_gateway(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[TestGate
 class Recorded:
     method: str
     target: str
-    headers: http1.Headers
+    headers: Headers
     body: bytes
     connection: int
 

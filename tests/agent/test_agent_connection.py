@@ -4,6 +4,7 @@ and backed off, dead tunnels found by heartbeat, and health endpoints that tell 
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import certs
 from tests.kit.waits import eventually, scaled, wait_for
 
 if TYPE_CHECKING:
-    from conftest import AgentTls, StartAgent, TestGateway
+    from tests.agent.conftest import AgentTls, StartAgent, TestGateway
 
 
 async def test_a_renewed_certificate_is_used_on_the_next_connection(
@@ -96,7 +97,7 @@ async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
         await wait_for(agent.state.wait(up=True))
         connection.session.close("accepted, then dropped")
         await eventually(
-            lambda n=dropped: agent.reconnect.tunnels.attempt == n,  # type: ignore[misc]
+            lambda: agent.reconnect.tunnels.attempt == dropped,  # noqa: B023 - awaited here
             within=10,
             message=f"never: agent.reconnect.tunnels.attempt == {dropped}",
         )
@@ -258,7 +259,7 @@ async def test_unreadable_certificate_files_are_retried_until_they_appear(
     await wait_for(running.agent.state.wait(up=True))
 
 
-def _failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _failures(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == "connection attempt failed"]
 
 

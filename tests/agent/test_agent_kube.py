@@ -15,14 +15,15 @@ import pytest
 import yaml
 
 import certs
+import http1
 from envtest import KubeAPIServer, free_port
 from kubeproxy import Upstream
 from protocol import ErrorCode, SendLimits, Settings
 from tests.kit.waits import eventually, wait_for
-from tunnel import StreamResetError, TunnelStream, http1
+from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
-    from conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway
+    from tests.agent.conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway
 
 PLANE = "agent-tests/edge"
 
@@ -57,8 +58,8 @@ class Lines:
 
 
 def _configmap(plane_namespace: str, name: str, **data: str) -> bytes:
-    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
-    manifest["metadata"]["namespace"] = plane_namespace  # type: ignore[index]
+    metadata = {"name": name, "namespace": plane_namespace}
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
     return json.dumps(manifest).encode()
 
 

@@ -25,7 +25,7 @@ from tests.kit.waits import eventually, scaled, wait_for
 from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
-    from conftest import AgentTls, GatewayConnection, TestGateway
+    from tests.agent.conftest import AgentTls, GatewayConnection, TestGateway
 
 PLANE = "agent-tests/edge"
 DRAIN_GRACE = 10.0

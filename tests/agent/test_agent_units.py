@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,9 +136,9 @@ def test_bad_values_name_their_source() -> None:
         ({"health_address": "nowhere"}, "health address"),
     ],
 )
-def test_invalid_settings_are_refused(overrides: dict[str, object], message: str) -> None:
+def test_invalid_settings_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        AgentSettings(**{**_REQUIRED, **overrides})  # type: ignore[arg-type]
+        AgentSettings(**{**_REQUIRED, **overrides})
 
 
 def test_derived_values() -> None:
@@ -154,13 +155,14 @@ def test_derived_values() -> None:
     assert settings.gateway_ca_file == Path("/other/ca.pem")
     assert settings.health_host_port == (None, 9090)
     with pytest.raises(TypeError):
-        AgentSettings("wss://gw.example.com", "org/prod")  # type: ignore[misc]
+        AgentSettings("wss://gw.example.com", "org/prod")  # type: ignore[call-arg]  # keyword-only, as tested
 
 
 def test_agent_id_defaults_to_the_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOSTNAME", "agent-7d9f-x2")
     monkeypatch.delenv("POD_NAME", raising=False)
-    assert AgentSettings(**_REQUIRED).agent_id == "agent-7d9f-x2"
+    settings = AgentSettings(gateway_url="wss://gw.example.com", plane="org/prod")
+    assert settings.agent_id == "agent-7d9f-x2"
 
 
 def _env(values: dict[str, str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from tests.kit.waits import eventually, wait_for
 from tunnel import StreamResetError, TunnelSession, TunnelStream, memory_channel_pair
 
 if TYPE_CHECKING:
-    from conftest import StartAgent, TestGateway, UpstreamPeer
+    from tests.agent.conftest import StartAgent, TestGateway, UpstreamPeer
 
 
 async def test_an_upgrade_is_piped_both_ways(

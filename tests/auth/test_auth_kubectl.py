@@ -14,10 +14,13 @@ import time
 
 import aiohttp
 
+from certs import PlaneRef
+from gateway.auth import CallerIdentity, Reviews
+from tests.auth.conftest import AuthLab
 from tests.kit.waits import scaled
 
 
-async def test_a_service_account_with_proxy_on_the_plane_uses_kubectl(lab) -> None:
+async def test_a_service_account_with_proxy_on_the_plane_uses_kubectl(lab: AuthLab) -> None:
     token = await lab.service_account("deployer", allowed=True)
     kubeconfig = lab.kubeconfig("deployer", token=token)
     result = await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")
@@ -30,7 +33,7 @@ async def test_a_service_account_with_proxy_on_the_plane_uses_kubectl(lab) -> No
     assert lab.metric("planelink_gateway_caller_authorizations_total", result="allowed") >= 1
 
 
-async def test_a_service_account_without_the_role_gets_403(lab) -> None:
+async def test_a_service_account_without_the_role_gets_403(lab: AuthLab) -> None:
     token = await lab.service_account("stranger", allowed=False)
     result = await lab.kubectl(lab.kubeconfig("stranger", token=token), "get", "namespaces")
     assert result.returncode != 0
@@ -41,13 +44,13 @@ async def test_a_service_account_without_the_role_gets_403(lab) -> None:
     assert lab.metric("planelink_gateway_caller_errors_total", reason="Forbidden") >= 1
 
 
-async def test_a_role_for_another_verb_or_plane_is_not_enough(lab) -> None:
+async def test_a_role_for_another_verb_or_plane_is_not_enough(lab: AuthLab) -> None:
     token = await lab.service_account("reader", allowed=True, verb="get")
     result = await lab.kubectl(lab.kubeconfig("reader", token=token), "get", "namespaces")
     assert "Error from server (Forbidden)" in result.stderr, result.stderr
 
 
-async def test_no_credentials_get_401_as_a_status(lab) -> None:
+async def test_no_credentials_get_401_as_a_status(lab: AuthLab) -> None:
     # (kubectl without credentials would prompt for a user name: ask over plain HTTPS instead.)
     context = ssl.create_default_context(cafile=str(lab.local.directory / "gateway" / "ca.crt"))
     async with (
@@ -70,7 +73,7 @@ async def test_no_credentials_get_401_as_a_status(lab) -> None:
     assert lab.metric("planelink_gateway_caller_errors_total", reason="Unauthorized") >= 1
 
 
-async def test_a_wrong_token_gets_401(lab) -> None:
+async def test_a_wrong_token_gets_401(lab: AuthLab) -> None:
     result = await lab.kubectl(lab.kubeconfig("liar", token="not-a-token"), "get", "namespaces")
     assert result.returncode != 0
     assert "You must be logged in to the server" in result.stderr, result.stderr
@@ -82,7 +85,7 @@ async def test_a_wrong_token_gets_401(lab) -> None:
     )
 
 
-async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
+async def test_certificate_callers_are_authorized_by_the_same_rule(lab: AuthLab) -> None:
     kubeconfig = lab.certificate_kubeconfig()
     refused = await lab.kubectl(kubeconfig, "get", "namespaces")
     assert "Error from server (Forbidden)" in refused.stderr, refused.stderr
@@ -131,11 +134,13 @@ async def test_certificate_callers_are_authorized_by_the_same_rule(lab) -> None:
     )
 
 
-async def test_token_reviews_are_cached(long_cache_lab) -> None:
+async def test_token_reviews_are_cached(long_cache_lab: AuthLab) -> None:
     lab = long_cache_lab  # nothing cached may expire between the three runs, however slow
     token = await lab.service_account("cached", allowed=True)
     kubeconfig = lab.kubeconfig("cached", token=token)
+    assert lab.local.gateway is not None
     auth = lab.local.gateway.callers.auth
+    assert auth.reviews is not None
     spy = _SpyReviews(auth.reviews)
     auth.reviews = spy
     for _ in range(3):
@@ -149,7 +154,7 @@ async def test_token_reviews_are_cached(long_cache_lab) -> None:
     )
 
 
-async def test_impersonation_forwards_the_callers_identity(impersonating_lab) -> None:
+async def test_impersonation_forwards_the_callers_identity(impersonating_lab: AuthLab) -> None:
     lab = impersonating_lab
     token = await lab.service_account("someone", allowed=True)
     kubeconfig = lab.kubeconfig("someone", token=token)
@@ -175,7 +180,7 @@ async def test_impersonation_forwards_the_callers_identity(impersonating_lab) ->
     assert allowed.returncode == 0, allowed.stderr
 
 
-async def test_callers_cannot_impersonate_through_the_gateway(impersonating_lab) -> None:
+async def test_callers_cannot_impersonate_through_the_gateway(impersonating_lab: AuthLab) -> None:
     lab = impersonating_lab
     token = await lab.service_account("sneaky", allowed=True)
     kubeconfig = lab.kubeconfig("sneaky", token=token)
@@ -185,21 +190,23 @@ async def test_callers_cannot_impersonate_through_the_gateway(impersonating_lab)
 
 
 class _SpyReviews:
-    def __init__(self, inner) -> None:
+    def __init__(self, inner: Reviews) -> None:
         self.inner = inner
         self.token_reviews = 0
         self.access_reviews = 0
 
-    async def review_token(self, token):
+    async def review_token(self, token: str) -> CallerIdentity | None:
         self.token_reviews += 1
         return await self.inner.review_token(token)
 
-    async def review_access(self, identity, plane, verb):
+    async def review_access(
+        self, identity: CallerIdentity, plane: PlaneRef, verb: str
+    ) -> tuple[bool, str]:
         self.access_reviews += 1
         return await self.inner.review_access(identity, plane, verb)
 
 
-async def test_an_unreachable_control_plane_is_503_not_a_crash(unreachable_lab) -> None:
+async def test_an_unreachable_control_plane_is_503_not_a_crash(unreachable_lab: AuthLab) -> None:
     # (kubectl would retry a 503 with Retry-After for a long while: ask over HTTPS once.)
     lab = unreachable_lab
     context = ssl.create_default_context(cafile=str(lab.local.directory / "gateway" / "ca.crt"))

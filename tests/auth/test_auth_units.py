@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
@@ -64,13 +66,13 @@ def bearer(token: str) -> list[tuple[bytes, bytes]]:
 
 
 def make_auth(
-    mode: CallerAuthMode = CallerAuthMode.BOTH, **settings: object
+    mode: CallerAuthMode = CallerAuthMode.BOTH, **settings: Any
 ) -> tuple[CallerAuth, FakeReviews, Clock, GatewayMetrics]:
     clock = Clock()
     reviews = FakeReviews(tokens={"good": ALICE}, allowed={"alice", "carol"})
     metrics = GatewayMetrics()
     auth = CallerAuth(
-        CallerAuthSettings(mode=mode, **settings),  # type: ignore[arg-type]
+        CallerAuthSettings(mode=mode, **settings),
         metrics,
         reviews=reviews,
         clock=clock,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,10 +16,12 @@ from certs import RejectionReason
 PAST = datetime(2020, 1, 1, tzinfo=UTC)
 
 
-def rejected(reason: RejectionReason, call: object, *args: object, **kwargs: object) -> str:
+def rejected(
+    reason: RejectionReason, call: Callable[..., object], *args: object, **kwargs: object
+) -> str:
     """Run ``call``, assert it raises CertificateRejected with ``reason``; return the message."""
     with pytest.raises(certs.CertificateRejected) as info:
-        call(*args, **kwargs)  # type: ignore[operator]
+        call(*args, **kwargs)
     assert info.value.reason is reason, str(info.value)
     assert str(info.value) == f"{reason.value}: {info.value.message}"
     return info.value.message

@@ -53,7 +53,7 @@ def test_inline_ca_example_is_accepted_and_defaults_apply(
 ) -> None:
     # The reference's "Option 1: Inline value", with a real CA's PEM as the value.
     ca_pem = certs.create_ca("dataplane-agent-ca").certificate_pem().decode()
-    manifest = {
+    manifest: dict[str, Any] = {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,
         "metadata": {"name": "my-dataplane", "namespace": namespace},
@@ -116,7 +116,7 @@ def _cluster(**changes: Any) -> dict[str, Any]:
 
 _INVALID = 'The DataPlane "broken" is invalid: '
 
-BROKEN = {
+BROKEN: dict[str, tuple[dict[str, Any], str]] = {
     "no-cluster-no-agent": (
         {"kubernetesCluster": None},
         'spec: Invalid value: "object": kubernetesCluster is required unless agent.enabled is true',

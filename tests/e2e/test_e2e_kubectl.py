@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from certs import PlaneRef
+from tests.e2e.conftest import Lab
 from tests.kit.waits import scaled, wait_for
 
 CUT_MARGIN = scaled(10.0)
@@ -21,7 +22,7 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def test_crud_lands_in_the_right_plane(lab, planes: tuple[PlaneRef, PlaneRef]) -> None:
+async def test_crud_lands_in_the_right_plane(lab: Lab, planes: tuple[PlaneRef, PlaneRef]) -> None:
     plane_a, plane_b = planes
     namespace = _name("crud")
     created = await lab.kubectl(plane_a, "create", "namespace", namespace)
@@ -62,7 +63,7 @@ async def test_crud_lands_in_the_right_plane(lab, planes: tuple[PlaneRef, PlaneR
     assert (await lab.direct(plane_a, "get", "cm", "settings", "-n", namespace)).returncode != 0
 
 
-async def test_watch_sees_events_while_open(lab, planes) -> None:
+async def test_watch_sees_events_while_open(lab: Lab, planes: tuple[PlaneRef, PlaneRef]) -> None:
     plane = planes[0]
     namespace = _name("watch")
     await lab.direct(plane, "create", "namespace", namespace)
@@ -98,7 +99,7 @@ async def test_watch_sees_events_while_open(lab, planes) -> None:
     await wait_for(agent_session.wait_idle(), 10)
 
 
-async def test_a_large_list_streams_through(lab, planes) -> None:
+async def test_a_large_list_streams_through(lab: Lab, planes: tuple[PlaneRef, PlaneRef]) -> None:
     plane = planes[1]
     namespace = _name("bulk")
     await lab.direct(plane, "create", "namespace", namespace)
@@ -130,11 +131,14 @@ async def test_a_large_list_streams_through(lab, planes) -> None:
     # Nothing was held whole: the agent never held more than one read of the API server's
     # answer (the LIST is over a megabyte), and the tunnel's buffers are empty again.
     assert lab.local.agent(plane).proxy.stats.peak_held_bytes <= 64 * 1024
+    assert lab.local.gateway is not None
     gateway_agent = lab.local.gateway.agents.agents(plane)[0]
     assert gateway_agent.session.open_streams == 0
 
 
-async def test_agent_loss_gives_503_and_kubectl_recovers_by_itself(lab, planes) -> None:
+async def test_agent_loss_gives_503_and_kubectl_recovers_by_itself(
+    lab: Lab, planes: tuple[PlaneRef, PlaneRef]
+) -> None:
     plane = planes[0]
     await lab.local.stop_agent(plane)
     gateway = lab.local.gateway
@@ -155,7 +159,9 @@ async def test_agent_loss_gives_503_and_kubectl_recovers_by_itself(lab, planes) 
     assert back.stdout.strip() == "namespace/default", back.stderr
 
 
-async def test_agent_killed_mid_watch_fails_the_caller_promptly(lab, planes) -> None:
+async def test_agent_killed_mid_watch_fails_the_caller_promptly(
+    lab: Lab, planes: tuple[PlaneRef, PlaneRef]
+) -> None:
     plane = planes[0]
     async with (
         lab.raw_client() as http,
@@ -172,7 +178,9 @@ async def test_agent_killed_mid_watch_fails_the_caller_promptly(lab, planes) -> 
         assert asyncio.get_running_loop().time() - started < grace + CUT_MARGIN
 
 
-async def test_gateway_restart_agents_come_back_by_themselves(lab, planes) -> None:
+async def test_gateway_restart_agents_come_back_by_themselves(
+    lab: Lab, planes: tuple[PlaneRef, PlaneRef]
+) -> None:
     await lab.local.stop_gateway()
     await lab.local.start_gateway()
     for plane in planes:

@@ -51,7 +51,7 @@ async def test_kubectl_logs_follow_delivers_lines_while_the_stream_is_open(lab: 
         lab.peer.end_log_stream()
         async with asyncio.timeout(LIMIT):
             out, err = await process.communicate()
-        assert process.returncode == 0, err.decode()
+        assert await process.wait() == 0, err.decode()  # (its exit code, now that it has ended)
         assert out == b""
 
     [query] = lab.peer.log_queries

@@ -15,6 +15,7 @@ from kubernetes_asyncio.client import CoreV1Api
 
 import envtest
 from envtest import KubeAPIServer, KubeBinaries, ServerOptions, StaticUser
+from envtest.pytest_plugin import ServerFactory
 from tests.kit.waits import scaled
 
 PINNED_VERSION = "v1.32.4"
@@ -51,7 +52,7 @@ def test_wrong_token_is_unauthorized(control_plane: KubeAPIServer) -> None:
 
 
 def test_servers_are_isolated_from_each_other(
-    kube_servers: envtest.pytest_plugin.ServerFactory,
+    kube_servers: ServerFactory,
 ) -> None:
     plane_a, plane_b = kube_servers("plane-a"), kube_servers("plane-b")
     assert plane_a.port != plane_b.port

@@ -10,12 +10,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from structlog.testing import capture_logs
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
 
 import certs
 from gateway.app import Gateway
 from gateway.trust import PlaneTrust
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import wait_for
 from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER, SUBPROTOCOL
 
@@ -27,24 +29,32 @@ def _rejections(gateway: Gateway, reason: str) -> float:
     return value or 0.0
 
 
-async def _dial(gateway: Gateway, pki, bundle: certs.CertificateBundle | None, plane: str):
+async def _dial(
+    gateway: Gateway, pki: Pki, bundle: certs.CertificateBundle | None, plane: str
+) -> ClientConnection:
     context = (
         pki.agent_ssl(bundle)
         if bundle is not None
         else ssl.create_default_context(cadata=pki.gateway_ca.certificate_pem().decode())
     )
     url = f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={plane}"
-    return await connect(url, ssl=context, subprotocols=[SUBPROTOCOL], ping_interval=None)
+    return await connect(
+        url, ssl=context, subprotocols=[Subprotocol(SUBPROTOCOL)], ping_interval=None
+    )
 
 
-async def _refused_before_upgrade(gateway, pki, bundle, plane: str) -> tuple[int, str, str]:
+async def _refused_before_upgrade(
+    gateway: Gateway, pki: Pki, bundle: certs.CertificateBundle | None, plane: str
+) -> tuple[int, str, str]:
     with pytest.raises(InvalidStatus) as refused:
         await _dial(gateway, pki, bundle, plane)
     response = refused.value.response
     return response.status_code, response.headers[REJECTION_HEADER], response.body.decode()
 
 
-async def test_agent_of_another_plane_is_refused(gateway: Gateway, pki, planes) -> None:
+async def test_agent_of_another_plane_is_refused(
+    gateway: Gateway, pki: Pki, planes: PlanePair
+) -> None:
     plane_a, plane_b = planes
     with capture_logs() as logs:
         status, reason, body = await _refused_before_upgrade(
@@ -58,7 +68,9 @@ async def test_agent_of_another_plane_is_refused(gateway: Gateway, pki, planes) 
     assert refusal["path"] == f"{AGENT_CONNECT_PATH}?plane=ns-a/plane-a"
 
 
-async def test_identity_is_checked_when_the_plane_asks(gateway: Gateway, pki, planes) -> None:
+async def test_identity_is_checked_when_the_plane_asks(
+    gateway: Gateway, pki: Pki, planes: PlanePair
+) -> None:
     plane_a, plane_b = planes
     # Signed by plane B's CA, but naming plane A: plane B requires its own name.
     wrong_name = certs.issue_agent(pki.agent_cas[plane_b], plane=plane_a)
@@ -66,7 +78,7 @@ async def test_identity_is_checked_when_the_plane_asks(gateway: Gateway, pki, pl
     assert (status, reason) == (403, "IdentityMismatch")
 
 
-async def test_unknown_and_malformed_planes(gateway: Gateway, pki, planes) -> None:
+async def test_unknown_and_malformed_planes(gateway: Gateway, pki: Pki, planes: PlanePair) -> None:
     bundle = pki.agent_cert(planes[0])
     assert (await _refused_before_upgrade(gateway, pki, bundle, "ns-x/nope"))[:2] == (
         404,
@@ -89,7 +101,7 @@ async def test_unknown_and_malformed_planes(gateway: Gateway, pki, planes) -> No
     ],
 )
 async def test_refused_in_the_tls_handshake(
-    gateway: Gateway, pki, planes, case: str, reason: str
+    gateway: Gateway, pki: Pki, planes: PlanePair, case: str, reason: str
 ) -> None:
     plane = planes[0]
     ca = pki.agent_cas[plane]
@@ -128,7 +140,7 @@ async def test_refused_in_the_tls_handshake(
 
 
 async def test_pinned_self_signed_agent_certificate(
-    gateway: Gateway, connect_agent, planes
+    gateway: Gateway, connect_agent: AgentFactory, planes: PlanePair
 ) -> None:
     plane = certs.PlaneRef("ns-c", "pinned")
     # Identity is checked for pinned certificates too: without SANs, the CN names the plane.
@@ -140,7 +152,7 @@ async def test_pinned_self_signed_agent_certificate(
 
 
 async def test_removing_a_plane_disconnects_its_agents(
-    gateway: Gateway, connect_agent, planes
+    gateway: Gateway, connect_agent: AgentFactory, planes: PlanePair
 ) -> None:
     plane_a = planes[0]
     async with connect_agent(plane_a) as agent:
@@ -152,7 +164,7 @@ async def test_removing_a_plane_disconnects_its_agents(
 
 
 async def test_rotating_the_ca_swaps_the_agents(
-    gateway: Gateway, connect_agent, pki, planes
+    gateway: Gateway, connect_agent: AgentFactory, pki: Pki, planes: PlanePair
 ) -> None:
     plane_a = planes[0]
     async with connect_agent(plane_a) as old:
@@ -166,7 +178,9 @@ async def test_rotating_the_ca_swaps_the_agents(
         assert len(gateway.agents.agents(plane_a)) == 1
 
 
-async def test_hello_must_name_the_plane_of_the_url(gateway: Gateway, pki, planes) -> None:
+async def test_hello_must_name_the_plane_of_the_url(
+    gateway: Gateway, pki: Pki, planes: PlanePair
+) -> None:
     from protocol import Connection, Role
     from tunnel import TunnelSession, WebSocketChannel
     from tunnel.contract import IDENTITY_PLANE

@@ -8,13 +8,20 @@ from asyncio import FIRST_COMPLETED
 import aiohttp
 
 from gateway.app import Gateway
+from protocol import RequestReceived
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import wait_for, within
+from tunnel import TunnelStream
 
 A = "/planes/ns-a/plane-a/k8s"
 
 
 async def test_streams_are_balanced_and_a_lost_replica_fails_only_its_own(
-    gateway: Gateway, connect_agent, pki, caller: aiohttp.ClientSession, planes
+    gateway: Gateway,
+    connect_agent: AgentFactory,
+    pki: Pki,
+    caller: aiohttp.ClientSession,
+    planes: PlanePair,
 ) -> None:
     plane = planes[0]
     async with connect_agent(plane) as first, connect_agent(plane) as second:
@@ -59,14 +66,14 @@ async def test_streams_are_balanced_and_a_lost_replica_fails_only_its_own(
 
 
 async def test_a_request_past_its_deadline_is_504(
-    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+    gateway: Gateway, connect_agent: AgentFactory, caller: aiohttp.ClientSession, planes: PlanePair
 ) -> None:
     gateway.callers._settings = type(gateway.callers._settings)(
         host="127.0.0.1", port=0, request_timeout=0.5
     )
     stalled = asyncio.Event()
 
-    async def never_answer(stream, request) -> None:
+    async def never_answer(stream: TunnelStream, request: RequestReceived) -> None:
         stalled.set()
         await asyncio.Event().wait()
 

@@ -10,7 +10,10 @@ import pytest
 from certs import PlaneRef
 from gateway.app import Gateway
 from gateway.callers import CallerRefused, route
+from protocol import RequestReceived
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import wait_for
+from tunnel import TunnelStream
 
 A = "/planes/ns-a/plane-a/k8s"
 
@@ -35,7 +38,7 @@ def test_route_refuses_other_paths(target: str) -> None:
 
 
 async def test_request_reaches_the_agent_and_streams_back(
-    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+    gateway: Gateway, connect_agent: AgentFactory, caller: aiohttp.ClientSession, planes: PlanePair
 ) -> None:
     async with connect_agent(planes[0]):
         body = b"0123456789" * 100_000  # 1 MB each way
@@ -78,7 +81,7 @@ async def test_plane_without_agent_is_503_with_retry_after(
 
 
 async def test_caller_impersonation_is_refused(
-    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+    gateway: Gateway, connect_agent: AgentFactory, caller: aiohttp.ClientSession, planes: PlanePair
 ) -> None:
     async with (
         connect_agent(planes[0]),
@@ -89,7 +92,7 @@ async def test_caller_impersonation_is_refused(
 
 
 async def test_agent_death_fails_inflight_requests_at_once(
-    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+    gateway: Gateway, connect_agent: AgentFactory, caller: aiohttp.ClientSession, planes: PlanePair
 ) -> None:
     async with connect_agent(planes[0]) as agent, caller.get(f"{A}/forever?watch=1") as response:
         assert response.status == 200
@@ -101,11 +104,11 @@ async def test_agent_death_fails_inflight_requests_at_once(
 
 
 async def test_agent_gone_before_head_is_503(
-    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+    gateway: Gateway, connect_agent: AgentFactory, caller: aiohttp.ClientSession, planes: PlanePair
 ) -> None:
     started = asyncio.Event()
 
-    async def stall(stream, request) -> None:
+    async def stall(stream: TunnelStream, request: RequestReceived) -> None:
         started.set()
         await asyncio.Event().wait()
 
@@ -120,7 +123,7 @@ async def test_agent_gone_before_head_is_503(
 
 
 async def test_caller_leaving_a_watch_cancels_the_agent_side(
-    gateway: Gateway, connect_agent, caller: aiohttp.ClientSession, planes
+    gateway: Gateway, connect_agent: AgentFactory, caller: aiohttp.ClientSession, planes: PlanePair
 ) -> None:
     async with connect_agent(planes[0]) as agent:
         response = await caller.get(f"{A}/forever?watch=1")
@@ -132,7 +135,9 @@ async def test_caller_leaving_a_watch_cancels_the_agent_side(
         await wait_for(gateway.agents.agents(planes[0])[0].session.wait_idle(), 5)
 
 
-async def test_upgrade_becomes_a_byte_pipe(gateway: Gateway, connect_agent, pki, planes) -> None:
+async def test_upgrade_becomes_a_byte_pipe(
+    gateway: Gateway, connect_agent: AgentFactory, pki: Pki, planes: PlanePair
+) -> None:
     async with connect_agent(planes[0]) as agent:
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", gateway.callers.port, ssl=pki.caller_ssl(), server_hostname="127.0.0.1"
@@ -154,7 +159,9 @@ async def test_upgrade_becomes_a_byte_pipe(gateway: Gateway, connect_agent, pki,
         await wait_for(agent.session.wait_idle(), 5)
 
 
-async def test_operator_endpoints(gateway: Gateway, connect_agent, planes) -> None:
+async def test_operator_endpoints(
+    gateway: Gateway, connect_agent: AgentFactory, planes: PlanePair
+) -> None:
     async with (
         connect_agent(planes[0]),
         aiohttp.ClientSession(f"http://127.0.0.1:{gateway.operator_port}") as http,
@@ -172,7 +179,7 @@ async def test_operator_endpoints(gateway: Gateway, connect_agent, planes) -> No
 
 
 async def test_one_connection_carries_request_after_request(
-    gateway: Gateway, connect_agent, pki, planes
+    gateway: Gateway, connect_agent: AgentFactory, pki: Pki, planes: PlanePair
 ) -> None:
     async with connect_agent(planes[0]):
         reader, writer = await asyncio.open_connection(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from gateway.app import Gateway
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import eventually
 
 A = "/planes/ns-a/plane-a/k8s"
@@ -18,7 +19,11 @@ def _tasks(gateway: Gateway) -> float:
 
 
 async def test_the_task_gauge_follows_streams_and_returns_to_its_level(
-    gateway: Gateway, connect_agent, pki, caller: aiohttp.ClientSession, planes
+    gateway: Gateway,
+    connect_agent: AgentFactory,
+    pki: Pki,
+    caller: aiohttp.ClientSession,
+    planes: PlanePair,
 ) -> None:
     async with connect_agent(planes[0]):
         async with caller.post(f"{A}/echo", data=b"warm") as answer:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import aiohttp
 import pytest
@@ -46,9 +47,19 @@ PLANE_B = certs.PlaneRef("ns-b", "plane-b")
 PLANE_C = certs.PlaneRef("ns-c", "plane-c")
 _AGENT_NUMBERS = itertools.count(1)
 
-DialAgent = Callable[..., Awaitable[tuple[TunnelSession, "asyncio.Task[str]"]]]
 
-Handler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]
+class DialAgent(Protocol):
+    """What the `dial_agent` fixture is (see `_dial_agent`)."""
+
+    def __call__(
+        self,
+        gateway: Gateway,
+        plane: PlaneRef,
+        agent_ssl: ssl.SSLContext,
+        handler: RequestHandler,
+        *,
+        claim: str | None = None,
+    ) -> Awaitable[tuple[TunnelSession, asyncio.Task[str]]]: ...
 
 
 @dataclass
@@ -59,8 +70,8 @@ class Pki:
     caller: certs.CertificateBundle
     agent_cas: dict[certs.PlaneRef, certs.CertificateBundle] = field(default_factory=dict)
 
-    def agent_cert(self, plane: certs.PlaneRef, **kwargs: object) -> certs.CertificateBundle:
-        return certs.issue_agent(self.agent_cas[plane], plane=plane, **kwargs)  # type: ignore[arg-type]
+    def agent_cert(self, plane: certs.PlaneRef) -> certs.CertificateBundle:
+        return certs.issue_agent(self.agent_cas[plane], plane=plane)
 
     def agent_ssl(self, bundle: certs.CertificateBundle) -> ssl.SSLContext:
         context = ssl.create_default_context(cadata=self.gateway_ca.certificate_pem().decode())
@@ -187,7 +198,7 @@ async def fake_agent(
     *,
     bundle: certs.CertificateBundle | None = None,
     claim: str | None = None,
-    handler: Handler = default_handler,
+    handler: RequestHandler = default_handler,
 ) -> AsyncIterator[FakeAgent]:
     """An agent connected (HELLO exchanged and registered) for `plane`."""
     bundle = bundle or pki.agent_cert(plane)
@@ -217,15 +228,31 @@ def short_lived(pki: Pki, plane: certs.PlaneRef) -> certs.CertificateBundle:
     )
 
 
-AgentFactory = Callable[..., contextlib.AbstractAsyncContextManager[FakeAgent]]
+class AgentFactory(Protocol):
+    """What the `connect_agent` fixture is: `fake_agent` bound to this test's gateway."""
+
+    def __call__(
+        self,
+        plane: certs.PlaneRef,
+        *,
+        bundle: certs.CertificateBundle | None = None,
+        claim: str | None = None,
+        handler: RequestHandler = default_handler,
+    ) -> contextlib.AbstractAsyncContextManager[FakeAgent]: ...
 
 
 @pytest.fixture
 def connect_agent(gateway: Gateway, pki: Pki, dial_agent: DialAgent) -> AgentFactory:
     def factory(
-        plane: certs.PlaneRef, **kwargs: object
+        plane: certs.PlaneRef,
+        *,
+        bundle: certs.CertificateBundle | None = None,
+        claim: str | None = None,
+        handler: RequestHandler = default_handler,
     ) -> contextlib.AbstractAsyncContextManager[FakeAgent]:
-        return fake_agent(dial_agent, gateway, pki, plane, **kwargs)  # type: ignore[arg-type]
+        return fake_agent(
+            dial_agent, gateway, pki, plane, bundle=bundle, claim=claim, handler=handler
+        )
 
     return factory
 
@@ -236,8 +263,11 @@ async def caller(gateway: Gateway, pki: Pki) -> AsyncIterator[aiohttp.ClientSess
         yield session
 
 
+PlanePair = tuple[certs.PlaneRef, certs.PlaneRef]
+
+
 @pytest.fixture
-def planes() -> tuple[certs.PlaneRef, certs.PlaneRef]:
+def planes() -> PlanePair:
     return PLANE_A, PLANE_B
 
 

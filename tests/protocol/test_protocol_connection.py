@@ -8,9 +8,9 @@ from protocol import (
     Connection,
     ConnectionState,
     ConnectionTerminated,
-    DataReceived,
     ErrorCode,
     GoAwayReceived,
+    HeadTooLarge,
     HelloReceived,
     LocalProtocolError,
     PingAcknowledged,
@@ -24,6 +24,7 @@ from protocol import (
 )
 from protocol.frames import (
     Data,
+    Frame,
     GoAway,
     Ping,
     Pong,
@@ -324,11 +325,11 @@ def test_101_without_upgrade_is_refused_both_ways() -> None:
         (Response(2, 200), "RESPONSE on stream 2, which was never opened"),
     ],
 )
-def test_frames_on_idle_streams_are_connection_errors(frame: object, text: str) -> None:
+def test_frames_on_idle_streams_are_connection_errors(frame: Frame, text: str) -> None:
     gateway = opened(Role.GATEWAY)
     gateway.send_request(method=b"GET", path=b"/")  # stream 1 exists
     gateway.data_to_send()
-    gateway.receive_data(message(frame))  # type: ignore[arg-type]
+    gateway.receive_data(message(frame))
     assert_failed(gateway, ErrorCode.PROTOCOL_ERROR, text)
 
 
@@ -378,7 +379,9 @@ def test_frames_after_our_reset_are_dropped_silently_but_credit_the_connection()
     agent.reset_stream(1, ErrorCode.CANCEL, "caller left")
     assert frames(agent.data_to_send()) == [Reset(1, ErrorCode.CANCEL, "caller left")]
     agent.events_received()
-    agent.receive_data(message(Data(1, b"x" * 60_000), WindowUpdate(1, 5), Reset(1, 0)))
+    agent.receive_data(
+        message(Data(1, b"x" * 60_000), WindowUpdate(1, 5), Reset(1, ErrorCode.NO_ERROR))
+    )
     assert agent.events_received() == []
     assert frames(agent.data_to_send()) == [WindowUpdate(0, 60_000)]
     assert agent.state is ConnectionState.OPEN
@@ -464,9 +467,15 @@ def test_response_head_from_requester_is_a_stream_error() -> None:
 
 def test_oversized_heads() -> None:
     pair = Pair.create(agent_settings=Settings(max_header_block_size=1024))
-    with pytest.raises(LocalProtocolError, match="exceeds the peer's MAX_HEADER_BLOCK_SIZE 1024"):
+    with pytest.raises(HeadTooLarge, match="exceeds the peer's MAX_HEADER_BLOCK_SIZE 1024") as big:
         pair.gateway.send_request(method=b"GET", path=b"/", headers=[(b"big", b"v" * 1024)])
+    assert (big.value.code, big.value.limit) == (ErrorCode.HEADER_ERROR, 1024)
     assert pair.gateway.open_streams == 0
+    # A head that cannot be encoded at all is a HEADER_ERROR too, but not "too large".
+    with pytest.raises(LocalProtocolError) as malformed:
+        pair.gateway.send_request(method=b"GET", path=b"/", headers=[(b"bad name", b"v")])
+    assert malformed.value.code is ErrorCode.HEADER_ERROR
+    assert not isinstance(malformed.value, HeadTooLarge)
     # a peer that ignores the limit gets its stream refused with HEADER_ERROR
     agent = pair.agent
     agent.receive_data(message(Request(1, b"GET", b"/", ((b"big", b"v" * 1024),))))
@@ -737,4 +746,3 @@ def test_events_received_drains_the_queue() -> None:
     assert pair.gateway.events_received() == []
     assert isinstance(pair.take("gateway")[0], HelloReceived)
     assert pair.take("gateway") == []
-    assert DataReceived  # imported for completeness of the public API

@@ -61,6 +61,6 @@ def test_invalid_entries_rejected_both_ways(name: bytes, value: bytes) -> None:
 
 def test_non_bytes_and_non_pairs_rejected() -> None:
     with pytest.raises(HeaderBlockError, match="pair of bytes"):
-        encode_header_block([("a", "b")])  # type: ignore[list-item]
+        encode_header_block([("a", "b")])  # type: ignore[list-item]  # wrong on purpose
     with pytest.raises(HeaderBlockError, match="not a"):
-        encode_header_block([(b"a", b"b", b"c")])  # type: ignore[list-item]
+        encode_header_block([(b"a", b"b", b"c")])  # type: ignore[list-item]  # wrong on purpose

@@ -15,7 +15,7 @@ from protocol import (
     StreamEnded,
     StreamReset,
 )
-from protocol.frames import Data, Request, Response
+from protocol.frames import Data, Frame, Request, Response
 from protocol.stream import TRANSITIONS, Action, HalfState, Side, next_state, status_allowed
 from protocol.testing import frames, message, opened
 
@@ -151,7 +151,7 @@ def gateway_with_remote_responder_half(state: HalfState) -> Connection:
     return gateway
 
 
-REMOTE_FRAMES = {
+REMOTE_FRAMES: dict[Action, Frame] = {
     Action.RESPONSE: Response(1, 200),
     Action.DATA: Data(1, b"x"),
     Action.END: Data(1, b"", end_stream=True),

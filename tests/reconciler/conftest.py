@@ -72,7 +72,7 @@ def connect_agent(
     agent = AgentConnection(
         plane=plane,
         agent_id=agent_id,
-        session=session,  # type: ignore[arg-type]
+        session=session,  # type: ignore[arg-type]  # a stand-in: sessions have no interface type
         certificate=certs.describe(bundle.certificate),
         certificate_der=bundle.certificate.public_bytes(serialization.Encoding.DER),
         remote_address="127.0.0.1:1",
@@ -157,7 +157,8 @@ def secret(name: str, namespace: str, data: dict[str, bytes]) -> Obj:
 async def create(client: ApiClient, obj: Obj) -> Obj:
     namespace = obj["metadata"]["namespace"]
     if obj["kind"] == "Secret":
-        await CoreV1Api(client).create_namespaced_secret(namespace, obj)
+        # The stubs ask for a V1Secret; the generated client sends a dict body as it is.
+        await CoreV1Api(client).create_namespaced_secret(namespace, obj)  # type: ignore[arg-type]
         return obj
     created: Obj = await CustomObjectsApi(client).create_namespaced_custom_object(
         crd.GROUP, crd.VERSION, namespace, crd.PLURAL, obj
@@ -167,7 +168,12 @@ async def create(client: ApiClient, obj: Obj) -> Obj:
 
 async def replace_secret(client: ApiClient, obj: Obj) -> None:
     meta = obj["metadata"]
-    await CoreV1Api(client).replace_namespaced_secret(meta["name"], meta["namespace"], obj)
+    # The stubs ask for a V1Secret; the generated client sends a dict body as it is.
+    await CoreV1Api(client).replace_namespaced_secret(
+        meta["name"],
+        meta["namespace"],
+        obj,  # type: ignore[arg-type]
+    )
 
 
 async def patch_dataplane(client: ApiClient, namespace: str, name: str, patch: Obj) -> Obj:
@@ -178,7 +184,8 @@ async def patch_dataplane(client: ApiClient, namespace: str, name: str, patch: O
         crd.PLURAL,
         name,
         patch,
-        _content_type="application/merge-patch+json",
+        # The stubs omit `_content_type`, which the generated client takes (in **kwargs).
+        _content_type="application/merge-patch+json",  # type: ignore[call-arg]
     )
     return patched
 
@@ -198,6 +205,13 @@ def condition(obj: Obj, kind: str) -> Obj | None:
             found: Obj = item
             return found
     return None
+
+
+def required_condition(obj: Obj, kind: str) -> Obj:
+    """The condition of type `kind`, which `obj` must have."""
+    found = condition(obj, kind)
+    assert found is not None, f"no {kind} condition in {obj.get('status')}"
+    return found
 
 
 def has_condition(kind: str, status: str, reason: str | None = None) -> Callable[[Obj], bool]:
@@ -287,6 +301,7 @@ class Kit:
     patch_dataplane = staticmethod(patch_dataplane)
     delete_dataplane = staticmethod(delete_dataplane)
     condition = staticmethod(condition)
+    required_condition = staticmethod(required_condition)
     has_condition = staticmethod(has_condition)
     await_dataplane = staticmethod(await_dataplane)
     until_agents_change = staticmethod(until_agents_change)

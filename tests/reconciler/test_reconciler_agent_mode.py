@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 
 from kubernetes_asyncio.client import CoreV1Api
@@ -12,9 +13,11 @@ from kubernetes_asyncio.client import CoreV1Api
 import certs
 from envtest import KubeAPIServer
 from gateway.reconciler import Reconciler
+from gateway.trust import PlaneTrust, TrustRegistry
+from tests.reconciler.conftest import Kit
 
 
-async def test_inline_ca_agent_connects_and_disconnects(reconciler: Reconciler, kit) -> None:
+async def test_inline_ca_agent_connects_and_disconnects(reconciler: Reconciler, kit: Kit) -> None:
     ca = certs.create_ca("agents of plane-a")
     plane = certs.PlaneRef(kit.namespace, "plane-a")
     await kit.create(
@@ -23,7 +26,7 @@ async def test_inline_ca_agent_connects_and_disconnects(reconciler: Reconciler, 
     )
 
     await kit.until_trust(lambda t: t.get(plane) is not None)
-    trust = kit.trust.get(plane)
+    trust = _trust_of(kit.trust, plane)
     assert trust.accepts_agents
     assert trust.client_cas == (ca.certificate,)
     obj = await kit.await_dataplane(
@@ -37,7 +40,7 @@ async def test_inline_ca_agent_connects_and_disconnects(reconciler: Reconciler, 
     obj = await kit.await_dataplane(
         kit.client, kit.namespace, "plane-a", kit.has_condition("Ready", "True")
     )
-    connected = kit.condition(obj, "Connected")
+    connected = kit.required_condition(obj, "Connected")
     assert connected["status"] == "True"
     assert connected["message"] == "1 agent connected"
     second = kit.connect_agent(kit.agents, plane, ca, agent_id="a2")
@@ -48,7 +51,10 @@ async def test_inline_ca_agent_connects_and_disconnects(reconciler: Reconciler, 
         lambda o: (kit.condition(o, "Connected") or {}).get("message") == "2 agents connected",
     )
     # The count changed, the status did not: the transition time stays.
-    assert kit.condition(obj, "Connected")["lastTransitionTime"] == connected["lastTransitionTime"]
+    assert (
+        kit.required_condition(obj, "Connected")["lastTransitionTime"]
+        == connected["lastTransitionTime"]
+    )
 
     kit.agents.remove(agent, "test")
     kit.agents.remove(second, "test")
@@ -64,7 +70,9 @@ async def test_inline_ca_agent_connects_and_disconnects(reconciler: Reconciler, 
     )
 
 
-async def test_secret_ca_rotation_and_every_failure_reason(reconciler: Reconciler, kit) -> None:
+async def test_secret_ca_rotation_and_every_failure_reason(
+    reconciler: Reconciler, kit: Kit
+) -> None:
     old_ca, new_ca = certs.create_ca("old agents"), certs.create_ca("new agents")
     plane = certs.PlaneRef(kit.namespace, "plane-s")
     ref = {"secretRef": {"name": "agent-ca", "key": "ca.crt"}}
@@ -77,7 +85,7 @@ async def test_secret_ca_rotation_and_every_failure_reason(reconciler: Reconcile
         "plane-s",
         kit.has_condition("GatewayProvisioned", "False", "SecretNotFound"),
     )
-    message = kit.condition(obj, "GatewayProvisioned")["message"]
+    message = kit.required_condition(obj, "GatewayProvisioned")["message"]
     assert f"Secret {kit.namespace}/agent-ca not found" in message
     assert kit.has_condition("Ready", "False", "SecretNotFound")(obj)
     trust = kit.trust.get(plane)
@@ -95,13 +103,14 @@ async def test_secret_ca_rotation_and_every_failure_reason(reconciler: Reconcile
         kit.has_condition("GatewayProvisioned", "False", "KeyNotFound"),
     )
     assert (
-        "has no key 'ca.crt' (keys: tls.crt)" in kit.condition(obj, "GatewayProvisioned")["message"]
+        "has no key 'ca.crt' (keys: tls.crt)"
+        in kit.required_condition(obj, "GatewayProvisioned")["message"]
     )
 
     await kit.replace_secret(
         kit.client, kit.secret("agent-ca", kit.namespace, {"ca.crt": old_ca.certificate_pem()})
     )
-    await kit.until_trust(lambda t: t.get(plane).client_cas == (old_ca.certificate,))
+    await kit.until_trust(lambda t: _trust_of(t, plane).client_cas == (old_ca.certificate,))
     agent = kit.connect_agent(kit.agents, plane, old_ca)
     await kit.await_dataplane(
         kit.client, kit.namespace, "plane-s", kit.has_condition("Ready", "True")
@@ -111,7 +120,7 @@ async def test_secret_ca_rotation_and_every_failure_reason(reconciler: Reconcile
     await kit.replace_secret(
         kit.client, kit.secret("agent-ca", kit.namespace, {"ca.crt": new_ca.certificate_pem()})
     )
-    await kit.until_trust(lambda t: t.get(plane).client_cas == (new_ca.certificate,))
+    await kit.until_trust(lambda t: _trust_of(t, plane).client_cas == (new_ca.certificate,))
     assert agent.session.closed
     assert "no longer verifies" in agent.session.close_reason
     assert kit.agents.agents(plane) == []
@@ -129,7 +138,10 @@ async def test_secret_ca_rotation_and_every_failure_reason(reconciler: Reconcile
         "plane-s",
         kit.has_condition("GatewayProvisioned", "False", "InvalidCertificate"),
     )
-    assert f"Secret {kit.namespace}/agent-ca" in kit.condition(obj, "GatewayProvisioned")["message"]
+    assert (
+        f"Secret {kit.namespace}/agent-ca"
+        in kit.required_condition(obj, "GatewayProvisioned")["message"]
+    )
     expired = certs.create_ca(
         "expired agents",
         not_before=datetime.now(UTC) - timedelta(days=10),
@@ -144,15 +156,15 @@ async def test_secret_ca_rotation_and_every_failure_reason(reconciler: Reconcile
         "plane-s",
         kit.has_condition("GatewayProvisioned", "False", "CertificateExpired"),
     )
-    assert "expired" in kit.condition(obj, "GatewayProvisioned")["message"]
-    assert not kit.trust.get(plane).accepts_agents
+    assert "expired" in kit.required_condition(obj, "GatewayProvisioned")["message"]
+    assert not _trust_of(kit.trust, plane).accepts_agents
     reasons = {"SecretNotFound", "KeyNotFound", "InvalidCertificate", "CertificateExpired"}
     found = await _events_include(kit, reasons, part=1)
     assert all(kind == "Warning" for kind, reason, _ in found if reason in reasons)
 
 
 async def test_delete_disable_and_generation(
-    reconciler: Reconciler, kit, control_plane: KubeAPIServer
+    reconciler: Reconciler, kit: Kit, control_plane: KubeAPIServer
 ) -> None:
     ca = certs.create_ca("agents")
     plane = certs.PlaneRef(kit.namespace, "plane-d")
@@ -199,16 +211,16 @@ async def test_delete_disable_and_generation(
         "plane-d",
         {"spec": {"agent": {"enabled": False}, "kubernetesCluster": direct}},
     )
-    await kit.until_trust(lambda t: not t.get(plane).accepts_agents)
+    await kit.until_trust(lambda t: not _trust_of(t, plane).accepts_agents)
     assert agent.session.closed
-    assert "agent mode is off" in kit.trust.get(plane).issues[0]
+    assert "agent mode is off" in _trust_of(kit.trust, plane).issues[0]
 
     await kit.delete_dataplane(kit.client, kit.namespace, "plane-d")
     await kit.until_trust(lambda t: t.get(plane) is None)
     assert reconciler.direct.get(plane) is None
 
 
-async def test_missing_client_ca_and_invalid_spec(reconciler: Reconciler, kit) -> None:
+async def test_missing_client_ca_and_invalid_spec(reconciler: Reconciler, kit: Kit) -> None:
     await kit.create(kit.client, kit.agent_dataplane("no-ca", kit.namespace, None))
     obj = await kit.await_dataplane(
         kit.client,
@@ -216,11 +228,16 @@ async def test_missing_client_ca_and_invalid_spec(reconciler: Reconciler, kit) -
         "no-ca",
         kit.has_condition("GatewayProvisioned", "False", "MissingClientCA"),
     )
-    assert "spec.agent.clientCA is not set" in kit.condition(obj, "GatewayProvisioned")["message"]
+    assert (
+        "spec.agent.clientCA is not set"
+        in kit.required_condition(obj, "GatewayProvisioned")["message"]
+    )
     assert json.dumps(obj["status"])  # serialisable, as kubectl shows it
 
 
-async def _events_include(kit, wanted: set, part: int | None = None) -> list[tuple[str, str, str]]:
+async def _events_include(
+    kit: Kit, wanted: AbstractSet[object], part: int | None = None
+) -> list[tuple[str, str, str]]:
     """The namespace's Events once they include `wanted` (Events are written after status, and
     nothing announces them: bounded polling)."""
     async with asyncio.timeout(kit.timeout):
@@ -231,6 +248,12 @@ async def _events_include(kit, wanted: set, part: int | None = None) -> list[tup
             if wanted <= have:
                 return found
             await asyncio.sleep(0.1)
+
+
+def _trust_of(registry: TrustRegistry, plane: certs.PlaneRef) -> PlaneTrust:
+    trust = registry.get(plane)
+    assert trust is not None, f"{plane} is not in the trust registry"
+    return trust
 
 
 def _table(text: str) -> list[dict[str, str]]:

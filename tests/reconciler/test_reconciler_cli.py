@@ -20,7 +20,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(["reconciler", *argv])
 
 
-def _apply(server: KubeAPIServer, namespace: str, name: str, client_ca: dict) -> None:
+def _apply(server: KubeAPIServer, namespace: str, name: str, client_ca: dict[str, object]) -> None:
     manifest = {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,

@@ -8,11 +8,13 @@ import aiohttp
 
 import certs
 from envtest import KubeAPIServer
+from envtest.pytest_plugin import ServerFactory
 from gateway.reconciler import Reconciler
+from tests.reconciler.conftest import Kit
 
 
 async def test_bearer_token_and_mtls_and_a_wrong_token(
-    reconciler: Reconciler, kit, kube_servers
+    reconciler: Reconciler, kit: Kit, kube_servers: ServerFactory
 ) -> None:
     server: KubeAPIServer = kube_servers("direct")
     ca = {"value": server.ca_file.read_text()}
@@ -63,7 +65,7 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
         obj = await kit.await_dataplane(
             kit.client, kit.namespace, name, kit.has_condition("Ready", "True")
         )
-        connected = kit.condition(obj, "Connected")
+        connected = kit.required_condition(obj, "Connected")
         assert connected["reason"] == "ProbeSucceeded"
         assert connected["message"].startswith(f"GET {server.url}/readyz: 200")
     obj = await kit.await_dataplane(
@@ -72,7 +74,7 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
         "wrong-token",
         kit.has_condition("Connected", "False", "Unauthorized"),
     )
-    assert "401" in kit.condition(obj, "Connected")["message"]
+    assert "401" in kit.required_condition(obj, "Connected")["message"]
     assert kit.has_condition("GatewayProvisioned", "True")(obj)
     assert kit.has_condition("Ready", "False", "Unauthorized")(obj)
 
@@ -98,7 +100,7 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
 
 
 async def test_unreachable_server_and_unresolvable_credentials(
-    reconciler: Reconciler, kit, kube_servers
+    reconciler: Reconciler, kit: Kit, kube_servers: ServerFactory
 ) -> None:
     server: KubeAPIServer = kube_servers("direct")
     ca = {"value": server.ca_file.read_text()}
@@ -128,7 +130,7 @@ async def test_unreachable_server_and_unresolvable_credentials(
         "nobody-home",
         kit.has_condition("Connected", "False", "Unreachable"),
     )
-    assert "127.0.0.1:1" in kit.condition(obj, "Connected")["message"]
+    assert "127.0.0.1:1" in kit.required_condition(obj, "Connected")["message"]
     obj = await kit.await_dataplane(
         kit.client,
         kit.namespace,

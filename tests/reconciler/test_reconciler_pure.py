@@ -4,6 +4,7 @@ events from a status change. No server, no event loop."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,12 @@ def test_ready_takes_the_first_failing_reason() -> None:
     assert c.connected_from_agents(1).message == "1 agent connected"
 
 
+def _transition_time(status: Mapping[str, Any], kind: str) -> object:
+    found = c.condition(status, kind)
+    assert found is not None, f"no {kind} condition in {status}"
+    return found["lastTransitionTime"]
+
+
 def test_transition_time_changes_only_with_the_status() -> None:
     first = c.status_patch(
         None, c.desired(c.provisioned(), c.connected_from_agents(1)), generation=1, now=T0
@@ -54,7 +61,7 @@ def test_transition_time_changes_only_with_the_status() -> None:
         first, c.desired(c.provisioned(), c.connected_from_agents(3)), generation=1, now=T1
     )
     assert more is not None
-    assert c.condition(more, "Connected")["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert _transition_time(more, "Connected") == "2026-01-01T00:00:00Z"
     # A new generation alone is written too.
     assert c.status_patch(first, same, generation=2, now=T1) is not None
     # A status flip moves the time; conditions of other owners are kept, in place.
@@ -64,8 +71,8 @@ def test_transition_time_changes_only_with_the_status() -> None:
     )
     assert gone is not None
     assert gone["conditions"][0] == {"type": "Other", "status": "True"}
-    assert c.condition(gone, "Connected")["lastTransitionTime"] == "2026-01-01T00:05:00Z"
-    assert c.condition(gone, "GatewayProvisioned")["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert _transition_time(gone, "Connected") == "2026-01-01T00:05:00Z"
+    assert _transition_time(gone, "GatewayProvisioned") == "2026-01-01T00:00:00Z"
 
 
 def test_events_for_transitions_only() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
@@ -16,9 +17,10 @@ from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.replicas import GROUP_LABEL, LEADER_LABEL
 from gateway.trust import TrustRegistry
 from tests.kit.waits import wait_for
+from tests.reconciler.conftest import Kit, Obj
 
 
-def _replica(kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
+def _replica(kit: Kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
     trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     agents = AgentRegistry(trust, GatewayMetrics())
     coordination = CoordinationSettings(
@@ -42,7 +44,7 @@ def _replica(kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
     return reconciler, agents
 
 
-async def _until_lease(kit, selector: str, predicate) -> None:
+async def _until_lease(kit: Kit, selector: str, predicate: Callable[[Obj], bool]) -> None:
     """Watch Leases with `selector` until one satisfies `predicate`."""
     collection = KubeApi(kit.client).leases(kit.namespace, label_selector=selector)
     async with asyncio.timeout(kit.timeout):
@@ -55,11 +57,11 @@ async def _until_lease(kit, selector: str, predicate) -> None:
                     return
 
 
-def _held_by(identity: str):
+def _held_by(identity: str) -> Callable[[Obj], bool]:
     return lambda lease: (lease.get("spec") or {}).get("holderIdentity") == identity
 
 
-async def test_status_does_not_flap_between_replica_views(kit) -> None:
+async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
     ca = certs.create_ca("agents")
     plane = certs.PlaneRef(kit.namespace, "shared")
     await kit.create(
@@ -97,16 +99,19 @@ async def test_status_does_not_flap_between_replica_views(kit) -> None:
         obj = await kit.await_dataplane(
             kit.client, kit.namespace, "shared", kit.has_condition("Ready", "True")
         )
-        assert kit.condition(obj, "Connected")["message"] == "1 agent connected"
+        connected = kit.condition(obj, "Connected")
+        assert connected is not None
+        assert connected["message"] == "1 agent connected"
         assert replica_b.coordination.is_leader
         assert not replica_a.coordination.is_leader
 
         # Many renewals of A's Lease later, B still counts A's agent.
         renewals = 0
 
-        def renewed(lease) -> bool:
+        def renewed(lease: Obj) -> bool:
             nonlocal renewals
-            renewals += lease["metadata"]["name"] == "gw-replica-replica-a"
+            if lease["metadata"]["name"] == "gw-replica-replica-a":
+                renewals += 1
             return renewals >= 8
 
         await _until_lease(kit, f"{GROUP_LABEL}=gw", renewed)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CollectorRegistry
 
 from gateway.reconciler import conditions as c
@@ -30,7 +31,7 @@ class FakeSource:
     """Scripted list results and watch streams; each watch step is an event or an error."""
 
     kind = "Fake"
-    namespace = None
+    namespace: str | None = None
 
     def __init__(self, lists: list[list[dict[str, Any]]], watches: list[list[Any]]) -> None:
         self.lists = lists
@@ -88,7 +89,8 @@ async def test_gone_relists_and_connection_loss_resumes_from_the_last_version() 
             [WatchEvent("ADDED", _obj("poison", 11)), WatchEvent("DELETED", _obj("c", 12))],
         ],
     )
-    store, seen = Store(), []
+    store = Store()
+    seen: list[Change] = []
     metrics = await _run_until_exhausted(source, store, seen)
 
     # list → watch from 6 → lost: watch again from 7 → bookmark 8, then 410: list again → ...
@@ -105,10 +107,9 @@ async def test_gone_relists_and_connection_loss_resumes_from_the_last_version() 
         ("c", True),
         ("c", False),
     ]
+    [restarts_metric] = metrics.watch_restarts.collect()
     restarts = {
-        s.labels["reason"]: s.value
-        for s in metrics.watch_restarts.collect()[0].samples
-        if s.name.endswith("_total")
+        s.labels["reason"]: s.value for s in restarts_metric.samples if s.name.endswith("_total")
     }
     assert restarts == {"Unreachable": 1.0, "expired": 1.0}
 
@@ -118,12 +119,16 @@ def test_store_never_goes_back_in_time() -> None:
     assert store.upsert(_obj("a", 10)) is not None
     assert store.upsert(_obj("a", 9)) is None  # a late watch event after our own PATCH
     assert store.upsert(_obj("a", 10)) is None  # the same version again: no change
-    assert store.get(ObjKey("ns", "a"))["metadata"]["resourceVersion"] == "10"
+    stored = store.get(ObjKey("ns", "a"))
+    assert stored is not None
+    assert stored["metadata"]["resourceVersion"] == "10"
     changes = store.replace([_obj("b", 1)], namespace="other")
     assert [c.key.name for c in changes] == ["b"]  # a kept: it is outside the relisted scope
 
 
-async def test_real_server_expired_version_is_gone(control_plane_client, namespace) -> None:
+async def test_real_server_expired_version_is_gone(
+    control_plane_client: ApiClient, namespace: str
+) -> None:
     collection = KubeApi(control_plane_client).dataplanes(namespace)
 
     async def watch_from_one() -> None:
@@ -209,7 +214,7 @@ async def test_queue_retries_a_failing_key_with_backoff() -> None:
 
 
 async def test_real_server_old_version_makes_the_informer_relist(
-    control_plane_client, namespace
+    control_plane_client: ApiClient, namespace: str
 ) -> None:
     registry = CollectorRegistry()
     metrics = ReconcilerMetrics(registry)
@@ -237,12 +242,16 @@ async def test_real_server_old_version_makes_the_informer_relist(
     assert expired >= 1
 
 
-class FakeStatusApi:
+class FakeStatusApi(KubeApi):
+    """The one request a StatusWriter makes, recorded (no client: nothing else is called)."""
+
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
         self.fail: Exception | None = None
 
-    async def patch_dataplane_status(self, namespace: str, name: str, body: dict[str, Any]):
+    async def patch_dataplane_status(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         if self.fail is not None:
             raise self.fail
         self.patches.append(body)
@@ -252,7 +261,7 @@ class FakeStatusApi:
 async def test_status_writer_skips_no_ops_and_spaces_writes() -> None:
     api = FakeStatusApi()
     clock = [100.0]
-    writer = StatusWriter(api, _metrics(), min_interval=1.0, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+    writer = StatusWriter(api, _metrics(), min_interval=1.0, monotonic=lambda: clock[0])
     obj: dict[str, Any] = {
         "metadata": {"namespace": "ns", "name": "p", "generation": 1, "resourceVersion": "5"}
     }
@@ -262,6 +271,7 @@ async def test_status_writer_skips_no_ops_and_spaces_writes() -> None:
     first = await writer.write(obj, up)
     assert first.result is Result.WRITTEN
     assert api.patches[0]["metadata"] == {"resourceVersion": "5"}  # optimistic concurrency
+    assert first.written is not None
     obj["status"] = first.written["status"]
     assert (await writer.write(obj, up)).result is Result.UNCHANGED
     clock[0] += 0.2

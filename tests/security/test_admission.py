@@ -16,6 +16,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -31,7 +32,17 @@ from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER
 WITHIN = scaled(5)
 """How long a legitimate peer may take to get in, or a refusal to arrive, on a loaded machine."""
 
-GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+class GatewayFactory(Protocol):
+    """What the `start_gateway` fixture is."""
+
+    def __call__(
+        self,
+        *,
+        admission: dict[str, Any] | None = None,
+        callers: dict[str, Any] | None = None,
+        agents: dict[str, Any] | None = None,
+    ) -> Awaitable[Gateway]: ...
 
 
 @pytest.fixture
@@ -44,16 +55,16 @@ async def start_gateway(
 
     async def start(
         *,
-        admission: dict[str, object] | None = None,
-        callers: dict[str, object] | None = None,
-        agents: dict[str, object] | None = None,
+        admission: dict[str, Any] | None = None,
+        callers: dict[str, Any] | None = None,
+        agents: dict[str, Any] | None = None,
     ) -> Gateway:
         base = loopback_gateway_settings(pki.directory)
-        limits = dataclasses.replace(AdmissionSettings(), **(admission or {}))  # type: ignore[arg-type]
+        limits = dataclasses.replace(AdmissionSettings(), **(admission or {}))
         settings = dataclasses.replace(
             base,
-            agents=dataclasses.replace(base.agents, admission=limits, **(agents or {})),  # type: ignore[arg-type]
-            callers=dataclasses.replace(base.callers, admission=limits, **(callers or {})),  # type: ignore[arg-type]
+            agents=dataclasses.replace(base.agents, admission=limits, **(agents or {})),
+            callers=dataclasses.replace(base.callers, admission=limits, **(callers or {})),
         )
         gateway = Gateway(settings)
         await gateway.start()

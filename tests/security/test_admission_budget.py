@@ -8,7 +8,7 @@ from gateway.admission import AdmissionSettings, ConnectionBudget, Refusal, fit_
 
 
 def budget(**limits: int) -> ConnectionBudget:
-    return ConnectionBudget(AdmissionSettings(**limits))  # type: ignore[arg-type]
+    return ConnectionBudget(AdmissionSettings(**limits))
 
 
 def test_a_newcomer_evicts_the_oldest_unauthenticated_connection() -> None:
@@ -87,4 +87,4 @@ def test_limits_are_fitted_below_the_file_descriptor_limit() -> None:
 )
 def test_a_limit_below_one_is_refused(field: str) -> None:
     with pytest.raises(ValueError, match=field):
-        AdmissionSettings(**{field: 0})  # type: ignore[arg-type]
+        AdmissionSettings(**{field: 0})

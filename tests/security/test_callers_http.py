@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 import pytest
 
@@ -92,7 +93,10 @@ class RawCaller:
         return True
 
 
-Raw = Callable[..., AbstractAsyncContextManager[RawCaller]]
+class Raw(Protocol):
+    """What the `raw` fixture is: a TLS connection to the callers' port, as a RawCaller."""
+
+    def __call__(self, *, authenticated: bool = True) -> AbstractAsyncContextManager[RawCaller]: ...
 
 
 @pytest.fixture

@@ -9,13 +9,15 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import cast
 
+import aiohttp
 import pytest
 import yaml
-from kubernetes_asyncio.client import ApiClient, CoreV1Api
+from kubernetes_asyncio.client import ApiClient, CoreV1Api, CoreV1Event
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 import certs
 from certs import PlaneRef
@@ -42,7 +44,9 @@ GatewayFactory = Callable[[Path], GatewaySettings]
 async def _dial(gateway: Gateway, pki: Pki, bundle: certs.CertificateBundle, plane: str) -> None:
     """Open the agent WebSocket claiming `plane` (raises InvalidStatus if refused)."""
     url = f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={plane}"
-    websocket = await connect(url, ssl=pki.agent_ssl(bundle), subprotocols=[SUBPROTOCOL])  # type: ignore[list-item]
+    websocket = await connect(
+        url, ssl=pki.agent_ssl(bundle), subprotocols=[Subprotocol(SUBPROTOCOL)]
+    )
     await websocket.close()
 
 
@@ -61,7 +65,9 @@ def _mismatches(gateway: Gateway) -> float:
     return registry.get_sample_value("planelink_gateway_agent_rejections_total", labels) or 0
 
 
-async def _await_event(client: ApiClient, namespace: str, wanted: Callable[[Any], bool]) -> Any:
+async def _await_event(
+    client: ApiClient, namespace: str, wanted: Callable[[CoreV1Event], bool]
+) -> CoreV1Event:
     """The first Event of `namespace` for which `wanted` holds (listed, then watched)."""
     core = CoreV1Api(client)
     async with asyncio.timeout(TIMEOUT):
@@ -71,12 +77,17 @@ async def _await_event(client: ApiClient, namespace: str, wanted: Callable[[Any]
                 if wanted(event):
                     return event
             version = listed.metadata.resource_version
-            response = await core.list_namespaced_event(
-                namespace,
-                watch=True,
-                resource_version=version,
-                timeout_seconds=int(TIMEOUT),
-                _preload_content=False,
+            # Unparsed (_preload_content=False), the client hands back its aiohttp response;
+            # the stubs know only the parsed list.
+            response = cast(
+                aiohttp.ClientResponse,
+                await core.list_namespaced_event(
+                    namespace,
+                    watch=True,
+                    resource_version=version,
+                    timeout_seconds=int(TIMEOUT),
+                    _preload_content=False,
+                ),
             )
             async with response:
                 async for _ in response.content:

@@ -19,8 +19,9 @@ import pytest
 import certs
 from gateway.app import Gateway
 from protocol import RequestReceived
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import scaled
-from tunnel import StreamResetError, TunnelStream
+from tunnel import RequestHandler, StreamResetError, TunnelStream
 
 TIMEOUT = scaled(10.0)
 A = "/planes/ns-a/plane-a/k8s"
@@ -49,7 +50,7 @@ class Planes:
         return {name: [s.path for s in seen] for name, seen in self.seen.items()}
 
 
-def _answering_as(plane: certs.PlaneRef, planes: Planes):  # type: ignore[no-untyped-def]
+def _answering_as(plane: certs.PlaneRef, planes: Planes) -> RequestHandler:
     async def handler(stream: TunnelStream, request: RequestReceived) -> None:
         headers: dict[str, list[str]] = {}
         for key, value in request.headers:
@@ -86,7 +87,7 @@ def _answering_as(plane: certs.PlaneRef, planes: Planes):  # type: ignore[no-unt
 
 
 @pytest.fixture
-async def both_planes(connect_agent, planes) -> AsyncIterator[Planes]:
+async def both_planes(connect_agent: AgentFactory, planes: PlanePair) -> AsyncIterator[Planes]:
     """An agent for each plane, each answering `<plane name> <path it received>`."""
     seen = Planes()
     plane_a, plane_b = planes
@@ -119,13 +120,13 @@ class Answer:
 
     def status_object(self) -> dict[str, object]:
         assert self.headers.get("content-type") == "application/json", self.headers
-        status = json.loads(self.body)
+        status: dict[str, object] = json.loads(self.body)
         assert status["kind"] == "Status"
         assert status["code"] == self.status
-        return status  # type: ignore[no-any-return]
+        return status
 
 
-async def exchange(gateway: Gateway, pki, request: bytes) -> Answer:
+async def exchange(gateway: Gateway, pki: Pki, request: bytes) -> Answer:
     """Write `request` as is and read until the gateway closes the connection (a request that
     should keep it open says `Connection: close`). A gateway that never closes fails the test."""
     reader, writer = await asyncio.open_connection(
@@ -209,7 +210,7 @@ PATH_TRICKS: dict[str, tuple[bytes, str | None]] = {
 
 @pytest.mark.parametrize("case", sorted(PATH_TRICKS))
 async def test_path_tricks_reach_only_the_literal_plane(
-    gateway: Gateway, pki, both_planes: Planes, case: str
+    gateway: Gateway, pki: Pki, both_planes: Planes, case: str
 ) -> None:
     target, plane = PATH_TRICKS[case]
     answer = await exchange(gateway, pki, _get(target))
@@ -226,7 +227,7 @@ async def test_path_tricks_reach_only_the_literal_plane(
 
 
 async def test_each_plane_answers_its_own_callers(
-    gateway: Gateway, pki, both_planes: Planes
+    gateway: Gateway, pki: Pki, both_planes: Planes
 ) -> None:
     for prefix, plane in ((A, "plane-a"), (B, "plane-b")):
         answer = await exchange(gateway, pki, _get(f"{prefix}/api/v1/namespaces"))
@@ -239,7 +240,7 @@ async def test_each_plane_answers_its_own_callers(
 
 @pytest.mark.parametrize("target", [b"127.0.0.1:443", b"ns-b.plane-b:443", b"[::1]:6443"])
 async def test_an_authority_form_connect_is_refused(
-    gateway: Gateway, pki, both_planes: Planes, target: bytes
+    gateway: Gateway, pki: Pki, both_planes: Planes, target: bytes
 ) -> None:
     answer = await exchange(
         gateway, pki, b"CONNECT " + target + b" HTTP/1.1\r\nHost: " + target + b"\r\n\r\n"
@@ -251,7 +252,9 @@ async def test_an_authority_form_connect_is_refused(
     assert both_planes.reached() == {"plane-a": [], "plane-b": []}
 
 
-async def test_a_connect_to_a_plane_path_is_405(gateway: Gateway, pki, both_planes: Planes) -> None:
+async def test_a_connect_to_a_plane_path_is_405(
+    gateway: Gateway, pki: Pki, both_planes: Planes
+) -> None:
     request = f"CONNECT {B}/api HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n"
     answer = await exchange(gateway, pki, request.encode())
     assert answer.responses == 1
@@ -271,7 +274,7 @@ async def test_a_connect_to_a_plane_path_is_405(gateway: Gateway, pki, both_plan
     ids=["other-plane", "path-in-host", "two-hosts", "no-host"],
 )
 async def test_host_does_not_route_and_is_not_forwarded(
-    gateway: Gateway, pki, both_planes: Planes, hosts: list[bytes]
+    gateway: Gateway, pki: Pki, both_planes: Planes, hosts: list[bytes]
 ) -> None:
     request = b"\r\n".join(
         [f"GET {A}/api HTTP/1.1".encode(), *hosts, b"Connection: close", b"", b""]
@@ -302,7 +305,7 @@ async def test_host_does_not_route_and_is_not_forwarded(
     ],
 )
 async def test_impersonation_from_a_caller_is_403(
-    gateway: Gateway, pki, both_planes: Planes, header: bytes
+    gateway: Gateway, pki: Pki, both_planes: Planes, header: bytes
 ) -> None:
     # Not a discovery path: those are refused in plain text, for kubectl's sake.
     answer = await exchange(gateway, pki, _get(f"{A}/api/v1/namespaces", header))
@@ -314,7 +317,7 @@ async def test_impersonation_from_a_caller_is_403(
 
 
 async def test_credentials_never_reach_the_agent(
-    gateway: Gateway, pki, both_planes: Planes
+    gateway: Gateway, pki: Pki, both_planes: Planes
 ) -> None:
     answer = await exchange(
         gateway,
@@ -376,7 +379,7 @@ REFUSED_HEADS: dict[str, tuple[bytes, bytes]] = {
 
 @pytest.mark.parametrize("case", sorted(REFUSED_HEADS))
 async def test_a_malformed_or_ambiguous_head_is_400_and_close(
-    gateway: Gateway, pki, both_planes: Planes, case: str
+    gateway: Gateway, pki: Pki, both_planes: Planes, case: str
 ) -> None:
     # No `Connection: close`: the gateway must close by itself after refusing.
     headers, rest = REFUSED_HEADS[case]
@@ -397,7 +400,7 @@ BAD_CHUNKS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_CHUNKS))
 async def test_a_bad_chunk_is_400_and_close_and_the_agent_sees_no_whole_body(
-    gateway: Gateway, pki, both_planes: Planes, case: str
+    gateway: Gateway, pki: Pki, both_planes: Planes, case: str
 ) -> None:
     request = (
         f"POST {A}/api HTTP/1.1\r\nHost: gateway\r\nTransfer-Encoding: chunked\r\n\r\n".encode()

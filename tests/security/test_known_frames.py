@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 import certs
 from bench.hostile_known import MALFORMED_FRAMES
@@ -33,6 +34,7 @@ from protocol import (
     Role,
 )
 from protocol.frames import Data, Reset, WindowUpdate
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import scaled
 from tunnel import StreamResetError, TunnelStream
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
@@ -82,14 +84,14 @@ class HostileAgent:
 
 @contextlib.asynccontextmanager
 async def hostile_agent(
-    gateway: Gateway, pki, plane: certs.PlaneRef, *, agent_id: str | None = None
+    gateway: Gateway, pki: Pki, plane: certs.PlaneRef, *, agent_id: str | None = None
 ) -> AsyncIterator[HostileAgent]:
     agent_id = agent_id or f"hostile-{next(_HOSTILE_IDS)}"
     url = f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={plane}"
     websocket = await connect(
         url,
         ssl=pki.agent_ssl(pki.agent_cert(plane)),
-        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+        subprotocols=[Subprotocol(SUBPROTOCOL)],
         ping_interval=None,
     )
     try:
@@ -123,7 +125,13 @@ async def _wait_unregistered(gateway: Gateway, plane: certs.PlaneRef, agent_id: 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_FRAMES))
 async def test_a_malformed_frame_drops_only_that_agent(
-    gateway: Gateway, pki, connect_agent, caller: aiohttp.ClientSession, planes, *, case: str
+    gateway: Gateway,
+    pki: Pki,
+    connect_agent: AgentFactory,
+    caller: aiohttp.ClientSession,
+    planes: PlanePair,
+    *,
+    case: str,
 ) -> None:
     plane_a, plane_b = planes
     encode, code = MALFORMED_FRAMES[case]
@@ -149,7 +157,11 @@ async def test_a_malformed_frame_drops_only_that_agent(
 
 
 async def test_a_hostile_agent_cannot_touch_another_planes_stream(
-    gateway: Gateway, pki, connect_agent, caller: aiohttp.ClientSession, planes
+    gateway: Gateway,
+    pki: Pki,
+    connect_agent: AgentFactory,
+    caller: aiohttp.ClientSession,
+    planes: PlanePair,
 ) -> None:
     """Stream ids are per tunnel: the ids of plane B's open streams mean nothing on plane A's
     tunnel, so an agent of A that names them only ends its own tunnel."""
@@ -193,7 +205,7 @@ async def test_a_hostile_agent_cannot_touch_another_planes_stream(
 
 
 async def test_the_gateway_serves_no_requests_from_agents(
-    gateway: Gateway, connect_agent, planes
+    gateway: Gateway, connect_agent: AgentFactory, planes: PlanePair
 ) -> None:
     """An agent may open a stream (the protocol allows even ids), but the gateway answers none:
     each is refused, the agent stays connected, and no other plane sees a thing."""
@@ -217,7 +229,11 @@ async def test_the_gateway_serves_no_requests_from_agents(
 
 
 async def test_an_agent_claiming_another_agents_id_displaces_nobody(
-    gateway: Gateway, pki, connect_agent, caller: aiohttp.ClientSession, planes
+    gateway: Gateway,
+    pki: Pki,
+    connect_agent: AgentFactory,
+    caller: aiohttp.ClientSession,
+    planes: PlanePair,
 ) -> None:
     """The agent id in a HELLO is a label, not an identity: an agent of either plane that
     claims a connected agent's id joins beside it, and leaving takes only itself away."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import pytest
 import yaml
@@ -75,11 +75,29 @@ DANGERS = {
 }
 
 
+class May(Protocol):
+    def __call__(self, asks: dict[str, Ask], namespace: str = ...) -> set[str]:
+        """The names of the questions answered allowed (in the release's namespace unless
+        `namespace` is given)."""
+        ...
+
+
 class Rbac(NamedTuple):
     user: str
     """The chart's service account, as the API server names it."""
-    may: Callable[..., set[str]]
-    """may(asks, namespace=<the release's>): the names of the questions answered allowed."""
+    may: May
+
+
+class ChartRbac(Protocol):
+    """What the `chart_rbac` fixture is: apply `chart`'s RBAC rendered with `--set` values."""
+
+    def __call__(self, chart: str, *values: str) -> Rbac: ...
+
+
+class AgentRbac(Protocol):
+    """What the `agent_rbac` fixture is: the agent chart's RBAC, with more `--set` values."""
+
+    def __call__(self, *values: str) -> Rbac: ...
 
 
 def _helm(helm: Path, *args: str) -> str:
@@ -122,9 +140,7 @@ def _json_stream(text: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def chart_rbac(
-    helm: Path, control_plane: KubeAPIServer, namespace: str
-) -> Iterator[Callable[..., Rbac]]:
+def chart_rbac(helm: Path, control_plane: KubeAPIServer, namespace: str) -> Iterator[ChartRbac]:
     """Apply a chart's RBAC rendered with `--set` values; ask what its service account may do."""
     applied: list[str] = []
 
@@ -156,7 +172,7 @@ def chart_rbac(
 
 
 @pytest.fixture
-def agent_rbac(chart_rbac: Callable[..., Rbac]) -> Callable[..., Rbac]:
+def agent_rbac(chart_rbac: ChartRbac) -> AgentRbac:
     def apply(*values: str) -> Rbac:
         return chart_rbac("planelink-agent", *AGENT_VALUES, *values)
 
@@ -164,7 +180,7 @@ def agent_rbac(chart_rbac: Callable[..., Rbac]) -> Callable[..., Rbac]:
 
 
 def test_by_default_the_agent_reads_workloads_and_nothing_else(
-    agent_rbac: Callable[..., Rbac], control_plane: KubeAPIServer
+    agent_rbac: AgentRbac, control_plane: KubeAPIServer
 ) -> None:
     rbac = agent_rbac()
     assert rbac.may(READS) == set(READS)
@@ -192,7 +208,7 @@ def test_by_default_the_agent_reads_workloads_and_nothing_else(
     ids=lambda value: value[0] if isinstance(value, list) else "",
 )
 def test_each_opt_in_grants_exactly_its_capability(
-    agent_rbac: Callable[..., Rbac], values: list[str], granted: set[str]
+    agent_rbac: AgentRbac, values: list[str], granted: set[str]
 ) -> None:
     rbac = agent_rbac(*(arg for value in values for arg in ("--set", value)))
     assert rbac.may(READS) == set(READS)
@@ -200,7 +216,7 @@ def test_each_opt_in_grants_exactly_its_capability(
 
 
 def test_own_rules_add_to_the_read_only_set_or_replace_it(
-    agent_rbac: Callable[..., Rbac],
+    agent_rbac: AgentRbac,
 ) -> None:
     deploy = '[{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["create"]}]'
     added = agent_rbac("--set-json", f"rbac.rules={deploy}")
@@ -215,7 +231,7 @@ SECRETS = {verb: Ask(verb, "secrets") for verb in ("get", "list", "watch")}
 
 
 def test_the_gateway_reads_secrets_only_where_it_follows_dataplanes(
-    chart_rbac: Callable[..., Rbac], control_plane: KubeAPIServer, namespace: str
+    chart_rbac: ChartRbac, control_plane: KubeAPIServer, namespace: str
 ) -> None:
     everywhere = chart_rbac("planelink-gateway")
     assert everywhere.may(SECRETS, namespace="kube-system") == set(SECRETS)

@@ -78,7 +78,8 @@ async def reconciler(control_plane_client: ApiClient, kit: Kit) -> AsyncIterator
 
 
 def _value(gauge: Gauge) -> float:
-    return gauge.collect()[0].samples[0].value
+    [metric] = gauge.collect()
+    return metric.samples[0].value
 
 
 def _client_cas(kit: Kit, plane: certs.PlaneRef) -> tuple[Any, ...]:
@@ -170,7 +171,7 @@ async def test_beyond_the_limit_a_secret_is_read_not_watched(
         for name in names:
             plane = certs.PlaneRef(kit.namespace, name)
             await kit.until_trust(
-                lambda _, plane=plane: _client_cas(kit, plane) == (ca.certificate,)
+                lambda _: _client_cas(kit, plane) == (ca.certificate,)  # noqa: B023 - awaited here
             )
         assert len(limited.secrets) == 1
         assert _value(limited.metrics.secrets_unwatched) == 1

@@ -18,6 +18,7 @@ import yaml
 from kubernetes_asyncio.client import ApiClient
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 import certs
 from agent.app import Agent
@@ -196,7 +197,7 @@ async def test_a_gateway_whose_control_plane_is_down_says_starting_then_serves_w
                 await connect(
                     agent_tls.connect_url,
                     ssl=pki.agent_ssl(certs.issue_agent(pki.agent_cas[plane], plane=plane)),
-                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                    subprotocols=[Subprotocol(SUBPROTOCOL)],
                 )
             answer = refused.value.response
             assert answer.status_code == 503

@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 import certs
 from gateway.app import Gateway, GatewaySettings
@@ -78,7 +79,7 @@ async def hostile_agent(
     async with connect(
         url,
         ssl=pki.agent_ssl(pki.agent_cert(plane)),
-        subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+        subprotocols=[Subprotocol(SUBPROTOCOL)],
         ping_interval=None,
         compression=None,
         max_size=None,

@@ -10,9 +10,10 @@ import itertools
 import os
 import shutil
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -59,7 +60,10 @@ async def _run(argv: list[str], *, env: dict[str, str] | None = None) -> Ran:
     return Ran(process.returncode, stdout.decode(), stderr.decode())
 
 
-StatusRunner = Callable[..., Awaitable[Ran]]
+class StatusRunner(Protocol):
+    """What the `planelink_status` fixture is."""
+
+    def __call__(self, *args: str, env: dict[str, str | None] | None = None) -> Awaitable[Ran]: ...
 
 
 @pytest.fixture
@@ -80,7 +84,10 @@ def planelink_status() -> StatusRunner:
     return run
 
 
-BrowserRunner = Callable[..., Awaitable[Ran]]
+class BrowserRunner(Protocol):
+    """What the `chromium` fixture is."""
+
+    def __call__(self, *args: str) -> Awaitable[Ran]: ...
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import pytest
 
 import certs
 from planelink.status_cli import COLUMNS, NO_AGENT, format_duration, plane_row, render_table
+from tests.kit.gateway_lab import AgentFactory, Pki
+from tests.status.conftest import StatusRunner
 
 PLANE_A = certs.PlaneRef("ns-a", "plane-a")
 PLANE_B = certs.PlaneRef("ns-b", "plane-b")
@@ -26,7 +28,7 @@ def _rows(table: str) -> dict[str, list[str]]:
 
 
 async def test_table_lists_every_plane_with_its_agents(
-    operator_url, connect_agent, pki, planelink_status
+    operator_url: str, connect_agent: AgentFactory, pki: Pki, planelink_status: StatusRunner
 ) -> None:
     soon = certs.issue_agent(
         pki.agent_cas[PLANE_A],
@@ -54,7 +56,7 @@ async def test_table_lists_every_plane_with_its_agents(
 
 
 async def test_json_output_is_the_gateways_answer(
-    operator_url, connect_agent, planelink_status
+    operator_url: str, connect_agent: AgentFactory, planelink_status: StatusRunner
 ) -> None:
     async with connect_agent(PLANE_B):
         ran = await planelink_status("-o", "json", "--gateway", operator_url)
@@ -69,7 +71,7 @@ async def test_json_output_is_the_gateways_answer(
 
 
 async def test_fail_on_disconnected_exit_codes(
-    operator_url, connect_agent, planelink_status
+    operator_url: str, connect_agent: AgentFactory, planelink_status: StatusRunner
 ) -> None:
     async with connect_agent(PLANE_A), connect_agent(PLANE_B):
         missing_one = await planelink_status("--gateway", operator_url, "--fail-on-disconnected")
@@ -88,7 +90,9 @@ async def test_fail_on_disconnected_exit_codes(
     assert all_connected.returncode == 0, all_connected.stdout
 
 
-async def test_gateway_url_from_the_environment(operator_url, planelink_status) -> None:
+async def test_gateway_url_from_the_environment(
+    operator_url: str, planelink_status: StatusRunner
+) -> None:
     ran = await planelink_status(env={"PLANELINK_GATEWAY_OPERATOR_URL": operator_url + "/"})
     assert ran.returncode == 0, ran.stderr
     assert "ns-a/plane-a" in ran.stdout
@@ -102,7 +106,9 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def test_unreachable_gateway_is_one_line_and_exit_2(closed_port, planelink_status) -> None:
+async def test_unreachable_gateway_is_one_line_and_exit_2(
+    closed_port: int, planelink_status: StatusRunner
+) -> None:
     url = f"http://127.0.0.1:{closed_port}"
     ran = await planelink_status("--gateway", url)
     assert ran.returncode == 2
@@ -112,7 +118,9 @@ async def test_unreachable_gateway_is_one_line_and_exit_2(closed_port, planelink
     assert "refused" in ran.stderr.lower()
 
 
-async def test_not_the_operator_endpoint_is_exit_2(operator_url, planelink_status) -> None:
+async def test_not_the_operator_endpoint_is_exit_2(
+    operator_url: str, planelink_status: StatusRunner
+) -> None:
     ran = await planelink_status("--gateway", operator_url + "/nowhere")
     assert ran.returncode == 2
     assert ran.stderr == (
@@ -120,7 +128,7 @@ async def test_not_the_operator_endpoint_is_exit_2(operator_url, planelink_statu
     )
 
 
-async def test_help_explains_columns_and_exit_codes(planelink_status) -> None:
+async def test_help_explains_columns_and_exit_codes(planelink_status: StatusRunner) -> None:
     ran = await planelink_status("--help")
     assert ran.returncode == 0
     assert ran.stdout.startswith("usage: planelink status")

@@ -12,6 +12,8 @@ import pytest
 
 import certs
 from gateway.health_page import HTML
+from tests.kit.gateway_lab import AgentFactory
+from tests.status.conftest import BrowserRunner
 
 PLANE_A = certs.PlaneRef("ns-a", "plane-a")
 PLANE_B = certs.PlaneRef("ns-b", "plane-b")
@@ -19,7 +21,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPT_BUDGET = "--virtual-time-budget=5000"  # lets the page's fetch and rendering finish
 
 
-async def test_page_is_self_contained_and_locked_down(operator_url) -> None:
+async def test_page_is_self_contained_and_locked_down(operator_url: str) -> None:
     async with aiohttp.ClientSession(operator_url) as http:
         for path in ("/", "/ui"):
             async with http.get(path) as answer:
@@ -42,7 +44,9 @@ def _dom_rows(dom: str) -> dict[str, list[str]]:
     return rows
 
 
-async def test_page_renders_the_planes_table(operator_url, connect_agent, chromium) -> None:
+async def test_page_renders_the_planes_table(
+    operator_url: str, connect_agent: AgentFactory, chromium: BrowserRunner
+) -> None:
     async with connect_agent(PLANE_A), connect_agent(PLANE_A), connect_agent(PLANE_B):
         ran = await chromium(SCRIPT_BUDGET, "--dump-dom", f"{operator_url}/ui")
     assert ran.returncode == 0, ran.stderr[-2000:]
@@ -62,7 +66,9 @@ HOSTILE = "<img src=x id=injected>"
 
 
 @pytest.mark.parametrize("extra_planes", [[{"plane": "ns-d/plane-d", "clientCA": HOSTILE}]])
-async def test_page_shows_text_from_the_json_as_text(operator_url, chromium) -> None:
+async def test_page_shows_text_from_the_json_as_text(
+    operator_url: str, chromium: BrowserRunner
+) -> None:
     ran = await chromium(SCRIPT_BUDGET, "--dump-dom", operator_url)
     assert ran.returncode == 0, ran.stderr[-2000:]
     error = _dom_rows(ran.stdout)["ns-d/plane-d"][7]
@@ -111,7 +117,7 @@ def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
 
 
 async def test_page_screenshot_is_not_blank(
-    operator_url, connect_agent, chromium, tmp_path: Path
+    operator_url: str, connect_agent: AgentFactory, chromium: BrowserRunner, tmp_path: Path
 ) -> None:
     screenshot = tmp_path / "health-page.png"
     async with connect_agent(PLANE_A), connect_agent(PLANE_B):

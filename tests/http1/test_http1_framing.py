@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tunnel.http1 import Headers
-from tunnel.response_framing import FramingError, ResponseFramer, content_length
+from http1.framing import FramingError, ResponseFramer, content_length
+from protocol import Headers
 
 
 def framer(

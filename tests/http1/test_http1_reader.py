@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tunnel.http1 import HttpError, MessageReader, end_to_end_headers
+from http1.parser import HttpError
+from http1.reader import MessageReader
 
 
 def _reader(*chunks: bytes) -> asyncio.StreamReader:
@@ -103,25 +104,6 @@ async def test_body_until_close() -> None:
     http = MessageReader(_reader(b"HTTP/1.1 200 OK\r\n\r\nstreamed", b" until close"), "response")
     await http.next_response()
     assert await _body(http) == b"streamed until close"
-
-
-def test_hop_by_hop_headers_are_dropped() -> None:
-    headers = [
-        (b"Connection", b"keep-alive, X-Secret"),
-        (b"X-Secret", b"1"),
-        (b"Keep-Alive", b"timeout=5"),
-        (b"Transfer-Encoding", b"chunked"),
-        (b"Content-Length", b"3"),
-        (b"Upgrade", b"websocket"),
-        (b"Accept", b"application/json"),
-    ]
-    assert end_to_end_headers(headers) == [
-        (b"Content-Length", b"3"),
-        (b"Accept", b"application/json"),
-    ]
-    kept = end_to_end_headers(headers, keep_upgrade=True)
-    assert (b"Upgrade", b"websocket") in kept
-    assert (b"Connection", b"Upgrade") in kept
 
 
 async def test_too_many_header_fields_are_431_whatever_their_size() -> None:

@@ -18,19 +18,12 @@ never writes, reads or waits; the relay around it does.
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 
-from protocol.headers import HeaderBlockError, check_token, check_value
-from tunnel.http1 import (
-    LAST_CHUNK,
-    Header,
-    Headers,
-    end_to_end_headers,
-    header_value,
-    response_head_bytes,
-)
+from http1.forwarding import TO_CALLER, header_value
+from http1.writer import LAST_CHUNK, reason_phrase, response_head_bytes
+from protocol.headers import Header, HeaderBlockError, Headers, check_token, check_value
 
-__all__ = ["FramingError", "ResponseFramer"]
+__all__ = ["FramingError", "ResponseFramer", "content_length"]
 
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -39,14 +32,6 @@ _CRLF = b"\r\n"
 
 class FramingError(Exception):
     """The peer's response cannot be framed honestly: refuse it (502) or cut the connection."""
-
-
-def reason_phrase(status: int) -> str:
-    """The reason phrase written on a status line ("Unknown" for codes without one)."""
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 def content_length(headers: Headers) -> int | None:
@@ -99,11 +84,7 @@ class ResponseFramer:
         self.chunked = False
         self.keep_alive = keep_alive and status != 101
         self.remaining: int | None = declared
-        kept = [
-            (key, value)
-            for key, value in end_to_end_headers(headers, keep_upgrade=status == 101)
-            if key.lower() != b"content-length"
-        ]
+        kept = TO_CALLER.apply(headers, upgrade=status == 101)
         if method == "HEAD" or status in _NO_BODY_STATUSES or status == 101:
             self.remaining = 0
             # A HEAD or 304 answer may state the length a GET would have had; a 204 may not.

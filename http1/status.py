@@ -1,9 +1,17 @@
-"""Kubernetes `Status` bodies: how an error reaches a caller so that kubectl prints it well."""
+"""HTTP statuses as the proxies report them: Kubernetes `Status` bodies, so that kubectl prints
+an error well, and the class of a status that metrics are labelled with.
+
+Pure: it builds bytes and labels, and never decides which status an error gets.
+"""
 
 from __future__ import annotations
 
 import json
 from http import HTTPStatus
+
+from protocol.headers import Header
+
+__all__ = ["REASONS", "status_body", "status_class", "status_headers"]
 
 # The reasons of metav1.StatusReason that the gateway and agent answer with.
 REASONS = {
@@ -38,7 +46,7 @@ def status_body(code: int, message: str, *, reason: str | None = None) -> bytes:
     return json.dumps(status, separators=(",", ":")).encode()
 
 
-def status_headers(body: bytes, *, retry_after: int | None = None) -> list[tuple[bytes, bytes]]:
+def status_headers(body: bytes, *, retry_after: int | None = None) -> list[Header]:
     headers = [
         (b"Content-Type", b"application/json"),
         (b"Content-Length", str(len(body)).encode()),
@@ -47,3 +55,8 @@ def status_headers(body: bytes, *, retry_after: int | None = None) -> list[tuple
     if retry_after is not None:
         headers.append((b"Retry-After", str(retry_after).encode()))
     return headers
+
+
+def status_class(status: int) -> str:
+    """The class of an HTTP status as a metric label: "2xx" for 200 to 299, and so on."""
+    return f"{status // 100}xx"

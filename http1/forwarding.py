@@ -1,0 +1,131 @@
+"""Which header fields a proxy passes on, hop by hop: the one declaration of that policy.
+
+One exchange crosses two proxies, each in both directions, and each applies one policy once,
+to the fields it received, before it passes them on:
+
+    caller ─HTTP/1.1─▶ gateway ─TO_AGENT─▶ agent ─TO_UPSTREAM─▶ API server   (the request)
+    caller ◀─TO_CALLER─ gateway ◀─TO_GATEWAY─ agent ◀─HTTP/1.1─ API server   (the response)
+
+Every policy drops the hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
+`Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, and `Upgrade` unless the
+exchange upgrades, which then carries `Connection: Upgrade` as protocol/SPEC.md §5.3 says).
+Both proxies do, in both directions, because neither takes the other's word for it: the
+gateway never lets an agent's fields frame a caller's connection (a second `Transfer-Encoding`
+would let an agent write a response of its own into it), and the agent never lets what arrives
+on its tunnel frame its API server's connection. Then each policy drops the fields its hop
+replaces with its own or must not pass on (`Policy.dropped`); the writer of the next HTTP/1.1
+message adds its own framing. A caller's field that must not even be asked for is refused
+(`Policy.refused`), before anything is forwarded.
+
+Pure: this module never reads, writes or interprets a value beyond `Connection`'s tokens.
+"""
+
+from __future__ import annotations
+
+from protocol.headers import Header, Headers
+
+__all__ = [
+    "HOP_BY_HOP",
+    "TO_AGENT",
+    "TO_CALLER",
+    "TO_GATEWAY",
+    "TO_UPSTREAM",
+    "Policy",
+    "header_value",
+]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+"""Fields about one connection (RFC 9110 §7.6.1), lower-case; `Connection` names more."""
+
+_UPGRADE = frozenset({b"upgrade"})
+_CONNECTION_UPGRADE: Header = (b"Connection", b"Upgrade")
+
+
+class Policy:
+    """What one hop passes on of the fields it received: the end-to-end ones minus `dropped`.
+
+    `refused` lists name prefixes a sender may not use at all: `refused_field` finds one, and
+    the hop answers with a refusal instead of forwarding anything.
+    """
+
+    __slots__ = ("_dropped", "_dropped_when_upgrading", "dropped", "hop", "refused")
+
+    def __init__(
+        self, hop: str, *, dropped: frozenset[bytes] = frozenset(), refused: tuple[bytes, ...] = ()
+    ) -> None:
+        if _UPGRADE & dropped:
+            raise ValueError("Upgrade is the exchange's to keep or drop, not a policy's")
+        self.hop = hop
+        self.dropped = dropped
+        self.refused = refused
+        # Decided once: on the request path of every exchange no set is built unless a
+        # Connection field names some.
+        self._dropped = HOP_BY_HOP | dropped
+        self._dropped_when_upgrading = self._dropped - _UPGRADE
+
+    def __repr__(self) -> str:
+        return f"Policy({self.hop!r})"
+
+    def apply(self, headers: Headers, *, upgrade: bool = False) -> list[Header]:
+        """The fields of `headers` to pass on, in order; `upgrade` keeps `Upgrade` and adds
+        `Connection: Upgrade`."""
+        named: set[bytes] = set()
+        for key, value in headers:
+            if key.lower() == b"connection":
+                named.update(token.strip().lower() for token in value.split(b","))
+        dropped = self._dropped_when_upgrading if upgrade else self._dropped
+        if named:
+            dropped = (dropped | named) - (_UPGRADE if upgrade else frozenset())
+        kept = [(key, value) for key, value in headers if key.lower() not in dropped]
+        if upgrade:
+            kept.append(_CONNECTION_UPGRADE)
+        return kept
+
+    def refused_field(self, headers: Headers) -> bytes | None:
+        """The name of the first field a sender may not use on this hop, or None."""
+        if self.refused:
+            for key, _ in headers:
+                if key.lower().startswith(self.refused):
+                    return key
+        return None
+
+
+TO_AGENT = Policy(
+    "gateway → agent",
+    # A caller's credentials end at the gateway (which authenticated it), and so does the Host
+    # it named: the gateway's. Impersonation is the gateway's to assert, never a caller's.
+    dropped=frozenset({b"authorization", b"host"}),
+    refused=(b"impersonate-",),
+)
+TO_UPSTREAM = Policy(
+    "agent → API server",
+    # The agent's own: its upstream's Host, its credentials, the body's framing as it writes
+    # it; and no 100-continue, which it does not do.
+    dropped=frozenset({b"host", b"authorization", b"content-length", b"expect"}),
+)
+TO_GATEWAY = Policy("agent → gateway")
+TO_CALLER = Policy(
+    "gateway → caller",
+    # The gateway frames every response itself and states the length it counts.
+    dropped=frozenset({b"content-length"}),
+)
+
+
+def header_value(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of header `name` (lower-case), or None."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
