@@ -70,18 +70,19 @@ from protocol.hello import SUPPORTED_VERSIONS, PeerInfo, accept_hello, build_hel
 from protocol.registry import StreamRegistry
 from protocol.scheduler import Scheduler
 from protocol.settings import FRAME_HEADER_SIZE, MAX_WINDOW, FloodLimits, SendLimits, Settings
-from protocol.stream import Action, HalfState, Side, Stream, next_state, status_allowed
+from protocol.stream import Action, HalfState, Party, Side, Stream
 
-__all__ = ["Connection", "ConnectionState"]
+__all__ = ["CONNECTION_TRANSITIONS", "Connection", "ConnectionInput", "ConnectionState"]
 
 _DATA = int(FrameType.DATA)
 _OPEN = HalfState.OPEN
 _CLOSED = HalfState.CLOSED
+_LOCAL, _PEER = Party.LOCAL, Party.PEER
 _Handler = Callable[[int, int, memoryview, int, int], None]
 
 
 class ConnectionState(enum.Enum):
-    """Life of a connection."""
+    """Life of a connection; it moves only along :data:`CONNECTION_TRANSITIONS`."""
 
     AWAIT_HELLO = "await-hello"
     """Our HELLO is queued; the peer's has not arrived. Only HELLO may be received."""
@@ -91,6 +92,36 @@ class ConnectionState(enum.Enum):
     """A GOAWAY was sent or received: no new streams; existing ones finish."""
     CLOSED = "closed"
     """Terminated (``ConnectionTerminated`` emitted); input is ignored."""
+
+
+class ConnectionInput(enum.Enum):
+    """What moves a connection from one :class:`ConnectionState` to the next."""
+
+    HELLO_RECEIVED = "hello-received"
+    """The peer's HELLO was accepted."""
+    GOAWAY = "goaway"
+    """A GOAWAY was sent (``drain``) or received: no new streams from now on."""
+    DRAINED = "drained"
+    """The last stream of a draining connection is gone."""
+    TERMINATED = "terminated"
+    """Closed now: locally, by a connection error, by the peer's error GOAWAY, or the
+    transport went away."""
+
+
+CONNECTION_TRANSITIONS: dict[tuple[ConnectionState, ConnectionInput], ConnectionState] = {
+    (ConnectionState.AWAIT_HELLO, ConnectionInput.HELLO_RECEIVED): ConnectionState.OPEN,
+    # drain() before the peer's HELLO: no stream can exist yet, so DRAINED follows at once.
+    (ConnectionState.AWAIT_HELLO, ConnectionInput.GOAWAY): ConnectionState.DRAINING,
+    (ConnectionState.OPEN, ConnectionInput.GOAWAY): ConnectionState.DRAINING,
+    (ConnectionState.DRAINING, ConnectionInput.GOAWAY): ConnectionState.DRAINING,
+    (ConnectionState.DRAINING, ConnectionInput.DRAINED): ConnectionState.CLOSED,
+    (ConnectionState.AWAIT_HELLO, ConnectionInput.TERMINATED): ConnectionState.CLOSED,
+    (ConnectionState.OPEN, ConnectionInput.TERMINATED): ConnectionState.CLOSED,
+    (ConnectionState.DRAINING, ConnectionInput.TERMINATED): ConnectionState.CLOSED,
+}
+"""Every legal change of a connection's state; nothing leaves CLOSED. The connection changes
+its state only through this table (``Connection._move``), and every public method that could
+ask for an edge it lacks checks the state first, so a missing edge is a bug in this module."""
 
 
 class Connection:
@@ -129,7 +160,7 @@ class Connection:
         )
         self.peer: PeerInfo | None = None
         """The peer's HELLO, once received."""
-        self.state = ConnectionState.AWAIT_HELLO
+        self._state = ConnectionState.AWAIT_HELLO
         self._versions = tuple(versions)
         self._version = HELLO_VERSION
         self._events: list[Event] = []
@@ -169,7 +200,7 @@ class Connection:
         without it, time is taken not to have moved since the last call. ``DataReceived``
         events reference ``message`` without copying it.
         """
-        if self.state is ConnectionState.CLOSED:
+        if self._state is ConnectionState.CLOSED:
             return
         if now is not None:
             self._idle_frames.advance(now)
@@ -208,7 +239,7 @@ class Connection:
 
     def connection_lost(self) -> None:
         """The transport closed: every stream is reset with ``CONNECTION_LOST``."""
-        if self.state is not ConnectionState.CLOSED:
+        if self._state is not ConnectionState.CLOSED:
             self._terminate(ErrorCode.CONNECTION_LOST, "transport closed", remote=True)
 
     # == local API: streams ============================================================
@@ -230,7 +261,7 @@ class Connection:
         exhausted) and with ``HEADER_ERROR`` for an invalid or oversized head.
         """
         peer = self._require_peer()
-        if self.state is not ConnectionState.OPEN:
+        if self._state is not ConnectionState.OPEN:
             raise LocalProtocolError(ErrorCode.REFUSED_STREAM, "connection is draining")
         if self._reg.local_open >= peer.settings.max_concurrent_streams:
             raise LocalProtocolError(
@@ -246,13 +277,12 @@ class Connection:
             opened_locally=True,
             recv=ReceiveWindow(self.local_settings.initial_stream_window),
         )
-        stream.upgrade = upgrade
-        stream.advance_local(Action.REQUEST_UPGRADE if upgrade else Action.REQUEST)
+        stream.apply(_LOCAL, Action.REQUEST_UPGRADE if upgrade else Action.REQUEST)
         self._reg.add(stream)
         self._sched.add_stream(stream_id)
         self._sched.control(frame)
         if end_stream:
-            stream.advance_local(Action.END)
+            stream.apply(_LOCAL, Action.END)
             stream.end_flushed = True  # travels with the head, FIFO with later heads
         return stream_id
 
@@ -270,20 +300,13 @@ class Connection:
         becomes a byte pipe. Other statuses must be 200..599.
         """
         peer = self._require_peer()
-        stream = self._sendable_stream(stream_id, Action.RESPONSE)
-        if not status_allowed(status, upgrade_requested=stream.upgrade):
-            raise LocalProtocolError(
-                ErrorCode.PROTOCOL_ERROR,
-                f"status {status} not allowed on stream {stream_id} "
-                f"(upgrade requested: {stream.upgrade})",
-            )
+        stream = self._local_stream(stream_id)
+        stream.check(_LOCAL, Action.RESPONSE, status=status)  # the state's verdict comes first
         frame = self._encode_head(Response(stream_id, status, tuple(headers), end_stream), peer)
-        stream.advance_local(Action.RESPONSE)
-        if status == 101:
-            stream.advance_remote(Action.SWITCHED)
+        stream.apply(_LOCAL, Action.RESPONSE, status=status)
         self._sched.control(frame)
         if end_stream:
-            stream.advance_local(Action.END)
+            stream.apply(_LOCAL, Action.END)
             stream.end_flushed = True
             self._finish_if_done(stream)
 
@@ -296,10 +319,10 @@ class Connection:
         """
         stream = self._streams.get(stream_id)
         if stream is None or stream.local is not _OPEN:
-            # Not the common case: let the table produce the precise error (an OPEN half
-            # may always send DATA, and an OPEN half exists only on a live connection).
+            # Not the common case: DATA is legal only on an OPEN half (which exists only on a
+            # live connection), so this raises the table's precise error.
             self._require_peer()
-            self._sendable_stream(stream_id, Action.DATA)
+            self._local_stream(stream_id).apply(_LOCAL, Action.DATA)
         if type(data) is not bytes:
             data = memoryview(data).cast("B")
         return self._sched.enqueue(stream_id, data)
@@ -307,8 +330,7 @@ class Connection:
     def end_stream(self, stream_id: int) -> None:
         """Half-close our side: END goes out after all queued data of the stream."""
         self._require_peer()
-        stream = self._sendable_stream(stream_id, Action.END)
-        stream.advance_local(Action.END)
+        self._local_stream(stream_id).apply(_LOCAL, Action.END)
         self._sched.end(stream_id)
 
     def reset_stream(
@@ -321,7 +343,7 @@ class Connection:
         consumed, those are credited to the connection now (they never will be consumed, and
         holding them would shrink the connection window for every other stream for good).
         """
-        if self.state is ConnectionState.CLOSED:
+        if self._state is ConnectionState.CLOSED:
             return
         stream = self._streams.get(stream_id)
         if stream is None:
@@ -373,24 +395,29 @@ class Connection:
 
         ``ConnectionTerminated(NO_ERROR)`` follows when the last stream is done.
         """
-        if self.state is ConnectionState.CLOSED or self._goaway_sent:
+        if self._state is ConnectionState.CLOSED or self._goaway_sent:
             return
         self._send_goaway(ErrorCode.NO_ERROR, debug)
-        self.state = ConnectionState.DRAINING
+        self._move(ConnectionInput.GOAWAY)
         self._check_drained()
 
     def close(self, error_code: ErrorCode = ErrorCode.NO_ERROR, debug: str = "") -> None:
         """End now: GOAWAY(error_code), every stream reset, ``ConnectionTerminated``."""
-        if self.state is not ConnectionState.CLOSED:
+        if self._state is not ConnectionState.CLOSED:
             self._send_goaway(error_code, debug)
             self._terminate(error_code, debug or "closed locally", remote=False)
 
     # == queries ======================================================================
 
     @property
+    def state(self) -> ConnectionState:
+        """Where the connection is in its life (changed only along ``CONNECTION_TRANSITIONS``)."""
+        return self._state
+
+    @property
     def available_streams(self) -> int:
         """How many more streams we may open now (0 before the peer's HELLO / draining)."""
-        if self.peer is None or self.state is not ConnectionState.OPEN:
+        if self.peer is None or self._state is not ConnectionState.OPEN:
             return 0
         return max(0, self.peer.settings.max_concurrent_streams - self._reg.local_open)
 
@@ -469,7 +496,7 @@ class Connection:
         on_data = self._on_data
         pos = 0
         while pos < size:
-            if self.state is ConnectionState.CLOSED:
+            if self._state is ConnectionState.CLOSED:
                 return
             if size - pos < FRAME_HEADER_SIZE:
                 parse_header(buf, pos, max_frame)  # raises the precise FRAME_SIZE_ERROR
@@ -526,8 +553,7 @@ class Connection:
             initial_stream_window=peer.settings.initial_stream_window,
             version=peer.version,
         )
-        if self.state is ConnectionState.AWAIT_HELLO:
-            self.state = ConnectionState.OPEN
+        self._move(ConnectionInput.HELLO_RECEIVED)
         self._events.append(HelloReceived(peer))
 
     def _on_request(
@@ -564,8 +590,7 @@ class Connection:
             opened_locally=False,
             recv=ReceiveWindow(self.local_settings.initial_stream_window),
         )
-        stream.upgrade = head.upgrade
-        stream.advance_remote(Action.REQUEST_UPGRADE if head.upgrade else Action.REQUEST)
+        stream.apply(_PEER, Action.REQUEST_UPGRADE if head.upgrade else Action.REQUEST)
         self._reg.add(stream)
         self._sched.add_stream(head.stream_id)
         self._events.append(
@@ -588,7 +613,7 @@ class Connection:
         stream = self._known_stream(stream_id, "RESPONSE")
         if stream is None:
             return
-        self._check_remote(stream, Action.RESPONSE, "RESPONSE")
+        stream.check(_PEER, Action.RESPONSE)  # the state's verdict before the head's
         limit = self.local_settings.max_header_block_size
         if end - start > limit:
             raise StreamProtocolError(
@@ -597,15 +622,7 @@ class Connection:
                 f"response head of {end - start} bytes exceeds MAX_HEADER_BLOCK_SIZE {limit}",
             )
         head = Response.decode(flags, stream_id, buf, start, end)
-        if not status_allowed(head.status, upgrade_requested=stream.upgrade):
-            raise StreamProtocolError(
-                stream_id,
-                ErrorCode.PROTOCOL_ERROR,
-                f"status {head.status} not allowed (upgrade requested: {stream.upgrade})",
-            )
-        stream.advance_remote(Action.RESPONSE)
-        if head.status == 101:
-            stream.advance_local(Action.SWITCHED)
+        stream.apply(_PEER, Action.RESPONSE, status=head.status)
         self._events.append(ResponseReceived(stream_id, head.status, head.headers))
         if head.end_stream:
             self._remote_end(stream)
@@ -626,8 +643,10 @@ class Connection:
             if stream is None:
                 self._known_stream(stream_id, "DATA")
                 return
-            self._check_remote(stream, Action.END if flags and not n else Action.DATA, "DATA")
-            self._remote_end(stream)  # the table allows only an empty END here
+            if flags and not n:
+                self._remote_end(stream)  # legal only after a non-101 answer to an upgrade
+            else:
+                stream.apply(_PEER, Action.DATA)  # DATA needs an OPEN half: this raises
             return
         if not stream.recv.receive(n):
             self._credit_connection(n)
@@ -705,8 +724,7 @@ class Connection:
             )
         self._peer_goaway_last = frame.last_stream_id
         self._events.append(GoAwayReceived(frame.last_stream_id, frame.error_code, frame.debug))
-        if self.state is ConnectionState.OPEN:
-            self.state = ConnectionState.DRAINING
+        self._move(ConnectionInput.GOAWAY)
         for stream in list(self._streams.values()):
             if stream.local_side is Side.REQUESTER and stream.stream_id > frame.last_stream_id:
                 self._reg.remember_reset(stream.stream_id)
@@ -743,18 +761,8 @@ class Connection:
             return None
         raise StreamProtocolError(stream_id, ErrorCode.STREAM_CLOSED, f"{what} on a closed stream")
 
-    def _check_remote(self, stream: Stream, action: Action, what: str) -> None:
-        if next_state(stream.remote_side, stream.remote, action) is None:
-            closed = stream.remote is _CLOSED
-            raise StreamProtocolError(
-                stream.stream_id,
-                ErrorCode.STREAM_CLOSED if closed else ErrorCode.PROTOCOL_ERROR,
-                f"{what} not allowed from the {stream.remote_side.value} "
-                f"in state {stream.remote.value}",
-            )
-
     def _remote_end(self, stream: Stream) -> None:
-        stream.advance_remote(Action.END)
+        stream.apply(_PEER, Action.END)
         self._events.append(StreamEnded(stream.stream_id))
         self._finish_if_done(stream)
 
@@ -810,6 +818,8 @@ class Connection:
             self._check_drained()
 
     def _fail(self, exc: ConnectionProtocolError) -> None:
+        if self._state is ConnectionState.CLOSED:  # already ended while handling this input
+            return
         self._send_goaway(exc.code, exc.message)
         self._terminate(exc.code, exc.message, remote=False)
 
@@ -822,12 +832,21 @@ class Connection:
             self._remove(stream, reset=True)
             self._events.append(StreamReset(stream.stream_id, code, reason, remote))
         self._sched.discard_all_data()
-        self.state = ConnectionState.CLOSED
+        self._move(ConnectionInput.TERMINATED)
         self._events.append(ConnectionTerminated(code, reason, remote))
 
+    def _move(self, change: ConnectionInput) -> None:
+        """Take the edge of ``CONNECTION_TRANSITIONS`` for ``change``: the one state setter."""
+        target = CONNECTION_TRANSITIONS.get((self._state, change))
+        if target is None:
+            raise RuntimeError(
+                f"bug: a connection in state {self._state.value} cannot take {change.value}"
+            )
+        self._state = target
+
     def _check_drained(self) -> None:
-        if self.state is ConnectionState.DRAINING and not self._streams:
-            self.state = ConnectionState.CLOSED
+        if self._state is ConnectionState.DRAINING and not self._streams:
+            self._move(ConnectionInput.DRAINED)
             self._events.append(
                 ConnectionTerminated(ErrorCode.NO_ERROR, "drained", not self._goaway_sent)
             )
@@ -844,28 +863,21 @@ class Connection:
     # == send helpers =================================================================
 
     def _control(self, frame: bytes) -> None:
-        if self.state is not ConnectionState.CLOSED:
+        if self._state is not ConnectionState.CLOSED:
             self._sched.control(frame)
 
     def _require_peer(self) -> PeerInfo:
-        if self.state is ConnectionState.CLOSED:
+        if self._state is ConnectionState.CLOSED:
             raise LocalProtocolError(ErrorCode.PROTOCOL_ERROR, "connection is closed")
         if self.peer is None:
             raise LocalProtocolError(ErrorCode.PROTOCOL_ERROR, "peer HELLO not received yet")
         return self.peer
 
-    def _sendable_stream(self, stream_id: int, action: Action) -> Stream:
+    def _local_stream(self, stream_id: int) -> Stream:
+        """The stream the application names, which must still be in the table."""
         stream = self._streams.get(stream_id)
         if stream is None:
             raise StreamClosedError(stream_id, f"stream {stream_id} is not open")
-        if next_state(stream.local_side, stream.local, action) is None:
-            if stream.local is _CLOSED:
-                raise StreamClosedError(stream_id, f"stream {stream_id}: we already sent END")
-            raise LocalProtocolError(
-                ErrorCode.PROTOCOL_ERROR,
-                f"{action.value} not allowed from the {stream.local_side.value} "
-                f"in state {stream.local.value} on stream {stream_id}",
-            )
         return stream
 
     def _encode_head(self, head: Request | Response, peer: PeerInfo) -> bytes:

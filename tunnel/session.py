@@ -12,6 +12,9 @@ within `Heartbeat.write_timeout` ends the session at once, without a goodbye (no
 read it). A peer that floods is cut off by the protocol's `FloodLimits`. Either way
 `dropped_for` names the bound that was passed, for the operator's metric and log line.
 
+The session implements `tunnel.stream.StreamOwner`, the only way a stream reaches it, and
+drives each stream through that stream's public `deliver_*` methods.
+
 For the responding side (the agent), each request the peer opens runs `request_handler` in a
 task of its own; the session owns those tasks and cancels them when their stream is reset or
 the session ends. When the session ends, every open stream fails at once with
@@ -230,30 +233,30 @@ class TunnelSession:
             )
         except LocalProtocolError as error:
             raise local_error(error) from error
-        stream = TunnelStream(self, stream_id)
-        if end_stream:
-            stream._local_ended = True
+        stream = TunnelStream(self, stream_id, ended_locally=end_stream)
         self._streams[stream_id] = stream
         self._idle.clear()
         self.streams_opened += 1
         self._wake_writer.set()
         return stream
 
-    # -- what streams call ----------------------------------------------------------------------
+    # -- what streams call (the StreamOwner interface) -------------------------------------------
+    # The application calls the stream's methods, never these: they skip the stream's own
+    # bookkeeping (its byte counts, its ended and reset flags, its waiters).
 
-    def _respond(
-        self, stream: TunnelStream, status: int, headers: Headers, *, end_stream: bool
+    def send_response(
+        self, stream_id: int, status: int, headers: Headers, *, end_stream: bool
     ) -> None:
         try:
             self._conn.send_response(
-                stream.stream_id, status=status, headers=headers, end_stream=end_stream
+                stream_id, status=status, headers=headers, end_stream=end_stream
             )
         except LocalProtocolError as error:
             # Nothing was sent: the handler may still answer with another head (a 502).
             raise local_error(error) from error
         self._wake_writer.set()
 
-    def _send_data(self, stream_id: int, data: memoryview) -> int:
+    def send_data(self, stream_id: int, data: memoryview) -> int:
         try:
             accepted = self._conn.send_data(stream_id, data)
         except LocalProtocolError as error:
@@ -262,24 +265,24 @@ class TunnelSession:
             self._wake_writer.set()
         return accepted
 
-    def _end_stream(self, stream_id: int) -> None:
+    def end_stream(self, stream_id: int) -> None:
         try:
             self._conn.end_stream(stream_id)
         except LocalProtocolError as error:
             raise local_error(error) from error
         self._wake_writer.set()
 
-    def _reset_stream(self, stream_id: int, code: ErrorCode, message: str) -> None:
+    def reset_stream(self, stream_id: int, code: ErrorCode, message: str) -> None:
         self._conn.reset_stream(stream_id, code, message)
         self._wake_writer.set()
 
-    def _consumed(self, stream_id: int, size: int) -> None:
+    def consumed(self, stream_id: int, size: int) -> None:
         with contextlib.suppress(LocalProtocolError):  # the stream was reset meanwhile
             self._conn.consumed(stream_id, size)
         if self._conn.has_data_to_send:
             self._wake_writer.set()
 
-    def _forget_if_done(self, stream: TunnelStream) -> None:
+    def forget_if_done(self, stream: TunnelStream) -> None:
         if stream.done and self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
             self._update_idle()
@@ -384,18 +387,18 @@ class TunnelSession:
             case DataReceived(stream_id, data):
                 stream = self._streams.get(stream_id)
                 if stream is not None:
-                    stream._on_data(data)
+                    stream.deliver_data(data)
                 else:  # nobody reads it any more: give the credit back at once
-                    self._consumed(stream_id, len(data))
+                    self.consumed(stream_id, len(data))
             case SendCapacityAvailable(stream_id):
                 if (stream := self._streams.get(stream_id)) is not None:
-                    stream._on_capacity()
+                    stream.capacity_available()
             case ResponseReceived(stream_id):
                 if (stream := self._streams.get(stream_id)) is not None:
-                    stream._on_response(event)
+                    stream.deliver_response(event)
             case StreamEnded(stream_id):
                 if (stream := self._streams.get(stream_id)) is not None:
-                    stream._on_end()
+                    stream.deliver_end()
             case StreamReset(stream_id, code, message, remote):
                 self._on_stream_reset(stream_id, StreamResetError(code, message, remote=remote))
             case RequestReceived():
@@ -461,7 +464,7 @@ class TunnelSession:
     def _on_stream_reset(self, stream_id: int, error: StreamResetError) -> None:
         stream = self._streams.get(stream_id)
         if stream is not None:
-            stream._on_reset(error)
+            stream.deliver_reset(error)
         handler = self._handlers.get(stream_id)
         if handler is not None and error.remote:
             handler.cancel()  # the caller is gone: stop the upstream work too
@@ -484,7 +487,7 @@ class TunnelSession:
             self._hello.exception()  # a session may end before anyone asked
         lost = StreamResetError(ErrorCode.CONNECTION_LOST, reason, remote=False)
         for stream in list(self._streams.values()):
-            stream._on_reset(lost)
+            stream.deliver_reset(lost)
         self._ended.set_result(None)
 
     async def _shutdown(self) -> None:

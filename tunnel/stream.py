@@ -7,19 +7,21 @@ peer slows the writer down instead of filling memory.
 
 A stream never raises a transport's exception: a reset or a lost connection surfaces as
 `StreamResetError` with the protocol's error code.
+
+The seam to the session is public both ways and narrow: a stream reaches its session only
+through `StreamOwner` (the session implements it), and the session drives a stream only through
+its `deliver_*` methods and `capacity_available`. Neither touches the other's private state,
+and this module never imports `tunnel.session` (a contract in pyproject.toml says so).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from protocol import ErrorCode, LocalProtocolError, ResponseReceived
 from protocol.headers import Headers
-
-if TYPE_CHECKING:
-    from tunnel.session import TunnelSession
 
 
 class StreamResetError(Exception):
@@ -32,6 +34,31 @@ class StreamResetError(Exception):
         self.remote = remote
 
 
+class StreamOwner(Protocol):
+    """What a stream needs from the session that carries it: the protocol's stream calls, with
+    a protocol refusal raised as `StreamResetError`, and the release of a finished stream."""
+
+    def send_response(
+        self, stream_id: int, status: int, headers: Headers, *, end_stream: bool
+    ) -> None:
+        """Send the response head; on a refusal nothing was sent (another head may follow)."""
+
+    def send_data(self, stream_id: int, data: memoryview) -> int:
+        """Queue body bytes; returns how many were accepted (0 when there is no room now)."""
+
+    def end_stream(self, stream_id: int) -> None:
+        """Half-close: END goes out after the queued bytes."""
+
+    def reset_stream(self, stream_id: int, code: ErrorCode, message: str) -> None:
+        """Abort both directions; the peer is told with `code`."""
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        """The application has taken `size` received bytes: credit them to the peer."""
+
+    def forget_if_done(self, stream: TunnelStream) -> None:
+        """Drop the stream from the session once `stream.done`."""
+
+
 class TunnelStream:
     """A request/response exchange (or, after a 101, a byte pipe) inside a tunnel."""
 
@@ -39,24 +66,25 @@ class TunnelStream:
         "_chunks",
         "_discarding",
         "_local_ended",
+        "_owner",
         "_read_waiter",
         "_remote_ended",
         "_reset",
         "_response",
-        "_session",
         "_write_waiter",
         "bytes_received",
         "bytes_sent",
         "stream_id",
     )
 
-    def __init__(self, session: TunnelSession, stream_id: int) -> None:
-        self._session = session
+    def __init__(self, owner: StreamOwner, stream_id: int, *, ended_locally: bool = False) -> None:
+        """`ended_locally`: the head that opened the stream also ended this side's half."""
+        self._owner = owner
         self.stream_id = stream_id
         self._chunks: deque[memoryview] = deque()
         self._discarding = False
         self._remote_ended = False
-        self._local_ended = False
+        self._local_ended = ended_locally
         self._reset: StreamResetError | None = None
         self._response: asyncio.Future[ResponseReceived] | None = None
         self._read_waiter: asyncio.Future[None] | None = None
@@ -109,15 +137,15 @@ class TunnelStream:
                 self._read_waiter = None
         chunk = self._chunks.popleft()
         # Credit returns to the peer as the application takes bytes, not as they arrive.
-        self._session._consumed(self.stream_id, len(chunk))
+        self._owner.consumed(self.stream_id, len(chunk))
         if not self._chunks and self._remote_ended:
-            self._session._forget_if_done(self)
+            self._owner.forget_if_done(self)
         return chunk
 
     def respond(self, status: int, headers: Headers = (), *, end_stream: bool = False) -> None:
         """Send the response head (for a stream the peer opened)."""
         self._raise_if_reset()
-        self._session._respond(self, status, headers, end_stream=end_stream)
+        self._owner.send_response(self.stream_id, status, headers, end_stream=end_stream)
         if end_stream:
             self._end_locally()
 
@@ -126,7 +154,7 @@ class TunnelStream:
         view = memoryview(data)
         while view:
             self._raise_if_reset()
-            accepted = self._session._send_data(self.stream_id, view)
+            accepted = self._owner.send_data(self.stream_id, view)
             self.bytes_sent += accepted
             view = view[accepted:]
             if view:
@@ -140,7 +168,7 @@ class TunnelStream:
         """Half-close: nothing more will be written; queued bytes still go out."""
         if self._local_ended or self._reset is not None:
             return
-        self._session._end_stream(self.stream_id)
+        self._owner.end_stream(self.stream_id)
         self._end_locally()
 
     def reset(self, code: ErrorCode = ErrorCode.CANCEL, message: str = "") -> None:
@@ -150,16 +178,8 @@ class TunnelStream:
         # The application gives the stream up: what it did not read goes too (the protocol
         # returns the credit with the reset), so the stream leaves the table now.
         self._chunks.clear()
-        self._session._reset_stream(self.stream_id, code, message)
-        self._on_reset(StreamResetError(code, message, remote=False))
-
-    # -- what the session calls ---------------------------------------------------------------
-
-    def _on_response(self, event: ResponseReceived) -> None:
-        if self._response is None:
-            self._response = asyncio.get_running_loop().create_future()
-        if not self._response.done():
-            self._response.set_result(event)
+        self._owner.reset_stream(self.stream_id, code, message)
+        self.deliver_reset(StreamResetError(code, message, remote=False))
 
     def discard_input(self) -> None:
         """Nobody will read this stream any more: what arrives is dropped and its credit given
@@ -167,26 +187,39 @@ class TunnelStream:
         rest of the upload is not needed)."""
         self._discarding = True
         while self._chunks:
-            self._session._consumed(self.stream_id, len(self._chunks.popleft()))
-        self._session._forget_if_done(self)
+            self._owner.consumed(self.stream_id, len(self._chunks.popleft()))
+        self._owner.forget_if_done(self)
 
-    def _on_data(self, data: memoryview) -> None:
+    # -- what the session calls (the application never does) ----------------------------------
+
+    def deliver_response(self, event: ResponseReceived) -> None:
+        """The response head arrived (on a stream this side opened)."""
+        if self._response is None:
+            self._response = asyncio.get_running_loop().create_future()
+        if not self._response.done():
+            self._response.set_result(event)
+
+    def deliver_data(self, data: memoryview) -> None:
+        """Received body bytes; they wait here until `read()` takes them."""
         self.bytes_received += len(data)
         if self._discarding:
-            self._session._consumed(self.stream_id, len(data))
+            self._owner.consumed(self.stream_id, len(data))
             return
         self._chunks.append(data)
         _wake(self._read_waiter)
 
-    def _on_end(self) -> None:
+    def deliver_end(self) -> None:
+        """The peer ended its half: `read()` returns b"" once the bytes before are taken."""
         self._remote_ended = True
         _wake(self._read_waiter)
-        self._session._forget_if_done(self)
+        self._owner.forget_if_done(self)
 
-    def _on_capacity(self) -> None:
+    def capacity_available(self) -> None:
+        """Send capacity freed up: a waiting `write()` goes on."""
         _wake(self._write_waiter)
 
-    def _on_reset(self, error: StreamResetError) -> None:
+    def deliver_reset(self, error: StreamResetError) -> None:
+        """The stream ended abnormally (reset by either side, or the connection was lost)."""
         if self._reset is not None:
             return
         self._reset = error
@@ -200,11 +233,11 @@ class TunnelStream:
             self._response.set_exception(error)
             # Nobody may await it any more; mark the exception as seen.
             self._response.exception()
-        self._session._forget_if_done(self)
+        self._owner.forget_if_done(self)
 
     def _end_locally(self) -> None:
         self._local_ended = True
-        self._session._forget_if_done(self)
+        self._owner.forget_if_done(self)
 
     def _raise_if_reset(self) -> None:
         if self._reset is not None:

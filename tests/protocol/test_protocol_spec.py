@@ -10,6 +10,7 @@ import pytest
 
 import protocol
 from protocol import ErrorCode, FloodLimits, SendLimits, SettingId, Settings
+from protocol.connection import CONNECTION_TRANSITIONS, ConnectionInput, ConnectionState
 from protocol.frames import (
     _CONNECTION_ONLY,
     _STREAM_ONLY,
@@ -134,6 +135,19 @@ def test_state_table_matches_transitions() -> None:
     assert spec == TRANSITIONS
     states = table("State", "Meaning")
     assert {r["State"] for r in states} == {s.value for s in HalfState}
+
+
+def test_connection_table_matches_connection_transitions() -> None:
+    rows = table("Connection from", "Input", "To")
+    spec = {
+        (ConnectionState(r["Connection from"]), ConnectionInput(r["Input"])): ConnectionState(
+            r["To"]
+        )
+        for r in rows
+    }
+    assert spec == CONNECTION_TRANSITIONS
+    states = table("Connection state", "Meaning")
+    assert {r["Connection state"] for r in states} == {s.value for s in ConnectionState}
 
 
 @pytest.mark.parametrize(
