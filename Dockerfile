@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY protocol protocol
 COPY certs certs
 COPY crd crd
+COPY kubeobject kubeobject
 COPY http1 http1
 COPY tunnel tunnel
 COPY kubeproxy kubeproxy

@@ -7,17 +7,18 @@ Depends on `tunnel`, `protocol` and `certs`; never on `gateway`. Typical use::
     # or, inside an event loop:
     await Agent(settings).run(stop_event)
 
-Modules: `settings` (flags + environment), `backoff` (pure), `discovery` (the Kubernetes
-version for the HELLO), `dialer` (the WebSocket with mTLS), `health` (/healthz, /readyz,
-/metrics), `metrics`, `app` (the wiring, signals, reconnecting). Proxying to the API server
+Modules: `settings` (validated; `planelink agent` fills it from flags and environment),
+`reconnect` (pure: when to dial again), `discovery` (the Kubernetes version for the HELLO),
+`dialer` (the WebSocket with mTLS), `health` (/healthz, /readyz, /metrics), `metrics`, `app`
+(the wiring, signals, reconnecting). Proxying to the API server
 (upstream, pool, request policy, proxy) is `kubeproxy`'s, shared with the gateway's direct mode.
 """
 
 from agent.app import AGENT_VERSION, Agent, load_upstream, run_agent
-from agent.backoff import Backoff, Reconnect
 from agent.dialer import DialFailed, GatewayRejected
 from agent.health import TunnelState
 from agent.metrics import AgentMetrics
+from agent.reconnect import Reconnect
 from agent.settings import AgentSettings
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "Agent",
     "AgentMetrics",
     "AgentSettings",
-    "Backoff",
     "DialFailed",
     "GatewayRejected",
     "Reconnect",

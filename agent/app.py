@@ -2,9 +2,9 @@
 
 `Agent.run(stop)` is the whole life of an agent: it serves `/healthz`, `/readyz`, `/metrics`
 and keeps one tunnel to the gateway, dialing again with jittered exponential backoff whenever
-an attempt fails or the tunnel ends (`agent.backoff.Reconnect`: dial failures start over once
-a tunnel is set up, tunnels that drop at once are backed off from, a gateway's `Retry-After`
-is honoured).
+an attempt fails or the tunnel ends (`agent.reconnect.Reconnect`: dial failures start over
+once a tunnel is set up, tunnels that drop at once are backed off from, a gateway's
+`Retry-After` is honoured).
 When `stop` is set it sends GOAWAY, lets in-flight requests finish within the drain grace,
 closes the tunnel and returns. `run_agent` wraps that in a process: SIGTERM and SIGINT set
 `stop`, and the exit code is 0 after a clean stop.
@@ -24,11 +24,11 @@ from importlib import metadata
 import structlog
 from cryptography import x509
 
-from agent.backoff import Reconnect
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
 from agent.discovery import kubernetes_version
 from agent.health import HealthServer, TunnelState
 from agent.metrics import AgentMetrics
+from agent.reconnect import Reconnect
 from agent.settings import AgentSettings
 from kubeproxy import (
     ConnectionPool,

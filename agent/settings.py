@@ -1,9 +1,10 @@
-"""The agent's settings: one frozen value, filled from command-line flags and environment alike.
+"""The agent's settings: one frozen value, validated on construction.
 
-Every field names its environment variable and its help text in its metadata, so the CLI, the
-docs and `AgentSettings.from_sources` never disagree. A flag wins over the environment, the
-environment over the default. Validation happens on construction: an `AgentSettings` that
-exists is usable (a `ValueError` names the offending setting otherwise).
+An `AgentSettings` that exists is usable (a `ValueError` names the offending setting
+otherwise). `planelink agent` fills it from flags and environment: each field's flag,
+environment variable and help text are declared there (`planelink.agent_cli.SETTINGS`), once;
+the defaults are the fields' own. This module never reads flags or the environment itself
+(the agent id's default aside: the pod name).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 import certs
@@ -23,286 +22,43 @@ DEFAULT_TLS_DIR = Path("/etc/planelink/agent-tls")
 DEFAULT_IN_CLUSTER_ROOT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError(f"{text!r} is not a boolean (true/false)")
-
-
-def _meta(
-    *, env: str, help: str, group: str, metavar: str, parse: Callable[[str], Any] = str
-) -> dict[str, Any]:
-    """A field's metadata: its environment variable, help, CLI group and value parser."""
-    return {"env": env, "help": help, "parse": parse, "group": group, "metavar": metavar}
-
-
 def _default_agent_id() -> str:
     # In a pod, HOSTNAME is the pod name: stable for the pod's life, unique among replicas.
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
-
-
-_GATEWAY = "gateway connection"
-_UPSTREAM = "local API server"
-_TIMING = "timing"
-_SERVING = "health and metrics"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class AgentSettings:
     """Everything the agent needs to know; construct with keywords (validated)."""
 
-    gateway_url: str = dataclasses.field(
-        default="",
-        metadata=_meta(
-            env="PLANELINK_GATEWAY_URL",
-            group=_GATEWAY,
-            metavar="URL",
-            help="the gateway to dial, e.g. wss://gateway.example.com (required)",
-        ),
-    )
-    plane: str = dataclasses.field(
-        default="",
-        metadata=_meta(
-            env="PLANELINK_PLANE",
-            group=_GATEWAY,
-            metavar="NAMESPACE/NAME",
-            help="the DataPlane this agent serves, as <namespace>/<name> (required)",
-        ),
-    )
-    agent_id: str = dataclasses.field(
-        default_factory=_default_agent_id,
-        metadata=_meta(
-            env="PLANELINK_AGENT_ID",
-            group=_GATEWAY,
-            metavar="ID",
-            help="a stable id of this agent instance (default: the pod name)",
-        ),
-    )
-    tls_dir: Path = dataclasses.field(
-        default=DEFAULT_TLS_DIR,
-        metadata=_meta(
-            env="PLANELINK_TLS_DIR",
-            parse=Path,
-            group=_GATEWAY,
-            metavar="DIR",
-            help="folder of the mounted cluster-agent-tls Secret: tls.crt, tls.key and ca.crt "
-            "(the gateway's CA); re-read at every connection attempt, so renewals need no restart",
-        ),
-    )
-    client_cert: Path | None = dataclasses.field(
-        default=None,
-        metadata=_meta(
-            env="PLANELINK_CLIENT_CERT",
-            parse=Path,
-            group=_GATEWAY,
-            metavar="FILE",
-            help="client certificate chain (default: <tls-dir>/tls.crt)",
-        ),
-    )
-    client_key: Path | None = dataclasses.field(
-        default=None,
-        metadata=_meta(
-            env="PLANELINK_CLIENT_KEY",
-            parse=Path,
-            group=_GATEWAY,
-            metavar="FILE",
-            help="client private key (default: <tls-dir>/tls.key)",
-        ),
-    )
-    gateway_ca: Path | None = dataclasses.field(
-        default=None,
-        metadata=_meta(
-            env="PLANELINK_GATEWAY_CA",
-            parse=Path,
-            group=_GATEWAY,
-            metavar="FILE",
-            help="CA certificates that sign the gateway's server certificate "
-            "(default: <tls-dir>/ca.crt)",
-        ),
-    )
-    kubeconfig: Path | None = dataclasses.field(
-        default=None,
-        metadata=_meta(
-            env="PLANELINK_KUBECONFIG",
-            parse=Path,
-            group=_UPSTREAM,
-            metavar="FILE",
-            help="reach the API server with this kubeconfig instead of the in-cluster "
-            "service account",
-        ),
-    )
-    kube_context: str | None = dataclasses.field(
-        default=None,
-        metadata=_meta(
-            env="PLANELINK_KUBE_CONTEXT",
-            group=_UPSTREAM,
-            metavar="NAME",
-            help="the kubeconfig context to use (default: its current-context)",
-        ),
-    )
-    in_cluster_root: Path = dataclasses.field(
-        default=DEFAULT_IN_CLUSTER_ROOT,
-        metadata=_meta(
-            env="PLANELINK_IN_CLUSTER_ROOT",
-            parse=Path,
-            group=_UPSTREAM,
-            metavar="DIR",
-            help="service-account folder (token, ca.crt) used without --kubeconfig",
-        ),
-    )
-    upstream_connect_timeout: float = dataclasses.field(
-        default=10.0,
-        metadata=_meta(
-            env="PLANELINK_UPSTREAM_CONNECT_TIMEOUT",
-            parse=float,
-            group=_UPSTREAM,
-            metavar="SECONDS",
-            help="time to open a connection (TCP + TLS) to the API server; beyond it: 504",
-        ),
-    )
-    upstream_response_timeout: float = dataclasses.field(
-        default=60.0,
-        metadata=_meta(
-            env="PLANELINK_UPSTREAM_RESPONSE_TIMEOUT",
-            parse=float,
-            group=_UPSTREAM,
-            metavar="SECONDS",
-            help="time from sending a request to the API server's response head (not the "
-            "body: watches and logs stream for as long as they like); beyond it: 504",
-        ),
-    )
-    max_streams: int = dataclasses.field(
-        # Each open stream is an upstream connection here (HTTP/1.1: one exchange at a time);
-        # a controller with thousands of watches through this plane needs more than 512.
-        default=512,
-        metadata=_meta(
-            env="PLANELINK_MAX_STREAMS",
-            parse=int,
-            group=_UPSTREAM,
-            metavar="N",
-            help="streams (requests, watches, exec sessions) the gateway may have open at "
-            "once through this agent; beyond it the gateway tries another agent or answers 429",
-        ),
-    )
-    pool_max_idle: int = dataclasses.field(
-        # Below the concurrency a busy plane sees, connections are closed and reopened (a TLS
-        # handshake each) between bursts; an idle TLS connection costs tens of KiB.
-        default=128,
-        metadata=_meta(
-            env="PLANELINK_POOL_MAX_IDLE",
-            parse=int,
-            group=_UPSTREAM,
-            metavar="N",
-            help="idle keep-alive connections to the API server kept for reuse",
-        ),
-    )
-    pool_idle_timeout: float = dataclasses.field(
-        default=60.0,
-        metadata=_meta(
-            env="PLANELINK_POOL_IDLE_TIMEOUT",
-            parse=float,
-            group=_UPSTREAM,
-            metavar="SECONDS",
-            help="an idle connection to the API server is closed after this long",
-        ),
-    )
-    connect_timeout: float = dataclasses.field(
-        default=15.0,
-        metadata=_meta(
-            env="PLANELINK_CONNECT_TIMEOUT",
-            parse=float,
-            group=_TIMING,
-            metavar="SECONDS",
-            help="time for one connection attempt to the gateway (TCP, TLS, WebSocket handshake)",
-        ),
-    )
-    backoff_base: float = dataclasses.field(
-        default=1.0,
-        metadata=_meta(
-            env="PLANELINK_BACKOFF_BASE",
-            parse=float,
-            group=_TIMING,
-            metavar="SECONDS",
-            help="reconnect delay ceiling after the first failure; it doubles per failure, and "
-            "the actual delay is drawn uniformly below it (full jitter)",
-        ),
-    )
-    backoff_cap: float = dataclasses.field(
-        default=60.0,
-        metadata=_meta(
-            env="PLANELINK_BACKOFF_CAP",
-            parse=float,
-            group=_TIMING,
-            metavar="SECONDS",
-            help="largest reconnect delay ceiling",
-        ),
-    )
-    backoff_reset_after: float = dataclasses.field(
-        default=30.0,
-        metadata=_meta(
-            env="PLANELINK_BACKOFF_RESET_AFTER",
-            parse=float,
-            group=_TIMING,
-            metavar="SECONDS",
-            help="a tunnel that stayed up this long resets the delay after a lost tunnel to its "
-            "base (a tunnel set up at all resets the delay after failed dials); shorter tunnels "
-            "back off, so a gateway that accepts and drops at once is not hammered",
-        ),
-    )
-    heartbeat_interval: float = dataclasses.field(
-        default=10.0,
-        metadata=_meta(
-            env="PLANELINK_HEARTBEAT_INTERVAL",
-            parse=float,
-            group=_TIMING,
-            metavar="SECONDS",
-            help="how often the agent pings the gateway through the tunnel",
-        ),
-    )
-    heartbeat_timeout: float = dataclasses.field(
-        default=30.0,
-        metadata=_meta(
-            env="PLANELINK_HEARTBEAT_TIMEOUT",
-            parse=float,
-            group=_TIMING,
-            metavar="SECONDS",
-            help="a tunnel silent for this long is dead (half-open): drop it and reconnect",
-        ),
-    )
-    write_timeout: float = dataclasses.field(
-        default=30.0,
-        metadata=_meta(
-            env="PLANELINK_WRITE_TIMEOUT",
-            parse=float,
-            group=_TIMING,
-            metavar="SECONDS",
-            help="a gateway that leaves what the agent sends unread this long is dropped "
-            "(and redialed)",
-        ),
-    )
-    drain_grace: float = dataclasses.field(
-        default=25.0,
-        metadata=_meta(
-            env="PLANELINK_DRAIN_GRACE",
-            parse=float,
-            group=_TIMING,
-            metavar="SECONDS",
-            help="on SIGTERM, time given to in-flight requests before the tunnel is closed; "
-            "keep it below the pod's terminationGracePeriodSeconds",
-        ),
-    )
-    health_address: str = dataclasses.field(
-        default=":8080",
-        metadata=_meta(
-            env="PLANELINK_HEALTH_ADDRESS",
-            group=_SERVING,
-            metavar="HOST:PORT",
-            help="where /healthz, /readyz and /metrics are served (empty host: all interfaces)",
-        ),
-    )
+    gateway_url: str = ""
+    plane: str = ""
+    agent_id: str = dataclasses.field(default_factory=_default_agent_id)
+    tls_dir: Path = DEFAULT_TLS_DIR
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    gateway_ca: Path | None = None
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    in_cluster_root: Path = DEFAULT_IN_CLUSTER_ROOT
+    upstream_connect_timeout: float = 10.0
+    upstream_response_timeout: float = 60.0
+    # Each open stream is an upstream connection here (HTTP/1.1: one exchange at a time);
+    # a controller with thousands of watches through this plane needs more than 512.
+    max_streams: int = 512
+    # Below the concurrency a busy plane sees, connections are closed and reopened (a TLS
+    # handshake each) between bursts; an idle TLS connection costs tens of KiB.
+    pool_max_idle: int = 128
+    pool_idle_timeout: float = 60.0
+    connect_timeout: float = 15.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    backoff_reset_after: float = 30.0
+    heartbeat_interval: float = 10.0
+    heartbeat_timeout: float = 30.0
+    write_timeout: float = 30.0
+    drain_grace: float = 25.0
+    health_address: str = ":8080"
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -313,7 +69,7 @@ class AgentSettings:
 
     @property
     def plane_ref(self) -> certs.PlaneRef:
-        return certs.PlaneRef.parse(self.plane)
+        return certs.parse_plane_ref(self.plane)
 
     @property
     def connect_url(self) -> str:
@@ -339,34 +95,6 @@ class AgentSettings:
         host, _, port = self.health_address.rpartition(":")
         return (host.strip("[]") or None), int(port)
 
-    # -- construction from flags and environment -------------------------------------------
-
-    @classmethod
-    def from_sources(
-        cls, *, flags: Mapping[str, str | None], environ: Mapping[str, str]
-    ) -> AgentSettings:
-        """Settings from flag values (field name -> text, None when not given) and the
-        environment; each text is parsed by the field's parser. Raises ValueError naming
-        the flag or variable whose value is wrong."""
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            env = field.metadata["env"]
-            text, source = flags.get(field.name), "--" + field.name.replace("_", "-")
-            if text is None and env in environ:
-                text, source = environ[env], env
-            if text is None:
-                continue
-            try:
-                values[field.name] = field.metadata["parse"](text)
-            except ValueError as error:
-                raise ValueError(f"{source}: {error}") from None
-        return cls(**values)
-
-
-def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
-    """The fields of AgentSettings, with their metadata (env, help, group, metavar)."""
-    return dataclasses.fields(AgentSettings)
-
 
 def _problem(settings: AgentSettings) -> str | None:
     return _identity_problem(settings) or _timing_problem(settings) or _address_problem(settings)
@@ -383,7 +111,7 @@ def _identity_problem(settings: AgentSettings) -> str | None:  # noqa: PLR0911 -
     if not settings.plane:
         return "the plane is required as <namespace>/<name> (--plane or PLANELINK_PLANE)"
     try:
-        certs.PlaneRef.parse(settings.plane)
+        certs.parse_plane_ref(settings.plane)
     except ValueError as error:
         return f"plane {settings.plane!r}: {error}"
     if not settings.agent_id:

@@ -6,7 +6,7 @@ Two halves live here:
   on one event loop. Each is the real agent minus its upstream proxy: `AgentSettings` for its
   files and URL, `agent.dialer` (client certificate and gateway CA read afresh at every
   attempt, the real websockets client), `protocol.Connection` + `tunnel.TunnelSession` with
-  the agent's identity, capabilities and heartbeat, and `agent.backoff.Reconnect` (the agent's
+  the agent's identity, capabilities and heartbeat, and `agent.reconnect.Reconnect` (the agent's
   reconnect policy: exponential, full jitter, Retry-After honoured) between attempts — the loop of
   `agent.app.Agent.run`. The harness drives it over stdin (``go``, ``stats``, ``stop``) and
   reads JSON lines from its stdout (``ready``, ``dialing``, ``all-up``, ``stats``).
@@ -40,12 +40,12 @@ import aiohttp
 import structlog
 
 from agent.app import AGENT_VERSION
-from agent.backoff import Reconnect
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
+from agent.reconnect import Reconnect
 from agent.settings import AgentSettings
 from bench.processes import Stack, budget, rss_bytes
 from bench.report import Row, WorkloadResult
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import die_with_parent
 from protocol import Connection, ErrorCode, Role, Settings
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
@@ -76,7 +76,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def agent_planes(count: int) -> tuple[PlaneRef, ...]:
-    return tuple(PlaneRef(NAMESPACE, f"a{index:05d}") for index in range(count))
+    return tuple(plane_ref(NAMESPACE, f"a{index:05d}") for index in range(count))
 
 
 def raise_nofile() -> int:

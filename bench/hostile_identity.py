@@ -34,14 +34,14 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 import certs
 from bench.processes import Proc, rss_bytes, spawn, wait_http_ok
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import free_port
 from protocol import Connection, RequestReceived, Role
 from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_PLANE, SUBPROTOCOL
 
-PLANE_A = PlaneRef("org", "plane-a")
-PLANE_B = PlaneRef("org", "plane-b")
+PLANE_A = plane_ref("org", "plane-a")
+PLANE_B = plane_ref("org", "plane-b")
 MIB = 1024 * 1024
 
 

@@ -39,7 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.client import Latencies, closed_loop, session
 from bench.processes import FAST, Stack, rss_bytes
 from bench.workloads import SMALL
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from protocol import Connection, ErrorCode, Role
 from protocol.frames import (
     HEADER,
@@ -56,7 +56,7 @@ from protocol.frames import (
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
 MIB = 1024 * 1024
-HOSTILE = PlaneRef("bench", "hostile")
+HOSTILE = plane_ref("bench", "hostile")
 
 FrameBuilder = Callable[[int], bytes]
 """Bytes of one WebSocket message for a tunnel of the given protocol version."""

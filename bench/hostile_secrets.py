@@ -26,12 +26,13 @@ from typing import Any
 
 import certs
 from bench.processes import rss_bytes
-from certs import PlaneRef
+from certs import plane_ref
+from crd import dataplane_manifest
 from envtest import KubeAPIServer, ServerOptions, die_with_parent, free_port, install_crd
 
 MIB = 1024 * 1024
 NAMESPACE = "org"
-PLANE = PlaneRef(NAMESPACE, "prod")
+PLANE = plane_ref(NAMESPACE, "prod")
 
 
 def _secret(name: str, data: dict[str, bytes]) -> dict[str, Any]:
@@ -86,12 +87,13 @@ def run(count: int, size: int, source: Path, work: Path) -> dict[str, float]:
         server.kubectl("create", "namespace", NAMESPACE)
         old, new = certs.create_ca("agents"), certs.create_ca("rotated agents")
         referenced = _secret("agent-ca", {"ca.crt": old.certificate_pem()})
-        manifests = certs.dataplane_manifest(
+        manifests = dataplane_manifest(
             plane=PLANE,
-            client_ca_pem=old.certificate_pem(),
+            client_ca=certs.ca_certificate_secret(
+                old.certificate_pem(), name="agent-ca", namespace=PLANE.namespace
+            ),
             public_virtual_host="a.example",
             organization_virtual_host="b.example",
-            ca_secret_name="agent-ca",  # noqa: S106 - a Secret's name
         )
         server.kubectl(
             "apply",

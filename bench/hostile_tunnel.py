@@ -31,13 +31,13 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bench.client import closed_loop
 from bench.processes import FAST, Stack, rss_bytes, spawn
-from certs import PlaneRef
+from certs import plane_ref
 from protocol import Role, Settings
 from protocol.frames import Ping
 from protocol.hello import build_hello
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
-HOSTILE = PlaneRef("bench", "hostile")
+HOSTILE = plane_ref("bench", "hostile")
 SMALL = "/api/v1/namespaces/bench/configmaps/small"
 PINGS_PER_MESSAGE = 50_000
 """20 bytes a PING: messages of about 1 MB, under the default MAX_MESSAGE_SIZE of 1 MiB."""

@@ -25,7 +25,7 @@ import aiohttp
 import yaml
 
 import certs
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import (
     Credentials,
     KubeAPIServer,
@@ -52,8 +52,8 @@ def budget(seconds: float) -> float:
     return seconds * WAIT_FACTOR
 
 
-FAST = PlaneRef("bench", "fast")
-KUBE = PlaneRef("bench", "kube")
+FAST = plane_ref("bench", "fast")
+KUBE = plane_ref("bench", "kube")
 UPSTREAM_TOKEN = "bench-token"  # noqa: S105 - the fast upstream accepts any token
 MAX_STREAMS = 12_000
 

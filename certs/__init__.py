@@ -1,13 +1,13 @@
 """Certificates for planelink: CAs, server/client/agent certificates, inspection, verification.
 
-Pure library on top of ``cryptography`` and the standard library; it never imports another
-planelink package and never does network I/O. Typical use::
+Pure library on top of ``cryptography`` and the standard library; it imports no planelink package
+but ``kubeobject`` and never does network I/O. Typical use::
 
     ca = certs.create_ca("planelink agents")
-    plane = certs.PlaneRef.parse("my-org/prod")
+    plane = certs.parse_plane_ref("my-org/prod")
     agent = certs.issue_agent(ca, plane=plane)
     info = certs.verify_client_certificate(
-        agent.certificate, trusted=[ca.certificate], expected_identity=plane.uri
+        agent.certificate, trusted=[ca.certificate], expected_identity=certs.plane_uri(plane)
     )
 
 See :mod:`certs.identity` for how an agent certificate names its plane and
@@ -27,6 +27,11 @@ from certs.errors import (
 from certs.identity import (
     PLANE_URI_PREFIX,
     PlaneRef,
+    parse_plane_ref,
+    plane_common_name,
+    plane_ref,
+    plane_ref_from_uri,
+    plane_uri,
     planes_in_certificate,
     validate_dns1123_label,
 )
@@ -48,10 +53,8 @@ from certs.kube import (
     AGENT_SECRET_NAMESPACE,
     CA_SECRET_NAME,
     CONTROL_PLANE_NAMESPACE,
-    DATAPLANE_API_VERSION,
     GATEWAY_SECRET_NAME,
     ca_certificate_secret,
-    dataplane_manifest,
     secret_files,
     tls_secret,
     validate_secret_name,
@@ -74,7 +77,6 @@ __all__ = [
     "CLIENT_AUTH",
     "CLOCK_SKEW",
     "CONTROL_PLANE_NAMESPACE",
-    "DATAPLANE_API_VERSION",
     "GATEWAY_SECRET_NAME",
     "PLANE_URI_PREFIX",
     "SERVER_AUTH",
@@ -94,7 +96,6 @@ __all__ = [
     "certificate_pem",
     "certificates_pem",
     "create_ca",
-    "dataplane_manifest",
     "describe",
     "eku_name",
     "generate_private_key",
@@ -105,6 +106,11 @@ __all__ = [
     "load_certificate",
     "load_pem_certificates",
     "load_private_key",
+    "parse_plane_ref",
+    "plane_common_name",
+    "plane_ref",
+    "plane_ref_from_uri",
+    "plane_uri",
     "planes_in_certificate",
     "private_key_pem",
     "secret_files",

@@ -15,11 +15,12 @@ This module never touches keys or files.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NewType
 
 from cryptography import x509
 
 from certs.errors import InvalidPlaneRefError
+from kubeobject import ObjectRef
 
 PLANE_URI_PREFIX = "planelink://plane/"
 """Prefix of the URI SAN naming a plane: ``planelink://plane/<namespace>/<name>``."""
@@ -46,49 +47,46 @@ def validate_dns1123_label(value: str, *, what: str = "value") -> str:
     return value
 
 
-@dataclass(frozen=True)
-class PlaneRef:
-    """A DataPlane, by namespace and name. ``str(ref)`` is ``"<namespace>/<name>"``."""
+PlaneRef = NewType("PlaneRef", ObjectRef)
+"""A DataPlane, by namespace and name: an `ObjectRef` whose two parts were checked to be DNS-1123
+labels, so that it can be written into a certificate. Only :func:`plane_ref`,
+:func:`parse_plane_ref` and :func:`plane_ref_from_uri` make one; ``str(plane)`` is
+``"<namespace>/<name>"``."""
 
-    namespace: str
-    name: str
 
-    def __post_init__(self) -> None:
-        validate_dns1123_label(self.namespace, what="namespace")
-        validate_dns1123_label(self.name, what="name")
+def plane_ref(namespace: str, name: str) -> PlaneRef:
+    """The plane ``<namespace>/<name>``; raise :class:`InvalidPlaneRefError` with the cause."""
+    validate_dns1123_label(namespace, what="namespace")
+    validate_dns1123_label(name, what="name")
+    return PlaneRef(ObjectRef(namespace, name))
 
-    @classmethod
-    def parse(cls, text: str) -> PlaneRef:
-        """Parse ``"<namespace>/<name>"``; raise :class:`InvalidPlaneRefError` with the cause."""
-        namespace, sep, name = text.partition("/")
-        if not sep or "/" in name:
-            raise InvalidPlaneRefError(
-                f"plane reference {text!r} must have the form <namespace>/<name>"
-            )
-        return cls(namespace=namespace, name=name)
 
-    @classmethod
-    def from_uri(cls, uri: str) -> PlaneRef:
-        """Parse ``planelink://plane/<namespace>/<name>`` (the agent certificate URI SAN)."""
-        if not uri.startswith(PLANE_URI_PREFIX):
-            raise InvalidPlaneRefError(
-                f"{uri!r} is not a plane URI ({PLANE_URI_PREFIX}<ns>/<name>)"
-            )
-        return cls.parse(uri.removeprefix(PLANE_URI_PREFIX))
+def parse_plane_ref(text: str) -> PlaneRef:
+    """Parse ``"<namespace>/<name>"``; raise :class:`InvalidPlaneRefError` with the cause."""
+    namespace, sep, name = text.partition("/")
+    if not sep or "/" in name:
+        raise InvalidPlaneRefError(
+            f"plane reference {text!r} must have the form <namespace>/<name>"
+        )
+    return plane_ref(namespace, name)
 
-    @property
-    def uri(self) -> str:
-        """The URI SAN naming this plane: ``planelink://plane/<namespace>/<name>``."""
-        return f"{PLANE_URI_PREFIX}{self.namespace}/{self.name}"
 
-    @property
-    def common_name(self) -> str:
-        """The (informational) subject CN for this plane, at most 64 characters."""
-        text = str(self)
-        return text if len(text) <= _CN_MAX else text[: _CN_MAX - 3] + "..."
+def plane_ref_from_uri(uri: str) -> PlaneRef:
+    """Parse ``planelink://plane/<namespace>/<name>`` (the agent certificate URI SAN)."""
+    if not uri.startswith(PLANE_URI_PREFIX):
+        raise InvalidPlaneRefError(f"{uri!r} is not a plane URI ({PLANE_URI_PREFIX}<ns>/<name>)")
+    return parse_plane_ref(uri.removeprefix(PLANE_URI_PREFIX))
 
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+
+def plane_uri(plane: PlaneRef) -> str:
+    """The URI SAN naming ``plane``: ``planelink://plane/<namespace>/<name>``."""
+    return f"{PLANE_URI_PREFIX}{plane.namespace}/{plane.name}"
+
+
+def plane_common_name(plane: PlaneRef) -> str:
+    """The (informational) subject CN for ``plane``, at most 64 characters."""
+    text = str(plane)
+    return text if len(text) <= _CN_MAX else text[: _CN_MAX - 3] + "..."
 
 
 def planes_in_certificate(cert: x509.Certificate) -> tuple[PlaneRef, ...]:
@@ -105,7 +103,7 @@ def planes_in_certificate(cert: x509.Certificate) -> tuple[PlaneRef, ...]:
     for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
         if uri.startswith(PLANE_URI_PREFIX):
             try:
-                planes.append(PlaneRef.from_uri(uri))
+                planes.append(plane_ref_from_uri(uri))
             except InvalidPlaneRefError:
                 continue
     return tuple(planes)

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs._time import utc
 from certs.bundle import CertificateBundle
-from certs.identity import PlaneRef
+from certs.identity import PlaneRef, parse_plane_ref, plane_common_name, plane_ref, plane_uri
 from certs.keys import KeyType, PrivateKey, generate_private_key
 
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
@@ -156,14 +156,16 @@ def issue_agent(
 
     Identity (see :mod:`certs.identity`): URI SAN ``planelink://plane/<ns>/<name>`` and subject
     CN ``<ns>/<name>``; EKU clientAuth. ``dns_names`` are added as extra DNS SANs if given. The
-    gateway verifies it with ``verify_client_certificate(..., expected_identity=plane.uri)``.
+    gateway verifies it with ``verify_client_certificate(..., expected_identity=plane_uri(plane))``.
     """
-    ref = plane if isinstance(plane, PlaneRef) else PlaneRef.parse(plane)
+    # Checked again even when typed as a PlaneRef: a certificate must never carry a name that
+    # plane_ref would refuse, whoever built the reference.
+    ref = parse_plane_ref(plane) if isinstance(plane, str) else plane_ref(*plane)
     return issue_client(
         ca,
-        common_name=ref.common_name,
+        common_name=plane_common_name(ref),
         dns_names=dns_names,
-        uris=(ref.uri,),
+        uris=(plane_uri(ref),),
         key_type=key_type,
         validity=validity,
         not_before=not_before,

@@ -3,7 +3,7 @@
 The layout is the one every consumer expects: a ``kubernetes.io/tls`` Secret with ``tls.crt``
 (leaf + chain), ``tls.key`` (PKCS#8) and ``ca.crt`` (the root to trust) - the shape of the
 agent's ``cluster-agent-tls`` Secret and of cert-manager's output. Values go in ``data``,
-base64-encoded. :func:`dataplane_manifest` builds the DataPlane that trusts an agent CA.
+base64-encoded. The DataPlane that refers to such a Secret is ``crd``'s to write.
 This module builds data only: no YAML, no API calls.
 """
 
@@ -15,10 +15,7 @@ import re
 from typing import Any
 
 from certs.bundle import CertificateBundle
-from certs.identity import PlaneRef, validate_dns1123_label
-
-DATAPLANE_API_VERSION = "openchoreo.dev/v1alpha1"
-"""API version of OpenChoreo's DataPlane resource."""
+from certs.identity import validate_dns1123_label
 
 AGENT_SECRET_NAME = "cluster-agent-tls"  # noqa: S105 - a resource name, not a password
 """Name of the agent's client-certificate Secret in the data-plane cluster."""
@@ -82,54 +79,6 @@ def _secret(*, name: str, namespace: str, type_: str, files: dict[str, bytes]) -
         "type": type_,
         "data": {key: base64.b64encode(value).decode("ascii") for key, value in files.items()},
     }
-
-
-def dataplane_manifest(
-    *,
-    plane: PlaneRef,
-    client_ca_pem: bytes,
-    public_virtual_host: str,
-    organization_virtual_host: str,
-    ca_secret_name: str | None = None,
-    secret_store: str | None = None,
-    api_version: str = DATAPLANE_API_VERSION,
-) -> list[dict[str, Any]]:
-    """Manifests for an agent-enabled DataPlane trusting ``client_ca_pem``.
-
-    Without ``ca_secret_name`` the CA is inlined (``spec.agent.clientCA.value``): one document.
-    With it, an ``Opaque`` Secret holding ``ca.crt`` in the plane's namespace comes first and
-    ``clientCA.secretRef`` points at it: two documents. These are the two options OpenChoreo
-    documents for ``clientCA``.
-    """
-    docs: list[dict[str, Any]] = []
-    client_ca: dict[str, Any]
-    if ca_secret_name is None:
-        client_ca = {"value": client_ca_pem.decode("ascii")}
-    else:
-        docs.append(
-            ca_certificate_secret(client_ca_pem, name=ca_secret_name, namespace=plane.namespace)
-        )
-        client_ca = {
-            "secretRef": {"name": ca_secret_name, "namespace": plane.namespace, "key": "ca.crt"}
-        }
-    spec: dict[str, Any] = {
-        "agent": {"enabled": True, "clientCA": client_ca},
-        "gateway": {
-            "publicVirtualHost": public_virtual_host,
-            "organizationVirtualHost": organization_virtual_host,
-        },
-    }
-    if secret_store is not None:
-        spec["secretStoreRef"] = {"name": secret_store}
-    docs.append(
-        {
-            "apiVersion": api_version,
-            "kind": "DataPlane",
-            "metadata": {"name": plane.name, "namespace": plane.namespace},
-            "spec": spec,
-        }
-    )
-    return docs
 
 
 def secret_files(manifest: object) -> dict[str, bytes] | None:

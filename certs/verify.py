@@ -58,7 +58,7 @@ def verify_client_certificate(
 
     ``expected_identity``, if given, must equal one of the certificate's SANs (URI exactly, DNS
     case-insensitively, IP address) - or its subject CN when it has no SAN at all. For an agent
-    pass ``PlaneRef.uri`` (see :mod:`certs.identity`); a certificate without SANs then matches
+    pass ``plane_uri(plane)`` (see :mod:`certs.identity`); a certificate without SANs then matches
     on the CN ``<namespace>/<name>``, and a refusal names the plane the certificate names.
 
     Returns the leaf's :class:`CertificateInfo` on success.

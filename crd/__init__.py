@@ -1,11 +1,18 @@
-"""The DataPlane custom resource: pydantic models (the one source of truth) and its CRD manifest."""
+"""The DataPlane custom resource: pydantic models and every other fact about it (its group,
+version, kind, condition types, annotations, field names), its CRD manifest, and the DataPlane
+documents planelink writes for users. The one source of truth: no other package spells these."""
 
+from crd.documents import dataplane_manifest
 from crd.manifest import custom_resource_definition, render_yaml
 from crd.models import (
     API_VERSION,
+    CONNECTED,
+    GATEWAY_PROVISIONED,
     GROUP,
     KIND,
     PLURAL,
+    READY,
+    REQUIRE_AGENT_IDENTITY_ANNOTATION,
     RULES,
     VERSION,
     Condition,
@@ -17,9 +24,13 @@ from crd.models import (
 
 __all__ = [
     "API_VERSION",
+    "CONNECTED",
+    "GATEWAY_PROVISIONED",
     "GROUP",
     "KIND",
     "PLURAL",
+    "READY",
+    "REQUIRE_AGENT_IDENTITY_ANNOTATION",
     "RULES",
     "VERSION",
     "Condition",
@@ -28,5 +39,6 @@ __all__ = [
     "DataPlaneStatus",
     "ValueFrom",
     "custom_resource_definition",
+    "dataplane_manifest",
     "render_yaml",
 ]

@@ -144,9 +144,9 @@ def custom_resource_definition() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        _condition_column("Ready"),
-                        _condition_column("Connected"),
-                        _condition_column("GatewayProvisioned", priority=1),
+                        _condition_column(models.READY),
+                        _condition_column(models.CONNECTED),
+                        _condition_column(models.GATEWAY_PROVISIONED, priority=1),
                         {
                             "name": "Agent",
                             "type": "boolean",
@@ -164,7 +164,7 @@ def custom_resource_definition() -> dict[str, Any]:
                         {
                             "name": "Reason",
                             "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                            "jsonPath": f'.status.conditions[?(@.type=="{models.READY}")].reason',
                             "priority": 1,
                             "description": "Why the plane is or is not ready",
                         },

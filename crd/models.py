@@ -26,6 +26,16 @@ PLURAL = "dataplanes"
 SINGULAR = "dataplane"
 SHORT_NAMES = ("dp", "dps")
 
+READY: Final = "Ready"
+"""Condition type: GatewayProvisioned and Connected are both True."""
+CONNECTED: Final = "Connected"
+"""Condition type: an agent tunnel is up (agent mode) or the API server answered (direct mode)."""
+GATEWAY_PROVISIONED: Final = "GatewayProvisioned"
+"""Condition type: the gateway holds this plane's credentials and they are usable."""
+
+REQUIRE_AGENT_IDENTITY_ANNOTATION: Final = "planelink.dev/require-agent-identity"
+"""Annotation: "true"/"false" overrides whether an agent's certificate must name its plane."""
+
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a pattern for key names
 

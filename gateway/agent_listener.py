@@ -2,15 +2,18 @@
 
 An agent is accepted only when the certificate it presented in the TLS handshake verifies
 against the `clientCA` of the plane it names in the URL — before the WebSocket upgrade, so a
-refused agent gets an HTTP status, a one-line reason and an `X-Planelink-Rejection` header, and
+rejected agent gets an HTTP status, a one-line reason and an `X-Planelink-Rejection` header, and
 the operator a log line and a metric. Its HELLO must then name the same plane.
 
 Connections are accepted by a `TlsAcceptor` (`gateway.acceptor`): connection limits, the
 ClientHello and handshake deadlines, a bounded number of handshakes at once, and a TLS alert
-for a refused certificate; a certificate refused by OpenSSL (unknown CA, expired, no client
-usage) is as visible to the operator as one refused by the per-plane check. This module runs
+for a rejected certificate; a certificate rejected by OpenSSL (unknown CA, expired, no client
+usage) is as visible to the operator as one rejected by the per-plane check. This module runs
 the WebSocket upgrade under `upgrade_timeout`; an upgrade request websockets cannot parse (too
 many or too long headers) is answered 431/400 at once.
+
+Words: an agent is *rejected*; a caller's request, or a connection before anyone is known, is
+*refused*. The log events "agent refused ..." keep their old words: operators grep for them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,13 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
-from certs import CertificateInfo, CertificateRejected, InvalidPlaneRefError, PlaneRef
+from certs import (
+    CertificateInfo,
+    CertificateRejected,
+    InvalidPlaneRefError,
+    PlaneRef,
+    parse_plane_ref,
+)
 from gateway.acceptor import Admitted, TlsAcceptor
 from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentConnection, AgentRegistry
@@ -130,11 +139,11 @@ class AgentListener:
         return self._acceptor
 
     def wait_for_rejection(self) -> Coroutine[Any, Any, object]:
-        """Completes at the next agent refused after this call (for tests and tooling that
-        watch refusals); like `AgentRegistry.wait_for_change`, fixed at the call."""
+        """Completes at the next agent rejected after this call (for tests and tooling that
+        watch rejections); like `AgentRegistry.wait_for_change`, fixed at the call."""
         return self._rejected.wait()
 
-    def _refuse(
+    def _reject(
         self,
         reason: str,
         message: str,
@@ -146,10 +155,10 @@ class AgentListener:
         if plane is not None:
             context["plane"] = str(plane)
         log.warning(message, reason=reason, detail=detail, **context)
-        self._count_refusal(reason, detail, plane)
+        self._count_rejection(reason, detail, plane)
 
-    def _count_refusal(self, reason: str, detail: str, plane: PlaneRef | None = None) -> None:
-        self._agents.refused(reason, detail, plane=plane)
+    def _count_rejection(self, reason: str, detail: str, plane: PlaneRef | None = None) -> None:
+        self._agents.rejected(reason, detail, plane=plane)
         self._rejected.set()
         self._rejected = asyncio.Event()
 
@@ -160,7 +169,7 @@ class AgentListener:
             settings=settings.admission,
             tls_context=lambda: self._trust.handshake_context,
             protocol_factory=self._new_connection,
-            on_tls_failure=self._count_refusal,
+            on_tls_failure=self._count_rejection,
             tls_failure_event="agent refused in the TLS handshake",
             metrics=self._metrics,
         )
@@ -223,7 +232,7 @@ class AgentListener:
         else:
             status, reason = HTTPStatus.BAD_REQUEST, "BadUpgradeRequest"
         detail = f"{error}: {error.__cause__}" if error.__cause__ else str(error)
-        self._refuse(reason, "agent refused", detail=detail, remote=connection.admitted.remote)
+        self._reject(reason, "agent refused", detail=detail, remote=connection.admitted.remote)
         response = connection.protocol.reject(status, detail + "\n")
         response.headers[REJECTION_HEADER] = reason
         return response.serialize()
@@ -263,7 +272,7 @@ class AgentListener:
         try:
             self._verified[connection] = self._verify(connection, request)
         except _Rejected as rejected:
-            self._refuse(
+            self._reject(
                 rejected.reason,
                 "agent refused",
                 detail=rejected.message,
@@ -290,12 +299,12 @@ class AgentListener:
                 f"name the plane once: ?{PLANE_QUERY_PARAMETER}=<namespace>/<name>",
             )
         try:
-            plane = PlaneRef.parse(values[0])
+            plane = parse_plane_ref(values[0])
         except InvalidPlaneRefError as error:
             raise _Rejected(HTTPStatus.BAD_REQUEST, "PlaneInvalid", str(error)) from error
         ssl_object = connection.transport.get_extra_info("ssl_object")
         trust = self._trust.get(plane)
-        self._refuse_while_starting(ssl_object, known=trust is not None)
+        self._reject_while_starting(ssl_object, known=trust is not None)
         if trust is None:
             raise _Rejected(
                 HTTPStatus.NOT_FOUND,
@@ -319,7 +328,7 @@ class AgentListener:
         assert der is not None
         return _Verified(plane=plane, certificate=info, certificate_der=der)
 
-    def _refuse_while_starting(self, ssl_object: object, *, known: bool) -> None:
+    def _reject_while_starting(self, ssl_object: object, *, known: bool) -> None:
         """Until the gateway knows its planes, "come back soon", never "unknown plane"; and a
         connection whose TLS asked no certificate (the starting context) is never accepted."""
         startup = self._trust.startup
@@ -349,7 +358,7 @@ class AgentListener:
             peer = await asyncio.wait_for(session.wait_ready(), self._settings.hello_timeout)
             claimed = peer.identity.get(IDENTITY_PLANE, str(verified.plane))
             if claimed != str(verified.plane):
-                self._refuse(
+                self._reject(
                     "PlaneMismatch",
                     "agent refused",
                     detail=f"its HELLO names plane {claimed}, its URL {verified.plane}",
@@ -371,7 +380,7 @@ class AgentListener:
                 )
                 self._agents.add(agent)
         except (TimeoutError, SessionClosed) as error:
-            self._refuse(
+            self._reject(
                 "NoHello",
                 "agent refused",
                 detail=f"no HELLO: {error or 'timeout'}",

@@ -23,7 +23,7 @@ from gateway.trust import PlaneTrust, TrustRegistry, verify_agent
 from protocol import ErrorCode
 from tunnel import TunnelSession
 
-RefusalHook = Callable[[PlaneRef, str, str], None]
+RejectionHook = Callable[[PlaneRef, str, str], None]
 """(plane, reason, detail) of an agent the gateway turned away."""
 
 log = structlog.get_logger("gateway.agents")
@@ -72,8 +72,8 @@ class AgentRegistry:
     """Connected agents by plane; subscribes to trust changes."""
 
     def __init__(self, trust: TrustRegistry, metrics: GatewayMetrics) -> None:
-        self.on_refused: RefusalHook | None = None
-        """Told of every agent refused or disconnected for a plane (the reconciler makes
+        self.on_rejected: RejectionHook | None = None
+        """Told of every agent rejected or disconnected for a plane (the reconciler makes
         Events of it)."""
         self._agents: dict[PlaneRef, list[AgentConnection]] = {}
         self._trust = trust
@@ -144,12 +144,12 @@ class AgentRegistry:
             return None
         return min(candidates, key=lambda agent: agent.session.open_streams)
 
-    def refused(self, reason: str, detail: str, *, plane: PlaneRef | None = None) -> None:
-        """An agent was turned away (or cut off): counted by reason, and told to `on_refused`
+    def rejected(self, reason: str, detail: str, *, plane: PlaneRef | None = None) -> None:
+        """An agent was turned away (or cut off): counted by reason, and told to `on_rejected`
         when it is known which plane it came for. Logging is the caller's (it knows more)."""
         self._metrics.agent_rejections.labels(reason=reason).inc()
-        if plane is not None and self.on_refused is not None:
-            self.on_refused(plane, reason, detail)
+        if plane is not None and self.on_rejected is not None:
+            self.on_rejected(plane, reason, detail)
 
     def wait_for_change(self) -> Coroutine[Any, Any, object]:
         """Completes at the next connect or disconnect after this call (for tests and status
@@ -175,7 +175,7 @@ class AgentRegistry:
                     agent_id=agent.agent_id,
                     reason=reason,
                 )
-                self.refused("TrustRevoked", f"agent disconnected: {reason}", plane=plane)
+                self.rejected("TrustRevoked", f"agent disconnected: {reason}", plane=plane)
                 agent.session.close(reason, ErrorCode.NO_ERROR)
 
 

@@ -147,7 +147,7 @@ class Gateway:
             )
             # Listing may wait for an API server that is down; the listeners serve meanwhile,
             # telling whoever comes for a plane not known yet to retry soon (`startup`).
-            self.agents.on_refused = self.reconciler.agent_refused
+            self.agents.on_rejected = self.reconciler.agent_rejected
             self.trust.startup.wait_for(_DATAPLANES)
             self._reconciler_start = asyncio.create_task(self._start_reconciler(self.reconciler))
             self.direct = DirectAgents(direct=self.reconciler.direct, agents=self.agents)

@@ -44,13 +44,12 @@ from kubernetes_asyncio.client import (
 )
 from kubernetes_asyncio.client.exceptions import ApiException, ApiValueError
 
+import crd
 from certs import PlaneRef
 from gateway.metrics import GatewayMetrics
 
 log = structlog.get_logger("gateway.auth")
 
-DATAPLANE_GROUP = "openchoreo.dev"
-DATAPLANE_RESOURCE = "dataplanes"
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -253,8 +252,8 @@ class KubeReviews:
                 resource_attributes=V1ResourceAttributes(
                     namespace=plane.namespace,
                     verb=verb,
-                    group=DATAPLANE_GROUP,
-                    resource=DATAPLANE_RESOURCE,
+                    group=crd.GROUP,
+                    resource=crd.PLURAL,
                     name=plane.name,
                 ),
             )
@@ -373,7 +372,7 @@ class CallerAuth:
         ).inc()
         if not allowed:
             message = (
-                f'{identity.user} cannot {verb} dataplanes.{DATAPLANE_GROUP} "{plane.name}" '
+                f'{identity.user} cannot {verb} {crd.PLURAL}.{crd.GROUP} "{plane.name}" '
                 f'in the namespace "{plane.namespace}"'
             )
             raise Forbidden(f"{message}: {reason}" if reason else message)

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from certs import InvalidPlaneRefError, PlaneRef
+from certs import InvalidPlaneRefError, PlaneRef, plane_ref
 from gateway.acceptor import Admitted, TlsAcceptor
 from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentConnection, AgentRegistry
@@ -131,7 +131,7 @@ def route(target: str) -> Route:
             404, "NotFound", f"no endpoint at {url.path}; use /planes/<ns>/<name>/k8s/"
         )
     try:
-        plane = PlaneRef(namespace=parts[0], name=parts[1])
+        plane = plane_ref(namespace=parts[0], name=parts[1])
     except InvalidPlaneRefError as error:
         raise CallerRefused(404, "NotFound", str(error)) from error
     rest = "/" + (parts[3] if len(parts) == 4 else "")

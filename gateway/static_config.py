@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import certs
-from certs import PemError, PlaneRef
+from certs import PemError, PlaneRef, parse_plane_ref
 from gateway.trust import PlaneTrust
 
 STATIC_SOURCE = "static:"
@@ -74,7 +74,7 @@ def load_static_planes(path: Path, *, require_identity: bool = True) -> list[Pla
     seen: set[PlaneRef] = set()
     for index, entry in enumerate(parsed.planes):
         try:
-            plane = PlaneRef.parse(entry.plane)
+            plane = parse_plane_ref(entry.plane)
         except certs.InvalidPlaneRefError as error:
             raise ConfigError(f"{path}: planes[{index}].plane: {error}") from error
         if plane in seen:

@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 import certs
-from certs import CertificateInfo, CertificateRejected, PlaneRef, RejectionReason
+from certs import CertificateInfo, CertificateRejected, PlaneRef, RejectionReason, plane_uri
 from gateway.startup import StartupGate
 from gateway.tls_alerts import ServerTlsContext
 
@@ -162,7 +162,7 @@ def verify_agent(
         certificate_der,
         trusted=trust.client_cas,
         at=at,
-        expected_identity=trust.plane.uri if trust.require_identity else None,
+        expected_identity=plane_uri(trust.plane) if trust.require_identity else None,
     )
 
 

@@ -9,11 +9,12 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from agent import AgentSettings, run_agent
-from agent.settings import setting_fields
-from planelink.logs import configure_logging
+from planelink.logs import LOG_SETTINGS, configure_logging_from
+from planelink.settings import CommandSettings, Group, Setting, integer, number, path
 
 _DESCRIPTION = """\
 Run the planelink agent of one data plane. It runs inside the data-plane cluster, dials OUT to
@@ -40,43 +41,217 @@ examples:
 """
 
 
+def _setting(name: str, **declared: Any) -> Setting:
+    """A setting of the agent whose default is `AgentSettings`'s own."""
+    field = _FIELDS[name]
+    if field.default_factory is not dataclasses.MISSING:
+        return Setting(name=name, default_factory=field.default_factory, **declared)
+    return Setting(name=name, default=field.default, **declared)
+
+
+_FIELDS = {field.name: field for field in dataclasses.fields(AgentSettings)}
+
+_GATEWAY = Group(
+    "gateway connection",
+    (
+        _setting(
+            name="gateway_url",
+            metavar="URL",
+            help="the gateway to dial, e.g. wss://gateway.example.com (required)",
+        ),
+        _setting(
+            name="plane",
+            metavar="NAMESPACE/NAME",
+            help="the DataPlane this agent serves, as <namespace>/<name> (required)",
+        ),
+        _setting(
+            name="agent_id",
+            metavar="ID",
+            help="a stable id of this agent instance (default: the pod name)",
+        ),
+        _setting(
+            name="tls_dir",
+            metavar="DIR",
+            parse=path,
+            help="folder of the mounted cluster-agent-tls Secret: tls.crt, tls.key and ca.crt "
+            "(the gateway's CA); re-read at every connection attempt, so renewals need no restart",
+        ),
+        _setting(
+            name="client_cert",
+            metavar="FILE",
+            parse=path,
+            help="client certificate chain (default: <tls-dir>/tls.crt)",
+        ),
+        _setting(
+            name="client_key",
+            metavar="FILE",
+            parse=path,
+            help="client private key (default: <tls-dir>/tls.key)",
+        ),
+        _setting(
+            name="gateway_ca",
+            metavar="FILE",
+            parse=path,
+            help="CA certificates that sign the gateway's server certificate "
+            "(default: <tls-dir>/ca.crt)",
+        ),
+    ),
+)
+
+_UPSTREAM = Group(
+    "local API server",
+    (
+        _setting(
+            name="kubeconfig",
+            metavar="FILE",
+            parse=path,
+            help="reach the API server with this kubeconfig instead of the in-cluster "
+            "service account",
+        ),
+        _setting(
+            name="kube_context",
+            metavar="NAME",
+            help="the kubeconfig context to use (default: its current-context)",
+        ),
+        _setting(
+            name="in_cluster_root",
+            metavar="DIR",
+            parse=path,
+            help="service-account folder (token, ca.crt) used without --kubeconfig",
+        ),
+        _setting(
+            name="upstream_connect_timeout",
+            metavar="SECONDS",
+            parse=number,
+            help="time to open a connection (TCP + TLS) to the API server; beyond it: 504",
+        ),
+        _setting(
+            name="upstream_response_timeout",
+            metavar="SECONDS",
+            parse=number,
+            help="time from sending a request to the API server's response head (not the "
+            "body: watches and logs stream for as long as they like); beyond it: 504",
+        ),
+        _setting(
+            name="max_streams",
+            metavar="N",
+            parse=integer,
+            help="streams (requests, watches, exec sessions) the gateway may have open at "
+            "once through this agent; beyond it the gateway tries another agent or answers 429",
+        ),
+        _setting(
+            name="pool_max_idle",
+            metavar="N",
+            parse=integer,
+            help="idle keep-alive connections to the API server kept for reuse",
+        ),
+        _setting(
+            name="pool_idle_timeout",
+            metavar="SECONDS",
+            parse=number,
+            help="an idle connection to the API server is closed after this long",
+        ),
+    ),
+)
+
+_TIMING = Group(
+    "timing",
+    (
+        _setting(
+            name="connect_timeout",
+            metavar="SECONDS",
+            parse=number,
+            help="time for one connection attempt to the gateway (TCP, TLS, WebSocket handshake)",
+        ),
+        _setting(
+            name="backoff_base",
+            metavar="SECONDS",
+            parse=number,
+            help="reconnect delay ceiling after the first failure; it doubles per failure, and "
+            "the actual delay is drawn uniformly below it (full jitter)",
+        ),
+        _setting(
+            name="backoff_cap",
+            metavar="SECONDS",
+            parse=number,
+            help="largest reconnect delay ceiling",
+        ),
+        _setting(
+            name="backoff_reset_after",
+            metavar="SECONDS",
+            parse=number,
+            help="a tunnel that stayed up this long resets the delay after a lost tunnel to its "
+            "base (a tunnel set up at all resets the delay after failed dials); shorter tunnels "
+            "back off, so a gateway that accepts and drops at once is not hammered",
+        ),
+        _setting(
+            name="heartbeat_interval",
+            metavar="SECONDS",
+            parse=number,
+            help="how often the agent pings the gateway through the tunnel",
+        ),
+        _setting(
+            name="heartbeat_timeout",
+            metavar="SECONDS",
+            parse=number,
+            help="a tunnel silent for this long is dead (half-open): drop it and reconnect",
+        ),
+        _setting(
+            name="write_timeout",
+            metavar="SECONDS",
+            parse=number,
+            help="a gateway that leaves what the agent sends unread this long is dropped "
+            "(and redialed)",
+        ),
+        _setting(
+            name="drain_grace",
+            metavar="SECONDS",
+            parse=number,
+            help="on SIGTERM, time given to in-flight requests before the tunnel is closed; "
+            "keep it below the pod's terminationGracePeriodSeconds",
+        ),
+    ),
+)
+
+_SERVING = Group(
+    "health and metrics",
+    (
+        _setting(
+            name="health_address",
+            metavar="HOST:PORT",
+            help="where /healthz, /readyz and /metrics are served (empty host: all interfaces)",
+        ),
+    ),
+)
+
+SETTINGS = CommandSettings("PLANELINK_", (_GATEWAY, _UPSTREAM, _TIMING, _SERVING))
+"""Every setting of `planelink agent`, one per field of `AgentSettings`."""
+
+
 def add_agent_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the `agent` subcommand (its `run` returns the exit code)."""
-    parser = commands.add_parser(
+    SETTINGS.add_command(
+        commands,
         "agent",
         help="run the agent of a data plane: dial the gateway, proxy to the local API server",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
-    _add_setting_arguments(parser)
-    parser.set_defaults(run=run)
 
 
-def _add_setting_arguments(parser: argparse.ArgumentParser) -> None:
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for field in setting_fields():
-        meta = field.metadata
-        group = groups.get(meta["group"])
-        if group is None:
-            group = groups[meta["group"]] = parser.add_argument_group(meta["group"])
-        help_text = meta["help"]
-        if field.default is not dataclasses.MISSING and field.default not in (None, ""):
-            help_text += f" (default: {field.default})"
-        group.add_argument(
-            "--" + field.name.replace("_", "-"),
-            dest=field.name,
-            default=None,
-            metavar=meta["metavar"],
-            help=f"{help_text} [{meta['env']}]",
-        )
+def settings_from(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> AgentSettings:
+    """`AgentSettings` from `planelink agent`'s flags and the environment (ValueError if a
+    value is wrong)."""
+    return AgentSettings(**vars(SETTINGS.resolve(args, environ)))
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the settings from the parsed flags and the environment, and run the agent."""
-    flags = {field.name: getattr(args, field.name) for field in setting_fields()}
     try:
-        settings = AgentSettings.from_sources(flags=flags, environ=os.environ)
+        settings = settings_from(args)
     except ValueError as error:
         print(f"planelink agent: {error}", file=sys.stderr)
         return 2
@@ -91,21 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("PLANELINK_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="[PLANELINK_LOG_LEVEL]",
-    )
-    parser.add_argument(
-        "--log-format",
-        default=os.environ.get("PLANELINK_LOG_FORMAT", "auto"),
-        choices=["auto", "json", "console"],
-        help="json for production; auto picks console on a terminal [PLANELINK_LOG_FORMAT]",
-    )
-    _add_setting_arguments(parser)
+    LOG_SETTINGS.add_to(parser)
+    SETTINGS.add_to(parser)
     args = parser.parse_args(argv)
-    configure_logging(level=args.log_level, log_format=args.log_format)
+    try:
+        configure_logging_from(args, os.environ)
+    except ValueError as error:
+        print(f"planelink agent: {error}", file=sys.stderr)
+        return 2
     return run(args)
 
 

@@ -25,6 +25,8 @@ import yaml
 from cryptography import x509
 
 import certs
+import crd
+from kubeobject import KubeObject
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -365,7 +367,7 @@ def _add_dataplane_manifest(
         _dataplane_manifest,
         summary="print a DataPlane manifest that trusts an agent CA",
         description=f"""\
-Print a {certs.DATAPLANE_API_VERSION} DataPlane with spec.agent.enabled: true whose
+Print a {crd.API_VERSION} DataPlane with spec.agent.enabled: true whose
 spec.agent.clientCA is the given CA certificate, for 'kubectl apply -f -' on the control plane.
 
 By default the CA is inlined (clientCA.value) - fine for development. With --ca-secret NAME a
@@ -545,7 +547,7 @@ def _issue_agent(args: argparse.Namespace) -> int:
         args,
         bundle,
         ca,
-        what=f"agent certificate for plane {plane} ({plane.uri})",
+        what=f"agent certificate for plane {plane} ({certs.plane_uri(plane)})",
         next_step=(
             f"register the CA with: {_PROG} dataplane-manifest --ca-cert {args.ca / 'ca.crt'} "
             f"--plane {plane} --public-host <host> --org-host <host>"
@@ -576,12 +578,17 @@ def _dataplane_manifest(args: argparse.Namespace) -> int:
     plane: certs.PlaneRef = args.plane
     if args.ca_secret:
         _validate_secret_target(args.ca_secret, plane.namespace)
-    docs = certs.dataplane_manifest(
+    client_ca_pem = certs.certificates_pem(ca_certs)
+    client_ca: bytes | KubeObject = client_ca_pem
+    if args.ca_secret is not None:
+        client_ca = certs.ca_certificate_secret(
+            client_ca_pem, name=args.ca_secret, namespace=plane.namespace
+        )
+    docs = crd.dataplane_manifest(
         plane=plane,
-        client_ca_pem=certs.certificates_pem(ca_certs),
+        client_ca=client_ca,
         public_virtual_host=args.public_host,
         organization_virtual_host=args.org_host,
-        ca_secret_name=args.ca_secret,
         secret_store=args.secret_store,
     )
     text = _dump_yaml(docs)
@@ -614,7 +621,7 @@ def _inspect(args: argparse.Namespace) -> int:
                 trusted=trusted,
                 intermediates=intermediates,
                 at=now,
-                expected_identity=args.plane.uri if args.plane else None,
+                expected_identity=certs.plane_uri(args.plane) if args.plane else None,
             )
         else:
             certs.verify_certificate_chain(
@@ -629,7 +636,7 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.client or args.plane:
         checks += ", clientAuth usage"
     if args.plane:
-        checks += f", identity {args.plane.uri}"
+        checks += f", identity {certs.plane_uri(args.plane)}"
     print(f"Verification:   OK against {args.ca} ({checks})")
     return EXIT_OK
 
@@ -874,7 +881,7 @@ def _non_negative_int(text: str) -> int:
 
 def _plane_ref(text: str) -> certs.PlaneRef:
     try:
-        return certs.PlaneRef.parse(text)
+        return certs.parse_plane_ref(text)
     except certs.InvalidPlaneRefError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

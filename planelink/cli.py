@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from crd import render_yaml
-from planelink.logs import configure_logging
+from planelink.logs import LOG_SETTINGS, configure_logging_from
 from tunnel.tls import DEFAULT_TLS_READ_BUFFER, set_tls_read_buffer, tls_read_buffer_problem
 
 _DESCRIPTION = """\
@@ -43,15 +44,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "json", "console"],
-        help="json for production; auto picks console on a terminal and json otherwise",
-    )
+    LOG_SETTINGS.add_to(parser)
     parser.add_argument(
         "--tls-read-buffer",
         type=_tls_read_buffer,
@@ -132,7 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command_in(arguments)).parse_args(arguments)
     set_tls_read_buffer(args.tls_read_buffer)
-    configure_logging(level=args.log_level, log_format=args.log_format)
+    try:
+        configure_logging_from(args, os.environ)
+    except ValueError as error:
+        print(f"planelink: {error}", file=sys.stderr)
+        return 2
     code: int = args.run(args)
     return code
 

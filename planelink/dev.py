@@ -20,11 +20,12 @@ from pathlib import Path
 import yaml
 
 import envtest
-from certs import PlaneRef, dataplane_manifest
+from certs import plane_ref
+from crd import dataplane_manifest
 from planelink.local import LocalPlanelink
 
 DEFAULT_STATE_DIR = Path(".planelink/dev")
-PLANE = PlaneRef("dev", "local")
+PLANE = plane_ref("dev", "local")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,7 +110,7 @@ def _create_dataplane(control: envtest.KubeAPIServer, agent_ca_pem: str) -> None
     control.kubectl("create", "namespace", PLANE.namespace)
     manifests = dataplane_manifest(
         plane=PLANE,
-        client_ca_pem=agent_ca_pem.encode(),
+        client_ca=agent_ca_pem.encode(),
         public_virtual_host="api.local.test",
         organization_virtual_host="internal.local.test",
     )

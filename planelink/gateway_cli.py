@@ -1,4 +1,8 @@
-"""`planelink gateway`: run the gateway (agent listener, caller endpoint, operator endpoints)."""
+"""`planelink gateway`: run the gateway (agent listener, caller endpoint, operator endpoints).
+
+Its settings are declared once, in `SETTINGS` (flag, `PLANELINK_GATEWAY_<FLAG>`, default,
+parser, help); `settings_from` maps the resolved values onto the gateway's settings classes.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import resource
 import signal
 import socket
 import sys
-from pathlib import Path
+from collections.abc import Mapping
 
 import structlog
 
@@ -19,12 +23,20 @@ from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
-from gateway.reconciler import Backoff, CoordinationSettings, ReconcilerSettings
+from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
+from planelink.settings import (
+    NAMESPACES,
+    CommandSettings,
+    Group,
+    Setting,
+    integer,
+    number,
+    path,
+)
 from protocol import FloodLimits
+from protocol.backoff import BackoffPolicy
 from tunnel import Heartbeat
-
-_ENV_PREFIX = "PLANELINK_GATEWAY_"
 
 _DESCRIPTION = """\
 Run the gateway. Agents dial its agent port (mTLS; each agent's certificate must verify
@@ -33,7 +45,8 @@ https://<gateway>:<caller port>/planes/<namespace>/<name>/k8s (with a certificat
 caller CA, or a bearer token: see --caller-auth); operators read /healthz, /readyz, /planes
 and /metrics on the operator port.
 
-Every flag can also be set in the environment: --caller-port is PLANELINK_GATEWAY_CALLER_PORT.
+Every flag can also be set in the environment: --caller-port is PLANELINK_GATEWAY_CALLER_PORT
+(each flag's variable is shown in brackets); a flag wins over the environment.
 
 example:
   planelink certs init-ca --out pki/gateway-ca
@@ -43,379 +56,404 @@ example:
       --caller-ca pki/callers/ca.crt --planes planes.yaml
 """
 
+_ADMISSION = AdmissionSettings()
+_AGENTS = AgentListenerSettings()
+_CALLERS = CallerSettings()
+_FLOOD = FloodLimits()
+_AGENT_IDENTITY = ("required", "optional")
 
-def _env(flag: str, default: str | None = None) -> str | None:
-    return os.environ.get(_ENV_PREFIX + flag.upper().replace("-", "_"), default)
+
+def _pod_name_or_host() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()
 
 
-_FLOOD_FLAGS: tuple[tuple[str, type, str], ...] = (
-    ("max_queued_answers", int, "RESETs owed to an agent that it has not read"),
+_GENERAL = Group(
+    None,
     (
-        "idle_frame_burst",
-        int,
-        "frames without data (PING, empty DATA...) an agent may send at once",
+        Setting(
+            name="tls_cert",
+            parse=path,
+            required=True,
+            help="server certificate (PEM) for both listeners",
+        ),
+        Setting(name="tls_key", parse=path, required=True, help="its private key"),
+        Setting(
+            name="caller_ca",
+            parse=path,
+            required=True,
+            help="CA (PEM) that signs callers' certificates",
+        ),
+        Setting(
+            name="planes", parse=path, help="YAML file listing planes and their agent client CAs"
+        ),
+        Setting(
+            name="agent_identity",
+            choices=_AGENT_IDENTITY,
+            default="required",
+            help="required: an agent's certificate must name the plane it serves (URI SAN "
+            "planelink://plane/<ns>/<name>, or CN <ns>/<name> without SANs), so that agents of "
+            "a CA shared by several planes cannot serve each other's. optional: planes that do "
+            "not say otherwise (planes-file requireIdentity, DataPlane annotation "
+            "planelink.dev/require-agent-identity) accept any certificate of their CA, which "
+            "must then be theirs alone",
+        ),
+        Setting(
+            name="bind",
+            default="0.0.0.0",  # noqa: S104 - a gateway serves other hosts
+            shown_default="all",
+            help="address to listen on",
+        ),
+        Setting(name="agent_port", parse=integer, default=8443, help="port agents dial"),
+        Setting(name="caller_port", parse=integer, default=6443, help="port callers use"),
+        Setting(name="operator_port", parse=integer, default=8081, help="health and metrics"),
+        Setting(
+            name="operator_token_file",
+            parse=path,
+            shown_default="none",
+            help="a file holding a bearer token that /planes, /metrics and the status page then"
+            " demand (Authorization: Bearer ...); /healthz and /readyz never do",
+        ),
+        Setting(
+            name="heartbeat_interval", parse=number, default=10.0, help="seconds between pings"
+        ),
+        Setting(
+            name="heartbeat_timeout", parse=number, default=30.0, help="silence that ends a tunnel"
+        ),
+        Setting(
+            name="write_timeout",
+            parse=number,
+            default=30.0,
+            help="seconds an agent may leave what the gateway sends it unread before its tunnel "
+            "is dropped",
+        ),
+        Setting(
+            name="request_timeout",
+            parse=number,
+            default=60.0,
+            help="deadline of requests other than watches, follows and upgrades",
+        ),
+        Setting(
+            name="max_header_fields",
+            parse=integer,
+            default=256,
+            help="header fields (and, apart, trailer fields) of a caller's request, at most; "
+            "more is refused with 431",
+        ),
+        Setting(
+            name="drain_grace", parse=number, default=30.0, help="seconds streams get on shutdown"
+        ),
+        Setting(
+            name="starting_retry_after",
+            parse=integer,
+            default=1,
+            help="while the gateway has not loaded its planes yet, callers and agents of a plane "
+            "it does not know get 503 with this Retry-After, in seconds",
+        ),
+        Setting(
+            name="listen_backlog",
+            parse=integer,
+            default=1024,
+            help="connections each listener queues before accepting them: after a gateway "
+            "restart every agent dials at once",
+        ),
     ),
-    ("idle_frame_rate", float, "... and per second after the burst"),
-    ("stream_churn_burst", int, "streams an agent may open only to reset them, at once"),
-    ("stream_churn_rate", float, "... and per second after the burst"),
 )
-"""`FloodLimits` fields offered as `--flood-<field>` flags: (field, type, help)."""
+
+_LIMITS = Group(
+    "connection limits and deadlines",
+    (
+        Setting(
+            name="max_connections",
+            parse=integer,
+            default=_ADMISSION.max_connections,
+            help="connections per port, authenticated or not",
+        ),
+        Setting(
+            name="max_unauthenticated",
+            parse=integer,
+            default=_ADMISSION.max_unauthenticated,
+            help="connections per port not yet authenticated; a newcomer evicts the oldest",
+        ),
+        Setting(
+            name="max_unauthenticated_per_ip",
+            parse=integer,
+            default=_ADMISSION.max_unauthenticated_per_ip,
+            help="unauthenticated connections per port from one source address; beyond it new "
+            "ones are refused",
+        ),
+        Setting(
+            name="max_handshakes",
+            parse=integer,
+            default=_ADMISSION.max_concurrent_handshakes,
+            help="TLS handshakes at once per port, counted from the ClientHello; the rest wait "
+            "their turn",
+        ),
+        Setting(
+            name="client_hello_timeout",
+            parse=number,
+            default=_ADMISSION.client_hello_timeout,
+            help="seconds from accept to the TLS ClientHello",
+        ),
+        Setting(
+            name="tls_handshake_timeout",
+            parse=number,
+            default=_ADMISSION.tls_handshake_timeout,
+            help="seconds from the ClientHello to a finished TLS handshake, waiting for a slot "
+            "included; also bounds the TLS close",
+        ),
+        Setting(
+            name="upgrade_timeout",
+            parse=number,
+            default=_AGENTS.upgrade_timeout,
+            help="seconds an agent has, after TLS, to send its WebSocket upgrade request",
+        ),
+        Setting(
+            name="head_timeout",
+            parse=number,
+            default=_CALLERS.head_timeout,
+            help="seconds from a caller request's first byte to the end of its head; slower "
+            "callers get 408",
+        ),
+        Setting(
+            name="idle_timeout",
+            parse=number,
+            default=_CALLERS.idle_timeout,
+            help="seconds a caller connection may wait between requests before it is closed",
+        ),
+    ),
+    "Each of the agent and caller ports has its own budget of these sizes. A connection is\n"
+    "unauthenticated until its TLS handshake shows a certificate that verifies (or, for a\n"
+    "caller with a token, until a request is authenticated); a newcomer evicts the oldest\n"
+    "unauthenticated connection when the budget is full, so a flood of anonymous sockets\n"
+    "cannot keep an agent or caller with valid credentials out. The limits are lowered at\n"
+    "start if they do not fit the process's file-descriptor limit (RLIMIT_NOFILE).",
+)
+
+_FLOOD_LIMITS = Group(
+    "agent flood limits",
+    (
+        Setting(
+            name="flood_max_queued_answers",
+            parse=integer,
+            default=_FLOOD.max_queued_answers,
+            help="RESETs owed to an agent that it has not read",
+        ),
+        Setting(
+            name="flood_idle_frame_burst",
+            parse=integer,
+            default=_FLOOD.idle_frame_burst,
+            help="frames without data (PING, empty DATA...) an agent may send at once",
+        ),
+        Setting(
+            name="flood_idle_frame_rate",
+            parse=number,
+            default=_FLOOD.idle_frame_rate,
+            help="... and per second after the burst",
+        ),
+        Setting(
+            name="flood_stream_churn_burst",
+            parse=integer,
+            default=_FLOOD.stream_churn_burst,
+            help="streams an agent may open only to reset them, at once",
+        ),
+        Setting(
+            name="flood_stream_churn_rate",
+            parse=number,
+            default=_FLOOD.stream_churn_rate,
+            help="... and per second after the burst",
+        ),
+    ),
+    "What one agent may cost the gateway without useful traffic (protocol/SPEC.md 9.1); an\n"
+    "agent past a limit is dropped and counted in planelink_gateway_agent_drops_total.",
+)
+
+_CALLER_AUTH = Group(
+    "caller authentication",
+    (
+        Setting(
+            name="caller_auth",
+            choices=tuple(mode.value for mode in CallerAuthMode),
+            default=CallerAuthMode.CERTIFICATE.value,
+            help="credentials callers may present",
+        ),
+        Setting(
+            name="authorize",
+            switch=True,
+            default=False,
+            help="authorize certificate callers too (always on with tokens)",
+        ),
+        Setting(
+            name="authorize_verb",
+            default="proxy",
+            help="the verb a caller needs on its plane's DataPlane",
+        ),
+        Setting(
+            name="impersonate_callers",
+            switch=True,
+            default=False,
+            help="forward requests as the caller (Impersonate-User/-Group), not as the agent",
+        ),
+    ),
+    "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
+    "TokenReview in the control plane), or either. With tokens, every caller is authorized\n"
+    "by a SubjectAccessReview: <verb> on dataplanes.openchoreo.dev named after the plane,\n"
+    "in its namespace; --authorize asks the same of certificate callers.",
+)
+
+_DATAPLANES = Group(
+    "DataPlane resources",
+    (
+        Setting(name="reconcile", switch=True, default=False, help="follow DataPlane resources"),
+        Setting(
+            name="kubeconfig",
+            parse=path,
+            shown_default="$KUBECONFIG, then in-cluster config",
+            help="the control plane's kubeconfig, for DataPlanes and caller reviews",
+        ),
+        NAMESPACES,
+        Setting(
+            name="secret_watches",
+            parse=integer,
+            default=64,
+            help="Secrets that DataPlanes reference watched at most, one connection each; one "
+            "beyond is read when its DataPlane is reconciled (every 5 minutes at least)",
+        ),
+        Setting(
+            name="cross_namespace_secrets",
+            switch=True,
+            default=False,
+            shown_default="only its own namespace; others are refused with the reason "
+            "CrossNamespaceSecret",
+            help="let a DataPlane's secretRef name a Secret of another namespace",
+        ),
+        Setting(
+            name="watch_retry_max",
+            parse=number,
+            default=2.0,
+            help="longest wait, in seconds, before listing and watching the control plane again "
+            "after a failure: bounds how long the gateway stays starting once it returns",
+        ),
+        Setting(
+            name="kube_request_timeout",
+            parse=number,
+            default=10.0,
+            help="deadline of each control-plane request other than a watch, in seconds",
+        ),
+        Setting(
+            name="lease_namespace",
+            help="with several replicas: namespace of the Leases that coordinate status writes",
+        ),
+        Setting(
+            name="identity",
+            default_factory=_pod_name_or_host,
+            shown_default="$POD_NAME or the host name",
+            help="this replica's name among the replicas",
+        ),
+    ),
+    "With --reconcile the gateway follows the DataPlanes of the control plane (trust from\n"
+    "spec.agent.clientCA, status conditions), besides or instead of --planes.",
+)
+
+SETTINGS = CommandSettings(
+    "PLANELINK_GATEWAY_", (_GENERAL, _LIMITS, _FLOOD_LIMITS, _CALLER_AUTH, _DATAPLANES)
+)
+"""Every setting of `planelink gateway`."""
 
 
 def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    SETTINGS.add_command(
+        commands,
         "gateway",
         help="run the gateway that agents dial and callers reach planes through",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-    def flag(
-        name: str,
-        *,
-        help: str,
-        type: type = str,
-        default: str | None = None,
-        required: bool = False,
-    ) -> None:
-        # The environment gives the default, a flag overrides it; argparse converts both.
-        value = _env(name, default)
-        parser.add_argument(
-            f"--{name}", default=value, required=required and value is None, type=type, help=help
-        )
-
-    flag("tls-cert", required=True, type=Path, help="server certificate (PEM) for both listeners")
-    flag("tls-key", required=True, type=Path, help="its private key")
-    flag("caller-ca", required=True, type=Path, help="CA (PEM) that signs callers' certificates")
-    flag("planes", type=Path, help="YAML file listing planes and their agent client CAs")
-    parser.add_argument(
-        "--agent-identity",
-        choices=["required", "optional"],
-        default=_env("agent-identity", "required"),
-        help="required (default): an agent's certificate must name the plane it serves (URI SAN "
-        "planelink://plane/<ns>/<name>, or CN <ns>/<name> without SANs), so that agents of a CA "
-        "shared by several planes cannot serve each other's. optional: planes that do not say "
-        "otherwise (planes-file requireIdentity, DataPlane annotation "
-        "planelink.dev/require-agent-identity) accept any certificate of their CA, which must "
-        "then be theirs alone",
-    )
-    flag("bind", default="0.0.0.0", help="address to listen on (default: all)")  # noqa: S104
-    flag("agent-port", default="8443", type=int, help="port agents dial (default: 8443)")
-    flag("caller-port", default="6443", type=int, help="port callers use (default: 6443)")
-    flag("operator-port", default="8081", type=int, help="health and metrics (default: 8081)")
-    flag(
-        "operator-token-file",
-        type=Path,
-        help="a file holding a bearer token that /planes, /metrics and the status page then"
-        " demand (Authorization: Bearer ...); /healthz and /readyz never do (default: none)",
-    )
-    flag("heartbeat-interval", default="10", type=float, help="seconds between pings (10)")
-    flag("heartbeat-timeout", default="30", type=float, help="silence that ends a tunnel (30)")
-    flag(
-        "write-timeout",
-        default="30",
-        type=float,
-        help="seconds an agent may leave what the gateway sends it unread before its tunnel is "
-        "dropped (30)",
-    )
-    flag(
-        "request-timeout",
-        default="60",
-        type=float,
-        help="deadline of requests other than watches, follows and upgrades (60)",
-    )
-    flag(
-        "max-header-fields",
-        default="256",
-        type=int,
-        help="header fields (and, apart, trailer fields) of a caller's request, at most (256); "
-        "more is refused with 431",
-    )
-    flag("drain-grace", default="30", type=float, help="seconds streams get on shutdown (30)")
-    flag(
-        "starting-retry-after",
-        default="1",
-        type=int,
-        help="while the gateway has not loaded its planes yet, callers and agents of a plane it "
-        "does not know get 503 with this Retry-After, in seconds (1)",
-    )
-    flag(
-        "listen-backlog",
-        default="1024",
-        type=int,
-        help="connections each listener queues before accepting them (1024): after a gateway "
-        "restart every agent dials at once",
-    )
-    _add_limit_flags(parser)
-    _add_flood_flags(parser)
-    auth = parser.add_argument_group(
-        "caller authentication",
-        "Callers present a client certificate from --caller-ca, a bearer token (checked with a\n"
-        "TokenReview in the control plane), or either. With tokens, every caller is authorized\n"
-        "by a SubjectAccessReview: <verb> on dataplanes.openchoreo.dev named after the plane,\n"
-        "in its namespace; --authorize asks the same of certificate callers.",
-    )
-    auth.add_argument(
-        "--caller-auth",
-        choices=[mode.value for mode in CallerAuthMode],
-        default=_env("caller-auth", CallerAuthMode.CERTIFICATE.value),
-        help="credentials callers may present (default: certificate)",
-    )
-    auth.add_argument(
-        "--authorize",
-        action="store_true",
-        default=_env("authorize", "false") == "true",
-        help="authorize certificate callers too (always on with tokens)",
-    )
-    auth.add_argument(
-        "--authorize-verb",
-        default=_env("authorize-verb", "proxy"),
-        help="the verb a caller needs on its plane's DataPlane (default: proxy)",
-    )
-    auth.add_argument(
-        "--impersonate-callers",
-        action="store_true",
-        default=_env("impersonate-callers", "false") == "true",
-        help="forward requests as the caller (Impersonate-User/-Group), not as the agent",
-    )
-    reconcile = parser.add_argument_group(
-        "DataPlane resources",
-        "With --reconcile the gateway follows the DataPlanes of the control plane (trust from\n"
-        "spec.agent.clientCA, status conditions), besides or instead of --planes.",
-    )
-    reconcile.add_argument(
-        "--reconcile",
-        action="store_true",
-        default=_env("reconcile", "false") == "true",
-        help="follow DataPlane resources (env PLANELINK_GATEWAY_RECONCILE=true)",
-    )
-    reconcile.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=_env("kubeconfig"),
-        help="the control plane's kubeconfig, for DataPlanes and caller reviews"
-        " (default: $KUBECONFIG, then in-cluster config)",
-    )
-    reconcile.add_argument(
-        "--namespaces",
-        default=_env("namespaces", ""),
-        help="comma-separated namespaces to watch (default: all)",
-    )
-    reconcile.add_argument(
-        "--secret-watches",
-        type=int,
-        default=int(_env("secret_watches", "64") or 64),
-        help="Secrets that DataPlanes reference watched at most, one connection each (64);"
-        " one beyond is read when its DataPlane is reconciled (every 5 minutes at least)",
-    )
-    reconcile.add_argument(
-        "--cross-namespace-secrets",
-        action="store_true",
-        default=_env("cross_namespace_secrets", "false") == "true",
-        help="let a DataPlane's secretRef name a Secret of another namespace (default: only"
-        " its own namespace; others are refused with the reason CrossNamespaceSecret)",
-    )
-    reconcile.add_argument(
-        "--watch-retry-max",
-        type=float,
-        default=float(_env("watch-retry-max", "2") or "2"),
-        help="longest wait, in seconds, before listing and watching the control plane again "
-        "after a failure (2): bounds how long the gateway stays starting once it returns",
-    )
-    reconcile.add_argument(
-        "--kube-request-timeout",
-        type=float,
-        default=float(_env("kube-request-timeout", "10") or "10"),
-        help="deadline of each control-plane request other than a watch, in seconds (10)",
-    )
-    reconcile.add_argument(
-        "--lease-namespace",
-        default=_env("lease_namespace"),
-        help="with several replicas: namespace of the Leases that coordinate status writes",
-    )
-    reconcile.add_argument(
-        "--identity",
-        default=_env("identity", os.environ.get("POD_NAME") or socket.gethostname()),
-        help="this replica's name among the replicas (default: $POD_NAME or the host name)",
-    )
-    parser.set_defaults(run=run)
-
-
-def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
-    limits = parser.add_argument_group(
-        "connection limits and deadlines",
-        "Each of the agent and caller ports has its own budget of these sizes. A connection is\n"
-        "unauthenticated until its TLS handshake shows a certificate that verifies (or, for a\n"
-        "caller with a token, until a request is authenticated); a newcomer evicts the oldest\n"
-        "unauthenticated connection when the budget is full, so a flood of anonymous sockets\n"
-        "cannot keep an agent or caller with valid credentials out. The limits are lowered at\n"
-        "start if they do not fit the process's file-descriptor limit (RLIMIT_NOFILE).",
-    )
-
-    def limit(name: str, *, default: str, type: type, help: str) -> None:
-        value = _env(name, default)
-        limits.add_argument(f"--{name}", default=value, type=type, help=help)
-
-    admission = AdmissionSettings()
-    limit(
-        "max-connections",
-        default=str(admission.max_connections),
-        type=int,
-        help=f"connections per port, authenticated or not ({admission.max_connections})",
-    )
-    limit(
-        "max-unauthenticated",
-        default=str(admission.max_unauthenticated),
-        type=int,
-        help="connections per port not yet authenticated; a newcomer evicts the oldest"
-        f" ({admission.max_unauthenticated})",
-    )
-    limit(
-        "max-unauthenticated-per-ip",
-        default=str(admission.max_unauthenticated_per_ip),
-        type=int,
-        help="unauthenticated connections per port from one source address; beyond it new"
-        f" ones are refused ({admission.max_unauthenticated_per_ip})",
-    )
-    limit(
-        "max-handshakes",
-        default=str(admission.max_concurrent_handshakes),
-        type=int,
-        help="TLS handshakes at once per port, counted from the ClientHello"
-        f" ({admission.max_concurrent_handshakes}); the rest wait their turn",
-    )
-    limit(
-        "client-hello-timeout",
-        default=str(admission.client_hello_timeout),
-        type=float,
-        help=f"seconds from accept to the TLS ClientHello ({admission.client_hello_timeout})",
-    )
-    limit(
-        "tls-handshake-timeout",
-        default=str(admission.tls_handshake_timeout),
-        type=float,
-        help="seconds from the ClientHello to a finished TLS handshake, waiting for a slot"
-        f" included; also bounds the TLS close ({admission.tls_handshake_timeout})",
-    )
-    agents, callers = AgentListenerSettings(), CallerSettings()
-    limit(
-        "upgrade-timeout",
-        default=str(agents.upgrade_timeout),
-        type=float,
-        help="seconds an agent has, after TLS, to send its WebSocket upgrade request"
-        f" ({agents.upgrade_timeout})",
-    )
-    limit(
-        "head-timeout",
-        default=str(callers.head_timeout),
-        type=float,
-        help="seconds from a caller request's first byte to the end of its head"
-        f" ({callers.head_timeout}); slower callers get 408",
-    )
-    limit(
-        "idle-timeout",
-        default=str(callers.idle_timeout),
-        type=float,
-        help="seconds a caller connection may wait between requests before it is closed"
-        f" ({callers.idle_timeout})",
+        run=run,
     )
 
 
-def _add_flood_flags(parser: argparse.ArgumentParser) -> None:
-    flood = parser.add_argument_group(
-        "agent flood limits",
-        "What one agent may cost the gateway without useful traffic (protocol/SPEC.md 9.1); an\n"
-        "agent past a limit is dropped and counted in planelink_gateway_agent_drops_total.",
-    )
-    defaults = FloodLimits()
-    for field, kind, text in _FLOOD_FLAGS:
-        name = "flood-" + field.replace("_", "-")
-        default = getattr(defaults, field)
-        flood.add_argument(
-            f"--{name}",
-            dest=f"flood_{field}",
-            default=_env(name, str(default)),
-            type=kind,
-            help=f"{text} ({default:g})",
-        )
-
-
-def settings_from(args: argparse.Namespace) -> GatewaySettings:
-    host = args.bind
-    if args.agent_identity not in ("required", "optional"):  # a default from the environment
-        raise ValueError(f"--agent-identity: {args.agent_identity!r} is not required or optional")
-    if args.starting_retry_after < 1:
+def settings_from(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> GatewaySettings:
+    """The gateway's settings, each listener's and the reconciler's, from the flags of
+    `planelink gateway` and the environment (ValueError naming what is wrong)."""
+    values = SETTINGS.resolve(args, environ)
+    host = values.bind
+    if values.starting_retry_after < 1:
         raise ValueError("--starting-retry-after must be at least 1 (second)")
     admission = AdmissionSettings(
-        max_connections=args.max_connections,
-        max_unauthenticated=args.max_unauthenticated,
-        max_unauthenticated_per_ip=args.max_unauthenticated_per_ip,
-        client_hello_timeout=args.client_hello_timeout,
-        tls_handshake_timeout=args.tls_handshake_timeout,
-        max_concurrent_handshakes=args.max_handshakes,
+        max_connections=values.max_connections,
+        max_unauthenticated=values.max_unauthenticated,
+        max_unauthenticated_per_ip=values.max_unauthenticated_per_ip,
+        client_hello_timeout=values.client_hello_timeout,
+        tls_handshake_timeout=values.tls_handshake_timeout,
+        max_concurrent_handshakes=values.max_handshakes,
     )
     return GatewaySettings(
-        server_certificate=args.tls_cert,
-        server_key=args.tls_key,
-        caller_ca=args.caller_ca,
-        planes_file=args.planes,
-        require_agent_identity=args.agent_identity != "optional",
+        server_certificate=values.tls_cert,
+        server_key=values.tls_key,
+        caller_ca=values.caller_ca,
+        planes_file=values.planes,
+        require_agent_identity=values.agent_identity != "optional",
         agents=AgentListenerSettings(
             host=host,
-            port=args.agent_port,
+            port=values.agent_port,
             heartbeat=Heartbeat(
-                args.heartbeat_interval, args.heartbeat_timeout, args.write_timeout
+                values.heartbeat_interval, values.heartbeat_timeout, values.write_timeout
             ),
-            upgrade_timeout=args.upgrade_timeout,
+            upgrade_timeout=values.upgrade_timeout,
             admission=admission,
             flood=FloodLimits(
-                **{field: getattr(args, f"flood_{field}") for field, _, _ in _FLOOD_FLAGS}
+                max_queued_answers=values.flood_max_queued_answers,
+                idle_frame_burst=values.flood_idle_frame_burst,
+                idle_frame_rate=values.flood_idle_frame_rate,
+                stream_churn_burst=values.flood_stream_churn_burst,
+                stream_churn_rate=values.flood_stream_churn_rate,
             ),
-            backlog=args.listen_backlog,
+            backlog=values.listen_backlog,
         ),
         callers=CallerSettings(
             host=host,
-            port=args.caller_port,
-            request_timeout=args.request_timeout,
-            head_timeout=args.head_timeout,
-            idle_timeout=args.idle_timeout,
+            port=values.caller_port,
+            request_timeout=values.request_timeout,
+            head_timeout=values.head_timeout,
+            idle_timeout=values.idle_timeout,
             admission=admission,
-            max_header_fields=args.max_header_fields,
-            backlog=args.listen_backlog,
+            max_header_fields=values.max_header_fields,
+            backlog=values.listen_backlog,
             auth=CallerAuthSettings(
-                mode=CallerAuthMode(args.caller_auth),
-                authorize=args.authorize,
-                verb=args.authorize_verb,
-                impersonate=args.impersonate_callers,
+                mode=CallerAuthMode(values.caller_auth),
+                authorize=values.authorize,
+                verb=values.authorize_verb,
+                impersonate=values.impersonate_callers,
             ),
         ),
         operator_host=host,
-        operator_port=args.operator_port,
-        operator_token_file=args.operator_token_file,
-        drain_grace=args.drain_grace,
-        starting_retry_after=args.starting_retry_after,
-        reconciler=_reconciler_settings(args) if args.reconcile else None,
-        kubeconfig=args.kubeconfig,
+        operator_port=values.operator_port,
+        operator_token_file=values.operator_token_file,
+        drain_grace=values.drain_grace,
+        starting_retry_after=values.starting_retry_after,
+        reconciler=_reconciler_settings(values) if values.reconcile else None,
+        kubeconfig=values.kubeconfig,
     )
 
 
-def _reconciler_settings(args: argparse.Namespace) -> ReconcilerSettings:
+def _reconciler_settings(values: argparse.Namespace) -> ReconcilerSettings:
     coordination = (
-        CoordinationSettings(namespace=args.lease_namespace, identity=args.identity)
-        if args.lease_namespace
+        CoordinationSettings(namespace=values.lease_namespace, identity=values.identity)
+        if values.lease_namespace
         else None
     )
-    if args.watch_retry_max <= 0 or args.kube_request_timeout <= 0:
+    if values.watch_retry_max <= 0 or values.kube_request_timeout <= 0:
         raise ValueError("--watch-retry-max and --kube-request-timeout must be positive")
-    namespaces = tuple(name.strip() for name in args.namespaces.split(",") if name.strip())
     return ReconcilerSettings(
-        namespaces=namespaces,
-        secret_watches=args.secret_watches,
-        cross_namespace_secrets=args.cross_namespace_secrets,
+        namespaces=values.namespaces,
+        secret_watches=values.secret_watches,
+        cross_namespace_secrets=values.cross_namespace_secrets,
         coordination=coordination,
-        require_identity=args.agent_identity != "optional",
-        watch_backoff=Backoff(initial=min(0.2, args.watch_retry_max), maximum=args.watch_retry_max),
-        request_timeout=args.kube_request_timeout,
+        require_identity=values.agent_identity != "optional",
+        watch_backoff=BackoffPolicy(
+            base=min(0.2, values.watch_retry_max), cap=values.watch_retry_max
+        ),
+        request_timeout=values.kube_request_timeout,
     )
 
 

@@ -7,13 +7,48 @@ lines on a terminal. Components bind their context (plane, agent, stream ids) wi
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from collections.abc import Mapping
 from typing import Literal
 
 import structlog
 
+from planelink.settings import CommandSettings, Group, Setting
+
 LogFormat = Literal["auto", "json", "console"]
+
+LOG_SETTINGS = CommandSettings(
+    "PLANELINK_",
+    (
+        Group(
+            None,
+            (
+                Setting(
+                    name="log_level",
+                    choices=("debug", "info", "warning", "error"),
+                    default="info",
+                    help="the least severe messages that are logged",
+                ),
+                Setting(
+                    name="log_format",
+                    choices=("auto", "json", "console"),
+                    default="auto",
+                    help="json for production; auto picks console on a terminal and json otherwise",
+                ),
+            ),
+        ),
+    ),
+)
+"""The logging options of `planelink` and of `python -m planelink.agent_cli`."""
+
+
+def configure_logging_from(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """`configure_logging` as the parsed `LOG_SETTINGS` and the environment say (ValueError
+    naming the flag or variable when one is wrong)."""
+    values = LOG_SETTINGS.resolve(args, environ)
+    configure_logging(level=values.log_level, log_format=values.log_format)
 
 
 def configure_logging(*, level: str = "info", log_format: LogFormat = "auto") -> None:

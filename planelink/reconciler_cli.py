@@ -15,6 +15,7 @@ import os
 import signal
 import ssl
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -32,8 +33,7 @@ from gateway.reconciler import (
     ReconcilerSettings,
 )
 from gateway.trust import PlaneTrust, TrustRegistry
-
-_ENV_PREFIX = "PLANELINK_RECONCILER_"
+from planelink.settings import NAMESPACES, CommandSettings, Group, Setting, integer, number
 
 _DESCRIPTION = """\
 Follow the DataPlane resources of a control-plane cluster (and the Secrets they reference) and
@@ -41,75 +41,135 @@ print, as JSON lines, the trust and direct-mode targets the gateway would be fed
 --write-status also write their status conditions (Ready, Connected, GatewayProvisioned) and
 events; run alone, it sees no agents, so agent-mode planes read Connected=False.
 
-Every flag can also be set in the environment: --namespaces is PLANELINK_RECONCILER_NAMESPACES.
+Every flag can also be set in the environment: --namespaces is PLANELINK_RECONCILER_NAMESPACES
+(each flag's variable is shown in brackets); a flag wins over the environment.
 Without --kubeconfig: $KUBECONFIG, the in-cluster service account, then ~/.kube/config.
 
 example:
   planelink reconciler --kubeconfig ~/.kube/config --namespaces my-org --once
 """
 
-
-def _env(flag: str, default: str | None = None) -> str | None:
-    return os.environ.get(_ENV_PREFIX + flag.upper().replace("-", "_"), default)
+_DEFAULTS = ReconcilerSettings()
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+def _pod_name() -> str | None:
+    return os.environ.get("POD_NAME")
+
+
+SETTINGS = CommandSettings(
+    "PLANELINK_RECONCILER_",
+    (
+        Group(
+            None,
+            (
+                Setting(
+                    name="kubeconfig",
+                    shown_default="see above",
+                    help="kubeconfig of the control plane",
+                ),
+                Setting(name="context", help="kubeconfig context to use"),
+                NAMESPACES,
+                Setting(
+                    name="write_status",
+                    switch=True,
+                    default=False,
+                    help="write DataPlane status and events",
+                ),
+                Setting(
+                    name="once",
+                    switch=True,
+                    default=False,
+                    help="reconcile every DataPlane once, print, and exit",
+                ),
+                Setting(
+                    name="require_identity",
+                    switch=True,
+                    negatable=True,
+                    default=True,
+                    help="demand that agent certificates name their plane (a DataPlane opts "
+                    'out with the annotation planelink.dev/require-agent-identity: "false")',
+                ),
+                Setting(
+                    name="workers",
+                    parse=integer,
+                    default=_DEFAULTS.workers,
+                    help="DataPlanes reconciled in parallel",
+                ),
+                Setting(
+                    name="probe_interval",
+                    parse=number,
+                    default=_DEFAULTS.probe_interval,
+                    help="seconds between direct probes",
+                ),
+                Setting(
+                    name="probe_timeout",
+                    parse=number,
+                    default=_DEFAULTS.probe_timeout,
+                    help="timeout of one probe",
+                ),
+                Setting(
+                    name="status_interval",
+                    parse=number,
+                    default=_DEFAULTS.status_min_interval,
+                    help="min seconds between writes",
+                ),
+                Setting(
+                    name="resync_interval",
+                    parse=number,
+                    default=_DEFAULTS.resync_interval,
+                    help="full resync period",
+                ),
+                Setting(
+                    name="lease_namespace",
+                    help="join the gateways' coordination Leases in this namespace",
+                ),
+                Setting(
+                    name="identity",
+                    default_factory=_pod_name,
+                    shown_default="$POD_NAME",
+                    help="this replica's name",
+                ),
+            ),
+        ),
+    ),
+)
+"""Every setting of `planelink reconciler`."""
 
 
 def add_reconciler_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    SETTINGS.add_command(
+        commands,
         "reconciler",
         help="follow DataPlanes and print what the gateway would be fed (optionally write status)",
         description=_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run=run,
     )
 
-    def flag(name: str, *, help: str, type: type = str, default: str | None = None) -> None:
-        parser.add_argument(f"--{name}", default=_env(name, default), type=type, help=help)
 
-    def switch(name: str, *, help: str) -> None:
-        parser.add_argument(
-            f"--{name}", action="store_true", default=_truthy(_env(name)), help=help
-        )
-
-    flag("kubeconfig", help="kubeconfig of the control plane (default: see above)")
-    flag("context", help="kubeconfig context to use")
-    flag("namespaces", default="", help="comma-separated namespaces to watch (default: all)")
-    switch("write-status", help="write DataPlane status and events")
-    switch("once", help="reconcile every DataPlane once, print, and exit")
-    parser.add_argument(
-        "--require-identity",
-        action=argparse.BooleanOptionalAction,
-        default=(_env("require-identity") or "true").strip().lower() != "false",
-        help="demand that agent certificates name their plane (default: on; a DataPlane opts "
-        'out with the annotation planelink.dev/require-agent-identity: "false")',
-    )
-    flag("workers", default="4", type=int, help="DataPlanes reconciled in parallel (4)")
-    flag("probe-interval", default="30", type=float, help="seconds between direct probes (30)")
-    flag("probe-timeout", default="5", type=float, help="timeout of one probe (5)")
-    flag("status-interval", default="1", type=float, help="min seconds between writes (1)")
-    flag("resync-interval", default="300", type=float, help="full resync period (300)")
-    flag("lease-namespace", help="join the gateways' coordination Leases in this namespace")
-    flag("identity", default=os.environ.get("POD_NAME"), help="this replica's name ($POD_NAME)")
-    parser.set_defaults(run=run)
+def settings_from(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> ReconcilerSettings:
+    """What `planelink reconciler` runs with, from its flags and the environment."""
+    return _settings(SETTINGS.resolve(args, environ))
 
 
-def settings_from(args: argparse.Namespace) -> ReconcilerSettings:
+def _settings(values: argparse.Namespace) -> ReconcilerSettings:
     coordination = None
-    if args.lease_namespace:
-        if not args.identity:
+    if values.lease_namespace:
+        if not values.identity:
             raise ValueError("--lease-namespace needs --identity (or POD_NAME)")
-        coordination = CoordinationSettings(namespace=args.lease_namespace, identity=args.identity)
+        coordination = CoordinationSettings(
+            namespace=values.lease_namespace, identity=values.identity
+        )
     return ReconcilerSettings(
-        namespaces=tuple(ns.strip() for ns in (args.namespaces or "").split(",") if ns.strip()),
-        workers=args.workers,
-        probe_interval=args.probe_interval,
-        probe_timeout=args.probe_timeout,
-        status_min_interval=args.status_interval,
-        resync_interval=args.resync_interval,
-        write_status=args.write_status,
-        require_identity=args.require_identity,
+        namespaces=values.namespaces,
+        workers=values.workers,
+        probe_interval=values.probe_interval,
+        probe_timeout=values.probe_timeout,
+        status_min_interval=values.status_interval,
+        resync_interval=values.resync_interval,
+        write_status=values.write_status,
+        require_identity=values.require_identity,
         component="planelink-reconciler",
         coordination=coordination,
     )
@@ -117,9 +177,14 @@ def settings_from(args: argparse.Namespace) -> ReconcilerSettings:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        settings = settings_from(args)
+        values = SETTINGS.resolve(args, os.environ)
         return asyncio.run(
-            serve(settings, kubeconfig=args.kubeconfig, context=args.context, once=args.once)
+            serve(
+                _settings(values),
+                kubeconfig=values.kubeconfig,
+                context=values.context,
+                once=values.once,
+            )
         )
     except (ValueError, OSError, ConfigException) as error:
         print(f"planelink reconciler: {error}", file=sys.stderr)

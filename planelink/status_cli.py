@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from planelink.settings import CommandSettings, Group, Setting
+
 EXIT_OK = 0
 EXIT_DISCONNECTED = 1
 EXIT_UNREACHABLE = 2
@@ -58,6 +60,26 @@ examples:
 """
 
 
+SETTINGS = CommandSettings(
+    "PLANELINK_STATUS_",
+    (
+        Group(
+            None,
+            (
+                Setting(
+                    name="gateway",
+                    env=ENV_GATEWAY,
+                    metavar="URL",
+                    default=DEFAULT_GATEWAY,
+                    help="the gateway's operator URL",
+                ),
+            ),
+        ),
+    ),
+)
+"""The settings of `planelink status` that the environment can set too."""
+
+
 class GatewayUnreachable(Exception):
     """The operator endpoint did not answer with the /planes JSON: one line, exit code 2."""
 
@@ -74,12 +96,7 @@ def add_status_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--gateway",
-        metavar="URL",
-        default=None,
-        help=f"the gateway's operator URL [{ENV_GATEWAY}; default {DEFAULT_GATEWAY}]",
-    )
+    SETTINGS.add_to(parser)
     parser.add_argument(
         "-o",
         "--output",
@@ -109,7 +126,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    base = args.gateway or os.environ.get(ENV_GATEWAY) or DEFAULT_GATEWAY
+    base = SETTINGS.resolve(args, os.environ).gateway
     try:
         token = args.token_file.read_text().strip() if args.token_file else None
         report = fetch_planes(base, timeout=args.timeout, token=token)

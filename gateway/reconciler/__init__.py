@@ -17,11 +17,10 @@ from gateway.reconciler.conditions import ProbeResult, Verdict
 from gateway.reconciler.controller import AgentView, Reconciler
 from gateway.reconciler.direct import DirectPlanes, DirectTarget
 from gateway.reconciler.resolve import DirectCredentials
-from gateway.reconciler.settings import Backoff, CoordinationSettings, ReconcilerSettings
+from gateway.reconciler.settings import CoordinationSettings, ReconcilerSettings
 
 __all__ = [
     "AgentView",
-    "Backoff",
     "CoordinationSettings",
     "DirectCredentials",
     "DirectPlanes",

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-READY: Final = "Ready"
-CONNECTED: Final = "Connected"
-GATEWAY_PROVISIONED: Final = "GatewayProvisioned"
+from crd.models import CONNECTED, GATEWAY_PROVISIONED, READY
+
 OWNED_TYPES: Final = (READY, CONNECTED, GATEWAY_PROVISIONED)
 
 Status = Literal["True", "False", "Unknown"]

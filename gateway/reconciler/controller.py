@@ -36,7 +36,7 @@ from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from certs import InvalidPlaneRefError, PlaneRef
+from certs import InvalidPlaneRefError, PlaneRef, plane_ref
 from crd import DataPlane
 from gateway.reconciler import conditions
 from gateway.reconciler.conditions import ProbeResult, Verdict
@@ -45,12 +45,11 @@ from gateway.reconciler.events import EventRecorder, EventSpec, transitions
 from gateway.reconciler.informer import ChangeHandler, Informer
 from gateway.reconciler.kube import KubeApi, ListWatch
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.refusals import RefusalEvents
+from gateway.reconciler.rejections import RejectionEvents
 from gateway.reconciler.replicas import Coordination, Replicas, Solo
 from gateway.reconciler.resolve import (
     Resolution,
     SecretData,
-    SecretKey,
     invalid_spec,
     require_identity,
     resolve,
@@ -59,9 +58,10 @@ from gateway.reconciler.resolve import (
 from gateway.reconciler.secrets import SecretWatches
 from gateway.reconciler.settings import ReconcilerSettings
 from gateway.reconciler.status import Result, StatusWriter
-from gateway.reconciler.store import Change, Obj, ObjKey, Store
+from gateway.reconciler.store import Change, Store
 from gateway.reconciler.workqueue import WorkQueue
 from gateway.trust import PlaneTrust, TrustRegistry
+from kubeobject import KubeObject, ObjectRef
 
 log = structlog.get_logger("gateway.reconciler")
 
@@ -122,20 +122,20 @@ class Reconciler:
         self.ready = asyncio.Event()
         """Set once every cache is filled and every DataPlane of the first list has been
         resolved into trust once: from then on, a plane absent from trust does not exist."""
-        self._first_list: set[ObjKey] = set()
+        self._first_list: set[ObjectRef] = set()
         """DataPlanes of the first list not yet resolved into trust."""
         self._first_list_fed = asyncio.Event()
         self._agents = agents
-        self._queue: WorkQueue[ObjKey] = WorkQueue(retry=settings.backoff)
+        self._queue: WorkQueue[ObjectRef] = WorkQueue(retry=settings.backoff)
         scopes: Sequence[str | None] = settings.namespaces or (None,)
         self._dataplane_informers = [
             self._informer(self.api.dataplanes(ns), self.dataplanes, self._on_dataplane)
             for ns in scopes
         ]
-        self._refs: dict[ObjKey, frozenset[SecretKey]] = {}
-        self._referrers: dict[SecretKey, set[ObjKey]] = {}
+        self._refs: dict[ObjectRef, frozenset[ObjectRef]] = {}
+        self._referrers: dict[ObjectRef, set[ObjectRef]] = {}
         self._fed: set[PlaneRef] = set()
-        self._probes: dict[ObjKey, _Probe] = {}
+        self._probes: dict[ObjectRef, _Probe] = {}
         self._local: dict[PlaneRef, int] = {}
         identity = settings.coordination.identity if settings.coordination else _hostname()
         self._status = StatusWriter(
@@ -144,8 +144,8 @@ class Reconciler:
         self._events = EventRecorder(
             self.api, self.metrics, component=settings.component, instance=identity
         )
-        self._refusals = RefusalEvents(
-            self._record_refusal, interval=settings.refusal_event_interval
+        self._rejections = RejectionEvents(
+            self._record_rejection, interval=settings.rejection_event_interval
         )
         self.coordination: Coordination = (
             Replicas(
@@ -212,7 +212,7 @@ class Reconciler:
             )
             group.create_task(self._resync(), name="resync")
             if self.settings.write_status:
-                group.create_task(self._refusals.run(), name="refusal-events")
+                group.create_task(self._rejections.run(), name="rejection-events")
             await self._first_list_fed.wait()
             self.ready.set()
             log.info(
@@ -227,16 +227,16 @@ class Reconciler:
             source, store, handler, backoff=self.settings.watch_backoff, metrics=self.metrics
         )
 
-    # -- refused agents -----------------------------------------------------------------------
+    # -- rejected agents ----------------------------------------------------------------------
 
-    def agent_refused(self, plane: PlaneRef, reason: str, message: str) -> None:
+    def agent_rejected(self, plane: PlaneRef, reason: str, message: str) -> None:
         """The gateway turned an agent of `plane` away: tell it on the DataPlane (rate-limited;
-        every replica tells its own refusals, as only it saw them)."""
+        every replica tells its own rejections, as only it saw them)."""
         if self.settings.write_status:
-            self._refusals.note(plane, reason, message)
+            self._rejections.note(plane, reason, message)
 
-    async def _record_refusal(self, plane: PlaneRef, event: EventSpec, times: int) -> None:
-        obj = self.dataplanes.get(ObjKey(plane.namespace, plane.name))
+    async def _record_rejection(self, plane: PlaneRef, event: EventSpec, times: int) -> None:
+        obj = self.dataplanes.get(plane)
         if obj is not None:  # none: the plane is unknown or gone, and there is nothing to tell
             await self._events.record(obj, event, times=times)
 
@@ -250,14 +250,13 @@ class Reconciler:
             change.old is not None and change.new is not None
         ):
             return  # only metadata changed
-        for key in self._referrers.get(SecretKey(*change.key), ()):
+        for key in self._referrers.get(change.key, ()):
             self._queue.add(key)
 
     def _enqueue_planes(self, planes: Iterable[PlaneRef]) -> None:
         for plane in planes:
-            key = ObjKey(plane.namespace, plane.name)
-            if self.dataplanes.get(key) is not None:
-                self._queue.add(key)
+            if self.dataplanes.get(plane) is not None:
+                self._queue.add(plane)
 
     def _on_leadership(self, leading: bool) -> None:
         if leading:
@@ -287,7 +286,7 @@ class Reconciler:
 
     # -- one key ------------------------------------------------------------------------------
 
-    async def _reconcile(self, key: ObjKey) -> None:
+    async def _reconcile(self, key: ObjectRef) -> None:
         plane_log = log.bind(plane=str(key))
         obj = self.dataplanes.get(key)
         if obj is None:
@@ -296,7 +295,7 @@ class Reconciler:
             self.metrics.reconciles.labels(result="deleted").inc()
             return
         try:
-            plane = PlaneRef(key.namespace, key.name)
+            plane = plane_ref(key.namespace, key.name)
         except InvalidPlaneRefError as error:
             plane_log.warning("dataplane name cannot name a plane", error=str(error))
             self._resolved_once(key)
@@ -317,13 +316,13 @@ class Reconciler:
             raise
         self.metrics.reconciles.labels(result="ok").inc()
 
-    def _resolved_once(self, key: ObjKey) -> None:
+    def _resolved_once(self, key: ObjectRef) -> None:
         if key in self._first_list:
             self._first_list.discard(key)
             if not self._first_list:
                 self._first_list_fed.set()
 
-    async def _resolve(self, key: ObjKey, plane: PlaneRef, obj: Obj) -> Resolution:
+    async def _resolve(self, key: ObjectRef, plane: PlaneRef, obj: KubeObject) -> Resolution:
         try:
             dataplane = DataPlane.model_validate(obj)
         except ValidationError as error:
@@ -342,12 +341,16 @@ class Reconciler:
             cross_namespace_secrets=cross_namespace,
         )
 
-    async def _secret(self, ref: SecretKey) -> SecretData | None:
+    async def _secret(self, ref: ObjectRef) -> SecretData | None:
         obj = await self.secrets.get(ref)
         return None if obj is None else _decoded(obj)
 
     def _feed(
-        self, key: ObjKey, plane: PlaneRef, resolution: Resolution, plane_log: structlog.BoundLogger
+        self,
+        key: ObjectRef,
+        plane: PlaneRef,
+        resolution: Resolution,
+        plane_log: structlog.BoundLogger,
     ) -> None:
         previous = self.trust.get(plane)
         if previous != resolution.trust:
@@ -362,19 +365,19 @@ class Reconciler:
         if changed:
             plane_log.info("direct target set", server=target.server, auth=resolution.direct.auth)
 
-    def _forget(self, key: ObjKey, plane_log: structlog.BoundLogger) -> None:
+    def _forget(self, key: ObjectRef, plane_log: structlog.BoundLogger) -> None:
         self._index(key, frozenset())
         self._probes.pop(key, None)
         self._status.forget(key)
         with contextlib.suppress(InvalidPlaneRefError):
-            plane = PlaneRef(key.namespace, key.name)
+            plane = plane_ref(key.namespace, key.name)
             self.direct.remove(plane)
             if plane in self._fed:
                 self._fed.discard(plane)
                 self.trust.remove_plane(plane)
                 plane_log.info("plane removed")
 
-    def _index(self, key: ObjKey, refs: frozenset[SecretKey]) -> None:
+    def _index(self, key: ObjectRef, refs: frozenset[ObjectRef]) -> None:
         for old in self._refs.get(key, frozenset()) - refs:
             holders = self._referrers.get(old)
             if holders is not None:
@@ -393,9 +396,9 @@ class Reconciler:
 
     async def _write_status(
         self,
-        key: ObjKey,
+        key: ObjectRef,
         plane: PlaneRef,
-        obj: Obj,
+        obj: KubeObject,
         resolution: Resolution,
         plane_log: structlog.BoundLogger,
     ) -> None:
@@ -419,7 +422,7 @@ class Reconciler:
         elif outcome.result is Result.CONFLICT:
             self._queue.add_after(key, _CONFLICT_RETRY)
 
-    async def _connection(self, key: ObjKey, plane: PlaneRef, resolution: Resolution) -> Verdict:
+    async def _connection(self, key: ObjectRef, plane: PlaneRef, resolution: Resolution) -> Verdict:
         if resolution.mode == "agent":
             count = len(self._agents.agents(plane)) + self.coordination.peer_count(plane)
             return conditions.connected_from_agents(count)
@@ -453,7 +456,7 @@ def _log_trust(plane_log: structlog.BoundLogger, trust: PlaneTrust) -> None:
         )
 
 
-def _decoded(secret: Obj) -> dict[str, bytes]:
+def _decoded(secret: KubeObject) -> dict[str, bytes]:
     data: dict[str, bytes] = {}
     for name, value in (secret.get("data") or {}).items():
         with contextlib.suppress(binascii.Error, ValueError, TypeError):

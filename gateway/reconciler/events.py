@@ -1,8 +1,8 @@
 """Kubernetes Events (core/v1) for a DataPlane's transitions, deduplicated.
 
 `transitions` (pure) says which events a status change deserves: connected, disconnected,
-credentials rejected or unresolvable, provisioned again (agents the listener refused are told
-by `refusals`). `EventRecorder` writes them; the same reason and message for the same object
+credentials rejected or unresolvable, provisioned again (agents the listener rejected are told
+by `rejections`). `EventRecorder` writes them; the same reason and message for the same object
 again increments the existing Event's `count` instead of creating another (as client-go's
 event correlator does). Events are best effort: a failure to write one is logged, never
 raised.
@@ -19,11 +19,12 @@ from typing import Any, Literal
 import structlog
 
 import crd
-from gateway.reconciler.conditions import CONNECTED, GATEWAY_PROVISIONED, condition, rfc3339
+from crd.models import CONNECTED, GATEWAY_PROVISIONED
+from gateway.reconciler.conditions import condition, rfc3339
 from gateway.reconciler.errors import KubeError, NotFound
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.store import Obj
+from kubeobject import KubeObject
 
 log = structlog.get_logger("gateway.reconciler.events")
 
@@ -74,7 +75,7 @@ class EventRecorder:
         self._now = now
         self._seen: OrderedDict[tuple[str, str, str], tuple[str, int]] = OrderedDict()
 
-    async def record(self, obj: Obj, event: EventSpec, *, times: int = 1) -> None:
+    async def record(self, obj: KubeObject, event: EventSpec, *, times: int = 1) -> None:
         """Write `event` on `obj` as having happened `times` more times."""
         metadata = obj.get("metadata") or {}
         namespace, uid = str(metadata.get("namespace")), str(metadata.get("uid") or "")
@@ -104,7 +105,7 @@ class EventRecorder:
         while len(self._seen) > _REMEMBERED:
             self._seen.popitem(last=False)
 
-    def _body(self, obj: Obj, event: EventSpec, stamp: str, times: int) -> dict[str, Any]:
+    def _body(self, obj: KubeObject, event: EventSpec, stamp: str, times: int) -> dict[str, Any]:
         metadata = obj.get("metadata") or {}
         return {
             "metadata": {

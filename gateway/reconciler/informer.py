@@ -3,8 +3,9 @@
 The loop (as kopf and client-go do it): list → replace the store → watch from the returned
 `resourceVersion` with bookmarks → on a clean end, watch again from the last version seen →
 on `410 Gone` (the version expired), list again → on any other failure, wait (exponential
-backoff with jitter) and start over. A handler that raises is logged and the loop goes on: one
-object's failure never stops the watch. `synced` is set after the first list.
+backoff with full jitter, `protocol.backoff`) and start over. A handler that raises is logged
+and the loop goes on: one object's failure never stops the watch. `synced` is set after the
+first list.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Callable
 
 import structlog
 
-from gateway.reconciler.backoff import delay
 from gateway.reconciler.errors import Gone, KubeError
 from gateway.reconciler.kube import ListWatch, WatchEvent
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.settings import Backoff
-from gateway.reconciler.store import Change, Store, key_of, resource_version
+from gateway.reconciler.store import Change, Store, resource_version
+from kubeobject import ObjectRef
+from protocol.backoff import BackoffPolicy
 
 ChangeHandler = Callable[[Change], None]
 
@@ -35,7 +36,7 @@ class Informer:
         store: Store,
         on_change: ChangeHandler,
         *,
-        backoff: Backoff,
+        backoff: BackoffPolicy,
         metrics: ReconcilerMetrics,
     ) -> None:
         self._source = source
@@ -74,7 +75,7 @@ class Informer:
                 self._log.warning("watch failed", error=str(error), attempt=failures + 1)
                 self._restart(error.reason)
                 failures += 1
-            await asyncio.sleep(delay(self._backoff, failures - 1))
+            await asyncio.sleep(self._backoff.delay(failures - 1))
 
     async def _list(self) -> None:
         items, version = await self._source.list()
@@ -95,7 +96,7 @@ class Informer:
     def _apply(self, event: WatchEvent) -> None:
         version = resource_version(event.object)
         if event.type == "DELETED":
-            change = self._store.delete(key_of(event.object))
+            change = self._store.delete(ObjectRef.of(event.object))
         elif event.type in ("ADDED", "MODIFIED"):
             change = self._store.upsert(event.object)
         else:  # BOOKMARK: only a newer version to resume from

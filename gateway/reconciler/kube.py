@@ -33,8 +33,8 @@ from gateway.reconciler.errors import (
     NotFound,
     Unreachable,
 )
+from kubeobject import KubeObject
 
-Obj = dict[str, Any]
 _PAGE_SIZE = 500
 _MERGE_PATCH = "application/merge-patch+json"
 
@@ -42,7 +42,7 @@ _MERGE_PATCH = "application/merge-patch+json"
 class WatchEvent(NamedTuple):
     type: str
     """ADDED, MODIFIED, DELETED or BOOKMARK (ERROR events are raised as errors)."""
-    object: Obj
+    object: KubeObject
 
 
 class ListWatch(Protocol):
@@ -52,7 +52,7 @@ class ListWatch(Protocol):
     namespace: str | None
     """The namespace listed, or None for all namespaces."""
 
-    async def list(self) -> tuple[list[Obj], str]:
+    async def list(self) -> tuple[list[KubeObject], str]:
         """Every object and the collection's resourceVersion."""
         ...
 
@@ -74,8 +74,8 @@ class _Collection:
     label_selector: str | None = None
     field_selector: str | None = None
 
-    async def list(self) -> tuple[list[Obj], str]:
-        items: list[Obj] = []
+    async def list(self) -> tuple[list[KubeObject], str]:
+        items: list[KubeObject] = []
         token: str | None = None
         while True:
             params: dict[str, Any] = {"limit": _PAGE_SIZE, **self._selector()}
@@ -150,7 +150,7 @@ class KubeApi:
                 crd.GROUP, crd.VERSION, namespace, crd.PLURAL, **params
             )
 
-        return _Collection("DataPlane", namespace, call, self._watch_timeout, self._timeout)
+        return _Collection(crd.KIND, namespace, call, self._watch_timeout, self._timeout)
 
     def secret(self, namespace: str, name: str) -> ListWatch:
         """One Secret, as a collection of at most one (the rest of the namespace is never read)."""
@@ -177,7 +177,7 @@ class KubeApi:
 
     # -- single objects -----------------------------------------------------------------------
 
-    async def get_secret(self, namespace: str, name: str) -> Obj | None:
+    async def get_secret(self, namespace: str, name: str) -> KubeObject | None:
         try:
             return await _call(
                 self._core.read_namespaced_secret(
@@ -187,7 +187,9 @@ class KubeApi:
         except NotFound:
             return None
 
-    async def patch_dataplane_status(self, namespace: str, name: str, body: Obj) -> Obj:
+    async def patch_dataplane_status(
+        self, namespace: str, name: str, body: KubeObject
+    ) -> KubeObject:
         """A JSON merge patch of the /status subresource."""
         return await _call(
             self._custom.patch_namespaced_custom_object_status(
@@ -203,14 +205,14 @@ class KubeApi:
             )
         )
 
-    async def create_event(self, namespace: str, body: Obj) -> Obj:
+    async def create_event(self, namespace: str, body: KubeObject) -> KubeObject:
         return await _call(
             self._core.create_namespaced_event(
                 namespace, body, _preload_content=False, _request_timeout=self._timeout
             )
         )
 
-    async def patch_event(self, namespace: str, name: str, body: Obj) -> Obj:
+    async def patch_event(self, namespace: str, name: str, body: KubeObject) -> KubeObject:
         return await _call(
             self._core.patch_namespaced_event(
                 name,
@@ -222,21 +224,21 @@ class KubeApi:
             )
         )
 
-    async def get_lease(self, namespace: str, name: str) -> Obj:
+    async def get_lease(self, namespace: str, name: str) -> KubeObject:
         return await _call(
             self._coordination.read_namespaced_lease(
                 name, namespace, _preload_content=False, _request_timeout=self._timeout
             )
         )
 
-    async def create_lease(self, namespace: str, body: Obj) -> Obj:
+    async def create_lease(self, namespace: str, body: KubeObject) -> KubeObject:
         return await _call(
             self._coordination.create_namespaced_lease(
                 namespace, body, _preload_content=False, _request_timeout=self._timeout
             )
         )
 
-    async def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+    async def replace_lease(self, namespace: str, name: str, body: KubeObject) -> KubeObject:
         """PUT: fails with Conflict unless body's resourceVersion is the stored one."""
         return await _call(
             self._coordination.replace_namespaced_lease(
@@ -253,14 +255,14 @@ class KubeApi:
             )
 
 
-async def _call(request: Awaitable[Any]) -> Obj:
+async def _call(request: Awaitable[Any]) -> KubeObject:
     """Await a generated API call made with `_preload_content=False`; the JSON body or an error."""
     try:
         response = await request
         try:
             if response.status >= 400:
                 raise _status_error(response.status, await response.text())
-            body: Obj = await response.json(content_type=None)
+            body: KubeObject = await response.json(content_type=None)
             return body
         finally:
             response.release()

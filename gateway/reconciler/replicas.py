@@ -31,13 +31,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from certs import InvalidPlaneRefError, PlaneRef
+from certs import InvalidPlaneRefError, PlaneRef, parse_plane_ref
 from gateway.reconciler.errors import Conflict, KubeError, NotFound
 from gateway.reconciler.informer import Informer
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.settings import Backoff, CoordinationSettings
-from gateway.reconciler.store import Change, Obj, ObjKey, Store, resource_version
+from gateway.reconciler.settings import CoordinationSettings
+from gateway.reconciler.store import Change, Store, resource_version
+from kubeobject import KubeObject, ObjectRef
+from protocol.backoff import BackoffPolicy
 
 COUNTS_ANNOTATION = "planelink.dev/agents"
 GROUP_LABEL = "planelink.dev/replica-of"
@@ -112,7 +114,7 @@ class Replicas:
         on_peer_counts: Callable[[Iterable[PlaneRef]], None],
         on_leadership: Callable[[bool], None],
         metrics: ReconcilerMetrics,
-        backoff: Backoff,
+        backoff: BackoffPolicy,
     ) -> None:
         self._api = api
         self._settings = settings
@@ -131,10 +133,10 @@ class Replicas:
             backoff=backoff,
             metrics=metrics,
         )
-        self._seen: dict[ObjKey, tuple[str, float]] = {}
+        self._seen: dict[ObjectRef, tuple[str, float]] = {}
         """Per peer Lease: the resourceVersion last seen, and when (monotonic) it changed."""
         self._peers: dict[PlaneRef, int] = {}
-        self._own: Obj | None = None
+        self._own: KubeObject | None = None
         self._leading = False
         self._last_renewal = 0.0
         self._leader_seen: tuple[str, float] = ("", 0.0)
@@ -220,7 +222,7 @@ class Replicas:
         if changed:
             self._on_peer_counts(changed)
 
-    async def _forget_lease(self, key: ObjKey) -> None:
+    async def _forget_lease(self, key: ObjectRef) -> None:
         with contextlib.suppress(KubeError):
             await self._api.delete_lease(key.namespace, key.name)
             self._log.info("dead replica lease deleted", lease=key.name)
@@ -264,7 +266,7 @@ class Replicas:
             self._own = None
             raise
 
-    def _lease_body(self, name: str, counts: dict[str, int], version: str | None) -> Obj:
+    def _lease_body(self, name: str, counts: dict[str, int], version: str | None) -> KubeObject:
         metadata: dict[str, Any] = {
             "name": name,
             "namespace": self._settings.namespace,
@@ -354,21 +356,21 @@ class Replicas:
         self._on_leadership(leading)
 
 
-def _counts(lease: Obj) -> dict[PlaneRef, int]:
+def _counts(lease: KubeObject) -> dict[PlaneRef, int]:
     annotations = (lease.get("metadata") or {}).get("annotations") or {}
     try:
         raw = json.loads(annotations.get(COUNTS_ANNOTATION) or "{}")
-        return {PlaneRef.parse(plane): int(n) for plane, n in raw.items() if int(n) > 0}
+        return {parse_plane_ref(plane): int(n) for plane, n in raw.items() if int(n) > 0}
     except (ValueError, TypeError, AttributeError, InvalidPlaneRefError):
         return {}
 
 
-def _duration(lease: Obj, default: float) -> float:
+def _duration(lease: KubeObject, default: float) -> float:
     value = (lease.get("spec") or {}).get("leaseDurationSeconds")
     return float(value) if isinstance(value, int) and value > 0 else default
 
 
-def _age(lease: Obj, duration: float) -> float:
+def _age(lease: KubeObject, duration: float) -> float:
     """How long ago a Lease seen for the first time was renewed, by its own clock, capped."""
     renewed = (lease.get("spec") or {}).get("renewTime")
     try:

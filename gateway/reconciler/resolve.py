@@ -18,29 +18,20 @@ import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from cryptography import x509
 
 import certs
+import crd
 from certs import KeyMismatchError, PemError, PlaneRef
 from crd.models import DataPlane, ValueFrom
 from gateway.reconciler.conditions import Verdict, not_provisioned, provisioned
 from gateway.trust import PlaneTrust
-
-REQUIRE_IDENTITY_ANNOTATION = "planelink.dev/require-agent-identity"
-
-
-class SecretKey(NamedTuple):
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
+from kubeobject import ObjectRef
 
 SecretData = Mapping[str, bytes]
-Secrets = Mapping[SecretKey, SecretData | None]
+Secrets = Mapping[ObjectRef, SecretData | None]
 """Secrets by namespace/name; None for one that does not exist."""
 
 Mode = Literal["agent", "direct"]
@@ -89,7 +80,7 @@ class Resolution:
         return not_provisioned(self.problem.reason, self.problem.message)
 
 
-def secret_refs(dataplane: DataPlane, *, cross_namespace: bool = False) -> frozenset[SecretKey]:
+def secret_refs(dataplane: DataPlane, *, cross_namespace: bool = False) -> frozenset[ObjectRef]:
     """The Secrets that resolving `dataplane` in its current mode reads (those of other
     namespaces only with `cross_namespace`)."""
     default = dataplane.metadata.namespace
@@ -99,7 +90,7 @@ def secret_refs(dataplane: DataPlane, *, cross_namespace: bool = False) -> froze
         if value is not None
         and (ref := value.secret_ref) is not None
         and (
-            (key := SecretKey(ref.namespace or default, ref.name)).namespace == default
+            (key := ObjectRef(ref.namespace or default, ref.name)).namespace == default
             or cross_namespace
         )
     )
@@ -175,7 +166,7 @@ def require_identity(dataplane: DataPlane, *, default: bool) -> bool:
 
     Only the exact opt-out `"false"` turns the check off; any other value (a typo, "no") keeps
     it, so a mistake never widens who may serve the plane."""
-    value = dataplane.metadata.annotations.get(REQUIRE_IDENTITY_ANNOTATION)
+    value = dataplane.metadata.annotations.get(crd.REQUIRE_AGENT_IDENTITY_ANNOTATION)
     if value is None:
         return default
     return value.strip().lower() != "false"
@@ -236,7 +227,7 @@ def _where(value: ValueFrom | None, what: str, default_ns: str) -> str:
     return f"{what} (Secret {ref.namespace or default_ns}/{ref.name}, key {ref.key!r})"
 
 
-class _Own(dict[SecretKey, SecretData | None]):
+class _Own(dict[ObjectRef, SecretData | None]):
     """The Secrets of one namespace: asking for another's is refused, not just not found."""
 
     def __init__(self, secrets: Secrets, namespace: str) -> None:
@@ -249,7 +240,7 @@ def _value(value: ValueFrom, what: str, default_ns: str, secrets: Secrets) -> by
         return value.value.encode()
     ref = value.secret_ref
     assert ref is not None  # the model demands exactly one
-    key = SecretKey(ref.namespace or default_ns, ref.name)
+    key = ObjectRef(ref.namespace or default_ns, ref.name)
     if isinstance(secrets, _Own) and key.namespace != secrets.namespace:
         raise _Unresolved(
             "CrossNamespaceSecret",

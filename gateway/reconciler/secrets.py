@@ -21,9 +21,9 @@ import structlog
 from gateway.reconciler.informer import ChangeHandler, Informer
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.resolve import SecretKey
-from gateway.reconciler.settings import Backoff
-from gateway.reconciler.store import Obj, ObjKey, Store
+from gateway.reconciler.store import Store
+from kubeobject import KubeObject, ObjectRef
+from protocol.backoff import BackoffPolicy
 
 log = structlog.get_logger("gateway.reconciler.secrets")
 
@@ -44,7 +44,7 @@ class SecretWatches:
         on_change: ChangeHandler,
         *,
         limit: int,
-        backoff: Backoff,
+        backoff: BackoffPolicy,
         metrics: ReconcilerMetrics,
     ) -> None:
         self._api = api
@@ -52,21 +52,21 @@ class SecretWatches:
         self._limit = limit
         self._backoff = backoff
         self._metrics = metrics
-        self._watches: dict[SecretKey, _Watch] = {}
-        self._unwatched: set[SecretKey] = set()
+        self._watches: dict[ObjectRef, _Watch] = {}
+        self._unwatched: set[ObjectRef] = set()
         """Referenced beyond the limit: read on every reconcile instead."""
 
     def __len__(self) -> int:
         return len(self._watches)
 
-    def watched(self) -> set[SecretKey]:
+    def watched(self) -> set[ObjectRef]:
         return set(self._watches)
 
     def cached(self) -> int:
         """Secrets held in memory (at most one per watch)."""
         return sum(len(watch.store) for watch in self._watches.values())
 
-    def referenced(self, refs: set[SecretKey]) -> None:
+    def referenced(self, refs: set[ObjectRef]) -> None:
         """Make the watched Secrets follow `refs`, every Secret some DataPlane names now."""
         for gone in (self._watches.keys() | self._unwatched) - refs:
             self._stop(gone)
@@ -85,11 +85,11 @@ class SecretWatches:
         self._metrics.secret_watches.set(len(self._watches))
         self._metrics.secrets_unwatched.set(len(self._unwatched))
 
-    async def get(self, ref: SecretKey) -> Obj | None:
+    async def get(self, ref: ObjectRef) -> KubeObject | None:
         """The Secret as last seen by its watch, or read now if it has none (yet)."""
         watch = self._watches.get(ref)
         if watch is not None and watch.informer.synced.is_set():
-            return watch.store.get(ObjKey(ref.namespace, ref.name))
+            return watch.store.get(ref)
         return await self._api.get_secret(ref.namespace, ref.name)
 
     async def stop(self) -> None:
@@ -102,7 +102,7 @@ class SecretWatches:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _start(self, ref: SecretKey) -> None:
+    def _start(self, ref: ObjectRef) -> None:
         store = Store()
         informer = Informer(
             self._api.secret(ref.namespace, ref.name),
@@ -115,14 +115,14 @@ class SecretWatches:
         task.add_done_callback(_log_end(ref))
         self._watches[ref] = _Watch(store, informer, task)
 
-    def _stop(self, ref: SecretKey) -> None:
+    def _stop(self, ref: ObjectRef) -> None:
         self._unwatched.discard(ref)
         watch = self._watches.pop(ref, None)
         if watch is not None:
             watch.task.cancel()
 
 
-def _log_end(ref: SecretKey) -> Callable[[asyncio.Task[None]], None]:
+def _log_end(ref: ObjectRef) -> Callable[[asyncio.Task[None]], None]:
     def ended(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("secret watch ended", secret=str(ref), error=repr(task.exception()))

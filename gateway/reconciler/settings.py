@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter: `initial * 2**n`, capped at `maximum` seconds."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
+from protocol.backoff import BackoffPolicy
 
 
 @dataclass(frozen=True)
@@ -59,7 +53,7 @@ class ReconcilerSettings:
     """Server-side timeout of one watch request (seconds); a new watch follows at once."""
     request_timeout: float = 10.0
     """Deadline of every request to the control plane but a watch (seconds)."""
-    watch_backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.2, maximum=2.0))
+    watch_backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(base=0.2, cap=2.0))
     """Delays between attempts to list and watch again after a failure. Capped low: the gateway
     cannot say which planes exist until its first list succeeds, and every second of this
     delay after the control plane returns is a second of refused callers and agents (a
@@ -70,12 +64,14 @@ class ReconcilerSettings:
     """Demand that agent certificates name their plane. A DataPlane opts out with the annotation
     `planelink.dev/require-agent-identity: "false"` (and, when this is False, opts in with
     "true"); see `gateway.reconciler.resolve.require_identity`."""
-    refusal_event_interval: float = 30.0
-    """An agent refused again and again for one plane and reason is told in at most one Event
+    rejection_event_interval: float = 30.0
+    """An agent rejected again and again for one plane and reason is told in at most one Event
     write per this many seconds (the Event's count says how often it happened)."""
     component: str = "planelink-gateway"
     """`source.component` of the Events written."""
-    backoff: Backoff = field(default_factory=Backoff)
-    """Delays between retries of one DataPlane's reconcile and of the coordination Leases."""
+    backoff: BackoffPolicy = field(default_factory=lambda: BackoffPolicy(base=0.5, cap=30.0))
+    """Delays between retries of one DataPlane's reconcile and of the coordination Leases.
+    Like every backoff here, full jitter (`protocol.backoff`): replicas that failed together do
+    not retry together, and a retry may come at once (the ceiling still doubles)."""
     coordination: CoordinationSettings | None = None
     """None: this is the only replica and writes status from its own agents."""

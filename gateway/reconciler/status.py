@@ -21,7 +21,8 @@ from gateway.reconciler.conditions import Verdict, status_patch
 from gateway.reconciler.errors import Conflict, KubeError, NotFound
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.store import Obj, ObjKey, key_of, resource_version
+from gateway.reconciler.store import resource_version
+from kubeobject import KubeObject, ObjectRef
 
 
 class Result(enum.Enum):
@@ -37,7 +38,7 @@ class Outcome:
     result: Result
     retry_after: float = 0.0
     """For DEFERRED: when the write is allowed."""
-    written: Obj | None = None
+    written: KubeObject | None = None
     """For WRITTEN: the object the API server returned."""
 
 
@@ -60,14 +61,14 @@ class StatusWriter:
         self._min_interval = min_interval
         self._monotonic = monotonic
         self._now = now
-        self._last_write: dict[ObjKey, float] = {}
+        self._last_write: dict[ObjectRef, float] = {}
 
-    def forget(self, key: ObjKey) -> None:
+    def forget(self, key: ObjectRef) -> None:
         self._last_write.pop(key, None)
 
-    async def write(self, obj: Obj, wanted: Mapping[str, Verdict]) -> Outcome:
+    async def write(self, obj: KubeObject, wanted: Mapping[str, Verdict]) -> Outcome:
         """Make `obj`'s status say `wanted`; raises KubeError for failures worth a retry."""
-        key = key_of(obj)
+        key = ObjectRef.of(obj)
         generation = int((obj.get("metadata") or {}).get("generation") or 0)
         patch = status_patch(obj.get("status"), wanted, generation=generation, now=self._now())
         if patch is None:

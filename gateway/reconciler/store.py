@@ -9,53 +9,40 @@ object its own PATCH returned without a late watch event undoing it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-Obj = dict[str, Any]
-
-
-class ObjKey(NamedTuple):
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+from kubeobject import KubeObject, ObjectRef
 
 
 class Change(NamedTuple):
-    key: ObjKey
-    old: Obj | None
-    new: Obj | None
+    key: ObjectRef
+    old: KubeObject | None
+    new: KubeObject | None
 
 
-def key_of(obj: Obj) -> ObjKey:
-    metadata = obj.get("metadata") or {}
-    return ObjKey(str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
-
-
-def resource_version(obj: Obj | None) -> str:
+def resource_version(obj: KubeObject | None) -> str:
     return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
 class Store:
     def __init__(self) -> None:
-        self._objects: dict[ObjKey, Obj] = {}
+        self._objects: dict[ObjectRef, KubeObject] = {}
 
-    def get(self, key: ObjKey) -> Obj | None:
+    def get(self, key: ObjectRef) -> KubeObject | None:
         return self._objects.get(key)
 
-    def all_keys(self) -> list[ObjKey]:
+    def all_keys(self) -> list[ObjectRef]:
         return list(self._objects)
 
-    def __iter__(self) -> Iterator[Obj]:
+    def __iter__(self) -> Iterator[KubeObject]:
         return iter(list(self._objects.values()))
 
     def __len__(self) -> int:
         return len(self._objects)
 
-    def upsert(self, obj: Obj) -> Change | None:
+    def upsert(self, obj: KubeObject) -> Change | None:
         """Store `obj`; the change, or None if it is not newer than what is stored."""
-        key = key_of(obj)
+        key = ObjectRef.of(obj)
         old = self._objects.get(key)
         if old is not None and _older(resource_version(obj), resource_version(old)):
             return None
@@ -64,13 +51,13 @@ class Store:
             return None
         return Change(key, old, obj)
 
-    def delete(self, key: ObjKey) -> Change | None:
+    def delete(self, key: ObjectRef) -> Change | None:
         old = self._objects.pop(key, None)
         return None if old is None else Change(key, old, None)
 
-    def replace(self, items: Iterable[Obj], *, namespace: str | None) -> list[Change]:
+    def replace(self, items: Iterable[KubeObject], *, namespace: str | None) -> list[Change]:
         """Make the objects in `namespace` (None: all) exactly `items`; the changes."""
-        fresh = {key_of(obj): obj for obj in items}
+        fresh = {ObjectRef.of(obj): obj for obj in items}
         changes = [
             change
             for key in self.all_keys()

@@ -15,8 +15,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from gateway.reconciler.backoff import delay
-from gateway.reconciler.settings import Backoff
+from protocol.backoff import BackoffPolicy
 
 K = TypeVar("K", bound=Hashable)
 
@@ -24,7 +23,7 @@ log = structlog.get_logger("gateway.reconciler.queue")
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, *, retry: Backoff) -> None:
+    def __init__(self, *, retry: BackoffPolicy) -> None:
         self._retry = retry
         self._queue: asyncio.Queue[K] = asyncio.Queue()
         self._dirty: set[K] = set()
@@ -84,7 +83,7 @@ class WorkQueue(Generic[K]):
             except Exception:
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
-                wait = delay(self._retry, failures - 1)
+                wait = self._retry.delay(failures - 1)
                 log.exception("reconcile failed", key=str(key), retry_in=round(wait, 3))
                 self.add_after(key, wait)
             else:

@@ -213,5 +213,5 @@ def test_the_subcommand_registers_on_the_planelink_parser() -> None:
     add_agent_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["agent", "--plane", "org/prod", "--heartbeat-timeout", "45"])
     assert args.plane == "org/prod"
-    assert args.heartbeat_timeout == "45"  # parsed, with the environment, by AgentSettings
+    assert args.heartbeat_timeout == "45"  # parsed, with the environment, when it runs
     assert callable(args.run)

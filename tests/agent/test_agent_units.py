@@ -3,14 +3,16 @@ are re-read when they change. No sockets, no event loop."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent import AgentSettings, Backoff, Reconnect
+from agent import AgentSettings, Reconnect
 from kubeproxy import (
     UpstreamConfigError,
     UpstreamCredentialsError,
@@ -18,6 +20,13 @@ from kubeproxy import (
     load_in_cluster,
     load_kubeconfig,
 )
+from planelink.agent_cli import add_agent_parser, settings_from
+from protocol.backoff import Backoff, BackoffPolicy
+
+
+def _backoff(*, base: float, cap: float, random: Callable[[], float] | None = None) -> Backoff:
+    return Backoff(BackoffPolicy(base=base, cap=cap), random=random)
+
 
 # -- backoff --------------------------------------------------------------------------------
 
@@ -44,7 +53,7 @@ def test_reconnect_resets_dials_on_a_tunnel_and_backs_off_from_tunnels_that_drop
 
 
 def test_retry_after_is_honoured_within_bounds_and_counts_no_failure() -> None:
-    backoff = Backoff(base=0.5, cap=10.0, random=lambda: 1.0)
+    backoff = _backoff(base=0.5, cap=10.0, random=lambda: 1.0)
     assert backoff.retry_after(2) == pytest.approx(3.0)  # 2 s, plus up to half again
     assert backoff.retry_after(0) == pytest.approx(0.75)  # never sooner than base
     assert backoff.retry_after(3600) == 10.0  # never later than cap
@@ -52,7 +61,7 @@ def test_retry_after_is_honoured_within_bounds_and_counts_no_failure() -> None:
 
 
 def test_ceiling_doubles_from_base_up_to_cap() -> None:
-    backoff = Backoff(base=0.5, cap=10.0, random=lambda: 1.0)
+    backoff = _backoff(base=0.5, cap=10.0, random=lambda: 1.0)
     delays = [backoff.next_delay() for _ in range(8)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
     assert backoff.attempt == 8
@@ -60,14 +69,14 @@ def test_ceiling_doubles_from_base_up_to_cap() -> None:
 
 def test_full_jitter_draws_uniformly_below_the_ceiling() -> None:
     draws = itertools.cycle([0.0, 0.25, 0.999])
-    backoff = Backoff(base=1.0, cap=60.0, random=lambda: next(draws))
+    backoff = _backoff(base=1.0, cap=60.0, random=lambda: next(draws))
     assert backoff.next_delay() == 0.0  # full jitter: an immediate retry is possible
     assert backoff.next_delay() == pytest.approx(0.5)  # 0.25 of a 2 s ceiling
     assert backoff.next_delay() == pytest.approx(3.996)  # just under the 4 s ceiling
 
 
 def test_reset_starts_again_from_base() -> None:
-    backoff = Backoff(base=1.0, cap=60.0, random=lambda: 0.5)
+    backoff = _backoff(base=1.0, cap=60.0, random=lambda: 0.5)
     for _ in range(5):
         backoff.next_delay()
     backoff.reset()
@@ -76,13 +85,13 @@ def test_reset_starts_again_from_base() -> None:
 
 
 def test_huge_attempt_counts_stay_at_the_cap() -> None:
-    backoff = Backoff(base=1.0, cap=30.0, random=lambda: 1.0)
+    backoff = _backoff(base=1.0, cap=30.0, random=lambda: 1.0)
     assert backoff.ceiling(10_000) == 30.0
 
 
 def test_default_random_spreads_agents_out() -> None:
     # A thousand agents failing at once: their first retries are spread over the ceiling.
-    delays = [Backoff(base=8.0, cap=60.0).next_delay() for _ in range(1000)]
+    delays = [_backoff(base=8.0, cap=60.0).next_delay() for _ in range(1000)]
     assert 0.0 <= min(delays) < 1.0
     assert 7.0 < max(delays) < 8.0
     assert len({round(delay, 3) for delay in delays}) > 900
@@ -90,7 +99,7 @@ def test_default_random_spreads_agents_out() -> None:
 
 def test_backoff_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="base <= cap"):
-        Backoff(base=5.0, cap=1.0)
+        _backoff(base=5.0, cap=1.0)
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -98,10 +107,17 @@ def test_backoff_refuses_nonsense() -> None:
 _REQUIRED = {"gateway_url": "wss://gw.example.com", "plane": "org/prod"}
 
 
+def _from_sources(flags: list[str], environ: dict[str, str]) -> AgentSettings:
+    """Settings as `planelink agent` builds them from its flags and the environment."""
+    parser = argparse.ArgumentParser()
+    add_agent_parser(parser.add_subparsers())
+    return settings_from(parser.parse_args(["agent", *flags]), environ)
+
+
 def test_flags_win_over_environment_which_wins_over_defaults() -> None:
-    settings = AgentSettings.from_sources(
-        flags={"gateway_url": "wss://flag.example.com", "plane": None, "backoff_cap": None},
-        environ={
+    settings = _from_sources(
+        ["--gateway-url", "wss://flag.example.com"],
+        {
             "PLANELINK_GATEWAY_URL": "wss://env.example.com",
             "PLANELINK_PLANE": "org/prod",
             "PLANELINK_HEARTBEAT_TIMEOUT": "45",
@@ -115,11 +131,9 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
 
 def test_bad_values_name_their_source() -> None:
     with pytest.raises(ValueError, match="PLANELINK_BACKOFF_BASE"):
-        AgentSettings.from_sources(
-            flags={}, environ={**_env(_REQUIRED), "PLANELINK_BACKOFF_BASE": "soon"}
-        )
+        _from_sources([], {**_env(_REQUIRED), "PLANELINK_BACKOFF_BASE": "soon"})
     with pytest.raises(ValueError, match="--heartbeat-interval"):
-        AgentSettings.from_sources(flags={"heartbeat_interval": "x"}, environ=_env(_REQUIRED))
+        _from_sources(["--heartbeat-interval", "x"], _env(_REQUIRED))
 
 
 @pytest.mark.parametrize(

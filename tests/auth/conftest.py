@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import Credentials, KubeAPIServer, build_kubeconfig, free_port, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from gateway.auth import CallerAuthMode, CallerAuthSettings
@@ -149,7 +149,7 @@ async def start_lab(
     directory: Path,
     settings: CallerAuthSettings,
 ) -> tuple[AuthLab, LocalPlanelink]:
-    plane = PlaneRef(namespace, PLANE_NAME)
+    plane = plane_ref(namespace, PLANE_NAME)
     local = LocalPlanelink(
         directory=directory / "planelink",
         planes={plane: data_plane.kubeconfig_path},
@@ -208,7 +208,7 @@ async def unreachable_lab(
     dead = tmp_path / "dead-control-plane.kubeconfig"
     dead.write_text(yaml.safe_dump(config))
     settings = CallerAuthSettings(mode=CallerAuthMode.BOTH, review_timeout=2)
-    plane = PlaneRef(namespace, PLANE_NAME)
+    plane = plane_ref(namespace, PLANE_NAME)
     local = LocalPlanelink(
         directory=tmp_path / "planelink",
         planes={plane: data_plane.kubeconfig_path},

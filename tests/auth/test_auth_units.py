@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import free_port
 from gateway.auth import (
     CallerAuth,
@@ -26,7 +26,7 @@ from gateway.auth import (
 )
 from gateway.metrics import GatewayMetrics
 
-PLANE = PlaneRef("org-a", "plane-a")
+PLANE = plane_ref("org-a", "plane-a")
 ALICE = CallerIdentity("alice", ("devs",), method="token")
 
 

@@ -22,7 +22,7 @@ def other_ca() -> certs.CertificateBundle:
 
 @pytest.fixture(scope="session")
 def plane() -> certs.PlaneRef:
-    return certs.PlaneRef(namespace="my-org", name="prod")
+    return certs.plane_ref(namespace="my-org", name="prod")
 
 
 @pytest.fixture(scope="session")

@@ -222,7 +222,7 @@ def test_issue_agent_pem(ca_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     info = certs.verify_client_certificate(
         bundle.certificate,
         trusted=trusted,
-        expected_identity=certs.PlaneRef.parse("my-org/prod").uri,
+        expected_identity=certs.plane_uri(certs.parse_plane_ref("my-org/prod")),
     )
     assert info.common_name == "my-org/prod"
 
@@ -264,7 +264,7 @@ def test_issue_agent_secret_manifest(ca_dir: Path, capsys: pytest.CaptureFixture
     )
     assert decoded(docs[0], "ca.crt") == (ca_dir / "ca.crt").read_bytes()
     assert bundle.chain_pem() == decoded(docs[0], "tls.crt")
-    assert certs.planes_in_certificate(bundle.certificate) == (certs.PlaneRef("my-org", "prod"),)
+    assert certs.planes_in_certificate(bundle.certificate) == (certs.plane_ref("my-org", "prod"),)
 
 
 def test_issue_agent_secret_to_file(

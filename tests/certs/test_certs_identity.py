@@ -15,11 +15,11 @@ LABEL = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 @given(namespace=LABEL, name=LABEL)
 def test_parse_round_trips(namespace: str, name: str) -> None:
-    ref = certs.PlaneRef(namespace=namespace, name=name)
-    assert certs.PlaneRef.parse(str(ref)) == ref
-    assert certs.PlaneRef.from_uri(ref.uri) == ref
-    assert ref.uri == f"planelink://plane/{namespace}/{name}"
-    assert len(ref.common_name) <= 64
+    ref = certs.plane_ref(namespace=namespace, name=name)
+    assert certs.parse_plane_ref(str(ref)) == ref
+    assert certs.plane_ref_from_uri(certs.plane_uri(ref)) == ref
+    assert certs.plane_uri(ref) == f"planelink://plane/{namespace}/{name}"
+    assert len(certs.plane_common_name(ref)) <= 64
 
 
 @given(text=st.text(alphabet=string.ascii_letters + string.digits + "-./_ ", max_size=140))
@@ -34,10 +34,10 @@ def test_parse_accepts_exactly_two_dns1123_labels(text: str) -> None:
         for p in parts
     )
     if valid:
-        assert str(certs.PlaneRef.parse(text)) == text
+        assert str(certs.parse_plane_ref(text)) == text
     else:
         with pytest.raises(certs.InvalidPlaneRefError):
-            certs.PlaneRef.parse(text)
+            certs.parse_plane_ref(text)
 
 
 @pytest.mark.parametrize(
@@ -56,18 +56,18 @@ def test_parse_accepts_exactly_two_dns1123_labels(text: str) -> None:
 )
 def test_parse_errors_say_why(text: str, message: str) -> None:
     with pytest.raises(certs.InvalidPlaneRefError, match=message):
-        certs.PlaneRef.parse(text)
+        certs.parse_plane_ref(text)
 
 
 def test_invalid_plane_ref_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="DNS-1123"):
-        certs.PlaneRef(namespace="UPPER", name="x")
+        certs.plane_ref(namespace="UPPER", name="x")
 
 
 @pytest.mark.parametrize("uri", ["https://plane/a/b", "planelink://plane/a", "planelink://x/a/b"])
 def test_from_uri_rejects_other_uris(uri: str) -> None:
     with pytest.raises(certs.InvalidPlaneRefError):
-        certs.PlaneRef.from_uri(uri)
+        certs.plane_ref_from_uri(uri)
 
 
 def test_planes_in_certificate_ignores_other_uris(ca: certs.CertificateBundle) -> None:
@@ -80,5 +80,5 @@ def test_planes_in_certificate_ignores_other_uris(ca: certs.CertificateBundle) -
             "planelink://plane/a/b",
         ],
     )
-    assert certs.planes_in_certificate(leaf.certificate) == (certs.PlaneRef("a", "b"),)
+    assert certs.planes_in_certificate(leaf.certificate) == (certs.plane_ref("a", "b"),)
     assert certs.planes_in_certificate(ca.certificate) == ()

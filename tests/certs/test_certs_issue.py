@@ -120,12 +120,12 @@ def test_issue_agent_accepts_string_and_extra_dns(ca: certs.CertificateBundle) -
 
 
 def test_issue_agent_long_plane_ref_shortens_cn_only(ca: certs.CertificateBundle) -> None:
-    ref = certs.PlaneRef(namespace="n" * 63, name="m" * 63)
+    ref = certs.plane_ref(namespace="n" * 63, name="m" * 63)
     info = certs.describe(certs.issue_agent(ca, plane=ref).certificate)
     assert info.common_name is not None
     assert len(info.common_name) == 64
     assert info.common_name.endswith("...")
-    assert info.uris == (ref.uri,)
+    assert info.uris == (certs.plane_uri(ref),)
 
 
 def test_self_signed_client() -> None:

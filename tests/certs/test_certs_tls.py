@@ -66,7 +66,7 @@ class Gateway:
         der = ssl_object.getpeercert(binary_form=True)
         try:
             info = certs.verify_client_certificate(
-                der, trusted=self.trusted, expected_identity=self.plane.uri
+                der, trusted=self.trusted, expected_identity=certs.plane_uri(self.plane)
             )
         except certs.CertificateRejected as exc:
             self.outcome.set_exception(exc)
@@ -119,14 +119,14 @@ async def test_mutual_tls_accepts_agent(
         line = await exchange(port, client_context(tmp_path, agent, ca), hostname)
         info = await gateway.outcome
     assert line == b"welcome my-org/prod\n"
-    assert info.uris == (plane.uri,)
+    assert info.uris == (certs.plane_uri(plane),)
 
 
 async def test_mutual_tls_pinned_self_signed_agent(
     tmp_path: Path, ca: certs.CertificateBundle, plane: certs.PlaneRef
 ) -> None:
     # cert-manager style: the agent Secret's ca.crt is its own tls.crt, and that is clientCA.
-    pinned = certs.self_signed_client(common_name="cluster-agent", uris=[plane.uri])
+    pinned = certs.self_signed_client(common_name="cluster-agent", uris=[certs.plane_uri(plane)])
     server = certs.issue_server(ca, common_name="gateway", dns_names=["localhost"])
     gateway = Gateway(
         server_context(tmp_path, server, pinned.certificate_pem()), [pinned.certificate], plane

@@ -31,7 +31,7 @@ def test_accepts_ca_issued_agent(
     ca: certs.CertificateBundle, agent: certs.CertificateBundle, plane: certs.PlaneRef
 ) -> None:
     info = certs.verify_client_certificate(
-        agent.certificate, trusted=[ca.certificate], expected_identity=plane.uri
+        agent.certificate, trusted=[ca.certificate], expected_identity=certs.plane_uri(plane)
     )
     assert info == certs.describe(agent.certificate)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 import crd
-from agent import AgentSettings
 from envtest import KubeAPIServer
+from planelink import agent_cli, gateway_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "deploy" / "charts"
@@ -137,16 +137,30 @@ def test_the_api_server_accepts_what_the_charts_render(
     assert applied.stdout.count("(server dry run)") == len(docs)
 
 
-def test_every_agent_setting_the_chart_renders_is_one_the_agent_reads(helm: Path) -> None:
-    known = {field.metadata["env"] for field in dataclasses.fields(AgentSettings)}
-    docs = _render(helm, "planelink-agent", "agents", *AGENT_VALUES, "--set", "maxStreams=4096")
+def _container_env(docs: list[dict[str, Any]]) -> dict[str, str | None]:
     deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
-    env = {
+    return {
         item["name"]: item.get("value")
         for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
+
+
+def test_every_agent_setting_the_chart_renders_is_one_the_agent_reads(helm: Path) -> None:
+    known = {agent_cli.SETTINGS.env(setting) for setting in agent_cli.SETTINGS}
+    docs = _render(helm, "planelink-agent", "agents", *AGENT_VALUES, "--set", "maxStreams=4096")
+    env = _container_env(docs)
     assert set(env) <= known, set(env) - known
     assert env["PLANELINK_MAX_STREAMS"] == "4096"
+
+
+def test_every_gateway_setting_the_chart_renders_is_one_the_gateway_reads(helm: Path) -> None:
+    known = {gateway_cli.SETTINGS.env(setting) for setting in gateway_cli.SETTINGS}
+    docs = _render(helm, "planelink-gateway", "planelink", "--set", "replicaCount=2")
+    env = _container_env(docs)
+    assert set(env) - {"POD_NAME"} <= known, set(env) - known
+    given = {name: value for name, value in env.items() if value is not None}
+    resolved = gateway_cli.SETTINGS.resolve(argparse.Namespace(), given)
+    assert resolved.reconcile is True  # the chart's "true" is read as true
 
 
 def _granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:

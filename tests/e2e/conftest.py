@@ -9,14 +9,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
 from tests.kit.waits import scaled, wait_for
 
-PLANE_A = PlaneRef("org-a", "plane-a")
-PLANE_B = PlaneRef("org-b", "plane-b")
+PLANE_A = plane_ref("org-a", "plane-a")
+PLANE_B = plane_ref("org-b", "plane-b")
 
 
 class Lab:

@@ -11,7 +11,7 @@ import yaml
 
 import certs
 import crd
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
@@ -55,7 +55,7 @@ def _ca_secret(plane: PlaneRef, ca: certs.CertificateBundle) -> str:
 async def test_dataplane_life_cycle(
     control_plane: KubeAPIServer, kube_servers: ServerFactory, namespace: str, tmp_path: Path
 ) -> None:
-    plane = PlaneRef(namespace, "edge")
+    plane = plane_ref(namespace, "edge")
     data_plane = kube_servers("lifecycle-plane")
     local = LocalPlanelink(
         directory=tmp_path / "planelink",

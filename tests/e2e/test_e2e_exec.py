@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from certs import PlaneRef
+from certs import plane_ref
 from tests.e2e.kubelet_lab import KubeletLab, kubectl, kubelet_lab
 
-PLANE = PlaneRef("org-x", "exec")
+PLANE = plane_ref("org-x", "exec")
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from certs import PlaneRef
+from certs import plane_ref
 from envtest.kubelet_peer import ForwardedConnection
 from tests.e2e.kubelet_lab import LIMIT, KubeletLab, kubectl, kubelet_lab, running_kubectl
 
-PLANE = PlaneRef("org-x", "streams")
+PLANE = plane_ref("org-x", "streams")
 POD = "shell"
 ECHO_PORT = 8080
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from certs import PlaneRef
+from certs import plane_ref
 from envtest.pytest_plugin import ServerFactory
 from gateway.app import Gateway, GatewaySettings
 from tests.kit.waits import eventually, scaled, wait_for, within
@@ -28,7 +28,7 @@ HEARTBEAT = Heartbeat(interval=10, timeout=60)
 so only the closed connection can have told it."""
 PROMPTLY = scaled(5.0)
 BASE = "/planes/ns-a/plane-a/k8s/api/v1/namespaces/default/configmaps"
-PLANE = PlaneRef("ns-a", "plane-a")
+PLANE = plane_ref("ns-a", "plane-a")
 
 
 @pytest.fixture

@@ -142,7 +142,7 @@ async def test_refused_in_the_tls_handshake(
 async def test_pinned_self_signed_agent_certificate(
     gateway: Gateway, connect_agent: AgentFactory, planes: PlanePair
 ) -> None:
-    plane = certs.PlaneRef("ns-c", "pinned")
+    plane = certs.plane_ref("ns-c", "pinned")
     # Identity is checked for pinned certificates too: without SANs, the CN names the plane.
     pinned = certs.self_signed_client(common_name=str(plane))
     gateway.trust.set_plane(PlaneTrust(plane=plane, client_cas=(pinned.certificate,)))

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from certs import PlaneRef
+from certs import plane_ref
 from gateway.app import Gateway
 from gateway.callers import CallerRefused, route
 from protocol import RequestReceived
@@ -20,7 +20,7 @@ A = "/planes/ns-a/plane-a/k8s"
 
 def test_route_splits_plane_and_path() -> None:
     target = route("/planes/my-org/prod/k8s/api/v1/pods?watch=1&limit=5")
-    assert target.plane == PlaneRef("my-org", "prod")
+    assert target.plane == plane_ref("my-org", "prod")
     assert target.path == "/api/v1/pods?watch=1&limit=5"
     assert target.long_running
     assert route("/planes/my-org/prod/k8s").path == "/"

@@ -42,9 +42,9 @@ from tests.kit.waits import within
 from tunnel import Heartbeat, RequestHandler, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
-PLANE_A = certs.PlaneRef("ns-a", "plane-a")
-PLANE_B = certs.PlaneRef("ns-b", "plane-b")
-PLANE_C = certs.PlaneRef("ns-c", "plane-c")
+PLANE_A = certs.plane_ref("ns-a", "plane-a")
+PLANE_B = certs.plane_ref("ns-b", "plane-b")
+PLANE_C = certs.plane_ref("ns-c", "plane-c")
 _AGENT_NUMBERS = itertools.count(1)
 
 

@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 import certs
+from crd import dataplane_manifest
 from envtest import KubeAPIServer, build_kubeconfig, die_with_parent, free_port, wait_until
 from planelink.cli import build_parser
 from tests.kit.waits import kubectl_timeout, scaled
@@ -225,12 +226,13 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
     example = list(dataplane_example)
     ca = tmp_path / "ca.crt"
     ca.write_bytes(certs.create_ca("agents").certificate_pem())
-    made = certs.dataplane_manifest(
-        plane=certs.PlaneRef("my-org", "prod"),
-        client_ca_pem=ca.read_bytes(),
+    made = dataplane_manifest(
+        plane=certs.plane_ref("my-org", "prod"),
+        client_ca=certs.ca_certificate_secret(
+            ca.read_bytes(), name="prod-agent-ca", namespace="my-org"
+        ),
         public_virtual_host="api.example.com",
         organization_virtual_host="internal.example.com",
-        ca_secret_name="prod-agent-ca",
     )
     made[0]["data"]["ca.crt"] = example[0]["data"]["ca.crt"]
     assert example == made
@@ -238,7 +240,7 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
     agent_values = _values("planelink-agent")
     assert certificate["spec"]["secretName"] == agent_values["tls"]["secretName"]
     assert certificate["metadata"]["namespace"] == certs.AGENT_SECRET_NAMESPACE
-    assert certificate["spec"]["uris"] == [certs.PlaneRef("my-org", "prod").uri]
+    assert certificate["spec"]["uris"] == [certs.plane_uri(certs.plane_ref("my-org", "prod"))]
     assert certificate["spec"]["commonName"] == "my-org/prod"
     assert "client auth" in certificate["spec"]["usages"]
     assert certificate["spec"]["issuerRef"]["name"] == issuer["metadata"]["name"]

@@ -19,15 +19,15 @@ import certs
 import crd
 from gateway.agents import AgentConnection, AgentRegistry
 from gateway.metrics import GatewayMetrics
-from gateway.reconciler import Backoff, Reconciler, ReconcilerSettings
+from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.reconciler.kube import KubeApi
 from gateway.trust import TrustRegistry
+from kubeobject import KubeObject
 from protocol import ErrorCode
+from protocol.backoff import BackoffPolicy
 from tests.kit.waits import scaled
 
 TIMEOUT = scaled(20.0)
-
-Obj = dict[str, Any]
 
 
 def fast_settings(namespace: str, **overrides: Any) -> ReconcilerSettings:
@@ -36,7 +36,7 @@ def fast_settings(namespace: str, **overrides: Any) -> ReconcilerSettings:
         "status_min_interval": 0.1,
         "probe_interval": 30.0,
         "probe_timeout": 3.0,
-        "backoff": Backoff(initial=0.05, maximum=0.5),
+        "backoff": BackoffPolicy(base=0.05, cap=0.5),
     }
     values.update(overrides)
     return ReconcilerSettings(**values)
@@ -112,8 +112,8 @@ async def reconciler(
 # -- manifests -------------------------------------------------------------------------------
 
 
-def agent_dataplane(name: str, namespace: str, client_ca: Obj | None) -> Obj:
-    agent: Obj = {"enabled": True}
+def agent_dataplane(name: str, namespace: str, client_ca: KubeObject | None) -> KubeObject:
+    agent: KubeObject = {"enabled": True}
     if client_ca is not None:
         agent["clientCA"] = client_ca
     return {
@@ -130,7 +130,9 @@ def agent_dataplane(name: str, namespace: str, client_ca: Obj | None) -> Obj:
     }
 
 
-def direct_dataplane(name: str, namespace: str, *, server: str, ca: Obj, auth: Obj) -> Obj:
+def direct_dataplane(
+    name: str, namespace: str, *, server: str, ca: KubeObject, auth: KubeObject
+) -> KubeObject:
     return {
         "apiVersion": crd.API_VERSION,
         "kind": crd.KIND,
@@ -145,7 +147,7 @@ def direct_dataplane(name: str, namespace: str, *, server: str, ca: Obj, auth: O
     }
 
 
-def secret(name: str, namespace: str, data: dict[str, bytes]) -> Obj:
+def secret(name: str, namespace: str, data: dict[str, bytes]) -> KubeObject:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -154,19 +156,19 @@ def secret(name: str, namespace: str, data: dict[str, bytes]) -> Obj:
     }
 
 
-async def create(client: ApiClient, obj: Obj) -> Obj:
+async def create(client: ApiClient, obj: KubeObject) -> KubeObject:
     namespace = obj["metadata"]["namespace"]
     if obj["kind"] == "Secret":
         # The stubs ask for a V1Secret; the generated client sends a dict body as it is.
         await CoreV1Api(client).create_namespaced_secret(namespace, obj)  # type: ignore[arg-type]
         return obj
-    created: Obj = await CustomObjectsApi(client).create_namespaced_custom_object(
+    created: KubeObject = await CustomObjectsApi(client).create_namespaced_custom_object(
         crd.GROUP, crd.VERSION, namespace, crd.PLURAL, obj
     )
     return created
 
 
-async def replace_secret(client: ApiClient, obj: Obj) -> None:
+async def replace_secret(client: ApiClient, obj: KubeObject) -> None:
     meta = obj["metadata"]
     # The stubs ask for a V1Secret; the generated client sends a dict body as it is.
     await CoreV1Api(client).replace_namespaced_secret(
@@ -176,8 +178,10 @@ async def replace_secret(client: ApiClient, obj: Obj) -> None:
     )
 
 
-async def patch_dataplane(client: ApiClient, namespace: str, name: str, patch: Obj) -> Obj:
-    patched: Obj = await CustomObjectsApi(client).patch_namespaced_custom_object(
+async def patch_dataplane(
+    client: ApiClient, namespace: str, name: str, patch: KubeObject
+) -> KubeObject:
+    patched: KubeObject = await CustomObjectsApi(client).patch_namespaced_custom_object(
         crd.GROUP,
         crd.VERSION,
         namespace,
@@ -199,23 +203,25 @@ async def delete_dataplane(client: ApiClient, namespace: str, name: str) -> None
 # -- waiting on what the API server says ------------------------------------------------------
 
 
-def condition(obj: Obj, kind: str) -> Obj | None:
+def condition(obj: KubeObject, kind: str) -> KubeObject | None:
     for item in (obj.get("status") or {}).get("conditions") or []:
         if item["type"] == kind:
-            found: Obj = item
+            found: KubeObject = item
             return found
     return None
 
 
-def required_condition(obj: Obj, kind: str) -> Obj:
+def required_condition(obj: KubeObject, kind: str) -> KubeObject:
     """The condition of type `kind`, which `obj` must have."""
     found = condition(obj, kind)
     assert found is not None, f"no {kind} condition in {obj.get('status')}"
     return found
 
 
-def has_condition(kind: str, status: str, reason: str | None = None) -> Callable[[Obj], bool]:
-    def check(obj: Obj) -> bool:
+def has_condition(
+    kind: str, status: str, reason: str | None = None
+) -> Callable[[KubeObject], bool]:
+    def check(obj: KubeObject) -> bool:
         found = condition(obj, kind)
         return (
             found is not None
@@ -227,11 +233,11 @@ def has_condition(kind: str, status: str, reason: str | None = None) -> Callable
 
 
 async def await_dataplane(
-    client: ApiClient, namespace: str, name: str, predicate: Callable[[Obj], bool]
-) -> Obj:
+    client: ApiClient, namespace: str, name: str, predicate: Callable[[KubeObject], bool]
+) -> KubeObject:
     """The DataPlane once `predicate` holds for it: listed, then watched (no polling)."""
     collection = KubeApi(client).dataplanes(namespace)
-    last: Obj | None = None
+    last: KubeObject | None = None
     async with asyncio.timeout(TIMEOUT):
         while True:
             items, version = await collection.list()

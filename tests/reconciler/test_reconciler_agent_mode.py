@@ -19,7 +19,7 @@ from tests.reconciler.conftest import Kit
 
 async def test_inline_ca_agent_connects_and_disconnects(reconciler: Reconciler, kit: Kit) -> None:
     ca = certs.create_ca("agents of plane-a")
-    plane = certs.PlaneRef(kit.namespace, "plane-a")
+    plane = certs.plane_ref(kit.namespace, "plane-a")
     await kit.create(
         kit.client,
         kit.agent_dataplane("plane-a", kit.namespace, {"value": ca.certificate_pem().decode()}),
@@ -74,7 +74,7 @@ async def test_secret_ca_rotation_and_every_failure_reason(
     reconciler: Reconciler, kit: Kit
 ) -> None:
     old_ca, new_ca = certs.create_ca("old agents"), certs.create_ca("new agents")
-    plane = certs.PlaneRef(kit.namespace, "plane-s")
+    plane = certs.plane_ref(kit.namespace, "plane-s")
     ref = {"secretRef": {"name": "agent-ca", "key": "ca.crt"}}
     await kit.create(kit.client, kit.agent_dataplane("plane-s", kit.namespace, ref))
 
@@ -167,7 +167,7 @@ async def test_delete_disable_and_generation(
     reconciler: Reconciler, kit: Kit, control_plane: KubeAPIServer
 ) -> None:
     ca = certs.create_ca("agents")
-    plane = certs.PlaneRef(kit.namespace, "plane-d")
+    plane = certs.plane_ref(kit.namespace, "plane-d")
     await kit.create(
         kit.client,
         kit.agent_dataplane("plane-d", kit.namespace, {"value": ca.certificate_pem().decode()}),

@@ -80,7 +80,7 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
 
     # The resolved credentials are offered to whoever dials the plane: they work.
     for name in ("by-token", "by-cert"):
-        target = reconciler.direct.get(certs.PlaneRef(kit.namespace, name))
+        target = reconciler.direct.get(certs.plane_ref(kit.namespace, name))
         assert target is not None
         assert target.server == server.url
         assert isinstance(target.ssl_context, ssl.SSLContext)
@@ -94,7 +94,7 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
         ):
             # The admin may read it; the certificate user is known but not authorised.
             assert response.status == (200 if name == "by-token" else 403)
-    by_cert = reconciler.direct.get(certs.PlaneRef(kit.namespace, "by-cert"))
+    by_cert = reconciler.direct.get(certs.plane_ref(kit.namespace, "by-cert"))
     assert by_cert is not None
     assert by_cert.bearer_token is None
 
@@ -139,4 +139,4 @@ async def test_unreachable_server_and_unresolvable_credentials(
     )
     assert kit.has_condition("Connected", "Unknown", "CredentialsUnavailable")(obj)
     assert kit.has_condition("Ready", "False", "SecretNotFound")(obj)
-    assert reconciler.direct.get(certs.PlaneRef(kit.namespace, "no-token")) is None
+    assert reconciler.direct.get(certs.plane_ref(kit.namespace, "no-token")) is None

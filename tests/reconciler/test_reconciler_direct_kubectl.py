@@ -20,13 +20,13 @@ from gateway.app import Gateway, GatewaySettings
 from gateway.callers import CallerSettings
 from gateway.operator import plane_report
 from gateway.reconciler import ReconcilerSettings
+from kubeobject import KubeObject
 from tests.kit.waits import scaled
 from tunnel import Heartbeat
 
 pytestmark = pytest.mark.kube
 
 TIMEOUT = scaled(30.0)
-Obj = dict[str, Any]
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def gateway(
         await gateway.stop()
 
 
-async def _apply(server: KubeAPIServer, *objects: Obj) -> None:
+async def _apply(server: KubeAPIServer, *objects: KubeObject) -> None:
     manifest = yaml.safe_dump_all(objects)
     await server.akubectl("apply", "-f", "-", input=manifest)
 
@@ -134,7 +134,7 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
         ),
     )
     for name in ("by-token", "by-cert", "wrong-token"):
-        await _until_served(gw, certs.PlaneRef(namespace, name))
+        await _until_served(gw, certs.plane_ref(namespace, name))
 
     # Create through one plane, read through the other: both reach the same API server.
     cm_namespace = f"direct-{namespace}"
@@ -183,7 +183,7 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
     assert obj["metadata"]["name"] == "wrong-token"
 
     # /planes says how each plane is reached.
-    trust = gw.trust.get(certs.PlaneRef(namespace, "by-token"))
+    trust = gw.trust.get(certs.plane_ref(namespace, "by-token"))
     assert trust is not None
     report = plane_report(trust, gw.agents)
     assert report["mode"] == "direct"

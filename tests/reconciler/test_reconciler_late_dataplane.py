@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from certs import PlaneRef
+from certs import plane_ref
 from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
@@ -24,7 +24,7 @@ async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exist
     tmp_path: Path,
     kit: Any,
 ) -> None:
-    plane = PlaneRef(namespace, "early")
+    plane = plane_ref(namespace, "early")
     local = LocalPlanelink(
         directory=tmp_path / "planelink",
         planes={plane: kube_servers("lifecycle-plane").kubeconfig_path},

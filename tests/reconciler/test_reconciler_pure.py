@@ -15,16 +15,15 @@ import crd
 from gateway.reconciler import conditions as c
 from gateway.reconciler.events import EventSpec, transitions
 from gateway.reconciler.resolve import (
-    REQUIRE_IDENTITY_ANNOTATION,
-    SecretKey,
     require_identity,
     resolve,
     secret_refs,
 )
+from kubeobject import ObjectRef
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
-PLANE = certs.PlaneRef("org", "plane")
+PLANE = certs.plane_ref("org", "plane")
 
 
 def test_ready_takes_the_first_failing_reason() -> None:
@@ -136,7 +135,7 @@ def test_only_an_explicit_false_turns_the_identity_check_off(
 ) -> None:
     dataplane = _agent_plane({"value": CA.certificate_pem().decode()})
     if annotation is not None:
-        dataplane.metadata.annotations[REQUIRE_IDENTITY_ANNOTATION] = annotation
+        dataplane.metadata.annotations[crd.REQUIRE_AGENT_IDENTITY_ANNOTATION] = annotation
     assert require_identity(dataplane, default=default) is required
     trust = resolve(PLANE, dataplane, {}, now=datetime.now(UTC), require_identity=required).trust
     assert trust.require_identity is required
@@ -155,19 +154,19 @@ REF = {"secretRef": {"name": "ca", "key": "ca.crt"}}
     [
         ({"value": PEM.decode()}, {}, None),
         ({"value": base64.b64encode(PEM).decode()}, {}, None),  # the reference's base64 form
-        (REF, {SecretKey("org", "ca"): {"ca.crt": PEM}}, None),
+        (REF, {ObjectRef("org", "ca"): {"ca.crt": PEM}}, None),
         (None, {}, "MissingClientCA"),
         (REF, {}, "SecretNotFound"),
-        (REF, {SecretKey("org", "ca"): {"other": PEM}}, "KeyNotFound"),
-        (REF, {SecretKey("org", "ca"): {"ca.crt": b"garbage"}}, "InvalidCertificate"),
+        (REF, {ObjectRef("org", "ca"): {"other": PEM}}, "KeyNotFound"),
+        (REF, {ObjectRef("org", "ca"): {"ca.crt": b"garbage"}}, "InvalidCertificate"),
         (
             REF,
-            {SecretKey("org", "ca"): {"ca.crt": EXPIRED.certificate_pem()}},
+            {ObjectRef("org", "ca"): {"ca.crt": EXPIRED.certificate_pem()}},
             "CertificateExpired",
         ),
         (
             REF,
-            {SecretKey("org", "ca"): {"ca.crt": LATER.certificate_pem()}},
+            {ObjectRef("org", "ca"): {"ca.crt": LATER.certificate_pem()}},
             "CertificateNotYetValid",
         ),
     ],
@@ -190,10 +189,10 @@ def test_agent_client_ca(client_ca: Any, secrets: Any, reason: str | None) -> No
 
 def test_secret_namespace_defaults_to_the_dataplanes() -> None:
     other = {"secretRef": {"name": "ca", "namespace": "vault", "key": "ca.crt"}}
-    assert secret_refs(_agent_plane(REF)) == {SecretKey("org", "ca")}
+    assert secret_refs(_agent_plane(REF)) == {ObjectRef("org", "ca")}
     own = {"secretRef": {"name": "ca", "namespace": "org", "key": "ca.crt"}}
-    assert secret_refs(_agent_plane(own)) == {SecretKey("org", "ca")}
-    assert secret_refs(_agent_plane(other), cross_namespace=True) == {SecretKey("vault", "ca")}
+    assert secret_refs(_agent_plane(own)) == {ObjectRef("org", "ca")}
+    assert secret_refs(_agent_plane(other), cross_namespace=True) == {ObjectRef("vault", "ca")}
     problem = resolve(
         PLANE, _agent_plane(other), {}, now=datetime.now(UTC), cross_namespace_secrets=True
     ).problem
@@ -206,7 +205,7 @@ def test_a_secret_of_another_namespace_is_refused_not_read() -> None:
     another (a direct-mode token would be sent to the server the DataPlane names)."""
     other = {"secretRef": {"name": "ca", "namespace": "vault", "key": "ca.crt"}}
     assert secret_refs(_agent_plane(other)) == frozenset()
-    present = {SecretKey("vault", "ca"): {"ca.crt": PEM}}
+    present = {ObjectRef("vault", "ca"): {"ca.crt": PEM}}
     resolution = resolve(PLANE, _agent_plane(other), present, now=datetime.now(UTC))
     assert resolution.problem is not None
     assert resolution.problem.reason == "CrossNamespaceSecret"
@@ -274,7 +273,7 @@ def test_a_direct_plane_never_gets_a_token_of_another_namespace() -> None:
             },
         }
     )
-    stolen = {SecretKey("kube-system", "admin"): {"t": b"cluster-admin-token"}}
+    stolen = {ObjectRef("kube-system", "admin"): {"t": b"cluster-admin-token"}}
     assert secret_refs(dataplane) == frozenset()
     resolution = resolve(PLANE, dataplane, stolen, now=datetime.now(UTC))
     assert resolution.direct is None  # nothing to probe the server with: nothing is sent

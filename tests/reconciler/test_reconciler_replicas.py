@@ -16,8 +16,9 @@ from gateway.reconciler import CoordinationSettings, Reconciler
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.replicas import GROUP_LABEL, LEADER_LABEL
 from gateway.trust import TrustRegistry
+from kubeobject import KubeObject
 from tests.kit.waits import wait_for
-from tests.reconciler.conftest import Kit, Obj
+from tests.reconciler.conftest import Kit
 
 
 def _replica(kit: Kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
@@ -44,7 +45,7 @@ def _replica(kit: Kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
     return reconciler, agents
 
 
-async def _until_lease(kit: Kit, selector: str, predicate: Callable[[Obj], bool]) -> None:
+async def _until_lease(kit: Kit, selector: str, predicate: Callable[[KubeObject], bool]) -> None:
     """Watch Leases with `selector` until one satisfies `predicate`."""
     collection = KubeApi(kit.client).leases(kit.namespace, label_selector=selector)
     async with asyncio.timeout(kit.timeout):
@@ -57,13 +58,13 @@ async def _until_lease(kit: Kit, selector: str, predicate: Callable[[Obj], bool]
                     return
 
 
-def _held_by(identity: str) -> Callable[[Obj], bool]:
+def _held_by(identity: str) -> Callable[[KubeObject], bool]:
     return lambda lease: (lease.get("spec") or {}).get("holderIdentity") == identity
 
 
 async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
     ca = certs.create_ca("agents")
-    plane = certs.PlaneRef(kit.namespace, "shared")
+    plane = certs.plane_ref(kit.namespace, "shared")
     await kit.create(
         kit.client,
         kit.agent_dataplane("shared", kit.namespace, {"value": ca.certificate_pem().decode()}),
@@ -108,7 +109,7 @@ async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
         # Many renewals of A's Lease later, B still counts A's agent.
         renewals = 0
 
-        def renewed(lease: Obj) -> bool:
+        def renewed(lease: KubeObject) -> bool:
             nonlocal renewals
             if lease["metadata"]["name"] == "gw-replica-replica-a":
                 renewals += 1

@@ -16,10 +16,11 @@ from gateway.reconciler.errors import ApiError, Conflict, Gone, NotFound, Unreac
 from gateway.reconciler.informer import Informer
 from gateway.reconciler.kube import KubeApi, WatchEvent
 from gateway.reconciler.metrics import ReconcilerMetrics
-from gateway.reconciler.settings import Backoff
 from gateway.reconciler.status import Result, StatusWriter
-from gateway.reconciler.store import Change, ObjKey, Store
+from gateway.reconciler.store import Change, Store
 from gateway.reconciler.workqueue import WorkQueue
+from kubeobject import ObjectRef
+from protocol.backoff import BackoffPolicy
 from tests.kit.waits import within
 
 
@@ -70,7 +71,9 @@ async def _run_until_exhausted(
             raise RuntimeError("a handler bug")
         seen.append(change)
 
-    informer = Informer(source, store, handle, backoff=Backoff(0.001, 0.01), metrics=metrics)
+    informer = Informer(
+        source, store, handle, backoff=BackoffPolicy(base=0.001, cap=0.01), metrics=metrics
+    )
     task = asyncio.create_task(informer.run())
     async with within(10):
         await source.exhausted.wait()
@@ -97,7 +100,7 @@ async def test_gone_relists_and_connection_loss_resumes_from_the_last_version() 
     assert source.list_calls == 2
     assert source.watched_from == ["6", "7", "10", "12"]
     # The relist removed b and added c; the poisoned handler did not stop the loop.
-    assert sorted(store.all_keys()) == [ObjKey("ns", "a"), ObjKey("ns", "poison")]
+    assert sorted(store.all_keys()) == [ObjectRef("ns", "a"), ObjectRef("ns", "poison")]
     assert [(c.key.name, c.new is not None) for c in seen] == [
         ("a", True),
         ("b", True),
@@ -119,7 +122,7 @@ def test_store_never_goes_back_in_time() -> None:
     assert store.upsert(_obj("a", 10)) is not None
     assert store.upsert(_obj("a", 9)) is None  # a late watch event after our own PATCH
     assert store.upsert(_obj("a", 10)) is None  # the same version again: no change
-    stored = store.get(ObjKey("ns", "a"))
+    stored = store.get(ObjectRef("ns", "a"))
     assert stored is not None
     assert stored["metadata"]["resourceVersion"] == "10"
     changes = store.replace([_obj("b", 1)], namespace="other")
@@ -154,7 +157,7 @@ async def test_real_server_expired_version_is_gone(
 
 
 async def test_queue_serialises_one_key_and_runs_others_in_parallel() -> None:
-    queue: WorkQueue[str] = WorkQueue(retry=Backoff(0.001, 0.01))
+    queue: WorkQueue[str] = WorkQueue(retry=BackoffPolicy(base=0.001, cap=0.01))
     running: dict[str, int] = {}
     overlaps: list[str] = []
     handled: list[str] = []
@@ -193,7 +196,7 @@ async def test_queue_serialises_one_key_and_runs_others_in_parallel() -> None:
 
 
 async def test_queue_retries_a_failing_key_with_backoff() -> None:
-    queue: WorkQueue[str] = WorkQueue(retry=Backoff(0.001, 0.01))
+    queue: WorkQueue[str] = WorkQueue(retry=BackoffPolicy(base=0.001, cap=0.01))
     attempts: list[str] = []
     succeeded = asyncio.Event()
 
@@ -223,7 +226,7 @@ async def test_real_server_old_version_makes_the_informer_relist(
         KubeApi(control_plane_client).dataplanes(namespace),
         store,
         lambda change: None,
-        backoff=Backoff(0.05, 0.2),
+        backoff=BackoffPolicy(base=0.05, cap=0.2),
         metrics=metrics,
     )
     informer.resource_version = "1"  # as after a long disconnection: expired

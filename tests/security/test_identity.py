@@ -20,11 +20,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 import certs
-from certs import PlaneRef
+import crd
+from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from gateway.app import Gateway, GatewaySettings
-from gateway.reconciler.refusals import REASON as REFUSAL_EVENT_REASON
-from gateway.reconciler.resolve import REQUIRE_IDENTITY_ANNOTATION
+from gateway.reconciler.rejections import REASON as REFUSAL_EVENT_REASON
 from gateway.static_config import load_static_planes
 from planelink.cli import build_parser
 from planelink.gateway_cli import settings_from
@@ -105,7 +105,7 @@ async def reconciling_gateway(
     (only the test's speed-ups), so identity is whatever the default is."""
     settings = dataclasses.replace(
         loopback_gateway_settings(pki.directory),
-        reconciler=fast_settings(namespace, refusal_event_interval=0.5),
+        reconciler=fast_settings(namespace, rejection_event_interval=0.5),
         kubeconfig=control_plane.kubeconfig_path,
     )
     gateway = Gateway(settings)
@@ -123,7 +123,7 @@ async def test_a_shared_ca_does_not_let_one_dataplanes_agent_serve_another(
 ) -> None:
     gateway, client = reconciling_gateway, control_plane_client
     shared = certs.create_ca("one CA for the whole organization")
-    plane_a, plane_b = PlaneRef(namespace, "plane-a"), PlaneRef(namespace, "plane-b")
+    plane_a, plane_b = plane_ref(namespace, "plane-a"), plane_ref(namespace, "plane-b")
     for plane in (plane_a, plane_b):
         ca = {"value": shared.certificate_pem().decode()}
         await create(client, agent_dataplane(plane.name, namespace, ca))
@@ -157,7 +157,7 @@ async def test_a_shared_ca_does_not_let_one_dataplanes_agent_serve_another(
         client,
         namespace,
         plane_b.name,
-        {"metadata": {"annotations": {REQUIRE_IDENTITY_ANNOTATION: "false"}}},
+        {"metadata": {"annotations": {crd.REQUIRE_AGENT_IDENTITY_ANNOTATION: "false"}}},
     )
     async with asyncio.timeout(TIMEOUT):
         while (trust := gateway.trust.get(plane_b)) is None or trust.require_identity:

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
 from tests.kit.waits import scaled
 
 TIMEOUT = scaled(30.0)
-PLANE_A = PlaneRef("org-a", "plane-a")
-PLANE_B = PlaneRef("org-b", "plane-b")
+PLANE_A = plane_ref("org-a", "plane-a")
+PLANE_B = plane_ref("org-b", "plane-b")
 
 
 @dataclass

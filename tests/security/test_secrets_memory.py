@@ -26,8 +26,8 @@ from envtest import KubeAPIServer
 from gateway.agents import AgentRegistry
 from gateway.metrics import GatewayMetrics
 from gateway.reconciler import Reconciler
-from gateway.reconciler.resolve import SecretKey
 from gateway.trust import TrustRegistry
+from kubeobject import ObjectRef
 from tests.kit.waits import scaled
 from tests.reconciler.conftest import TIMEOUT, Kit
 
@@ -91,7 +91,7 @@ async def test_unrelated_secrets_never_grow_the_gateway(
     reconciler: Reconciler, kit: Kit, control_plane: KubeAPIServer
 ) -> None:
     old_ca, new_ca = certs.create_ca("agents"), certs.create_ca("rotated agents")
-    plane = certs.PlaneRef(kit.namespace, "plane-m")
+    plane = certs.plane_ref(kit.namespace, "plane-m")
     secret = kit.secret("agent-ca", kit.namespace, {"ca.crt": old_ca.certificate_pem()})
     await kit.create(kit.client, secret)
     ref = {"secretRef": {"name": "agent-ca", "key": "ca.crt"}}
@@ -134,7 +134,7 @@ async def test_watches_follow_references(reconciler: Reconciler, kit: Kit) -> No
     await kit.await_dataplane(
         kit.client, kit.namespace, "plane-w", kit.has_condition("GatewayProvisioned", "True")
     )
-    assert reconciler.secrets.watched() == {SecretKey(kit.namespace, "ca-1")}
+    assert reconciler.secrets.watched() == {ObjectRef(kit.namespace, "ca-1")}
     moved = {"spec": {"agent": {"clientCA": {"secretRef": {"name": "ca-2", "key": "ca.crt"}}}}}
     await kit.patch_dataplane(kit.client, kit.namespace, "plane-w", moved)
     await kit.await_dataplane(
@@ -144,9 +144,11 @@ async def test_watches_follow_references(reconciler: Reconciler, kit: Kit) -> No
         lambda obj: obj["status"].get("observedGeneration") == obj["metadata"]["generation"],
     )
     await reconciler.settle()
-    assert reconciler.secrets.watched() == {SecretKey(kit.namespace, "ca-2")}
+    assert reconciler.secrets.watched() == {ObjectRef(kit.namespace, "ca-2")}
     await kit.delete_dataplane(kit.client, kit.namespace, "plane-w")
-    await kit.until_trust(lambda trust: trust.get(certs.PlaneRef(kit.namespace, "plane-w")) is None)
+    await kit.until_trust(
+        lambda trust: trust.get(certs.plane_ref(kit.namespace, "plane-w")) is None
+    )
     assert reconciler.secrets.watched() == set()
 
 
@@ -169,7 +171,7 @@ async def test_beyond_the_limit_a_secret_is_read_not_watched(
         registry=CollectorRegistry(),
     ) as limited:
         for name in names:
-            plane = certs.PlaneRef(kit.namespace, name)
+            plane = certs.plane_ref(kit.namespace, name)
             await kit.until_trust(
                 lambda _: _client_cas(kit, plane) == (ca.certificate,)  # noqa: B023 - awaited here
             )

@@ -23,7 +23,7 @@ from websockets.typing import Subprotocol
 import certs
 from agent.app import Agent
 from agent.settings import AgentSettings
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from gateway.app import Gateway, GatewaySettings
 from tests.kit.gateway_lab import Pki, caller_session
@@ -159,7 +159,7 @@ async def test_a_gateway_whose_control_plane_is_down_says_starting_then_serves_w
     control_plane_client: ApiClient,
     namespace: str,
 ) -> None:
-    plane = PlaneRef(namespace, "edge")
+    plane = plane_ref(namespace, "edge")
     pki.agent_cas[plane] = certs.create_ca("agents of edge")
     manifest = agent_dataplane(
         plane.name, namespace, {"value": pki.agent_cas[plane].certificate_pem().decode()}

@@ -15,9 +15,9 @@ from planelink.status_cli import COLUMNS, NO_AGENT, format_duration, plane_row, 
 from tests.kit.gateway_lab import AgentFactory, Pki
 from tests.status.conftest import StatusRunner
 
-PLANE_A = certs.PlaneRef("ns-a", "plane-a")
-PLANE_B = certs.PlaneRef("ns-b", "plane-b")
-PLANE_C = certs.PlaneRef("ns-c", "plane-c")
+PLANE_A = certs.plane_ref("ns-a", "plane-a")
+PLANE_B = certs.plane_ref("ns-b", "plane-b")
+PLANE_C = certs.plane_ref("ns-c", "plane-c")
 
 
 def _rows(table: str) -> dict[str, list[str]]:

@@ -15,8 +15,8 @@ from gateway.health_page import HTML
 from tests.kit.gateway_lab import AgentFactory
 from tests.status.conftest import BrowserRunner
 
-PLANE_A = certs.PlaneRef("ns-a", "plane-a")
-PLANE_B = certs.PlaneRef("ns-b", "plane-b")
+PLANE_A = certs.plane_ref("ns-a", "plane-a")
+PLANE_B = certs.plane_ref("ns-b", "plane-b")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPT_BUDGET = "--virtual-time-budget=5000"  # lets the page's fetch and rendering finish
 

@@ -13,16 +13,16 @@ from kubernetes_asyncio import watch
 from kubernetes_asyncio.client import ApiClient, CoreV1Api
 
 import certs
-from certs import PlaneRef
+from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from envtest.pytest_plugin import ServerFactory
 from gateway.reconciler import ReconcilerSettings
 from gateway.reconciler.events import EventSpec
-from gateway.reconciler.refusals import REASON, RefusalEvents
+from gateway.reconciler.rejections import REASON, RejectionEvents
 from planelink.local import LocalPlanelink
 from tests.kit.waits import wait_for, within
 
-PLANE = PlaneRef("ns", "edge")
+PLANE = plane_ref("ns", "edge")
 Written = tuple[PlaneRef, EventSpec, int]
 
 
@@ -36,14 +36,14 @@ class Clock:
 
 async def _writes(
     interval: float, limit: int = 1024
-) -> tuple[RefusalEvents, asyncio.Queue[Written], Clock]:
+) -> tuple[RejectionEvents, asyncio.Queue[Written], Clock]:
     written: asyncio.Queue[Written] = asyncio.Queue()
 
     async def write(plane: PlaneRef, event: EventSpec, times: int) -> None:
         await written.put((plane, event, times))
 
     clock = Clock()
-    return RefusalEvents(write, interval=interval, limit=limit, clock=clock), written, clock
+    return RejectionEvents(write, interval=interval, limit=limit, clock=clock), written, clock
 
 
 def _warning(message: str) -> EventSpec:
@@ -82,10 +82,10 @@ async def test_a_failing_write_does_not_stop_the_writer() -> None:
             raise RuntimeError("a bug while writing")
         await written.put((plane, event, times))
 
-    refusals = RefusalEvents(write, interval=30, clock=Clock())
+    refusals = RejectionEvents(write, interval=30, clock=Clock())
     running = asyncio.create_task(refusals.run())
     try:
-        refusals.note(PlaneRef("ns", "broken"), "Untrusted", "x")
+        refusals.note(plane_ref("ns", "broken"), "Untrusted", "x")
         refusals.note(PLANE, "Untrusted", "y")
         assert await wait_for(written.get(), 5) == (PLANE, _warning("Untrusted: y"), 1)
         assert not running.done()
@@ -96,8 +96,8 @@ async def test_a_failing_write_does_not_stop_the_writer() -> None:
 async def test_distinct_refusals_waiting_are_bounded() -> None:
     refusals, _, _ = await _writes(interval=30, limit=2)  # not running: nothing is written
     for name in ("a", "b", "c", "d"):
-        refusals.note(PlaneRef("ns", name), "Untrusted", "x")
-    refusals.note(PlaneRef("ns", "a"), "Untrusted", "again")  # a known pair still counts
+        refusals.note(plane_ref("ns", name), "Untrusted", "x")
+    refusals.note(plane_ref("ns", "a"), "Untrusted", "again")  # a known pair still counts
     assert refusals.dropped == 2
 
 
@@ -125,12 +125,12 @@ async def test_an_agent_refused_after_a_ca_rotation_is_told_on_its_dataplane(
     control_plane: KubeAPIServer, kube_servers: ServerFactory, tmp_path: Path, kit: Any
 ) -> None:
     namespace, client = kit.namespace, kit.client
-    plane = PlaneRef(namespace, "rotated")
+    plane = plane_ref(namespace, "rotated")
     local = LocalPlanelink(
         directory=tmp_path / "planelink",
         planes={plane: kube_servers("lifecycle-plane").kubeconfig_path},
         reconcile_with=control_plane.kubeconfig_path,
-        reconciler_settings=ReconcilerSettings(namespaces=(namespace,), refusal_event_interval=1),
+        reconciler_settings=ReconcilerSettings(namespaces=(namespace,), rejection_event_interval=1),
     )
     await local.start_pki_and_gateway()
 

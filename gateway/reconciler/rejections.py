@@ -1,9 +1,9 @@
-"""Agents refused for a known DataPlane become Warning Events on it, without an API write per
+"""Agents rejected for a known DataPlane become Warning Events on it, without an API write per
 retry.
 
-The listener refuses agents in synchronous code, so a refusal is only *noted* here (`note`
+The listener rejects agents in synchronous code, so a rejection is only *noted* here (`note`
 never blocks and holds at most `limit` distinct plane/reason pairs); `run` writes them. For each
-plane and reason at most one Event write happens per `interval`: refusals in between are
+plane and reason at most one Event write happens per `interval`: rejections in between are
 folded into the next write's count, so `kubectl describe` says how often an agent was turned
 away while a misconfigured agent retrying every second costs one write per interval.
 """
@@ -21,10 +21,11 @@ import structlog
 from certs import PlaneRef
 from gateway.reconciler.events import EventSpec
 
-log = structlog.get_logger("gateway.reconciler.refusals")
+log = structlog.get_logger("gateway.reconciler.rejections")
 
 REASON = "AgentRejected"
-"""The Event reason; the refusal's own reason (`Untrusted`, `PlaneMismatch`…) leads the message."""
+"""The Event reason; the rejection's own reason (`Untrusted`, `PlaneMismatch`…) leads the
+message."""
 
 Write = Callable[[PlaneRef, EventSpec, int], Awaitable[None]]
 """Records `EventSpec` on the plane's DataPlane as having happened `int` times."""
@@ -36,7 +37,7 @@ class _Pending:
     times: int
 
 
-class RefusalEvents:
+class RejectionEvents:
     def __init__(
         self,
         write: Write,
@@ -53,10 +54,10 @@ class RefusalEvents:
         self._last_write: dict[tuple[PlaneRef, str], float] = {}
         self._wake = asyncio.Event()
         self.dropped = 0
-        """Refusals not noted because `limit` pairs were already waiting."""
+        """Rejections not noted because `limit` pairs were already waiting."""
 
     def note(self, plane: PlaneRef, reason: str, message: str) -> None:
-        """One more refusal of an agent of `plane`; the latest message is the one told."""
+        """One more rejection of an agent of `plane`; the latest message is the one told."""
         key = (plane, reason)
         pending = self._pending.get(key)
         if pending is not None:
@@ -82,7 +83,7 @@ class RefusalEvents:
                     await self._write(plane, event, pending.times)
                 except Exception:  # a bug in telling must not end the reconciler it runs in
                     log.exception("refusal event not written", plane=str(plane), reason=reason)
-            # Pairs quiet for a whole interval need no memory: their next refusal is due at once.
+            # Pairs quiet for a whole interval need no memory: their next rejection is due at once.
             for key in [k for k, at in self._last_write.items() if at + self._interval <= now]:
                 if key not in self._pending:
                     del self._last_write[key]
