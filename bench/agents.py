@@ -43,7 +43,7 @@ from agent.app import AGENT_VERSION
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
 from agent.reconnect import Reconnect
 from agent.settings import AgentSettings
-from bench.processes import Stack, rss_bytes
+from bench.processes import Stack, budget, rss_bytes
 from bench.report import Row, WorkloadResult
 from certs import PlaneRef, plane_ref
 from envtest import die_with_parent
@@ -311,7 +311,7 @@ async def swarm_main(args: argparse.Namespace) -> int:
             swarm.emit("stats", **swarm.stats())
         elif command in ("stop", ""):  # "" is the end of stdin: the harness is gone
             swarm.stop.set()
-    async with asyncio.timeout(15):
+    async with asyncio.timeout(budget(15)):
         await asyncio.gather(*tasks, return_exceptions=True)
     swarm.emit("stopped", **swarm.stats())
     return 0
@@ -413,7 +413,7 @@ class SwarmProcess:
             with contextlib.suppress(ConnectionError):
                 self.send("stop")
             try:
-                async with asyncio.timeout(20):
+                async with asyncio.timeout(budget(20)):
                     await self.process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
@@ -643,11 +643,11 @@ async def many_agents(stack: Stack, scale: Scale) -> WorkloadResult:
     raise_nofile()
     swarm = await SwarmProcess.start(stack.workdir, stack.ports["agent"], n, (interval, timeout))
     try:
-        limit = 30.0 if scale.quick else 180.0
+        limit = budget(30.0 if scale.quick else 180.0)
         async with asyncio.timeout(limit):
             result.info["swarmReady"] = await swarm.next("ready")
         await asyncio.sleep(1.0)  # let the gateway settle after its start
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=budget(30))) as http:
             phases = _Phases(stack, swarm, http, n, interval, limit)
             try:
                 await phases.storm()

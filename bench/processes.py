@@ -34,7 +34,23 @@ from envtest import (
     die_with_parent,
     free_port,
 )
+from envtest.factor import read_factor
 from planelink.local import LocalPlanelink
+
+WAIT_FACTOR_VARIABLE = "PLANELINK_BENCH_WAIT_FACTOR"
+
+
+WAIT_FACTOR = read_factor(os.environ, WAIT_FACTOR_VARIABLE)
+"""How much longer the harness waits on a loaded machine (the test suite passes its own
+PLANELINK_TEST_TIMEOUT_FACTOR); read once, inherited by the processes the harness starts."""
+
+
+def budget(seconds: float) -> float:
+    """A wait budget of the harness (for a process to start, agents to come back, a workload to
+    finish), stretched by $PLANELINK_BENCH_WAIT_FACTOR. Never a target a row is judged by, nor
+    a duration that is measured."""
+    return seconds * WAIT_FACTOR
+
 
 FAST = plane_ref("bench", "fast")
 KUBE = plane_ref("bench", "kube")
@@ -101,7 +117,9 @@ def spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None =
 
 
 async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-    """Poll `url` (plain HTTP) until it answers 200; fail early if `proc` died."""
+    """Poll `url` (plain HTTP) until it answers 200 (for `budget(timeout)` seconds); fail
+    early if `proc` died."""
+    timeout = budget(timeout)
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while True:
@@ -117,7 +135,7 @@ async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None: 
 
 
 async def wait_port(port: int, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + budget(timeout)
     while True:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")

@@ -14,7 +14,7 @@ import aiohttp
 
 from bench.agents import many_agents
 from bench.client import Latencies, cancel, closed_loop, read_stream, session
-from bench.processes import FAST, KUBE, Stack, Target, rss_bytes
+from bench.processes import FAST, KUBE, Stack, Target, budget, rss_bytes
 from bench.report import Row, WorkloadResult
 
 SMALL = "/api/v1/namespaces/bench/configmaps/small"
@@ -231,7 +231,7 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
             try:
                 got = 0
                 try:
-                    async with asyncio.timeout(20.0 if scale.quick else max(60.0, n / 50)):
+                    async with asyncio.timeout(budget(20.0 if scale.quick else max(60.0, n / 50))):
                         for _ in range(n):
                             await opened.acquire()
                             got += 1
@@ -362,7 +362,7 @@ async def churn(stack: Stack, scale: Scale) -> WorkloadResult:
     elapsed = time.perf_counter() - started
     after: dict[str, float] = {}
     settled = time.perf_counter()
-    deadline = settled + (5 if scale.quick else 30)
+    deadline = settled + budget(5 if scale.quick else 30)
     while time.perf_counter() < deadline:
         after = await _stream_tables(stack)
         if all(after[key] <= baseline[key] for key in _SETTLED_KEYS):
@@ -466,7 +466,7 @@ async def run_workload(name: str, stack: Stack, scale: Scale) -> WorkloadResult:
     """Run one workload within its time bound; a failure is reported, not raised."""
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(BOUNDS["quick" if scale.quick else "full"]):
+        async with asyncio.timeout(budget(BOUNDS["quick" if scale.quick else "full"])):
             result = await WORKLOADS[name](stack, scale)
     except (Exception, TimeoutError) as error:
         result = WorkloadResult(name, "failed", error=f"{type(error).__name__}: {error}")

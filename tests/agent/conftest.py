@@ -9,7 +9,7 @@
   echoes bytes, and hangs on /hang: a stand-in API server for what a real one cannot show;
 - `start_agent`: runs an `Agent` in this event loop and stops it at the end of the test.
 
-Waits scale with PLANELINK_TEST_TIMEOUT_FACTOR (default 1).
+Waits are the kit's (tests/kit/waits.py): they scale with PLANELINK_TEST_TIMEOUT_FACTOR.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,43 +38,12 @@ from agent import Agent, AgentSettings
 from envtest import KubeAPIServer
 from kubeproxy import Upstream
 from protocol import Connection, Headers, Role, Settings
+from tests.kit.waits import scaled, wait_for
 from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
 
 T = TypeVar("T")
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 PLANE = "agent-tests/edge"
-
-
-def scaled(seconds: float) -> float:
-    return seconds * FACTOR
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 10.0) -> T:
-    """`awaitable`'s result, failing the test if it takes longer than `seconds` (scaled)."""
-    return await asyncio.wait_for(awaitable, scaled(seconds))
-
-
-async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Yield to the loop until `predicate()` holds: for state no event announces."""
-    deadline = asyncio.get_running_loop().time() + scaled(seconds)
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-class Waits:
-    """Bounded waits for tests (a fixture: test modules cannot import conftest)."""
-
-    scaled = staticmethod(scaled)
-    within = staticmethod(within)
-    until = staticmethod(eventually)
-
-
-@pytest.fixture
-def wait() -> Waits:
-    return Waits()
 
 
 # -- certificates ---------------------------------------------------------------------------
@@ -94,7 +62,7 @@ class Pki:
 
 
 @pytest.fixture(scope="session")
-def pki() -> Pki:
+def agent_pki() -> Pki:
     gateway_ca = certs.create_ca("test gateway CA")
     upstream_ca = certs.create_ca("test upstream CA")
     return Pki(
@@ -142,8 +110,8 @@ class AgentTls:
 
 
 @pytest.fixture
-def agent_tls(tmp_path: Path, pki: Pki) -> AgentTls:
-    return AgentTls(tmp_path / "agent-tls", pki)
+def agent_tls(tmp_path: Path, agent_pki: Pki) -> AgentTls:
+    return AgentTls(tmp_path / "agent-tls", agent_pki)
 
 
 def server_context(bundle: certs.CertificateBundle, folder: Path) -> ssl.SSLContext:
@@ -206,9 +174,9 @@ class GatewayConnection:
         if body is not None:
             await stream.write(body)
             stream.end()
-        response = await within(stream.response())
+        response = await wait_for(stream.response())
         data = bytearray()
-        while chunk := await within(stream.read()):
+        while chunk := await wait_for(stream.read()):
             data += chunk
         return Reply(response.status, response.headers, bytes(data))
 
@@ -280,8 +248,8 @@ class TestGateway:
 
     async def next_connection(self, seconds: float = 10.0) -> GatewayConnection:
         """The next agent connection, once its HELLO arrived (streams may be opened)."""
-        connection = await within(self.connections.get(), seconds)
-        await within(connection.session.wait_ready(), seconds)
+        connection = await wait_for(self.connections.get(), seconds)
+        await wait_for(connection.session.wait_ready(), seconds)
         return connection
 
     def _process_request(self, websocket: ServerConnection, request: Request) -> Response | None:
@@ -322,8 +290,8 @@ class TestGateway:
 
 
 @pytest.fixture
-async def gateway(pki: Pki, tmp_path: Path) -> AsyncIterator[TestGateway]:
-    server = TestGateway(pki, tmp_path / "gateway")
+async def fake_gateway(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[TestGateway]:
+    server = TestGateway(agent_pki, tmp_path / "gateway")
     await server.start()
     yield server
     await server.close()
@@ -504,8 +472,8 @@ class UpstreamPeer:
 
 
 @pytest.fixture
-async def upstream_peer(pki: Pki, tmp_path: Path) -> AsyncIterator[UpstreamPeer]:
-    peer = UpstreamPeer(pki, tmp_path / "peer")
+async def upstream_peer(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[UpstreamPeer]:
+    peer = UpstreamPeer(agent_pki, tmp_path / "peer")
     await peer.start()
     yield peer
     await peer.close()
@@ -521,7 +489,7 @@ def plane_server(kube_servers: Callable[[str], KubeAPIServer]) -> KubeAPIServer:
 
 
 @pytest.fixture
-def namespace(plane_server: KubeAPIServer) -> str:
+def plane_namespace(plane_server: KubeAPIServer) -> str:
     """A fresh namespace on the data plane (left behind: nothing deletes it there anyway)."""
     name = f"agent-{uuid.uuid4().hex[:8]}"
     plane_server.kubectl("create", "namespace", name)
@@ -543,7 +511,7 @@ class RunningAgent:
 
     async def stop(self, seconds: float = 30.0) -> None:
         self.stop_event.set()
-        await within(asyncio.shield(self.task), seconds)
+        await wait_for(asyncio.shield(self.task), seconds)
 
 
 StartAgent = Callable[..., Awaitable[RunningAgent]]
@@ -568,7 +536,7 @@ def settings_for(gateway: TestGateway, agent_tls: AgentTls, **overrides: Any) ->
 
 
 @pytest.fixture
-async def start_agent(gateway: TestGateway, agent_tls: AgentTls) -> AsyncIterator[StartAgent]:
+async def start_agent(fake_gateway: TestGateway, agent_tls: AgentTls) -> AsyncIterator[StartAgent]:
     running: list[RunningAgent] = []
 
     async def start(
@@ -578,14 +546,14 @@ async def start_agent(gateway: TestGateway, agent_tls: AgentTls) -> AsyncIterato
         random: Callable[[], float] | None = None,
         **overrides: Any,
     ) -> RunningAgent:
-        settings = settings_for(gateway, agent_tls, **overrides)
+        settings = settings_for(fake_gateway, agent_tls, **overrides)
         agent = Agent(settings, upstream=upstream, environ=environ or {}, random=random)
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop))
         handle = RunningAgent(agent, stop, task)
         running.append(handle)
         started = asyncio.create_task(agent.started.wait())
-        await within(asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED))
+        await wait_for(asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED))
         if task.done():
             started.cancel()
             task.result()  # it failed to start: show why

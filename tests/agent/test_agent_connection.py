@@ -13,29 +13,30 @@ import pytest
 import structlog
 
 import certs
+from tests.kit.waits import eventually, scaled, wait_for
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import AgentTls, StartAgent, TestGateway, Waits
+    from tests.agent.conftest import AgentTls, StartAgent, TestGateway
 
 
 async def test_a_renewed_certificate_is_used_on_the_next_connection(
-    start_agent: StartAgent, gateway: TestGateway, agent_tls: AgentTls, unused_kubeconfig: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, agent_tls: AgentTls, unused_kubeconfig: Path
 ) -> None:
     running = await start_agent(kubeconfig=unused_kubeconfig)
-    first = await gateway.next_connection()
+    first = await fake_gateway.next_connection()
     assert first.serial == agent_tls.bundle.certificate.serial_number
 
     renewed = agent_tls.renew()  # cert-manager rewrites tls.crt and tls.key
     first.session.close("the gateway restarts")
-    second = await gateway.next_connection()
+    second = await fake_gateway.next_connection()
     assert second.serial == renewed.certificate.serial_number != first.serial
     assert running.agent.metrics.sample("planelink_agent_connects_total") == 2
 
 
 async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.refuse(403, "UnknownPlane", "plane agent-tests/edge is not registered")
+    fake_gateway.refuse(403, "UnknownPlane", "plane agent-tests/edge is not registered")
     with structlog.testing.capture_logs() as logs:
         running = await start_agent(
             kubeconfig=unused_kubeconfig,
@@ -43,7 +44,9 @@ async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
             backoff_cap=0.1,
             random=lambda: 0.5,
         )
-        await wait.until(lambda: len(_failures(logs)) >= 5)
+        await eventually(
+            lambda: len(_failures(logs)) >= 5, within=10, message="never: len(_failures(logs)) >= 5"
+        )
     failures = _failures(logs)
     for entry in failures:
         assert entry["log_level"] == "warning"
@@ -56,7 +59,7 @@ async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
     assert delays == [0.01, 0.02, 0.04, 0.05, 0.05]
     assert [entry["attempt"] for entry in failures[:5]] == [1, 2, 3, 4, 5]
     # One log line per failure: the gateway counted at least as many attempts.
-    assert gateway.rejections >= len(failures)
+    assert fake_gateway.rejections >= len(failures)
     metrics = running.agent.metrics
     assert metrics.sample(
         "planelink_agent_connect_failures_total", reason="rejected:UnknownPlane"
@@ -66,58 +69,72 @@ async def test_a_rejection_is_logged_with_its_reason_and_backed_off(
 
 
 async def test_dial_failures_start_over_once_a_tunnel_is_set_up(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.refuse(503, "Unavailable", "not ready")  # no Retry-After: the agent backs off
+    fake_gateway.refuse(503, "Unavailable", "not ready")  # no Retry-After: the agent backs off
     running = await start_agent(kubeconfig=unused_kubeconfig, backoff_reset_after=3600.0)
     agent = running.agent
-    await wait.until(lambda: agent.reconnect.dials.attempt >= 3)
-    gateway.accept()
-    connection = await gateway.next_connection()
-    await wait.within(agent.state.wait(up=True))
+    await eventually(
+        lambda: agent.reconnect.dials.attempt >= 3,
+        within=10,
+        message="never: agent.reconnect.dials.attempt >= 3",
+    )
+    fake_gateway.accept()
+    connection = await fake_gateway.next_connection()
+    await wait_for(agent.state.wait(up=True))
     connection.session.close("gateway restart")
-    await wait.within(agent.state.wait(up=False))
+    await wait_for(agent.state.wait(up=False))
     # The tunnel was set up: dial failures start afresh, though it did not stay up long...
-    await wait.until(lambda: agent.reconnect.tunnels.attempt == 1)
+    await eventually(
+        lambda: agent.reconnect.tunnels.attempt == 1,
+        within=10,
+        message="never: agent.reconnect.tunnels.attempt == 1",
+    )
     assert agent.reconnect.dials.attempt == 0
     # ...and a gateway that accepts and drops at once is backed off from, not hammered.
     for dropped in range(2, 5):
-        connection = await gateway.next_connection()
-        await wait.within(agent.state.wait(up=True))
+        connection = await fake_gateway.next_connection()
+        await wait_for(agent.state.wait(up=True))
         connection.session.close("accepted, then dropped")
-        await wait.until(lambda: agent.reconnect.tunnels.attempt == dropped)  # noqa: B023 - awaited here
+        await eventually(
+            lambda: agent.reconnect.tunnels.attempt == dropped,  # noqa: B023 - awaited here
+            within=10,
+            message=f"never: agent.reconnect.tunnels.attempt == {dropped}",
+        )
         assert agent.reconnect.dials.attempt == 0
 
 
 async def test_a_gateway_that_says_retry_after_is_dialed_again_after_that_delay(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.refuse(503, "Starting", "the gateway is starting", retry_after=1)
+    fake_gateway.refuse(503, "Starting", "the gateway is starting", retry_after=1)
     with structlog.testing.capture_logs() as logs:
         running = await start_agent(
             kubeconfig=unused_kubeconfig, backoff_base=0.02, backoff_cap=5.0, random=lambda: 0.5
         )
-        await wait.until(lambda: len(_failures(logs)) >= 2)
+        await eventually(
+            lambda: len(_failures(logs)) >= 2, within=10, message="never: len(_failures(logs)) >= 2"
+        )
     # Retry-After, plus the drawn half of its half again; no failure counted toward backoff.
     assert [entry["retry_in_seconds"] for entry in _failures(logs)[:2]] == [1.25, 1.25]
     assert running.agent.reconnect.dials.attempt == 0
-    gateway.accept()
-    await wait.within(running.agent.state.wait(up=True))
+    fake_gateway.accept()
+    await wait_for(running.agent.state.wait(up=True))
 
 
 async def test_a_silent_gateway_is_detected_by_heartbeat(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.silent = True  # says HELLO, then never answers: a half-open connection
+    fake_gateway.silent = True  # says HELLO, then never answers: a half-open connection
     interval, timeout = 0.1, 0.5  # not scaled: the session measures the silence it acts on
     with structlog.testing.capture_logs() as logs:
         running = await start_agent(
             kubeconfig=unused_kubeconfig, heartbeat_interval=interval, heartbeat_timeout=timeout
         )
         state = running.agent.state
-        await wait.within(state.wait(up=True))
+        await wait_for(state.wait(up=True))
         up_at = time.monotonic()
-        await wait.within(state.wait(up=False))
+        await wait_for(state.wait(up=False))
         down_after = time.monotonic() - up_at
     # The session measures silence from the last message it received (the HELLO, which came a
     # moment before the test saw the tunnel up) and checks it every interval: never before the
@@ -126,8 +143,8 @@ async def test_a_silent_gateway_is_detected_by_heartbeat(
         entry["silent_seconds"] for entry in logs if entry["event"] == "tunnel silent, closing"
     ]
     assert silences
-    assert all(timeout <= silent <= timeout + interval + wait.scaled(2.0) for silent in silences)
-    assert down_after <= timeout + interval + wait.scaled(2.0)
+    assert all(timeout <= silent <= timeout + interval + scaled(2.0) for silent in silences)
+    assert down_after <= timeout + interval + scaled(2.0)
     assert "no message from the peer" in state.reason
     lost = [entry for entry in logs if entry["event"] == "tunnel down"]
     assert lost
@@ -139,19 +156,23 @@ async def test_a_silent_gateway_is_detected_by_heartbeat(
         assert answer.status == 503
         assert "no message from the peer" in await answer.text()
     # The agent dials again, without waiting long for a close the dead peer never sends.
-    await wait.within(state.wait(up=True), seconds=5)
+    await wait_for(state.wait(up=True), seconds=5)
     metrics = running.agent.metrics
     assert metrics.sample("planelink_agent_connect_failures_total", reason="tunnel_lost") >= 1
 
 
 async def test_health_endpoints_follow_the_tunnel(
-    start_agent: StartAgent, gateway: TestGateway, unused_kubeconfig: Path, wait: Waits
+    start_agent: StartAgent, fake_gateway: TestGateway, unused_kubeconfig: Path
 ) -> None:
-    gateway.refuse(403, "CertificateNotTrusted", "not signed by the plane's CA")
+    fake_gateway.refuse(403, "CertificateNotTrusted", "not signed by the plane's CA")
     running = await start_agent(kubeconfig=unused_kubeconfig)
     base = running.health_url
     async with aiohttp.ClientSession() as client:
-        await wait.until(lambda: gateway.rejections >= 1)
+        await eventually(
+            lambda: fake_gateway.rejections >= 1,
+            within=10,
+            message="never: gateway.rejections >= 1",
+        )
         async with client.get(f"{base}/healthz") as answer:
             assert answer.status == 200
         async with client.get(f"{base}/readyz") as answer:
@@ -162,9 +183,9 @@ async def test_health_endpoints_follow_the_tunnel(
         async with client.get(f"{base}/metrics") as answer:
             assert "planelink_agent_tunnel_up 0.0" in await answer.text()
 
-        gateway.accept()
-        await gateway.next_connection()
-        await wait.within(running.agent.state.wait(up=True))
+        fake_gateway.accept()
+        await fake_gateway.next_connection()
+        await wait_for(running.agent.state.wait(up=True))
         async with client.get(f"{base}/readyz") as answer:
             assert answer.status == 200
         async with client.get(f"{base}/healthz") as answer:
@@ -180,59 +201,62 @@ async def test_health_endpoints_follow_the_tunnel(
 
 async def test_a_gateway_certificate_the_agent_does_not_trust_is_a_tls_failure(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
-    wait: Waits,
 ) -> None:
     stranger = certs.create_ca("a stranger")
     (agent_tls.directory / "ca.crt").write_bytes(stranger.certificate_pem())
     running = await start_agent(kubeconfig=unused_kubeconfig)
     metrics = running.agent.metrics
-    await wait.until(
-        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="tls") >= 2
+    await eventually(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="tls") >= 2,
+        within=10,
+        message="never: 2 connect failures for tls",
     )
     assert "the gateway's certificate is not trusted" in running.agent.state.reason
-    assert gateway.connections.empty()
+    assert fake_gateway.connections.empty()
 
 
 async def test_an_agent_certificate_the_gateway_does_not_trust_is_reported(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
-    wait: Waits,
 ) -> None:
     agent_tls.write(certs.issue_agent(certs.create_ca("a stranger"), plane="agent-tests/edge"))
     running = await start_agent(kubeconfig=unused_kubeconfig)
     metrics = running.agent.metrics
     # TLS 1.3: the gateway checks the certificate after the handshake and hangs up.
-    await wait.until(
-        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="closed") >= 2
+    await eventually(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="closed") >= 2,
+        within=10,
+        message="never: 2 connect failures for closed",
     )
     assert "does not accept the agent's client certificate" in running.agent.state.reason
-    assert gateway.connections.empty()
+    assert fake_gateway.connections.empty()
 
 
 async def test_unreadable_certificate_files_are_retried_until_they_appear(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     agent_tls: AgentTls,
     unused_kubeconfig: Path,
-    wait: Waits,
 ) -> None:
     key = agent_tls.directory / "tls.key"
     saved = key.read_bytes()
     key.unlink()  # the Secret is not mounted yet
     running = await start_agent(kubeconfig=unused_kubeconfig)
     metrics = running.agent.metrics
-    await wait.until(
-        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="credentials") >= 1
+    await eventually(
+        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="credentials") >= 1,
+        within=10,
+        message="never: 1 connect failures for credentials",
     )
     assert "cannot load the agent's TLS files" in running.agent.state.reason
     key.write_bytes(saved)
-    await gateway.next_connection()
-    await wait.within(running.agent.state.wait(up=True))
+    await fake_gateway.next_connection()
+    await wait_for(running.agent.state.wait(up=True))
 
 
 def _failures(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:

@@ -19,22 +19,23 @@ import http1
 from envtest import KubeAPIServer, free_port
 from kubeproxy import Upstream
 from protocol import ErrorCode, SendLimits, Settings
+from tests.kit.waits import eventually, wait_for
 from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway, Waits
+    from tests.agent.conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway
 
 PLANE = "agent-tests/edge"
 
 
 @pytest.fixture
 async def connected(
-    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, wait: Waits
+    start_agent: StartAgent, fake_gateway: TestGateway, plane_server: KubeAPIServer
 ) -> tuple[RunningAgent, GatewayConnection]:
     """An agent of the real API server (by kubeconfig), connected to the test gateway."""
     running = await start_agent(kubeconfig=plane_server.kubeconfig_path)
-    connection = await gateway.next_connection()
-    await wait.within(connection.session.wait_ready())
+    connection = await fake_gateway.next_connection()
+    await wait_for(connection.session.wait_ready())
     return running, connection
 
 
@@ -56,14 +57,14 @@ class Lines:
         return json.loads(line)
 
 
-def _configmap(namespace: str, name: str, **data: str) -> bytes:
-    metadata = {"name": name, "namespace": namespace}
+def _configmap(plane_namespace: str, name: str, **data: str) -> bytes:
+    metadata = {"name": name, "namespace": plane_namespace}
     manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
     return json.dumps(manifest).encode()
 
 
 async def test_get_namespaces_through_the_agent(
-    connected: tuple[RunningAgent, GatewayConnection], namespace: str
+    connected: tuple[RunningAgent, GatewayConnection], plane_namespace: str
 ) -> None:
     _, connection = connected
     reply = await connection.request(
@@ -72,7 +73,7 @@ async def test_get_namespaces_through_the_agent(
     assert reply.status == 200
     assert reply.header("content-type") == "application/json"
     names = {item["metadata"]["name"] for item in reply.json()["items"]}
-    assert {"default", "kube-system", namespace} <= names
+    assert {"default", "kube-system", plane_namespace} <= names
 
 
 async def test_hello_says_which_plane_and_versions(
@@ -90,11 +91,11 @@ async def test_hello_says_which_plane_and_versions(
 
 
 async def test_create_a_configmap_then_get_it(
-    connected: tuple[RunningAgent, GatewayConnection], namespace: str
+    connected: tuple[RunningAgent, GatewayConnection], plane_namespace: str
 ) -> None:
     _, connection = connected
-    collection = f"/api/v1/namespaces/{namespace}/configmaps"
-    body = _configmap(namespace, "with-length", colour="blue")
+    collection = f"/api/v1/namespaces/{plane_namespace}/configmaps"
+    body = _configmap(plane_namespace, "with-length", colour="blue")
     created = await connection.request(
         "POST",
         collection,
@@ -107,7 +108,7 @@ async def test_create_a_configmap_then_get_it(
         "POST",
         collection,
         headers=((b"Content-Type", b"application/json"),),
-        body=_configmap(namespace, "chunked", colour="green"),
+        body=_configmap(plane_namespace, "chunked", colour="green"),
     )
     assert chunked.status == 201, chunked.body
 
@@ -122,23 +123,24 @@ async def test_create_a_configmap_then_get_it(
 async def test_a_watch_delivers_events_while_it_is_open(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
-    namespace: str,
-    wait: Waits,
+    plane_namespace: str,
 ) -> None:
     _, connection = connected
-    collection = f"/api/v1/namespaces/{namespace}/configmaps"
+    collection = f"/api/v1/namespaces/{plane_namespace}/configmaps"
     watch = connection.open("GET", f"{collection}?watch=1")
-    assert (await wait.within(watch.response())).status == 200
+    assert (await wait_for(watch.response())).status == 200
     events = Lines(watch)
 
     # One object created through the tunnel itself, alongside the open watch...
-    created = await connection.request("POST", collection, body=_configmap(namespace, "first"))
+    created = await connection.request(
+        "POST", collection, body=_configmap(plane_namespace, "first")
+    )
     assert created.status == 201
-    event = await wait.within(events.next())
+    event = await wait_for(events.next())
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "first")
     # ...and one behind the agent's back, by kubectl.
-    await plane_server.akubectl("create", "configmap", "second", "-n", namespace)
-    event = await wait.within(events.next())
+    await plane_server.akubectl("create", "configmap", "second", "-n", plane_namespace)
+    event = await wait_for(events.next())
     assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "second")
     watch.reset(ErrorCode.CANCEL, "test done")
 
@@ -146,21 +148,20 @@ async def test_a_watch_delivers_events_while_it_is_open(
 async def test_a_large_list_streams_through_with_bounded_memory(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
-    namespace: str,
-    wait: Waits,
+    plane_namespace: str,
 ) -> None:
     running, connection = connected
-    await _create_many(plane_server, namespace, count=2000, size=3072, wait=wait)
+    await _create_many(plane_server, plane_namespace, count=2000, size=3072)
     agent = running.agent
     # What may be in flight for one stream: one piece in the proxy's hands, the protocol's
     # send queue for the stream, and the credit the gateway granted.
     bound = http1.READ_SIZE + SendLimits().max_stream_buffer + Settings().initial_stream_window
 
-    stream = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps")
-    assert (await wait.within(stream.response())).status == 200
+    stream = connection.open("GET", f"/api/v1/namespaces/{plane_namespace}/configmaps")
+    assert (await wait_for(stream.response())).status == 200
     received = bytearray()
     in_flight_peak = 0
-    while chunk := await wait.within(stream.read()):
+    while chunk := await wait_for(stream.read()):
         received += chunk
         taken = agent.metrics.sample("planelink_agent_bytes_total", direction="to_gateway")
         in_flight_peak = max(in_flight_peak, int(taken) - len(received))
@@ -178,41 +179,44 @@ async def test_a_large_list_streams_through_with_bounded_memory(
 async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
     connected: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
-    namespace: str,
-    wait: Waits,
+    plane_namespace: str,
 ) -> None:
     running, connection = connected
     agent = running.agent
-    await plane_server.akubectl("create", "configmap", "present", "-n", namespace)
-    watches_before = await _settled_watches(plane_server, wait)
+    await plane_server.akubectl("create", "configmap", "present", "-n", plane_namespace)
+    watches_before = await _settled_watches(plane_server)
     agent.pool.close()  # no idle connection: the watch gets a connection of its own
 
-    watch = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=true")
-    assert (await wait.within(watch.response())).status == 200
-    event = await wait.within(Lines(watch).next())
+    watch = connection.open("GET", f"/api/v1/namespaces/{plane_namespace}/configmaps?watch=true")
+    assert (await wait_for(watch.response())).status == 200
+    event = await wait_for(Lines(watch).next())
     assert event["object"]["metadata"]["name"] == "present"
     assert (agent.proxy.stats.active, agent.pool.active) == (1, 1)
     # (Awaited, not read once: the API server's own watches restart now and then.)
-    await _until_watches(plane_server, watches_before + 1, wait)
+    await _until_watches(plane_server, watches_before + 1)
 
     watch.reset(ErrorCode.CANCEL, "the caller went away")
-    await wait.within(agent.proxy.wait_idle())
+    await wait_for(agent.proxy.wait_idle())
     session = agent.session
     assert session is not None
-    await wait.until(lambda: session.running_handlers == 0 and session.open_streams == 0)
+    await eventually(
+        lambda: session.running_handlers == 0 and session.open_streams == 0,
+        within=10,
+        message="never: session.running_handlers == 0 and session.open_streams == 0",
+    )
     assert (agent.pool.active, agent.pool.idle) == (0, 0)  # aborted, not pooled
     # The API server saw its watch end too (its own gauge of long-running requests).
-    await _until_watches(plane_server, watches_before, wait)
+    await _until_watches(plane_server, watches_before)
     with pytest.raises(StreamResetError):
         await watch.read()
 
 
 async def test_an_unreachable_api_server_gives_a_502_status(
-    start_agent: StartAgent, gateway: TestGateway
+    start_agent: StartAgent, fake_gateway: TestGateway
 ) -> None:
     unreachable = Upstream(scheme="https", host="127.0.0.1", port=free_port(), token="t")
     running = await start_agent(upstream=unreachable)
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/api/v1/namespaces")
     assert reply.status == 502
     assert reply.header("content-type") == "application/json"
@@ -224,7 +228,7 @@ async def test_an_unreachable_api_server_gives_a_502_status(
 
 
 async def test_an_untrusted_api_server_certificate_gives_a_502(
-    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
 ) -> None:
     config = plane_server.kubeconfig()
     other_ca = certs.create_ca("not the API server's CA").certificate_pem()
@@ -234,14 +238,14 @@ async def test_an_untrusted_api_server_certificate_gives_a_502(
     path = tmp_path / "wrong-ca.kubeconfig"
     path.write_text(yaml.safe_dump(config))
     await start_agent(kubeconfig=path)
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/api")
     assert reply.status == 502
     assert "certificate not trusted" in reply.json()["message"]
 
 
 async def test_in_cluster_configuration_from_a_service_account_folder(
-    start_agent: StartAgent, gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, plane_server: KubeAPIServer, tmp_path: Path
 ) -> None:
     root = tmp_path / "serviceaccount"
     root.mkdir()
@@ -254,19 +258,19 @@ async def test_in_cluster_configuration_from_a_service_account_folder(
     }
     running = await start_agent(in_cluster_root=root, environ=environ)
     assert running.agent.upstream.url == f"https://127.0.0.1:{plane_server.port}"
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/api/v1/namespaces/default")
     assert reply.status == 200
     assert reply.json()["metadata"]["name"] == "default"
 
 
 async def test_an_upgrade_the_api_server_refuses_is_relayed_as_a_response(
-    connected: tuple[RunningAgent, GatewayConnection], namespace: str, wait: Waits
+    connected: tuple[RunningAgent, GatewayConnection], plane_namespace: str
 ) -> None:
     running, connection = connected
     stream = connection.open(
         "POST",
-        f"/api/v1/namespaces/{namespace}/pods/missing/exec?command=sh&stdout=true",
+        f"/api/v1/namespaces/{plane_namespace}/pods/missing/exec?command=sh&stdout=true",
         headers=(
             (b"Connection", b"Upgrade"),
             (b"Upgrade", b"SPDY/3.1"),
@@ -275,14 +279,14 @@ async def test_an_upgrade_the_api_server_refuses_is_relayed_as_a_response(
         end_stream=False,
         upgrade=True,
     )
-    response = await wait.within(stream.response())
+    response = await wait_for(stream.response())
     assert response.status == 404
     body = bytearray()
-    while chunk := await wait.within(stream.read()):
+    while chunk := await wait_for(stream.read()):
         body += chunk
     assert json.loads(body)["reason"] == "NotFound"
     stream.end()
-    await wait.within(running.agent.proxy.wait_idle())
+    await wait_for(running.agent.proxy.wait_idle())
     assert running.agent.pool.active == 0
 
 
@@ -290,25 +294,25 @@ async def test_an_upgrade_the_api_server_refuses_is_relayed_as_a_response(
 
 
 async def _create_many(
-    server: KubeAPIServer, namespace: str, *, count: int, size: int, wait: Waits
+    server: KubeAPIServer, plane_namespace: str, *, count: int, size: int
 ) -> None:
     """Create ConfigMaps directly on the API server (not through the agent), 32 at a time."""
     context = ssl.create_default_context(cafile=str(server.ca_file))
     headers = {"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"}
-    url = f"{server.url}/api/v1/namespaces/{namespace}/configmaps"
+    url = f"{server.url}/api/v1/namespaces/{plane_namespace}/configmaps"
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=context, limit=32), headers=headers
     ) as client:
 
         async def create(index: int) -> None:
-            body = _configmap(namespace, f"cm-{index:04d}", payload="x" * size)
+            body = _configmap(plane_namespace, f"cm-{index:04d}", payload="x" * size)
             async with client.post(url, data=body) as answer:
                 assert answer.status == 201, await answer.text()
 
-        await wait.within(asyncio.gather(*(create(i) for i in range(count))), 120)
+        await wait_for(asyncio.gather(*(create(i) for i in range(count))), 120)
 
 
-async def _settled_watches(server: KubeAPIServer, wait: Waits) -> int:
+async def _settled_watches(server: KubeAPIServer) -> int:
     """ConfigMap watches the API server is serving, once the count holds still: watches of
     earlier tests on this shared server may still be ending (nothing announces when)."""
 
@@ -321,10 +325,10 @@ async def _settled_watches(server: KubeAPIServer, wait: Waits) -> int:
                 return current
             previous = current
 
-    return await wait.within(settled(), 30)
+    return await wait_for(settled(), 30)
 
 
-async def _until_watches(server: KubeAPIServer, count: int, wait: Waits) -> None:
+async def _until_watches(server: KubeAPIServer, count: int) -> None:
     """Returns once the API server serves `count` ConfigMap watches."""
 
     last: int | None = None
@@ -338,7 +342,7 @@ async def _until_watches(server: KubeAPIServer, count: int, wait: Waits) -> None
             await asyncio.sleep(0.05)  # the API server's gauge announces nothing
 
     try:
-        await wait.within(reached())
+        await wait_for(reached())
     except TimeoutError:
         raise AssertionError(f"{count} ConfigMap watches expected, {last} seen last") from None
 

@@ -5,16 +5,15 @@ the proxy, so that every step is awaited, not timed."""
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
 from kubeproxy import LocalStream, LocalStreams, ProxiedStream
 from kubeproxy.local import Handler
 from protocol import ErrorCode, RequestReceived
+from tests.kit.waits import wait_for
 from tunnel import StreamResetError
 
-TIMEOUT = 10.0 * float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 PIECE = b"x" * 100
 
 
@@ -47,15 +46,15 @@ async def test_an_echo_moves_bytes_both_ways_and_ends() -> None:
     await stream.write(b"hello ")
     await stream.write(b"world")
     stream.end()
-    response = await asyncio.wait_for(stream.response(), TIMEOUT)
+    response = await wait_for(stream.response())
     assert (response.status, response.headers) == (200, ((b"X-Echo", b"1"),))
     body = b""
-    while piece := await asyncio.wait_for(stream.read(), TIMEOUT):
+    while piece := await wait_for(stream.read()):
         body += piece
     assert body == b"hello world"
     assert stream.done
     assert (seen[0].method, seen[0].path, seen[0].end_stream) == (b"POST", b"/echo", False)
-    await asyncio.wait_for(streams.wait_idle(), TIMEOUT)
+    await wait_for(streams.wait_idle())
     assert streams.bytes_moved == (11, 11)
 
 
@@ -74,10 +73,10 @@ async def test_a_writer_waits_while_the_budget_of_all_streams_is_unread() -> Non
 
     streams = streams_serving(flood, budget_bytes=2 * len(PIECE))
     stream = post(streams, end_stream=True)
-    await asyncio.wait_for(two_written.wait(), TIMEOUT)
+    await wait_for(two_written.wait())
     assert not three_written.is_set()
     assert await stream.read() == PIECE  # room for one more
-    await asyncio.wait_for(three_written.wait(), TIMEOUT)
+    await wait_for(three_written.wait())
     assert await stream.read() == PIECE
     assert await stream.read() == PIECE
     assert await stream.read() == b""
@@ -98,13 +97,13 @@ async def test_a_requester_reset_fails_and_cancels_the_handler() -> None:
 
     streams = streams_serving(stalls)
     stream = post(streams)
-    await asyncio.wait_for(started.wait(), TIMEOUT)
+    await wait_for(started.wait())
     stream.reset(ErrorCode.CANCEL, "the caller went away")
     assert stream.done
-    await asyncio.wait_for(cancelled.wait(), TIMEOUT)
+    await wait_for(cancelled.wait())
     with pytest.raises(StreamResetError):
         await stream.read()
-    await asyncio.wait_for(streams.wait_idle(), TIMEOUT)
+    await wait_for(streams.wait_idle())
 
 
 async def test_a_handler_that_fails_resets_the_stream() -> None:
@@ -113,7 +112,7 @@ async def test_a_handler_that_fails_resets_the_stream() -> None:
 
     stream = post(streams_serving(breaks), end_stream=True)
     with pytest.raises(StreamResetError) as reset:
-        await asyncio.wait_for(stream.response(), TIMEOUT)
+        await wait_for(stream.response())
     assert reset.value.code is ErrorCode.INTERNAL_ERROR
     assert reset.value.remote
 
@@ -128,7 +127,7 @@ async def test_past_the_stream_limit_and_after_close_new_streams_are_refused() -
         post(streams)
     assert refused.value.code is ErrorCode.REFUSED_STREAM
     handlers = streams.close("plane removed")
-    await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), TIMEOUT)
+    await wait_for(asyncio.gather(*handlers, return_exceptions=True))
     with pytest.raises(StreamResetError) as lost:
         await first.response()
     assert (lost.value.code, lost.value.message) == (ErrorCode.CONNECTION_LOST, "plane removed")

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubeproxy import ConnectionPool, load_kubeconfig
+from tests.kit.waits import eventually
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import UpstreamPeer, Waits
+    from tests.agent.conftest import UpstreamPeer
 
 IDLE_TIMEOUT = 2.0
 RETURNED_APART = 1.0
@@ -19,25 +20,37 @@ the second is returned."""
 
 
 async def test_idle_connections_expire_in_the_order_they_were_returned(
-    upstream_peer: UpstreamPeer, tmp_path: Path, wait: Waits
+    upstream_peer: UpstreamPeer, tmp_path: Path
 ) -> None:
     upstream = load_kubeconfig(upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
     pool = ConnectionPool(upstream, max_idle=4, idle_timeout=IDLE_TIMEOUT)
     try:
         first, second = await pool.acquire(), await pool.acquire()
-        await wait.until(lambda: upstream_peer.open_connections == 2)
+        await eventually(
+            lambda: upstream_peer.open_connections == 2,
+            within=10,
+            message="never: upstream_peer.open_connections == 2",
+        )
         pool.release(first, reusable=True)
         await asyncio.sleep(RETURNED_APART)  # the behaviour under test is a duration
         pool.release(second, reusable=True)
         assert pool.idle == 2
-        await wait.until(lambda: pool.idle < 2)
+        await eventually(lambda: pool.idle < 2, within=10, message="never: pool.idle < 2")
         # The first has gone; the second, returned later, is still there and still open.
         assert pool.idle == 1
         assert (first.closed, second.closed) == (True, False)
-        await wait.until(lambda: upstream_peer.open_connections == 1)
-        await wait.until(lambda: pool.idle == 0)
+        await eventually(
+            lambda: upstream_peer.open_connections == 1,
+            within=10,
+            message="never: upstream_peer.open_connections == 1",
+        )
+        await eventually(lambda: pool.idle == 0, within=10, message="never: pool.idle == 0")
         assert second.closed
-        await wait.until(lambda: upstream_peer.open_connections == 0)
+        await eventually(
+            lambda: upstream_peer.open_connections == 0,
+            within=10,
+            message="never: upstream_peer.open_connections == 0",
+        )
         # A connection taken back from the pool is no longer swept.
         third = await pool.acquire()
         pool.release(third, reusable=True)

@@ -21,10 +21,11 @@ import pytest
 from envtest import KubeAPIServer
 from planelink.agent_cli import add_agent_parser
 from protocol import ErrorCode
+from tests.kit.waits import eventually, scaled, wait_for
 from tunnel import StreamResetError, TunnelStream
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import AgentTls, GatewayConnection, TestGateway, Waits
+    from tests.agent.conftest import AgentTls, GatewayConnection, TestGateway
 
 PLANE = "agent-tests/edge"
 DRAIN_GRACE = 10.0
@@ -49,7 +50,7 @@ StartProcess = Callable[[float], Awaitable[AgentProcess]]
 
 @pytest.fixture
 async def start_agent_process(
-    gateway: TestGateway, agent_tls: AgentTls, plane_server: KubeAPIServer, tmp_path: Path
+    fake_gateway: TestGateway, agent_tls: AgentTls, plane_server: KubeAPIServer, tmp_path: Path
 ) -> AsyncIterator[StartProcess]:
     """`python -m planelink.agent_cli` dialing the test gateway, serving the real API server,
     with the given drain grace."""
@@ -63,7 +64,7 @@ async def start_agent_process(
                 "-m",
                 "planelink.agent_cli",
                 "--log-format=json",
-                f"--gateway-url={gateway.url}",
+                f"--gateway-url={fake_gateway.url}",
                 f"--plane={PLANE}",
                 f"--tls-dir={agent_tls.directory}",
                 f"--kubeconfig={plane_server.kubeconfig_path}",
@@ -84,21 +85,25 @@ async def start_agent_process(
             await handle.process.wait()
 
 
-async def _watch(connection: GatewayConnection, namespace: str, query: str = "") -> TunnelStream:
-    stream = connection.open("GET", f"/api/v1/namespaces/{namespace}/configmaps?watch=1{query}")
+async def _watch(
+    connection: GatewayConnection, plane_namespace: str, query: str = ""
+) -> TunnelStream:
+    stream = connection.open(
+        "GET", f"/api/v1/namespaces/{plane_namespace}/configmaps?watch=1{query}"
+    )
     assert (await stream.response()).status == 200
     return stream
 
 
-async def _read_to_end(stream: TunnelStream, wait: Waits) -> None:
-    while await wait.within(stream.read()):
+async def _read_to_end(stream: TunnelStream) -> None:
+    while await wait_for(stream.read()):
         pass
 
 
-async def _next_event(stream: TunnelStream, wait: Waits) -> dict[str, object]:
+async def _next_event(stream: TunnelStream) -> dict[str, object]:
     line = bytearray()
     while not line.endswith(b"\n"):
-        chunk = await wait.within(stream.read())
+        chunk = await wait_for(stream.read())
         assert chunk, "the watch ended"
         line += chunk
     event: dict[str, object] = json.loads(line)
@@ -107,35 +112,36 @@ async def _next_event(stream: TunnelStream, wait: Waits) -> dict[str, object]:
 
 async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
     start_agent_process: StartProcess,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     plane_server: KubeAPIServer,
-    namespace: str,
-    wait: Waits,
+    plane_namespace: str,
 ) -> None:
     grace = DRAIN_GRACE
     agent_process = await start_agent_process(grace)
-    connection = await gateway.next_connection(seconds=60)  # a cold interpreter starts slowly
-    watch = await _watch(connection, namespace)
+    connection = await fake_gateway.next_connection(seconds=60)  # a cold interpreter starts slowly
+    watch = await _watch(connection, plane_namespace)
 
     agent_process.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    await wait.until(lambda: connection.session.draining)  # the agent's GOAWAY arrived
+    await eventually(
+        lambda: connection.session.draining, within=10, message="never: connection.session.draining"
+    )  # the agent's GOAWAY arrived
     with pytest.raises(StreamResetError) as refused:
         connection.open("GET", "/api")
     assert refused.value.code is ErrorCode.REFUSED_STREAM
 
     # The watch in flight still delivers what happens during the drain.
-    await plane_server.akubectl("create", "configmap", "during-drain", "-n", namespace)
-    event = await _next_event(watch, wait)
+    await plane_server.akubectl("create", "configmap", "during-drain", "-n", plane_namespace)
+    event = await _next_event(watch)
     assert event["type"] == "ADDED"
 
     # A watch never ends by itself: at the end of the grace the agent closes and exits 0.
-    code = await wait.within(agent_process.process.wait(), grace + 10)
+    code = await wait_for(agent_process.process.wait(), grace + 10)
     elapsed = time.monotonic() - signalled
     assert code == 0
-    assert elapsed < grace + wait.scaled(5.0)
+    assert elapsed < grace + scaled(5.0)
     with pytest.raises(StreamResetError):
-        await _read_to_end(watch, wait)
+        await _read_to_end(watch)
     events = [line["event"] for line in agent_process.log_lines()]
     assert "signal received, stopping" in events
     assert "draining" in events
@@ -144,20 +150,20 @@ async def test_sigterm_refuses_new_streams_serves_in_flight_ones_and_exits_zero(
 
 
 async def test_sigterm_exits_as_soon_as_in_flight_requests_finish(
-    start_agent_process: StartProcess, gateway: TestGateway, namespace: str, wait: Waits
+    start_agent_process: StartProcess, fake_gateway: TestGateway, plane_namespace: str
 ) -> None:
     grace = 120.0
     agent_process = await start_agent_process(grace)
-    connection = await gateway.next_connection(seconds=60)
+    connection = await fake_gateway.next_connection(seconds=60)
     # A watch the API server ends after 2 s: the drain is over when it is.
-    watch = await _watch(connection, namespace, "&timeoutSeconds=2")
+    watch = await _watch(connection, plane_namespace, "&timeoutSeconds=2")
     agent_process.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    code = await wait.within(agent_process.process.wait(), 30)
+    code = await wait_for(agent_process.process.wait(), 30)
     assert code == 0
-    assert time.monotonic() - signalled < wait.scaled(15.0)  # far below the grace
-    assert await wait.within(watch.read()) == b""  # ended normally, not reset
-    await wait.within(connection.ended.wait())
+    assert time.monotonic() - signalled < scaled(15.0)  # far below the grace
+    assert await wait_for(watch.read()) == b""  # ended normally, not reset
+    await wait_for(connection.ended.wait())
     assert connection.close_reason == "drained"
     events = [line["event"] for line in agent_process.log_lines()]
     assert "drain grace over, closing" not in events
@@ -171,7 +177,7 @@ def _agent_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
         [sys.executable, "-m", "planelink.agent_cli", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=False,
         env={**os.environ, **(env or {})},
     )

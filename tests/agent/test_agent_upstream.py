@@ -19,21 +19,21 @@ import certs
 from agent import AgentMetrics
 from kubeproxy import ConnectionPool, Proxy, TLSSettings, Upstream, load_kubeconfig
 from protocol import Connection, ErrorCode, RequestReceived, Role
+from tests.kit.waits import eventually, wait_for
 from tunnel import StreamResetError, TunnelSession, TunnelStream, memory_channel_pair
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import StartAgent, TestGateway, UpstreamPeer, Waits
+    from tests.agent.conftest import StartAgent, TestGateway, UpstreamPeer
 
 
 async def test_an_upgrade_is_piped_both_ways(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
-    wait: Waits,
 ) -> None:
     running = await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     stream = connection.open(
         "POST",
         "/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true",
@@ -45,7 +45,7 @@ async def test_an_upgrade_is_piped_both_ways(
         end_stream=False,
         upgrade=True,
     )
-    response = await wait.within(stream.response())
+    response = await wait_for(stream.response())
     assert response.status == 101
     headers = {name.lower(): value for name, value in response.headers}
     assert headers[b"upgrade"] == b"SPDY/3.1"
@@ -56,14 +56,14 @@ async def test_an_upgrade_is_piped_both_ways(
     assert recorded.header("x-stream-protocol-version") == "v4.channel.k8s.io"
 
     # The peer's first bytes came in the same packet as its 101 head: none may be lost.
-    assert await _read_exactly(stream, 6, wait) == b"hello:"
+    assert await _read_exactly(stream, 6) == b"hello:"
     await stream.write(b"ping")
-    assert await _read_exactly(stream, 4, wait) == b"ping"
+    assert await _read_exactly(stream, 4) == b"ping"
     await stream.write(b"bye")
-    assert await _read_exactly(stream, 3, wait) == b"bye"
-    assert await wait.within(stream.read()) == b""  # the peer closed: the agent ended its side
+    assert await _read_exactly(stream, 3) == b"bye"
+    assert await wait_for(stream.read()) == b""  # the peer closed: the agent ended its side
     stream.end()
-    await wait.within(running.agent.proxy.wait_idle())
+    await wait_for(running.agent.proxy.wait_idle())
     agent = running.agent
     assert agent.metrics.sample("planelink_agent_streams_total", outcome="upgraded") == 1
     assert agent.metrics.sample("planelink_agent_bytes_total", direction="to_upstream") == 7
@@ -75,7 +75,7 @@ async def test_an_upgrade_is_piped_both_ways(
 
 async def test_the_service_account_token_is_reread_as_it_rotates(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
@@ -88,7 +88,7 @@ async def test_the_service_account_token_is_reread_as_it_rotates(
         "KUBERNETES_SERVICE_PORT": str(upstream_peer.port),
     }
     await start_agent(in_cluster_root=root, environ=environ)
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
 
     assert (await connection.request("GET", "/api/v1/pods")).status == 200
     assert upstream_peer.requests[-1].header("authorization") == "Bearer token-one"
@@ -103,12 +103,12 @@ async def test_the_service_account_token_is_reread_as_it_rotates(
 
 async def test_headers_host_and_credentials_are_the_agents_own(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig", token="mine"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request(
         "GET",
         "/api/v1/namespaces?limit=1",
@@ -145,35 +145,38 @@ async def test_headers_host_and_credentials_are_the_agents_own(
 
 async def test_keep_alive_connections_are_reused_and_expire(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
-    wait: Waits,
 ) -> None:
     running = await start_agent(
         # Long enough that /two finds /one's connection still idle, however slow the machine.
         kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"),
         pool_idle_timeout=2.0,
     )
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     first = (await connection.request("GET", "/one")).json()["connection"]
     second = (await connection.request("GET", "/two")).json()["connection"]
     assert first == second
     assert running.agent.pool.idle == 1
     # The idle connection expires, and the peer sees it closed.
-    await wait.until(lambda: running.agent.pool.idle == 0 and upstream_peer.open_connections == 0)
+    await eventually(
+        lambda: running.agent.pool.idle == 0 and upstream_peer.open_connections == 0,
+        within=10,
+        message="never: running.agent.pool.idle == 0 and upstream_peer.open_connections == 0",
+    )
     third = (await connection.request("GET", "/three")).json()["connection"]
     assert third != first
 
 
 async def test_a_connection_the_server_closed_is_not_used_again(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     for _ in range(5):
         # /close answers with keep-alive and then hangs up: the next request on that
         # connection would fail; the agent notices the close or retries on a new one.
@@ -183,12 +186,12 @@ async def test_a_connection_the_server_closed_is_not_used_again(
 
 async def test_a_bodiless_request_is_retried_once_when_a_kept_connection_drops_it(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     first = await connection.request("GET", "/drop-next")
     # The server takes the next request on that connection and hangs up without an answer,
     # as a server closing an idle connection at that very moment does.
@@ -200,29 +203,28 @@ async def test_a_bodiless_request_is_retried_once_when_a_kept_connection_drops_i
 
 async def test_pieces_are_passed_on_as_they_arrive(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
-    wait: Waits,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     stream = connection.open("GET", "/follow?follow=true")
-    response = await wait.within(stream.response())
+    response = await wait_for(stream.response())
     assert response.status == 200
     assert dict(response.headers).get(b"Transfer-Encoding") is None  # the gateway re-frames
     for line in (b"first line\n", b"second line\n", b"third line\n"):
         # The peer sends the next line only now: it can only arrive if the last one was
         # passed on at once, not held back for more.
         upstream_peer.follow.put_nowait(line)
-        assert await _read_exactly(stream, len(line), wait) == line
+        assert await _read_exactly(stream, len(line)) == line
     upstream_peer.follow.put_nowait(None)
-    assert await wait.within(stream.read()) == b""
+    assert await wait_for(stream.read()) == b""
 
 
 async def test_no_response_head_in_time_gives_a_504(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
@@ -230,7 +232,7 @@ async def test_no_response_head_in_time_gives_a_504(
         kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"),
         upstream_response_timeout=0.3,
     )
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/hang")
     assert reply.status == 504
     status = reply.json()
@@ -241,33 +243,32 @@ async def test_no_response_head_in_time_gives_a_504(
 
 async def test_an_upstream_failure_after_the_head_resets_the_stream(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
-    wait: Waits,
 ) -> None:
     running = await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     stream = connection.open("GET", "/break")
-    assert (await wait.within(stream.response())).status == 200
+    assert (await wait_for(stream.response())).status == 200
     received = bytearray()
     with pytest.raises(StreamResetError) as reset:
-        await _read_into(stream, received, wait)
+        await _read_into(stream, received)
     assert reset.value.code is ErrorCode.CONNECT_ERROR
     assert "closed in the middle of a message body" in reset.value.message
     # What was passed on before the failure may arrive or be dropped with the reset.
     assert b"0123456789".startswith(bytes(received))
-    await wait.within(running.agent.proxy.wait_idle())
+    await wait_for(running.agent.proxy.wait_idle())
     assert (running.agent.pool.active, running.agent.pool.idle) == (0, 0)
     metrics = running.agent.metrics
     assert metrics.sample("planelink_agent_streams_total", outcome="upstream_error") == 1
 
 
 async def test_a_response_head_too_large_for_the_tunnel_gives_a_502(
-    start_agent: StartAgent, gateway: TestGateway, upstream_peer: UpstreamPeer, tmp_path: Path
+    start_agent: StartAgent, fake_gateway: TestGateway, upstream_peer: UpstreamPeer, tmp_path: Path
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     reply = await connection.request("GET", "/huge-head")  # over the gateway's 64 KiB limit
     assert reply.status == 502
     # The agent's reader refuses a head over 64 KiB before the tunnel's own limit could.
@@ -277,12 +278,12 @@ async def test_a_response_head_too_large_for_the_tunnel_gives_a_502(
 
 async def test_a_body_longer_than_its_content_length_is_refused(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"))
-    connection = await gateway.next_connection()
+    connection = await fake_gateway.next_connection()
     before = len(upstream_peer.requests)
     reply = await connection.request(
         "POST", "/api/v1/things", headers=((b"Content-Length", b"4"),), body=b"smuggled-more"
@@ -311,12 +312,12 @@ async def proxy_with_rewrite(
         await proxy.handle(stream, rewrites.pop(0) if rewrites else request)
 
     gateway_end, agent_end = memory_channel_pair()
-    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
+    fake_gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY))
     agent = TunnelSession(agent_end, Connection(Role.AGENT), request_handler=handler)
-    tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(agent.run())]
-    await gateway.wait_ready()
-    yield gateway, rewrites
-    gateway.close("test over")
+    tasks = [asyncio.create_task(fake_gateway.run()), asyncio.create_task(agent.run())]
+    await fake_gateway.wait_ready()
+    yield fake_gateway, rewrites
+    fake_gateway.close("test over")
     await asyncio.gather(*tasks)
     pool.close()
 
@@ -335,15 +336,14 @@ async def test_requests_for_anywhere_else_are_refused(
     upstream_peer: UpstreamPeer,
     path: bytes,
     target: bytes,
-    wait: Waits,
 ) -> None:
-    gateway, rewrites = proxy_with_rewrite
-    stream = gateway.open_stream(method="GET", path="/placeholder", end_stream=True)
+    fake_gateway, rewrites = proxy_with_rewrite
+    stream = fake_gateway.open_stream(method="GET", path="/placeholder", end_stream=True)
     original = RequestReceived(1, b"GET", b"/placeholder", (), b"", upgrade=False)
     rewrites.append(dataclasses.replace(original, path=path, target=target))
-    response = await wait.within(stream.response())
+    response = await wait_for(stream.response())
     body = bytearray()
-    while chunk := await wait.within(stream.read()):
+    while chunk := await wait_for(stream.read()):
         body += chunk
     assert response.status == 400
     status = json.loads(body)
@@ -357,15 +357,15 @@ async def test_an_upstream_needs_no_more_than_its_own_address() -> None:
     assert upstream.authorization() is None
 
 
-async def _read_into(stream: TunnelStream, into: bytearray, wait: Waits) -> None:
-    while chunk := await wait.within(stream.read()):
+async def _read_into(stream: TunnelStream, into: bytearray) -> None:
+    while chunk := await wait_for(stream.read()):
         into += chunk
 
 
-async def _read_exactly(stream: TunnelStream, size: int, wait: Waits) -> bytes:
+async def _read_exactly(stream: TunnelStream, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
-        chunk = await wait.within(stream.read())
+        chunk = await wait_for(stream.read())
         assert chunk, f"the stream ended after {bytes(data)!r}"
         data += chunk
     return bytes(data)
@@ -373,14 +373,13 @@ async def _read_exactly(stream: TunnelStream, size: int, wait: Waits) -> bytes:
 
 async def test_the_agent_takes_at_most_max_streams_at_once(
     start_agent: StartAgent,
-    gateway: TestGateway,
+    fake_gateway: TestGateway,
     upstream_peer: UpstreamPeer,
     tmp_path: Path,
-    wait: Waits,
 ) -> None:
     await start_agent(kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"), max_streams=2)
-    connection = await gateway.next_connection()
-    await wait.within(connection.session.wait_ready())
+    connection = await fake_gateway.next_connection()
+    await wait_for(connection.session.wait_ready())
     hanging = [connection.open("GET", "/hang") for _ in range(2)]
     with pytest.raises(StreamResetError) as refused:
         connection.open("GET", "/one")
@@ -388,7 +387,11 @@ async def test_the_agent_takes_at_most_max_streams_at_once(
     for stream in hanging:
         stream.reset(ErrorCode.CANCEL, "done")
     # Once those are closed, a new stream is taken again.
-    await wait.until(lambda: connection.session.available_streams == 2)
+    await eventually(
+        lambda: connection.session.available_streams == 2,
+        within=10,
+        message="never: connection.session.available_streams == 2",
+    )
     reply = await connection.request("GET", "/one")
     assert reply.status == 200
 

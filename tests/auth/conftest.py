@@ -20,9 +20,10 @@ from envtest import Credentials, KubeAPIServer, build_kubeconfig, free_port, run
 from envtest.pytest_plugin import ServerFactory
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from planelink.local import LocalPlanelink
+from tests.kit.waits import scaled, wait_for, within
 
 PLANE_NAME = "plane-a"
-RBAC_LIMIT = 30.0  # for a new binding to apply: the informer needs far less, even on a slow box
+RBAC_LIMIT = 30.0  # for a new binding to apply (scaled): the informer needs far less
 RBAC_POLL = 0.1
 LONG_TTL = 600.0  # a review cached this long cannot expire during a test
 
@@ -102,7 +103,7 @@ class AuthLab:
             can_i += ["-n", namespace]
         answer = None
         try:
-            async with asyncio.timeout(limit):
+            async with within(limit):
                 while True:
                     answer = await server.akubectl(*can_i, check=False)
                     if answer.returncode == 0:
@@ -133,7 +134,7 @@ class AuthLab:
         self, kubeconfig: Path, *args: str, limit: float = 30
     ) -> subprocess.CompletedProcess[str]:
         """Real kubectl through the gateway (asynchronously: the gateway runs in this loop)."""
-        return await run_kubectl(kubeconfig, *args, timeout=limit)
+        return await run_kubectl(kubeconfig, *args, timeout=scaled(limit))
 
     def metric(self, name: str, **labels: str) -> float:
         assert self.local.gateway is not None
@@ -156,7 +157,7 @@ async def start_lab(
         control_plane=control_plane.kubeconfig_path,
     )
     await local.start()
-    await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+    await wait_for(local.wait_connected(plane), 30)
     return AuthLab(local, control_plane, data_plane, plane, directory), local
 
 
@@ -215,6 +216,6 @@ async def unreachable_lab(
         control_plane=dead,
     )
     await local.start()
-    await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+    await wait_for(local.wait_connected(plane), 30)
     yield AuthLab(local, control_plane, data_plane, plane, tmp_path)
     await local.stop()

@@ -17,6 +17,7 @@ import aiohttp
 from certs import PlaneRef
 from gateway.auth import CallerIdentity, Reviews
 from tests.auth.conftest import AuthLab
+from tests.kit.waits import scaled
 
 
 async def test_a_service_account_with_proxy_on_the_plane_uses_kubectl(lab: AuthLab) -> None:
@@ -119,7 +120,7 @@ async def test_certificate_callers_are_authorized_by_the_same_rule(lab: AuthLab)
     )
     # ...then the gateway's cached denial has to expire: it lives `negative_ttl` seconds at most
     # (the margin is for kubectl runs, a second or more each on a slow machine).
-    deadline = time.monotonic() + lab.local.caller_auth.negative_ttl + 15
+    deadline = time.monotonic() + lab.local.caller_auth.negative_ttl + scaled(15)
     while (allowed := await lab.kubectl(kubeconfig, "get", "namespaces", "-o", "name")).returncode:
         if time.monotonic() > deadline:
             break

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.agents import agent_planes, cpu_seconds, listen_overflows, raise_nofile
+from tests.kit.waits import bench_environment, scaled
 
 
 def test_helpers_read_proc() -> None:
@@ -21,7 +22,7 @@ def test_helpers_read_proc() -> None:
     assert [str(plane) for plane in planes] == ["agents/a00000", "agents/a00001", "agents/a00002"]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(scaled(90))
 def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     completed = subprocess.run(
@@ -30,9 +31,10 @@ def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> N
             *("--json", str(out)),
         ],
         cwd=Path(__file__).resolve().parents[2],
+        env=bench_environment(),
         capture_output=True,
         text=True,
-        timeout=85,
+        timeout=scaled(85),
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -45,9 +47,11 @@ def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> N
     assert rows["gateway RSS per idle agent"]["through"] >= 0
     assert rows["gateway RSS per idle agent"]["target"] is None
     assert rows["gateway CPU idle (heartbeat 2 s)"]["through"] >= 0
+    # The target is judged against the scaled budget: on a loaded machine (factor > 1) the new
+    # gateway alone may take longer to start; at factor 1 this is exactly the row's "ok".
     restart = rows["restart: all connected again"]
-    assert 0 < restart["through"] <= 30
-    assert restart["status"] == "ok"
+    assert restart["target"] == {"on": "through", "op": "<=", "value": 30.0}
+    assert 0 < restart["through"] <= scaled(restart["target"]["value"])
     swarm = workload["info"]["restart"]["swarm"]
     # Every agent connected twice (before and after the restart), each time with its own
     # certificate; the refusals while the gateway was down were retried with backoff.

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.waits import bench_environment, scaled
 
-@pytest.mark.timeout(60)
+
+@pytest.mark.timeout(scaled(60))
 def test_quick_latency_has_through_and_direct(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     # Its own process, as a user runs it; the harness kills its process groups on exit.
@@ -20,9 +22,10 @@ def test_quick_latency_has_through_and_direct(tmp_path: Path) -> None:
             *("--json", str(out)),
         ],
         cwd=Path(__file__).resolve().parents[2],
+        env=bench_environment(),
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=scaled(55),
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 import certs
 from planelink import certs_cli
+from tests.kit.waits import scaled
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -648,7 +649,7 @@ def test_help_via_python_m() -> None:
         capture_output=True,
         text=True,
         check=False,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert result.returncode == 0, result.stderr
     for command in [

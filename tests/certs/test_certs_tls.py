@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +17,9 @@ import pytest
 from cryptography import x509
 
 import certs
+from tests.kit.waits import scaled
 
-TIMEOUT = 10 * float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
+TIMEOUT = scaled(10)
 
 
 def server_context(

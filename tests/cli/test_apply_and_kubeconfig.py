@@ -14,6 +14,7 @@ import yaml
 
 from envtest import KubeAPIServer
 from planelink.cli import build_parser
+from tests.kit.waits import kubectl_timeout, scaled
 
 
 def _planelink(*argv: str) -> int:
@@ -24,11 +25,17 @@ def _planelink(*argv: str) -> int:
 
 def _kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), *args, "--request-timeout=20s"],
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(kubeconfig),
+            *args,
+            f"--request-timeout={kubectl_timeout(20)}",
+        ],
         capture_output=True,
         text=True,
         check=False,
-        timeout=60,
+        timeout=scaled(60),
     )
 
 

@@ -12,6 +12,7 @@ import yaml
 import certs
 import crd
 from envtest import KubeAPIServer
+from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ def _planelink(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "planelink", *args],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=scaled(timeout),
         check=False,
     )
 
@@ -104,7 +105,13 @@ def _check_dev(dev: subprocess.Popen[str], tmp_path: Path) -> None:
 
     def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["kubectl", "--kubeconfig", str(kubeconfig), *args, "--request-timeout=10s"],
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(kubeconfig),
+                *args,
+                f"--request-timeout={kubectl_timeout(10)}",
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -117,11 +124,17 @@ def _check_dev(dev: subprocess.Popen[str], tmp_path: Path) -> None:
     assert direct.returncode == 0, direct.stderr
     # The DataPlane in the control plane says so.
     ready = kubectl(
-        control, "wait", "dataplane/local", "-n", "dev", "--for=condition=Ready", "--timeout=30s"
+        control,
+        "wait",
+        "dataplane/local",
+        "-n",
+        "dev",
+        "--for=condition=Ready",
+        f"--timeout={kubectl_timeout(30)}",
     )
     assert ready.returncode == 0, ready.stderr
 
     dev.send_signal(signal.SIGINT)
-    assert dev.wait(timeout=60) == 0
+    assert dev.wait(timeout=scaled(60)) == 0
     assert kubectl(through, "get", "ns").returncode != 0  # all of it went away
     assert kubectl(control, "get", "ns").returncode != 0

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from planelink.cli import _command_in, build_parser
+from tests.kit.waits import scaled
 
 PROBE = """
 import sys
@@ -36,7 +37,7 @@ def test_a_command_imports_only_what_it_uses(argv: list[str], absent: list[str])
         capture_output=True,
         text=True,
         check=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     loaded = probe.stdout.strip().splitlines()[-1]
     for module in absent:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
+from tests.kit.waits import scaled, wait_for
 
 PLANE_A = plane_ref("org-a", "plane-a")
 PLANE_B = plane_ref("org-b", "plane-b")
@@ -31,7 +31,7 @@ class Lab:
     ) -> subprocess.CompletedProcess[str]:
         """Real kubectl, through the gateway, against `plane`."""
         return await run_kubectl(
-            self.local.caller_kubeconfig(plane), *args, input=stdin, timeout=limit
+            self.local.caller_kubeconfig(plane), *args, input=stdin, timeout=scaled(limit)
         )
 
     def raw_client(self) -> aiohttp.ClientSession:
@@ -64,6 +64,6 @@ async def lab(kube_servers: ServerFactory, tmp_path: Path) -> AsyncIterator[Lab]
     )
     await local.start()
     for plane in servers:
-        await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+        await wait_for(local.wait_connected(plane), 30)
     yield Lab(local, servers)
     await local.stop()

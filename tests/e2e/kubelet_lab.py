@@ -15,8 +15,9 @@ from certs import PlaneRef
 from envtest import run_kubectl
 from envtest.kubelet_peer import KubeletPeer
 from planelink.local import LocalPlanelink
+from tests.kit.waits import scaled, within
 
-LIMIT = 30  # seconds any one step may take
+LIMIT = scaled(30)  # seconds any one step may take
 
 
 @dataclass
@@ -34,7 +35,7 @@ class KubeletLab:
         """Every tunnel stream the commands held has been let go."""
         session = self.local.agent(self.plane).session
         assert session is not None
-        async with asyncio.timeout(10):
+        async with within(10):
             await session.wait_idle()
 
 

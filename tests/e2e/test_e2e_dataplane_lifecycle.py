@@ -15,6 +15,7 @@ from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
+from tests.kit.waits import kubectl_timeout, scaled, wait_for, within
 
 
 async def _wait_condition(control: KubeAPIServer, plane: PlaneRef, condition: str) -> None:
@@ -25,9 +26,9 @@ async def _wait_condition(control: KubeAPIServer, plane: PlaneRef, condition: st
         "-n",
         plane.namespace,
         f"--for=condition={condition}",
-        "--timeout=30s",
+        f"--timeout={kubectl_timeout(30)}",
         check=False,
-        timeout=40,
+        timeout=scaled(40),
     )
     assert waited.returncode == 0, waited.stderr
 
@@ -104,12 +105,12 @@ async def test_dataplane_life_cycle(
         await control_plane.akubectl("apply", "-f", "-", input=_ca_secret(plane, new_ca))
         # (Awaited directly, not through wait_for: the change may come before a wrapping task's
         # first step, and it would then wait for the next change, which never comes.)
-        async with asyncio.timeout(30):
+        async with within(30):
             while gateway.agents.agents(plane):
                 await gateway.agents.wait_for_change()
         await _wait_condition(control_plane, plane, "Connected=False")
         local.renew_agent_certificate(plane, new_ca)
-        await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+        await wait_for(local.wait_connected(plane), 30)
         await _wait_condition(control_plane, plane, "Ready")
         through = await run_kubectl(
             local.caller_kubeconfig(plane), "get", "namespace", "kube-system", "-o", "name"
@@ -138,7 +139,7 @@ async def test_dataplane_life_cycle(
             lambda changed, trust: forgotten.set() if changed == plane and trust is None else None
         )
         await control_plane.akubectl("delete", "dataplane", plane.name, "-n", plane.namespace)
-        await asyncio.wait_for(forgotten.wait(), timeout=30)
+        await wait_for(forgotten.wait(), 30)
         assert gateway.agents.agents(plane) == []
         gone = await run_kubectl(local.caller_kubeconfig(plane), "get", "--raw", "/version")
         assert gone.returncode != 0

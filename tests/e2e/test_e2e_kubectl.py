@@ -12,8 +12,9 @@ import yaml
 
 from certs import PlaneRef
 from tests.e2e.conftest import Lab
+from tests.kit.waits import scaled, wait_for
 
-CUT_MARGIN = 10.0
+CUT_MARGIN = scaled(10.0)
 """After the drain grace: the agent closes, the gateway sees it and resets the caller's stream."""
 
 
@@ -84,7 +85,7 @@ async def test_watch_sees_events_while_open(lab: Lab, planes: tuple[PlaneRef, Pl
         assert watch.stdout is not None
         for index in range(3):
             await lab.direct(plane, "create", "configmap", f"event-{index}", "-n", namespace)
-            line = await asyncio.wait_for(watch.stdout.readline(), timeout=15)
+            line = await wait_for(watch.stdout.readline(), 15)
             assert line.decode().strip() == f"configmap/event-{index}"
         # Other requests flow while the watch holds its stream open.
         other = await lab.kubectl(plane, "get", "namespace", namespace, "-o", "name")
@@ -95,7 +96,7 @@ async def test_watch_sees_events_while_open(lab: Lab, planes: tuple[PlaneRef, Pl
     # The caller left: its stream is gone at the gateway and the agent.
     agent_session = lab.local.agent(plane).session
     assert agent_session is not None
-    await asyncio.wait_for(agent_session.wait_idle(), timeout=10)
+    await wait_for(agent_session.wait_idle(), 10)
 
 
 async def test_a_large_list_streams_through(lab: Lab, planes: tuple[PlaneRef, PlaneRef]) -> None:
@@ -118,7 +119,7 @@ async def test_a_large_list_streams_through(lab: Lab, planes: tuple[PlaneRef, Pl
         "-f",
         "-",
         input=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}),
-        timeout=300,
+        timeout=scaled(300),
     )
     assert created.returncode == 0
     listed = await lab.kubectl(plane, "get", "configmaps", "-n", namespace, "-o", "json", limit=120)
@@ -153,8 +154,8 @@ async def test_agent_loss_gives_503_and_kubectl_recovers_by_itself(
     # agent is back, without anyone touching the gateway.
     waiting = asyncio.create_task(lab.kubectl(plane, "get", "namespace", "default", "-o", "name"))
     await lab.local.start_agent(plane)
-    await asyncio.wait_for(lab.local.wait_connected(plane), timeout=30)
-    back = await asyncio.wait_for(waiting, timeout=30)
+    await wait_for(lab.local.wait_connected(plane), 30)
+    back = await wait_for(waiting, 30)
     assert back.stdout.strip() == "namespace/default", back.stderr
 
 
@@ -167,7 +168,7 @@ async def test_agent_killed_mid_watch_fails_the_caller_promptly(
         http.get(lab.plane_url(plane, "/api/v1/namespaces?watch=1")) as watch,
     ):
         assert watch.status == 200
-        assert b'"type":"ADDED"' in await asyncio.wait_for(watch.content.readline(), timeout=15)
+        assert b'"type":"ADDED"' in await wait_for(watch.content.readline(), 15)
         grace = lab.local.agent(plane).settings.drain_grace  # a watch never ends by itself
         started = asyncio.get_running_loop().time()
         await lab.local.stop_agent(plane)
@@ -183,6 +184,6 @@ async def test_gateway_restart_agents_come_back_by_themselves(
     await lab.local.stop_gateway()
     await lab.local.start_gateway()
     for plane in planes:
-        await asyncio.wait_for(lab.local.wait_connected(plane), timeout=30)
+        await wait_for(lab.local.wait_connected(plane), 30)
         answer = await lab.kubectl(plane, "get", "namespace", "kube-system", "-o", "name")
         assert answer.stdout.strip() == "namespace/kube-system", answer.stderr

@@ -16,6 +16,7 @@ from kubernetes_asyncio.client import CoreV1Api
 import envtest
 from envtest import KubeAPIServer, KubeBinaries, ServerOptions, StaticUser
 from envtest.pytest_plugin import ServerFactory
+from tests.kit.waits import scaled
 
 PINNED_VERSION = "v1.32.4"
 
@@ -25,7 +26,9 @@ def _get(server: KubeAPIServer, path: str, token: str) -> tuple[int, dict[str, o
         server.url + path, headers={"Authorization": f"Bearer {token}"}
     )
     try:
-        with urllib.request.urlopen(request, context=server.ssl_context(), timeout=10) as answer:
+        with urllib.request.urlopen(
+            request, context=server.ssl_context(), timeout=scaled(10)
+        ) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -89,7 +92,7 @@ def test_client_certificate_users_meet_rbac(
         )
         return got.returncode == 0 and "No resources found" in got.stderr
 
-    assert envtest.wait_until(allowed, timeout=10)
+    assert envtest.wait_until(allowed, timeout=scaled(10))
 
 
 async def test_async_client(control_plane: KubeAPIServer, namespace: str) -> None:

@@ -20,12 +20,13 @@ import pytest
 from certs import plane_ref
 from envtest.pytest_plugin import ServerFactory
 from gateway.app import Gateway, GatewaySettings
+from tests.kit.waits import eventually, scaled, wait_for, within
 from tunnel import Heartbeat
 
 HEARTBEAT = Heartbeat(interval=10, timeout=60)
 """Both sides' heartbeat: far longer than what the test allows the gateway to notice the loss,
 so only the closed connection can have told it."""
-PROMPTLY = 5.0
+PROMPTLY = scaled(5.0)
 BASE = "/planes/ns-a/plane-a/k8s/api/v1/namespaces/default/configmaps"
 PLANE = plane_ref("ns-a", "plane-a")
 
@@ -71,7 +72,7 @@ async def agent_process(
         stderr=subprocess.DEVNULL,
     )
     try:
-        async with asyncio.timeout(30):
+        async with within(30):
             while not gateway.agents.agents(PLANE):
                 await gateway.agents.wait_for_change()
         yield process
@@ -107,12 +108,14 @@ async def test_a_killed_agent_fails_its_callers_at_once(
             headers={"content-type": "application/json"},
         )
     )
-    await asyncio.wait_for(uploading.wait(), timeout=10)
+    await wait_for(uploading.wait(), 10)
     # Both exchanges are on the agent's tunnel before it dies (nothing announces a stream
     # opening: bounded polling).
-    async with asyncio.timeout(10):
-        while agent.session.open_streams < 2:  # noqa: ASYNC110 - no event to await
-            await asyncio.sleep(0.01)
+    await eventually(
+        lambda: agent.session.open_streams >= 2,
+        within=10,
+        message="the upload and the watch never both reached the agent's tunnel",
+    )
 
     agent_process.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()

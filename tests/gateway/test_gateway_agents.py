@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,8 @@ from websockets.typing import Subprotocol
 import certs
 from gateway.app import Gateway
 from gateway.interfaces import PlaneTrust
-from tests.gateway.conftest import AgentFactory, Pki, PlanePair
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
+from tests.kit.waits import wait_for
 from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER, SUBPROTOCOL
 
 
@@ -132,7 +132,7 @@ async def test_refused_in_the_tls_handshake(
             # to its upgrade request, which `connect` does.
             await _dial(gateway, pki, bundle, str(plane))
         while _rejections(gateway, reason) == 0:
-            await asyncio.wait_for(gateway.agent_listener.wait_for_rejection(), timeout=5)
+            await wait_for(gateway.agent_listener.wait_for_rejection(), 5)
     assert _rejections(gateway, reason) == 1
     entry = next(e for e in logs if e["event"] == "agent refused in the TLS handshake")
     assert entry["reason"] == reason
@@ -157,7 +157,7 @@ async def test_removing_a_plane_disconnects_its_agents(
     plane_a = planes[0]
     async with connect_agent(plane_a) as agent:
         gateway.trust.remove_plane(plane_a)
-        reason = await asyncio.wait_for(agent.task, timeout=5)
+        reason = await wait_for(agent.task, 5)
         assert "deleted" in reason or "going away" in reason or reason
         while gateway.agents.agents(plane_a):
             await gateway.agents.wait_for_change()
@@ -170,7 +170,7 @@ async def test_rotating_the_ca_swaps_the_agents(
     async with connect_agent(plane_a) as old:
         new_ca = certs.create_ca("rotated")
         gateway.trust.set_plane(PlaneTrust(plane=plane_a, client_cas=(new_ca.certificate,)))
-        await asyncio.wait_for(old.task, timeout=5)
+        await wait_for(old.task, 5)
         while gateway.agents.agents(plane_a):
             await gateway.agents.wait_for_change()
     assert _rejections(gateway, "TrustRevoked") == 1
@@ -191,7 +191,7 @@ async def test_hello_must_name_the_plane_of_the_url(
         WebSocketChannel(websocket),
         Connection(Role.AGENT, identity={IDENTITY_PLANE: str(plane_b)}),
     )
-    reason = await asyncio.wait_for(session.run(), timeout=5)
+    reason = await wait_for(session.run(), 5)
     assert "HELLO names plane ns-b/plane-b" in reason
     assert _rejections(gateway, "PlaneMismatch") == 1
     assert gateway.agents.agents(plane_a) == []

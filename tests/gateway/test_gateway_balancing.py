@@ -9,7 +9,8 @@ import aiohttp
 
 from gateway.app import Gateway
 from protocol import RequestReceived
-from tests.gateway.conftest import AgentFactory, Pki, PlanePair
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
+from tests.kit.waits import wait_for, within
 from tunnel import TunnelStream
 
 A = "/planes/ns-a/plane-a/k8s"
@@ -35,7 +36,7 @@ async def test_streams_are_balanced_and_a_lost_replica_fails_only_its_own(
         await first.stop()
         # The gateway lets go of the stopped agent. (Awaited directly, not through wait_for or
         # a task: the change may come before a task's first step, and it would wait for the next.)
-        async with asyncio.timeout(10):
+        async with within(10):
             while len(gateway.agents.agents(plane)) > 1:
                 await gateway.agents.wait_for_change()
         # Its three streams are cut: those reads fail. The other three stay open, waiting for
@@ -43,7 +44,7 @@ async def test_streams_are_balanced_and_a_lost_replica_fails_only_its_own(
         pending = {asyncio.ensure_future(watch.content.read(1)) for watch in watches}
         cut: set[asyncio.Future[bytes]] = set()
         try:
-            async with asyncio.timeout(10):
+            async with within(10):
                 while len(cut) < 3:
                     done, pending = await asyncio.wait(pending, return_when=FIRST_COMPLETED)
                     cut |= done
@@ -83,4 +84,4 @@ async def test_a_request_past_its_deadline_is_504(
         assert status["reason"] == "Timeout"
         assert stalled.is_set()
         # The agent was told: its handler is cancelled, its stream gone.
-        await asyncio.wait_for(agent.session.wait_idle(), timeout=5)
+        await wait_for(agent.session.wait_idle(), 5)

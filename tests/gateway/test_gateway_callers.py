@@ -11,7 +11,8 @@ from certs import plane_ref
 from gateway.app import Gateway
 from gateway.callers import CallerRefused, route
 from protocol import RequestReceived
-from tests.gateway.conftest import AgentFactory, Pki, PlanePair
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
+from tests.kit.waits import wait_for
 from tunnel import TunnelStream
 
 A = "/planes/ns-a/plane-a/k8s"
@@ -99,7 +100,7 @@ async def test_agent_death_fails_inflight_requests_at_once(
         await agent.stop()
         # The response had started: the connection is cut, not left hanging.
         with pytest.raises(aiohttp.ClientPayloadError):
-            await asyncio.wait_for(response.content.read(), timeout=5)
+            await wait_for(response.content.read(), 5)
 
 
 async def test_agent_gone_before_head_is_503(
@@ -115,7 +116,7 @@ async def test_agent_gone_before_head_is_503(
         request = asyncio.create_task(caller.get(f"{A}/api/v1/pods"))
         await started.wait()
         await agent.stop()
-        response = await asyncio.wait_for(request, timeout=5)
+        response = await wait_for(request, 5)
         assert response.status == 503
         assert "disconnected" in (await response.json())["message"]
         response.release()
@@ -129,9 +130,9 @@ async def test_caller_leaving_a_watch_cancels_the_agent_side(
         assert await response.content.readline() == b'{"type":"ADDED"}\n'
         assert agent.session.running_handlers == 1
         response.close()  # the caller hangs up mid-watch
-        await asyncio.wait_for(agent.session.wait_idle(), timeout=5)
+        await wait_for(agent.session.wait_idle(), 5)
         assert agent.session.running_handlers == 0
-        await asyncio.wait_for(gateway.agents.agents(planes[0])[0].session.wait_idle(), timeout=5)
+        await wait_for(gateway.agents.agents(planes[0])[0].session.wait_idle(), 5)
 
 
 async def test_upgrade_becomes_a_byte_pipe(
@@ -155,7 +156,7 @@ async def test_upgrade_becomes_a_byte_pipe(
             received += await reader.read(100)
         assert received == expected
         writer.close()  # the caller hangs up: the agent's side of the pipe ends too
-        await asyncio.wait_for(agent.session.wait_idle(), timeout=5)
+        await wait_for(agent.session.wait_idle(), 5)
 
 
 async def test_operator_endpoints(

@@ -4,7 +4,6 @@ the probe and callers share the pool, changed credentials drain, a removed plane
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -17,10 +16,10 @@ from gateway.interfaces import DirectCredentials, PlaneUnreachable
 from gateway.metrics import GatewayMetrics
 from kubeproxy import LocalStream
 from protocol import ErrorCode
+from tests.kit.waits import scaled, wait_for
 from tunnel import StreamResetError
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-TIMEOUT = 10.0 * FACTOR
+TIMEOUT = scaled(10.0)
 PLANE = plane_ref("org", "prod")
 CA_PEM = certs.create_ca("direct-plane-ca").certificate_pem()
 
@@ -96,7 +95,7 @@ async def open_watch(
     """A watch open through `planes`, served with `bearer` (the plane is set to it)."""
     planes.set(PLANE, credentials(api_server, bearer))
     watch = get(planes, "/watch")
-    response = await asyncio.wait_for(watch.response(), TIMEOUT)
+    response = await wait_for(watch.response())
     assert response.status == 200
     return watch
 
@@ -104,8 +103,8 @@ async def open_watch(
 async def cut(watch: LocalStream, api_server: FakeApiServer) -> StreamResetError:
     """How `watch` was reset, once its caller and the API server both saw it end."""
     with pytest.raises(StreamResetError) as reset:
-        await asyncio.wait_for(body_of(watch), TIMEOUT)
-    await asyncio.wait_for(api_server.watch_ended.wait(), TIMEOUT)
+        await wait_for(body_of(watch))
+    await wait_for(api_server.watch_ended.wait())
     return reset.value
 
 
@@ -126,7 +125,7 @@ async def test_the_probe_and_callers_share_one_pool(
     assert answer.url == f"http://127.0.0.1:{api_server.port}/readyz"
 
     stream = get(planes, "/api/v1/namespaces")
-    response = await asyncio.wait_for(stream.response(), TIMEOUT)
+    response = await wait_for(stream.response())
     assert response.status == 200
     assert await body_of(stream) == b"answer to /api/v1/namespaces"
     assert stream.done
@@ -147,7 +146,7 @@ async def test_a_server_url_with_a_path_prefixes_every_request(
     assert answer.body == "answer to /k8s/clusters/c-1/readyz"
 
     stream = get(planes, "/api/v1/namespaces?limit=1")
-    assert (await asyncio.wait_for(stream.response(), TIMEOUT)).status == 200
+    assert (await wait_for(stream.response())).status == 200
     assert await body_of(stream) == b"answer to /k8s/clusters/c-1/api/v1/namespaces?limit=1"
 
 
@@ -161,7 +160,7 @@ async def test_changed_credentials_serve_new_requests_and_drain_open_ones(
     assert planes.set(PLANE, credentials(api_server, "new"))
     assert planes.backend(PLANE) is not old
     fresh = get(planes, "/version")
-    await asyncio.wait_for(fresh.response(), TIMEOUT)
+    await wait_for(fresh.response())
     assert await body_of(fresh) == b"answer to /version"
     assert api_server.authorizations == ["Bearer old", "Bearer new"]
     assert not api_server.watch_ended.is_set()  # the open watch goes on meanwhile
@@ -187,7 +186,7 @@ async def test_a_caller_reset_ends_the_upstream_request(
     watch = await open_watch(planes, api_server)
     watch.reset(ErrorCode.CANCEL, "the caller went away")
     assert watch.done
-    await asyncio.wait_for(api_server.watch_ended.wait(), TIMEOUT)
+    await wait_for(api_server.watch_ended.wait())
 
 
 async def test_past_its_stream_limit_a_plane_refuses_new_streams(

@@ -12,7 +12,7 @@ import json
 
 from gateway.app import Gateway
 from protocol import Settings
-from tests.gateway.conftest import PLANE_A, AgentFactory, Pki
+from tests.kit.gateway_lab import PLANE_A, AgentFactory, Pki
 
 PATH = "/api/v1/namespaces"
 URL = f"/planes/{PLANE_A.namespace}/{PLANE_A.name}/k8s{PATH}"

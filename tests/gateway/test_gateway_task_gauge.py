@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 
 from gateway.app import Gateway
-from tests.gateway.conftest import AgentFactory, Pki, PlanePair
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
+from tests.kit.waits import eventually
 
 A = "/planes/ns-a/plane-a/k8s"
 GAUGE = "planelink_gateway_asyncio_tasks"
@@ -38,7 +37,8 @@ async def test_the_task_gauge_follows_streams_and_returns_to_its_level(
             watch.close()
         await caller.close()
         # Tasks end as the gateway notices the closed connections: no event says when.
-        deadline = asyncio.get_running_loop().time() + 10
-        while _tasks(gateway) > before:
-            assert asyncio.get_running_loop().time() < deadline, f"{_tasks(gateway)} > {before}"
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: _tasks(gateway) <= before,
+            within=10,
+            message=f"the gateway's tasks never fell back to {before}",
+        )

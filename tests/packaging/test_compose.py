@@ -32,6 +32,7 @@ import yaml
 
 from envtest import KubeBinaries, die_with_parent, free_port
 from planelink.cli import build_parser
+from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -522,7 +523,7 @@ class _LocalCompose:
         if test[1] == "etcdctl":  # not built here; `endpoint health` reads etcd's /health
             url = f"http://127.0.0.1:{self.ports[(name, 2379)]}/health"
             try:
-                with urllib.request.urlopen(url, timeout=2) as answer:
+                with urllib.request.urlopen(url, timeout=scaled(2)) as answer:
                     return bool(json.load(answer)["health"] == "true")
             except (OSError, ValueError):
                 return False
@@ -531,7 +532,7 @@ class _LocalCompose:
             capture_output=True,
             env=self.environment(),
             check=False,
-            timeout=30,
+            timeout=scaled(30),
         )
         return check.returncode == 0
 
@@ -552,7 +553,7 @@ class _LocalCompose:
                     os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes.values():
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=scaled(20))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
@@ -572,22 +573,29 @@ def local_compose(kube_binaries: KubeBinaries, tmp_path: Path) -> Iterator[_Loca
 def test_the_topology_runs_and_kubectl_reaches_the_data_plane_through_the_gateway(
     local_compose: _LocalCompose,
 ) -> None:
-    local_compose.up(timeout=240)
+    local_compose.up(timeout=scaled(240))
     state = local_compose.root / "volumes" / "state"
 
     def kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["kubectl", "--kubeconfig", str(state / kubeconfig), *args, "--request-timeout=20s"],
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(state / kubeconfig),
+                *args,
+                f"--request-timeout={kubectl_timeout(20)}",
+            ],
             capture_output=True,
             text=True,
             check=False,
-            timeout=120,
+            timeout=scaled(120),
         )
 
     # What the header of docker-compose.yml tells the reader to do, with the copied files.
     ready = kubectl(
         "host/control-plane.kubeconfig",
-        "wait", "dataplane/local", "-n", "dev", "--for=condition=Ready", "--timeout=60s",
+        "wait", "dataplane/local", "-n", "dev",
+        "--for=condition=Ready", f"--timeout={kubectl_timeout(60)}",
     )  # fmt: skip
     assert ready.returncode == 0, ready.stderr + local_compose.log("gateway")
     listed = kubectl("host/dev.local.kubeconfig", "get", "ns", "-o", "name")

@@ -37,6 +37,7 @@ import certs
 from crd import dataplane_manifest
 from envtest import KubeAPIServer, build_kubeconfig, die_with_parent, free_port, wait_until
 from planelink.cli import build_parser
+from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "install.md"
@@ -306,7 +307,7 @@ class _Follower:
             capture_output=True,
             text=True,
             check=False,
-            timeout=180,
+            timeout=scaled(180),
         )
         assert done.returncode == 0, f"{shlex.join(words)}:\n{done.stderr}\n{self.log_tails()}"
         return done.stdout
@@ -465,12 +466,12 @@ class _Follower:
         def ready() -> bool:
             assert self.processes[-1].poll() is None, self.log_tails()
             try:
-                with urllib.request.urlopen(readyz, timeout=2) as answer:
+                with urllib.request.urlopen(readyz, timeout=scaled(2)) as answer:
                     return bool(answer.status == 200)
             except (urllib.error.URLError, OSError):
                 return False
 
-        assert wait_until(ready, timeout=60, interval=0.2), self.log_tails()
+        assert wait_until(ready, timeout=scaled(60), interval=0.2), self.log_tails()
 
     def start_agent(self, deployment: dict[str, Any], helm: _Helm) -> None:
         argv, env = self._container(deployment, helm)
@@ -531,7 +532,7 @@ class _Follower:
                 os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=scaled(30))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
@@ -632,6 +633,10 @@ def test_following_the_guide_gives_a_ready_dataplane(follower: _Follower) -> Non
     generation = plane_now["metadata"]["generation"]
     wait = ["kubectl", "--context", "control-plane", "-n", "my-org", "wait", "dataplane/prod"]
     follower.run(
-        [*wait, f"--for=jsonpath={{.status.observedGeneration}}={generation}", "--timeout=60s"]
+        [
+            *wait,
+            f"--for=jsonpath={{.status.observedGeneration}}={generation}",
+            f"--timeout={kubectl_timeout(60)}",
+        ]
     )
-    follower.run([*wait, "--for=condition=Ready", "--timeout=60s"])
+    follower.run([*wait, "--for=condition=Ready", f"--timeout={kubectl_timeout(60)}"])

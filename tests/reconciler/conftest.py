@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,9 +26,9 @@ from gateway.trust import TrustRegistry
 from kubeobject import KubeObject
 from protocol import ErrorCode
 from protocol.backoff import BackoffPolicy
+from tests.kit.waits import scaled
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-TIMEOUT = 20.0 * FACTOR
+TIMEOUT = scaled(20.0)
 
 
 def fast_settings(namespace: str, **overrides: Any) -> ReconcilerSettings:

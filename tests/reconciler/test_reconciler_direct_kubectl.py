@@ -4,7 +4,6 @@ to a second real API server, with a bearer token, with mTLS, and with a wrong to
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,12 +20,12 @@ from gateway.callers import CallerSettings
 from gateway.operator import plane_report
 from gateway.reconciler import ReconcilerSettings
 from kubeobject import KubeObject
+from tests.kit.waits import scaled
 from tunnel import Heartbeat
 
 pytestmark = pytest.mark.kube
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-TIMEOUT = 30.0 * FACTOR
+TIMEOUT = scaled(30.0)
 
 
 @pytest.fixture

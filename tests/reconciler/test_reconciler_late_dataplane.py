@@ -14,6 +14,7 @@ from certs import plane_ref
 from envtest import KubeAPIServer, run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
+from tests.kit.waits import wait_for
 
 
 async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exists(
@@ -34,7 +35,7 @@ async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exist
     assert gateway is not None
     try:
         assert gateway.reconciler is not None
-        await asyncio.wait_for(gateway.reconciler.ready.wait(), timeout=30)
+        await wait_for(gateway.reconciler.ready.wait(), 30)
         registry = gateway.metrics.registry
 
         def untrusted() -> float:
@@ -48,7 +49,7 @@ async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exist
         # No DataPlane yet: no plane trusts the agent's CA, so the TLS handshake refuses it.
         refused = asyncio.create_task(gateway.agent_listener.wait_for_rejection())
         await local.start_agent(plane)
-        await asyncio.wait_for(refused, timeout=30)
+        await wait_for(refused, 30)
         assert untrusted() > before
         assert gateway.agents.agents(plane) == []
         assert not local.agent(plane).state.up
@@ -59,7 +60,7 @@ async def test_an_agent_that_came_before_its_dataplane_is_accepted_once_it_exist
             plane.name, plane.namespace, {"value": local.agent_ca_pem(plane)}
         )
         await control_plane.akubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-        await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+        await wait_for(local.wait_connected(plane), 30)
         await kit.await_dataplane(
             kit.client, plane.namespace, plane.name, kit.has_condition("Ready", "True")
         )

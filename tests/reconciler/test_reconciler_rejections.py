@@ -20,6 +20,7 @@ from gateway.reconciler import ReconcilerSettings
 from gateway.reconciler.events import EventSpec
 from gateway.reconciler.rejections import REASON, RejectionEvents
 from planelink.local import LocalPlanelink
+from tests.kit.waits import wait_for, within
 
 PLANE = plane_ref("ns", "edge")
 Written = tuple[PlaneRef, EventSpec, int]
@@ -54,12 +55,12 @@ async def test_refusals_within_the_interval_are_folded_into_the_next_write() -> 
     running = asyncio.create_task(refusals.run())
     try:
         refusals.note(PLANE, "Untrusted", "first")
-        assert await asyncio.wait_for(written.get(), 5) == (PLANE, _warning("Untrusted: first"), 1)
+        assert await wait_for(written.get(), 5) == (PLANE, _warning("Untrusted: first"), 1)
         refusals.note(PLANE, "Untrusted", "second")
         refusals.note(PLANE, "Untrusted", "third")
         # Another reason has its own budget: written at once, while Untrusted waits.
         refusals.note(PLANE, "PlaneMismatch", "claims ns/other")
-        assert await asyncio.wait_for(written.get(), 5) == (
+        assert await wait_for(written.get(), 5) == (
             PLANE,
             _warning("PlaneMismatch: claims ns/other"),
             1,
@@ -67,7 +68,7 @@ async def test_refusals_within_the_interval_are_folded_into_the_next_write() -> 
         assert written.empty()
         clock.now = 30.0
         refusals.note(PLANE, "Untrusted", "fourth")  # wakes the writer; the interval is over
-        assert await asyncio.wait_for(written.get(), 5) == (PLANE, _warning("Untrusted: fourth"), 3)
+        assert await wait_for(written.get(), 5) == (PLANE, _warning("Untrusted: fourth"), 3)
         assert written.empty()
     finally:
         running.cancel()
@@ -86,7 +87,7 @@ async def test_a_failing_write_does_not_stop_the_writer() -> None:
     try:
         refusals.note(plane_ref("ns", "broken"), "Untrusted", "x")
         refusals.note(PLANE, "Untrusted", "y")
-        assert await asyncio.wait_for(written.get(), 5) == (PLANE, _warning("Untrusted: y"), 1)
+        assert await wait_for(written.get(), 5) == (PLANE, _warning("Untrusted: y"), 1)
         assert not running.done()
     finally:
         running.cancel()
@@ -103,7 +104,7 @@ async def test_distinct_refusals_waiting_are_bounded() -> None:
 async def _await_event(client: ApiClient, namespace: str, wanted: Callable[[Any], bool]) -> Any:
     """The first Event of `namespace` for which `wanted` holds: listed, then watched."""
     core = CoreV1Api(client)
-    async with asyncio.timeout(60):
+    async with within(60):
         while True:
             listed = await core.list_namespaced_event(namespace)
             for event in listed.items:
@@ -149,7 +150,7 @@ async def test_an_agent_refused_after_a_ca_rotation_is_told_on_its_dataplane(
     try:
         await apply(local.agent_ca_pem(plane))
         await local.start_agent(plane)
-        await asyncio.wait_for(local.wait_connected(plane), timeout=30)
+        await wait_for(local.wait_connected(plane), 30)
 
         # The CA is rotated; the agent still holds a certificate of the old one.
         await apply(certs.create_ca("rotated agent CA").certificate_pem().decode())

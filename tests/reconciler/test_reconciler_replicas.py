@@ -18,6 +18,7 @@ from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.replicas import GROUP_LABEL, LEADER_LABEL
 from gateway.trust import TrustRegistry
 from kubeobject import KubeObject
+from tests.kit.waits import wait_for
 from tests.reconciler.conftest import Kit
 
 
@@ -136,7 +137,7 @@ async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
         )
         # The recorder's own watch may trail the read above: wait until it saw the write too.
         async with recorded:
-            await asyncio.wait_for(
+            await wait_for(
                 recorded.wait_for(lambda: statuses[-1:] == ["False"] and len(statuses) > 1), 10
             )
     finally:

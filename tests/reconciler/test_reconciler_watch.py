@@ -21,6 +21,7 @@ from gateway.reconciler.store import Change, Store
 from gateway.reconciler.workqueue import WorkQueue
 from kubeobject import ObjectRef
 from protocol.backoff import BackoffPolicy
+from tests.kit.waits import within
 
 
 def _obj(name: str, version: int) -> dict[str, Any]:
@@ -74,7 +75,7 @@ async def _run_until_exhausted(
         source, store, handle, backoff=BackoffPolicy(base=0.001, cap=0.01), metrics=metrics
     )
     task = asyncio.create_task(informer.run())
-    async with asyncio.timeout(10):
+    async with within(10):
         await source.exhausted.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -137,7 +138,7 @@ async def test_real_server_expired_version_is_gone(
         async for _ in collection.watch("1"):
             pass
 
-    async with asyncio.timeout(30):
+    async with within(30):
         while True:
             # A fresh CRD's watch cache answers 429 until it is filled; nothing announces the
             # end of that, so retry (bounded) until the answer is about the version itself.
@@ -180,12 +181,12 @@ async def test_queue_serialises_one_key_and_runs_others_in_parallel() -> None:
     task = asyncio.create_task(queue.run(handler, workers=4))
     queue.add("slow")
     queue.add("fast")
-    async with asyncio.timeout(5):
+    async with within(5):
         await both_running.wait()  # two keys at once
     for _ in range(5):
         queue.add("slow")  # while handled: queued once, handled again afterwards
     release.set()
-    async with asyncio.timeout(5):
+    async with within(5):
         await done.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -207,7 +208,7 @@ async def test_queue_retries_a_failing_key_with_backoff() -> None:
 
     task = asyncio.create_task(queue.run(handler, workers=1))
     queue.add("k")
-    async with asyncio.timeout(5):
+    async with within(5):
         await succeeded.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -231,7 +232,7 @@ async def test_real_server_old_version_makes_the_informer_relist(
     informer.resource_version = "1"  # as after a long disconnection: expired
     task = asyncio.create_task(informer.run())
     try:
-        async with asyncio.timeout(30):
+        async with within(30):
             await informer.synced.wait()  # set only by a list, which only Gone leads to
     finally:
         task.cancel()

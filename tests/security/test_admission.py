@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,12 +25,11 @@ from structlog.testing import capture_logs
 import certs
 from gateway.admission import AdmissionSettings
 from gateway.app import Gateway, GatewaySettings
-from tests.conftest import DialAgent
-from tests.gateway.conftest import PLANE_A, Pki, caller_session, fake_agent
+from tests.kit.gateway_lab import PLANE_A, DialAgent, Pki, caller_session, fake_agent
+from tests.kit.waits import scaled
 from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-WITHIN = 5 * FACTOR
+WITHIN = scaled(5)
 """How long a legitimate peer may take to get in, or a refusal to arrive, on a loaded machine."""
 
 
@@ -127,7 +125,7 @@ async def close_all(writers: list[asyncio.StreamWriter]) -> None:
 async def test_a_slowloris_caller_is_cut_at_the_head_deadline_with_408(
     start_gateway: GatewayFactory, pki: Pki
 ) -> None:
-    head_timeout = 1.0 * FACTOR
+    head_timeout = scaled(1.0)
     gateway = await start_gateway(callers={"head_timeout": head_timeout})
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", gateway.callers.port, ssl=pki.caller_ssl()
@@ -158,7 +156,7 @@ async def test_a_slowloris_caller_is_cut_at_the_head_deadline_with_408(
 async def test_an_idle_keep_alive_connection_is_closed(
     start_gateway: GatewayFactory, pki: Pki, connect_agent_to: ConnectAgentTo
 ) -> None:
-    idle_timeout = 1.0 * FACTOR
+    idle_timeout = scaled(1.0)
     gateway = await start_gateway(callers={"idle_timeout": idle_timeout})
     async with connect_agent_to(gateway, PLANE_A):
         reader, writer = await asyncio.open_connection(
@@ -219,7 +217,7 @@ async def test_the_per_address_limit_bites_for_one_address_and_not_another(
 async def test_a_silent_socket_is_closed_at_the_client_hello_deadline(
     start_gateway: GatewayFactory,
 ) -> None:
-    hello_timeout = 0.5 * FACTOR
+    hello_timeout = scaled(0.5)
     gateway = await start_gateway(admission={"client_hello_timeout": hello_timeout})
     started = time.monotonic()
     reader, writer = await silent_socket(gateway.agent_listener.port)
@@ -330,7 +328,7 @@ async def test_an_upgrade_request_with_ten_thousand_headers_is_refused_at_once(
 async def test_an_agent_that_never_sends_its_upgrade_request_is_dropped(
     start_gateway: GatewayFactory, pki: Pki
 ) -> None:
-    upgrade_timeout = 0.5 * FACTOR
+    upgrade_timeout = scaled(0.5)
     gateway = await start_gateway(agents={"upgrade_timeout": upgrade_timeout})
     reader, writer = await asyncio.open_connection(
         "127.0.0.1",

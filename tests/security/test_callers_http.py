@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,11 +20,11 @@ import pytest
 
 from gateway.app import Gateway
 from protocol import RequestReceived
-from tests.gateway.conftest import PLANE_A, PLANE_B, AgentFactory, Pki
+from tests.kit.gateway_lab import PLANE_A, PLANE_B, AgentFactory, Pki
+from tests.kit.waits import scaled
 from tunnel import StreamResetError, TunnelStream
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-PROMPT = 5 * FACTOR
+PROMPT = scaled(5)
 """Seconds within which "at once" must have happened (the request deadline is 10 s)."""
 A = f"/planes/{PLANE_A.namespace}/{PLANE_A.name}/k8s"
 B = f"/planes/{PLANE_B.namespace}/{PLANE_B.name}/k8s"

@@ -28,7 +28,7 @@ from gateway.reconciler.rejections import REASON as REFUSAL_EVENT_REASON
 from gateway.static_config import load_static_planes
 from planelink.cli import build_parser
 from planelink.gateway_cli import settings_from
-from tests.gateway.conftest import Pki
+from tests.kit.gateway_lab import Pki
 from tests.reconciler.conftest import (
     TIMEOUT,
     agent_dataplane,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -20,11 +19,11 @@ import pytest
 import certs
 from gateway.app import Gateway
 from protocol import RequestReceived
-from tests.gateway.conftest import AgentFactory, Pki, PlanePair
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
+from tests.kit.waits import scaled
 from tunnel import RequestHandler, StreamResetError, TunnelStream
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-TIMEOUT = 10.0 * FACTOR
+TIMEOUT = scaled(10.0)
 A = "/planes/ns-a/plane-a/k8s"
 B = "/planes/ns-b/plane-b/k8s"
 

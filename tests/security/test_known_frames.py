@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,14 +34,14 @@ from protocol import (
     Role,
 )
 from protocol.frames import Data, Reset, WindowUpdate
-from tests.gateway.conftest import AgentFactory, Pki, PlanePair
+from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
+from tests.kit.waits import scaled
 from tunnel import StreamResetError, TunnelStream
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-DROP_BUDGET = 2.0 * FACTOR
+DROP_BUDGET = scaled(2.0)
 """Seconds within which a hostile agent is cut off (the issue measured ~10 ms unloaded)."""
-TIMEOUT = 10.0 * FACTOR
+TIMEOUT = scaled(10.0)
 _HOSTILE_IDS = itertools.count(1)
 
 

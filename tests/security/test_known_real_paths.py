@@ -11,7 +11,6 @@ plane A alone tells which server answered.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from envtest.pytest_plugin import ServerFactory
 from planelink.local import LocalPlanelink
+from tests.kit.waits import scaled
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-TIMEOUT = 30.0 * FACTOR
+TIMEOUT = scaled(30.0)
 PLANE_A = plane_ref("org-a", "plane-a")
 PLANE_B = plane_ref("org-b", "plane-b")
 

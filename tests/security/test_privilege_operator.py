@@ -19,9 +19,9 @@ from gateway.operator import OperatorTokenError
 from planelink.cli import build_parser
 from planelink.gateway_cli import settings_from
 from planelink.status_cli import GatewayUnreachable, fetch_planes
-from tests.gateway.conftest import Pki
+from tests.kit.gateway_lab import Pki
+from tests.kit.waits import scaled
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 TOKEN = "s3cret-operator-token"
 GUARDED = ["/planes", "/metrics", "/", "/ui"]
 
@@ -149,6 +149,6 @@ def test_the_flag_and_its_environment_variable(
 async def test_planelink_status_sends_the_token(guarded_gateway: Gateway) -> None:
     base = f"http://127.0.0.1:{guarded_gateway.operator_port}"
     with pytest.raises(GatewayUnreachable, match=r"HTTP 401.*--token-file"):
-        await asyncio.to_thread(fetch_planes, base, timeout=5.0 * FACTOR)
-    report = await asyncio.to_thread(fetch_planes, base, timeout=5.0 * FACTOR, token=TOKEN)
+        await asyncio.to_thread(fetch_planes, base, timeout=scaled(5.0))
+    report = await asyncio.to_thread(fetch_planes, base, timeout=scaled(5.0), token=TOKEN)
     assert len(report["planes"]) == 2

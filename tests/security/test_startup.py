@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,12 +26,12 @@ from agent.settings import AgentSettings
 from certs import PlaneRef, plane_ref
 from envtest import KubeAPIServer
 from gateway.app import Gateway, GatewaySettings
-from tests.gateway.conftest import Pki, caller_session
+from tests.kit.gateway_lab import Pki, caller_session
+from tests.kit.waits import scaled
 from tests.reconciler.conftest import agent_dataplane, create, fast_settings
 from tunnel.contract import AGENT_CONNECT_PATH, REJECTION_HEADER, REJECTION_STARTING, SUBPROTOCOL
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-BACK_WITHIN = 5.0 * FACTOR
+BACK_WITHIN = scaled(5.0)
 """The bar: requests succeed / agents are back this soon after the control plane / gateway."""
 GatewayFactory = Callable[[Path], GatewaySettings]
 
@@ -73,7 +72,7 @@ class SwitchableProxy:
             writer.transport.abort()
 
     async def until_refused(self, count: int) -> None:
-        async with asyncio.timeout(60 * FACTOR):
+        async with asyncio.timeout(scaled(60)):
             while self.refused < count:
                 self._refused_changed.clear()
                 await self._refused_changed.wait()
@@ -132,18 +131,18 @@ async def _running(agent: Agent) -> AsyncIterator[Agent]:
         yield agent
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30 * FACTOR)
+        await asyncio.wait_for(task, scaled(30))
 
 
 async def _until_connected(gateway: Gateway, plane: PlaneRef) -> None:
-    async with asyncio.timeout(60 * FACTOR):
+    async with asyncio.timeout(scaled(60)):
         while not gateway.agents.agents(plane):
             await gateway.agents.wait_for_change()
 
 
 async def _get_like_kubectl(caller: aiohttp.ClientSession, path: str) -> aiohttp.ClientResponse:
     """GET, retrying a 503 after its Retry-After as client-go does; the final answer."""
-    async with asyncio.timeout(60 * FACTOR):
+    async with asyncio.timeout(scaled(60)):
         while True:
             response = await caller.get(path)
             await response.read()
@@ -301,7 +300,7 @@ async def test_a_connection_begun_while_starting_is_never_accepted_after(
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n".encode()
         )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * FACTOR)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(10))
         writer.close()
         assert head.startswith(b"HTTP/1.1 503 ")
         assert f"{REJECTION_HEADER}: {REJECTION_STARTING}\r\n".encode() in head

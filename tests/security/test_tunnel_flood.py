@@ -31,20 +31,16 @@ from gateway.app import Gateway, GatewaySettings
 from protocol import Role, Settings
 from protocol.frames import Ping
 from protocol.hello import build_hello
-from tests.gateway.conftest import AgentFactory, Pki
+from tests.kit.gateway_lab import AgentFactory, Pki
+from tests.kit.waits import scaled, wait_for
 from tunnel import Heartbeat
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
 MIB = 1 << 20
 B = "/planes/ns-b/plane-b/k8s"
-WRITE_TIMEOUT = 2.0 * FACTOR
+WRITE_TIMEOUT = scaled(2.0)
 PINGS_PER_MESSAGE = 50_000
 """20 bytes each: a message of about 1 MiB, the default MAX_MESSAGE_SIZE."""
-
-
-def scaled(seconds: float) -> float:
-    return seconds * FACTOR
 
 
 def rss() -> int:
@@ -98,7 +94,7 @@ async def hostile_agent(
         )
         await websocket.send(hello)
         while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
-            await asyncio.wait_for(gateway.agents.wait_for_change(), timeout=scaled(10))
+            await wait_for(gateway.agents.wait_for_change(), 10)
         try:
             yield websocket
         finally:
@@ -109,7 +105,7 @@ async def wait_gone(gateway: Gateway, plane: certs.PlaneRef, agent_id: str) -> f
     """Seconds until `agent_id` is no longer registered for `plane`."""
     started = time.monotonic()
     while any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
-        await asyncio.wait_for(gateway.agents.wait_for_change(), timeout=scaled(30))
+        await wait_for(gateway.agents.wait_for_change(), 30)
     return time.monotonic() - started
 
 

@@ -1,132 +1,38 @@
-"""A gateway in-process with fake agents (real TLS, real tunnel sessions), the `planelink status`
-command as a real process, and headless Chromium - for the health view of issue #6.
-
-The gateway part is the minimum of tests/gateway/conftest.py: three planes, agents that
-connect and answer nothing.
+"""The status suite: the gateway lab (tests/kit/gateway_lab.py) with a third plane, the
+`planelink status` command as a real process, and headless Chromium - for the health view of
+issue #6.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import shutil
-import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import pytest
-import yaml
 
 import certs
-from gateway.app import Gateway, GatewaySettings
-from protocol import RequestReceived
-from tests.conftest import DialAgent
-from tunnel import TunnelSession, TunnelStream
+from gateway.app import Gateway
+from tests.kit.gateway_lab import PLANE_A, PLANE_B, PLANE_C
+from tests.kit.waits import scaled
 
-PLANES = (
-    certs.plane_ref("ns-a", "plane-a"),
-    certs.plane_ref("ns-b", "plane-b"),
-    certs.plane_ref("ns-c", "plane-c"),
-)
-TIMEOUT = 60.0  # one process (Python CLI or Chromium) from start to exit
-
-
-@dataclass
-class Pki:
-    directory: Path
-    gateway_ca: certs.CertificateBundle
-    agent_cas: dict[certs.PlaneRef, certs.CertificateBundle]
-
-    def agent_ssl(self, bundle: certs.CertificateBundle) -> ssl.SSLContext:
-        context = ssl.create_default_context(cadata=self.gateway_ca.certificate_pem().decode())
-        cert, key = (self.directory / f"agent-{id(bundle)}.{ext}" for ext in ("crt", "key"))
-        cert.write_bytes(bundle.chain_pem())
-        key.write_bytes(bundle.private_key_pem())
-        context.load_cert_chain(cert, key)
-        return context
+TIMEOUT = scaled(60.0)  # one process (Python CLI or Chromium) from start to exit
 
 
 @pytest.fixture
-def extra_planes() -> list[dict[str, str]]:
-    """More entries for planes.yaml; a test parametrizes this to add a broken plane."""
-    return []
-
-
-@pytest.fixture
-def pki(tmp_path: Path, extra_planes: list[dict[str, str]]) -> Pki:
-    gateway_ca = certs.create_ca("gateway-ca")
-    server = certs.issue_server(
-        gateway_ca, common_name="gateway", dns_names=["localhost"], ip_addresses=["127.0.0.1"]
-    )
-    (tmp_path / "server.crt").write_bytes(server.chain_pem())
-    (tmp_path / "server.key").write_bytes(server.private_key_pem())
-    (tmp_path / "caller-ca.crt").write_bytes(certs.create_ca("caller-ca").certificate_pem())
-    agent_cas = {plane: certs.create_ca(f"agents of {plane}") for plane in PLANES}
-    for plane, ca in agent_cas.items():
-        (tmp_path / f"{plane.name}-ca.crt").write_bytes(ca.certificate_pem())
-    planes = [{"plane": str(p), "clientCA": f"{p.name}-ca.crt"} for p in PLANES] + extra_planes
-    (tmp_path / "planes.yaml").write_text(yaml.safe_dump({"planes": planes}))
-    return Pki(directory=tmp_path, gateway_ca=gateway_ca, agent_cas=agent_cas)
-
-
-@pytest.fixture
-async def gateway(
-    pki: Pki, loopback_gateway_settings: Callable[[Path], GatewaySettings]
-) -> AsyncIterator[Gateway]:
-    gateway = Gateway(loopback_gateway_settings(pki.directory))
-    await gateway.start()
-    yield gateway
-    await gateway.stop()
+def lab_planes() -> tuple[certs.PlaneRef, ...]:
+    return PLANE_A, PLANE_B, PLANE_C
 
 
 @pytest.fixture
 def operator_url(gateway: Gateway) -> str:
     return f"http://127.0.0.1:{gateway.operator_port}"
-
-
-async def _not_found(stream: TunnelStream, request: RequestReceived) -> None:
-    stream.respond(404, [(b"content-length", b"0")], end_stream=True)
-
-
-@contextlib.asynccontextmanager
-async def _fake_agent(
-    dial: DialAgent,
-    gateway: Gateway,
-    pki: Pki,
-    plane: certs.PlaneRef,
-    bundle: certs.CertificateBundle | None,
-) -> AsyncIterator[TunnelSession]:
-    """An agent connected (HELLO exchanged and registered) for `plane`."""
-    bundle = bundle or certs.issue_agent(pki.agent_cas[plane], plane=plane)
-    session, task = await dial(gateway, plane, pki.agent_ssl(bundle), _not_found)
-    try:
-        yield session
-    finally:
-        session.close("fake agent stopped")
-        await task
-
-
-class AgentFactory(Protocol):
-    """What the `connect_agent` fixture is: an agent of `plane` while the block runs."""
-
-    def __call__(
-        self, plane: certs.PlaneRef, bundle: certs.CertificateBundle | None = None
-    ) -> contextlib.AbstractAsyncContextManager[TunnelSession]: ...
-
-
-@pytest.fixture
-def connect_agent(gateway: Gateway, pki: Pki, dial_agent: DialAgent) -> AgentFactory:
-    def factory(
-        plane: certs.PlaneRef, bundle: certs.CertificateBundle | None = None
-    ) -> contextlib.AbstractAsyncContextManager[TunnelSession]:
-        return _fake_agent(dial_agent, gateway, pki, plane, bundle)
-
-    return factory
 
 
 @dataclass(frozen=True)

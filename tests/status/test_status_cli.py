@@ -12,7 +12,8 @@ import pytest
 
 import certs
 from planelink.status_cli import COLUMNS, NO_AGENT, format_duration, plane_row, render_table
-from tests.status.conftest import AgentFactory, Pki, StatusRunner
+from tests.kit.gateway_lab import AgentFactory, Pki
+from tests.status.conftest import StatusRunner
 
 PLANE_A = certs.plane_ref("ns-a", "plane-a")
 PLANE_B = certs.plane_ref("ns-b", "plane-b")
@@ -35,7 +36,7 @@ async def test_table_lists_every_plane_with_its_agents(
         not_before=datetime.now(UTC) - timedelta(hours=1),
         validity=timedelta(days=10, hours=12),
     )
-    async with connect_agent(PLANE_A), connect_agent(PLANE_A, soon), connect_agent(PLANE_B):
+    async with connect_agent(PLANE_A), connect_agent(PLANE_A, bundle=soon), connect_agent(PLANE_B):
         ran = await planelink_status("--gateway", operator_url)
     assert ran.returncode == 0, ran.stderr
     rows = _rows(ran.stdout)

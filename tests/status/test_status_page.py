@@ -12,7 +12,8 @@ import pytest
 
 import certs
 from gateway.health_page import HTML
-from tests.status.conftest import AgentFactory, BrowserRunner
+from tests.kit.gateway_lab import AgentFactory
+from tests.status.conftest import BrowserRunner
 
 PLANE_A = certs.plane_ref("ns-a", "plane-a")
 PLANE_B = certs.plane_ref("ns-b", "plane-b")

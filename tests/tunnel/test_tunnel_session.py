@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from protocol import Connection, ErrorCode, RequestReceived, Role, Settings
+from tests.kit.waits import wait_for
 from tunnel import (
     Heartbeat,
     StreamResetError,
@@ -101,7 +102,7 @@ async def test_reset_by_caller_cancels_the_handler(pair: Pair) -> None:
     with pytest.raises(StreamResetError):
         await stream.read()
     # The agent hears of it and its handler is cancelled: wait for that, no sleep.
-    await asyncio.wait_for(pair.agent.wait_idle(), timeout=5)
+    await wait_for(pair.agent.wait_idle(), 5)
     assert pair.agent.running_handlers == 0
 
 
@@ -112,7 +113,7 @@ async def test_connection_loss_fails_open_streams_at_once(pair: Pair) -> None:
     assert await stream.read() == b"X"
     pair.agent.close("agent killed")
     with pytest.raises(StreamResetError) as raised:
-        await asyncio.wait_for(stream.read(), timeout=5)
+        await wait_for(stream.read(), 5)
     assert raised.value.code is ErrorCode.CONNECTION_LOST
 
 
@@ -121,7 +122,7 @@ async def test_silent_peer_is_detected() -> None:
     session = TunnelSession(
         gateway_end, Connection(Role.GATEWAY), heartbeat=Heartbeat(interval=0.02, timeout=0.1)
     )
-    reason = await asyncio.wait_for(session.run(), timeout=5)
+    reason = await wait_for(session.run(), 5)
     assert "no message from the peer" in reason
 
 
@@ -147,8 +148,8 @@ async def test_an_answer_given_before_the_upload_ends_arrives_whole() -> None:
     assert bytes(received) == body
     await uploading  # the rest of the upload is accepted and dropped, not stalled
     stream.end()
-    await asyncio.wait_for(agent.wait_idle(), timeout=5)
-    await asyncio.wait_for(gateway.wait_idle(), timeout=5)
+    await wait_for(agent.wait_idle(), 5)
+    await wait_for(gateway.wait_idle(), 5)
     gateway.close("done")
     await asyncio.gather(*tasks)
 
@@ -164,7 +165,7 @@ async def test_a_handler_that_gives_up_resets_its_stream() -> None:
     await gateway.wait_ready()
     stream = gateway.open_stream(method="GET", path="/", end_stream=True)
     with pytest.raises(StreamResetError) as reset:
-        await asyncio.wait_for(stream.response(), timeout=5)
+        await wait_for(stream.response(), 5)
     assert reset.value.code is ErrorCode.HEADER_ERROR
     assert reset.value.remote
     gateway.close("done")
@@ -195,7 +196,7 @@ async def test_a_stream_given_up_with_unread_data_leaves_the_table() -> None:
     await stream.response()
     # Make sure the whole answer (data and END) has arrived, unread: the agent has finished
     # it, and a later stream's answer can only arrive after it on the one connection.
-    await asyncio.wait_for(agent.wait_idle(), timeout=5)
+    await wait_for(agent.wait_idle(), 5)
     barrier = gateway.open_stream(method="GET", path="/", end_stream=True)
     await barrier.response()
     while await barrier.read():

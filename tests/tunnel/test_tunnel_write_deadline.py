@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 from collections.abc import AsyncIterator
 
@@ -21,6 +20,7 @@ from websockets.frames import Frame, Opcode
 from protocol import Connection, ErrorCode, FloodLimits, RequestReceived, Role, Settings
 from protocol.frames import Ping, Request
 from protocol.testing import hello
+from tests.kit.waits import scaled, wait_for
 from tunnel import (
     ChannelClosed,
     Heartbeat,
@@ -33,13 +33,8 @@ from tunnel import (
 )
 from tunnel.channel import MAX_WRITE_BUFFER, GuardedServerConnection
 
-FACTOR = float(os.environ.get("PLANELINK_TEST_TIMEOUT_FACTOR", "1"))
-WRITE_TIMEOUT = 0.5 * FACTOR
+WRITE_TIMEOUT = scaled(0.5)
 """Short, so the tests are quick; what they assert is the time relative to it."""
-
-
-def scaled(seconds: float) -> float:
-    return seconds * FACTOR
 
 
 def deadlines() -> Heartbeat:
@@ -60,7 +55,7 @@ async def test_a_peer_that_stops_reading_is_dropped_at_the_write_deadline() -> N
     for i in range(3):  # a few PINGs: each needs a PONG, which cannot be written
         await agent_end.send(Ping(i.to_bytes(8, "big")).encode(1))
     started = asyncio.get_running_loop().time()
-    reason = await asyncio.wait_for(run, timeout=scaled(10))
+    reason = await wait_for(run, 10)
     waited = asyncio.get_running_loop().time() - started
     assert session.dropped_for == "write_timeout"
     assert "read nothing" in reason
@@ -100,7 +95,7 @@ async def test_a_ping_flood_ends_the_session_with_the_limit_named() -> None:
     with contextlib.suppress(ChannelClosed):  # the gateway may be gone before the last burst
         for _ in range(10):
             await agent_end.send(burst)
-    reason = await asyncio.wait_for(run, timeout=scaled(10))
+    reason = await wait_for(run, 10)
     assert session.dropped_for == "idle_frame"
     assert "PING" in reason
 
@@ -120,7 +115,7 @@ async def test_a_rapid_reset_flood_from_the_agent_is_refused_then_cut_off() -> N
         Request(sid, b"GET", b"/", end_stream=True).encode(1) for sid in range(2, 204, 2)
     )
     await agent_end.send(requests)
-    reason = await asyncio.wait_for(run, timeout=scaled(10))
+    reason = await wait_for(run, 10)
     assert session.dropped_for == "stream_churn"
     assert "refused" in reason
 
@@ -141,7 +136,7 @@ async def test_a_peer_that_talks_but_never_reads_is_dropped_by_the_heartbeat() -
                 await asyncio.sleep(heartbeat.interval / 2)  # a steady talker, on purpose
 
     talking = asyncio.create_task(chatter())
-    reason = await asyncio.wait_for(run, timeout=scaled(10))
+    reason = await wait_for(run, 10)
     talking.cancel()
     assert session.dropped_for == "heartbeat_timeout"
     assert "no answer to a PING" in reason
@@ -191,9 +186,9 @@ async def test_a_websocket_peer_with_a_paused_reader_is_dropped(
         await websocket.send(hello(Role.GATEWAY, big))
         await websocket.send(Request(1, b"GET", b"/logs", end_stream=True).encode(1))
         websocket.transport.pause_reading()  # the caller's side stops reading from here on
-        session = await asyncio.wait_for(served, timeout=scaled(5))
+        session = await wait_for(served, 5)
         started = asyncio.get_running_loop().time()
-        await asyncio.wait_for(session.wait_closed(), timeout=scaled(20))
+        await wait_for(session.wait_closed(), 20)
         waited = asyncio.get_running_loop().time() - started
         assert session.dropped_for == "write_timeout", session.close_reason
         assert "read nothing" in session.close_reason
@@ -219,7 +214,7 @@ async def test_a_websocket_ping_flood_without_reading_is_dropped_at_the_buffer_b
         port = server.sockets[0].getsockname()[1]
         url = f"ws://127.0.0.1:{port}"
         async with connect(url, compression=None, ping_interval=None) as websocket:
-            served = await asyncio.wait_for(accepted, timeout=scaled(5))
+            served = await wait_for(accepted, 5)
             websocket.transport.pause_reading()
             pings = 0
             with contextlib.suppress(ConnectionClosed, OSError):
@@ -231,7 +226,7 @@ async def test_a_websocket_ping_flood_without_reading_is_dropped_at_the_buffer_b
                     websocket.send_data()
                     await websocket.drain()
                     await asyncio.sleep(0)  # let the server read what was sent
-            await asyncio.wait_for(served.wait_closed(), timeout=scaled(10))
+            await wait_for(served.wait_closed(), 10)
             assert served.transport.get_write_buffer_size() <= MAX_WRITE_BUFFER + 2**16
             assert pings < 2 * MAX_WRITE_BUFFER // 127
             websocket.transport.abort()

@@ -1,28 +1,65 @@
-"""A gateway in-process with fake agents: real TLS, real WebSockets, real tunnel sessions."""
+"""The in-process gateway lab: a real `Gateway` on loopback (real TLS, real WebSockets, real
+tunnel sessions) with stand-in agents and an authenticated caller. Registered for the whole
+suite by tests/conftest.py; a folder narrows or widens it by overriding `lab_planes`.
+
+- `pki`: the lab's certificates and gateway files (`Pki`); `lab_planes`, `extra_planes`: what
+  its planes.yaml names;
+- `gateway`: the in-process `gateway.app.Gateway`, started, and stopped after the test (every
+  fixture called `gateway` in this suite is such an object);
+- `connect_agent(plane, bundle=, claim=, handler=)`: a stand-in agent, registered, as a
+  context manager yielding a `FakeAgent`; `dial_agent`: the same, bare, for any gateway;
+- `caller`: an aiohttp session with the caller certificate; `planes`: (PLANE_A, PLANE_B);
+- `loopback_gateway_settings(folder)`: settings of such a gateway, for tests that build one.
+
+It never starts processes or API servers: those are envtest's (`envtest.pytest_plugin`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
 import pytest
 import yaml
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 import certs
+from certs import PlaneRef
+from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
-from protocol import RequestReceived
-from tests.conftest import DialAgent
-from tunnel import RequestHandler, TunnelSession, TunnelStream
+from gateway.callers import CallerSettings
+from protocol import Connection, RequestReceived, Role
+from tests.kit.waits import within
+from tunnel import Heartbeat, RequestHandler, TunnelSession, TunnelStream, WebSocketChannel
+from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
 PLANE_A = certs.plane_ref("ns-a", "plane-a")
 PLANE_B = certs.plane_ref("ns-b", "plane-b")
+PLANE_C = certs.plane_ref("ns-c", "plane-c")
+_AGENT_NUMBERS = itertools.count(1)
+
+
+class DialAgent(Protocol):
+    """What the `dial_agent` fixture is (see `_dial_agent`)."""
+
+    def __call__(
+        self,
+        gateway: Gateway,
+        plane: PlaneRef,
+        agent_ssl: ssl.SSLContext,
+        handler: RequestHandler,
+        *,
+        claim: str | None = None,
+    ) -> Awaitable[tuple[TunnelSession, asyncio.Task[str]]]: ...
 
 
 @dataclass
@@ -57,7 +94,24 @@ class Pki:
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> Pki:
+def lab_planes() -> tuple[certs.PlaneRef, ...]:
+    """The planes the lab's gateway knows (a folder's conftest may override this)."""
+    return PLANE_A, PLANE_B
+
+
+@pytest.fixture
+def extra_planes() -> list[dict[str, str]]:
+    """More entries for planes.yaml; a test parametrizes this to add a broken plane."""
+    return []
+
+
+@pytest.fixture
+def pki(
+    tmp_path: Path, lab_planes: tuple[certs.PlaneRef, ...], extra_planes: list[dict[str, str]]
+) -> Pki:
+    """The lab's certificates and gateway files in `tmp_path`: a gateway CA and server
+    certificate, a caller CA and the caller `jane` (group `ops`), an agent CA per plane, and a
+    planes.yaml naming each plane (plane B requires the agent identity explicitly)."""
     gateway_ca = certs.create_ca("gateway-ca")
     server = certs.issue_server(
         gateway_ca, common_name="gateway", dns_names=["localhost"], ip_addresses=["127.0.0.1"]
@@ -72,19 +126,15 @@ def pki(tmp_path: Path) -> Pki:
         caller_ca=caller_ca,
         caller=certs.issue_client(caller_ca, common_name="jane", organizations=["ops"]),
     )
-    for plane in (PLANE_A, PLANE_B):
+    entries: list[dict[str, object]] = []
+    for plane in lab_planes:
         pki.agent_cas[plane] = certs.create_ca(f"agents of {plane}")
         (tmp_path / f"{plane.name}-ca.crt").write_bytes(pki.agent_cas[plane].certificate_pem())
-    (tmp_path / "planes.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "planes": [
-                    {"plane": str(PLANE_A), "clientCA": "plane-a-ca.crt"},
-                    {"plane": str(PLANE_B), "clientCA": "plane-b-ca.crt", "requireIdentity": True},
-                ]
-            }
-        )
-    )
+        entry: dict[str, object] = {"plane": str(plane), "clientCA": f"{plane.name}-ca.crt"}
+        if plane == PLANE_B:
+            entry["requireIdentity"] = True
+        entries.append(entry)
+    (tmp_path / "planes.yaml").write_text(yaml.safe_dump({"planes": entries + extra_planes}))
     return pki
 
 
@@ -170,8 +220,6 @@ def caller_session(gateway: Gateway, pki: Pki) -> aiohttp.ClientSession:
 
 def short_lived(pki: Pki, plane: certs.PlaneRef) -> certs.CertificateBundle:
     """An agent certificate that expired an hour ago."""
-    from datetime import UTC, datetime
-
     return certs.issue_agent(
         pki.agent_cas[plane],
         plane=plane,
@@ -221,3 +269,66 @@ PlanePair = tuple[certs.PlaneRef, certs.PlaneRef]
 @pytest.fixture
 def planes() -> PlanePair:
     return PLANE_A, PLANE_B
+
+
+@pytest.fixture
+def loopback_gateway_settings() -> Callable[[Path], GatewaySettings]:
+    """Settings of a gateway on loopback (ports chosen by the kernel, a 1 s / 5 s heartbeat)
+    that reads `server.crt`, `server.key`, `caller-ca.crt` and `planes.yaml` from a folder."""
+
+    def settings(directory: Path) -> GatewaySettings:
+        return GatewaySettings(
+            server_certificate=directory / "server.crt",
+            server_key=directory / "server.key",
+            caller_ca=directory / "caller-ca.crt",
+            planes_file=directory / "planes.yaml",
+            agents=AgentListenerSettings(host="127.0.0.1", port=0, heartbeat=Heartbeat(1, 5)),
+            callers=CallerSettings(host="127.0.0.1", port=0, request_timeout=10),
+            operator_host="127.0.0.1",
+            operator_port=0,
+            drain_grace=2,
+        )
+
+    return settings
+
+
+async def _dial_agent(
+    gateway: Gateway,
+    plane: PlaneRef,
+    agent_ssl: ssl.SSLContext,
+    handler: RequestHandler,
+    *,
+    claim: str | None = None,
+) -> tuple[TunnelSession, asyncio.Task[str]]:
+    """A stand-in agent of `plane` (claiming `claim` in its URL, if given), connected to
+    `gateway`: HELLOs exchanged and the agent registered. Returns its session and the task
+    that runs it; the caller ends both."""
+    url = (
+        f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={claim or plane}"
+    )
+    agent_id = f"fake-{next(_AGENT_NUMBERS)}"
+    websocket = await connect(
+        url,
+        ssl=agent_ssl,
+        subprotocols=[Subprotocol(SUBPROTOCOL)],
+        ping_interval=None,
+    )
+    session = TunnelSession(
+        WebSocketChannel(websocket),
+        Connection(Role.AGENT, identity={IDENTITY_PLANE: str(plane), IDENTITY_AGENT_ID: agent_id}),
+        heartbeat=Heartbeat(1, 5),
+        request_handler=handler,
+    )
+    task = asyncio.create_task(session.run())
+    async with within(10):
+        await session.wait_ready()
+        while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
+            await gateway.agents.wait_for_change()
+    return session, task
+
+
+@pytest.fixture
+def dial_agent() -> DialAgent:
+    """`await dial_agent(gateway, plane, agent_ssl, handler, claim=None)`: a registered
+    stand-in agent, as (session, task)."""
+    return _dial_agent
