@@ -42,6 +42,10 @@ from gateway.tls_alerts import alerts_to
 log = structlog.get_logger("gateway.acceptor")
 
 LOG_INTERVAL = 10.0
+LINGERING_CLOSE_SECONDS = 1.0
+"""After a refusal, how long a peer's further bytes are read and dropped before the close
+(RFC 9112 §9.6): closing a socket with unread bytes makes the kernel send a reset, which can
+destroy the refusal before the peer has read it."""
 """Seconds between two log lines of one port and reason when a limit keeps biting."""
 
 _ACCEPT_PAUSE = 0.1  # after EMFILE and the like: let connections end before accepting again

@@ -41,7 +41,7 @@ from certs import (
     PlaneRef,
     parse_plane_ref,
 )
-from gateway.acceptor import Admitted, TlsAcceptor
+from gateway.acceptor import LINGERING_CLOSE_SECONDS, Admitted, TlsAcceptor
 from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentConnection, AgentRegistry
 from gateway.metrics import GatewayMetrics
@@ -409,19 +409,27 @@ class _Server(Server):
 class _AgentWebSocket(GuardedServerConnection):
     """An agent's WebSocket connection, which knows its admission and answers an upgrade
     request websockets cannot parse (too many or too long headers, not HTTP) with a refusal
-    the operator sees too, then closes at once."""
+    the operator sees too, then closes after a lingering close (what the agent still sends is
+    dropped unread meanwhile)."""
 
     admitted: Admitted
     on_bad_request: Callable[[_AgentWebSocket, Exception], bytes]
     answered = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered:
+            return  # the rest of a refused upgrade request: dropped, never parsed
+        super().data_received(data)
 
     def send_data(self) -> None:
         error = self.protocol.handshake_exc
         if self.request is None and error is not None and not self.answered:
             self.answered = True
             self.protocol.data_to_send()  # websockets' own answer and end, replaced by ours
-            if not isinstance(error.__cause__, EOFError):  # else the agent left: nobody to tell
-                self.transport.write(self.on_bad_request(self, error))
-            self.transport.close()
+            if isinstance(error.__cause__, EOFError):  # the agent left: nobody to tell
+                self.transport.close()
+                return
+            self.transport.write(self.on_bad_request(self, error))
+            self.loop.call_later(LINGERING_CLOSE_SECONDS, self.transport.close)
             return
         super().send_data()

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 
 from certs import InvalidPlaneRefError, PlaneRef, plane_ref
-from gateway.acceptor import Admitted, TlsAcceptor
+from gateway.acceptor import LINGERING_CLOSE_SECONDS, Admitted, TlsAcceptor
 from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentRegistry
 from gateway.auth import (
@@ -73,7 +73,6 @@ log = structlog.get_logger("gateway.callers")
 
 PLANES_PREFIX = "/planes/"
 K8S_SEGMENT = "k8s"
-_LINGER_SECONDS = 1.0
 _MAX_PENDING_PIECES = 48  # pieces gathered into one write at most (each up to one DATA frame)
 
 
@@ -382,6 +381,8 @@ class _CallerExchange:
         self.on_admitted: Callable[[], None] = _nothing
         """Told when the caller is authenticated (its connection leaves the anonymous budget)."""
         self.body_error: HttpError | None = None
+        self.sending: asyncio.Task[None] | None = None
+        """Reads the request body into the stream while the response comes back."""
         """Why the caller's request body could not be read, once it could not."""
 
     async def run(self) -> bool:
@@ -509,7 +510,7 @@ class _CallerExchange:
         )
 
     async def _relay(self, stream: CallerStream) -> bool:
-        sending = (
+        sending = self.sending = (
             asyncio.create_task(self._send_body(stream))
             if self.head.has_body and not self.head.upgrade
             else None
@@ -616,7 +617,7 @@ class _CallerExchange:
                 pending.clear()
                 await writer.drain()
                 if gone is None:
-                    gone = asyncio.create_task(self.http.watch_for_close())
+                    gone = asyncio.create_task(self._caller_gone())
                 chunk = await self._read_unless_gone(stream, gone)
             if not chunk:
                 break
@@ -630,6 +631,14 @@ class _CallerExchange:
         writer.writelines(pending)
         await writer.drain()
         return relayed, gone
+
+    async def _caller_gone(self) -> None:
+        """Returns when the caller closed its side. Only once the request body is read: the
+        connection has one reader at a time, and while the body is still coming, a caller
+        that leaves is noticed by the body's reader."""
+        if self.sending is not None:
+            await asyncio.wait({self.sending})
+        await self.http.watch_for_close()
 
     async def _read_unless_gone(
         self, stream: CallerStream, gone: asyncio.Task[None]
@@ -743,13 +752,12 @@ def _unrelayable(error: StreamResetError) -> CallerRefused:
 
 
 async def _linger(http: MessageReader, writer: asyncio.StreamWriter) -> None:
-    """After a refusal, before closing: let the caller read the answer. Closing a socket with
-    unread bytes makes the kernel send a reset that destroys the answer in flight, so what the
-    caller is still sending is read and dropped, unparsed, one read at a time, for at most
-    `_LINGER_SECONDS` (a lingering close, RFC 9112 §9.6). A caller still sending then is cut
-    off: a TLS close would go on reading it."""
+    """After a refusal, before closing: let the caller read the answer. What the caller is
+    still sending is read and dropped, unparsed, one read at a time, for at most
+    `LINGERING_CLOSE_SECONDS`. A caller still sending then is cut off: a TLS close would go on
+    reading it."""
     try:
-        async with asyncio.timeout(_LINGER_SECONDS):
+        async with asyncio.timeout(LINGERING_CLOSE_SECONDS):
             await http.discard_until_close()
     except TimeoutError:
         writer.transport.abort()

@@ -200,3 +200,39 @@ async def test_one_connection_carries_request_after_request(
                 assert await reader.readuntil(b"\r\n\r\n") == b"0\r\n\r\n"
         finally:
             writer.close()
+
+
+async def test_an_early_answer_streams_while_the_caller_is_still_uploading(
+    gateway: Gateway, connect_agent: AgentFactory, pki: Pki, planes: PlanePair
+) -> None:
+    """The agent answers before the body is in (as the echo does once it has a first piece),
+    and the caller reads that answer before it sends the rest: the gateway waits on the
+    response while the body is still being read from the same connection."""
+
+    async def count_body(stream: TunnelStream, request: RequestReceived) -> None:
+        stream.respond(200, [(b"content-type", b"text/plain")])
+        await stream.write(b"answering early\n")
+        size = 0
+        while piece := await stream.read():
+            size += len(piece)
+        await stream.write(b"read %d bytes\n" % size)
+        stream.end()
+
+    async with connect_agent(planes[0], handler=count_body):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gateway.callers.port, ssl=pki.caller_ssl(), server_hostname="localhost"
+        )
+        try:
+            writer.write(
+                f"POST {A}/upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\n".encode()
+                + b"01234"
+            )
+            head = await wait_for(reader.readuntil(b"\r\n\r\n"))
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert b"answering early\n" in await wait_for(reader.readuntil(b"early\n"))
+            # The relay now waits on the agent while the body's reader waits on the caller.
+            writer.write(b"56789")
+            rest = await wait_for(reader.readuntil(b"bytes\n"))
+            assert rest.endswith(b"read 10 bytes\n")
+        finally:
+            writer.transport.abort()
