@@ -122,6 +122,14 @@ class AgentRegistry:
     def agents(self, plane: PlaneRef) -> list[AgentConnection]:
         return list(self._agents.get(plane, []))
 
+    def local_planes(self) -> dict[PlaneRef, frozenset[str]]:
+        """The planes with a connected agent, each with its agents' ids (presence)."""
+        return {
+            plane: frozenset(agent.agent_id for agent in agents)
+            for plane, agents in self._agents.items()
+            if agents
+        }
+
     def all_agents(self) -> Iterator[AgentConnection]:
         for agents in self._agents.values():
             yield from agents

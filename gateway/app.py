@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
+import secrets
+import socket
 import ssl
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +35,7 @@ from gateway.direct import DirectPlanes
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.operator import OperatorAuth, operator_app
+from gateway.peers import PeerDirectory, PeerSettings
 from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.startup import StartupGate
 from gateway.static_config import STATIC_SOURCE, load_static_planes
@@ -71,6 +75,14 @@ class GatewaySettings:
     loaded its planes yet, and callers of a plane without agents in the `agents_return_within`
     seconds after (its agents are dialing back in); kubectl retries such a 503 by itself."""
     agents_return_within: float = 10.0
+    replica_id: str = ""
+    """This replica's id among the gateway's replicas ("": the reconciler's Lease identity if
+    there is one, else one made up at start); unique per process, so each worker has its own."""
+    peers: PeerSettings | None = None
+    """The peer listener and client (None: this replica is neither forwarded to nor forwards)."""
+    presence_dir: Path | None = None
+    """Without a control plane: a directory the replicas of one host (the workers) announce
+    themselves in (`gateway.peers.files`)."""
 
 
 _DATAPLANES = "DataPlanes"
@@ -93,6 +105,12 @@ class Gateway:
             ),
         )
         self.agents = AgentRegistry(self.trust, self.metrics)
+        self.replica_id = _replica_id(settings)
+        self.peers = PeerDirectory(
+            self.replica_id, local_planes=self.agents.local_planes, host=socket.gethostname()
+        )
+        """The live replicas: this one and its peers (fed by the Leases or the presence
+        directory), which agents keep a tunnel to and callers' requests are forwarded to."""
         self.direct = DirectPlanes(metrics=self.metrics)
         """Direct-mode planes, served through the gateway's own pools (fed by the reconciler)."""
         self.agent_listener = AgentListener(
@@ -202,6 +220,14 @@ class Gateway:
             return False, starting
         agents = sum(1 for _ in self.agents.all_agents()) + sum(1 for _ in self.direct.served())
         return True, f"{len(self.trust.planes())} planes, {agents} agents"
+
+
+def _replica_id(settings: GatewaySettings) -> str:
+    if settings.replica_id:
+        return settings.replica_id
+    if settings.reconciler is not None and settings.reconciler.coordination is not None:
+        return settings.reconciler.coordination.identity
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 FD_RESERVE = 128

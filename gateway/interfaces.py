@@ -10,7 +10,7 @@ at all: it is plain values and `typing.Protocol`s, with no I/O and no state.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -124,4 +124,42 @@ class DirectPlaneSink(Protocol):
     async def fetch(self, plane: PlaneRef, path: str, *, limit: float) -> PlaneAnswer:
         """GET `path` from the plane's API server within `limit` seconds, as a caller's request
         would go. Raises PlaneUnreachable, and KeyError for a plane not served."""
+        ...
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One gateway replica (a pod, or one worker process of it) as its presence says.
+
+    Presence comes from a source shared by all replicas — the replicas' Leases
+    (`gateway.reconciler.replicas`) or, for the workers of one host without a control plane,
+    files in a shared directory (`gateway.peers.files`) — and is what lets any replica serve any
+    plane: agents keep a tunnel to every live replica, and a replica without a tunnel to a plane
+    forwards to one that has.
+    """
+
+    id: str
+    """Unique among the live replicas (the pod name; `<pod>-w<i>` for worker i)."""
+    peer_url: str = ""
+    """`https://<address>:<port>` of its peer listener, where other replicas forward callers'
+    requests ("" when it has none: it can hold tunnels but cannot be forwarded to)."""
+    host: str = ""
+    """The pod (or host) it runs in: the workers of one gateway share it."""
+    planes: Mapping[PlaneRef, frozenset[str]] = field(default_factory=dict)
+    """The planes it holds a tunnel to, each with the ids of the agents at the other end."""
+
+
+class PeerSink(Protocol):
+    """Where a presence source puts the live replicas other than this one
+    (`gateway.peers.PeerDirectory`)."""
+
+    @property
+    def own_id(self) -> str: ...
+
+    def replace_peers(self, peers: Iterable[Replica]) -> None:
+        """The live peers are now exactly `peers` (this replica's own entry is ignored)."""
+        ...
+
+    def local(self) -> Replica:
+        """This replica as it is to be advertised now."""
         ...
