@@ -36,6 +36,8 @@ from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.operator import OperatorAuth, operator_app
 from gateway.peers import PeerDirectory, PeerSettings
+from gateway.peers.files import PresenceFiles, PresenceSettings
+from gateway.peers.siblings import Siblings
 from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.startup import StartupGate
 from gateway.static_config import STATIC_SOURCE, load_static_planes
@@ -62,6 +64,8 @@ class GatewaySettings:
     callers: CallerSettings = field(default_factory=CallerSettings)
     operator_host: str = "0.0.0.0"  # noqa: S104 - scraped and probed from the cluster network
     operator_port: int = 8081
+    operator_reuse_port: bool = False
+    """Bind the operator port with SO_REUSEPORT, beside the other workers of one gateway."""
     operator_token_file: Path | None = None
     """A file holding the bearer token that /planes, /metrics and the status page demand
     (None: served to anyone who reaches the port; the probes never demand it)."""
@@ -111,6 +115,18 @@ class Gateway:
         )
         """The live replicas: this one and its peers (fed by the Leases or the presence
         directory), which agents keep a tunnel to and callers' requests are forwarded to."""
+        self.presence = (
+            PresenceFiles(
+                PresenceSettings(directory=settings.presence_dir),
+                self.peers,
+                self.agents.wait_for_change,
+            )
+            if settings.presence_dir is not None
+            else None
+        )
+        """This replica's presence file and its view of its siblings' (no control plane)."""
+        self.siblings: Siblings | None = None
+        """The other workers of this gateway, whose operator documents join this one's."""
         self.direct = DirectPlanes(metrics=self.metrics)
         """Direct-mode planes, served through the gateway's own pools (fed by the reconciler)."""
         self.agent_listener = AgentListener(
@@ -179,12 +195,20 @@ class Gateway:
             ready=self._ready,
             auth=self._operator_auth,
             direct=self.direct,
+            siblings=self.siblings,
         )
         self._operator = web.AppRunner(app, access_log=None)
         await self._operator.setup()
-        site = web.TCPSite(self._operator, self.settings.operator_host, self.settings.operator_port)
+        site = web.TCPSite(
+            self._operator,
+            self.settings.operator_host,
+            self.settings.operator_port,
+            reuse_port=self.settings.operator_reuse_port,
+        )
         await site.start()
         self.operator_port = self._operator.addresses[0][1]
+        if self.presence is not None:  # once every port is bound: peers can reach it
+            await self.presence.start()
         self._started = True
         log.info(
             "gateway serving",
@@ -199,6 +223,8 @@ class Gateway:
 
     async def stop(self) -> None:
         self._started = False
+        if self.presence is not None:  # first: siblings stop counting on this replica
+            await self.presence.stop()
         if self._reconciler_start is not None:
             self._reconciler_start.cancel()
             with contextlib.suppress(asyncio.CancelledError):
