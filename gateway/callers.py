@@ -809,10 +809,18 @@ class _CallerExchange:
     async def _pipe(self, stream: CallerStream) -> None:
         """After a 101: bytes flow both ways until each side ends."""
 
+        caller_closed = False
+
         async def caller_to_agent() -> None:
+            nonlocal caller_closed
             while data := await self.http.read_raw():
                 await stream.write(data)
             stream.end()
+            if self.forwarded_to:
+                # The peer cannot be told that one direction ended (its connection is TLS
+                # too), and the caller's connection is closed for good: the exchange ends.
+                caller_closed = True
+                stream.reset(ErrorCode.CANCEL, "the caller closed its connection")
 
         async def agent_to_caller() -> None:
             while data := await stream.read():
@@ -824,6 +832,9 @@ class _CallerExchange:
         up = asyncio.create_task(caller_to_agent())
         try:
             await agent_to_caller()
+        except StreamResetError:
+            if not caller_closed:
+                raise
         finally:
             up.cancel()
             with contextlib.suppress(asyncio.CancelledError, StreamResetError, ConnectionError):
