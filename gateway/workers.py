@@ -44,6 +44,11 @@ def check_workers(settings: GatewaySettings, workers: int) -> None:
             "is 0 (each process would get a port of its own)"
         )
     reconciler = settings.reconciler
+    if reconciler is not None and settings.peers is None:
+        raise ValueError(
+            f"--workers {workers} with --reconcile needs --peer-certificate: the replicas of "
+            "other pods forward to these workers, and must trust their peer certificates"
+        )
     if reconciler is not None and reconciler.coordination is None:
         raise ValueError(
             f"--workers {workers} with --reconcile needs --lease-namespace: each worker is a "

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import structlog
 
+import certs
 from gateway.admission import AdmissionSettings
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
+from gateway.peers import PeerSettings
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
 from gateway.workers import MAX_WORKERS, check_workers, worker_id, worker_settings
@@ -385,8 +387,44 @@ _DATAPLANES = Group(
     "spec.agent.clientCA, status conditions), besides or instead of --planes.",
 )
 
+_PEER_DEFAULTS = PeerSettings(certificate=Path(), key=Path(), ca=Path())
+
+_PEERS = Group(
+    "Peer replicas",
+    (
+        Setting(
+            name="peer_certificate",
+            parse=path,
+            help="this replica's peer certificate (from 'planelink certs peer'): turns the peer "
+            "listener and forwarding on",
+        ),
+        Setting(name="peer_key", parse=path, help="its private key"),
+        Setting(name="peer_ca", parse=path, help="the peers' own CA, the only one trusted"),
+        Setting(
+            name="peer_port",
+            parse=integer,
+            default=_PEER_DEFAULTS.port,
+            help="port of the peer listener, where other replicas forward callers' requests",
+        ),
+        Setting(
+            name="peer_host",
+            shown_default="--bind",
+            help="address the peer listener binds",
+        ),
+        Setting(
+            name="peer_advertise",
+            default_factory=lambda: os.environ.get("POD_IP", ""),
+            shown_default="$POD_IP, else 127.0.0.1",
+            help="address the other replicas dial to reach this one's peer listener",
+        ),
+    ),
+    "With several replicas, a replica without a tunnel to a plane forwards the caller's request\n"
+    "to one that holds it, over mTLS with the peers' own CA.",
+)
+
 SETTINGS = CommandSettings(
-    "PLANELINK_GATEWAY_", (_GENERAL, _WORKERS, _LIMITS, _FLOOD_LIMITS, _CALLER_AUTH, _DATAPLANES)
+    "PLANELINK_GATEWAY_",
+    (_GENERAL, _LIMITS, _FLOOD_LIMITS, _CALLER_AUTH, _DATAPLANES, _PEERS, _WORKERS),
 )
 """Every setting of `planelink gateway`."""
 
@@ -464,7 +502,26 @@ def settings_from(
         starting_retry_after=values.starting_retry_after,
         reconciler=_reconciler_settings(values) if values.reconcile else None,
         kubeconfig=values.kubeconfig,
+        peers=_peer_settings(values),
         presence_dir=values.presence_dir,
+    )
+
+
+def _peer_settings(values: argparse.Namespace) -> PeerSettings | None:
+    """The peer listener's settings: None unless --peer-certificate is given."""
+    if values.peer_certificate is None:
+        if values.peer_key is not None or values.peer_ca is not None:
+            raise ValueError("--peer-key and --peer-ca need --peer-certificate")
+        return None
+    if values.peer_key is None or values.peer_ca is None:
+        raise ValueError("--peer-certificate needs --peer-key and --peer-ca")
+    return PeerSettings(
+        certificate=values.peer_certificate,
+        key=values.peer_key,
+        ca=values.peer_ca,
+        host=values.peer_host or values.bind,
+        port=values.peer_port,
+        advertise_host=values.peer_advertise,
     )
 
 
@@ -531,6 +588,8 @@ def _supervise(
         if settings.reconciler is None and presence is None:
             presence = private / "presence"
             environment[SETTINGS.env(_setting("presence_dir"))] = str(presence)
+        if settings.peers is None:
+            environment.update(_private_peer_pki(private / "peer"))
         argv = _worker_argv(args)
 
         def command(index: int) -> tuple[Sequence[str], dict[str, str]]:
@@ -551,6 +610,28 @@ def _supervise(
         return asyncio.run(supervisor.run())
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def _private_peer_pki(directory: Path) -> dict[str, str]:
+    """A peer CA and certificate of this gateway's own, for workers that must reach each other
+    and were given no peer certificate: the CA's key is thrown away at once (nothing else will
+    ever be issued under it), and the files live in the supervisor's private directory. Only
+    the workers of this one host trust it (check_workers refuses it beside --reconcile, where
+    other pods' replicas must trust this pod's)."""
+    ca = certs.create_ca("planelink workers' peer CA")
+    certificate, key = certs.write_pem_files(
+        certs.issue_peer(ca), directory, cert_name="tls.crt", key_name="tls.key"
+    )
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(ca.certificate_pem())
+    structlog.get_logger("planelink.supervisor").info(
+        "peer certificates made for the workers", directory=str(directory)
+    )
+    return {
+        SETTINGS.env(_setting("peer_certificate")): str(certificate),
+        SETTINGS.env(_setting("peer_key")): str(key),
+        SETTINGS.env(_setting("peer_ca")): str(ca_file),
+    }
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:

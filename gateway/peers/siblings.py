@@ -20,15 +20,26 @@ import structlog
 
 from gateway.interfaces import Replica
 from gateway.peers.directory import PeerDirectory
+from gateway.peers.forward import PeerForwarder
+from gateway.peers.listener import METRICS_PATH, PLANES_PATH
 from gateway.peers.merge import MergeError, merge_metrics, merge_planes
 
 log = structlog.get_logger("gateway.peers.siblings")
 
-PLANES_PATH = "/peer/v1/planes"
-METRICS_PATH = "/peer/v1/metrics"
-
 PeerFetch = Callable[[Replica, str], Awaitable[bytes]]
 """GET `path` from a replica's peer listener: the body of a 200, else an exception."""
+
+DOCUMENT_LIMIT = 8 * 1024 * 1024
+"""Bytes of a sibling's document at most (its metrics with per-agent gauges are the largest)."""
+
+
+def peer_fetch(forwarder: PeerForwarder) -> PeerFetch:
+    """Fetch siblings' documents over the links forwarded requests take."""
+
+    async def fetch(replica: Replica, path: str) -> bytes:
+        return await forwarder.fetch(replica, path, body_limit=DOCUMENT_LIMIT)
+
+    return fetch
 
 
 @dataclass(frozen=True)

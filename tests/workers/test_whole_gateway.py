@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from certs import plane_ref
 from gateway.interfaces import Replica
 from gateway.peers import PeerDirectory
+from gateway.peers.listener import METRICS_PATH, PLANES_PATH
 from gateway.peers.merge import MergeError, merge_metrics, merge_planes
-from gateway.peers.siblings import METRICS_PATH, PLANES_PATH, Siblings
+from gateway.peers.siblings import Siblings
 from tests.kit.waits import wait_for
 
 PLANE = plane_ref("team-a", "prod")

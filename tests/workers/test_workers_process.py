@@ -100,6 +100,7 @@ async def start_gateway(pki: Pki, tmp_path: Path) -> AsyncIterator[StartGateway]
                 f"--presence-dir={presence}",
                 f"--drain-grace={DRAIN_GRACE}",
                 "--identity=gw",
+                "--peer-port=0",  # each worker's own, advertised in its presence file
                 *extra,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -186,6 +187,22 @@ async def test_both_workers_serve_and_sigterm_drains_them(
                 assert answer.status == 200
                 assert await answer.read() == b"ping"
 
+    # The operator port too is shared; whichever worker answers shows the whole gateway.
+    for _ in range(8):
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{gateway.operator_port}"
+            async with session.get(f"{base}/planes") as answer:
+                report = await answer.json()
+            async with session.get(f"{base}/metrics") as answer:
+                metrics = await answer.text()
+        assert report["workers"] == {"answered": ["gw-w0", "gw-w1"], "missing": []}
+        (plane_a,) = [plane for plane in report["planes"] if plane["name"] == PLANE_A.name]
+        assert plane_a["connectedAgents"] == AGENTS
+        assert {agent["replica"] for agent in plane_a["agents"]} == {"gw-w0", "gw-w1"}
+        for worker in ("gw-w0", "gw-w1"):
+            assert f'planelink_gateway_worker_up{{worker="{worker}"}} 1.0' in metrics
+        assert metrics.count("# TYPE planelink_gateway_agents_connected gauge") == 1
+
     gateway.process.send_signal(signal.SIGTERM)
     assert await wait_for(gateway.process.wait(), DRAIN_GRACE + 30) == 0
     assert gateway.presence_files() == {}, "each worker withdrew its presence file"
@@ -218,7 +235,11 @@ async def test_a_killed_worker_is_restarted(start_gateway: StartGateway) -> None
     [
         (["--agent-port=0"], "--agent-port is 0"),
         (["--workers=100"], "between 1 and 64"),
-        (["--reconcile"], "needs --lease-namespace"),
+        (["--reconcile"], "needs --peer-certificate"),
+        (
+            ["--reconcile", "--peer-certificate=p.crt", "--peer-key=p.key", "--peer-ca=ca.crt"],
+            "needs --lease-namespace",
+        ),
     ],
 )
 def test_what_workers_cannot_share_is_refused(pki: Pki, flags: list[str], problem: str) -> None:
