@@ -6,9 +6,9 @@ are pure: documents in (by replica id), one document out. Fetching them is
 `gateway.peers.siblings`'s.
 
 - /planes: a plane appears once, with every worker's tunnels to it in `agents` (each entry
-  tagged with the `replica` that holds it) and `connectedAgents` counting distinct agents (one
-  agent holds a tunnel to every worker); `workers` says whose documents went in and whose did
-  not arrive.
+  tagged with the `replica` that holds it) and `connectedAgents` counting distinct agents, not
+  tunnels (one agent holds a tunnel to every worker); `workers` says whose documents went in
+  and whose did not arrive.
 - /metrics: every family once (one HELP and TYPE), each sample labelled `worker="<replica
   id>"`; `planelink_gateway_worker_up{worker}` is 1 for a worker that answered, 0 for one that
   did not.
@@ -33,11 +33,14 @@ class MergeError(ValueError):
 
 
 def merge_planes(
-    reports: Mapping[str, Mapping[str, Any]], *, missing: Sequence[str] = ()
+    reports: Mapping[str, Mapping[str, Any]], *, answering: str, missing: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """One /planes document from each worker's own (`{"planes": [...]}`), by replica id."""
+    """One /planes document from each worker's own (`{"planes": [...], ...}`), by replica id;
+    what is not per plane (e.g. `replica`, `replicas`) is the `answering` worker's."""
+    order = [answering, *sorted(replica for replica in reports if replica != answering)]
     merged: dict[tuple[str, str], dict[str, Any]] = {}
-    for replica_id in sorted(reports):
+    counts: dict[tuple[str, str], list[int]] = {}
+    for replica_id in order:
         planes = reports[replica_id].get("planes")
         if not isinstance(planes, list):
             raise MergeError(f"the /planes of {replica_id} has no list of planes")
@@ -51,6 +54,8 @@ def merge_planes(
                 for agent in (agents if isinstance(agents, list) else [])
                 if isinstance(agent, dict)
             ]
+            count = plane.get("connectedAgents")
+            counts.setdefault(key, []).append(count if isinstance(count, int) else 0)
             into = merged.get(key)
             if into is None:
                 merged[key] = {**plane, "agents": tagged}
@@ -61,14 +66,17 @@ def merge_planes(
                 for issue in plane.get("issues") or ():
                     if issue not in issues:
                         issues.append(issue)
-    for plane in merged.values():
-        plane["connectedAgents"] = len(
-            {agent.get("agentId", id(agent)) for agent in plane["agents"]}
-        )
-    return {
-        "planes": [merged[key] for key in sorted(merged)],
-        "workers": {"answered": sorted(reports), "missing": sorted(missing)},
+    for key, plane in merged.items():
+        # A worker that knows its peers' agents (presence) already counts them all; one that
+        # does not counts its own: the distinct agents of every worker's tunnels, at least.
+        distinct = {agent.get("agentId", id(agent)) for agent in plane["agents"]}
+        plane["connectedAgents"] = max(len(distinct), *counts[key])
+    document = {
+        key: value for key, value in reports[answering].items() if key not in ("planes", "workers")
     }
+    document["planes"] = [merged[key] for key in sorted(merged)]
+    document["workers"] = {"answered": sorted(reports), "missing": sorted(missing)}
+    return document
 
 
 def merge_metrics(texts: Mapping[str, str], *, missing: Sequence[str] = ()) -> bytes:

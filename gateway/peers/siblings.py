@@ -100,13 +100,13 @@ class Siblings:
         for replica_id, body in gathered.answers.items():
             try:
                 document = json.loads(body)
-                merge_planes({replica_id: document})  # checks its shape
+                merge_planes({replica_id: document}, answering=replica_id)  # checks its shape
             except (ValueError, MergeError) as error:
                 log.warning("worker's planes unreadable", worker=replica_id, error=str(error))
                 missing.append(replica_id)
                 continue
             reports[replica_id] = document
-        return merge_planes(reports, missing=missing)
+        return merge_planes(reports, answering=self.directory.own_id, missing=missing)
 
     async def metrics(self, own: bytes) -> bytes:
         """The whole gateway's /metrics, from this replica's own and its siblings'."""

@@ -48,11 +48,16 @@ def test_a_plane_held_by_two_workers_is_one_plane_with_every_tunnel() -> None:
     merged = merge_planes(
         {
             "gw-w1": {"planes": [plane("prod", "agent-1", issues=("b",)), plane("dev")]},
-            "gw-w0": {"planes": [plane("prod", "agent-1", "agent-2", issues=("a", "b"))]},
+            "gw-w0": {
+                "replica": "gw-w0",
+                "planes": [plane("prod", "agent-1", "agent-2", issues=("a", "b"))],
+            },
         },
+        answering="gw-w0",
         missing=["gw-w2"],
     )
     assert merged["workers"] == {"answered": ["gw-w0", "gw-w1"], "missing": ["gw-w2"]}
+    assert merged["replica"] == "gw-w0", "what is not per plane is the answering worker's"
     assert [entry["name"] for entry in merged["planes"]] == ["dev", "prod"]
     prod = merged["planes"][1]
     assert [(agent["agentId"], agent["replica"]) for agent in prod["agents"]] == [
@@ -65,10 +70,23 @@ def test_a_plane_held_by_two_workers_is_one_plane_with_every_tunnel() -> None:
     assert merged["planes"][0]["connectedAgents"] == 0
 
 
+def test_a_worker_that_counts_its_peers_agents_is_believed() -> None:
+    """With presence, a worker counts the agents of every live replica, other pods' included:
+    more than the tunnels of this gateway's workers show."""
+    counted = plane("prod", "agent-1")
+    counted["connectedAgents"] = 3
+    merged = merge_planes(
+        {"gw-w0": {"planes": [counted]}, "gw-w1": {"planes": [plane("prod", "agent-2")]}},
+        answering="gw-w1",
+    )
+    assert merged["planes"][0]["connectedAgents"] == 3
+    assert [agent["replica"] for agent in merged["planes"][0]["agents"]] == ["gw-w1", "gw-w0"]
+
+
 @pytest.mark.parametrize("report", [{}, {"planes": {}}, {"planes": [1]}])
 def test_a_planes_document_of_another_shape_is_refused(report: dict[str, Any]) -> None:
     with pytest.raises(MergeError):
-        merge_planes({"gw-w1": report})
+        merge_planes({"gw-w1": report}, answering="gw-w1")
 
 
 def test_metrics_families_appear_once_with_a_worker_label() -> None:
