@@ -1,11 +1,14 @@
-"""Two gateway replicas against one API server: one writes status, from everyone's agents."""
+"""Two gateway replicas against one API server: one writes status, from everyone's agents; each
+knows the other from its Lease."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
@@ -13,18 +16,22 @@ import certs
 from gateway.agents import AgentRegistry
 from gateway.direct import DirectPlanes
 from gateway.metrics import GatewayMetrics
+from gateway.peers import PeerDirectory
 from gateway.reconciler import CoordinationSettings, Reconciler
 from gateway.reconciler.kube import KubeApi
+from gateway.reconciler.presence import AGENTS_ANNOTATION, HOST_ANNOTATION, PEER_URL_ANNOTATION
 from gateway.reconciler.replicas import GROUP_LABEL, LEADER_LABEL
 from gateway.trust import TrustRegistry
 from kubeobject import KubeObject
-from tests.kit.waits import wait_for
+from tests.kit.waits import eventually, wait_for
 from tests.reconciler.conftest import Kit
 
 
-def _replica(kit: Kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
+def _replica(
+    kit: Kit, identity: str, peers: PeerDirectory | None = None, agents: AgentRegistry | None = None
+) -> tuple[Reconciler, AgentRegistry]:
     trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
-    agents = AgentRegistry(trust, GatewayMetrics())
+    agents = agents or AgentRegistry(trust, GatewayMetrics())
     coordination = CoordinationSettings(
         namespace=kit.namespace,
         identity=identity,
@@ -43,8 +50,23 @@ def _replica(kit: Kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
         direct=DirectPlanes(),
         settings=kit.settings(kit.namespace, coordination=coordination),
         registry=CollectorRegistry(),
+        peers=peers,
     )
     return reconciler, agents
+
+
+def _peered(kit: Kit, identity: str, port: int) -> tuple[Reconciler, AgentRegistry, PeerDirectory]:
+    """A replica with a PeerDirectory, as the gateway wires it."""
+    trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    agents = AgentRegistry(trust, GatewayMetrics())
+    peers = PeerDirectory(
+        identity,
+        local_planes=agents.local_planes,
+        peer_url=f"https://127.0.0.1:{port}",
+        host=f"host-of-{identity}",
+    )
+    reconciler, _ = _replica(kit, identity, peers, agents)
+    return reconciler, agents, peers
 
 
 async def _until_lease(kit: Kit, selector: str, predicate: Callable[[KubeObject], bool]) -> None:
@@ -147,3 +169,131 @@ async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
         await replica_a.stop()
         await replica_b.stop()
     assert statuses == ["False", "True", "False"]
+
+
+async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tunnels(
+    kit: Kit,
+) -> None:
+    ca = certs.create_ca("agents")
+    plane = certs.plane_ref(kit.namespace, "spread")
+    await kit.create(
+        kit.client,
+        kit.agent_dataplane("spread", kit.namespace, {"value": ca.certificate_pem().decode()}),
+    )
+    replica_a, agents_a, peers_a = _peered(kit, "replica-a", 7001)
+    replica_b, agents_b, peers_b = _peered(kit, "replica-b", 7002)
+    # Every Lease event in the namespace, in order: what leaving looks like from outside.
+    events: list[tuple[str, str, object]] = []
+
+    async def record() -> None:
+        collection = KubeApi(kit.client).leases(kit.namespace, label_selector="")
+        _, version = await collection.list()
+        while True:
+            async for event in collection.watch(version):
+                version = event.object["metadata"]["resourceVersion"]
+                holder = (event.object.get("spec") or {}).get("holderIdentity")
+                events.append((event.type, event.object["metadata"]["name"], holder))
+
+    recorder = asyncio.create_task(record())
+    try:
+        await replica_a.start()
+        await _until_lease(kit, f"{LEADER_LABEL}=gw", _held_by("replica-a"))
+        await replica_b.start()
+        # One agent with a tunnel to both replicas, another with a tunnel to A only.
+        kit.connect_agent(agents_a, plane, ca, agent_id="agent-1")
+        kit.connect_agent(agents_b, plane, ca, agent_id="agent-1")
+        kit.connect_agent(agents_a, plane, ca, agent_id="agent-2")
+
+        def holdings_seen_by_both() -> bool:
+            want = {"agent-1": ["replica-a", "replica-b"], "agent-2": ["replica-a"]}
+            return peers_a.holdings(plane) == want and peers_b.holdings(plane) == want
+
+        await eventually(holdings_seen_by_both, within=10, message="peers not learned")
+        assert peers_a.live_ids() == peers_b.live_ids() == ("replica-a", "replica-b")
+        (b_seen_by_a,) = peers_a.peers()
+        assert b_seen_by_a.peer_url == "https://127.0.0.1:7002"
+        assert b_seen_by_a.host == "host-of-replica-b"
+        assert [r.id for r in peers_a.holders(plane)] == ["replica-b"]
+
+        lease = await KubeApi(kit.client).get_lease(kit.namespace, "gw-replica-replica-a")
+        annotations = lease["metadata"]["annotations"]
+        assert json.loads(annotations[AGENTS_ANNOTATION]) == {str(plane): ["agent-1", "agent-2"]}
+        assert annotations[PEER_URL_ANNOTATION] == "https://127.0.0.1:7001"
+        assert annotations[HOST_ANNOTATION] == "host-of-replica-a"
+        assert lease["spec"]["holderIdentity"] == "replica-a"
+
+        # Three tunnels, two agents.
+        obj = await kit.await_dataplane(
+            kit.client, kit.namespace, "spread", kit.has_condition("Connected", "True")
+        )
+        await kit.await_dataplane(
+            kit.client,
+            kit.namespace,
+            "spread",
+            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "2 agents connected",
+        )
+
+        # The leader leaves: its Lease goes before it hands leadership over, and B drops it.
+        await replica_a.stop()
+        await eventually(
+            lambda: peers_b.live_ids() == ("replica-b",), within=10, message="A still live for B"
+        )
+        deleted = events.index(("DELETED", "gw-replica-replica-a", "replica-a"))
+        handed_over = next(i for i, e in enumerate(events) if e[1] == "gw-leader" and e[2] is None)
+        assert deleted < handed_over
+        await _until_lease(kit, f"{LEADER_LABEL}=gw", _held_by("replica-b"))
+        # B still has agent-1's tunnel: one agent (agent-2 held only A).
+        obj = await kit.await_dataplane(
+            kit.client,
+            kit.namespace,
+            "spread",
+            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "1 agent connected",
+        )
+        assert kit.has_condition("Connected", "True")(obj)
+    finally:
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+        await replica_a.stop()
+        await replica_b.stop()
+
+
+async def test_a_lease_of_a_replica_before_scale_out_still_counts(kit: Kit) -> None:
+    ca = certs.create_ca("agents")
+    plane = certs.plane_ref(kit.namespace, "mixed")
+    await kit.create(
+        kit.client,
+        kit.agent_dataplane("mixed", kit.namespace, {"value": ca.certificate_pem().decode()}),
+    )
+    replica, agents, peers = _peered(kit, "replica-new", 7003)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    old_lease: KubeObject = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": "gw-replica-replica-old",
+            "namespace": kit.namespace,
+            "labels": {GROUP_LABEL: "gw"},
+            "annotations": {AGENTS_ANNOTATION: json.dumps({str(plane): 2})},
+        },
+        # Live for a minute from now, whatever the test machine's speed.
+        "spec": {"holderIdentity": "replica-old", "leaseDurationSeconds": 60, "renewTime": now},
+    }
+    await KubeApi(kit.client).create_lease(kit.namespace, old_lease)
+    try:
+        await replica.start()
+        kit.connect_agent(agents, plane, ca, agent_id="agent-1")
+        await kit.await_dataplane(
+            kit.client,
+            kit.namespace,
+            "mixed",
+            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "3 agents connected",
+        )
+        assert peers.holdings(plane) == {
+            "agent-1": ["replica-new"],
+            "replica-old#0": ["replica-old"],
+            "replica-old#1": ["replica-old"],
+        }
+        assert peers.holders(plane) == []  # no peer URL: it cannot be forwarded to
+    finally:
+        await replica.stop()
