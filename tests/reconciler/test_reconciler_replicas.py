@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 import certs
@@ -28,10 +29,17 @@ from tests.reconciler.conftest import Kit
 
 
 def _replica(
-    kit: Kit, identity: str, peers: PeerDirectory | None = None, agents: AgentRegistry | None = None
+    kit: Kit,
+    identity: str,
+    *,
+    peers: PeerDirectory | None = None,
+    registries: tuple[TrustRegistry, AgentRegistry] | None = None,
+    **limits: int,
 ) -> tuple[Reconciler, AgentRegistry]:
-    trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
-    agents = agents or AgentRegistry(trust, GatewayMetrics())
+    if registries is None:
+        trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+        registries = trust, AgentRegistry(trust, GatewayMetrics())
+    trust, agents = registries
     coordination = CoordinationSettings(
         namespace=kit.namespace,
         identity=identity,
@@ -42,6 +50,7 @@ def _replica(
         lease_duration=10.0,
         renew_interval=0.25,
         publish_min_interval=0.05,
+        **limits,
     )
     reconciler = Reconciler(
         client=kit.client,
@@ -55,7 +64,9 @@ def _replica(
     return reconciler, agents
 
 
-def _peered(kit: Kit, identity: str, port: int) -> tuple[Reconciler, AgentRegistry, PeerDirectory]:
+def _peered(
+    kit: Kit, identity: str, port: int, **limits: int
+) -> tuple[Reconciler, AgentRegistry, PeerDirectory]:
     """A replica with a PeerDirectory, as the gateway wires it."""
     trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     agents = AgentRegistry(trust, GatewayMetrics())
@@ -65,7 +76,7 @@ def _peered(kit: Kit, identity: str, port: int) -> tuple[Reconciler, AgentRegist
         peer_url=f"https://127.0.0.1:{port}",
         host=f"host-of-{identity}",
     )
-    reconciler, _ = _replica(kit, identity, peers, agents)
+    reconciler, _ = _replica(kit, identity, peers=peers, registries=(trust, agents), **limits)
     return reconciler, agents, peers
 
 
@@ -297,3 +308,44 @@ async def test_a_lease_of_a_replica_before_scale_out_still_counts(kit: Kit) -> N
         assert peers.holders(plane) == []  # no peer URL: it cannot be forwarded to
     finally:
         await replica.stop()
+
+
+def _left_out(reconciler: Reconciler, what: str) -> float | None:
+    for metric in reconciler.metrics.lease_left_out.collect():
+        for sample in metric.samples:
+            if sample.labels.get("what") == what:
+                return sample.value
+    return None
+
+
+async def test_a_lease_holds_at_most_the_cap_of_agent_ids_per_plane_and_says_so(kit: Kit) -> None:
+    ca = certs.create_ca("agents")
+    plane = certs.plane_ref(kit.namespace, "crowded")
+    await kit.create(
+        kit.client,
+        kit.agent_dataplane("crowded", kit.namespace, {"value": ca.certificate_pem().decode()}),
+    )
+    replica, agents, _ = _peered(kit, "replica-capped", 7004, max_agent_ids_per_plane=2)
+    try:
+        await replica.start()
+        for agent_id in ("agent-c", "agent-a", "agent-b"):
+            kit.connect_agent(agents, plane, ca, agent_id=agent_id)
+
+        async def capped() -> bool:
+            lease = await KubeApi(kit.client).get_lease(kit.namespace, "gw-replica-replica-capped")
+            advertised: object = json.loads(lease["metadata"]["annotations"][AGENTS_ANNOTATION])
+            return advertised == {str(plane): ["agent-a", "agent-b"]}
+
+        await eventually(capped, within=10, interval=0.1, message="the Lease is not capped")
+        assert _left_out(replica, "agent_ids") == 1
+        assert _left_out(replica, "planes") == 0
+    finally:
+        await replica.stop()
+
+
+def test_the_lease_identity_must_be_the_replica_id(kit: Kit) -> None:
+    trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    agents = AgentRegistry(trust, GatewayMetrics())
+    other = PeerDirectory("replica-x", local_planes=agents.local_planes)
+    with pytest.raises(ValueError, match="not the replica id"):
+        _replica(kit, "replica-y", peers=other, registries=(trust, agents))
