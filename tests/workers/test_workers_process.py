@@ -125,11 +125,17 @@ async def start_gateway(pki: Pki, tmp_path: Path) -> AsyncIterator[StartGateway]
 
 
 async def both_workers_up(gateway: GatewayProcess) -> None:
-    await eventually(
-        lambda: sorted(gateway.presence_files()) == ["gw-w0", "gw-w1"],
-        within=60,  # two cold interpreters on a loaded machine
-        message="both workers never announced themselves",
-    )
+    try:
+        await eventually(
+            lambda: sorted(gateway.presence_files()) == ["gw-w0", "gw-w1"],
+            # Two cold interpreters importing kubernetes_asyncio at once: about 5 s on an idle
+            # 2-core machine, over 20 s when other test suites share it.
+            within=120,
+            message="both workers never announced themselves",
+        )
+    except AssertionError as error:
+        tail = gateway.log.read_text().splitlines()[-30:]
+        raise AssertionError("\n".join([str(error), "the gateway's log ends:", *tail])) from None
 
 
 async def dial_agent(gateway: GatewayProcess, pki: Pki, plane: PlaneRef, agent_id: str) -> None:
@@ -218,7 +224,7 @@ async def test_a_killed_worker_is_restarted(start_gateway: StartGateway) -> None
     os.kill(killed, signal.SIGKILL)
     await eventually(
         lambda: gateway.worker_pids()[1] != killed,
-        within=30,
+        within=30,  # the backoff's first ceiling is 0.5 s
         message="the killed worker was not started again",
     )
     await both_workers_up(gateway)
