@@ -43,11 +43,10 @@ from kubeproxy import (
     load_in_cluster,
     load_kubeconfig,
 )
-from protocol import Connection, ErrorCode, Role, Settings
+from protocol import CAPABILITY_REPLICAS, Connection, ErrorCode, Role, Settings
 from protocol.backoff import Backoff, BackoffPolicy
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
 from tunnel.contract import (
-    CAPABILITY_REPLICAS,
     CAPABILITY_UPGRADE,
     IDENTITY_AGENT_ID,
     IDENTITY_AGENT_VERSION,

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 
+from tests.kit.round_robin import RoundRobin
 from tests.kit.waits import eventually, wait_for
 
 if TYPE_CHECKING:
     from tests.agent.conftest import (
         GatewayConnection,
         ReplicaGateways,
-        RoundRobin,
         RunningAgent,
         StartAgent,
         TestGateway,
