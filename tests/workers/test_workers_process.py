@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from certs import PlaneRef
+from envtest import KubeAPIServer
 from protocol import Connection, Role
 from tests.kit.gateway_lab import PLANE_A, Pki, default_handler
 from tests.kit.waits import eventually, wait_for, within
@@ -268,3 +269,67 @@ def test_what_workers_cannot_share_is_refused(pki: Pki, flags: list[str], proble
     )
     assert finished.returncode == 2
     assert problem in finished.stderr
+
+
+@pytest.mark.kube
+async def test_a_real_agent_holds_a_tunnel_to_each_worker_and_callers_reach_its_plane(
+    start_gateway: StartGateway, pki: Pki, plane_server: KubeAPIServer, tmp_path: Path
+) -> None:
+    """The whole path: a real agent process told of both workers (REPLICAS) dials the shared
+    agent port until it holds a tunnel to each, and a caller reaches the real API server
+    behind it through whichever worker the kernel hands its connection to."""
+    gateway = await start_gateway()
+    await both_workers_up(gateway)
+    tls = tmp_path / "agent-tls"
+    tls.mkdir()
+    bundle = pki.agent_cert(PLANE_A)
+    (tls / "tls.crt").write_bytes(bundle.chain_pem())
+    (tls / "tls.key").write_bytes(bundle.private_key_pem())
+    (tls / "ca.crt").write_bytes(pki.gateway_ca.certificate_pem())
+    agent_log = tmp_path / "agent.log"
+    with agent_log.open("wb") as sink:
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "planelink",
+            "--log-format=json",
+            "agent",
+            f"--gateway-url=wss://127.0.0.1:{gateway.agent_port}",
+            f"--plane={PLANE_A}",
+            f"--tls-dir={tls}",
+            f"--kubeconfig={plane_server.kubeconfig_path}",
+            "--health-address=127.0.0.1:0",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        await eventually(
+            lambda: (
+                {worker: len(agents) for worker, agents in announced_agents(gateway).items()}
+                == {"gw-w0": 1, "gw-w1": 1}
+            ),
+            within=60,
+            message="the agent never held a tunnel to each worker",
+        )
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{gateway.operator_port}/planes"
+            async with session.get(url) as answer:
+                report = await answer.json()
+        (plane_a,) = [plane for plane in report["planes"] if plane["name"] == PLANE_A.name]
+        assert plane_a["connectedAgents"] == 1, "one agent, two tunnels"
+        assert sorted(agent["replica"] for agent in plane_a["agents"]) == ["gw-w0", "gw-w1"]
+
+        context = pki.caller_ssl()
+        for _ in range(6):
+            async with aiohttp.ClientSession() as session:  # a new connection each time
+                url = f"https://127.0.0.1:{gateway.caller_port}/planes/{PLANE_A}/k8s/api"
+                async with session.get(url, ssl=context) as answer:
+                    assert answer.status == 200, await answer.text()
+                    assert (await answer.json())["kind"] == "APIVersions"
+    finally:
+        if agent.returncode is None:
+            agent.send_signal(signal.SIGTERM)
+            await wait_for(agent.wait(), 30)
+    gateway.process.send_signal(signal.SIGTERM)
+    assert await wait_for(gateway.process.wait(), DRAIN_GRACE + 30) == 0
