@@ -28,6 +28,7 @@ from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.peers import PeerSettings
+from gateway.peers.files import PresenceError, prepare_directory
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
 from gateway.workers import MAX_WORKERS, check_workers, worker_id, worker_settings
@@ -582,15 +583,16 @@ def _supervise(
     """Run `workers` copies of this command as workers, with a private directory of the
     supervisor's (0700, removed at exit) for what they share and nobody else may touch."""
     private = Path(tempfile.mkdtemp(prefix="planelink-gateway-"))
+    presence: Path | None = None
     try:
         environment = dict(os.environ)
-        presence = settings.presence_dir
-        if settings.reconciler is None and presence is None:
-            presence = private / "presence"
+        if settings.reconciler is None:
+            presence = _presence_for_workers(settings.presence_dir, private)
             environment[SETTINGS.env(_setting("presence_dir"))] = str(presence)
         if settings.peers is None:
             environment.update(_private_peer_pki(private / "peer"))
-        argv = _worker_argv(args)
+        # The workers' presence directory comes by the environment (a flag would win over it).
+        argv = _worker_argv(argparse.Namespace(**{**vars(args), "presence_dir": None}))
 
         def command(index: int) -> tuple[Sequence[str], dict[str, str]]:
             return argv, {**environment, WORKER_INDEX_VARIABLE: str(index)}
@@ -598,7 +600,7 @@ def _supervise(
         def withdraw(index: int) -> None:
             # A dead worker cannot delete its presence file: its siblings should not wait for
             # it to age out before they stop counting on it.
-            if presence is not None and settings.reconciler is None:
+            if presence is not None:
                 with contextlib.suppress(OSError):
                     (presence / f"{worker_id(identity, index)}.json").unlink()
 
@@ -610,6 +612,29 @@ def _supervise(
         return asyncio.run(supervisor.run())
     finally:
         shutil.rmtree(private, ignore_errors=True)
+        if (  # one made inside the given directory
+            presence is not None
+            and presence.parent != private
+            and presence != settings.presence_dir
+        ):
+            shutil.rmtree(presence, ignore_errors=True)
+
+
+def _presence_for_workers(given: Path | None, private: Path) -> Path:
+    """Where the workers announce themselves: `given` if only this user may write there, else
+    a private directory made inside it (an emptyDir volume is writable by all: whoever can
+    write where workers read can announce a replica); without `given`, one in `private`."""
+    if given is None:
+        return private / "presence"
+    try:
+        prepare_directory(given)
+    except PresenceError as error:
+        inside = Path(tempfile.mkdtemp(prefix="planelink-presence-", dir=given))
+        structlog.get_logger("planelink.supervisor").info(
+            "presence directory made private", given=str(given), used=str(inside), why=str(error)
+        )
+        return inside
+    return given
 
 
 def _private_peer_pki(directory: Path) -> dict[str, str]:

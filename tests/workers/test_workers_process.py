@@ -333,3 +333,29 @@ async def test_a_real_agent_holds_a_tunnel_to_each_worker_and_callers_reach_its_
             await wait_for(agent.wait(), 30)
     gateway.process.send_signal(signal.SIGTERM)
     assert await wait_for(gateway.process.wait(), DRAIN_GRACE + 30) == 0
+
+
+def inner_presence(shared: Path) -> list[Path]:
+    return list(shared.glob("planelink-presence-*"))
+
+
+async def test_a_presence_dir_others_may_write_in_gets_a_private_one_inside(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """As an emptyDir volume is (0777): whoever may write where the workers read could
+    announce a replica, so the supervisor makes a private directory inside it for them."""
+    shared = tmp_path / "presence"
+    shared.mkdir()
+    shared.chmod(0o777)
+    gateway = await start_gateway()
+    await eventually(
+        lambda: [len(list(inner.glob("*.json"))) for inner in inner_presence(shared)] == [2],
+        within=120,
+        message="the workers never announced themselves in a private directory",
+    )
+    (inner,) = inner_presence(shared)
+    assert inner.stat().st_mode & 0o777 == 0o700
+    assert not list(shared.glob("*.json")), "nothing announced where others may write"
+    gateway.process.send_signal(signal.SIGTERM)
+    assert await wait_for(gateway.process.wait(), DRAIN_GRACE + 30) == 0
+    assert inner_presence(shared) == [], "the supervisor removes what it made"
