@@ -125,10 +125,11 @@ class Gateway:
                 self.peers,
                 self.agents.wait_for_change,
             )
-            if settings.presence_dir is not None
+            if settings.presence_dir is not None and not _has_leases(settings)
             else None
         )
-        """This replica's presence file and its view of its siblings' (no control plane)."""
+        """This replica's presence file and its view of its siblings' (when no Leases say who
+        is live: two sources would undo each other's view)."""
         self.direct = DirectPlanes(metrics=self.metrics)
         """Direct-mode planes, served through the gateway's own pools (fed by the reconciler)."""
         self.agent_listener = AgentListener(
@@ -311,6 +312,11 @@ def _leased_as(settings: ReconcilerSettings, replica_id: str) -> ReconcilerSetti
     if settings.coordination is None or settings.coordination.identity == replica_id:
         return settings
     return replace(settings, coordination=replace(settings.coordination, identity=replica_id))
+
+
+def _has_leases(settings: GatewaySettings) -> bool:
+    """Whether the replicas' Leases are this replica's presence source."""
+    return settings.reconciler is not None and settings.reconciler.coordination is not None
 
 
 def _replica_id(settings: GatewaySettings) -> str:

@@ -9,10 +9,12 @@ is. The supervisor:
 - forwards SIGTERM and SIGINT to every worker, waits for them to drain (their `--drain-grace`,
   plus a margin, then SIGKILL), and exits 0 when every worker exited 0;
 - forwards SIGHUP (reload the planes file);
-- restarts a worker that dies, after a backoff (`protocol.backoff`, reset once a worker has
-  lived `restart_window`), logging each death; a worker that dies `max_restarts` times within
-  `restart_window` makes it stop the others and exit 1 — a crash loop is for the kubelet to
-  see, not to hide;
+- stops the others and exits 2 when a worker refuses its settings (exit 2: nothing a restart
+  would change);
+- restarts a worker that dies otherwise, after a backoff (`protocol.backoff`, reset once a
+  worker has lived `restart_window`), logging each death; a worker that dies `max_restarts`
+  times within `restart_window` makes it stop the others and exit 1 — a crash loop is for
+  the kubelet to see, not to hide;
 - has the kernel send SIGTERM to a worker whose supervisor died (PR_SET_PDEATHSIG), so no
   worker outlives it holding the ports.
 
@@ -40,6 +42,10 @@ WORKER_INDEX_VARIABLE = "PLANELINK_GATEWAY_WORKER_INDEX"
 """Set by the supervisor in each worker's environment: the worker's index, 0 to N-1."""
 
 _PR_SET_PDEATHSIG = 1
+
+REFUSED_SETTINGS = 2
+"""The exit code of a `planelink` command that refuses its settings (a file it cannot read, a
+port it cannot bind): a worker that exits with it would only refuse them again."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +78,8 @@ class Supervisor:
         """Called when worker i has exited (e.g. to withdraw what it announced)."""
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
-        self._failed = False
+        self._failed: int | None = None
+        """The supervisor's exit code once it gave up on its workers."""
 
     async def run(self) -> int:
         """Run the workers until a signal stops them (0 when all drained cleanly) or one
@@ -89,8 +96,8 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(ValueError):
                     loop.remove_signal_handler(signum)
-        if self._failed:
-            return 1
+        if self._failed is not None:
+            return self._failed
         unclean = {index: code for index, code in enumerate(codes) if code != 0}
         if unclean:
             log.error("workers did not stop cleanly", exit_codes=unclean)
@@ -124,6 +131,9 @@ class Supervisor:
             self._on_worker_exit(index)
             if self._stopping.is_set():
                 return code
+            if code == REFUSED_SETTINGS:
+                log.error("worker refused its settings: stopping the gateway", worker=index)
+                return self._give_up(REFUSED_SETTINGS, code)
             now = time.monotonic()
             deaths = [moment for moment in deaths if now - moment < settings.restart_window]
             deaths.append(now)
@@ -137,9 +147,7 @@ class Supervisor:
                     deaths=len(deaths),
                     within_seconds=settings.restart_window,
                 )
-                self._failed = True
-                self.stop()
-                return code
+                return self._give_up(1, code)
             delay = backoff.next_delay()
             log.warning(
                 "worker died: restarting it", worker=index, exit_code=code, after_seconds=delay
@@ -149,6 +157,12 @@ class Supervisor:
                     await self._stopping.wait()
             if self._stopping.is_set():
                 return code
+
+    def _give_up(self, exit_code: int, worker_code: int) -> int:
+        if self._failed is None:
+            self._failed = exit_code
+        self.stop()
+        return worker_code
 
     async def _spawn(self, index: int) -> asyncio.subprocess.Process:
         argv, environment = self._command(index)

@@ -63,6 +63,23 @@ async def test_workers_that_keep_dying_make_it_give_up_with_exit_1() -> None:
     assert exits.count(gave_up["worker"]) == 4, "every exit reported (to withdraw presence)"
 
 
+async def test_a_worker_refusing_its_settings_stops_the_gateway_with_exit_2(
+    tmp_path: Path,
+) -> None:
+    """Exit 2 is `planelink gateway` refusing its settings: restarting would not help."""
+    code = "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))"
+
+    def command(index: int) -> tuple[Sequence[str], dict[str, str]]:
+        if index == 1:
+            return [sys.executable, "-c", "raise SystemExit(2)"], {}
+        return worker(code, index, tmp_path)
+
+    supervisor = Supervisor(SupervisorSettings(workers=2, stop_grace=10), command)
+    with structlog.testing.capture_logs() as logs:
+        assert await wait_for(supervisor.run(), 30) == 2
+    assert not [entry for entry in logs if entry["event"] == "worker died: restarting it"]
+
+
 async def test_a_stop_reaches_every_worker_each_told_its_index(tmp_path: Path) -> None:
     code = "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))"
     supervisor = Supervisor(
