@@ -359,3 +359,27 @@ async def test_a_presence_dir_others_may_write_in_gets_a_private_one_inside(
     gateway.process.send_signal(signal.SIGTERM)
     assert await wait_for(gateway.process.wait(), DRAIN_GRACE + 30) == 0
     assert inner_presence(shared) == [], "the supervisor removes what it made"
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, dead but not reaped, is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(start_gateway: StartGateway) -> None:
+    """The kernel tells a worker its supervisor died (PR_SET_PDEATHSIG): no worker is left
+    holding the ports."""
+    gateway = await start_gateway()
+    await both_workers_up(gateway)
+    workers = gateway.worker_pids().values()
+    gateway.process.kill()
+    await gateway.process.wait()
+    await eventually(
+        lambda: not any(running(pid) for pid in workers),
+        within=30,
+        message="a worker outlived its supervisor",
+    )
