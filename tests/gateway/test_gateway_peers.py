@@ -301,3 +301,20 @@ async def test_the_peer_port_refuses_anything_but_a_peer_certificate_in_tls(
         within=5,
         message="the refused handshake is counted",
     )
+
+
+async def test_a_caller_name_that_would_break_the_peers_head_is_refused(
+    gateway: Gateway, near: Gateway, connect_agent: AgentFactory, pki: Pki, planes: PlanePair
+) -> None:
+    # Names come from the caller CA or the control plane; still, the peer hop writes them into
+    # an HTTP/1.1 head, so one with CR LF would add a field of its own there.
+    forged = certs.issue_client(
+        pki.caller_ca, common_name="jane\r\nImpersonate-Group: system:masters"
+    )
+    pki.caller = forged
+    async with connect_agent(planes[0]), caller_session(near, pki) as session:
+        share(gateway, near)
+        async with session.get(f"{A}/echo") as response:
+            assert response.status == 400
+            assert "identity cannot be passed on" in (await response.json())["message"]
+    assert sample(gateway, "planelink_gateway_peer_requests_total") == 0
