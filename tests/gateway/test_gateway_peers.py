@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ import yaml
 
 import certs
 from envtest import Credentials, KubeAPIServer, build_kubeconfig
+from gateway import app
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthSettings
 from gateway.interfaces import DirectCredentials, Replica
@@ -409,3 +411,16 @@ async def test_kubectl_through_a_replica_without_the_plane_reaches_a_real_api_se
     labels = {"peer": "far", "plane": "ns-a/plane-a"}
     assert sample(near, "planelink_gateway_forwarded_requests_total", code="2xx", **labels) >= 1
     assert sample(near, "planelink_gateway_forwarded_requests_total", code="4xx", **labels) >= 1
+
+
+def test_the_peer_port_has_its_own_budget_within_the_descriptor_limit(
+    pki: Pki,
+    loopback_gateway_settings: Callable[[Path], GatewaySettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (4096, 4096))
+    settings = app._within_fd_limit(loopback_gateway_settings(pki.directory))
+    assert settings.peers is not None
+    ports = (settings.agents.admission, settings.callers.admission, settings.peers.admission)
+    assert sum(port.max_connections for port in ports) <= 4096 - app.FD_RESERVE - 409
+    assert 0 < settings.peers.admission.max_connections < settings.callers.admission.max_connections
