@@ -50,9 +50,13 @@ FORWARD_LIMITS = LocalLimits(connect_timeout=3.0)
 3 s to connect to is skipped for the request."""
 
 
+class PeerCertificatesError(ValueError):
+    """The peer certificate, key or CA cannot be read or used (at start: a bad flag)."""
+
+
 def peer_tls(settings: PeerSettings) -> TLSSettings:
     """The forwarding client's TLS: the peer CA alone, this replica's peer certificate.
-    Raises UpstreamConfigError when the files cannot make a context."""
+    Raises PeerCertificatesError when the files cannot make a context."""
     try:
         tls = TLSSettings(
             ca_data=settings.ca.read_bytes(),
@@ -60,9 +64,9 @@ def peer_tls(settings: PeerSettings) -> TLSSettings:
             client_cert_pem=settings.certificate.read_bytes(),
             client_key_pem=settings.key.read_bytes(),
         )
-    except OSError as error:
-        raise UpstreamConfigError(f"peer certificates: {error}") from None
-    tls.context()  # fail now, at start, if they are unusable
+        tls.context()  # fail now, at start, if they are unusable
+    except (OSError, UpstreamConfigError) as error:
+        raise PeerCertificatesError(f"peer certificates: {error}") from None
     return tls
 
 

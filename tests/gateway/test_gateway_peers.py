@@ -424,3 +424,16 @@ def test_the_peer_port_has_its_own_budget_within_the_descriptor_limit(
     ports = (settings.agents.admission, settings.callers.admission, settings.peers.admission)
     assert sum(port.max_connections for port in ports) <= 4096 - app.FD_RESERVE - 409
     assert 0 < settings.peers.admission.max_connections < settings.callers.admission.max_connections
+
+
+def test_unusable_peer_certificates_are_a_clear_error_at_start(
+    pki: Pki, loopback_gateway_settings: Callable[[Path], GatewaySettings], peer_pki: PeerPki
+) -> None:
+    settings = loopback_gateway_settings(pki.directory)
+    missing = replace(peer_pki.settings, key=pki.directory / "nowhere.key")
+    with pytest.raises(ValueError, match=r"peer certificates: .*nowhere\.key"):
+        Gateway(replace(settings, peers=missing))
+    (pki.directory / "garbage.crt").write_text("not a certificate")
+    garbage = replace(peer_pki.settings, ca=pki.directory / "garbage.crt")
+    with pytest.raises(ValueError, match="peer certificates"):
+        Gateway(replace(settings, peers=garbage))
