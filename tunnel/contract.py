@@ -34,3 +34,9 @@ IDENTITY_KUBERNETES_VERSION = "kubernetes-version"
 
 CAPABILITY_UPGRADE = "upgrade"
 """The agent tunnels HTTP upgrades (SPDY/3.1, WebSocket) as byte pipes."""
+# The capability `replicas` is the protocol's own (`protocol.CAPABILITY_REPLICAS`): the
+# connection itself refuses REPLICAS frames an agent did not ask for.
+
+IDENTITY_GATEWAY_ID = "gateway-id"
+"""HELLO identity key of the gateway: its replica id, as REPLICAS frames name it (the agent
+holds one tunnel per id)."""

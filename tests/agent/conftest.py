@@ -4,7 +4,10 @@
 - `agent_tls`: a folder laid out like the mounted cluster-agent-tls Secret, renewable;
 - `gateway`: a real WebSocket server with mutual TLS (client certificates required and verified
   against the agent CA) that wraps each connection in a gateway-side `TunnelSession`; a test
-  opens streams on `await gateway.next_connection()`;
+  opens streams on `await gateway.next_connection()`; given a `replica_id` it names itself in
+  its HELLO and tells listening agents its `live` replicas, as a gateway replica does;
+- `replica_gateways(n)`: n such replicas, and `load_balancer(replicas)`, a `RoundRobin` in front
+  of them (tests/kit/round_robin.py: TLS passes through to the replica it picks);
 - `upstream_peer`: a tiny HTTPS server that records requests, answers upgrades with 101 and
   echoes bytes, and hangs on /hang: a stand-in API server for what a real one cannot show;
 - `start_agent`: runs an `Agent` in this event loop and stops it at the end of the test.
@@ -37,7 +40,8 @@ import http1
 from agent import Agent, AgentSettings
 from envtest import KubeAPIServer
 from kubeproxy import Upstream
-from protocol import Connection, Headers, Role, Settings
+from protocol import CAPABILITY_REPLICAS, Connection, Headers, Role, Settings
+from tests.kit.round_robin import RoundRobin
 from tests.kit.waits import scaled, wait_for
 from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
@@ -194,7 +198,12 @@ class TestGateway:
 
     __test__ = False  # not a test class, whatever its name
 
-    def __init__(self, pki: Pki, folder: Path) -> None:
+    def __init__(self, pki: Pki, folder: Path, *, replica_id: str | None = None) -> None:
+        self.replica_id = replica_id
+        """Named in the HELLO's `gateway-id` (None: an older gateway, which names nothing)."""
+        self.live: frozenset[str] | None = None
+        """The live replicas told to agents that listen, when it differs from what they know."""
+        self._told: dict[TunnelSession, frozenset[str]] = {}
         self._context = server_context(pki.gateway_server, folder)
         self._context.verify_mode = ssl.CERT_REQUIRED
         self._context.load_verify_locations(cadata=pki.agent_ca.certificate_pem().decode())
@@ -246,6 +255,28 @@ class TestGateway:
     def accept(self) -> None:
         self.reject = None
 
+    def announce(self, live: frozenset[str]) -> None:
+        """The live replicas changed: tell every connected agent that listens."""
+        self.live = live
+        for connection in self.all_connections:
+            if not connection.ended.is_set():
+                self._tell(connection.session)
+
+    def _tell(self, session: TunnelSession) -> None:
+        peer = session.peer
+        if self.live is None or peer is None or CAPABILITY_REPLICAS not in peer.capabilities:
+            return
+        told = self._told.get(session, frozenset({self.replica_id}))
+        if session.closed or self.live == told:
+            return  # only news is sent: with one replica, nothing
+        self._told[session] = self.live
+        session.send_replicas(self.live)
+
+    async def _tell_when_ready(self, session: TunnelSession) -> None:
+        with contextlib.suppress(Exception):
+            await session.wait_ready()
+            self._tell(session)
+
     async def next_connection(self, seconds: float = 10.0) -> GatewayConnection:
         """The next agent connection, once its HELLO arrived (streams may be opened)."""
         connection = await wait_for(self.connections.get(), seconds)
@@ -274,9 +305,10 @@ class TestGateway:
             websocket.transport.pause_reading()
             await websocket.wait_closed()
             return
+        identity = {"gateway-id": self.replica_id} if self.replica_id else None
         session = TunnelSession(
             WebSocketChannel(websocket),
-            Connection(Role.GATEWAY, settings=self.settings),
+            Connection(Role.GATEWAY, settings=self.settings, identity=identity),
             heartbeat=Heartbeat(interval=5.0, timeout=scaled(60.0)),
         )
         assert websocket.request is not None
@@ -285,8 +317,10 @@ class TestGateway:
         )
         self.all_connections.append(connection)
         self.connections.put_nowait(connection)
+        telling = asyncio.create_task(self._tell_when_ready(session))
         connection.close_reason = await session.run()
         connection.ended.set()
+        telling.cancel()
 
 
 @pytest.fixture
@@ -295,6 +329,64 @@ async def fake_gateway(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[TestGate
     await server.start()
     yield server
     await server.close()
+
+
+ReplicaGateways = Callable[[int], Awaitable[list[TestGateway]]]
+
+
+@pytest.fixture
+async def replica_gateways(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[ReplicaGateways]:
+    """`await replica_gateways(n)`: n test gateways `replica-0`... that all say the n are live."""
+    started: list[TestGateway] = []
+
+    async def start(count: int) -> list[TestGateway]:
+        ids = frozenset(f"replica-{i}" for i in range(count))
+        replicas = []
+        for i in range(count):
+            replica = TestGateway(agent_pki, tmp_path / f"replica-{i}", replica_id=f"replica-{i}")
+            replica.live = ids
+            await replica.start()
+            started.append(replica)
+            replicas.append(replica)
+        return replicas
+
+    yield start
+    for replica in started:
+        await replica.close()
+
+
+@pytest.fixture
+async def load_balancer() -> AsyncIterator[Callable[[list[TestGateway]], Awaitable[RoundRobin]]]:
+    """`await load_balancer(replicas)`: a `RoundRobin` in front of test gateways."""
+    balancers: list[RoundRobin] = []
+
+    async def start(backends: list[TestGateway]) -> RoundRobin:
+        balancer = RoundRobin([_address(backend.url) for backend in backends])
+        await balancer.start()
+        balancers.append(balancer)
+        return balancer
+
+    yield start
+    for balancer in balancers:
+        await balancer.close()
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("wss://").rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.fixture
+def unused_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig for tests that never reach the API server."""
+    path = tmp_path / "unused.kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: unused}}]\n"
+    )
+    return path
 
 
 # -- an upstream test peer ------------------------------------------------------------------
