@@ -97,6 +97,26 @@ def _held_by(identity: str) -> Callable[[KubeObject], bool]:
     return lambda lease: (lease.get("spec") or {}).get("holderIdentity") == identity
 
 
+async def _agent_plane(kit: Kit, name: str) -> tuple[certs.CertificateBundle, certs.PlaneRef]:
+    """A DataPlane `name` whose agents `ca` signs."""
+    ca = certs.create_ca("agents")
+    await kit.create(
+        kit.client,
+        kit.agent_dataplane(name, kit.namespace, {"value": ca.certificate_pem().decode()}),
+    )
+    return ca, certs.plane_ref(kit.namespace, name)
+
+
+async def _connected_says(kit: Kit, name: str, message: str) -> KubeObject:
+    """DataPlane `name` once its Connected condition's message is `message`."""
+    return await kit.await_dataplane(
+        kit.client,
+        kit.namespace,
+        name,
+        lambda o: (kit.condition(o, "Connected") or {}).get("message") == message,
+    )
+
+
 async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
     ca = certs.create_ca("agents")
     plane = certs.plane_ref(kit.namespace, "shared")
@@ -185,12 +205,7 @@ async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
 async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tunnels(
     kit: Kit,
 ) -> None:
-    ca = certs.create_ca("agents")
-    plane = certs.plane_ref(kit.namespace, "spread")
-    await kit.create(
-        kit.client,
-        kit.agent_dataplane("spread", kit.namespace, {"value": ca.certificate_pem().decode()}),
-    )
+    ca, plane = await _agent_plane(kit, "spread")
     replica_a, agents_a, peers_a = _peered(kit, "replica-a", 7001)
     replica_b, agents_b, peers_b = _peered(kit, "replica-b", 7002)
     # Every Lease event in the namespace, in order: what leaving looks like from outside.
@@ -237,29 +252,24 @@ async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tun
         obj = await kit.await_dataplane(
             kit.client, kit.namespace, "spread", kit.has_condition("Connected", "True")
         )
-        await kit.await_dataplane(
-            kit.client,
-            kit.namespace,
-            "spread",
-            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "2 agents connected",
-        )
+        await _connected_says(kit, "spread", "2 agents connected")
 
         # The leader leaves: its Lease goes before it hands leadership over, and B drops it.
         await replica_a.stop()
         await eventually(
             lambda: peers_b.live_ids() == ("replica-b",), within=10, message="A still live for B"
         )
-        deleted = events.index(("DELETED", "gw-replica-replica-a", "replica-a"))
-        handed_over = next(i for i, e in enumerate(events) if e[1] == "gw-leader" and e[2] is None)
-        assert deleted < handed_over
+        was_deleted = ("DELETED", "gw-replica-replica-a", "replica-a")
+        was_handed_over = ("MODIFIED", "gw-leader", None)
+        await eventually(  # the recorder's own watch may trail B's
+            lambda: was_deleted in events and was_handed_over in events,
+            within=10,
+            message="A's leaving not seen",
+        )
+        assert events.index(was_deleted) < events.index(was_handed_over)
         await _until_lease(kit, f"{LEADER_LABEL}=gw", _held_by("replica-b"))
         # B still has agent-1's tunnel: one agent (agent-2 held only A).
-        obj = await kit.await_dataplane(
-            kit.client,
-            kit.namespace,
-            "spread",
-            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "1 agent connected",
-        )
+        obj = await _connected_says(kit, "spread", "1 agent connected")
         assert kit.has_condition("Connected", "True")(obj)
     finally:
         recorder.cancel()
@@ -272,12 +282,7 @@ async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tun
 async def test_a_lease_of_a_replica_before_scale_out_still_counts_a_forged_one_not(
     kit: Kit,
 ) -> None:
-    ca = certs.create_ca("agents")
-    plane = certs.plane_ref(kit.namespace, "mixed")
-    await kit.create(
-        kit.client,
-        kit.agent_dataplane("mixed", kit.namespace, {"value": ca.certificate_pem().decode()}),
-    )
+    ca, plane = await _agent_plane(kit, "mixed")
     replica, agents, peers = _peered(kit, "replica-new", 7003)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     old_lease: KubeObject = {
@@ -302,12 +307,7 @@ async def test_a_lease_of_a_replica_before_scale_out_still_counts_a_forged_one_n
     try:
         await replica.start()
         kit.connect_agent(agents, plane, ca, agent_id="agent-1")
-        await kit.await_dataplane(
-            kit.client,
-            kit.namespace,
-            "mixed",
-            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "3 agents connected",
-        )
+        await _connected_says(kit, "mixed", "3 agents connected")
         assert peers.holdings(plane) == {
             "agent-1": ["replica-new"],
             "replica-old#0": ["replica-old"],
@@ -328,12 +328,7 @@ def _left_out(reconciler: Reconciler, what: str) -> float | None:
 
 
 async def test_a_lease_holds_at_most_the_cap_of_agent_ids_per_plane_and_says_so(kit: Kit) -> None:
-    ca = certs.create_ca("agents")
-    plane = certs.plane_ref(kit.namespace, "crowded")
-    await kit.create(
-        kit.client,
-        kit.agent_dataplane("crowded", kit.namespace, {"value": ca.certificate_pem().decode()}),
-    )
+    ca, plane = await _agent_plane(kit, "crowded")
     replica, agents, _ = _peered(kit, "replica-capped", 7004, max_agent_ids_per_plane=2)
     try:
         await replica.start()
