@@ -97,6 +97,14 @@ def _held_by(identity: str) -> Callable[[KubeObject], bool]:
     return lambda lease: (lease.get("spec") or {}).get("holderIdentity") == identity
 
 
+async def _stop(recorder: asyncio.Task[None], *replicas: Reconciler) -> None:
+    recorder.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await recorder
+    for replica in replicas:
+        await replica.stop()
+
+
 async def _agent_plane(kit: Kit, name: str) -> tuple[certs.CertificateBundle, certs.PlaneRef]:
     """A DataPlane `name` whose agents `ca` signs."""
     ca = certs.create_ca("agents")
@@ -194,11 +202,7 @@ async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
                 recorded.wait_for(lambda: statuses[-1:] == ["False"] and len(statuses) > 1), 10
             )
     finally:
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
-        await replica_a.stop()
-        await replica_b.stop()
+        await _stop(recorder, replica_a, replica_b)
     assert statuses == ["False", "True", "False"]
 
 
@@ -272,11 +276,7 @@ async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tun
         obj = await _connected_says(kit, "spread", "1 agent connected")
         assert kit.has_condition("Connected", "True")(obj)
     finally:
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
-        await replica_a.stop()
-        await replica_b.stop()
+        await _stop(recorder, replica_a, replica_b)
 
 
 async def test_a_lease_of_a_replica_before_scale_out_still_counts_a_forged_one_not(
