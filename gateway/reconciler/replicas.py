@@ -154,8 +154,9 @@ class Replicas:
         )
         self._seen: dict[ObjectRef, tuple[str, float]] = {}
         """Per peer Lease: the resourceVersion last seen, and when (monotonic) it changed."""
-        self._read: dict[ObjectRef, tuple[str, Replica | None]] = {}
-        """Per peer Lease: the resourceVersion last read, and the replica it advertised."""
+        self._read: dict[ObjectRef, tuple[object, Replica | None]] = {}
+        """Per peer Lease: what it said when last read (holder, annotations), and the replica
+        that made."""
         self._peer_agents: dict[PlaneRef, frozenset[str]] = {}
         self._own: KubeObject | None = None
         self._leading = False
@@ -268,10 +269,15 @@ class Replicas:
             self._on_peer_agents(changed)
 
     def _replica(self, key: ObjectRef, lease: KubeObject) -> Replica | None:
-        """The replica a peer Lease advertises, read once per resourceVersion."""
-        version = resource_version(lease)
+        """The replica a peer Lease advertises, read again only when that changed (a renewal
+        changes its time alone: a large annotation is not parsed, nor a bad one logged, again
+        every few seconds)."""
+        said = (
+            (lease.get("spec") or {}).get("holderIdentity"),
+            (lease.get("metadata") or {}).get("annotations"),
+        )
         read = self._read.get(key)
-        if read is not None and read[0] == version:
+        if read is not None and read[0] == said:
             return read[1]
         replica = read_replica(lease, max_ids=self._settings.max_agent_ids_per_plane)
         if replica is None:
@@ -285,7 +291,7 @@ class Replicas:
                 holder=replica.id,
             )
             replica = None
-        self._read[key] = (version, replica)
+        self._read[key] = (said, replica)
         return replica
 
     async def _forget_lease(self, key: ObjectRef) -> None:
