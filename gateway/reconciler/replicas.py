@@ -46,6 +46,7 @@ from gateway.reconciler.presence import (
     AGENTS_ANNOTATION,
     HOST_ANNOTATION,
     PEER_URL_ANNOTATION,
+    Advertisement,
     PlaneAgents,
     advertise_agents,
     read_replica,
@@ -168,6 +169,7 @@ class Replicas:
         self._last_renewal = 0.0
         self._leader_seen: tuple[str, float] = ("", 0.0)
         self._publish = asyncio.Event()
+        self._advertised: tuple[PlaneAgents, Advertisement] | None = None
         self._left_out: tuple[int, tuple[PlaneRef, ...]] = (0, ())
         self._cleanups: set[asyncio.Task[None]] = set()
         self._log = log.bind(replica=settings.identity)
@@ -345,11 +347,16 @@ class Replicas:
     def _annotations(self) -> dict[str, str]:
         """What this replica advertises now, within the bounds of one Lease."""
         settings = self._settings
-        advertised = advertise_agents(
-            self._local_planes(),
-            max_ids=settings.max_agent_ids_per_plane,
-            max_bytes=settings.max_agents_annotation_bytes,
-        )
+        planes = self._local_planes()
+        if self._advertised is not None and self._advertised[0] == planes:
+            advertised = self._advertised[1]  # a renewal: the same text as last time
+        else:
+            advertised = advertise_agents(
+                planes,
+                max_ids=settings.max_agent_ids_per_plane,
+                max_bytes=settings.max_agents_annotation_bytes,
+            )
+            self._advertised = (planes, advertised)
         self._metrics.lease_left_out.labels(what="agent_ids").set(advertised.ids_left_out)
         self._metrics.lease_left_out.labels(what="planes").set(len(advertised.planes_left_out))
         left_out = (advertised.ids_left_out, advertised.planes_left_out)
