@@ -14,6 +14,11 @@ bounded: at most `max_ids` agent ids per plane (the smallest, so every replica k
 ones), each id at most `MAX_AGENT_ID_CHARS` long, and the whole annotation at most `max_bytes`
 (planes beyond, in name order, are left out). What is left out is reported, never silent.
 
+Only a Lease with the `host` annotation is a peer (`is_gateway_replica`): a replica agents keep
+a tunnel to and callers' requests may be forwarded to. A standalone `planelink reconciler`, or
+a gateway before scale-out (whose HELLO names no replica), keeps a Lease too and its agents are
+counted, but agents are never told to look for a tunnel to it.
+
 Reading never trusts the writer: a Lease anyone could have written yields at most `max_ids`
 ids per plane, a peer URL only if it is a bare `https://host:port`, and nothing at all (the
 Lease is ignored as a peer) if its holder is not a plausible replica id.
@@ -138,6 +143,12 @@ def read_peer_url(text: object) -> str:
     if url.scheme != "https" or not url.hostname or port is None or not bare:
         return ""
     return text.rstrip("/")
+
+
+def is_gateway_replica(lease: KubeObject) -> bool:
+    """Whether a Lease was written by a gateway replica that agents keep a tunnel to."""
+    annotations = (lease.get("metadata") or {}).get("annotations")
+    return isinstance(annotations, dict) and HOST_ANNOTATION in annotations
 
 
 def read_replica(lease: KubeObject, *, max_ids: int) -> Replica | None:

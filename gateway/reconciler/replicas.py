@@ -49,6 +49,7 @@ from gateway.reconciler.presence import (
     Advertisement,
     PlaneAgents,
     advertise_agents,
+    is_gateway_replica,
     read_replica,
 )
 from gateway.reconciler.settings import CoordinationSettings
@@ -238,6 +239,7 @@ class Replicas:
 
     def _recompute(self) -> None:
         live: list[Replica] = []
+        peers: list[Replica] = []
         for key, (_, changed_at) in sorted(self._seen.items()):
             lease = self._store.get(key)
             if lease is None or key.name == self.own_lease:
@@ -255,6 +257,8 @@ class Replicas:
             replica = self._replica(key, lease)
             if replica is not None and replica.id != self._settings.identity:
                 live.append(replica)
+                if is_gateway_replica(lease):
+                    peers.append(replica)
         agents: dict[PlaneRef, frozenset[str]] = {}
         for replica in live:
             for plane, ids in replica.planes.items():
@@ -266,7 +270,7 @@ class Replicas:
         }
         self._peer_agents = agents
         if self._peer_sink is not None:
-            self._peer_sink.replace_peers(live)
+            self._peer_sink.replace_peers(peers)
         if changed:
             self._on_peer_agents(changed)
 

@@ -20,7 +20,7 @@ from gateway.callers import CallerSettings
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.reconciler.errors import NotFound
 from gateway.reconciler.kube import KubeApi
-from gateway.reconciler.presence import AGENTS_ANNOTATION, PEER_URL_ANNOTATION
+from gateway.reconciler.presence import AGENTS_ANNOTATION, HOST_ANNOTATION, PEER_URL_ANNOTATION
 from gateway.reconciler.replicas import GROUP_LABEL
 from tests.kit.waits import eventually, within
 from tunnel import Heartbeat
@@ -95,6 +95,7 @@ async def _lease_and_peers(api: KubeApi, gateway: Gateway, namespace: str) -> No
                 "annotations": {
                     AGENTS_ANNOTATION: json.dumps({"ns-x/plane-x": ["agent-x"]}),
                     PEER_URL_ANNOTATION: "https://10.1.2.3:8444",
+                    HOST_ANNOTATION: "gw-other-pod",
                 },
             },
             "spec": {"holderIdentity": "gw-other", "leaseDurationSeconds": 60, "renewTime": now},

@@ -15,6 +15,7 @@ from gateway.reconciler.presence import (
     PEER_URL_ANNOTATION,
     advertise_agents,
     bounded_agent_id,
+    is_gateway_replica,
     read_agents,
     read_peer_url,
     read_replica,
@@ -150,9 +151,12 @@ def test_a_replica_is_read_from_its_lease() -> None:
     assert read_replica(lease, max_ids=16) == Replica(
         id="gw-0", peer_url="https://10.0.0.7:8444", host="gw-0", planes={A: frozenset({"a1"})}
     )
-    # A Lease of a replica before scale-out: no peer URL, counts.
+    assert is_gateway_replica(lease)
+    # A Lease of a replica before scale-out: no peer URL, counts, and is no peer.
     old = _lease("gw-1", {AGENTS_ANNOTATION: '{"ns-a/plane-a":1}'})
     assert read_replica(old, max_ids=16) == Replica(id="gw-1", planes={A: frozenset({"gw-1#0"})})
+    assert not is_gateway_replica(old)
+    assert not is_gateway_replica({"metadata": {}})
 
 
 @pytest.mark.parametrize("holder", [None, "", 7, "x" * 254])
