@@ -14,7 +14,9 @@ its own view, `Connected` would flap between their answers. Instead:
   *distinct* agents of its own and every live peer Lease (an agent keeps a tunnel to every
   replica: tunnels are not agents);
 - a Lease is live while it keeps changing: liveness is judged by when *this* replica last saw
-  it change, never by comparing clocks (as client-go does), so clock skew cannot kill a peer.
+  it change, never by comparing clocks (as client-go does), so clock skew cannot kill a peer;
+  and while this replica cannot see its own Lease change (its watch or the API server is
+  down), time stops for that judgement (`liveness_horizon`): not seeing is no evidence.
 
 Every replica computes the same union, so a change of leader cannot flip `Connected` either. A
 replica that stops gracefully first deletes its Lease (it is no longer advertised: agents and
@@ -240,12 +242,18 @@ class Replicas:
     def _recompute(self) -> None:
         live: list[Replica] = []
         peers: list[Replica] = []
+        own = self._seen.get(ObjectRef(self._settings.namespace, self.own_lease))
+        now = liveness_horizon(
+            time.monotonic(),
+            own_changed_at=None if own is None else own[1],
+            own_duration=self._settings.lease_duration,
+        )
         for key, (_, changed_at) in sorted(self._seen.items()):
             lease = self._store.get(key)
             if lease is None or key.name == self.own_lease:
                 continue
             duration = _duration(lease, self._settings.lease_duration)
-            dead_for = time.monotonic() - changed_at - duration
+            dead_for = now - changed_at - duration
             if dead_for >= 0:
                 if self._leading and dead_for > _FORGET_AFTER * duration and not self._leaving:
                     self._seen.pop(key, None)
@@ -474,6 +482,17 @@ class Replicas:
         self._metrics.leader.set(1 if leading else 0)
         self._log.info("leadership changed", leading=leading)
         self._on_leadership(leading)
+
+
+def liveness_horizon(now: float, *, own_changed_at: float | None, own_duration: float) -> float:
+    """The moment peers' Leases are judged live or dead at: `now`, or, while this replica has
+    not seen its own Lease change for `own_duration` (its watch, or the API server, is down:
+    it cannot see anyone's renewals), the last moment it could see. A replica that is blind
+    keeps its peers rather than declare them all dead, which would tell every agent to drop
+    its tunnels to them and every caller's request to go nowhere."""
+    if own_changed_at is None:
+        return now  # not written yet (starting) or withdrawn (leaving)
+    return min(now, own_changed_at + own_duration)
 
 
 def _duration(lease: KubeObject, default: float) -> float:

@@ -20,7 +20,7 @@ from gateway.reconciler.presence import (
     read_peer_url,
     read_replica,
 )
-from gateway.reconciler.replicas import lease_name_part, lease_names
+from gateway.reconciler.replicas import lease_name_part, lease_names, liveness_horizon
 from kubeobject import KubeObject
 
 A = certs.plane_ref("ns-a", "plane-a")
@@ -188,3 +188,10 @@ def test_a_replica_speaks_only_through_the_lease_named_after_it() -> None:
     assert f"gw-replica-{lease_name_part(long_id)}" in names
     assert f"gw-replica-{long_id[:40]}" in names  # as a replica before scale-out named it
     assert "gw-replica-gateway-0" not in lease_names("gw", "gateway-1")
+
+
+def test_a_replica_that_cannot_see_its_own_lease_change_stops_judging_its_peers() -> None:
+    assert liveness_horizon(100.0, own_changed_at=None, own_duration=15) == 100.0
+    assert liveness_horizon(100.0, own_changed_at=95.0, own_duration=15) == 100.0  # seeing
+    # Blind since 60 + 15: peers renewed after 60 are still live, whatever the clock says.
+    assert liveness_horizon(100.0, own_changed_at=60.0, own_duration=15) == 75.0

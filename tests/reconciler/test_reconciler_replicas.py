@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from gateway.reconciler.presence import AGENTS_ANNOTATION, HOST_ANNOTATION, PEER
 from gateway.reconciler.replicas import GROUP_LABEL, LEADER_LABEL
 from gateway.trust import TrustRegistry
 from kubeobject import KubeObject
-from tests.kit.waits import eventually, wait_for
+from tests.kit.waits import eventually, scaled, wait_for
 from tests.reconciler.conftest import Kit
 
 
@@ -349,3 +350,42 @@ def test_the_lease_identity_must_be_the_replica_id(kit: Kit) -> None:
     other = PeerDirectory("replica-x", local_planes=agents.local_planes)
     with pytest.raises(ValueError, match="not the replica id"):
         _replica(kit, "replica-y", peers=other, registries=(trust, agents))
+
+
+async def test_a_peer_that_stops_renewing_is_dropped_after_its_duration(kit: Kit) -> None:
+    replica, _, peers = _peered(kit, "replica-watching", 7005)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # A peer that renewed once, just now, for a few seconds (long enough to be seen live by a
+    # replica starting on a loaded machine), and died.
+    duration = math.ceil(scaled(3))
+    await KubeApi(kit.client).create_lease(
+        kit.namespace,
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": "gw-replica-replica-dying",
+                "namespace": kit.namespace,
+                "labels": {GROUP_LABEL: "gw"},
+                "annotations": {AGENTS_ANNOTATION: "{}", HOST_ANNOTATION: "h"},
+            },
+            "spec": {
+                "holderIdentity": "replica-dying",
+                "leaseDurationSeconds": duration,
+                "renewTime": now,
+            },
+        },
+    )
+    seen: list[tuple[str, ...]] = []
+    peers.subscribe(lambda: seen.append(peers.live_ids()))
+    try:
+        await replica.start()
+        await eventually(
+            lambda: peers.live_ids() == ("replica-watching",),
+            within=10,
+            message="the dead peer is still live",
+        )
+        # It was live first (renewed a moment ago), then dropped: its renewal was judged.
+        assert seen[0] == ("replica-dying", "replica-watching")
+    finally:
+        await replica.stop()
