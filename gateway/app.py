@@ -36,7 +36,7 @@ from gateway.callers import CallerEndpoint, CallerSettings, Document
 from gateway.direct import DirectPlanes
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
-from gateway.operator import OperatorAuth, operator_app, plane_report
+from gateway.operator import OperatorAuth, operator_app, planes_document
 from gateway.peers import PeerDirectory, PeerSettings
 from gateway.peers.forward import PeerForwarder, peer_url
 from gateway.peers.listener import peer_listener
@@ -254,8 +254,10 @@ class Gateway:
 
     def _planes_document(self) -> Document:
         """This replica's own /planes, as its peers' `/peer/v1/planes` serves it."""
-        planes = [plane_report(plane, self.agents, self.direct) for plane in self.trust.planes()]
-        return b"application/json", json.dumps({"planes": planes}).encode()
+        document = planes_document(
+            trust=self.trust, agents=self.agents, direct=self.direct, peers=self.peers
+        )
+        return b"application/json", json.dumps(document).encode()
 
     def _metrics_document(self) -> Document:
         """This replica's own metrics, as its peers' `/peer/v1/metrics` serves them."""
