@@ -38,5 +38,5 @@ def test_all_holdings_of_many_planes_take_one_pass() -> None:
     elapsed = time.perf_counter() - started
     assert len(every) == 10_000
     assert every[certs.plane_ref("ns", "p7")] == {"agent-7": [f"gw-{r}" for r in range(5)]}
-    # One call per plane (10,000 copies of 10,000 planes) would take minutes, not this.
+    # One call per plane copies all 10,000 planes each time: seconds on this machine (~4 s).
     assert elapsed < scaled(5), elapsed
