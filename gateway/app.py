@@ -36,7 +36,7 @@ from gateway.callers import CallerEndpoint, CallerSettings, Document
 from gateway.direct import DirectPlanes
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
-from gateway.operator import OperatorAuth, operator_app, plane_report
+from gateway.operator import OperatorAuth, operator_app, planes_document
 from gateway.peers import PeerDirectory, PeerSettings
 from gateway.peers.forward import PeerForwarder, peer_url
 from gateway.peers.listener import peer_listener
@@ -190,8 +190,9 @@ class Gateway:
                 trust=self.trust,
                 agents=self.agents,
                 direct=self.direct,
-                settings=self.settings.reconciler,
+                settings=_leased_as(self.settings.reconciler, self.replica_id),
                 registry=self.metrics.registry,
+                peers=self.peers,
             )
             # Listing may wait for an API server that is down; the listeners serve meanwhile,
             # telling whoever comes for a plane not known yet to retry soon (`startup`).
@@ -212,12 +213,15 @@ class Gateway:
             ready=self._ready,
             auth=self._operator_auth,
             direct=self.direct,
+            peers=self.peers,
         )
         self._operator = web.AppRunner(app, access_log=None)
         await self._operator.setup()
         site = web.TCPSite(self._operator, self.settings.operator_host, self.settings.operator_port)
         await site.start()
         self.operator_port = self._operator.addresses[0][1]
+        if self.reconciler is not None:
+            self.reconciler.coordination.local_changed()  # advertise the bound peer URL now
         self._started = True
         log.info(
             "gateway serving",
@@ -254,8 +258,10 @@ class Gateway:
 
     def _planes_document(self) -> Document:
         """This replica's own /planes, as its peers' `/peer/v1/planes` serves it."""
-        planes = [plane_report(plane, self.agents, self.direct) for plane in self.trust.planes()]
-        return b"application/json", json.dumps({"planes": planes}).encode()
+        document = planes_document(
+            trust=self.trust, agents=self.agents, direct=self.direct, peers=self.peers
+        )
+        return b"application/json", json.dumps(document).encode()
 
     def _metrics_document(self) -> Document:
         """This replica's own metrics, as its peers' `/peer/v1/metrics` serves them."""
@@ -268,6 +274,14 @@ class Gateway:
             return False, starting
         agents = sum(1 for _ in self.agents.all_agents()) + sum(1 for _ in self.direct.served())
         return True, f"{len(self.trust.planes())} planes, {agents} agents"
+
+
+def _leased_as(settings: ReconcilerSettings, replica_id: str) -> ReconcilerSettings:
+    """`settings` with this replica's Lease held by its replica id: peers read the id from it,
+    and each worker of a pod (`<pod>-w<i>`) has a Lease of its own."""
+    if settings.coordination is None or settings.coordination.identity == replica_id:
+        return settings
+    return replace(settings, coordination=replace(settings.coordination, identity=replica_id))
 
 
 def _replica_id(settings: GatewaySettings) -> str:
