@@ -45,6 +45,7 @@ from gateway.acceptor import LINGERING_CLOSE_SECONDS, Admitted, TlsAcceptor
 from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentConnection, AgentRegistry
 from gateway.metrics import GatewayMetrics
+from gateway.replica_news import LiveReplicas, ReplicaNews
 from gateway.trust import TrustRegistry, verify_agent
 from protocol import Connection, ErrorCode, FloodLimits, Role, Settings
 from tunnel import Heartbeat, SessionClosed, TunnelSession, WebSocketChannel
@@ -52,6 +53,7 @@ from tunnel.channel import RECEIVE_QUEUE, GuardedServerConnection
 from tunnel.contract import (
     AGENT_CONNECT_PATH,
     IDENTITY_AGENT_ID,
+    IDENTITY_GATEWAY_ID,
     IDENTITY_PLANE,
     PLANE_QUERY_PARAMETER,
     REJECTION_HEADER,
@@ -116,11 +118,15 @@ class AgentListener:
         trust: TrustRegistry,
         agents: AgentRegistry,
         metrics: GatewayMetrics,
+        replicas: LiveReplicas,
     ) -> None:
+        """`replicas` names this replica (its HELLO's `gateway-id`) and the live ones, which
+        agents that offer `replicas` are told (`gateway.replica_news`)."""
         self._settings = settings
         self._trust = trust
         self._agents = agents
         self._metrics = metrics
+        self.replica_news = ReplicaNews(replicas)
         # Weak: a connection refused after this check (e.g. by the handshake) leaves no entry.
         self._verified: WeakKeyDictionary[ServerConnection, _Verified] = WeakKeyDictionary()
         self._server: _Server | None = None
@@ -184,6 +190,7 @@ class AgentListener:
             log,
         )
         await self._server
+        self.replica_news.start()
         self._acceptor.serve()
 
     async def stop(self, *, grace: float) -> None:
@@ -191,6 +198,7 @@ class AgentListener:
         if self._server is None or self._acceptor is None:
             return
         self._server.serving = False
+        self.replica_news.stop()
         await self._acceptor.close()
         self._server.close(close_connections=False)
         agents = list(self._agents.all_agents())
@@ -348,7 +356,12 @@ class AgentListener:
         bound = log.bind(plane=str(verified.plane), remote=_remote(connection))
         session = TunnelSession(
             WebSocketChannel(connection),
-            Connection(Role.GATEWAY, settings=self._settings.tunnel, flood=self._settings.flood),
+            Connection(
+                Role.GATEWAY,
+                settings=self._settings.tunnel,
+                flood=self._settings.flood,
+                identity={IDENTITY_GATEWAY_ID: self.replica_news.own_id},
+            ),
             heartbeat=self._settings.heartbeat,
             logger=bound,
         )
@@ -379,6 +392,7 @@ class AgentListener:
                     identity=dict(peer.identity),
                 )
                 self._agents.add(agent)
+                self.replica_news.joined(session)
         except (TimeoutError, SessionClosed) as error:
             self._reject(
                 "NoHello",
@@ -387,7 +401,10 @@ class AgentListener:
                 plane=verified.plane,
             )
             session.close("no HELLO in time", ErrorCode.PROTOCOL_ERROR)
-        reason = await running
+        try:
+            reason = await running
+        finally:
+            self.replica_news.left(session)
         if agent is not None:
             self._agents.remove(agent, reason)
 

@@ -114,7 +114,11 @@ class Gateway:
         self.direct = DirectPlanes(metrics=self.metrics)
         """Direct-mode planes, served through the gateway's own pools (fed by the reconciler)."""
         self.agent_listener = AgentListener(
-            settings=settings.agents, trust=self.trust, agents=self.agents, metrics=self.metrics
+            settings=settings.agents,
+            trust=self.trust,
+            agents=self.agents,
+            metrics=self.metrics,
+            replicas=self.peers,
         )
         self.callers = CallerEndpoint(
             settings=settings.callers,

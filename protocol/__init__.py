@@ -27,6 +27,7 @@ from protocol.events import (
     GoAwayReceived,
     HelloReceived,
     PingAcknowledged,
+    ReplicasReceived,
     RequestReceived,
     ResponseReceived,
     SendCapacityAvailable,
@@ -35,11 +36,18 @@ from protocol.events import (
 )
 from protocol.frames import FrameType, Role
 from protocol.headers import Header, Headers
-from protocol.hello import SUPPORTED_VERSIONS, PeerInfo
+from protocol.hello import (
+    CAPABILITY_REPLICAS,
+    IDENTITY_KEY_GATEWAY_ID,
+    SUPPORTED_VERSIONS,
+    PeerInfo,
+)
 from protocol.registry import RESET_MEMORY
 from protocol.settings import FloodLimits, SendLimits, SettingId, Settings
 
 __all__ = [
+    "CAPABILITY_REPLICAS",
+    "IDENTITY_KEY_GATEWAY_ID",
     "RESET_MEMORY",
     "SUPPORTED_VERSIONS",
     "Connection",
@@ -61,6 +69,7 @@ __all__ = [
     "PingAcknowledged",
     "ProtocolError",
     "RemoteProtocolError",
+    "ReplicasReceived",
     "RequestReceived",
     "ResponseReceived",
     "Role",

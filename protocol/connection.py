@@ -40,6 +40,7 @@ from protocol.events import (
     GoAwayReceived,
     HelloReceived,
     PingAcknowledged,
+    ReplicasReceived,
     RequestReceived,
     ResponseReceived,
     SendCapacityAvailable,
@@ -57,6 +58,7 @@ from protocol.frames import (
     Hello,
     Ping,
     Pong,
+    Replicas,
     Request,
     Reset,
     Response,
@@ -66,7 +68,13 @@ from protocol.frames import (
     parse_header,
 )
 from protocol.headers import HeaderBlockError
-from protocol.hello import SUPPORTED_VERSIONS, PeerInfo, accept_hello, build_hello
+from protocol.hello import (
+    CAPABILITY_REPLICAS,
+    SUPPORTED_VERSIONS,
+    PeerInfo,
+    accept_hello,
+    build_hello,
+)
 from protocol.registry import StreamRegistry
 from protocol.scheduler import Scheduler
 from protocol.settings import FRAME_HEADER_SIZE, MAX_WINDOW, FloodLimits, SendLimits, Settings
@@ -162,6 +170,7 @@ class Connection:
         """The peer's HELLO, once received."""
         self._state = ConnectionState.AWAIT_HELLO
         self._versions = tuple(versions)
+        self._capabilities = tuple(capabilities)
         self._version = HELLO_VERSION
         self._events: list[Event] = []
         self._reg = StreamRegistry(role)
@@ -180,6 +189,7 @@ class Connection:
             FrameType.PING: self._on_ping,
             FrameType.PONG: self._on_pong,
             FrameType.GOAWAY: self._on_goaway,
+            FrameType.REPLICAS: self._on_replicas,
         }
         self._sched.control(
             build_hello(
@@ -187,7 +197,7 @@ class Connection:
                 versions=self._versions,
                 settings=self.local_settings,
                 identity=identity or {},
-                capabilities=capabilities,
+                capabilities=self._capabilities,
             )
         )
 
@@ -389,6 +399,33 @@ class Connection:
         if len(payload) != 8:
             raise LocalProtocolError(ErrorCode.FRAME_SIZE_ERROR, "PING payload must be 8 bytes")
         self._sched.control(Ping(bytes(payload)).encode(self._version))
+
+    def send_replicas(self, ids: Iterable[str]) -> None:
+        """(Gateway only.) Tell the agent the live replicas' ids, this one's included.
+
+        Raises ``LocalProtocolError``: ``PROTOCOL_ERROR`` unless this is a gateway whose
+        peer's HELLO (received) offered ``replicas`` and the connection is not closed,
+        ``FRAME_SIZE_ERROR`` for an invalid id list (see ``Replicas``) or one larger than
+        the peer's MAX_FRAME_SIZE.
+        """
+        peer = self._require_peer()
+        if self.role is not Role.GATEWAY:
+            raise LocalProtocolError(ErrorCode.PROTOCOL_ERROR, "only a gateway sends REPLICAS")
+        if CAPABILITY_REPLICAS not in peer.capabilities:
+            raise LocalProtocolError(
+                ErrorCode.PROTOCOL_ERROR, f"the peer did not offer {CAPABILITY_REPLICAS!r}"
+            )
+        try:
+            frame = Replicas(tuple(rid.encode("utf-8") for rid in ids)).encode(self._version)
+        except (UnicodeError, HeaderBlockError) as exc:
+            raise LocalProtocolError(ErrorCode.FRAME_SIZE_ERROR, str(exc)) from None
+        if len(frame) - FRAME_HEADER_SIZE > peer.settings.max_frame_size:
+            raise LocalProtocolError(
+                ErrorCode.FRAME_SIZE_ERROR,
+                f"REPLICAS of {len(frame) - FRAME_HEADER_SIZE} bytes exceeds the peer's "
+                f"MAX_FRAME_SIZE {peer.settings.max_frame_size}",
+            )
+        self._sched.control(frame)
 
     def drain(self, debug: str = "") -> None:
         """Start a graceful shutdown: GOAWAY(NO_ERROR); open streams finish, no new ones.
@@ -741,6 +778,22 @@ class Connection:
             self._terminate(frame.error_code, frame.debug or "peer sent GOAWAY", remote=True)
         else:
             self._check_drained()
+
+    def _on_replicas(
+        self, flags: int, stream_id: int, buf: memoryview, start: int, end: int
+    ) -> None:
+        if self.role is not Role.AGENT:
+            raise ConnectionProtocolError(
+                ErrorCode.PROTOCOL_ERROR, "REPLICAS sent by an agent (only a gateway sends it)"
+            )
+        if CAPABILITY_REPLICAS not in self._capabilities:
+            raise ConnectionProtocolError(
+                ErrorCode.PROTOCOL_ERROR,
+                f"REPLICAS although {CAPABILITY_REPLICAS!r} was not offered",
+            )
+        self._charge_idle("REPLICAS")
+        frame = Replicas.decode(flags, stream_id, buf, start, end)
+        self._events.append(ReplicasReceived(tuple(rid.decode("ascii") for rid in frame.ids)))
 
     # == receive helpers ==============================================================
 

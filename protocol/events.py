@@ -21,6 +21,7 @@ __all__ = [
     "GoAwayReceived",
     "HelloReceived",
     "PingAcknowledged",
+    "ReplicasReceived",
     "RequestReceived",
     "ResponseReceived",
     "SendCapacityAvailable",
@@ -137,6 +138,17 @@ class GoAwayReceived:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ReplicasReceived:
+    """(Agent only.) The gateway's live replicas now: ``ids``, distinct, its own included.
+
+    Each frame replaces the previous set; before the first one the set is the gateway's own
+    ``gateway-id`` from its HELLO.
+    """
+
+    ids: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ConnectionTerminated:
     """The connection is finished; flush ``data_to_send()`` once more and close the socket.
 
@@ -161,6 +173,7 @@ Event = (
     | SendCapacityAvailable
     | PingAcknowledged
     | GoAwayReceived
+    | ReplicasReceived
     | ConnectionTerminated
 )
 """Any event."""

@@ -38,6 +38,8 @@ __all__ = [
     "HEADER",
     "HELLO_VERSION",
     "MAGIC",
+    "MAX_REPLICA_IDS",
+    "MAX_REPLICA_ID_SIZE",
     "MAX_STREAM_ID",
     "MAX_TEXT_SIZE",
     "Data",
@@ -48,6 +50,7 @@ __all__ = [
     "Hello",
     "Ping",
     "Pong",
+    "Replicas",
     "Request",
     "Reset",
     "Response",
@@ -72,6 +75,10 @@ MAX_STREAM_ID = 2**31 - 1
 """Stream ids are 1..2**31-1; bit 31 of the field is reserved and must be zero."""
 MAX_TEXT_SIZE = 1024
 """RESET messages and GOAWAY debug text are cut to this many UTF-8 bytes when encoded."""
+MAX_REPLICA_IDS = 256
+"""A REPLICAS frame names at most this many replicas."""
+MAX_REPLICA_ID_SIZE = 253
+"""A replica id is an HTTP token of 1 to this many bytes (a DNS name's length: pod names)."""
 
 _U8 = struct.Struct("!B")
 _U16 = struct.Struct("!H")
@@ -94,6 +101,7 @@ class FrameType(enum.IntEnum):
     PING = 0x7
     PONG = 0x8
     GOAWAY = 0x9
+    REPLICAS = 0xA
 
 
 class Flag(enum.IntFlag):
@@ -124,10 +132,13 @@ ALLOWED_FLAGS: dict[FrameType, int] = {
     FrameType.PING: 0,
     FrameType.PONG: 0,
     FrameType.GOAWAY: 0,
+    FrameType.REPLICAS: 0,
 }
 """Flag bits each type may carry; any other bit set is a connection PROTOCOL_ERROR."""
 
-_CONNECTION_ONLY = frozenset({FrameType.HELLO, FrameType.PING, FrameType.PONG, FrameType.GOAWAY})
+_CONNECTION_ONLY = frozenset(
+    {FrameType.HELLO, FrameType.PING, FrameType.PONG, FrameType.GOAWAY, FrameType.REPLICAS}
+)
 _STREAM_ONLY = frozenset({FrameType.REQUEST, FrameType.RESPONSE, FrameType.DATA, FrameType.RESET})
 
 
@@ -487,7 +498,64 @@ class GoAway:
         return cls(last, ErrorCode.from_wire(code), debug)
 
 
-Frame = Hello | Request | Response | Data | Reset | WindowUpdate | Ping | Pong | GoAway
+@dataclasses.dataclass(frozen=True, slots=True)
+class Replicas:
+    """The gateway's live replicas (its own id included): the agent keeps a tunnel to each.
+
+    Payload: one ``(u16 length, id)`` entry per replica, back to back, no count; ids are
+    distinct HTTP tokens of 1 to :data:`MAX_REPLICA_ID_SIZE` bytes, 1 to
+    :data:`MAX_REPLICA_IDS` of them.
+    """
+
+    ids: tuple[bytes, ...]
+
+    def encode(self, version: int) -> bytes:
+        """Encode; raises ``ValueError`` (a ``HeaderBlockError``) on an invalid id list."""
+        _check_replica_ids(self.ids)
+        payload = b"".join(_U16.pack(len(rid)) + rid for rid in self.ids)
+        return _frame(version, FrameType.REPLICAS, 0, 0, payload)
+
+    @classmethod
+    def decode(cls, flags: int, stream_id: int, buf: memoryview, start: int, end: int) -> Replicas:
+        """Decode; every fault (truncation, bad token, duplicate, count) is a connection
+        PROTOCOL_ERROR."""
+        del flags, stream_id
+        ids: list[bytes] = []
+        pos = start
+        try:
+            while pos < end:
+                if len(ids) == MAX_REPLICA_IDS:
+                    raise HeaderBlockError(f"more than {MAX_REPLICA_IDS} replica ids")
+                if end - pos < _U16.size:
+                    raise HeaderBlockError("replica id length truncated")
+                (size,) = _U16.unpack_from(buf, pos)
+                pos += _U16.size
+                if size > end - pos:
+                    raise HeaderBlockError("replica id truncated")
+                ids.append(bytes(buf[pos : pos + size]))
+                pos += size
+            _check_replica_ids(tuple(ids))
+        except HeaderBlockError as exc:
+            raise ConnectionProtocolError(
+                ErrorCode.PROTOCOL_ERROR, f"malformed REPLICAS: {exc}"
+            ) from None
+        return cls(tuple(ids))
+
+
+def _check_replica_ids(ids: tuple[bytes, ...]) -> None:
+    if not 1 <= len(ids) <= MAX_REPLICA_IDS:
+        raise HeaderBlockError(f"{len(ids)} replica ids; allowed 1..{MAX_REPLICA_IDS}")
+    for rid in ids:
+        check_token("replica id", rid)
+        if len(rid) > MAX_REPLICA_ID_SIZE:
+            raise HeaderBlockError(
+                f"replica id {rid[:32]!r}... is longer than {MAX_REPLICA_ID_SIZE} bytes"
+            )
+    if len(set(ids)) != len(ids):
+        raise HeaderBlockError("a replica id appears twice")
+
+
+Frame = Hello | Request | Response | Data | Reset | WindowUpdate | Ping | Pong | GoAway | Replicas
 """Any decoded frame."""
 
 _Decoder = Callable[[int, int, memoryview, int, int], Frame]
@@ -501,6 +569,7 @@ DECODERS: dict[int, _Decoder] = {
     FrameType.PING: Ping.decode,
     FrameType.PONG: Pong.decode,
     FrameType.GOAWAY: GoAway.decode,
+    FrameType.REPLICAS: Replicas.decode,
 }
 
 

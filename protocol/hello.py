@@ -18,7 +18,9 @@ from protocol.headers import HeaderBlockError, check_token, check_value
 from protocol.settings import FRAME_HEADER_SIZE, MIN_MAX_FRAME_SIZE, Settings, settings_from_wire
 
 __all__ = [
+    "CAPABILITY_REPLICAS",
     "IDENTITY_KEYS",
+    "IDENTITY_KEY_GATEWAY_ID",
     "SUPPORTED_VERSIONS",
     "PeerInfo",
     "accept_hello",
@@ -28,13 +30,20 @@ __all__ = [
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 """Protocol versions this implementation speaks."""
 
+CAPABILITY_REPLICAS = "replicas"
+"""Offered by an agent that keeps a tunnel to every live gateway replica: only to such an
+agent may the gateway send REPLICAS frames (the connection enforces it on both ends)."""
+
+IDENTITY_KEY_GATEWAY_ID = "gateway-id"
+"""Gateway identity key: the replica's id, which REPLICAS frames name."""
+
 IDENTITY_KEYS: Mapping[str, str] = types.MappingProxyType(
     {
         "plane": "agent: the DataPlane it serves, as <namespace>/<name>",
         "agent-id": "agent: unique id of this agent process (e.g. pod name)",
         "agent-version": "agent: its software version",
         "kubernetes-version": "agent: gitVersion of the API server behind it, when known",
-        "gateway-id": "gateway: id of the gateway replica",
+        IDENTITY_KEY_GATEWAY_ID: "gateway: id of the gateway replica (as REPLICAS names it)",
     }
 )
 """Well-known identity keys (informative; any token key is allowed)."""

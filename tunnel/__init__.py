@@ -7,13 +7,20 @@ production); `TunnelStream` is one exchange in it. Streams carry heads and bytes
 """
 
 from tunnel.channel import ChannelClosed, MessageChannel, WebSocketChannel, memory_channel_pair
-from tunnel.session import Heartbeat, RequestHandler, SessionClosed, TunnelSession
+from tunnel.session import (
+    Heartbeat,
+    ReplicasHandler,
+    RequestHandler,
+    SessionClosed,
+    TunnelSession,
+)
 from tunnel.stream import StreamResetError, TunnelStream
 
 __all__ = [
     "ChannelClosed",
     "Heartbeat",
     "MessageChannel",
+    "ReplicasHandler",
     "RequestHandler",
     "SessionClosed",
     "StreamResetError",

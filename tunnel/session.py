@@ -43,6 +43,7 @@ from protocol import (
     LocalProtocolError,
     PeerInfo,
     PingAcknowledged,
+    ReplicasReceived,
     RequestReceived,
     ResponseReceived,
     SendCapacityAvailable,
@@ -54,6 +55,8 @@ from tunnel.channel import ChannelClosed, MessageChannel
 from tunnel.stream import StreamResetError, TunnelStream, local_error
 
 RequestHandler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]
+ReplicasHandler = Callable[[frozenset[str]], None]
+"""(Agent side.) Called with the gateway's live replica ids each time a REPLICAS arrives."""
 
 _WRITE_BUDGET = 1 << 20  # bytes pulled from the protocol per send round
 
@@ -91,12 +94,17 @@ class TunnelSession:
         *,
         heartbeat: Heartbeat | None = None,
         request_handler: RequestHandler | None = None,
+        replicas_handler: ReplicasHandler | None = None,
         logger: structlog.stdlib.BoundLogger | None = None,
     ) -> None:
         self._channel = channel
         self._conn = connection
         self._heartbeat = heartbeat or Heartbeat()
         self._request_handler = request_handler
+        self._replicas_handler = replicas_handler
+        self.replicas: frozenset[str] | None = None
+        """(Agent side.) The gateway's live replica ids from its latest REPLICAS frame, None
+        before the first (until then the set is the gateway's own id, from its HELLO)."""
         self._log = logger or structlog.get_logger()
         self._streams: dict[int, TunnelStream] = {}
         self._handlers: dict[int, asyncio.Task[None]] = {}
@@ -190,6 +198,21 @@ class TunnelSession:
     @property
     def available_streams(self) -> int:
         return self._conn.available_streams if not self.closed else 0
+
+    def bind_log(self, **fields: object) -> None:
+        """Add `fields` to every later log line of this session (e.g. the peer's id, known
+        only once its HELLO arrived)."""
+        self._log = self._log.bind(**fields)
+
+    def send_replicas(self, ids: frozenset[str]) -> None:
+        """(Gateway side.) Tell the agent the live replicas' ids (this one's included).
+
+        Raises LocalProtocolError unless the agent's HELLO offered `replicas` and the ids
+        fit the frame (at most 256 tokens of at most 253 bytes); SessionClosed if ended."""
+        if self.closed:
+            raise SessionClosed(self.close_reason)
+        self._conn.send_replicas(sorted(ids))
+        self._wake_writer.set()
 
     def drain(self, reason: str = "") -> None:
         """Stop new streams both ways (GOAWAY); the session ends once open ones finish."""
@@ -412,6 +435,10 @@ class TunnelSession:
             case HelloReceived(peer):
                 if not self._hello.done():
                     self._hello.set_result(peer)
+            case ReplicasReceived(ids):
+                self.replicas = frozenset(ids)
+                if self._replicas_handler is not None:
+                    self._replicas_handler(self.replicas)
             case GoAwayReceived(_, code, debug):
                 self.draining = True
                 self._log.info("peer is going away", code=code.name, debug=debug)

@@ -123,7 +123,7 @@ CONNECTION_FAULTS = [
     ("01 04 00 00 00000001", ErrorCode.FRAME_SIZE_ERROR, "not a whole frame header"),
     ("01 04 00 00 00000001 00000003 6869", ErrorCode.FRAME_SIZE_ERROR, "message ends"),
     ("01 04 00 00 00000001 00010001", ErrorCode.FRAME_SIZE_ERROR, "exceeds MAX_FRAME_SIZE"),
-    ("01 0a 00 00 00000000 00000000", ErrorCode.UNKNOWN_FRAME_TYPE, "unknown frame type 0x0a"),
+    ("01 0b 00 00 00000000 00000000", ErrorCode.UNKNOWN_FRAME_TYPE, "unknown frame type 0x0b"),
     ("01 00 00 00 00000000 00000000", ErrorCode.UNKNOWN_FRAME_TYPE, "unknown frame type 0x00"),
     ("01 04 02 00 00000001 00000000", ErrorCode.PROTOCOL_ERROR, "undefined flags"),
     ("01 03 02 00 00000001 00000002 00c8", ErrorCode.PROTOCOL_ERROR, "undefined flags"),
