@@ -166,8 +166,9 @@ class Gateway:
                 trust=self.trust,
                 agents=self.agents,
                 direct=self.direct,
-                settings=self.settings.reconciler,
+                settings=_leased_as(self.settings.reconciler, self.replica_id),
                 registry=self.metrics.registry,
+                peers=self.peers,
             )
             # Listing may wait for an API server that is down; the listeners serve meanwhile,
             # telling whoever comes for a plane not known yet to retry soon (`startup`).
@@ -183,12 +184,15 @@ class Gateway:
             ready=self._ready,
             auth=self._operator_auth,
             direct=self.direct,
+            peers=self.peers,
         )
         self._operator = web.AppRunner(app, access_log=None)
         await self._operator.setup()
         site = web.TCPSite(self._operator, self.settings.operator_host, self.settings.operator_port)
         await site.start()
         self.operator_port = self._operator.addresses[0][1]
+        if self.reconciler is not None:
+            self.reconciler.coordination.local_changed()  # advertise the bound peer URL now
         self._started = True
         log.info(
             "gateway serving",
@@ -224,6 +228,14 @@ class Gateway:
             return False, starting
         agents = sum(1 for _ in self.agents.all_agents()) + sum(1 for _ in self.direct.served())
         return True, f"{len(self.trust.planes())} planes, {agents} agents"
+
+
+def _leased_as(settings: ReconcilerSettings, replica_id: str) -> ReconcilerSettings:
+    """`settings` with this replica's Lease held by its replica id: peers read the id from it,
+    and each worker of a pod (`<pod>-w<i>`) has a Lease of its own."""
+    if settings.coordination is None or settings.coordination.identity == replica_id:
+        return settings
+    return replace(settings, coordination=replace(settings.coordination, identity=replica_id))
 
 
 def _replica_id(settings: GatewaySettings) -> str:

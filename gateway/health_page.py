@@ -1,10 +1,12 @@
 """A read-only health page for operators, served on the operator port at ``/`` and ``/ui``.
 
 One self-contained HTML document: inline CSS and a little vanilla JavaScript that fetches
-``/planes`` every 2 s and renders the same table as ``planelink status``. It must never load
-anything from elsewhere (no CDN, no fonts, no images) and never put JSON text into the page
-as markup: every value goes in with ``textContent``. A Content-Security-Policy that allows only
-this page's own inline script and style, and requests to this origin, holds it to that.
+``/planes`` every 2 s and renders the same table as ``planelink status`` (with several gateway
+replicas, the replicas each plane's agents hold a tunnel to, and which replica answered). It
+must never load anything from elsewhere (no CDN, no fonts, no images) and never put JSON text
+into the page as markup: every value goes in with ``textContent``. A Content-Security-Policy
+that allows only this page's own inline script and style, and requests to this origin, holds
+it to that.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ _SCRIPT = """
 "use strict";
 const REFRESH_MS = __REFRESH_MS__;
 const NO_AGENT = "no agent connected";
-const COLUMNS = [["plane", ""], ["mode", ""], ["agents", "num"], ["since", "num"],
-  ["rtt", "num"], ["streams", "num"], ["cert expiry", "num"], ["last error", ""]];
+const COLUMNS = [["plane", ""], ["mode", ""], ["agents", "num"], ["replicas", ""],
+  ["since", "num"], ["rtt", "num"], ["streams", "num"], ["cert expiry", "num"],
+  ["last error", ""]];
 
 function duration(seconds) {
   let s = Math.max(0, Math.floor(seconds));
@@ -66,7 +69,19 @@ function times(agents, pick) {
     .map((v) => Date.parse(v)).filter((v) => !Number.isNaN(v));
 }
 
-function row(plane, now) {
+/* "all N" once every agent holds a tunnel to each live replica, else "agent: r1,r2; ..." */
+function replicasCell(plane, live) {
+  if (!Array.isArray(plane.agentReplicas)) return "-";
+  const held = plane.agentReplicas.filter((e) => e && typeof e === "object").map((e) =>
+    [String(e.agentId), (Array.isArray(e.replicas) ? e.replicas : []).map(String)]);
+  if (!held.length) return "-";
+  if (live.length && held.every(([, ids]) => live.every((r) => ids.includes(r)))) {
+    return "all " + live.length;
+  }
+  return held.map(([agent, ids]) => agent + ": " + ids.join(",")).join("; ");
+}
+
+function row(plane, now, live) {
   const agents = Array.isArray(plane.agents) ? plane.agents : [];
   const since = times(agents, (a) => a.connectedAt);
   const expiry = times(agents, (a) => (a.certificate || {}).notAfter);
@@ -87,6 +102,7 @@ function row(plane, now) {
       [String(plane.namespace) + "/" + String(plane.name), "plane"],
       [String(plane.mode || "?"), ""],
       [String(connected), "num"],
+      [replicasCell(plane, live), ""],
       [since.length ? duration((now - Math.min(...since)) / 1000) : "-", "num"],
       [rtts.length ? (Math.max(...rtts) * 1000).toFixed(1) + "ms" : "-", "num"],
       [agents.length ? String(agents.reduce((n, a) => n + (Number(a.openStreams) || 0), 0))
@@ -108,9 +124,10 @@ function render(report) {
   const planes = (Array.isArray(report.planes) ? report.planes : []).slice().sort((a, b) =>
     (a.namespace + "/" + a.name).localeCompare(b.namespace + "/" + b.name));
   const now = Date.now();
+  const live = (Array.isArray(report.replicas) ? report.replicas : []).map(String);
   const body = document.getElementById("planes");
   const rows = planes.map((plane) => {
-    const data = row(plane, now);
+    const data = row(plane, now, live);
     const tr = document.createElement("tr");
     tr.className = data.up ? "up" : "down";
     for (const [text, className] of data.cells) tr.appendChild(cell("td", text, className));
@@ -126,7 +143,9 @@ function render(report) {
   body.replaceChildren(...rows);
   const down = planes.filter((p) => !(Number(p.connectedAgents) > 0)).length;
   document.getElementById("summary").textContent = planes.length + " planes, " +
-    (planes.length - down) + " connected, " + down + " without an agent";
+    (planes.length - down) + " connected, " + down + " without an agent" +
+    (live.length > 1 ? "; replica " + String(report.replica) + " of " + live.length +
+      " live (" + live.join(", ") + ")" : "");
 }
 
 function showStatus(text, isError) {

@@ -74,11 +74,16 @@ class ConnectedAgent(Protocol):
     @property
     def plane(self) -> PlaneRef: ...
 
+    @property
+    def agent_id(self) -> str:
+        """The agent's id (its pod name): the same on each of its tunnels, to every replica."""
+        ...
+
 
 class AgentView(Protocol):
     """What the reconciler reads of the connected agents (`gateway.agents.AgentRegistry`)."""
 
-    def agents(self, plane: PlaneRef) -> Sequence[object]: ...
+    def agents(self, plane: PlaneRef) -> Sequence[ConnectedAgent]: ...
 
     def all_agents(self) -> Iterator[ConnectedAgent]: ...
 

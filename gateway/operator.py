@@ -2,7 +2,11 @@
 
 Health says what is true: /readyz is 503 until the listeners serve and the planes are loaded,
 and /planes shows, per plane, its agents with their heartbeat age and round trip — a silently
-dead tunnel is dropped by the heartbeat timeout and disappears from here.
+dead tunnel is dropped by the heartbeat timeout and disappears from here. With several replicas
+it also says which replica answers (`replica`), the live ones (`replicas`), and per plane which
+replicas each agent holds a tunnel to (`agentReplicas`); `connectedAgents` counts the distinct
+agents over all live replicas (a caller is served through any of them), `agents` details this
+replica's own tunnels.
 
 With a bearer token configured (`OperatorAuth`), every endpoint but the probes answers 401
 without `Authorization: Bearer <token>`, as Prometheus sends it from a `credentials_file`. The
@@ -28,6 +32,7 @@ from gateway.direct import DirectPlanes
 from gateway.health_page import health_page
 from gateway.interfaces import PlaneTrust
 from gateway.metrics import GatewayMetrics
+from gateway.peers import PeerDirectory
 from gateway.trust import TrustRegistry
 
 log = structlog.get_logger("gateway.operator")
@@ -78,15 +83,36 @@ class OperatorAuth:
         self._token, self._stamp = token, stamp
 
 
+def planes_document(
+    *,
+    trust: TrustRegistry,
+    agents: AgentRegistry,
+    direct: DirectPlanes | None = None,
+    peers: PeerDirectory | None = None,
+) -> dict[str, Any]:
+    """This replica's /planes: every plane it knows, and (with `peers`) the live replicas."""
+    document: dict[str, Any] = {}
+    if peers is not None:
+        document["replica"] = peers.own_id
+        document["replicas"] = list(peers.live_ids())
+    document["planes"] = [plane_report(plane, agents, direct, peers) for plane in trust.planes()]
+    return document
+
+
 def plane_report(
-    trust: PlaneTrust, agents: AgentRegistry, direct: DirectPlanes | None = None
+    trust: PlaneTrust,
+    agents: AgentRegistry,
+    direct: DirectPlanes | None = None,
+    peers: PeerDirectory | None = None,
 ) -> dict[str, Any]:
     """One plane for /planes; a direct plane's one "agent" is the gateway itself."""
     connected = [agent.describe() for agent in agents.agents(trust.plane)]
     served = direct.backend(trust.plane) if direct is not None else None
     if served is not None:
         connected.append(served.describe())
-    return {
+    holdings = peers.holdings(trust.plane) if peers is not None else {}
+    count = len(holdings) + (served is not None) if peers is not None else len(connected)
+    report: dict[str, Any] = {
         "namespace": trust.plane.namespace,
         "name": trust.plane.name,
         "mode": trust.mode,
@@ -98,9 +124,14 @@ def plane_report(
             {"subject": ca.subject.rfc4514_string(), "notAfter": ca.not_valid_after_utc.isoformat()}
             for ca in trust.client_cas
         ],
-        "connectedAgents": len(connected),
+        "connectedAgents": count,
         "agents": connected,
     }
+    if peers is not None:
+        report["agentReplicas"] = [
+            {"agentId": agent_id, "replicas": replicas} for agent_id, replicas in holdings.items()
+        ]
+    return report
 
 
 def operator_app(
@@ -111,6 +142,7 @@ def operator_app(
     ready: Callable[[], tuple[bool, str]],
     auth: OperatorAuth | None = None,
     direct: DirectPlanes | None = None,
+    peers: PeerDirectory | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         # Answering at all proves the event loop turns; that is what liveness means here.
@@ -125,7 +157,7 @@ def operator_app(
 
     async def planes(request: web.Request) -> web.Response:
         return web.json_response(
-            {"planes": [plane_report(plane, agents, direct) for plane in trust.planes()]}
+            planes_document(trust=trust, agents=agents, direct=direct, peers=peers)
         )
 
     async def prometheus(request: web.Request) -> web.Response:

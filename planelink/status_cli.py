@@ -31,7 +31,17 @@ EXIT_UNREACHABLE = 2
 ENV_GATEWAY = "PLANELINK_GATEWAY_OPERATOR_URL"
 DEFAULT_GATEWAY = "http://127.0.0.1:8081"
 NO_AGENT = "no agent connected"
-COLUMNS = ("PLANE", "MODE", "AGENTS", "SINCE", "RTT", "STREAMS", "CERT EXPIRY", "LAST ERROR")
+COLUMNS = (
+    "PLANE",
+    "MODE",
+    "AGENTS",
+    "REPLICAS",
+    "SINCE",
+    "RTT",
+    "STREAMS",
+    "CERT EXPIRY",
+    "LAST ERROR",
+)
 
 _PROG = "planelink status"
 _SECONDS_PER_DAY = 86400
@@ -43,12 +53,16 @@ operator endpoint /planes (port 8081 by default).
 columns:
   PLANE        namespace/name of the DataPlane
   MODE         agent (an agent dials in) or direct (the gateway reaches the API server itself)
-  AGENTS       agents connected now
+  AGENTS       agents connected now, to any live gateway replica (each counted once)
+  REPLICAS     the gateway replicas the agents hold a tunnel to: "all N" when every agent
+               holds one to each of the N live replicas, else per agent (agent: replicas)
   SINCE        how long the longest-connected agent has been connected
   RTT          heartbeat round trip of the slowest agent
   STREAMS      open streams (requests, watches, exec sessions) over all agents
   CERT EXPIRY  days until the soonest agent certificate expires
   LAST ERROR   the plane's configuration issues, or "{NO_AGENT}"
+SINCE, RTT, STREAMS and CERT EXPIRY describe the tunnels of the replica that answered; with
+several replicas a line after the table names it and the live ones.
 
 exit codes: 0 ok; 1 with --fail-on-disconnected when a plane has no connected agent;
 2 the gateway cannot be reached.
@@ -139,7 +153,9 @@ def run_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(report, indent=2))
     else:
-        print(render_table(report["planes"], now=datetime.now(UTC)))
+        print(render_table(report["planes"], now=datetime.now(UTC), replicas=_live(report)))
+        if len(_live(report)) > 1:
+            print(f"\n{replicas_line(report)}")
     if args.fail_on_disconnected and any(
         p.get("connectedAgents", 0) == 0 for p in report["planes"]
     ):
@@ -178,9 +194,15 @@ def fetch_planes(base_url: str, *, timeout: float, token: str | None = None) -> 
 # --- the table ---------------------------------------------------------------------------------
 
 
-def render_table(planes: Sequence[dict[str, Any]], *, now: datetime) -> str:
-    """The planes as aligned columns, one row per plane, sorted by namespace/name."""
-    rows = [COLUMNS, *(plane_row(p, now=now) for p in sorted(planes, key=_plane_name))]
+def render_table(
+    planes: Sequence[dict[str, Any]], *, now: datetime, replicas: Sequence[str] = ()
+) -> str:
+    """The planes as aligned columns, one row per plane, sorted by namespace/name; `replicas`
+    are the live replicas' ids (the /planes answer's `replicas`)."""
+    rows = [
+        COLUMNS,
+        *(plane_row(p, now=now, replicas=replicas) for p in sorted(planes, key=_plane_name)),
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
     lines = []
     for row in rows:
@@ -189,7 +211,9 @@ def render_table(planes: Sequence[dict[str, Any]], *, now: datetime) -> str:
     return "\n".join(lines)
 
 
-def plane_row(plane: dict[str, Any], *, now: datetime) -> tuple[str, ...]:
+def plane_row(
+    plane: dict[str, Any], *, now: datetime, replicas: Sequence[str] = ()
+) -> tuple[str, ...]:
     agents: list[dict[str, Any]] = plane.get("agents") or []
     connected_at = [_parse_time(a.get("connectedAt")) for a in agents]
     rtts = [a["rttSeconds"] for a in agents if isinstance(a.get("rttSeconds"), int | float)]
@@ -203,12 +227,43 @@ def plane_row(plane: dict[str, Any], *, now: datetime) -> tuple[str, ...]:
         _plane_name(plane),
         str(plane.get("mode", "?")),
         str(plane.get("connectedAgents", len(agents))),
+        replicas_cell(plane, replicas),
         format_duration((now - min(since)).total_seconds()) if since else "-",
         f"{max(rtts) * 1000:.1f}ms" if rtts else "-",
         str(sum(int(a.get("openStreams") or 0) for a in agents)) if agents else "-",
         format_expiry((min(expires) - now).total_seconds()) if expires else "-",
         "; ".join(issues) or "-",
     )
+
+
+def replicas_cell(plane: dict[str, Any], replicas: Sequence[str]) -> str:
+    """Which replicas the plane's agents hold a tunnel to: "all N" once every agent holds one
+    to each live replica (converged), else `agent: replica,replica; ...`; "-" without agents
+    (or from a gateway that does not say)."""
+    holdings = plane.get("agentReplicas")
+    if not isinstance(holdings, list):
+        return "-"
+    held = [
+        (str(entry.get("agentId", "?")), [str(r) for r in entry.get("replicas") or []])
+        for entry in holdings
+        if isinstance(entry, dict)
+    ]
+    if not held:
+        return "-"
+    if replicas and all(set(ids) >= set(replicas) for _, ids in held):
+        return f"all {len(replicas)}"
+    return "; ".join(f"{agent}: {','.join(ids)}" for agent, ids in held)
+
+
+def replicas_line(report: dict[str, Any]) -> str:
+    """The replica that answered and the live ones, in one line."""
+    live = _live(report)
+    return f"live replicas ({len(live)}): {', '.join(live)}; answered by {report.get('replica')}"
+
+
+def _live(report: dict[str, Any]) -> list[str]:
+    replicas = report.get("replicas")
+    return [str(r) for r in replicas] if isinstance(replicas, list) else []
 
 
 def format_duration(seconds: float) -> str:

@@ -7,14 +7,14 @@ For every DataPlane key the work queue hands out, `_reconcile` (one worker per k
 2. parses it with the `crd` models and resolves its credentials from the Secret cache
    (`resolve`, pure), then feeds the gateway's trust and direct planes (through the ports of
    `gateway.interfaces`);
-3. if this replica writes status: works out `Connected` (agent counts of every replica, or a
-   probe of the API server in direct mode), and writes the conditions and the events of their
-   transitions.
+3. if this replica writes status: works out `Connected` (the distinct agents of every live
+   replica, or a probe of the API server in direct mode), and writes the conditions and the
+   events of their transitions.
 
 Keys are queued by DataPlane events, by events of Secrets they reference (the index maps a
 Secret back to its DataPlanes; only referenced Secrets are watched, see `secrets`), by agent
 connects and disconnects (`AgentRegistry`), by peer
-replicas' counts, by probe timers and by a periodic resync. Caches are filled (first list
+replicas' agents, by probe timers and by a periodic resync. Caches are filled (first list
 done) before any key is reconciled, so no plane is ever judged on a half-read cluster.
 """
 
@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from certs import InvalidPlaneRefError, PlaneRef, plane_ref
 from crd import DataPlane
-from gateway.interfaces import AgentView, DirectPlaneSink, PlaneTrust, TrustSink
+from gateway.interfaces import AgentView, DirectPlaneSink, PeerSink, PlaneTrust, TrustSink
 from gateway.reconciler import conditions
 from gateway.reconciler.conditions import ProbeResult, Verdict
 from gateway.reconciler.direct import probe
@@ -87,7 +87,10 @@ class Reconciler:
         direct: DirectPlaneSink,
         settings: ReconcilerSettings | None = None,
         registry: CollectorRegistry | None = None,
+        peers: PeerSink | None = None,
     ) -> None:
+        """`peers`, with coordination on, is told the live peer replicas from their Leases,
+        and says what this replica's Lease advertises besides its agents (its peer URL)."""
         self.settings = settings = settings or ReconcilerSettings()
         self.api = KubeApi(
             client, watch_timeout=settings.watch_timeout, request_timeout=settings.request_timeout
@@ -120,7 +123,8 @@ class Reconciler:
         self._referrers: dict[ObjectRef, set[ObjectRef]] = {}
         self._fed: set[PlaneRef] = set()
         self._probes: dict[ObjectRef, _Probe] = {}
-        self._local: dict[PlaneRef, int] = {}
+        self._local: dict[PlaneRef, frozenset[str]] = {}
+        """This replica's agents' ids per plane, as last published."""
         identity = settings.coordination.identity if settings.coordination else _hostname()
         self._status = StatusWriter(
             self.api, self.metrics, min_interval=settings.status_min_interval
@@ -135,11 +139,12 @@ class Reconciler:
             Replicas(
                 self.api,
                 settings.coordination,
-                local_counts=lambda: dict(self._local),
-                on_peer_counts=self._enqueue_planes,
+                local_planes=lambda: dict(self._local),
+                on_peer_agents=self._enqueue_planes,
                 on_leadership=self._on_leadership,
                 metrics=self.metrics,
                 backoff=settings.watch_backoff,
+                peers=peers,
             )
             if settings.coordination is not None
             else Solo()
@@ -160,14 +165,15 @@ class Reconciler:
             self._task.result()  # raises what ended it
 
     async def stop(self) -> None:
-        """Stop every loop, then withdraw this replica's counts and leadership."""
+        """Stop being advertised (this replica's Lease goes first), hand leadership over, then
+        stop every loop."""
+        await self.coordination.release()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         await self.secrets.stop()
-        await self.coordination.release()
 
     async def settle(self) -> None:
         """Until every queued key has been reconciled (for one-shot runs and tests)."""
@@ -248,15 +254,16 @@ class Reconciler:
                 self._queue.add(key)
 
     async def _follow_agents(self) -> None:
-        """Event-driven: every connect or disconnect re-queues the planes whose count moved."""
+        """Event-driven: every connect or disconnect re-queues the planes whose agents moved."""
         while True:
-            counts: dict[PlaneRef, int] = {}
+            ids: dict[PlaneRef, set[str]] = {}
             for agent in self._agents.all_agents():
-                counts[agent.plane] = counts.get(agent.plane, 0) + 1
+                ids.setdefault(agent.plane, set()).add(agent.agent_id)
+            local = {plane: frozenset(agent_ids) for plane, agent_ids in ids.items()}
             moved = {
-                p for p in counts.keys() | self._local.keys() if counts.get(p) != self._local.get(p)
+                p for p in local.keys() | self._local.keys() if local.get(p) != self._local.get(p)
             }
-            self._local = counts
+            self._local = local
             if moved:
                 self.coordination.local_changed()
                 self._enqueue_planes(moved)
@@ -410,8 +417,11 @@ class Reconciler:
 
     async def _connection(self, key: ObjectRef, plane: PlaneRef, resolution: Resolution) -> Verdict:
         if resolution.mode == "agent":
-            count = len(self._agents.agents(plane)) + self.coordination.peer_count(plane)
-            return conditions.connected_from_agents(count)
+            local = {agent.agent_id for agent in self._agents.agents(plane)}
+            # One agent holds a tunnel to every replica: count agents, not tunnels.
+            return conditions.connected_from_agents(
+                len(local | self.coordination.peer_agents(plane))
+            )
         if not self.direct.serves(plane):
             self._probes.pop(key, None)
             return conditions.not_probed("CredentialsUnavailable")

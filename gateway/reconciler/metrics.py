@@ -46,3 +46,10 @@ class ReconcilerMetrics:
             "1 while this replica writes DataPlane status",
             registry=registry,
         )
+        self.lease_left_out = Gauge(
+            "planelink_reconciler_lease_left_out",
+            "Left out of this replica's Lease at its last write to bound its size, by what "
+            "(agent_ids: beyond the limit per plane; planes: beyond the annotation's size)",
+            ["what"],
+            registry=registry,
+        )

@@ -1,55 +1,68 @@
-"""Several gateway replicas, one status: presence Leases with agent counts, and a leader.
+"""Several gateway replicas, one status: presence Leases, and a leader.
 
 Each replica sees only the agents connected to itself, so if every replica wrote status from
 its own view, `Connected` would flap between their answers. Instead:
 
 - every replica keeps a `coordination.k8s.io/v1` Lease of its own, `<prefix>-replica-<id>`,
-  renewed every `renew_interval` and at once (at most every `publish_min_interval`) when its
-  agents change; the annotation `planelink.dev/agents` holds `{"<ns>/<name>": count}`;
+  held by its replica id, renewed every `renew_interval` and at once (at most every
+  `publish_min_interval`) when its agents change; its annotations (`presence`) say which agents
+  it holds a tunnel from, per plane, and where its peers reach it;
+- the live peer Leases are this replica's peers: they feed the gateway's `PeerSink` (which
+  agents are told of, and callers' requests forwarded to) and status;
 - one replica holds the Lease `<prefix>-leader` (compare-and-swap on its resourceVersion, as
-  client-go's leader election does) and alone writes status and events, from its own counts
-  plus those of every live peer Lease;
+  client-go's leader election does) and alone writes status and events, counting the
+  *distinct* agents of its own and every live peer Lease (an agent keeps a tunnel to every
+  replica: tunnels are not agents);
 - a Lease is live while it keeps changing: liveness is judged by when *this* replica last saw
   it change, never by comparing clocks (as client-go does), so clock skew cannot kill a peer.
 
-Every replica computes the same sum, so a change of leader cannot flip `Connected` either. A
-replica that stops gracefully deletes its Lease and hands leadership over at once; one that
-dies is forgotten after `lease_duration`.
+Every replica computes the same union, so a change of leader cannot flip `Connected` either. A
+replica that stops gracefully first deletes its Lease (it is no longer advertised: agents and
+peers stop counting on it), then hands leadership over at once; one that dies is forgotten
+after `lease_duration`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import hashlib
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
-from certs import InvalidPlaneRefError, PlaneRef, parse_plane_ref
+from certs import PlaneRef
+from gateway.interfaces import PeerSink, Replica
 from gateway.reconciler.errors import Conflict, KubeError, NotFound
 from gateway.reconciler.informer import Informer
 from gateway.reconciler.kube import KubeApi
 from gateway.reconciler.metrics import ReconcilerMetrics
+from gateway.reconciler.presence import (
+    AGENTS_ANNOTATION,
+    HOST_ANNOTATION,
+    PEER_URL_ANNOTATION,
+    PlaneAgents,
+    advertise_agents,
+    read_replica,
+)
 from gateway.reconciler.settings import CoordinationSettings
 from gateway.reconciler.store import Change, Store, resource_version
 from kubeobject import KubeObject, ObjectRef
 from protocol.backoff import BackoffPolicy
 
-COUNTS_ANNOTATION = "planelink.dev/agents"
 GROUP_LABEL = "planelink.dev/replica-of"
 LEADER_LABEL = "planelink.dev/leader-of"
 _FORGET_AFTER = 10
 """The leader deletes a peer Lease dead for this many lease durations."""
+_NAME_PART_CHARS = 40
+"""Longest replica id part of a Lease name (a longer id is shortened, with a hash)."""
 
 log = structlog.get_logger("gateway.reconciler.replicas")
-
-Counts = Mapping[PlaneRef, int]
 
 
 class Coordination(Protocol):
@@ -61,18 +74,19 @@ class Coordination(Protocol):
     @property
     def synced(self) -> asyncio.Event: ...
 
-    def peer_count(self, plane: PlaneRef) -> int:
-        """Agents of `plane` connected to the *other* replicas."""
+    def peer_agents(self, plane: PlaneRef) -> frozenset[str]:
+        """The ids of the agents of `plane` connected to the *other* live replicas."""
         ...
 
     def local_changed(self) -> None:
-        """This replica's agents changed: publish soon."""
+        """This replica's agents (or its peer URL) changed: publish soon."""
         ...
 
     async def run(self) -> None: ...
 
     async def release(self) -> None:
-        """Leave: give up leadership and withdraw this replica's counts."""
+        """Leave: stop being advertised first, then give up leadership. Call it before
+        cancelling `run`: it waits for a Lease write in flight rather than racing it."""
         ...
 
 
@@ -91,8 +105,8 @@ class Solo:
     def synced(self) -> asyncio.Event:
         return self._synced
 
-    def peer_count(self, plane: PlaneRef) -> int:
-        return 0
+    def peer_agents(self, plane: PlaneRef) -> frozenset[str]:
+        return frozenset()
 
     def local_changed(self) -> None:
         pass
@@ -110,20 +124,25 @@ class Replicas:
         api: KubeApi,
         settings: CoordinationSettings,
         *,
-        local_counts: Callable[[], Counts],
-        on_peer_counts: Callable[[Iterable[PlaneRef]], None],
+        local_planes: Callable[[], PlaneAgents],
+        on_peer_agents: Callable[[Iterable[PlaneRef]], None],
         on_leadership: Callable[[bool], None],
         metrics: ReconcilerMetrics,
         backoff: BackoffPolicy,
+        peers: PeerSink | None = None,
     ) -> None:
+        if peers is not None and peers.own_id != settings.identity:
+            raise ValueError(
+                f"the Lease identity {settings.identity!r} is not the replica id {peers.own_id!r}"
+            )
         self._api = api
         self._settings = settings
-        self._local_counts = local_counts
-        self._on_peer_counts = on_peer_counts
+        self._local_planes = local_planes
+        self._on_peer_agents = on_peer_agents
         self._on_leadership = on_leadership
         self._metrics = metrics
-        identity = _dns_label(settings.identity)
-        self.own_lease = f"{settings.prefix}-replica-{identity}"
+        self._peer_sink = peers
+        self.own_lease = f"{settings.prefix}-replica-{lease_name_part(settings.identity)}"
         self.leader_lease = f"{settings.prefix}-leader"
         self._store = Store()
         self._informer = Informer(
@@ -135,12 +154,20 @@ class Replicas:
         )
         self._seen: dict[ObjectRef, tuple[str, float]] = {}
         """Per peer Lease: the resourceVersion last seen, and when (monotonic) it changed."""
-        self._peers: dict[PlaneRef, int] = {}
+        self._read: dict[ObjectRef, tuple[str, Replica | None]] = {}
+        """Per peer Lease: the resourceVersion last read, and the replica it advertised."""
+        self._peer_agents: dict[PlaneRef, frozenset[str]] = {}
         self._own: KubeObject | None = None
         self._leading = False
+        self._leaving = False
+        self._own_lock = asyncio.Lock()
+        """Held by every write of this replica's Lease, so `release` deletes it after the last."""
+        self._leader_lock = asyncio.Lock()
+        """Held by every write of the leader Lease, so `release` hands over after the last."""
         self._last_renewal = 0.0
         self._leader_seen: tuple[str, float] = ("", 0.0)
         self._publish = asyncio.Event()
+        self._left_out: tuple[int, tuple[PlaneRef, ...]] = (0, ())
         self._cleanups: set[asyncio.Task[None]] = set()
         self._log = log.bind(replica=settings.identity)
 
@@ -152,8 +179,8 @@ class Replicas:
     def synced(self) -> asyncio.Event:
         return self._informer.synced
 
-    def peer_count(self, plane: PlaneRef) -> int:
-        return self._peers.get(plane, 0)
+    def peer_agents(self, plane: PlaneRef) -> frozenset[str]:
+        return self._peer_agents.get(plane, frozenset())
 
     def local_changed(self) -> None:
         self._publish.set()
@@ -167,9 +194,16 @@ class Replicas:
 
     async def release(self) -> None:
         ns = self._settings.namespace
-        with contextlib.suppress(KubeError):
-            await self._api.delete_lease(ns, self.own_lease)
-        if self._leading:
+        self._leaving = True
+        for task in list(self._cleanups):
+            task.cancel()
+        async with self._own_lock:  # after a write in flight, and no write after it
+            with contextlib.suppress(KubeError):
+                await self._api.delete_lease(ns, self.own_lease)
+            self._own = None
+        async with self._leader_lock:
+            if not self._leading:
+                return
             self._set_leading(False)
             with contextlib.suppress(KubeError):
                 lease = await self._api.get_lease(ns, self.leader_lease)
@@ -183,11 +217,12 @@ class Replicas:
                     }
                     await self._api.replace_lease(ns, self.leader_lease, lease)
 
-    # -- peer counts --------------------------------------------------------------------------
+    # -- the peers ----------------------------------------------------------------------------
 
     def _on_lease_change(self, change: Change) -> None:
         if change.new is None:
             self._seen.pop(change.key, None)
+            self._read.pop(change.key, None)
         else:
             version = resource_version(change.new)
             previous = self._seen.get(change.key)
@@ -199,28 +234,50 @@ class Replicas:
         self._recompute()
 
     def _recompute(self) -> None:
-        totals: dict[PlaneRef, int] = {}
-        for key, (_, changed_at) in list(self._seen.items()):
+        live: list[Replica] = []
+        for key, (_, changed_at) in sorted(self._seen.items()):
             lease = self._store.get(key)
             if lease is None or key.name == self.own_lease:
                 continue
             duration = _duration(lease, self._settings.lease_duration)
             dead_for = time.monotonic() - changed_at - duration
             if dead_for >= 0:
-                if self._leading and dead_for > _FORGET_AFTER * duration:
+                if self._leading and dead_for > _FORGET_AFTER * duration and not self._leaving:
                     self._seen.pop(key, None)
+                    self._read.pop(key, None)
                     task = asyncio.get_running_loop().create_task(self._forget_lease(key))
                     self._cleanups.add(task)
                     task.add_done_callback(self._cleanups.discard)
                 continue
-            for plane, count in _counts(lease).items():
-                totals[plane] = totals.get(plane, 0) + count
+            replica = self._replica(key, lease)
+            if replica is not None and replica.id != self._settings.identity:
+                live.append(replica)
+        agents: dict[PlaneRef, frozenset[str]] = {}
+        for replica in live:
+            for plane, ids in replica.planes.items():
+                agents[plane] = agents.get(plane, frozenset()) | ids
         changed = {
-            p for p in totals.keys() | self._peers.keys() if totals.get(p) != self._peers.get(p)
+            p
+            for p in agents.keys() | self._peer_agents.keys()
+            if agents.get(p) != self._peer_agents.get(p)
         }
-        self._peers = totals
+        self._peer_agents = agents
+        if self._peer_sink is not None:
+            self._peer_sink.replace_peers(live)
         if changed:
-            self._on_peer_counts(changed)
+            self._on_peer_agents(changed)
+
+    def _replica(self, key: ObjectRef, lease: KubeObject) -> Replica | None:
+        """The replica a peer Lease advertises, read once per resourceVersion."""
+        version = resource_version(lease)
+        read = self._read.get(key)
+        if read is not None and read[0] == version:
+            return read[1]
+        replica = read_replica(lease, max_ids=self._settings.max_agent_ids_per_plane)
+        if replica is None:
+            self._log.warning("replica lease without a replica id ignored", lease=key.name)
+        self._read[key] = (version, replica)
+        return replica
 
     async def _forget_lease(self, key: ObjectRef) -> None:
         with contextlib.suppress(KubeError):
@@ -236,7 +293,7 @@ class Replicas:
 
     async def _publish_loop(self) -> None:
         last = -math.inf
-        while True:
+        while not self._leaving:
             await asyncio.sleep(
                 max(0.0, last + self._settings.publish_min_interval - time.monotonic())
             )
@@ -251,27 +308,60 @@ class Replicas:
                 await asyncio.wait_for(self._publish.wait(), self._settings.renew_interval)
 
     async def _put_own_lease(self) -> None:
-        ns, name = self._settings.namespace, self.own_lease
-        counts = {str(plane): n for plane, n in sorted(self._local_counts().items(), key=str) if n}
-        if self._own is None:
-            try:
-                self._own = await self._api.get_lease(ns, name)
-            except NotFound:
-                self._own = await self._api.create_lease(ns, self._lease_body(name, counts, None))
+        async with self._own_lock:
+            if self._leaving:
                 return
-        body = self._lease_body(name, counts, resource_version(self._own))
-        try:
-            self._own = await self._api.replace_lease(ns, name, body)
-        except (Conflict, NotFound):
-            self._own = None
-            raise
+            ns, name = self._settings.namespace, self.own_lease
+            annotations = self._annotations()
+            if self._own is None:
+                try:
+                    self._own = await self._api.get_lease(ns, name)
+                except NotFound:
+                    body = self._lease_body(name, annotations, None)
+                    self._own = await self._api.create_lease(ns, body)
+                    return
+            body = self._lease_body(name, annotations, resource_version(self._own))
+            try:
+                self._own = await self._api.replace_lease(ns, name, body)
+            except (Conflict, NotFound):
+                self._own = None
+                raise
 
-    def _lease_body(self, name: str, counts: dict[str, int], version: str | None) -> KubeObject:
+    def _annotations(self) -> dict[str, str]:
+        """What this replica advertises now, within the bounds of one Lease."""
+        settings = self._settings
+        advertised = advertise_agents(
+            self._local_planes(),
+            max_ids=settings.max_agent_ids_per_plane,
+            max_bytes=settings.max_agents_annotation_bytes,
+        )
+        self._metrics.lease_left_out.labels(what="agent_ids").set(advertised.ids_left_out)
+        self._metrics.lease_left_out.labels(what="planes").set(len(advertised.planes_left_out))
+        left_out = (advertised.ids_left_out, advertised.planes_left_out)
+        if left_out != self._left_out and (left_out[0] or left_out[1]):
+            self._log.warning(
+                "replica lease cannot advertise every agent: status counts fewer",
+                agent_ids_left_out=advertised.ids_left_out,
+                max_agent_ids_per_plane=settings.max_agent_ids_per_plane,
+                planes_left_out=[str(p) for p in advertised.planes_left_out[:10]],
+                planes_left_out_count=len(advertised.planes_left_out),
+            )
+        self._left_out = left_out
+        annotations = {AGENTS_ANNOTATION: advertised.text}
+        if self._peer_sink is not None:
+            own = self._peer_sink.local()
+            annotations[PEER_URL_ANNOTATION] = own.peer_url
+            annotations[HOST_ANNOTATION] = own.host
+        return annotations
+
+    def _lease_body(
+        self, name: str, annotations: dict[str, str], version: str | None
+    ) -> KubeObject:
         metadata: dict[str, Any] = {
             "name": name,
             "namespace": self._settings.namespace,
             "labels": {GROUP_LABEL: self._settings.prefix},
-            "annotations": {COUNTS_ANNOTATION: json.dumps(counts, sort_keys=True)},
+            "annotations": annotations,
         }
         if version:
             metadata["resourceVersion"] = version
@@ -291,14 +381,18 @@ class Replicas:
     async def _election_loop(self) -> None:
         renew_deadline = self._settings.lease_duration * 2 / 3
         while True:
-            try:
-                leading = await self._try_acquire_or_renew()
-            except KubeError as error:
-                self._log.warning("leader lease not renewed", error=str(error))
-                leading = self._leading and time.monotonic() - self._last_renewal < renew_deadline
-            if leading:
-                self._last_renewal = time.monotonic()
-            self._set_leading(leading)
+            async with self._leader_lock:  # so that `release` hands over after the last renewal
+                if self._leaving:
+                    return
+                try:
+                    leading = await self._try_acquire_or_renew()
+                except KubeError as error:
+                    self._log.warning("leader lease not renewed", error=str(error))
+                    recent = time.monotonic() - self._last_renewal < renew_deadline
+                    leading = self._leading and recent
+                if leading:
+                    self._last_renewal = time.monotonic()
+                self._set_leading(leading)
             await asyncio.sleep(self._settings.renew_interval)
 
     async def _try_acquire_or_renew(self) -> bool:
@@ -356,15 +450,6 @@ class Replicas:
         self._on_leadership(leading)
 
 
-def _counts(lease: KubeObject) -> dict[PlaneRef, int]:
-    annotations = (lease.get("metadata") or {}).get("annotations") or {}
-    try:
-        raw = json.loads(annotations.get(COUNTS_ANNOTATION) or "{}")
-        return {parse_plane_ref(plane): int(n) for plane, n in raw.items() if int(n) > 0}
-    except (ValueError, TypeError, AttributeError, InvalidPlaneRefError):
-        return {}
-
-
 def _duration(lease: KubeObject, default: float) -> float:
     value = (lease.get("spec") or {}).get("leaseDurationSeconds")
     return float(value) if isinstance(value, int) and value > 0 else default
@@ -384,6 +469,12 @@ def _micro(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _dns_label(text: str) -> str:
-    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return label[:40] or "replica"
+def lease_name_part(identity: str) -> str:
+    """`identity` as part of a Lease name: itself if it is a short DNS label, else a label made
+    of it plus a hash of the whole, so distinct ids (`<pod>-w0`, `<pod>-w1` of a long pod name)
+    never share a Lease."""
+    label = re.sub(r"[^a-z0-9-]+", "-", identity.lower()).strip("-")
+    if label == identity and len(label) <= _NAME_PART_CHARS:
+        return label
+    digest = hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{label[: _NAME_PART_CHARS - 11]}-{digest}".lstrip("-")

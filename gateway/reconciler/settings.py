@@ -11,9 +11,10 @@ from protocol.backoff import BackoffPolicy
 class CoordinationSettings:
     """How several gateway replicas agree on status (see `gateway.reconciler.replicas`).
 
-    Each replica keeps a Lease of its own, `<prefix>-replica-<identity>`, whose annotation
-    carries its connected-agent counts per plane; the replica holding `<prefix>-leader` adds
-    the live ones up and alone writes status and events.
+    Each replica keeps a Lease of its own, `<prefix>-replica-<identity>`, whose annotations
+    carry the ids of its connected agents per plane and where its peers reach it; the replica
+    holding `<prefix>-leader` counts the distinct agents of the live ones and alone writes
+    status and events.
     """
 
     namespace: str
@@ -26,7 +27,13 @@ class CoordinationSettings:
     renew_interval: float = 5.0
     """How often leases are renewed (and the leader retries), a fraction of the duration."""
     publish_min_interval: float = 0.5
-    """Count changes are published at once, but at most this often."""
+    """Agent changes are published at once, but at most this often."""
+    max_agent_ids_per_plane: int = 16
+    """Agent ids of one plane advertised in this replica's Lease at most (and read from a
+    peer's): status counts at most this many agents of a plane per replica."""
+    max_agents_annotation_bytes: int = 200_000
+    """Size of this replica's `planelink.dev/agents` annotation at most (the API server takes
+    256 KiB of annotations per object); planes beyond are left out of it, logged and counted."""
 
 
 @dataclass(frozen=True)

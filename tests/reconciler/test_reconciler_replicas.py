@@ -1,30 +1,45 @@
-"""Two gateway replicas against one API server: one writes status, from everyone's agents."""
+"""Two gateway replicas against one API server: one writes status, from everyone's agents; each
+knows the other from its Lease."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import Callable
+from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 import certs
 from gateway.agents import AgentRegistry
 from gateway.direct import DirectPlanes
 from gateway.metrics import GatewayMetrics
+from gateway.peers import PeerDirectory
 from gateway.reconciler import CoordinationSettings, Reconciler
 from gateway.reconciler.kube import KubeApi
+from gateway.reconciler.presence import AGENTS_ANNOTATION, HOST_ANNOTATION, PEER_URL_ANNOTATION
 from gateway.reconciler.replicas import GROUP_LABEL, LEADER_LABEL
 from gateway.trust import TrustRegistry
 from kubeobject import KubeObject
-from tests.kit.waits import wait_for
+from tests.kit.waits import eventually, wait_for
 from tests.reconciler.conftest import Kit
 
 
-def _replica(kit: Kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
-    trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
-    agents = AgentRegistry(trust, GatewayMetrics())
+def _replica(
+    kit: Kit,
+    identity: str,
+    *,
+    peers: PeerDirectory | None = None,
+    registries: tuple[TrustRegistry, AgentRegistry] | None = None,
+    **limits: int,
+) -> tuple[Reconciler, AgentRegistry]:
+    if registries is None:
+        trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+        registries = trust, AgentRegistry(trust, GatewayMetrics())
+    trust, agents = registries
     coordination = CoordinationSettings(
         namespace=kit.namespace,
         identity=identity,
@@ -35,6 +50,7 @@ def _replica(kit: Kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
         lease_duration=10.0,
         renew_interval=0.25,
         publish_min_interval=0.05,
+        **limits,
     )
     reconciler = Reconciler(
         client=kit.client,
@@ -43,8 +59,25 @@ def _replica(kit: Kit, identity: str) -> tuple[Reconciler, AgentRegistry]:
         direct=DirectPlanes(),
         settings=kit.settings(kit.namespace, coordination=coordination),
         registry=CollectorRegistry(),
+        peers=peers,
     )
     return reconciler, agents
+
+
+def _peered(
+    kit: Kit, identity: str, port: int, **limits: int
+) -> tuple[Reconciler, AgentRegistry, PeerDirectory]:
+    """A replica with a PeerDirectory, as the gateway wires it."""
+    trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    agents = AgentRegistry(trust, GatewayMetrics())
+    peers = PeerDirectory(
+        identity,
+        local_planes=agents.local_planes,
+        peer_url=f"https://127.0.0.1:{port}",
+        host=f"host-of-{identity}",
+    )
+    reconciler, _ = _replica(kit, identity, peers=peers, registries=(trust, agents), **limits)
+    return reconciler, agents, peers
 
 
 async def _until_lease(kit: Kit, selector: str, predicate: Callable[[KubeObject], bool]) -> None:
@@ -147,3 +180,172 @@ async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
         await replica_a.stop()
         await replica_b.stop()
     assert statuses == ["False", "True", "False"]
+
+
+async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tunnels(
+    kit: Kit,
+) -> None:
+    ca = certs.create_ca("agents")
+    plane = certs.plane_ref(kit.namespace, "spread")
+    await kit.create(
+        kit.client,
+        kit.agent_dataplane("spread", kit.namespace, {"value": ca.certificate_pem().decode()}),
+    )
+    replica_a, agents_a, peers_a = _peered(kit, "replica-a", 7001)
+    replica_b, agents_b, peers_b = _peered(kit, "replica-b", 7002)
+    # Every Lease event in the namespace, in order: what leaving looks like from outside.
+    events: list[tuple[str, str, object]] = []
+
+    async def record() -> None:
+        collection = KubeApi(kit.client).leases(kit.namespace, label_selector="")
+        _, version = await collection.list()
+        while True:
+            async for event in collection.watch(version):
+                version = event.object["metadata"]["resourceVersion"]
+                holder = (event.object.get("spec") or {}).get("holderIdentity")
+                events.append((event.type, event.object["metadata"]["name"], holder))
+
+    recorder = asyncio.create_task(record())
+    try:
+        await replica_a.start()
+        await _until_lease(kit, f"{LEADER_LABEL}=gw", _held_by("replica-a"))
+        await replica_b.start()
+        # One agent with a tunnel to both replicas, another with a tunnel to A only.
+        kit.connect_agent(agents_a, plane, ca, agent_id="agent-1")
+        kit.connect_agent(agents_b, plane, ca, agent_id="agent-1")
+        kit.connect_agent(agents_a, plane, ca, agent_id="agent-2")
+
+        def holdings_seen_by_both() -> bool:
+            want = {"agent-1": ["replica-a", "replica-b"], "agent-2": ["replica-a"]}
+            return peers_a.holdings(plane) == want and peers_b.holdings(plane) == want
+
+        await eventually(holdings_seen_by_both, within=10, message="peers not learned")
+        assert peers_a.live_ids() == peers_b.live_ids() == ("replica-a", "replica-b")
+        (b_seen_by_a,) = peers_a.peers()
+        assert b_seen_by_a.peer_url == "https://127.0.0.1:7002"
+        assert b_seen_by_a.host == "host-of-replica-b"
+        assert [r.id for r in peers_a.holders(plane)] == ["replica-b"]
+
+        lease = await KubeApi(kit.client).get_lease(kit.namespace, "gw-replica-replica-a")
+        annotations = lease["metadata"]["annotations"]
+        assert json.loads(annotations[AGENTS_ANNOTATION]) == {str(plane): ["agent-1", "agent-2"]}
+        assert annotations[PEER_URL_ANNOTATION] == "https://127.0.0.1:7001"
+        assert annotations[HOST_ANNOTATION] == "host-of-replica-a"
+        assert lease["spec"]["holderIdentity"] == "replica-a"
+
+        # Three tunnels, two agents.
+        obj = await kit.await_dataplane(
+            kit.client, kit.namespace, "spread", kit.has_condition("Connected", "True")
+        )
+        await kit.await_dataplane(
+            kit.client,
+            kit.namespace,
+            "spread",
+            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "2 agents connected",
+        )
+
+        # The leader leaves: its Lease goes before it hands leadership over, and B drops it.
+        await replica_a.stop()
+        await eventually(
+            lambda: peers_b.live_ids() == ("replica-b",), within=10, message="A still live for B"
+        )
+        deleted = events.index(("DELETED", "gw-replica-replica-a", "replica-a"))
+        handed_over = next(i for i, e in enumerate(events) if e[1] == "gw-leader" and e[2] is None)
+        assert deleted < handed_over
+        await _until_lease(kit, f"{LEADER_LABEL}=gw", _held_by("replica-b"))
+        # B still has agent-1's tunnel: one agent (agent-2 held only A).
+        obj = await kit.await_dataplane(
+            kit.client,
+            kit.namespace,
+            "spread",
+            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "1 agent connected",
+        )
+        assert kit.has_condition("Connected", "True")(obj)
+    finally:
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+        await replica_a.stop()
+        await replica_b.stop()
+
+
+async def test_a_lease_of_a_replica_before_scale_out_still_counts(kit: Kit) -> None:
+    ca = certs.create_ca("agents")
+    plane = certs.plane_ref(kit.namespace, "mixed")
+    await kit.create(
+        kit.client,
+        kit.agent_dataplane("mixed", kit.namespace, {"value": ca.certificate_pem().decode()}),
+    )
+    replica, agents, peers = _peered(kit, "replica-new", 7003)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    old_lease: KubeObject = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": "gw-replica-replica-old",
+            "namespace": kit.namespace,
+            "labels": {GROUP_LABEL: "gw"},
+            "annotations": {AGENTS_ANNOTATION: json.dumps({str(plane): 2})},
+        },
+        # Live for a minute from now, whatever the test machine's speed.
+        "spec": {"holderIdentity": "replica-old", "leaseDurationSeconds": 60, "renewTime": now},
+    }
+    await KubeApi(kit.client).create_lease(kit.namespace, old_lease)
+    try:
+        await replica.start()
+        kit.connect_agent(agents, plane, ca, agent_id="agent-1")
+        await kit.await_dataplane(
+            kit.client,
+            kit.namespace,
+            "mixed",
+            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "3 agents connected",
+        )
+        assert peers.holdings(plane) == {
+            "agent-1": ["replica-new"],
+            "replica-old#0": ["replica-old"],
+            "replica-old#1": ["replica-old"],
+        }
+        assert peers.holders(plane) == []  # no peer URL: it cannot be forwarded to
+    finally:
+        await replica.stop()
+
+
+def _left_out(reconciler: Reconciler, what: str) -> float | None:
+    for metric in reconciler.metrics.lease_left_out.collect():
+        for sample in metric.samples:
+            if sample.labels.get("what") == what:
+                return sample.value
+    return None
+
+
+async def test_a_lease_holds_at_most_the_cap_of_agent_ids_per_plane_and_says_so(kit: Kit) -> None:
+    ca = certs.create_ca("agents")
+    plane = certs.plane_ref(kit.namespace, "crowded")
+    await kit.create(
+        kit.client,
+        kit.agent_dataplane("crowded", kit.namespace, {"value": ca.certificate_pem().decode()}),
+    )
+    replica, agents, _ = _peered(kit, "replica-capped", 7004, max_agent_ids_per_plane=2)
+    try:
+        await replica.start()
+        for agent_id in ("agent-c", "agent-a", "agent-b"):
+            kit.connect_agent(agents, plane, ca, agent_id=agent_id)
+
+        async def capped() -> bool:
+            lease = await KubeApi(kit.client).get_lease(kit.namespace, "gw-replica-replica-capped")
+            advertised: object = json.loads(lease["metadata"]["annotations"][AGENTS_ANNOTATION])
+            return advertised == {str(plane): ["agent-a", "agent-b"]}
+
+        await eventually(capped, within=10, interval=0.1, message="the Lease is not capped")
+        assert _left_out(replica, "agent_ids") == 1
+        assert _left_out(replica, "planes") == 0
+    finally:
+        await replica.stop()
+
+
+def test_the_lease_identity_must_be_the_replica_id(kit: Kit) -> None:
+    trust = TrustRegistry(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    agents = AgentRegistry(trust, GatewayMetrics())
+    other = PeerDirectory("replica-x", local_planes=agents.local_planes)
+    with pytest.raises(ValueError, match="not the replica id"):
+        _replica(kit, "replica-y", peers=other, registries=(trust, agents))

@@ -11,7 +11,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 import certs
-from planelink.status_cli import COLUMNS, NO_AGENT, format_duration, plane_row, render_table
+from gateway.app import Gateway
+from gateway.interfaces import Replica
+from planelink.status_cli import (
+    COLUMNS,
+    NO_AGENT,
+    format_duration,
+    plane_row,
+    render_table,
+    replicas_line,
+)
 from tests.kit.gateway_lab import AgentFactory, Pki
 from tests.status.conftest import StatusRunner
 
@@ -41,13 +50,13 @@ async def test_table_lists_every_plane_with_its_agents(
     assert ran.returncode == 0, ran.stderr
     rows = _rows(ran.stdout)
     assert list(rows) == ["ns-a/plane-a", "ns-b/plane-b", "ns-c/plane-c"]
-    _, mode, agents, since, rtt, streams, expiry, error = rows["ns-a/plane-a"]
-    assert (mode, agents, streams, error) == ("agent", "2", "0", "-")
+    _, mode, agents, replicas, since, rtt, streams, expiry, error = rows["ns-a/plane-a"]
+    assert (mode, agents, replicas, streams, error) == ("agent", "2", "all 1", "0", "-")
     assert re.fullmatch(r"\d+s", since)
     assert re.fullmatch(r"\d+\.\dms|-", rtt)
     assert expiry == "10d"  # the soonest of the two certificates
     assert rows["ns-b/plane-b"][1:3] == ["agent", "1"]
-    assert rows["ns-c/plane-c"] == ["ns-c/plane-c", "agent", "0", "-", "-", "-", "-", NO_AGENT]
+    assert rows["ns-c/plane-c"] == ["ns-c/plane-c", "agent", "0", *"-----", NO_AGENT]
     # aligned: every column starts at the same offset on every line
     lines = ran.stdout.splitlines()
     for column in COLUMNS[1:]:
@@ -163,6 +172,7 @@ def test_row_with_issues_expired_certificate_and_slowest_rtt() -> None:
         "org/prod",
         "direct",
         "2",
+        "-",
         "2d2h",
         "2.1ms",
         "7",
@@ -178,3 +188,79 @@ def test_row_with_issues_expired_certificate_and_slowest_rtt() -> None:
 )
 def test_durations_read_like_kubectl_age(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_replicas_column_says_converged_or_which_replicas_each_agent_holds() -> None:
+    now = datetime(2025, 1, 10, 12, 0, tzinfo=UTC)
+    live = ["gw-0", "gw-1", "gw-2"]
+    converged = {
+        "namespace": "org",
+        "name": "a",
+        "connectedAgents": 2,
+        "agentReplicas": [
+            {"agentId": "agent-1", "replicas": live},
+            {"agentId": "agent-2", "replicas": live},
+        ],
+    }
+    converging = {
+        "namespace": "org",
+        "name": "b",
+        "connectedAgents": 2,
+        "agentReplicas": [
+            {"agentId": "agent-1", "replicas": live},
+            {"agentId": "agent-2", "replicas": ["gw-0"]},
+        ],
+    }
+    assert plane_row(converged, now=now, replicas=live)[3] == "all 3"
+    assert plane_row(converging, now=now, replicas=live)[3] == (
+        "agent-1: gw-0,gw-1,gw-2; agent-2: gw-0"
+    )
+    assert plane_row({"namespace": "org", "name": "c"}, now=now, replicas=live)[3] == "-"
+    report = {"replica": "gw-1", "replicas": live, "planes": [converged, converging]}
+    assert replicas_line(report) == "live replicas (3): gw-0, gw-1, gw-2; answered by gw-1"
+
+
+async def test_operator_answers_name_the_replica_and_each_agents_replicas(
+    operator_url: str, connect_agent: AgentFactory, planelink_status: StatusRunner
+) -> None:
+    async with connect_agent(PLANE_B):
+        ran = await planelink_status("--gateway", operator_url, "-o", "json")
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    (replica,) = report["replicas"]
+    assert report["replica"] == replica
+    planes = {f"{p['namespace']}/{p['name']}": p for p in report["planes"]}
+    (held,) = planes["ns-b/plane-b"]["agentReplicas"]
+    assert held["replicas"] == [replica]
+    assert held["agentId"] == planes["ns-b/plane-b"]["agents"][0]["agentId"]
+    assert planes["ns-c/plane-c"]["agentReplicas"] == []
+
+
+async def test_with_a_peer_agents_count_once_and_the_replicas_are_named(
+    gateway: Gateway,
+    operator_url: str,
+    connect_agent: AgentFactory,
+    planelink_status: StatusRunner,
+) -> None:
+    async with connect_agent(PLANE_A):
+        (local,) = gateway.agents.agents(PLANE_A)
+        # A peer holds the same agent's other tunnel, and a tunnel of an agent of plane B.
+        gateway.peers.replace_peers(
+            [
+                Replica(
+                    id="zz-peer",
+                    peer_url="https://127.0.0.1:1",
+                    planes={PLANE_A: frozenset({local.agent_id}), PLANE_B: frozenset({"far"})},
+                )
+            ]
+        )
+        ran = await planelink_status("--gateway", operator_url)
+    assert ran.returncode == 0, ran.stderr
+    table, last = ran.stdout.rstrip("\n").split("\n\n")
+    rows = _rows(table)
+    assert rows["ns-a/plane-a"][2:4] == ["1", "all 2"]  # two tunnels, one agent
+    assert rows["ns-b/plane-b"][2:4] == ["1", "far: zz-peer"]
+    assert rows["ns-b/plane-b"][-1] == "-"  # reachable through the peer: not "no agent"
+    assert rows["ns-c/plane-c"][2:4] == ["0", "-"]
+    live = ", ".join(sorted([gateway.replica_id, "zz-peer"]))
+    assert last == f"live replicas (2): {live}; answered by {gateway.replica_id}"

@@ -11,7 +11,9 @@ import aiohttp
 import pytest
 
 import certs
+from gateway.app import Gateway
 from gateway.health_page import HTML
+from gateway.interfaces import Replica
 from tests.kit.gateway_lab import AgentFactory
 from tests.status.conftest import BrowserRunner
 
@@ -52,14 +54,32 @@ async def test_page_renders_the_planes_table(
     assert ran.returncode == 0, ran.stderr[-2000:]
     rows = _dom_rows(ran.stdout)
     assert list(rows) == ["ns-a/plane-a", "ns-b/plane-b", "ns-c/plane-c"], ran.stdout
-    assert rows["ns-a/plane-a"][1:3] == ["agent", "2"]
-    assert rows["ns-a/plane-a"][5] == "0"  # open streams
-    assert rows["ns-a/plane-a"][7] == "-"
-    assert rows["ns-b/plane-b"][1:3] == ["agent", "1"]
-    assert rows["ns-c/plane-c"][2] == "0"
-    assert rows["ns-c/plane-c"][7] == "no agent connected"
+    assert rows["ns-a/plane-a"][1:4] == ["agent", "2", "all 1"]
+    assert rows["ns-a/plane-a"][6] == "0"  # open streams
+    assert rows["ns-a/plane-a"][8] == "-"
+    assert rows["ns-b/plane-b"][1:4] == ["agent", "1", "all 1"]
+    assert rows["ns-c/plane-c"][2:4] == ["0", "-"]
+    assert rows["ns-c/plane-c"][8] == "no agent connected"
     assert "3 planes, 2 connected, 1 without an agent" in ran.stdout
     assert "updated " in ran.stdout
+
+
+async def test_page_shows_which_replicas_each_agent_holds(
+    gateway: Gateway, operator_url: str, connect_agent: AgentFactory, chromium: BrowserRunner
+) -> None:
+    async with connect_agent(PLANE_A):
+        (local,) = gateway.agents.agents(PLANE_A)
+        peer = Replica(
+            id="zz-peer",
+            planes={PLANE_A: frozenset({local.agent_id}), PLANE_B: frozenset({"<b>far</b>"})},
+        )
+        gateway.peers.replace_peers([peer])
+        ran = await chromium(SCRIPT_BUDGET, "--dump-dom", f"{operator_url}/ui")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    rows = _dom_rows(ran.stdout)
+    assert rows["ns-a/plane-a"][2:4] == ["1", "all 2"]
+    assert rows["ns-b/plane-b"][2:4] == ["1", "&lt;b&gt;far&lt;/b&gt;: zz-peer"]
+    assert f"replica {gateway.replica_id} of 2 live" in ran.stdout
 
 
 HOSTILE = "<img src=x id=injected>"
@@ -71,7 +91,7 @@ async def test_page_shows_text_from_the_json_as_text(
 ) -> None:
     ran = await chromium(SCRIPT_BUDGET, "--dump-dom", operator_url)
     assert ran.returncode == 0, ran.stderr[-2000:]
-    error = _dom_rows(ran.stdout)["ns-d/plane-d"][7]
+    error = _dom_rows(ran.stdout)["ns-d/plane-d"][8]
     assert error.startswith("client CA unusable: ")
     assert error.endswith("&lt;img src=x id=injected&gt;'; no agent connected")
     assert 'id="injected"' not in ran.stdout  # no element was made from it
