@@ -31,6 +31,10 @@ CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 """ExtendedKeyUsage OID for TLS server authentication (id-kp-serverAuth)."""
 
+PEER_SERVER_NAME = "planelink-peer"
+"""The DNS name every replica's peer certificate carries, and the name a forwarding replica
+checks: pod addresses change with every restart, so peers are named by their CA, not their IP."""
+
 CLOCK_SKEW = timedelta(minutes=5)
 """How far ``not_before`` is backdated when it is not given explicitly."""
 
@@ -166,6 +170,28 @@ def issue_agent(
         common_name=plane_common_name(ref),
         dns_names=dns_names,
         uris=(plane_uri(ref),),
+        key_type=key_type,
+        validity=validity,
+        not_before=not_before,
+    )
+
+
+def issue_peer(
+    ca: CertificateBundle,
+    *,
+    common_name: str = PEER_SERVER_NAME,
+    key_type: KeyType = KeyType.ECDSA_P256,
+    validity: timedelta = DEFAULT_LEAF_VALIDITY,
+    not_before: datetime | None = None,
+) -> CertificateBundle:
+    """Issue a gateway replica's peer certificate: the server certificate of its peer listener
+    and the client certificate it forwards with (EKU serverAuth and clientAuth), DNS SAN
+    :data:`PEER_SERVER_NAME`. ``ca`` must be the peers' own CA, trusted by nothing else."""
+    return _issue_leaf(
+        ca,
+        name=_name(common_name, ()),
+        sans=_sans(dns_names=(PEER_SERVER_NAME,), ip_addresses=(), uris=()),
+        extended_key_usages=(SERVER_AUTH, CLIENT_AUTH),
         key_type=key_type,
         validity=validity,
         not_before=not_before,

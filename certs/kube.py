@@ -25,6 +25,8 @@ GATEWAY_SECRET_NAME = "cluster-gateway-tls"  # noqa: S105 - a resource name, not
 """Name of the gateway's server-certificate Secret in the control-plane cluster."""
 CONTROL_PLANE_NAMESPACE = "openchoreo-control-plane"
 """Namespace of the gateway in the control-plane cluster."""
+PEER_SECRET_NAME = "planelink-peer-tls"  # noqa: S105 - a resource name, not a password
+"""The replicas' peer certificate (`planelink certs peer`), shared by every replica."""
 CA_SECRET_NAME = "planelink-ca"  # noqa: S105 - a resource name, not a password
 """Default name of the Secret holding the CA key pair."""
 

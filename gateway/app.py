@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import secrets
@@ -25,17 +26,20 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.admission import fit_to_fd_limit
 from gateway.agent_listener import AgentListener, AgentListenerSettings
 from gateway.agents import AgentRegistry
 from gateway.auth import KubeReviews
-from gateway.callers import CallerEndpoint, CallerSettings
+from gateway.callers import CallerEndpoint, CallerSettings, Document
 from gateway.direct import DirectPlanes
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
-from gateway.operator import OperatorAuth, operator_app
+from gateway.operator import OperatorAuth, operator_app, plane_report
 from gateway.peers import PeerDirectory, PeerSettings
+from gateway.peers.forward import PeerForwarder, peer_url
+from gateway.peers.listener import peer_listener
 from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.startup import StartupGate
 from gateway.static_config import STATIC_SOURCE, load_static_planes
@@ -120,6 +124,10 @@ class Gateway:
             metrics=self.metrics,
             replicas=self.peers,
         )
+        self.forwarder = (
+            PeerForwarder(self.peers, settings.peers) if settings.peers is not None else None
+        )
+        """Carries a caller's request to a peer holding its plane's tunnel (None: no peers)."""
         self.callers = CallerEndpoint(
             settings=settings.callers,
             ssl_context=_caller_context(settings),
@@ -127,7 +135,23 @@ class Gateway:
             agents=self.agents,
             metrics=self.metrics,
             direct=self.direct,
+            forwarder=self.forwarder,
         )
+        self.peer_listener = (
+            peer_listener(
+                settings=settings.peers,
+                callers=settings.callers,
+                trust=self.trust,
+                agents=self.agents,
+                metrics=self.metrics,
+                direct=self.direct,
+                planes=self._planes_document,
+                metrics_text=self._metrics_document,
+            )
+            if settings.peers is not None
+            else None
+        )
+        """Where peers forward callers' requests to this replica (None: no peers)."""
         token_file = settings.operator_token_file
         self._operator_auth = OperatorAuth(token_file) if token_file is not None else None
         self._operator: web.AppRunner | None = None
@@ -177,6 +201,11 @@ class Gateway:
             self._reconciler_start = asyncio.create_task(self._start_reconciler(self.reconciler))
         await self.agent_listener.start()
         await self.callers.start()
+        if self.peer_listener is not None:
+            assert self.settings.peers is not None
+            await self.peer_listener.start()
+            advertised = self.settings.peers.advertise_host or "127.0.0.1"
+            self.peers.peer_url = peer_url(advertised, self.peer_listener.port)
         app = operator_app(
             trust=self.trust,
             agents=self.agents,
@@ -199,6 +228,8 @@ class Gateway:
             agent_port=self.agent_listener.port,
             caller_port=self.callers.port,
             operator_port=self.operator_port,
+            replica=self.replica_id,
+            peer_url=self.peers.peer_url or None,
         )
 
     async def _start_reconciler(self, reconciler: Reconciler) -> None:
@@ -216,10 +247,23 @@ class Gateway:
         await self.direct.stop()
         await self.agent_listener.stop(grace=self.settings.drain_grace)
         await self.callers.stop()
+        if self.peer_listener is not None:
+            await self.peer_listener.stop()
+        if self.forwarder is not None:
+            await self.forwarder.stop()
         if self._operator is not None:
             await self._operator.cleanup()
         if self._kube is not None:
             await self._kube.close()
+
+    def _planes_document(self) -> Document:
+        """This replica's own /planes, as its peers' `/peer/v1/planes` serves it."""
+        planes = [plane_report(plane, self.agents, self.direct) for plane in self.trust.planes()]
+        return b"application/json", json.dumps({"planes": planes}).encode()
+
+    def _metrics_document(self) -> Document:
+        """This replica's own metrics, as its peers' `/peer/v1/metrics` serves them."""
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.metrics.registry)
 
     def _ready(self) -> tuple[bool, str]:
         if not self._started:

@@ -23,6 +23,15 @@ token, and may be authorized per plane by RBAC in the control plane (`gateway.au
 request before a stream is opened. Caller-supplied `Impersonate-*` headers are refused and
 `Authorization` never reaches the agent; with `impersonate` the gateway adds its own
 `Impersonate-User`/`-Group` naming the authenticated caller.
+
+Several replicas: a request for a plane this replica holds no tunnel to goes to a peer that
+holds one (`Forwarder`, `gateway.peers.forward`), relayed the same way. The same endpoint, in
+peer mode (`PeerPort`), is each replica's peer listener (`gateway.peers.listener`): its callers
+are replicas authenticated by the peer CA, the forwarding replica vouches for the caller
+(`Planelink-Forwarded-By`, `Planelink-Caller`; nobody is authenticated again), the
+`Impersonate-*` it asserted passes on, and it serves only from its own tunnels and direct
+planes — a forwarded request is never forwarded again. A caller's `Planelink-*` field is
+refused (400) on the caller port.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -52,7 +61,11 @@ from gateway.auth import (
 from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry
 from http1 import (
+    FORWARDED_BY,
+    FORWARDED_CALLER,
+    FROM_PEER,
     MAX_HEADER_FIELDS,
+    PLANELINK_PREFIX,
     READ_SIZE,
     TO_AGENT,
     FramingError,
@@ -168,12 +181,35 @@ def _is_long_running(path: str, query: str) -> bool:
 def forwarded_headers(head: RequestHead) -> list[Header]:
     """The caller's headers as the agent should see them (`http1.TO_AGENT`)."""
     if (refused := TO_AGENT.refused_field(head.headers)) is not None:
-        raise CallerRefused(
-            403,
-            "Forbidden",
-            f"the gateway does not accept {refused.decode('latin-1')} from callers",
-        )
+        name = refused.decode("latin-1")
+        if refused.lower().startswith(PLANELINK_PREFIX):
+            raise CallerRefused(
+                400, "BadRequest", f"{name} is for the gateway's replicas, not for callers"
+            )
+        raise CallerRefused(403, "Forbidden", f"the gateway does not accept {name} from callers")
     return TO_AGENT.apply(head.headers, upgrade=head.upgrade)
+
+
+def vouched_identity(head: RequestHead) -> tuple[str, CallerIdentity]:
+    """The forwarding replica and the caller it vouches for, from a peer's request; a request
+    without exactly one of each field is refused (400)."""
+    found: dict[bytes, list[bytes]] = {FORWARDED_BY: [], FORWARDED_CALLER: []}
+    for key, value in head.headers:
+        if (values := found.get(key.lower())) is not None:
+            values.append(value)
+    for name, values in found.items():
+        if len(values) != 1 or not values[0]:
+            raise CallerRefused(
+                400, "BadRequest", f"a peer's request needs one non-empty {name.decode()} field"
+            )
+    forwarded_by = found[FORWARDED_BY][0].decode("utf-8", errors="replace")
+    user = found[FORWARDED_CALLER][0].decode("utf-8", errors="replace")
+    return forwarded_by, CallerIdentity(user=user, method="peer")
+
+
+def plane_path(route: Route) -> str:
+    """The caller's target again, as a peer replica's listener serves it."""
+    return f"{PLANES_PREFIX}{route.plane.namespace}/{route.plane.name}/{K8S_SEGMENT}{route.path}"
 
 
 class CallerStream(Protocol):
@@ -213,6 +249,43 @@ class StreamOpener(Protocol):
         ...
 
 
+class PeerBackend(StreamOpener, Protocol):
+    """A peer replica holding a tunnel to the plane (`gateway.peers.forward.PeerLink`); its
+    streams take the caller's whole `/planes/...` target as their path."""
+
+    @property
+    def replica_id(self) -> str: ...
+
+    async def reachable(self) -> bool:
+        """Whether a connection to it can be had now (within its connect deadline)."""
+        ...
+
+
+class Forwarder(Protocol):
+    """Where a request goes when this replica holds no tunnel to its plane
+    (`gateway.peers.forward.PeerForwarder`)."""
+
+    @property
+    def own_id(self) -> str: ...
+
+    def peers_for(self, plane: PlaneRef) -> Sequence[PeerBackend]:
+        """The peers holding a tunnel to `plane`, in the order to try them."""
+        ...
+
+
+Document = tuple[bytes, bytes]
+"""A peer endpoint's answer: its content type and body."""
+
+
+@dataclass(frozen=True)
+class PeerPort:
+    """The endpoint as a replica's peer listener: its connections come from peer replicas
+    (the TLS handshake demanded a certificate from the peer CA), which vouch for their callers.
+    `documents` are the GET paths it answers itself (`/peer/v1/planes`, `/peer/v1/metrics`)."""
+
+    documents: Mapping[str, Callable[[], Document]] = field(default_factory=dict)
+
+
 class DirectBackends(Protocol):
     """The planes the gateway reaches directly (`gateway.direct.DirectPlanes`)."""
 
@@ -231,12 +304,21 @@ class CallerEndpoint:
         agents: AgentRegistry,
         metrics: GatewayMetrics,
         direct: DirectBackends | None = None,
+        forwarder: Forwarder | None = None,
+        peer_port: PeerPort | None = None,
     ) -> None:
+        """`forwarder`: the peers to forward to (None: none); `peer_port`: serve as the peer
+        listener (never together with a forwarder: at most one hop)."""
+        if forwarder is not None and peer_port is not None:
+            raise ValueError("the peer listener never forwards")
+        self.name = "peer" if peer_port is not None else "caller"
         self._settings = settings
         self._ssl = ssl_context
         self._trust = trust
         self._agents = agents
         self._direct = direct
+        self._forwarder = forwarder
+        self._peer_port = peer_port
         self._metrics = metrics
         self.auth = CallerAuth(settings.auth, metrics)
         self._acceptor: TlsAcceptor | None = None
@@ -259,12 +341,12 @@ class CallerEndpoint:
     async def start(self) -> None:
         settings = self._settings
         self._acceptor = TlsAcceptor(
-            "caller",
+            self.name,
             settings=settings.admission,
             tls_context=lambda: self._ssl,
             protocol_factory=self._new_connection,
             on_tls_failure=self._tls_refused,
-            tls_failure_event="caller refused in the TLS handshake",
+            tls_failure_event=f"{self.name} refused in the TLS handshake",
             metrics=self._metrics,
         )
         self._acceptor.listen(settings.host, settings.port, backlog=settings.backlog)
@@ -286,7 +368,8 @@ class CallerEndpoint:
         return asyncio.StreamReaderProtocol(reader, serve)
 
     def _tls_refused(self, reason: str, detail: str) -> None:
-        self._metrics.caller_errors.labels(reason=reason).inc()
+        if self._peer_port is None:  # the peer port's count: connections_refused{port="peer"}
+            self._metrics.caller_errors.labels(reason=reason).inc()
 
     # -- one caller connection ------------------------------------------------------------------
 
@@ -383,17 +466,22 @@ class _CallerExchange:
         self.body_error: HttpError | None = None
         self.sending: asyncio.Task[None] | None = None
         """Reads the request body into the stream while the response comes back."""
-        """Why the caller's request body could not be read, once it could not."""
+        self.forwarded_by = ""
+        """On the peer port: the replica that forwarded this request."""
+        self.forwarded_to = ""
+        """The peer replica this request was forwarded to, if it was."""
 
-    async def run(self) -> bool:
+    async def run(self) -> bool:  # noqa: PLR0911 - one per outcome
         """Relay the request; True if the connection may carry another one."""
         endpoint = self.endpoint
         try:
             check_request_line(self.head)
+            if (document := self._document()) is not None:
+                return await self._answer_document(document)
             target = route(self.head.target)
             self.plane = str(target.plane)
             identity = await self._admit(target.plane)
-            stream = self._open(target, endpoint.auth.forwarded_identity_headers(identity))
+            stream = await self._open(target, identity)
         except CallerRefused as refused:
             endpoint._metrics.caller_errors.labels(reason=refused.reason).inc()
             log.info(
@@ -435,7 +523,36 @@ class _CallerExchange:
             if not stream.done:
                 stream.reset(ErrorCode.CANCEL, "the caller's request ended")
 
+    def _document(self) -> Callable[[], Document] | None:
+        """On the peer port, the answer of a `PeerPort.documents` path; None otherwise."""
+        peer_port = self.endpoint._peer_port
+        if peer_port is None:
+            return None
+        document = peer_port.documents.get(urlsplit(self.head.target).path)
+        if document is not None and self.head.method != "GET":
+            raise CallerRefused(405, "MethodNotAllowed", f"{self.head.target} answers GET only")
+        return document
+
+    async def _answer_document(self, document: Callable[[], Document]) -> bool:
+        content_type, body = document()
+        headers: list[Header] = [
+            (b"Content-Type", content_type),
+            (b"Content-Length", b"%d" % len(body)),
+        ]
+        keep_alive = self.head.keep_alive and not self.head.has_body
+        if not keep_alive:
+            headers.append((b"Connection", b"close"))
+        self.writer.write(response_head_bytes(200, reason_phrase(200), headers) + body)
+        await self.writer.drain()
+        return keep_alive
+
     async def _admit(self, plane: PlaneRef) -> CallerIdentity:
+        if self.endpoint._peer_port is not None:
+            # TLS proved a peer replica; it authenticated and authorized the caller.
+            self.forwarded_by, identity = vouched_identity(self.head)
+            self.caller = f"{identity.user} (via {self.forwarded_by})"
+            self.on_admitted()
+            return identity
         try:
             identity = await self.endpoint.auth.admit(self.head.headers, self.certificate, plane)
         except AuthRefused as refused:
@@ -449,15 +566,23 @@ class _CallerExchange:
         self.on_admitted()
         return identity
 
-    def _open(self, target: Route, identity_headers: Headers = ()) -> CallerStream:
+    def _headers(self, identity: CallerIdentity) -> list[Header]:
+        """The request's fields for the plane: a caller's as TO_AGENT passes them plus the
+        gateway's own impersonation; a peer's as FROM_PEER passes them (its impersonation)."""
+        if self.endpoint._peer_port is not None:
+            return FROM_PEER.apply(self.head.headers, upgrade=self.head.upgrade)
+        identity_headers = self.endpoint.auth.forwarded_identity_headers(identity)
+        return [*forwarded_headers(self.head), *identity_headers]
+
+    async def _open(self, target: Route, identity: CallerIdentity) -> CallerStream:
         if self.endpoint._trust.get(target.plane) is None:
             self._refuse_while_starting()
             raise CallerRefused(404, "NotFound", f"dataplane {target.plane} not found")
-        headers = [*forwarded_headers(self.head), *identity_headers]
+        headers = self._headers(identity)
         tried: set[int] = set()
         while (backend := self._backend(target.plane, tried)) is not None:
             try:
-                return self._open_on(backend, target, headers)
+                return self._open_on(backend, target.path, headers)
             except StreamResetError as error:
                 if error.code != ErrorCode.REFUSED_STREAM:
                     # The request itself cannot be carried (its head is too large for the
@@ -466,6 +591,8 @@ class _CallerExchange:
                 tried.add(id(backend))  # at its stream limit: try another replica
             except SessionClosed:
                 tried.add(id(backend))  # just gone: try another replica
+        if (forwarded := await self._forward(target, headers, identity)) is not None:
+            return forwarded
         retry = self.endpoint._settings.retry_after
         if self.endpoint._trust.startup.agents_returning:
             retry = self.endpoint._trust.startup.retry_after  # the agents are on their way
@@ -500,10 +627,36 @@ class _CallerExchange:
         agent = endpoint._agents.pick(plane, exclude=frozenset(tried))
         return None if agent is None else agent.session
 
-    def _open_on(self, backend: StreamOpener, target: Route, headers: Headers) -> CallerStream:
+    async def _forward(
+        self, target: Route, headers: list[Header], identity: CallerIdentity
+    ) -> CallerStream | None:
+        """The request's stream through a peer holding a tunnel to the plane; None when there is
+        none, or none can be reached or take it (each is tried once)."""
+        forwarder = self.endpoint._forwarder
+        if forwarder is None:
+            return None
+        vouching = [
+            *headers,
+            (FORWARDED_BY, forwarder.own_id.encode()),
+            (FORWARDED_CALLER, identity.user.encode()),
+        ]
+        for peer in forwarder.peers_for(target.plane):
+            if not await peer.reachable():
+                continue
+            try:
+                stream = self._open_on(peer, plane_path(target), vouching)
+            except StreamResetError as error:
+                if error.code != ErrorCode.REFUSED_STREAM:
+                    raise _unrelayable(error) from error
+                continue  # at its stream limit: try another peer
+            self.forwarded_to = peer.replica_id
+            return stream
+        return None
+
+    def _open_on(self, backend: StreamOpener, path: str, headers: Headers) -> CallerStream:
         return backend.open_stream(
             method=self.head.method,
-            path=target.path,
+            path=path,
             headers=headers,
             end_stream=not self.head.has_body and not self.head.upgrade,
             upgrade=self.head.upgrade,
@@ -656,10 +809,18 @@ class _CallerExchange:
     async def _pipe(self, stream: CallerStream) -> None:
         """After a 101: bytes flow both ways until each side ends."""
 
+        caller_closed = False
+
         async def caller_to_agent() -> None:
+            nonlocal caller_closed
             while data := await self.http.read_raw():
                 await stream.write(data)
             stream.end()
+            if self.forwarded_to:
+                # The peer cannot be told that one direction ended (its connection is TLS
+                # too), and the caller's connection is closed for good: the exchange ends.
+                caller_closed = True
+                stream.reset(ErrorCode.CANCEL, "the caller closed its connection")
 
         async def agent_to_caller() -> None:
             while data := await stream.read():
@@ -671,6 +832,9 @@ class _CallerExchange:
         up = asyncio.create_task(caller_to_agent())
         try:
             await agent_to_caller()
+        except StreamResetError:
+            if not caller_closed:
+                raise
         finally:
             up.cancel()
             with contextlib.suppress(asyncio.CancelledError, StreamResetError, ConnectionError):
@@ -717,6 +881,12 @@ class _CallerExchange:
         self.status = status
         metrics = self.endpoint._metrics
         code = status_class(status)
+        if self.forwarded_by:
+            # Served for a peer: the forwarding replica counts the caller's request.
+            metrics.child(metrics.peer_requests, self.forwarded_by, self.plane, code).inc()
+            return
+        if self.forwarded_to:
+            metrics.child(metrics.forwarded_requests, self.forwarded_to, self.plane, code).inc()
         metrics.child(metrics.requests, self.plane, code).inc()
         metrics.child(metrics.request_duration, self.plane, code).observe(
             time.monotonic() - self.started

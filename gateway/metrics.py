@@ -63,6 +63,20 @@ class GatewayMetrics:
             ["plane", "direction"],
             registry=r,
         )
+        self.forwarded_requests = Counter(
+            "planelink_gateway_forwarded_requests_total",
+            "Caller requests forwarded to a peer replica (it held the plane's tunnel), by peer,"
+            " plane and status class; also counted in planelink_gateway_requests_total",
+            ["peer", "plane", "code"],
+            registry=r,
+        )
+        self.peer_requests = Counter(
+            "planelink_gateway_peer_requests_total",
+            "Requests served on the peer port for the replica that forwarded them, by that"
+            " replica, plane and status class (its planelink_gateway_requests_total counts them)",
+            ["peer", "plane", "code"],
+            registry=r,
+        )
         self.caller_errors = Counter(
             "planelink_gateway_caller_errors_total",
             "Caller requests refused before reaching an agent, by reason",

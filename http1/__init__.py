@@ -10,7 +10,11 @@ I/O. The tunnel core never imports it.
 """
 
 from http1.forwarding import (
+    FORWARDED_BY,
+    FORWARDED_CALLER,
+    FROM_PEER,
     HOP_BY_HOP,
+    PLANELINK_PREFIX,
     TO_AGENT,
     TO_CALLER,
     TO_GATEWAY,
@@ -25,9 +29,13 @@ from http1.status import REASONS, status_body, status_class, status_headers
 from http1.writer import LAST_CHUNK, chunk, reason_phrase, request_head_bytes, response_head_bytes
 
 __all__ = [
+    "FORWARDED_BY",
+    "FORWARDED_CALLER",
+    "FROM_PEER",
     "HOP_BY_HOP",
     "LAST_CHUNK",
     "MAX_HEADER_FIELDS",
+    "PLANELINK_PREFIX",
     "READ_SIZE",
     "REASONS",
     "TO_AGENT",

@@ -6,6 +6,13 @@ to the fields it received, before it passes them on:
     caller ─HTTP/1.1─▶ gateway ─TO_AGENT─▶ agent ─TO_UPSTREAM─▶ API server   (the request)
     caller ◀─TO_CALLER─ gateway ◀─TO_GATEWAY─ agent ◀─HTTP/1.1─ API server   (the response)
 
+A request forwarded to a peer replica (the one holding the plane's tunnel) takes one more hop:
+the forwarding replica applies TO_AGENT and adds its own `Impersonate-*` and the `Planelink-*`
+fields that vouch for the caller; the peer applies FROM_PEER, which accepts both (only from an
+authenticated peer) and passes on all but the `Planelink-*` fields:
+
+    caller ─TO_AGENT─▶ replica ─HTTP/1.1 (peer mTLS)─▶ peer ─FROM_PEER─▶ agent ─▶ ...
+
 Every policy drops the hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
 `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, and `Upgrade` unless the
 exchange upgrades, which then carries `Connection: Upgrade` as protocol/SPEC.md §5.3 says).
@@ -25,7 +32,12 @@ from __future__ import annotations
 from protocol.headers import Header, Headers
 
 __all__ = [
+    "FORWARDED_BY",
+    "FORWARDED_CALLER",
+    "FROM_PEER",
     "HOP_BY_HOP",
+    "IMPERSONATE_PREFIX",
+    "PLANELINK_PREFIX",
     "TO_AGENT",
     "TO_CALLER",
     "TO_GATEWAY",
@@ -102,12 +114,27 @@ class Policy:
         return None
 
 
+PLANELINK_PREFIX = b"planelink-"
+"""Fields only gateway replicas may send each other: a caller's are refused (400)."""
+FORWARDED_BY = b"planelink-forwarded-by"
+"""The replica that forwarded a request to a peer (its replica id)."""
+FORWARDED_CALLER = b"planelink-caller"
+"""The caller a forwarding replica authenticated (its user name), for the peer's logs."""
+IMPERSONATE_PREFIX = b"impersonate-"
+
 TO_AGENT = Policy(
     "gateway → agent",
     # A caller's credentials end at the gateway (which authenticated it), and so does the Host
-    # it named: the gateway's. Impersonation is the gateway's to assert, never a caller's.
+    # it named: the gateway's. Impersonation is the gateway's to assert, never a caller's, and
+    # so is vouching for a caller to a peer replica.
     dropped=frozenset({b"authorization", b"host"}),
-    refused=(b"impersonate-",),
+    refused=(IMPERSONATE_PREFIX, PLANELINK_PREFIX),
+)
+FROM_PEER = Policy(
+    "peer replica → agent",
+    # The forwarding replica applied TO_AGENT and asserted impersonation itself: what it sent
+    # passes on, but for the fields that were meant for this replica alone.
+    dropped=frozenset({b"authorization", b"host", FORWARDED_BY, FORWARDED_CALLER}),
 )
 TO_UPSTREAM = Policy(
     "agent → API server",

@@ -79,6 +79,7 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     _add_issue_server(commands)
     _add_issue_agent(commands)
     _add_issue_caller(commands)
+    _add_peer(commands)
     _add_dataplane_manifest(commands)
     _add_inspect(commands)
     _add_check_expiry(commands)
@@ -358,6 +359,51 @@ example:
     _add_output_options(parser, default_name=None, default_namespace="default", what="caller TLS")
 
 
+def _add_peer(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = _command(
+        commands,
+        "peer",
+        _peer,
+        summary="issue the gateway replicas' peer certificate (and their CA, if new)",
+        description=f"""\
+Issue the certificate gateway replicas present to each other on the peer port, where a replica
+without a tunnel to a plane forwards a caller's request to one that has one. It serves both
+ways (extended key usages serverAuth and clientAuth) and names {certs.PEER_SERVER_NAME!r}
+(DNS SAN), the name a forwarding replica checks, since pod addresses change.
+
+The peers have a CA of their own, trusted by nothing else: --ca DIR reuses DIR/ca.crt and
+DIR/ca.key, or creates them there (ca.key mode 0600) when DIR has neither. Never use the
+caller or agent CA here: whoever holds a peer certificate can act as any caller.
+
+Outputs tls.crt, tls.key and ca.crt, or with --format secret the Secret
+{certs.PEER_SECRET_NAME} in {certs.CONTROL_PLANE_NAMESPACE} (every replica mounts the same).
+
+example:
+  planelink certs peer --ca ./peer-ca --format secret | kubectl apply -f -
+""",
+    )
+    parser.add_argument(
+        "--ca",
+        required=True,
+        metavar="DIR",
+        type=Path,
+        help="directory of the peers' own CA (ca.crt, ca.key): reused, or created if absent",
+    )
+    parser.add_argument(
+        "--name",
+        default=certs.PEER_SERVER_NAME,
+        metavar="CN",
+        help="subject common name (default: %(default)s)",
+    )
+    _add_key_options(parser, days=365)
+    _add_output_options(
+        parser,
+        default_name=certs.PEER_SECRET_NAME,
+        default_namespace=certs.CONTROL_PLANE_NAMESPACE,
+        what="peer TLS",
+    )
+
+
 def _add_dataplane_manifest(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
@@ -569,6 +615,29 @@ def _issue_caller(args: argparse.Namespace) -> int:
     )
     groups = f" in group(s) {', '.join(args.group)}" if args.group else ""
     return _emit_leaf(args, bundle, ca, what=f"client certificate for user {args.name!r}{groups}")
+
+
+def _peer(args: argparse.Namespace) -> int:
+    _check_output(args)
+    ca_dir: Path = args.ca
+    present = [path.exists() for path in (ca_dir / "ca.crt", ca_dir / "ca.key")]
+    if all(present):
+        ca = _load_ca(ca_dir)
+    elif any(present):
+        raise UsageError(f"{ca_dir} holds only one of ca.crt and ca.key: give both or neither")
+    else:
+        ca = certs.create_ca("planelink peer CA", key_type=certs.KeyType(args.key_type))
+        cert_path, key_path = certs.write_pem_files(
+            ca, ca_dir, cert_name="ca.crt", key_name="ca.key"
+        )
+        print(f"created the peer CA: {cert_path}, {key_path} (mode 0600)", file=sys.stderr)
+    bundle = certs.issue_peer(
+        ca,
+        common_name=args.name,
+        key_type=certs.KeyType(args.key_type),
+        validity=timedelta(days=args.days),
+    )
+    return _emit_leaf(args, bundle, ca, what=f"peer certificate for {certs.PEER_SERVER_NAME}")
 
 
 def _dataplane_manifest(args: argparse.Namespace) -> int:

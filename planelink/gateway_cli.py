@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import structlog
 
@@ -23,6 +24,7 @@ from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
+from gateway.peers import PeerSettings
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
 from planelink.settings import (
@@ -354,8 +356,43 @@ _DATAPLANES = Group(
     "spec.agent.clientCA, status conditions), besides or instead of --planes.",
 )
 
+_PEER_DEFAULTS = PeerSettings(certificate=Path(), key=Path(), ca=Path())
+
+_PEERS = Group(
+    "Peer replicas",
+    (
+        Setting(
+            name="peer_certificate",
+            parse=path,
+            help="this replica's peer certificate (from 'planelink certs peer'): turns the peer "
+            "listener and forwarding on",
+        ),
+        Setting(name="peer_key", parse=path, help="its private key"),
+        Setting(name="peer_ca", parse=path, help="the peers' own CA, the only one trusted"),
+        Setting(
+            name="peer_port",
+            parse=integer,
+            default=_PEER_DEFAULTS.port,
+            help="port of the peer listener, where other replicas forward callers' requests",
+        ),
+        Setting(
+            name="peer_host",
+            shown_default="--bind",
+            help="address the peer listener binds",
+        ),
+        Setting(
+            name="peer_advertise",
+            default_factory=lambda: os.environ.get("POD_IP", ""),
+            shown_default="$POD_IP, else 127.0.0.1",
+            help="address the other replicas dial to reach this one's peer listener",
+        ),
+    ),
+    "With several replicas, a replica without a tunnel to a plane forwards the caller's request\n"
+    "to one that holds it, over mTLS with the peers' own CA.",
+)
+
 SETTINGS = CommandSettings(
-    "PLANELINK_GATEWAY_", (_GENERAL, _LIMITS, _FLOOD_LIMITS, _CALLER_AUTH, _DATAPLANES)
+    "PLANELINK_GATEWAY_", (_GENERAL, _LIMITS, _FLOOD_LIMITS, _CALLER_AUTH, _DATAPLANES, _PEERS)
 )
 """Every setting of `planelink gateway`."""
 
@@ -433,6 +470,25 @@ def settings_from(
         starting_retry_after=values.starting_retry_after,
         reconciler=_reconciler_settings(values) if values.reconcile else None,
         kubeconfig=values.kubeconfig,
+        peers=_peer_settings(values),
+    )
+
+
+def _peer_settings(values: argparse.Namespace) -> PeerSettings | None:
+    """The peer listener's settings: None unless --peer-certificate is given."""
+    if values.peer_certificate is None:
+        if values.peer_key is not None or values.peer_ca is not None:
+            raise ValueError("--peer-key and --peer-ca need --peer-certificate")
+        return None
+    if values.peer_key is None or values.peer_ca is None:
+        raise ValueError("--peer-certificate needs --peer-key and --peer-ca")
+    return PeerSettings(
+        certificate=values.peer_certificate,
+        key=values.peer_key,
+        ca=values.peer_ca,
+        host=values.peer_host or values.bind,
+        port=values.peer_port,
+        advertise_host=values.peer_advertise,
     )
 
 

@@ -1,0 +1,224 @@
+"""Forwarding a caller's request to a peer replica that holds a tunnel to its plane.
+
+A replica without a tunnel to a plane, while a live peer has one (`PeerDirectory.holders`),
+carries the caller's request to that peer's listener (`gateway.peers.listener`) over HTTP/1.1
+and mTLS, with the same pool and proxy a direct plane uses (`kubeproxy`): a `PeerLink` per peer
+is an `Upstream` that trusts only the peer CA and checks the peers' fixed name
+(`certs.PEER_SERVER_NAME`, since pod addresses change), a `ConnectionPool` of kept-alive
+connections, a `Proxy`, and `LocalStreams` that the caller endpoint relays exactly as it relays
+a tunnel stream — streamed both ways, upgrades included, a caller's reset cancelling the
+proxy's exchange and so aborting the connection the peer serves it on.
+
+Bounds, as a direct plane's: `max_streams` requests open per peer (more are refused, and the
+caller endpoint tries another peer), `buffer_bytes` per direction of a request and
+`budget_bytes` in all of a peer's requests, `max_idle` idle connections, a connect deadline.
+
+This module never accepts connections and never decides who may forward: the caller endpoint
+has authenticated and authorized the caller before it asks for a peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import structlog
+
+from certs import PEER_SERVER_NAME, PlaneRef
+from gateway.interfaces import Replica
+from gateway.peers.directory import PeerDirectory
+from gateway.peers.settings import PeerSettings
+from kubeproxy import (
+    ConnectionPool,
+    LocalStream,
+    LocalStreams,
+    Proxy,
+    ProxyMetrics,
+    TLSSettings,
+    Upstream,
+    UpstreamConfigError,
+    UpstreamError,
+)
+from protocol import Headers
+
+log = structlog.get_logger("gateway.peers.forward")
+
+
+@dataclass(frozen=True)
+class ForwardSettings:
+    """How this replica forwards to each peer (a direct plane's bounds)."""
+
+    connect_timeout: float = 3.0
+    """A peer that takes longer to connect to is skipped for this request."""
+    response_timeout: float = 60.0
+    pool_max_idle: int = 16
+    pool_idle_timeout: float = 60.0
+    max_streams: int = 512
+    buffer_bytes: int = 256 * 1024
+    budget_bytes: int = 16 * 1024 * 1024
+
+
+def peer_tls(settings: PeerSettings) -> TLSSettings:
+    """The forwarding client's TLS: the peer CA alone, this replica's peer certificate.
+    Raises UpstreamConfigError when the files cannot make a context."""
+    try:
+        tls = TLSSettings(
+            ca_data=settings.ca.read_bytes(),
+            ca_file=None,
+            client_cert_pem=settings.certificate.read_bytes(),
+            client_key_pem=settings.key.read_bytes(),
+        )
+    except OSError as error:
+        raise UpstreamConfigError(f"peer certificates: {error}") from None
+    tls.context()  # fail now, at start, if they are unusable
+    return tls
+
+
+class PeerLink:
+    """One peer's listener: the pool and proxy this replica forwards through to it."""
+
+    def __init__(self, replica_id: str, url: str, *, tls: TLSSettings, settings: ForwardSettings):
+        self.replica_id = replica_id
+        self.url = url
+        address = urlsplit(url)
+        if address.scheme != "https" or address.hostname is None or address.port is None:
+            raise UpstreamConfigError(f"peer {replica_id}: bad peer URL {url!r}")
+        link_log = log.bind(peer=replica_id, url=url)
+        self._log = link_log
+        self.upstream = Upstream(
+            scheme="https",
+            host=address.hostname,
+            port=address.port,
+            server_hostname=PEER_SERVER_NAME,
+            tls=tls,
+            source=f"peer replica {replica_id}",
+        )
+        self.metrics = ProxyMetrics(prefix="planelink_gateway_peer")
+        self.pool = ConnectionPool(
+            self.upstream,
+            max_idle=settings.pool_max_idle,
+            idle_timeout=settings.pool_idle_timeout,
+            connect_timeout=settings.connect_timeout,
+            metrics=self.metrics,
+        )
+        self.proxy = Proxy(
+            pool=self.pool,
+            metrics=self.metrics,
+            response_timeout=settings.response_timeout,
+            logger=link_log,
+        )
+        self.streams = LocalStreams(
+            self.proxy.handle,
+            max_streams=settings.max_streams,
+            buffer_bytes=settings.buffer_bytes,
+            budget_bytes=settings.budget_bytes,
+            logger=link_log,
+        )
+
+    async def reachable(self) -> bool:
+        """Whether a connection to the peer can be had now: an idle one, else a new one (kept
+        idle for the request about to be opened). A peer that cannot be reached is logged."""
+        if self.pool.idle:
+            return True
+        try:
+            connection = await self.pool.acquire()
+        except UpstreamError as error:
+            self._log.warning("peer unreachable", kind=error.kind, error=error.message)
+            return False
+        self.pool.release(connection, reusable=True)
+        return True
+
+    def open_stream(
+        self, *, method: str, path: str, headers: Headers, end_stream: bool, upgrade: bool
+    ) -> LocalStream:
+        """Start forwarding one request (`path`: the caller's `/planes/...` target). Raises
+        StreamResetError(REFUSED_STREAM) past `max_streams`, or once closed."""
+        return self.streams.open_stream(
+            method=method, path=path, headers=headers, end_stream=end_stream, upgrade=upgrade
+        )
+
+    def close(self, reason: str) -> list[asyncio.Task[None]]:
+        """End every forwarded request now, and the idle connections; the handlers to await."""
+        handlers = self.streams.close(reason)
+        self.pool.close()
+        return handlers
+
+
+class PeerForwarder:
+    """The links to the live peers, made when a request first needs one and closed when the
+    peer leaves (or moves to another URL): the caller endpoint's `Forwarder`."""
+
+    def __init__(
+        self,
+        directory: PeerDirectory,
+        settings: PeerSettings,
+        *,
+        forward: ForwardSettings | None = None,
+    ) -> None:
+        self._directory = directory
+        self._tls = peer_tls(settings)
+        self._forward = forward or ForwardSettings()
+        self._links: dict[str, PeerLink] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._unsubscribe = directory.subscribe(self._prune)
+
+    @property
+    def own_id(self) -> str:
+        return self._directory.own_id
+
+    def peers_for(self, plane: PlaneRef) -> list[PeerLink]:
+        """Links to the peers holding a tunnel to `plane`, the least busy first (ties in a
+        random order, so that forwarded load spreads)."""
+        links = [link for peer in self._directory.holders(plane) if (link := self._link(peer))]
+        random.shuffle(links)
+        return sorted(links, key=lambda link: link.streams.open)
+
+    def links(self) -> list[PeerLink]:
+        return list(self._links.values())
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        for link in list(self._links.values()):
+            self._close(link, "gateway stopping")
+        self._links.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _link(self, peer: Replica) -> PeerLink | None:
+        link = self._links.get(peer.id)
+        if link is not None and link.url == peer.peer_url:
+            return link
+        if link is not None:
+            self._close(link, "the peer moved")
+        try:
+            link = PeerLink(peer.id, peer.peer_url, tls=self._tls, settings=self._forward)
+        except UpstreamConfigError as error:
+            log.warning("cannot forward to peer", peer=peer.id, error=str(error))
+            self._links.pop(peer.id, None)
+            return None
+        self._links[peer.id] = link
+        return link
+
+    def _prune(self) -> None:
+        live = set(self._directory.live_ids())
+        for replica_id in [key for key in self._links if key not in live]:
+            self._close(self._links.pop(replica_id), "the peer left")
+
+    def _close(self, link: PeerLink, reason: str) -> None:
+        handlers = link.close(reason)
+        if handlers:
+            closing = asyncio.create_task(_gathered(handlers), name=f"peer-close-{link.replica_id}")
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+
+async def _gathered(tasks: list[asyncio.Task[None]]) -> None:
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def peer_url(host: str, port: int) -> str:
+    """The URL peers dial to reach a listener on `host` and `port`."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"https://{shown}:{port}"
