@@ -100,12 +100,14 @@ class ReplicaLab:
 
     async def start(self, replicas: int) -> None:
         """Certificates, DataPlanes, the balancer, `replicas` replicas in rotation, and an agent
-        per plane connected to every one of them it can reach."""
+        per plane holding a tunnel to at least one of them (`wait_tunnels` waits for all)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         pki = LocalPlanelink(directory=self.pki, planes=self.planes)
         pki.write_pki()
         self._write_peer_pki()
         await asyncio.to_thread(self._apply_dataplanes, pki)
+        for plane in self.planes:
+            await self._grant_caller(plane)
         for index in range(1, self.slots + 1):
             self.replicas[f"r{index}"] = Replica(f"r{index}")
         self.balancer = LoadBalancer(
@@ -116,7 +118,7 @@ class ReplicaLab:
             await self.start_replica(identity)
         for plane in self.planes:
             await self.start_agent(plane)
-        await self.wait_tunnels(list(self.replicas)[:replicas])
+        await self.wait_connected()
 
     async def close(self) -> None:
         procs = [*self.agents.values()]
@@ -240,6 +242,18 @@ class ReplicaLab:
             if self.pinned.get(plane, identity) == identity
         )
 
+    async def wait_connected(self) -> None:
+        """Return once every agent holds a tunnel to at least one running replica."""
+
+        async def connected() -> bool:
+            views = await asyncio.gather(*(self.planes_at(name) for name in self.running()))
+            return all(
+                any(self.agent_id(plane) in view.get(plane, set()) for view in views)
+                for plane in self.planes
+            )
+
+        await eventually(connected, within=LIMIT, interval=0.1, message="agents never connected")
+
     async def wait_tunnels(self, identities: Sequence[str], *, within: float = LIMIT) -> None:
         """Return once each of `identities` holds a tunnel from every agent that reaches it."""
 
@@ -303,17 +317,33 @@ class ReplicaLab:
         """The replicas' own CA and the one certificate they serve and dial peers with."""
         peers = self.pki / "peers"
         ca = certs.create_ca("planelink peers")
-        leaf = certs.issue_client(
-            ca,
-            common_name="planelink-peer",
-            dns_names=["localhost"],
-            extended_key_usages=(certs.SERVER_AUTH, certs.CLIENT_AUTH),
-        )
+        leaf = certs.issue_peer(ca)
         peers.mkdir(parents=True, exist_ok=True)
         (peers / "ca.crt").write_bytes(ca.certificate_pem())
         (peers / "tls.crt").write_bytes(leaf.chain_pem())
         (peers / "tls.key").touch(mode=0o600)
         (peers / "tls.key").write_bytes(leaf.private_key_pem())
+
+    async def _grant_caller(self, plane: PlaneRef) -> None:
+        """The caller may do anything on `plane`: the data plane sees it (impersonated), not
+        the agent, so its rights are the caller's own."""
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{CALLER_NAME}-admin"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "cluster-admin",
+            },
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": CALLER_NAME}
+            ],
+        }
+        done = await run_kubectl(
+            self.planes[plane], "apply", "-f", "-", input=yaml.safe_dump(binding)
+        )
+        assert done.returncode == 0, done.stderr
 
     def _apply_dataplanes(self, pki: LocalPlanelink) -> None:
         for plane in self.planes:

@@ -105,6 +105,7 @@ async def test_agents_converge_to_each_replica_scaling_1_3_1(
 
 async def test_kill_9_of_a_replica(make_lab: MakeLab, planes: tuple[PlaneRef, PlaneRef]) -> None:
     lab = await make_lab(replicas=3)
+    await lab.wait_tunnels(REPLICAS)
     plane = planes[0]
     # A watch held open on r2: the connection dies with r2, as it must.
     url = (
@@ -133,6 +134,7 @@ async def test_a_rolling_restart_under_a_get_loop_fails_no_request(
     make_lab: MakeLab, planes: tuple[PlaneRef, PlaneRef]
 ) -> None:
     lab = await make_lab(replicas=3)
+    await lab.wait_tunnels(REPLICAS)
     failures: list[str] = []
     served = 0
     restarted = asyncio.Event()

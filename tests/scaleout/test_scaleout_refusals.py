@@ -52,12 +52,12 @@ def _client_context(lab: ReplicaLab, chain: Path | None, key: Path | None) -> ss
 
 
 async def _peer_planes(lab: ReplicaLab, context: ssl.SSLContext) -> int:
-    url = f"https://localhost:{lab.replicas['r1'].peer_port}/peer/v1/planes"
+    url = f"https://127.0.0.1:{lab.replicas['r1'].peer_port}/peer/v1/planes"
     connector = aiohttp.TCPConnector(ssl=context)
     async with (
         aiohttp.ClientSession(connector=connector) as http,
         within(30),
-        http.get(url) as response,
+        http.get(url, server_hostname=certs.PEER_SERVER_NAME) as response,
     ):
         await response.read()
         return response.status
@@ -73,12 +73,7 @@ async def test_a_peer_certificate_from_another_ca_is_refused(
     )
 
     impostor_ca = certs.create_ca("planelink peers")  # the same name, another key
-    impostor = certs.issue_client(
-        impostor_ca,
-        common_name="planelink-peer",
-        dns_names=["localhost"],
-        extended_key_usages=(certs.SERVER_AUTH, certs.CLIENT_AUTH),
-    )
+    impostor = certs.issue_peer(impostor_ca)
     (tmp_path / "impostor.crt").write_bytes(impostor.chain_pem())
     (tmp_path / "impostor.key").write_bytes(impostor.private_key_pem())
     callers = lab.pki / "callers"
