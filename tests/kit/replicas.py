@@ -91,6 +91,9 @@ class ReplicaLab:
     pinned: dict[PlaneRef, str] = field(default_factory=dict)
     """Plane -> the replica whose agent port its agent dials, instead of the balancer."""
     peers: bool = True
+    impersonate: bool = True
+    """Callers impersonated on the data planes (each then grants the caller cluster-admin); off
+    for an upstream that is no API server (the stand-in kubelet)."""
     replicas: dict[str, Replica] = field(default_factory=dict)
     agents: dict[PlaneRef, Proc] = field(default_factory=dict)
     agent_health: dict[PlaneRef, int] = field(default_factory=dict)
@@ -106,8 +109,9 @@ class ReplicaLab:
         pki.write_pki()
         self._write_peer_pki()
         await asyncio.to_thread(self._apply_dataplanes, pki)
-        for plane in self.planes:
-            await self._grant_caller(plane)
+        if self.impersonate:
+            for plane in self.planes:
+                await self._grant_caller(plane)
         for index in range(1, self.slots + 1):
             self.replicas[f"r{index}"] = Replica(f"r{index}")
         self.balancer = LoadBalancer(
@@ -183,7 +187,9 @@ class ReplicaLab:
             "--tls-key",
             str(pki / "gateway/tls.key"),
         ]
-        argv += ["--caller-ca", str(pki / "callers/ca.crt"), "--impersonate-callers"]
+        argv += ["--caller-ca", str(pki / "callers/ca.crt")]
+        if self.impersonate:
+            argv.append("--impersonate-callers")
         argv += ["--agent-port", str(replica.agent_port), "--caller-port", str(replica.caller_port)]
         argv += ["--operator-port", str(replica.operator_port)]
         argv += ["--reconcile", "--kubeconfig", str(self.control_plane.kubeconfig_path)]

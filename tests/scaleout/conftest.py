@@ -30,8 +30,8 @@ async def make_lab(
     planes: tuple[PlaneRef, PlaneRef],
     tmp_path: Path,
 ) -> AsyncIterator[MakeLab]:
-    """`await make_lab(replicas=3, pinned={plane: "r1"}, peers=True)`: a started lab, closed
-    after the test."""
+    """`await make_lab(replicas=3, pinned={plane: "r1"})`: a started lab, closed after the
+    test."""
     labs: list[ReplicaLab] = []
     data_planes = {
         planes[0]: kube_servers("scaleout-plane-a"),
@@ -39,15 +39,21 @@ async def make_lab(
     }
 
     async def make(
-        *, replicas: int = 3, pinned: dict[PlaneRef, str] | None = None, peers: bool = True
+        *,
+        replicas: int = 3,
+        pinned: dict[PlaneRef, str] | None = None,
+        upstreams: dict[PlaneRef, Path] | None = None,
     ) -> ReplicaLab:
+        """`upstreams`: plane -> kubeconfig of what its agent proxies to, when it is not one
+        of the two data planes' API servers (callers are then not impersonated)."""
+        kube = {plane: server.kubeconfig_path for plane, server in data_planes.items()}
         lab = ReplicaLab(
             workdir=tmp_path / f"lab{len(labs)}",
             control_plane=control_plane,
             namespace=namespace,
-            planes={plane: server.kubeconfig_path for plane, server in data_planes.items()},
+            planes=upstreams or kube,
             pinned=pinned or {},
-            peers=peers,
+            impersonate=upstreams is None,
         )
         labs.append(lab)
         await lab.start(replicas)
