@@ -1,13 +1,15 @@
 """The agent process: dial, serve the tunnel, reconnect; health endpoints; drain on SIGTERM.
 
 `Agent.run(stop)` is the whole life of an agent: it serves `/healthz`, `/readyz`, `/metrics`
-and keeps one tunnel to the gateway, dialing again with jittered exponential backoff whenever
-an attempt fails or the tunnel ends (`agent.reconnect.Reconnect`: dial failures start over
-once a tunnel is set up, tunnels that drop at once are backed off from, a gateway's
-`Retry-After` is honoured).
-When `stop` is set it sends GOAWAY, lets in-flight requests finish within the drain grace,
-closes the tunnel and returns. `run_agent` wraps that in a process: SIGTERM and SIGINT set
-`stop`, and the exit code is 0 after a clean stop.
+and keeps a tunnel to the gateway, dialing again with jittered exponential backoff whenever
+an attempt fails or every tunnel has ended (`agent.reconnect.Reconnect`: dial failures start
+over once a tunnel is set up, tunnels that drop at once are backed off from, a gateway's
+`Retry-After` is honoured). A gateway of several replicas names them (REPLICAS frames): while
+one has no tunnel, the seeker (`agent.seeker`) dials the same address again until the agent
+holds a tunnel to each (`agent.tunnels`); every tunnel serves streams alike.
+When `stop` is set it sends GOAWAY on every tunnel, lets in-flight requests finish within the
+drain grace, closes the tunnels and returns. `run_agent` wraps that in a process: SIGTERM and
+SIGINT set `stop`, and the exit code is 0 after a clean stop.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from importlib import metadata
 
 import structlog
 from cryptography import x509
+from websockets.asyncio.client import ClientConnection
 
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
 from agent.discovery import kubernetes_version
 from agent.health import HealthServer, TunnelState
 from agent.metrics import AgentMetrics
 from agent.reconnect import Reconnect
+from agent.seeker import Seeker
 from agent.settings import AgentSettings
+from agent.tunnels import TunnelSet
 from kubeproxy import (
     ConnectionPool,
     Proxy,
@@ -39,8 +44,10 @@ from kubeproxy import (
     load_kubeconfig,
 )
 from protocol import Connection, ErrorCode, Role, Settings
+from protocol.backoff import Backoff, BackoffPolicy
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
 from tunnel.contract import (
+    CAPABILITY_REPLICAS,
     CAPABILITY_UPGRADE,
     IDENTITY_AGENT_ID,
     IDENTITY_AGENT_VERSION,
@@ -129,6 +136,22 @@ class Agent:
         host, port = settings.health_host_port
         self.health = HealthServer(state=self.state, metrics=self.metrics, host=host, port=port)
         self.session: TunnelSession | None = None
+        """The tunnel of the agent's own loop (`tunnels` holds it and the seeker's)."""
+        self.tunnels = TunnelSet(on_change=self._tunnels_changed)
+        self.seeker = Seeker(
+            tunnels=self.tunnels,
+            open_tunnel=self._open_tunnel,
+            serve=self._serve_found,
+            backoff=Backoff(
+                BackoffPolicy(base=settings.backoff_base, cap=settings.backoff_cap), random=random
+            ),
+            metrics=self.metrics,
+            max_tunnels=settings.max_tunnels,
+            hello_timeout=settings.connect_timeout,
+            logger=self._log,
+        )
+        self._seeking: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self.started = asyncio.Event()
         """Set once the health endpoints are served (`health.port` is then known)."""
         self.kubernetes_version: str | None = None
@@ -136,6 +159,7 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then drain and return."""
+        self._stop = stop
         register_task_gauge(self.metrics.registry, "planelink_agent_asyncio_tasks")
         await self.health.start()
         self.started.set()
@@ -152,6 +176,9 @@ class Agent:
                 outcome = await self._connect_once(stop)
                 if stop.is_set():
                     break
+                outcome = await self._while_tunnels_held(outcome, stop)
+                if stop.is_set():
+                    break
                 delay, attempt = self._delay_after(outcome)
 
                 self._log.warning(
@@ -163,10 +190,39 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
         finally:
+            if self._seeking is not None:
+                self._seeking.cancel()  # a dial in flight is dropped
+                await asyncio.gather(self._seeking, return_exceptions=True)
+            if not stop.is_set():  # cancelled from outside: no drain
+                self.seeker.cancel_served()
+            await self.seeker.wait_served()  # they drain on `stop` as the loop's tunnel did
             self.state.set_down("agent stopped")
             self.pool.close()
             await self.health.stop()
             self._log.info("agent stopped")
+
+    async def _while_tunnels_held(self, outcome: _Outcome, stop: asyncio.Event) -> _Outcome:
+        """Wait while tunnels the seeker found still serve (the agent's loop dials only when
+        it holds none, and the seeker only while it holds some); a tunnel that ended counts
+        as up for as long as the agent was served."""
+        started = time.monotonic()
+        served = bool(self.tunnels)
+        if served:
+            self._log.info(
+                "tunnel down, others still serve", reason=outcome.reason, tunnels=len(self.tunnels)
+            )
+            empty = asyncio.create_task(self.tunnels.wait_empty())
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({empty, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                empty.cancel()
+                stopping.cancel()
+        if self._seeking is not None:
+            self._seeking.cancel()  # a dial in flight would race the loop's own
+        if outcome.up_for is None or not served:
+            return outcome
+        return _Outcome(outcome.up_for + time.monotonic() - started, outcome.reason)
 
     def _delay_after(self, outcome: _Outcome) -> tuple[float, int]:
         """How long to wait before the next dial, and the attempt number to log."""
@@ -176,39 +232,62 @@ class Agent:
         return reconnect.after_failed_dial(outcome.retry_after), reconnect.dials.attempt
 
     async def _connect_once(self, stop: asyncio.Event) -> _Outcome:
-        settings = self.settings
         try:
-            credentials = load_client_credentials(
-                cert_file=settings.client_cert_file,
-                key_file=settings.client_key_file,
-                ca_file=settings.gateway_ca_file,
-            )
-            self._note_certificate(credentials.certificate)
-            # The version goes into the HELLO; learn it while the dial goes on.
-            discovery = asyncio.create_task(self._discover())
-            try:
-                websocket = await dial(
-                    settings.connect_url,
-                    credentials,
-                    open_timeout=settings.connect_timeout,
-                    max_message_size=self._protocol_settings.max_message_size,
-                    user_agent=f"planelink-agent/{AGENT_VERSION}",
-                )
-            except BaseException:
-                discovery.cancel()
-                raise
-            await discovery  # bounded by _DISCOVERY_TIMEOUT
+            websocket = await self._dial()
         except DialFailed as failure:
             self.metrics.connect_failures.labels(failure.reason).inc()
             self.state.set_down(failure.message)
             retry_after = failure.retry_after if isinstance(failure, GatewayRejected) else None
             return _Outcome(None, failure.message, retry_after)
+        session = self._new_session(websocket)
+        self.session = session
+        try:
+            return await self._serve(session, stop)
+        finally:
+            self.session = None
+
+    async def _open_tunnel(self) -> tuple[TunnelSession, asyncio.Task[str]]:
+        """Dial and start a session for the seeker; raises DialFailed."""
+        session = self._new_session(await self._dial())
+        return session, asyncio.create_task(session.run(), name="tunnel-session")
+
+    async def _dial(self) -> ClientConnection:
+        """One WebSocket to the gateway, with credentials read afresh; raises DialFailed."""
+        settings = self.settings
+        credentials = load_client_credentials(
+            cert_file=settings.client_cert_file,
+            key_file=settings.client_key_file,
+            ca_file=settings.gateway_ca_file,
+        )
+        self._note_certificate(credentials.certificate)
+        # The version goes into the HELLO; learn it while the dial goes on.
+        discovery = asyncio.create_task(self._discover())
+        try:
+            websocket = await dial(
+                settings.connect_url,
+                credentials,
+                open_timeout=settings.connect_timeout,
+                max_message_size=self._protocol_settings.max_message_size,
+                user_agent=f"planelink-agent/{AGENT_VERSION}",
+            )
+        except BaseException:
+            discovery.cancel()
+            raise
+        await discovery  # bounded by _DISCOVERY_TIMEOUT
+        return websocket
+
+    def _new_session(self, websocket: ClientConnection) -> TunnelSession:
+        settings = self.settings
         connection = Connection(
             Role.AGENT,
             settings=self._protocol_settings,
             identity=self._identity(),
-            capabilities=[CAPABILITY_UPGRADE],
+            capabilities=[CAPABILITY_UPGRADE, CAPABILITY_REPLICAS],
         )
+
+        def replicas_reported(_: frozenset[str]) -> None:
+            self.tunnels.report(session)
+
         session = TunnelSession(
             WebSocketChannel(websocket),
             connection,
@@ -216,31 +295,52 @@ class Agent:
                 settings.heartbeat_interval, settings.heartbeat_timeout, settings.write_timeout
             ),
             request_handler=self.proxy.handle,
+            replicas_handler=replicas_reported,
             logger=self._log,
         )
-        self.session = session
-        try:
-            return await self._serve(session, stop)
-        finally:
-            self.session = None
-            self.metrics.tunnel_up.set(0)
+        return session
+
+    def _tunnels_changed(self, tunnels: TunnelSet) -> None:
+        held = len(tunnels)
+        self.metrics.tunnels.set(held)
+        self.metrics.tunnel_up.set(1 if held else 0)
+        self.state.held = held
+        if held:
+            self.state.set_up()
+
+    def _hold(self, session: TunnelSession) -> bool:
+        """Hold a tunnel whose HELLO arrived; False when its replica is held already."""
+        if self.tunnels.claim(session) is None:
+            return False
+        replica_id = self.tunnels.replica_of(session)
+        if replica_id is not None:
+            session.bind_log(gateway_id=replica_id)
+        seeking = self._seeking
+        if seeking is None or seeking.done() or seeking.cancelling():
+            self._seeking = asyncio.create_task(self.seeker.run(self._stop), name="seeker")
+        return True
 
     async def _serve(self, session: TunnelSession, stop: asyncio.Event) -> _Outcome:
         run = asyncio.create_task(session.run(), name="tunnel-session")
         stopping = asyncio.create_task(stop.wait(), name="agent-stop")
         hello = asyncio.create_task(session.wait_ready(), name="tunnel-hello")
         up_since: float | None = None
+        duplicate = False
         try:
             # wait_ready() fails with SessionClosed if the session ends before the HELLO.
             await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if hello.done() and hello.exception() is None:
-                up_since = time.monotonic()
-                self.reconnect.tunnel_up()
-                self.metrics.connects.inc()
-                self.metrics.tunnel_up.set(1)
-                self.state.set_up()
-                self._log.info("tunnel up", gateway=dict(hello.result().identity))
-                await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not self._hold(session):
+                    # Only when a tunnel the seeker found outlived the wait for none: rare.
+                    duplicate = True
+                    self.metrics.duplicate_dials.inc()
+                    session.close("the agent holds a tunnel to this replica already")
+                else:
+                    up_since = time.monotonic()
+                    self.reconnect.tunnel_up()
+                    self.metrics.connects.inc()
+                    self._log.info("tunnel up", gateway=dict(hello.result().identity))
+                    await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set() and not run.done():
                 await self._drain(session, run)
             reason = await run
@@ -250,17 +350,52 @@ class Agent:
             if not run.done():  # cancelled from outside: end the session properly
                 session.close("agent cancelled", ErrorCode.CANCEL)
                 await asyncio.gather(run, return_exceptions=True)
+            self.tunnels.release(session)
+        if duplicate:
+            return _Outcome(None, "the dial landed on a replica already held")
         if up_since is None:
             if not stop.is_set():
                 self.metrics.connect_failures.labels("no_hello").inc()
-            self.state.set_down(f"the tunnel ended before the gateway's HELLO: {reason}")
+            if not self.tunnels:
+                self.state.set_down(f"the tunnel ended before the gateway's HELLO: {reason}")
             return _Outcome(None, reason)
         if not stop.is_set():
             self.metrics.connect_failures.labels("tunnel_lost").inc()
-        self.state.set_down(f"tunnel lost: {reason}")
+        if not self.tunnels:
+            self.state.set_down(f"tunnel lost: {reason}")
         return _Outcome(time.monotonic() - up_since, reason)
 
+    async def _serve_found(self, session: TunnelSession, run: asyncio.Task[str]) -> None:
+        """Serve a tunnel the seeker found (held already) until it ends or the agent stops."""
+        stop = self._stop
+        replica_id = self.tunnels.replica_of(session)
+        if replica_id is not None:
+            session.bind_log(gateway_id=replica_id)
+        self.metrics.connects.inc()
+        self._log.info("tunnel up", gateway_id=replica_id, tunnels=len(self.tunnels))
+        stopping = asyncio.create_task(stop.wait(), name="agent-stop")
+        try:
+            await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and not run.done():
+                await self._drain(session, run)
+            reason = await run
+        finally:
+            stopping.cancel()
+            if not run.done():
+                session.close("agent cancelled", ErrorCode.CANCEL)
+                await asyncio.gather(run, return_exceptions=True)
+            self.tunnels.release(session)
+        if stop.is_set():
+            return
+        self.metrics.connect_failures.labels("tunnel_lost").inc()
+        self._log.warning(
+            "tunnel down", gateway_id=replica_id, reason=reason, tunnels=len(self.tunnels)
+        )
+        if not self.tunnels:
+            self.state.set_down(f"tunnel lost: {reason}")
+
     async def _drain(self, session: TunnelSession, run: asyncio.Task[str]) -> None:
+        """GOAWAY on one tunnel; its streams get the drain grace (every tunnel's run at once)."""
         grace = self.settings.drain_grace
         self._log.info("draining", open_streams=session.open_streams, grace_seconds=grace)
         self.state.set_down("agent shutting down")

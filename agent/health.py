@@ -2,8 +2,8 @@
 
 `/healthz` answers 200 while the process serves at all (a liveness probe restarts a hung
 agent, not a disconnected one: reconnecting is the agent's own job). `/readyz` answers 200
-only while the tunnel to the gateway is up, and 503 with the reason otherwise, so
-`kubectl get pods` shows a disconnected agent as not ready.
+only while a tunnel to the gateway is up (and says how many, one per gateway replica), and 503
+with the reason otherwise, so `kubectl get pods` shows a disconnected agent as not ready.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ class TunnelState:
 
     def __init__(self) -> None:
         self.up = False
+        self.held = 0
+        """Tunnels held (one per gateway replica reached)."""
         self.reason = "not connected yet"
         self.changed_at = time.time()
         self._changed = asyncio.Event()
@@ -75,6 +77,9 @@ class HealthServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         if self._state.up:
+            held = self._state.held
+            if held > 1:
+                return web.Response(text=f"ok: {held} tunnels up, one per gateway replica\n")
             return web.Response(text="ok: tunnel up\n")
         return web.Response(status=503, text=f"not ready: {self._state.reason}\n")
 

@@ -20,7 +20,19 @@ class AgentMetrics(ProxyMetrics):
         super().__init__(registry, prefix="planelink_agent")
         r = self.registry
         self.tunnel_up = Gauge(
-            "planelink_agent_tunnel_up", "1 while the tunnel to the gateway is up", registry=r
+            "planelink_agent_tunnel_up",
+            "1 while a tunnel to the gateway (any of its replicas) is up",
+            registry=r,
+        )
+        self.tunnels = Gauge(
+            "planelink_agent_tunnels",
+            "tunnels held: one per gateway replica the agent reached",
+            registry=r,
+        )
+        self.duplicate_dials = Counter(
+            "planelink_agent_duplicate_dials",
+            "dials for another replica that landed on a replica already held (closed at once)",
+            registry=r,
         )
         self.connects = Counter(
             "planelink_agent_connects", "tunnels established to the gateway", registry=r

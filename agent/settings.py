@@ -20,6 +20,8 @@ from tunnel.contract import AGENT_CONNECT_PATH, PLANE_QUERY_PARAMETER
 
 DEFAULT_TLS_DIR = Path("/etc/planelink/agent-tls")
 DEFAULT_IN_CLUSTER_ROOT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MAX_TUNNELS = 256
+"""The most replicas a REPLICAS frame names: more tunnels could never be wanted."""
 
 
 def _default_agent_id() -> str:
@@ -59,6 +61,9 @@ class AgentSettings:
     write_timeout: float = 30.0
     drain_grace: float = 25.0
     health_address: str = ":8080"
+    max_tunnels: int = 32
+    """At most this many tunnels at once: one per gateway replica (a gateway that names more
+    live replicas gets tunnels to this many)."""
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -119,7 +124,7 @@ def _identity_problem(settings: AgentSettings) -> str | None:  # noqa: PLR0911 -
     return None
 
 
-def _timing_problem(settings: AgentSettings) -> str | None:
+def _timing_problem(settings: AgentSettings) -> str | None:  # noqa: PLR0911 - one per check
     if not 0 < settings.heartbeat_interval < settings.heartbeat_timeout:
         return "heartbeat needs 0 < interval < timeout"
     if not 0 < settings.backoff_base <= settings.backoff_cap:
@@ -137,6 +142,8 @@ def _timing_problem(settings: AgentSettings) -> str | None:
             return f"{name} must be positive"
     if not 1 <= settings.max_streams <= 1_000_000:
         return "max_streams must be between 1 and 1000000"
+    if not 1 <= settings.max_tunnels <= MAX_TUNNELS:
+        return f"max_tunnels must be between 1 and {MAX_TUNNELS}"
     if settings.pool_max_idle < 0 or settings.backoff_reset_after < 0:
         return "pool_max_idle and backoff_reset_after must not be negative"
     return None

@@ -210,6 +210,13 @@ _TIMING = Group(
             help="on SIGTERM, time given to in-flight requests before the tunnel is closed; "
             "keep it below the pod's terminationGracePeriodSeconds",
         ),
+        _setting(
+            name="max_tunnels",
+            metavar="N",
+            parse=integer,
+            help="the most tunnels held at once: the agent keeps one to every live gateway "
+            "replica (the gateway names them), up to this many",
+        ),
     ),
 )
 

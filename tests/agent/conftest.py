@@ -4,7 +4,10 @@
 - `agent_tls`: a folder laid out like the mounted cluster-agent-tls Secret, renewable;
 - `gateway`: a real WebSocket server with mutual TLS (client certificates required and verified
   against the agent CA) that wraps each connection in a gateway-side `TunnelSession`; a test
-  opens streams on `await gateway.next_connection()`;
+  opens streams on `await gateway.next_connection()`; given a `replica_id` it names itself in
+  its HELLO and tells listening agents its `live` replicas, as a gateway replica does;
+- `replica_gateways(n)`: n such replicas, and `RoundRobin`, the load balancer in front of them
+  (a TCP forwarder: TLS passes through to the replica it picks);
 - `upstream_peer`: a tiny HTTPS server that records requests, answers upgrades with 101 and
   echoes bytes, and hangs on /hang: a stand-in API server for what a real one cannot show;
 - `start_agent`: runs an `Agent` in this event loop and stops it at the end of the test.
@@ -37,7 +40,7 @@ import http1
 from agent import Agent, AgentSettings
 from envtest import KubeAPIServer
 from kubeproxy import Upstream
-from protocol import Connection, Headers, Role, Settings
+from protocol import CAPABILITY_REPLICAS, Connection, Headers, Role, Settings
 from tests.kit.waits import scaled, wait_for
 from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
@@ -194,7 +197,12 @@ class TestGateway:
 
     __test__ = False  # not a test class, whatever its name
 
-    def __init__(self, pki: Pki, folder: Path) -> None:
+    def __init__(self, pki: Pki, folder: Path, *, replica_id: str | None = None) -> None:
+        self.replica_id = replica_id
+        """Named in the HELLO's `gateway-id` (None: an older gateway, which names nothing)."""
+        self.live: frozenset[str] | None = None
+        """The live replicas told to agents that listen, when it differs from what they know."""
+        self._told: dict[TunnelSession, frozenset[str]] = {}
         self._context = server_context(pki.gateway_server, folder)
         self._context.verify_mode = ssl.CERT_REQUIRED
         self._context.load_verify_locations(cadata=pki.agent_ca.certificate_pem().decode())
@@ -246,6 +254,28 @@ class TestGateway:
     def accept(self) -> None:
         self.reject = None
 
+    def announce(self, live: frozenset[str]) -> None:
+        """The live replicas changed: tell every connected agent that listens."""
+        self.live = live
+        for connection in self.all_connections:
+            if not connection.ended.is_set():
+                self._tell(connection.session)
+
+    def _tell(self, session: TunnelSession) -> None:
+        peer = session.peer
+        if self.live is None or peer is None or CAPABILITY_REPLICAS not in peer.capabilities:
+            return
+        told = self._told.get(session, frozenset({self.replica_id}))
+        if session.closed or self.live == told:
+            return  # only news is sent: with one replica, nothing
+        self._told[session] = self.live
+        session.send_replicas(self.live)
+
+    async def _tell_when_ready(self, session: TunnelSession) -> None:
+        with contextlib.suppress(Exception):
+            await session.wait_ready()
+            self._tell(session)
+
     async def next_connection(self, seconds: float = 10.0) -> GatewayConnection:
         """The next agent connection, once its HELLO arrived (streams may be opened)."""
         connection = await wait_for(self.connections.get(), seconds)
@@ -274,9 +304,10 @@ class TestGateway:
             websocket.transport.pause_reading()
             await websocket.wait_closed()
             return
+        identity = {"gateway-id": self.replica_id} if self.replica_id else None
         session = TunnelSession(
             WebSocketChannel(websocket),
-            Connection(Role.GATEWAY, settings=self.settings),
+            Connection(Role.GATEWAY, settings=self.settings, identity=identity),
             heartbeat=Heartbeat(interval=5.0, timeout=scaled(60.0)),
         )
         assert websocket.request is not None
@@ -285,8 +316,10 @@ class TestGateway:
         )
         self.all_connections.append(connection)
         self.connections.put_nowait(connection)
+        telling = asyncio.create_task(self._tell_when_ready(session))
         connection.close_reason = await session.run()
         connection.ended.set()
+        telling.cancel()
 
 
 @pytest.fixture
@@ -295,6 +328,125 @@ async def fake_gateway(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[TestGate
     await server.start()
     yield server
     await server.close()
+
+
+class RoundRobin:
+    """A load balancer in front of gateway replicas: a TCP forwarder whose every connection
+    goes to the next backend in turn, or to the ones `plan` names first (indexes, used up in
+    order). TLS passes through untouched, as with a TCP-mode load balancer."""
+
+    def __init__(self, backends: list[TestGateway]) -> None:
+        self.backends = backends
+        self.plan: list[int] = []
+        self.landed: list[int] = []
+        """The backend index of every connection forwarded so far."""
+        self._turn = itertools.count()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"wss://127.0.0.1:{port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):  # the pipes end by themselves, nothing is cancelled
+            writer.transport.abort()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        index = self.plan.pop(0) if self.plan else next(self._turn) % len(self.backends)
+        self.landed.append(index)
+        host, port = self.backends[index].url.removeprefix("wss://").rsplit(":", 1)
+        self._writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.transport.abort()
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            return
+        self._writers.add(up_writer)
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            up_writer.transport.abort()
+            writer.transport.abort()
+            self._writers.difference_update({writer, up_writer})
+            self._tasks.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    with contextlib.suppress(ConnectionError, OSError):
+        writer.write_eof()
+
+
+ReplicaGateways = Callable[[int], Awaitable[list[TestGateway]]]
+
+
+@pytest.fixture
+async def replica_gateways(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[ReplicaGateways]:
+    """`await replica_gateways(n)`: n test gateways `replica-0`... that all say the n are live."""
+    started: list[TestGateway] = []
+
+    async def start(count: int) -> list[TestGateway]:
+        ids = frozenset(f"replica-{i}" for i in range(count))
+        replicas = []
+        for i in range(count):
+            replica = TestGateway(agent_pki, tmp_path / f"replica-{i}", replica_id=f"replica-{i}")
+            replica.live = ids
+            await replica.start()
+            started.append(replica)
+            replicas.append(replica)
+        return replicas
+
+    yield start
+    for replica in started:
+        await replica.close()
+
+
+@pytest.fixture
+async def load_balancer() -> AsyncIterator[Callable[[list[TestGateway]], Awaitable[RoundRobin]]]:
+    balancers: list[RoundRobin] = []
+
+    async def start(backends: list[TestGateway]) -> RoundRobin:
+        balancer = RoundRobin(backends)
+        await balancer.start()
+        balancers.append(balancer)
+        return balancer
+
+    yield start
+    for balancer in balancers:
+        await balancer.close()
+
+
+@pytest.fixture
+def unused_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig for tests that never reach the API server."""
+    path = tmp_path / "unused.kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: unused}}]\n"
+    )
+    return path
 
 
 # -- an upstream test peer ------------------------------------------------------------------

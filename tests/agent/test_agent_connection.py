@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import pytest
 import structlog
 
 import certs
@@ -261,16 +260,3 @@ async def test_unreadable_certificate_files_are_retried_until_they_appear(
 
 def _failures(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == "connection attempt failed"]
-
-
-@pytest.fixture
-def unused_kubeconfig(tmp_path: Path) -> Path:
-    """A kubeconfig for tests that never reach the API server."""
-    path = tmp_path / "unused.kubeconfig"
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
-        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
-        "users: [{name: u, user: {token: unused}}]\n"
-    )
-    return path

@@ -87,7 +87,7 @@ async def test_hello_says_which_plane_and_versions(
     assert peer.identity["agent-id"] == "agent-under-test"
     assert peer.identity["agent-version"]
     assert peer.identity["kubernetes-version"].startswith("v1.32")
-    assert peer.capabilities == ("upgrade",)
+    assert peer.capabilities == ("upgrade", "replicas")
 
 
 async def test_create_a_configmap_then_get_it(
