@@ -276,6 +276,15 @@ class Replicas:
         replica = read_replica(lease, max_ids=self._settings.max_agent_ids_per_plane)
         if replica is None:
             self._log.warning("replica lease without a replica id ignored", lease=key.name)
+        elif key.name not in lease_names(self._settings.prefix, replica.id):
+            # Only the Lease named after a replica speaks for it: another cannot claim its id
+            # (and its peer URL) while the real one renews its own.
+            self._log.warning(
+                "replica lease held under another replica's id ignored",
+                lease=key.name,
+                holder=replica.id,
+            )
+            replica = None
         self._read[key] = (version, replica)
         return replica
 
@@ -467,6 +476,15 @@ def _age(lease: KubeObject, duration: float) -> float:
 
 def _micro(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease_names(prefix: str, identity: str) -> frozenset[str]:
+    """The names the Lease of replica `identity` may have: today's, and that of a replica
+    before scale-out (its id cut to 40 characters)."""
+    legacy = re.sub(r"[^a-z0-9-]+", "-", identity.lower()).strip("-")[:_NAME_PART_CHARS]
+    return frozenset(
+        f"{prefix}-replica-{part}" for part in (lease_name_part(identity), legacy or "replica")
+    )
 
 
 def lease_name_part(identity: str) -> str:

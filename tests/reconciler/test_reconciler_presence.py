@@ -19,7 +19,7 @@ from gateway.reconciler.presence import (
     read_peer_url,
     read_replica,
 )
-from gateway.reconciler.replicas import lease_name_part
+from gateway.reconciler.replicas import lease_name_part, lease_names
 from kubeobject import KubeObject
 
 A = certs.plane_ref("ns-a", "plane-a")
@@ -175,3 +175,12 @@ def test_lease_names_of_distinct_ids_never_collide() -> None:
         assert part
         assert part[0].isalnum()
         assert set(part) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def test_a_replica_speaks_only_through_the_lease_named_after_it() -> None:
+    assert lease_names("gw", "gateway-0") == {"gw-replica-gateway-0"}
+    long_id = "planelink-gateway-7d9f8b6c5d-abcde-with-a-long-suffix-w1"
+    names = lease_names("gw", long_id)
+    assert f"gw-replica-{lease_name_part(long_id)}" in names
+    assert f"gw-replica-{long_id[:40]}" in names  # as a replica before scale-out named it
+    assert "gw-replica-gateway-0" not in lease_names("gw", "gateway-1")

@@ -269,7 +269,9 @@ async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tun
         await replica_b.stop()
 
 
-async def test_a_lease_of_a_replica_before_scale_out_still_counts(kit: Kit) -> None:
+async def test_a_lease_of_a_replica_before_scale_out_still_counts_a_forged_one_not(
+    kit: Kit,
+) -> None:
     ca = certs.create_ca("agents")
     plane = certs.plane_ref(kit.namespace, "mixed")
     await kit.create(
@@ -290,7 +292,13 @@ async def test_a_lease_of_a_replica_before_scale_out_still_counts(kit: Kit) -> N
         # Live for a minute from now, whatever the test machine's speed.
         "spec": {"holderIdentity": "replica-old", "leaseDurationSeconds": 60, "renewTime": now},
     }
+    # A Lease under a name of its own that claims to speak for another replica.
+    forged = json.loads(json.dumps(old_lease))
+    forged["metadata"]["name"] = "gw-replica-forged"
+    forged["metadata"]["annotations"][PEER_URL_ANNOTATION] = "https://evil.example:8444"
+    forged["spec"]["holderIdentity"] = "replica-victim"
     await KubeApi(kit.client).create_lease(kit.namespace, old_lease)
+    await KubeApi(kit.client).create_lease(kit.namespace, forged)
     try:
         await replica.start()
         kit.connect_agent(agents, plane, ca, agent_id="agent-1")
@@ -306,6 +314,7 @@ async def test_a_lease_of_a_replica_before_scale_out_still_counts(kit: Kit) -> N
             "replica-old#1": ["replica-old"],
         }
         assert peers.holders(plane) == []  # no peer URL: it cannot be forwarded to
+        assert peers.live_ids() == ("replica-new", "replica-old")
     finally:
         await replica.stop()
 
