@@ -80,6 +80,7 @@ from http1 import (
     status_headers,
 )
 from protocol import ErrorCode, Header, Headers, HeadTooLarge, ResponseReceived
+from protocol.headers import HeaderBlockError, check_value
 from tunnel import SessionClosed, StreamResetError
 
 log = structlog.get_logger("gateway.callers")
@@ -205,6 +206,20 @@ def vouched_identity(head: RequestHead) -> tuple[str, CallerIdentity]:
     forwarded_by = found[FORWARDED_BY][0].decode("utf-8", errors="replace")
     user = found[FORWARDED_CALLER][0].decode("utf-8", errors="replace")
     return forwarded_by, CallerIdentity(user=user, method="peer")
+
+
+def _identity_fields(fields: list[Header]) -> list[Header]:
+    """Fields the gateway writes from a caller's identity (a certificate's names, a token's
+    user), checked: a direct plane's or a peer's HTTP/1.1 head is written as is, so a name with
+    CR or LF would add fields of the caller's choosing there (a tunnel refuses it anyway)."""
+    for name, value in fields:
+        try:
+            check_value(name.decode("latin-1"), value)
+        except HeaderBlockError as error:
+            raise CallerRefused(
+                400, "BadRequest", f"the caller's identity cannot be passed on: {error}"
+            ) from error
+    return fields
 
 
 def plane_path(route: Route) -> str:
@@ -572,7 +587,7 @@ class _CallerExchange:
         if self.endpoint._peer_port is not None:
             return FROM_PEER.apply(self.head.headers, upgrade=self.head.upgrade)
         identity_headers = self.endpoint.auth.forwarded_identity_headers(identity)
-        return [*forwarded_headers(self.head), *identity_headers]
+        return [*forwarded_headers(self.head), *_identity_fields(identity_headers)]
 
     async def _open(self, target: Route, identity: CallerIdentity) -> CallerStream:
         if self.endpoint._trust.get(target.plane) is None:
@@ -637,8 +652,12 @@ class _CallerExchange:
             return None
         vouching = [
             *headers,
-            (FORWARDED_BY, forwarder.own_id.encode()),
-            (FORWARDED_CALLER, identity.user.encode()),
+            *_identity_fields(
+                [
+                    (FORWARDED_BY, forwarder.own_id.encode()),
+                    (FORWARDED_CALLER, identity.user.encode()),
+                ]
+            ),
         ]
         for peer in forwarder.peers_for(target.plane):
             if not await peer.reachable():

@@ -8,6 +8,7 @@ tunnel and forwards. Presence is shared by hand (`share`), as the Leases would s
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
 import certs
+from envtest import Credentials, KubeAPIServer, build_kubeconfig
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthSettings
-from gateway.interfaces import Replica
+from gateway.interfaces import DirectCredentials, Replica
 from gateway.peers import PeerSettings
 from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair, caller_session
 from tests.kit.waits import eventually, wait_for
@@ -301,3 +304,69 @@ async def test_the_peer_port_refuses_anything_but_a_peer_certificate_in_tls(
         within=5,
         message="the refused handshake is counted",
     )
+
+
+async def test_a_caller_name_that_would_break_the_peers_head_is_refused(
+    gateway: Gateway, near: Gateway, connect_agent: AgentFactory, pki: Pki, planes: PlanePair
+) -> None:
+    # Names come from the caller CA or the control plane; still, the peer hop writes them into
+    # an HTTP/1.1 head, so one with CR LF would add a field of its own there.
+    forged = certs.issue_client(
+        pki.caller_ca, common_name="jane\r\nImpersonate-Group: system:masters"
+    )
+    pki.caller = forged
+    async with connect_agent(planes[0]), caller_session(near, pki) as session:
+        share(gateway, near)
+        async with session.get(f"{A}/echo") as response:
+            assert response.status == 400
+            assert "identity cannot be passed on" in (await response.json())["message"]
+    assert sample(gateway, "planelink_gateway_peer_requests_total") == 0
+
+
+async def test_kubectl_through_a_replica_without_the_plane_reaches_a_real_api_server(
+    gateway: Gateway,
+    near: Gateway,
+    pki: Pki,
+    kube_servers: Callable[[str], KubeAPIServer],
+    planes: PlanePair,
+) -> None:
+    # The far replica reaches plane A's real API server itself (direct mode, as the admin);
+    # the near one only knows that the far one holds it.
+    target = kube_servers("direct-target")
+    gateway.direct.set(
+        planes[0],
+        DirectCredentials(
+            server=target.url,
+            ca_pem=target.ca_file.read_bytes(),
+            bearer_token=target.admin_token,
+        ),
+    )
+    near.peers.replace_peers(
+        [replace(gateway.peers.local(), planes={planes[0]: frozenset({"direct"})})]
+    )
+    kubeconfig = pki.directory / "near.kubeconfig"
+    config = build_kubeconfig(
+        name="near",
+        server=f"https://127.0.0.1:{near.callers.port}{A}",
+        ca_pem=pki.gateway_ca.certificate_pem(),
+        credentials=Credentials(
+            user="jane",
+            client_certificate_pem=pki.caller.certificate_pem(),
+            client_key_pem=pki.caller.private_key_pem(),
+        ),
+    )
+    kubeconfig.write_text(yaml.safe_dump(config))
+    # The data plane sees the caller, impersonated, exactly as through the far replica.
+    whoami = await target.akubectl("auth", "whoami", "-o", "json", kubeconfig=kubeconfig)
+    user = json.loads(whoami.stdout)["status"]["userInfo"]
+    assert user["username"] == "jane"
+    assert "ops" in user["groups"]
+    # And what jane may not do, she may not do through a peer either.
+    refused = await target.akubectl(
+        "get", "secrets", "-n", "kube-system", kubeconfig=kubeconfig, check=False
+    )
+    assert refused.returncode != 0
+    assert 'User "jane" cannot list resource "secrets"' in refused.stderr
+    labels = {"peer": "far", "plane": "ns-a/plane-a"}
+    assert sample(near, "planelink_gateway_forwarded_requests_total", code="2xx", **labels) >= 1
+    assert sample(near, "planelink_gateway_forwarded_requests_total", code="4xx", **labels) >= 1
