@@ -39,7 +39,8 @@ def plane(namespace: str) -> PlaneRef:
 
 
 @pytest.fixture
-async def lab(make_lab: MakeLab, peer: KubeletPeer, plane: PlaneRef, tmp_path: Path) -> ReplicaLab:
+async def lab(peer: KubeletPeer, make_lab: MakeLab, plane: PlaneRef, tmp_path: Path) -> ReplicaLab:
+    # `peer` first: set up before `make_lab`, so torn down after it, once no agent uses it.
     upstream = peer.write_kubeconfig(tmp_path / "kubelet.kubeconfig")
     lab = await make_lab(replicas=2, pinned={plane: "r1"}, upstreams={plane: upstream})
     assert (await lab.planes_at("r2"))[plane] == set()  # r2 can only forward
