@@ -43,11 +43,10 @@ from kubeproxy import (
     load_in_cluster,
     load_kubeconfig,
 )
-from protocol import Connection, ErrorCode, Role, Settings
+from protocol import CAPABILITY_REPLICAS, Connection, ErrorCode, Role, Settings
 from protocol.backoff import Backoff, BackoffPolicy
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
 from tunnel.contract import (
-    CAPABILITY_REPLICAS,
     CAPABILITY_UPGRADE,
     IDENTITY_AGENT_ID,
     IDENTITY_AGENT_VERSION,
@@ -321,38 +320,33 @@ class Agent:
         return True
 
     async def _serve(self, session: TunnelSession, stop: asyncio.Event) -> _Outcome:
+        """Serve the loop's own tunnel: wait for the HELLO, hold it, serve until it ends."""
         run = asyncio.create_task(session.run(), name="tunnel-session")
-        stopping = asyncio.create_task(stop.wait(), name="agent-stop")
         hello = asyncio.create_task(session.wait_ready(), name="tunnel-hello")
-        up_since: float | None = None
-        duplicate = False
+        stopping = asyncio.create_task(stop.wait(), name="agent-stop")
         try:
             # wait_ready() fails with SessionClosed if the session ends before the HELLO.
             await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if hello.done() and hello.exception() is None:
-                if not self._hold(session):
-                    # Only when a tunnel the seeker found outlived the wait for none: rare.
-                    duplicate = True
-                    self.metrics.duplicate_dials.inc()
-                    session.close("the agent holds a tunnel to this replica already")
-                else:
-                    up_since = time.monotonic()
-                    self.reconnect.tunnel_up()
-                    self.metrics.connects.inc()
-                    self._log.info("tunnel up", gateway=dict(hello.result().identity))
-                    await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.is_set() and not run.done():
-                await self._drain(session, run)
-            reason = await run
+        except asyncio.CancelledError:
+            session.close("agent cancelled", ErrorCode.CANCEL)
+            await asyncio.gather(run, return_exceptions=True)
+            raise
         finally:
             hello.cancel()
             stopping.cancel()
-            if not run.done():  # cancelled from outside: end the session properly
-                session.close("agent cancelled", ErrorCode.CANCEL)
+        up_since: float | None = None
+        if hello.done() and not hello.cancelled() and hello.exception() is None:
+            if not self._hold(session):
+                # Only when a tunnel the seeker found outlived the wait for none: rare.
+                self.metrics.duplicate_dials.inc()
+                session.close("the agent holds a tunnel to this replica already")
                 await asyncio.gather(run, return_exceptions=True)
-            self.tunnels.release(session)
-        if duplicate:
-            return _Outcome(None, "the dial landed on a replica already held")
+                return _Outcome(None, "the dial landed on a replica already held")
+            up_since = time.monotonic()
+            self.reconnect.tunnel_up()
+            self.metrics.connects.inc()
+            self._log.info("tunnel up", gateway=dict(hello.result().identity))
+        reason = await self._until_ended(session, run, stop)
         if up_since is None:
             if not stop.is_set():
                 self.metrics.connect_failures.labels("no_hello").inc()
@@ -373,18 +367,7 @@ class Agent:
             session.bind_log(gateway_id=replica_id)
         self.metrics.connects.inc()
         self._log.info("tunnel up", gateway_id=replica_id, tunnels=len(self.tunnels))
-        stopping = asyncio.create_task(stop.wait(), name="agent-stop")
-        try:
-            await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.is_set() and not run.done():
-                await self._drain(session, run)
-            reason = await run
-        finally:
-            stopping.cancel()
-            if not run.done():
-                session.close("agent cancelled", ErrorCode.CANCEL)
-                await asyncio.gather(run, return_exceptions=True)
-            self.tunnels.release(session)
+        reason = await self._until_ended(session, run, stop)
         if stop.is_set():
             return
         self.metrics.connect_failures.labels("tunnel_lost").inc()
@@ -393,6 +376,24 @@ class Agent:
         )
         if not self.tunnels:
             self.state.set_down(f"tunnel lost: {reason}")
+
+    async def _until_ended(
+        self, session: TunnelSession, run: asyncio.Task[str], stop: asyncio.Event
+    ) -> str:
+        """Serve until the session ends, or `stop` (then drained within the grace); returns
+        why it ended. The tunnel is no longer held afterwards."""
+        stopping = asyncio.create_task(stop.wait(), name="agent-stop")
+        try:
+            await asyncio.wait({run, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and not run.done():
+                await self._drain(session, run)
+            return await run
+        finally:
+            stopping.cancel()
+            if not run.done():  # cancelled from outside: end the session properly
+                session.close("agent cancelled", ErrorCode.CANCEL)
+                await asyncio.gather(run, return_exceptions=True)
+            self.tunnels.release(session)
 
     async def _drain(self, session: TunnelSession, run: asyncio.Task[str]) -> None:
         """GOAWAY on one tunnel; its streams get the drain grace (every tunnel's run at once)."""

@@ -3,7 +3,7 @@
 The gateway's replicas sit behind one address (a load balancer), so the agent cannot choose
 which one a dial reaches: it dials, reads the HELLO's `gateway-id`, and keeps the tunnel if it
 landed on a replica it does not hold yet. A tunnel that landed on a replica already held is
-closed at once (logged and counted), and the seeker pauses with full jitter
+drained and closed at once (logged and counted), and the seeker pauses with full jitter
 (`protocol.backoff`), the ceiling growing while dials keep landing on held replicas (a load
 balancer that sticks to one replica is not hammered) and starting over when one lands on a new
 replica. Failed dials back off the same way (a `Retry-After` is honoured).
@@ -133,8 +133,14 @@ class Seeker:
         replica_id = self._tunnels.replica_of(session)
         if self._tunnels.claim(session) is None:
             assert replica_id is not None
-            session.close(f"the agent holds a tunnel to replica {replica_id} already")
-            await asyncio.gather(run, return_exceptions=True)
+            # A drain, not a close: a caller's request the gateway sent in the instant since
+            # the HELLO still gets its answer (the gateway sends no more after the GOAWAY).
+            session.drain(f"the agent holds a tunnel to replica {replica_id} already")
+            try:
+                await asyncio.wait_for(asyncio.shield(run), timeout=self._hello_timeout)
+            except TimeoutError:
+                session.close("drain of a duplicate tunnel timed out", ErrorCode.CANCEL)
+                await asyncio.gather(run, return_exceptions=True)
             self._metrics.duplicate_dials.inc()
             pause = self.backoff.next_delay()
             self._log.info(

@@ -17,10 +17,9 @@ from typing import Protocol
 
 import structlog
 
-from protocol import LocalProtocolError
+from protocol import CAPABILITY_REPLICAS, LocalProtocolError
 from protocol.frames import MAX_REPLICA_IDS
 from tunnel import SessionClosed, TunnelSession
-from tunnel.contract import CAPABILITY_REPLICAS
 
 log = structlog.get_logger("gateway.replica_news")
 

@@ -38,7 +38,6 @@ from protocol.frames import FrameType, Role
 from protocol.headers import Header, Headers
 from protocol.hello import (
     CAPABILITY_REPLICAS,
-    IDENTITY_KEY_GATEWAY_ID,
     SUPPORTED_VERSIONS,
     PeerInfo,
 )
@@ -47,7 +46,6 @@ from protocol.settings import FloodLimits, SendLimits, SettingId, Settings
 
 __all__ = [
     "CAPABILITY_REPLICAS",
-    "IDENTITY_KEY_GATEWAY_ID",
     "RESET_MEMORY",
     "SUPPORTED_VERSIONS",
     "Connection",

@@ -20,7 +20,6 @@ from protocol.settings import FRAME_HEADER_SIZE, MIN_MAX_FRAME_SIZE, Settings, s
 __all__ = [
     "CAPABILITY_REPLICAS",
     "IDENTITY_KEYS",
-    "IDENTITY_KEY_GATEWAY_ID",
     "SUPPORTED_VERSIONS",
     "PeerInfo",
     "accept_hello",
@@ -34,16 +33,13 @@ CAPABILITY_REPLICAS = "replicas"
 """Offered by an agent that keeps a tunnel to every live gateway replica: only to such an
 agent may the gateway send REPLICAS frames (the connection enforces it on both ends)."""
 
-IDENTITY_KEY_GATEWAY_ID = "gateway-id"
-"""Gateway identity key: the replica's id, which REPLICAS frames name."""
-
 IDENTITY_KEYS: Mapping[str, str] = types.MappingProxyType(
     {
         "plane": "agent: the DataPlane it serves, as <namespace>/<name>",
         "agent-id": "agent: unique id of this agent process (e.g. pod name)",
         "agent-version": "agent: its software version",
         "kubernetes-version": "agent: gitVersion of the API server behind it, when known",
-        IDENTITY_KEY_GATEWAY_ID: "gateway: id of the gateway replica (as REPLICAS names it)",
+        "gateway-id": "gateway: id of the gateway replica (as REPLICAS frames name it)",
     }
 )
 """Well-known identity keys (informative; any token key is allowed)."""

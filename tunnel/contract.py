@@ -16,8 +16,6 @@ upgrade flag and keeps its `Upgrade` header; a 101 answer turns the stream into 
 
 from __future__ import annotations
 
-import protocol
-
 AGENT_CONNECT_PATH = "/agent/v1/connect"
 PLANE_QUERY_PARAMETER = "plane"
 SUBPROTOCOL = "planelink.v1"
@@ -36,9 +34,9 @@ IDENTITY_KUBERNETES_VERSION = "kubernetes-version"
 
 CAPABILITY_UPGRADE = "upgrade"
 """The agent tunnels HTTP upgrades (SPDY/3.1, WebSocket) as byte pipes."""
-CAPABILITY_REPLICAS = protocol.CAPABILITY_REPLICAS
-"""The agent keeps a tunnel to every live gateway replica: the gateway tells it which are live
-with REPLICAS frames (protocol/SPEC.md §3.10)."""
+# The capability `replicas` is the protocol's own (`protocol.CAPABILITY_REPLICAS`): the
+# connection itself refuses REPLICAS frames an agent did not ask for.
 
-IDENTITY_GATEWAY_ID = protocol.IDENTITY_KEY_GATEWAY_ID
-"""HELLO identity key of the gateway: its replica id (the agent holds one tunnel per id)."""
+IDENTITY_GATEWAY_ID = "gateway-id"
+"""HELLO identity key of the gateway: its replica id, as REPLICAS frames name it (the agent
+holds one tunnel per id)."""

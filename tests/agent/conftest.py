@@ -6,8 +6,8 @@
   against the agent CA) that wraps each connection in a gateway-side `TunnelSession`; a test
   opens streams on `await gateway.next_connection()`; given a `replica_id` it names itself in
   its HELLO and tells listening agents its `live` replicas, as a gateway replica does;
-- `replica_gateways(n)`: n such replicas, and `RoundRobin`, the load balancer in front of them
-  (a TCP forwarder: TLS passes through to the replica it picks);
+- `replica_gateways(n)`: n such replicas, and `load_balancer(replicas)`, a `RoundRobin` in front
+  of them (tests/kit/round_robin.py: TLS passes through to the replica it picks);
 - `upstream_peer`: a tiny HTTPS server that records requests, answers upgrades with 101 and
   echoes bytes, and hangs on /hang: a stand-in API server for what a real one cannot show;
 - `start_agent`: runs an `Agent` in this event loop and stops it at the end of the test.
@@ -41,6 +41,7 @@ from agent import Agent, AgentSettings
 from envtest import KubeAPIServer
 from kubeproxy import Upstream
 from protocol import CAPABILITY_REPLICAS, Connection, Headers, Role, Settings
+from tests.kit.round_robin import RoundRobin
 from tests.kit.waits import scaled, wait_for
 from tunnel import Heartbeat, TunnelSession, TunnelStream, WebSocketChannel
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
@@ -330,73 +331,6 @@ async def fake_gateway(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[TestGate
     await server.close()
 
 
-class RoundRobin:
-    """A load balancer in front of gateway replicas: a TCP forwarder whose every connection
-    goes to the next backend in turn, or to the ones `plan` names first (indexes, used up in
-    order). TLS passes through untouched, as with a TCP-mode load balancer."""
-
-    def __init__(self, backends: list[TestGateway]) -> None:
-        self.backends = backends
-        self.plan: list[int] = []
-        self.landed: list[int] = []
-        """The backend index of every connection forwarded so far."""
-        self._turn = itertools.count()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        port = self._server.sockets[0].getsockname()[1]
-        return f"wss://127.0.0.1:{port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):  # the pipes end by themselves, nothing is cancelled
-            writer.transport.abort()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        index = self.plan.pop(0) if self.plan else next(self._turn) % len(self.backends)
-        self.landed.append(index)
-        host, port = self.backends[index].url.removeprefix("wss://").rsplit(":", 1)
-        self._writers.add(writer)
-        try:
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        except OSError:
-            writer.transport.abort()
-            self._writers.discard(writer)
-            self._tasks.discard(task)
-            return
-        self._writers.add(up_writer)
-        try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
-        finally:
-            up_writer.transport.abort()
-            writer.transport.abort()
-            self._writers.difference_update({writer, up_writer})
-            self._tasks.discard(task)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    with contextlib.suppress(ConnectionError, OSError):
-        writer.write_eof()
-
-
 ReplicaGateways = Callable[[int], Awaitable[list[TestGateway]]]
 
 
@@ -423,10 +357,11 @@ async def replica_gateways(agent_pki: Pki, tmp_path: Path) -> AsyncIterator[Repl
 
 @pytest.fixture
 async def load_balancer() -> AsyncIterator[Callable[[list[TestGateway]], Awaitable[RoundRobin]]]:
+    """`await load_balancer(replicas)`: a `RoundRobin` in front of test gateways."""
     balancers: list[RoundRobin] = []
 
     async def start(backends: list[TestGateway]) -> RoundRobin:
-        balancer = RoundRobin(backends)
+        balancer = RoundRobin([_address(backend.url) for backend in backends])
         await balancer.start()
         balancers.append(balancer)
         return balancer
@@ -434,6 +369,11 @@ async def load_balancer() -> AsyncIterator[Callable[[list[TestGateway]], Awaitab
     yield start
     for balancer in balancers:
         await balancer.close()
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("wss://").rsplit(":", 1)
+    return host, int(port)
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 
+from tests.kit.round_robin import RoundRobin
 from tests.kit.waits import eventually, wait_for
 
 if TYPE_CHECKING:
     from tests.agent.conftest import (
         GatewayConnection,
         ReplicaGateways,
-        RoundRobin,
         RunningAgent,
         StartAgent,
         TestGateway,
@@ -216,3 +216,27 @@ async def test_a_gateway_without_an_id_is_served_and_never_makes_the_agent_dial(
     assert running.agent.tunnels.wanted() == frozenset()
     assert connection.session.peer is not None
     assert len(fake_gateway.all_connections) == 1
+
+
+async def test_the_agent_holds_no_more_tunnels_than_its_limit(
+    start_agent: StartAgent,
+    replica_gateways: ReplicaGateways,
+    load_balancer: LoadBalancer,
+    unused_kubeconfig: Path,
+) -> None:
+    replicas = await replica_gateways(3)
+    balancer = await load_balancer(replicas)
+    running = await start_agent(
+        gateway_url=balancer.url, kubeconfig=unused_kubeconfig, max_tunnels=2
+    )
+    await _converged(running, {"replica-0", "replica-1"})
+    assert running.agent.tunnels.missing() == {"replica-2"}
+    # A round trip through the agent: the seeker had every chance to dial meanwhile.
+    [connection] = _live(replicas[1])
+    assert (await connection.request("GET", "/version")).status == 502
+    assert balancer.landed == [0, 1]
+    # One tunnel ends: the seeker may dial again, and reaches the replica it lacked.
+    [first] = _live(replicas[0])
+    first.session.close("replica-0 restarts")
+    balancer.plan = [2]
+    await _converged(running, {"replica-1", "replica-2"})

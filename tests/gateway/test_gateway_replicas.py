@@ -18,11 +18,13 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 import certs
+from agent import Agent, AgentSettings
 from gateway.app import Gateway, GatewaySettings
 from protocol import CAPABILITY_REPLICAS, Connection, Role
 from protocol.frames import FrameType, Replicas, split_message
 from tests.kit.gateway_lab import Pki
-from tests.kit.waits import eventually, within
+from tests.kit.round_robin import RoundRobin
+from tests.kit.waits import eventually, scaled, wait_for, within
 from tunnel import Heartbeat, MessageChannel, TunnelSession, WebSocketChannel
 from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
 
@@ -180,3 +182,74 @@ async def test_an_agent_without_the_capability_is_never_told(
 def _gateway_session(gateway: Gateway) -> TunnelSession:
     [connected] = gateway.agents.agents(PLANE)
     return connected.session
+
+
+def _agent_files(pki: Pki, folder: Path) -> Path:
+    """The agent's TLS folder (as the mounted Secret) and an unused kubeconfig beside it."""
+    folder.mkdir()
+    bundle = pki.agent_cert(PLANE)
+    (folder / "tls.crt").write_bytes(bundle.chain_pem())
+    (folder / "tls.key").write_bytes(bundle.private_key_pem())
+    (folder / "ca.crt").write_bytes(pki.gateway_ca.certificate_pem())
+    kubeconfig = folder / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+        "clusters: [{name: k, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: unused}}]\n"
+    )
+    return folder
+
+
+async def test_a_real_agent_behind_a_load_balancer_holds_a_tunnel_to_each_replica(
+    gateway: Gateway, second_gateway: Gateway, pki: Pki, tmp_path: Path
+) -> None:
+    gateway.peers.replace_peers([second_gateway.peers.local()])
+    second_gateway.peers.replace_peers([gateway.peers.local()])
+    balancer = RoundRobin([("127.0.0.1", g.agent_listener.port) for g in (gateway, second_gateway)])
+    await balancer.start()
+    folder = _agent_files(pki, tmp_path / "agent")
+    agent = Agent(
+        AgentSettings(
+            gateway_url=balancer.url,
+            plane=str(PLANE),
+            agent_id="the-agent",
+            tls_dir=folder,
+            kubeconfig=folder / "kubeconfig",
+            health_address="127.0.0.1:0",
+            backoff_base=0.02,
+            backoff_cap=0.2,
+            heartbeat_interval=2.0,
+            heartbeat_timeout=scaled(30.0),
+            drain_grace=scaled(5.0),
+        ),
+        environ={},
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(agent.run(stop))
+    try:
+        both = frozenset({gateway.replica_id, second_gateway.replica_id})
+        await eventually(
+            lambda: (
+                agent.tunnels.held_ids() == both
+                and all(
+                    [a.agent_id for a in g.agents.agents(PLANE)] == ["the-agent"]
+                    for g in (gateway, second_gateway)
+                )
+            ),
+            within=20,
+            message="the agent never held a tunnel to each replica",
+        )
+        assert balancer.landed[:2] == [0, 1]
+        assert agent.metrics.sample("planelink_agent_duplicate_dials_total") == 0
+        # Each replica's presence now names the agent: status counts one agent, not two.
+        gateway.peers.replace_peers([second_gateway.peers.local()])
+        assert gateway.peers.holdings(PLANE) == {"the-agent": sorted(both)}
+    finally:
+        stop.set()
+        await wait_for(running, seconds=30)
+        await balancer.close()
+    for g in (gateway, second_gateway):
+        await eventually(
+            lambda g=g: not g.agents.agents(PLANE), within=10, message="the tunnel stayed"
+        )
