@@ -337,12 +337,16 @@ def test_workers_share_a_pod_and_scale_its_resources(helm: Path) -> None:
     (container,) = pod["containers"]
     env = _container_env(docs)
     assert env["PLANELINK_GATEWAY_WORKERS"] == "4"
-    # Each worker is a replica: Leases, peers and presence files, even in one pod.
+    # Each worker is a replica: its own Lease and peer port (the peer port + i), even in one pod.
     assert env["PLANELINK_GATEWAY_PEER_PORT"] == "8444"
+    peer_ports = {p["name"]: p["containerPort"] for p in container["ports"] if "peers" in p["name"]}
+    assert peer_ports == {"peers": 8444, "peers-w1": 8445, "peers-w2": 8446, "peers-w3": 8447}
     assert {"Role", "RoleBinding"} <= set(_kinds(docs))
-    presence = next(m for m in container["volumeMounts"] if m["name"] == "presence")
-    assert env["PLANELINK_GATEWAY_PRESENCE_DIR"] == presence["mountPath"]
-    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == "presence")
+    # The supervisor keeps a private temporary directory: writable /tmp on a read-only root.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    tmp = next(m for m in container["volumeMounts"] if m["name"] == "tmp")
+    assert tmp["mountPath"] == "/tmp"
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert container["resources"] == {
         "requests": {"cpu": "400m", "memory": "512Mi"},
         "limits": {"cpu": "2", "memory": "2048Mi"},
