@@ -256,27 +256,29 @@ def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return pod
 
 
-def test_one_replica_of_one_worker_is_not_scaled_out(helm: Path) -> None:
-    docs = _render(helm, "planelink-gateway", "planelink")
+def _gateway(
+    helm: Path, *values: str
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, str | None]]:
+    """The gateway chart rendered with `values` ("key=value" each): every document, the pod
+    spec, its one container and that container's env."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    docs = _render(helm, "planelink-gateway", "planelink", *sets)
     pod = _pod(docs)
     (container,) = pod["containers"]
+    return docs, pod, container, _container_env(docs)
+
+
+def test_one_replica_of_one_worker_is_not_scaled_out(helm: Path) -> None:
+    _, pod, container, env = _gateway(helm)
     assert "peers" not in {port["name"] for port in container["ports"]}
-    assert not {name for name in _container_env(docs) if "PEER" in name or "WORKERS" in name}
+    assert not {name for name in env if "PEER" in name or "WORKERS" in name}
     assert "peer-tls" not in {volume["name"] for volume in pod["volumes"]}
     assert "affinity" not in pod
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
 
 
 def test_replicas_get_peers_a_disruption_budget_and_spread(helm: Path) -> None:
-    docs = _render(
-        helm,
-        "planelink-gateway",
-        "planelink",
-        *("--set", "replicaCount=3", "--set", "peers.secretName=my-peers"),
-    )
-    pod = _pod(docs)
-    (container,) = pod["containers"]
-    env = _container_env(docs)
+    docs, pod, container, env = _gateway(helm, "replicaCount=3", "peers.secretName=my-peers")
     assert {"name": "peers", "containerPort": 8444, "protocol": "TCP"} in container["ports"]
     assert env["PLANELINK_GATEWAY_PEER_PORT"] == "8444"
     mount = next(m for m in container["volumeMounts"] if m["name"] == "peer-tls")
@@ -303,23 +305,12 @@ def test_replicas_get_peers_a_disruption_budget_and_spread(helm: Path) -> None:
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert preferred["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
 
-    required = _pod(
-        _render(
-            helm,
-            "planelink-gateway",
-            "planelink",
-            *("--set", "replicaCount=3", "--set", "podAntiAffinity=required"),
-        )
-    )["affinity"]["podAntiAffinity"]
-    assert set(required) == {"requiredDuringSchedulingIgnoredDuringExecution"}
-    assert "affinity" not in _pod(
-        _render(
-            helm,
-            "planelink-gateway",
-            "planelink",
-            *("--set", "replicaCount=3", "--set", "podAntiAffinity=none"),
-        )
-    )
+    _, required, _, _ = _gateway(helm, "replicaCount=3", "podAntiAffinity=required")
+    assert set(required["affinity"]["podAntiAffinity"]) == {
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    }
+    _, unspread, _, _ = _gateway(helm, "replicaCount=3", "podAntiAffinity=none")
+    assert "affinity" not in unspread
     refused = _helm(
         helm, "template", "pl", str(CHARTS / "planelink-gateway"), "--set", "podAntiAffinity=x"
     )
@@ -327,15 +318,7 @@ def test_replicas_get_peers_a_disruption_budget_and_spread(helm: Path) -> None:
 
 
 def test_workers_share_a_pod_and_scale_its_resources(helm: Path) -> None:
-    docs = _render(
-        helm,
-        "planelink-gateway",
-        "planelink",
-        *("--set", "workers=4", "--set", "resources.limits.cpu=0.5"),
-    )
-    pod = _pod(docs)
-    (container,) = pod["containers"]
-    env = _container_env(docs)
+    docs, pod, container, env = _gateway(helm, "workers=4", "resources.limits.cpu=0.5")
     assert env["PLANELINK_GATEWAY_WORKERS"] == "4"
     # Each worker is a replica: its own Lease and peer port (the peer port + i), even in one pod.
     assert env["PLANELINK_GATEWAY_PEER_PORT"] == "8444"
