@@ -48,6 +48,7 @@ from protocol.frames import (
     Flag,
     FrameType,
     Ping,
+    Replicas,
     Request,
     Reset,
     WindowUpdate,
@@ -100,6 +101,12 @@ def _undefined_flag(version: int) -> bytes:
     return bytes(frame)
 
 
+def _replicas_from_an_agent(version: int) -> bytes:
+    # Only a gateway names the live replicas: an agent that tries to steer others' tunnels
+    # (or the gateway's) is cut off.
+    return Replicas((b"forged-replica",)).encode(version)
+
+
 MALFORMED_FRAMES: dict[str, tuple[FrameBuilder, ErrorCode]] = {
     # case: (the message a verified agent sends, the GOAWAY code the gateway ends it with)
     "4GiB-frame-header": (_four_gib_frame, ErrorCode.FRAME_SIZE_ERROR),
@@ -110,6 +117,7 @@ MALFORMED_FRAMES: dict[str, tuple[FrameBuilder, ErrorCode]] = {
     "data-on-gateway-stream": (_data_on_gateway_stream_never_opened, ErrorCode.PROTOCOL_ERROR),
     "reset-of-unopened-stream": (_reset_of_stream_never_opened, ErrorCode.PROTOCOL_ERROR),
     "undefined-flag": (_undefined_flag, ErrorCode.PROTOCOL_ERROR),
+    "replicas-from-agent": (_replicas_from_an_agent, ErrorCode.PROTOCOL_ERROR),
 }
 
 SMUGGLING = (

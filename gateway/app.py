@@ -339,19 +339,22 @@ def _within_fd_limit(settings: GatewaySettings) -> GatewaySettings:
     if fd_limit == resource.RLIM_INFINITY:
         return settings
     ports = {"agent": settings.agents.admission, "caller": settings.callers.admission}
+    if settings.peers is not None:
+        ports["peer"] = settings.peers.admission
     fitted, lowered = fit_to_fd_limit(ports, fd_limit=fd_limit, reserve=FD_RESERVE + fd_limit // 10)
     if not lowered:
         return settings
     log.warning(
         "connection limits lowered to fit the file-descriptor limit",
         fd_limit=fd_limit,
-        agent_max_connections=fitted["agent"].max_connections,
-        caller_max_connections=fitted["caller"].max_connections,
+        **{f"{port}_max_connections": limits.max_connections for port, limits in fitted.items()},
     )
+    peers = settings.peers
     return replace(
         settings,
         agents=replace(settings.agents, admission=fitted["agent"]),
         callers=replace(settings.callers, admission=fitted["caller"]),
+        peers=replace(peers, admission=fitted["peer"]) if peers is not None else None,
     )
 
 

@@ -65,6 +65,7 @@ from http1 import (
     FORWARDED_CALLER,
     FROM_PEER,
     MAX_HEADER_FIELDS,
+    PEER_REFUSED,
     PLANELINK_PREFIX,
     READ_SIZE,
     TO_AGENT,
@@ -73,6 +74,7 @@ from http1 import (
     MessageReader,
     RequestHead,
     ResponseFramer,
+    header_value,
     reason_phrase,
     response_head_bytes,
     status_body,
@@ -119,13 +121,23 @@ class CallerRefused(Exception):
     """A request answered by the gateway itself, with a Kubernetes Status."""
 
     def __init__(
-        self, status: int, reason: str, message: str, *, retry_after: int | None = None
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        elsewhere: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+        self.elsewhere = elsewhere
+        """Another replica may serve it (this one has no agent, or no room, for the plane):
+        on the peer port the answer says so (`Planelink-Refused`), and the forwarding replica
+        tries its next peer instead of passing it on."""
 
 
 @dataclass(frozen=True)
@@ -513,8 +525,13 @@ class _CallerExchange:
             )
             # Its body is never read: a refused caller must not make the gateway work or
             # buffer for it. The connection closes after the answer.
+            elsewhere = refused.elsewhere and endpoint._peer_port is not None
             await _write_status(
-                self.writer, refused, plain=_wants_plain_refusal(self.head, refused), close=True
+                self.writer,
+                refused,
+                plain=_wants_plain_refusal(self.head, refused),
+                close=True,
+                extra=[(PEER_REFUSED, refused.reason.encode())] if elsewhere else [],
             )
             self._count(refused.status)
             await _linger(self.http, self.writer)
@@ -621,12 +638,14 @@ class _CallerExchange:
                 "TooManyRequests",
                 f"every agent of dataplane {target.plane} is at its stream limit",
                 retry_after=retry,
+                elsewhere=True,
             )
         raise CallerRefused(
             503,
             "ServiceUnavailable",
             f"no agent of dataplane {target.plane} is connected",
             retry_after=retry,
+            elsewhere=True,
         )
 
     def _refuse_while_starting(self) -> None:
@@ -634,7 +653,7 @@ class _CallerExchange:
         startup = self.endpoint._trust.startup
         if (starting := startup.starting) is not None:
             raise CallerRefused(
-                503, "ServiceUnavailable", starting, retry_after=startup.retry_after
+                503, "ServiceUnavailable", starting, retry_after=startup.retry_after, elsewhere=True
             )
 
     def _backend(self, plane: PlaneRef, tried: set[int]) -> StreamOpener | None:
@@ -650,7 +669,10 @@ class _CallerExchange:
         self, target: Route, headers: list[Header], identity: CallerIdentity
     ) -> CallerStream | None:
         """The request's stream through a peer holding a tunnel to the plane; None when there is
-        none, or none can be reached or take it (each is tried once)."""
+        none, or none can be reached or take it (each is tried once). A request without a body
+        waits here for the peer's answer: one that says another replica may serve it
+        (`Planelink-Refused`: the peer's presence was stale) moves on to the next peer. With a
+        body, the peer's answer is the caller's (the body is read only once)."""
         forwarder = self.endpoint._forwarder
         if forwarder is None:
             return None
@@ -672,8 +694,9 @@ class _CallerExchange:
                 if error.code != ErrorCode.REFUSED_STREAM:
                     raise _unrelayable(error) from error
                 continue  # at its stream limit: try another peer
-            self.forwarded_to = peer.replica_id
-            return stream
+            if self.head.has_body or not await _refused_by_peer(stream):
+                self.forwarded_to = peer.replica_id
+                return stream
         return None
 
     def _open_on(self, backend: StreamOpener, path: str, headers: Headers) -> CallerStream:
@@ -916,8 +939,26 @@ class _CallerExchange:
         )
 
 
+async def _refused_by_peer(stream: CallerStream) -> bool:
+    """Whether a forwarded request's answer says another replica may serve it (the stream is
+    then reset) or the stream broke before an answer."""
+    try:
+        response = await stream.response()
+    except StreamResetError:
+        return True
+    if header_value(response.headers, PEER_REFUSED) is None:
+        return False
+    stream.reset(ErrorCode.CANCEL, "refused by the peer: trying another")
+    return True
+
+
 async def _write_status(
-    writer: asyncio.StreamWriter, refused: CallerRefused, *, plain: bool = False, close: bool
+    writer: asyncio.StreamWriter,
+    refused: CallerRefused,
+    *,
+    plain: bool = False,
+    close: bool,
+    extra: Headers = (),
 ) -> None:
     """Answer with the gateway's own Status; `close` says the connection ends after it."""
     if plain:
@@ -931,6 +972,7 @@ async def _write_status(
         headers = status_headers(body, retry_after=refused.retry_after)
     if close:
         headers = [*headers, (b"Connection", b"close")]
+    headers = [*headers, *extra]
     writer.write(response_head_bytes(refused.status, reason_phrase(refused.status), headers) + body)
     with contextlib.suppress(ConnectionError):
         await writer.drain()

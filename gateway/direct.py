@@ -32,10 +32,9 @@ from certs import PlaneRef
 from gateway.interfaces import DirectCredentials, PlaneAnswer, PlaneUnreachable
 from gateway.metrics import AgentSample, GatewayMetrics
 from kubeproxy import (
-    ConnectionPool,
+    LocalLimits,
+    LocalProxy,
     LocalStream,
-    LocalStreams,
-    Proxy,
     ProxyMetrics,
     TLSSettings,
     Upstream,
@@ -56,21 +55,12 @@ _PROBE_BODY_LIMIT = 300
 
 
 @dataclass(frozen=True)
-class DirectSettings:
-    """How the gateway proxies to direct-mode planes (the agent's defaults)."""
+class DirectSettings(LocalLimits):
+    """How the gateway proxies to each direct-mode plane (the agent's defaults): requests open
+    at once (more are refused, 429), bytes buffered per request and in all of a plane's
+    requests (however many callers stop reading, a plane holds no more)."""
 
-    connect_timeout: float = 10.0
-    response_timeout: float = 60.0
-    pool_max_idle: int = 16
-    pool_idle_timeout: float = 60.0
     drain_grace: float = 30.0
-    max_streams: int = 512
-    """Requests open at once per plane (an agent's tunnel default); more are refused (429)."""
-    buffer_bytes: int = 256 * 1024
-    """Bytes buffered per direction of a request before its writer waits for the reader."""
-    plane_buffer_bytes: int = 16 * 1024 * 1024
-    """Bytes buffered in all of a plane's requests at once (an agent tunnel's connection
-    window): however many callers stop reading, a plane holds no more."""
 
 
 def upstream_for(plane: PlaneRef, credentials: DirectCredentials) -> Upstream:
@@ -100,7 +90,7 @@ def upstream_for(plane: PlaneRef, credentials: DirectCredentials) -> Upstream:
 # -- one plane ----------------------------------------------------------------------------------
 
 
-class DirectPlane:
+class DirectPlane(LocalProxy):
     """One direct plane's credentials as an upstream, its pool and proxy, and the requests
     open through them."""
 
@@ -111,27 +101,11 @@ class DirectPlane:
         self.credentials = credentials
         self.server = credentials.server.rstrip("/")
         plane_log = log.bind(plane=str(plane), server=self.server)
-        self.upstream = upstream_for(plane, credentials)
-        self.metrics = ProxyMetrics(prefix="planelink_gateway_direct")
-        """A registry of its own per plane: the pool's gauges are per pool."""
-        self.pool = ConnectionPool(
-            self.upstream,
-            max_idle=settings.pool_max_idle,
-            idle_timeout=settings.pool_idle_timeout,
-            connect_timeout=settings.connect_timeout,
-            metrics=self.metrics,
-        )
-        self.proxy = Proxy(
-            pool=self.pool,
-            metrics=self.metrics,
-            response_timeout=settings.response_timeout,
-            logger=plane_log,
-        )
-        self.streams = LocalStreams(
-            self.proxy.handle,
-            max_streams=settings.max_streams,
-            buffer_bytes=settings.buffer_bytes,
-            budget_bytes=settings.plane_buffer_bytes,
+        super().__init__(
+            upstream_for(plane, credentials),
+            limits=settings,
+            # A registry of its own per plane: the pool's gauges are per pool.
+            metrics=ProxyMetrics(prefix="planelink_gateway_direct"),
             logger=plane_log,
         )
         self._ca = x509.load_pem_x509_certificates(credentials.ca_pem)[0]
@@ -168,13 +142,6 @@ class DirectPlane:
     def drain(self) -> None:
         """No new requests; the open ones go on."""
         self.draining = True
-
-    def close(self, reason: str) -> list[asyncio.Task[None]]:
-        """End every open request now (their callers hear the plane went away) and the idle
-        connections; the handlers to await."""
-        handlers = self.streams.close(reason)
-        self.pool.close()
-        return handlers
 
     def describe(self) -> dict[str, object]:
         """This plane as /planes shows an agent (the gateway is its one agent)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from certs import PlaneRef
 from gateway.agents import AgentRegistry
 from gateway.direct import DirectPlanes
 from gateway.health_page import health_page
@@ -93,26 +94,48 @@ def planes_document(
 ) -> dict[str, Any]:
     """This replica's /planes: every plane it knows, and (with `peers`) the live replicas."""
     document: dict[str, Any] = {}
-    if peers is not None:
-        document["replica"] = peers.own_id
-        document["replicas"] = list(peers.live_ids())
-    document["planes"] = [plane_report(plane, agents, direct, peers) for plane in trust.planes()]
+    if peers is None:
+        document["planes"] = [plane_report(plane, agents, direct) for plane in trust.planes()]
+        return document
+    document["replica"] = peers.own_id
+    document["replicas"] = list(peers.live_ids())
+    holdings = all_holdings(peers)
+    document["planes"] = [
+        plane_report(plane, agents, direct, holdings.get(plane.plane, {}))
+        for plane in trust.planes()
+    ]
     return document
+
+
+def all_holdings(peers: PeerDirectory) -> dict[PlaneRef, dict[str, list[str]]]:
+    """`peers.holdings(plane)` of every plane at once: one pass over the live replicas per
+    document, where a call per plane would read every plane of every replica each time."""
+    by_plane: dict[PlaneRef, dict[str, list[str]]] = {}
+    for replica in [peers.local(), *peers.peers()]:
+        for plane, agent_ids in replica.planes.items():
+            held = by_plane.setdefault(plane, {})
+            for agent_id in agent_ids:
+                held.setdefault(agent_id, []).append(replica.id)
+    return {
+        plane: {agent: sorted(ids) for agent, ids in sorted(held.items())}
+        for plane, held in by_plane.items()
+    }
 
 
 def plane_report(
     trust: PlaneTrust,
     agents: AgentRegistry,
     direct: DirectPlanes | None = None,
-    peers: PeerDirectory | None = None,
+    holdings: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """One plane for /planes; a direct plane's one "agent" is the gateway itself."""
+    """One plane for /planes; a direct plane's one "agent" is the gateway itself. With
+    `holdings` (its agents anywhere, each with the replicas it holds a tunnel to), the count is
+    of distinct agents over every live replica."""
     connected = [agent.describe() for agent in agents.agents(trust.plane)]
     served = direct.backend(trust.plane) if direct is not None else None
     if served is not None:
         connected.append(served.describe())
-    holdings = peers.holdings(trust.plane) if peers is not None else {}
-    count = len(holdings) + (served is not None) if peers is not None else len(connected)
+    count = len(connected) if holdings is None else len(holdings) + (served is not None)
     report: dict[str, Any] = {
         "namespace": trust.plane.namespace,
         "name": trust.plane.name,
@@ -128,7 +151,7 @@ def plane_report(
         "connectedAgents": count,
         "agents": connected,
     }
-    if peers is not None:
+    if holdings is not None:
         report["agentReplicas"] = [
             {"agentId": agent_id, "replicas": replicas} for agent_id, replicas in holdings.items()
         ]

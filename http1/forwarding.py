@@ -37,6 +37,7 @@ __all__ = [
     "FROM_PEER",
     "HOP_BY_HOP",
     "IMPERSONATE_PREFIX",
+    "PEER_REFUSED",
     "PLANELINK_PREFIX",
     "TO_AGENT",
     "TO_CALLER",
@@ -120,6 +121,9 @@ FORWARDED_BY = b"planelink-forwarded-by"
 """The replica that forwarded a request to a peer (its replica id)."""
 FORWARDED_CALLER = b"planelink-caller"
 """The caller a forwarding replica authenticated (its user name), for the peer's logs."""
+PEER_REFUSED = b"planelink-refused"
+"""On a peer's refusal (503, 429): another replica may serve the request (its value: the
+refusal's reason). The forwarding replica tries its next peer rather than pass it on."""
 IMPERSONATE_PREFIX = b"impersonate-"
 
 TO_AGENT = Policy(

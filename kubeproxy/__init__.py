@@ -13,7 +13,7 @@ Modules: `upstream` (the API server: in-cluster, kubeconfig or given TLS and tok
 mode), `metrics` (what the pool and proxy count).
 """
 
-from kubeproxy.local import LocalStream, LocalStreams
+from kubeproxy.local import LocalLimits, LocalProxy, LocalStream, LocalStreams
 from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.proxy import ProxiedStream, Proxy, ProxyStats
@@ -32,6 +32,8 @@ from kubeproxy.upstream import (
 __all__ = [
     "BadRequest",
     "ConnectionPool",
+    "LocalLimits",
+    "LocalProxy",
     "LocalStream",
     "LocalStreams",
     "ProxiedStream",

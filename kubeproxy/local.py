@@ -10,7 +10,9 @@ Bounds, as a tunnel gives them: at most `max_streams` requests at once (more are
 REFUSED_STREAM, safe to retry elsewhere); a writer waits while `buffer_bytes` of its direction
 are unread, or while `budget_bytes` are unread in all the streams together, so however many
 readers stop reading, memory stays bounded. A requester's reset cancels the handler, so the API
-server sees its request end at once. This module never opens a connection itself.
+server sees its request end at once. `LocalProxy` puts an upstream's pool and proxy behind such
+streams (the gateway's direct planes, and its peer replicas). This module never opens a
+connection itself.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
-from kubeproxy.proxy import ProxiedStream
+from kubeproxy.metrics import ProxyMetrics
+from kubeproxy.pool import ConnectionPool
+from kubeproxy.proxy import ProxiedStream, Proxy
+from kubeproxy.upstream import Upstream
 from protocol import ErrorCode, Headers, RequestReceived, ResponseReceived
 from tunnel import StreamResetError
 
@@ -375,3 +381,62 @@ class LocalStreams:
             self._bytes_done = (sent + stream.bytes_sent, received + stream.bytes_received)
             if not self._streams:
                 self._idle.set()
+
+
+@dataclass(frozen=True)
+class LocalLimits:
+    """The bounds of an upstream served in this process (an agent tunnel's defaults)."""
+
+    connect_timeout: float = 10.0
+    response_timeout: float = 60.0
+    pool_max_idle: int = 16
+    pool_idle_timeout: float = 60.0
+    max_streams: int = 512
+    """Requests open at once; more are refused (REFUSED_STREAM)."""
+    buffer_bytes: int = 256 * 1024
+    """Bytes buffered per direction of a request before its writer waits for the reader."""
+    budget_bytes: int = 16 * 1024 * 1024
+    """Bytes buffered in all the requests at once (an agent tunnel's connection window)."""
+
+
+class LocalProxy:
+    """An upstream served in this process: its pool, the proxy, and the `LocalStreams` whose
+    requests the proxy serves."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        limits: LocalLimits,
+        metrics: ProxyMetrics,
+        logger: structlog.stdlib.BoundLogger,
+    ) -> None:
+        self.upstream = upstream
+        self.metrics = metrics
+        self.pool = ConnectionPool(
+            upstream,
+            max_idle=limits.pool_max_idle,
+            idle_timeout=limits.pool_idle_timeout,
+            connect_timeout=limits.connect_timeout,
+            metrics=metrics,
+        )
+        self.proxy = Proxy(
+            pool=self.pool,
+            metrics=metrics,
+            response_timeout=limits.response_timeout,
+            logger=logger,
+        )
+        self.streams = LocalStreams(
+            self.proxy.handle,
+            max_streams=limits.max_streams,
+            buffer_bytes=limits.buffer_bytes,
+            budget_bytes=limits.budget_bytes,
+            logger=logger,
+        )
+
+    def close(self, reason: str) -> list[asyncio.Task[None]]:
+        """End every open request now (their requesters hear CONNECTION_LOST) and the idle
+        connections; the handlers to await."""
+        handlers = self.streams.close(reason)
+        self.pool.close()
+        return handlers

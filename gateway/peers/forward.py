@@ -9,9 +9,10 @@ connections, a `Proxy`, and `LocalStreams` that the caller endpoint relays exact
 a tunnel stream — streamed both ways, upgrades included, a caller's reset cancelling the
 proxy's exchange and so aborting the connection the peer serves it on.
 
-Bounds, as a direct plane's: `max_streams` requests open per peer (more are refused, and the
-caller endpoint tries another peer), `buffer_bytes` per direction of a request and
-`budget_bytes` in all of a peer's requests, `max_idle` idle connections, a connect deadline.
+Bounds, as a direct plane's (`FORWARD_LIMITS`): `max_streams` requests open per peer (more are
+refused, and the caller endpoint tries another peer), `buffer_bytes` per direction of a request
+and `budget_bytes` in all of a peer's requests, `pool_max_idle` idle connections, a connect
+deadline.
 
 This module never accepts connections and never decides who may forward: the caller endpoint
 has authenticated and authorized the caller before it asks for a peer.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import structlog
@@ -31,10 +31,9 @@ from gateway.interfaces import Replica
 from gateway.peers.directory import PeerDirectory
 from gateway.peers.settings import PeerSettings
 from kubeproxy import (
-    ConnectionPool,
+    LocalLimits,
+    LocalProxy,
     LocalStream,
-    LocalStreams,
-    Proxy,
     ProxyMetrics,
     TLSSettings,
     Upstream,
@@ -50,23 +49,18 @@ class PeerAnswerError(Exception):
     """A peer answered a request for one of its documents, but not with the document."""
 
 
-@dataclass(frozen=True)
-class ForwardSettings:
-    """How this replica forwards to each peer (a direct plane's bounds)."""
+FORWARD_LIMITS = LocalLimits(connect_timeout=3.0)
+"""How this replica forwards to each peer: a direct plane's bounds, and a peer that takes over
+3 s to connect to is skipped for the request."""
 
-    connect_timeout: float = 3.0
-    """A peer that takes longer to connect to is skipped for this request."""
-    response_timeout: float = 60.0
-    pool_max_idle: int = 16
-    pool_idle_timeout: float = 60.0
-    max_streams: int = 512
-    buffer_bytes: int = 256 * 1024
-    budget_bytes: int = 16 * 1024 * 1024
+
+class PeerCertificatesError(ValueError):
+    """The peer certificate, key or CA cannot be read or used (at start: a bad flag)."""
 
 
 def peer_tls(settings: PeerSettings) -> TLSSettings:
     """The forwarding client's TLS: the peer CA alone, this replica's peer certificate.
-    Raises UpstreamConfigError when the files cannot make a context."""
+    Raises PeerCertificatesError when the files cannot make a context."""
     try:
         tls = TLSSettings(
             ca_data=settings.ca.read_bytes(),
@@ -74,24 +68,23 @@ def peer_tls(settings: PeerSettings) -> TLSSettings:
             client_cert_pem=settings.certificate.read_bytes(),
             client_key_pem=settings.key.read_bytes(),
         )
-    except OSError as error:
-        raise UpstreamConfigError(f"peer certificates: {error}") from None
-    tls.context()  # fail now, at start, if they are unusable
+        tls.context()  # fail now, at start, if they are unusable
+    except (OSError, UpstreamConfigError) as error:
+        raise PeerCertificatesError(f"peer certificates: {error}") from None
     return tls
 
 
-class PeerLink:
+class PeerLink(LocalProxy):
     """One peer's listener: the pool and proxy this replica forwards through to it."""
 
-    def __init__(self, replica_id: str, url: str, *, tls: TLSSettings, settings: ForwardSettings):
+    def __init__(self, replica_id: str, url: str, *, tls: TLSSettings, limits: LocalLimits):
         self.replica_id = replica_id
         self.url = url
         address = urlsplit(url)
         if address.scheme != "https" or address.hostname is None or address.port is None:
             raise UpstreamConfigError(f"peer {replica_id}: bad peer URL {url!r}")
-        link_log = log.bind(peer=replica_id, url=url)
-        self._log = link_log
-        self.upstream = Upstream(
+        self._log = log.bind(peer=replica_id, url=url)
+        upstream = Upstream(
             scheme="https",
             host=address.hostname,
             port=address.port,
@@ -99,27 +92,8 @@ class PeerLink:
             tls=tls,
             source=f"peer replica {replica_id}",
         )
-        self.metrics = ProxyMetrics(prefix="planelink_gateway_peer")
-        self.pool = ConnectionPool(
-            self.upstream,
-            max_idle=settings.pool_max_idle,
-            idle_timeout=settings.pool_idle_timeout,
-            connect_timeout=settings.connect_timeout,
-            metrics=self.metrics,
-        )
-        self.proxy = Proxy(
-            pool=self.pool,
-            metrics=self.metrics,
-            response_timeout=settings.response_timeout,
-            logger=link_log,
-        )
-        self.streams = LocalStreams(
-            self.proxy.handle,
-            max_streams=settings.max_streams,
-            buffer_bytes=settings.buffer_bytes,
-            budget_bytes=settings.budget_bytes,
-            logger=link_log,
-        )
+        metrics = ProxyMetrics(prefix="planelink_gateway_peer")
+        super().__init__(upstream, limits=limits, metrics=metrics, logger=self._log)
 
     async def reachable(self) -> bool:
         """Whether a connection to the peer can be had now: an idle one, else a new one (kept
@@ -143,12 +117,6 @@ class PeerLink:
             method=method, path=path, headers=headers, end_stream=end_stream, upgrade=upgrade
         )
 
-    def close(self, reason: str) -> list[asyncio.Task[None]]:
-        """End every forwarded request now, and the idle connections; the handlers to await."""
-        handlers = self.streams.close(reason)
-        self.pool.close()
-        return handlers
-
 
 class PeerForwarder:
     """The links to the live peers, made when a request first needs one and closed when the
@@ -159,11 +127,11 @@ class PeerForwarder:
         directory: PeerDirectory,
         settings: PeerSettings,
         *,
-        forward: ForwardSettings | None = None,
+        limits: LocalLimits = FORWARD_LIMITS,
     ) -> None:
         self._directory = directory
         self._tls = peer_tls(settings)
-        self._forward = forward or ForwardSettings()
+        self._limits = limits
         self._links: dict[str, PeerLink] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._unsubscribe = directory.subscribe(self._prune)
@@ -211,7 +179,7 @@ class PeerForwarder:
         if link is not None:
             self._close(link, "the peer moved")
         try:
-            link = PeerLink(peer.id, peer.peer_url, tls=self._tls, settings=self._forward)
+            link = PeerLink(peer.id, peer.peer_url, tls=self._tls, limits=self._limits)
         except UpstreamConfigError as error:
             log.warning("cannot forward to peer", peer=peer.id, error=str(error))
             self._links.pop(peer.id, None)

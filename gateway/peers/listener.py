@@ -66,4 +66,4 @@ def peer_listener(
 
 
 def _on_peer_port(callers: CallerSettings, settings: PeerSettings) -> CallerSettings:
-    return replace(callers, host=settings.host, port=settings.port)
+    return replace(callers, host=settings.host, port=settings.port, admission=settings.admission)

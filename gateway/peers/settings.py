@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.admission import AdmissionSettings
 
 
 @dataclass(frozen=True)
@@ -23,3 +25,10 @@ class PeerSettings:
     port: int = 8444
     advertise_host: str = ""
     """The address peers dial ($POD_IP); "" means 127.0.0.1 (workers of one host)."""
+    admission: AdmissionSettings = field(
+        default_factory=lambda: AdmissionSettings(
+            max_connections=1024, max_unauthenticated=64, max_unauthenticated_per_ip=64
+        )
+    )
+    """The peer port's connection budget, its own: one connection per request in flight from
+    each peer (HTTP/1.1), and few unauthenticated ones (only peers have a certificate)."""

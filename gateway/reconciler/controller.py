@@ -418,7 +418,9 @@ class Reconciler:
     async def _connection(self, key: ObjectRef, plane: PlaneRef, resolution: Resolution) -> Verdict:
         if resolution.mode == "agent":
             local = {agent.agent_id for agent in self._agents.agents(plane)}
-            # One agent holds a tunnel to every replica: count agents, not tunnels.
+            # One agent holds a tunnel to every replica: count agents, not tunnels. The message
+            # names no replica count: tunnels come and go as they converge and in every rolling
+            # restart, and each change would be a status write per plane.
             return conditions.connected_from_agents(
                 len(local | self.coordination.peer_agents(plane))
             )

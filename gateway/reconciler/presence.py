@@ -14,6 +14,11 @@ bounded: at most `max_ids` agent ids per plane (the smallest, so every replica k
 ones), each id at most `MAX_AGENT_ID_CHARS` long, and the whole annotation at most `max_bytes`
 (planes beyond, in name order, are left out). What is left out is reported, never silent.
 
+Only a Lease with the `host` annotation is a peer (`is_gateway_replica`): a replica agents keep
+a tunnel to and callers' requests may be forwarded to. A standalone `planelink reconciler`, or
+a gateway before scale-out (whose HELLO names no replica), keeps a Lease too and its agents are
+counted, but agents are never told to look for a tunnel to it.
+
 Reading never trusts the writer: a Lease anyone could have written yields at most `max_ids`
 ids per plane, a peer URL only if it is a bare `https://host:port`, and nothing at all (the
 Lease is ignored as a peer) if its holder is not a plausible replica id.
@@ -25,6 +30,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from urllib.parse import urlsplit
 
 from certs import InvalidPlaneRefError, PlaneRef, parse_plane_ref
@@ -66,25 +72,27 @@ def bounded_agent_id(agent_id: str) -> str:
 
 
 def advertise_agents(planes: PlaneAgents, *, max_ids: int, max_bytes: int) -> Advertisement:
-    """The annotation for `planes`, within `max_ids` ids per plane and `max_bytes` in all."""
-    document: dict[str, list[str]] = {}
+    """The annotation for `planes`, within `max_ids` ids per plane and `max_bytes` in all:
+    compact JSON, keys and ids sorted (what `json.dumps(..., sort_keys=True)` would write,
+    built entry by entry so that its size is known as it grows)."""
+    entries: list[str] = []
     size = 2  # "{}"
     ids_left_out = 0
     planes_left_out: list[PlaneRef] = []
-    for plane in sorted(planes, key=str):
-        ids = sorted({bounded_agent_id(agent_id) for agent_id in planes[plane]})
-        if not ids:
+    for name, plane in sorted((str(plane), plane) for plane, ids in planes.items() if ids):
+        if planes_left_out:  # full: the rest is only counted
+            planes_left_out.append(plane)
             continue
+        ids = sorted({bounded_agent_id(agent_id) for agent_id in planes[plane]})
         ids_left_out += max(0, len(ids) - max_ids)
-        ids = ids[:max_ids]
-        entry = json.dumps({str(plane): ids})[1:-1]  # '"ns/name": [...]'
+        quoted = ",".join(encode_basestring_ascii(agent_id) for agent_id in ids[:max_ids])
+        entry = f"{encode_basestring_ascii(name)}:[{quoted}]"
         if size + len(entry) + 1 > max_bytes:
             planes_left_out.append(plane)
             continue
-        document[str(plane)] = ids
+        entries.append(entry)
         size += len(entry) + 1
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"))
-    return Advertisement(text, ids_left_out, tuple(planes_left_out))
+    return Advertisement("{" + ",".join(entries) + "}", ids_left_out, tuple(planes_left_out))
 
 
 def read_agents(text: object, *, replica: str, max_ids: int) -> dict[PlaneRef, frozenset[str]]:
@@ -135,6 +143,12 @@ def read_peer_url(text: object) -> str:
     if url.scheme != "https" or not url.hostname or port is None or not bare:
         return ""
     return text.rstrip("/")
+
+
+def is_gateway_replica(lease: KubeObject) -> bool:
+    """Whether a Lease was written by a gateway replica that agents keep a tunnel to."""
+    annotations = (lease.get("metadata") or {}).get("annotations")
+    return isinstance(annotations, dict) and HOST_ANNOTATION in annotations
 
 
 def read_replica(lease: KubeObject, *, max_ids: int) -> Replica | None:

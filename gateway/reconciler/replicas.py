@@ -14,7 +14,9 @@ its own view, `Connected` would flap between their answers. Instead:
   *distinct* agents of its own and every live peer Lease (an agent keeps a tunnel to every
   replica: tunnels are not agents);
 - a Lease is live while it keeps changing: liveness is judged by when *this* replica last saw
-  it change, never by comparing clocks (as client-go does), so clock skew cannot kill a peer.
+  it change, never by comparing clocks (as client-go does), so clock skew cannot kill a peer;
+  and while this replica cannot see its own Lease change (its watch or the API server is
+  down), time stops for that judgement (`liveness_horizon`): not seeing is no evidence.
 
 Every replica computes the same union, so a change of leader cannot flip `Connected` either. A
 replica that stops gracefully first deletes its Lease (it is no longer advertised: agents and
@@ -46,8 +48,10 @@ from gateway.reconciler.presence import (
     AGENTS_ANNOTATION,
     HOST_ANNOTATION,
     PEER_URL_ANNOTATION,
+    Advertisement,
     PlaneAgents,
     advertise_agents,
+    is_gateway_replica,
     read_replica,
 )
 from gateway.reconciler.settings import CoordinationSettings
@@ -154,8 +158,9 @@ class Replicas:
         )
         self._seen: dict[ObjectRef, tuple[str, float]] = {}
         """Per peer Lease: the resourceVersion last seen, and when (monotonic) it changed."""
-        self._read: dict[ObjectRef, tuple[str, Replica | None]] = {}
-        """Per peer Lease: the resourceVersion last read, and the replica it advertised."""
+        self._read: dict[ObjectRef, tuple[object, Replica | None]] = {}
+        """Per peer Lease: what it said when last read (holder, annotations), and the replica
+        that made."""
         self._peer_agents: dict[PlaneRef, frozenset[str]] = {}
         self._own: KubeObject | None = None
         self._leading = False
@@ -167,6 +172,7 @@ class Replicas:
         self._last_renewal = 0.0
         self._leader_seen: tuple[str, float] = ("", 0.0)
         self._publish = asyncio.Event()
+        self._advertised: tuple[PlaneAgents, Advertisement] | None = None
         self._left_out: tuple[int, tuple[PlaneRef, ...]] = (0, ())
         self._cleanups: set[asyncio.Task[None]] = set()
         self._log = log.bind(replica=settings.identity)
@@ -235,12 +241,19 @@ class Replicas:
 
     def _recompute(self) -> None:
         live: list[Replica] = []
+        peers: list[Replica] = []
+        own = self._seen.get(ObjectRef(self._settings.namespace, self.own_lease))
+        now = liveness_horizon(
+            time.monotonic(),
+            own_changed_at=None if own is None else own[1],
+            own_duration=self._settings.lease_duration,
+        )
         for key, (_, changed_at) in sorted(self._seen.items()):
             lease = self._store.get(key)
             if lease is None or key.name == self.own_lease:
                 continue
             duration = _duration(lease, self._settings.lease_duration)
-            dead_for = time.monotonic() - changed_at - duration
+            dead_for = now - changed_at - duration
             if dead_for >= 0:
                 if self._leading and dead_for > _FORGET_AFTER * duration and not self._leaving:
                     self._seen.pop(key, None)
@@ -252,6 +265,8 @@ class Replicas:
             replica = self._replica(key, lease)
             if replica is not None and replica.id != self._settings.identity:
                 live.append(replica)
+                if is_gateway_replica(lease):
+                    peers.append(replica)
         agents: dict[PlaneRef, frozenset[str]] = {}
         for replica in live:
             for plane, ids in replica.planes.items():
@@ -263,15 +278,20 @@ class Replicas:
         }
         self._peer_agents = agents
         if self._peer_sink is not None:
-            self._peer_sink.replace_peers(live)
+            self._peer_sink.replace_peers(peers)
         if changed:
             self._on_peer_agents(changed)
 
     def _replica(self, key: ObjectRef, lease: KubeObject) -> Replica | None:
-        """The replica a peer Lease advertises, read once per resourceVersion."""
-        version = resource_version(lease)
+        """The replica a peer Lease advertises, read again only when that changed (a renewal
+        changes its time alone: a large annotation is not parsed, nor a bad one logged, again
+        every few seconds)."""
+        said = (
+            (lease.get("spec") or {}).get("holderIdentity"),
+            (lease.get("metadata") or {}).get("annotations"),
+        )
         read = self._read.get(key)
-        if read is not None and read[0] == version:
+        if read is not None and read[0] == said:
             return read[1]
         replica = read_replica(lease, max_ids=self._settings.max_agent_ids_per_plane)
         if replica is None:
@@ -285,7 +305,7 @@ class Replicas:
                 holder=replica.id,
             )
             replica = None
-        self._read[key] = (version, replica)
+        self._read[key] = (said, replica)
         return replica
 
     async def _forget_lease(self, key: ObjectRef) -> None:
@@ -339,11 +359,16 @@ class Replicas:
     def _annotations(self) -> dict[str, str]:
         """What this replica advertises now, within the bounds of one Lease."""
         settings = self._settings
-        advertised = advertise_agents(
-            self._local_planes(),
-            max_ids=settings.max_agent_ids_per_plane,
-            max_bytes=settings.max_agents_annotation_bytes,
-        )
+        planes = self._local_planes()
+        if self._advertised is not None and self._advertised[0] == planes:
+            advertised = self._advertised[1]  # a renewal: the same text as last time
+        else:
+            advertised = advertise_agents(
+                planes,
+                max_ids=settings.max_agent_ids_per_plane,
+                max_bytes=settings.max_agents_annotation_bytes,
+            )
+            self._advertised = (planes, advertised)
         self._metrics.lease_left_out.labels(what="agent_ids").set(advertised.ids_left_out)
         self._metrics.lease_left_out.labels(what="planes").set(len(advertised.planes_left_out))
         left_out = (advertised.ids_left_out, advertised.planes_left_out)
@@ -457,6 +482,17 @@ class Replicas:
         self._metrics.leader.set(1 if leading else 0)
         self._log.info("leadership changed", leading=leading)
         self._on_leadership(leading)
+
+
+def liveness_horizon(now: float, *, own_changed_at: float | None, own_duration: float) -> float:
+    """The moment peers' Leases are judged live or dead at: `now`, or, while this replica has
+    not seen its own Lease change for `own_duration` (its watch, or the API server, is down:
+    it cannot see anyone's renewals), the last moment it could see. A replica that is blind
+    keeps its peers rather than declare them all dead, which would tell every agent to drop
+    its tunnels to them and every caller's request to go nowhere."""
+    if own_changed_at is None:
+        return now  # not written yet (starting) or withdrawn (leaving)
+    return min(now, own_changed_at + own_duration)
 
 
 def _duration(lease: KubeObject, default: float) -> float:

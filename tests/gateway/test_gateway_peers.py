@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -20,11 +21,13 @@ import yaml
 
 import certs
 from envtest import Credentials, KubeAPIServer, build_kubeconfig
+from gateway import app
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthSettings
 from gateway.interfaces import DirectCredentials, Replica
 from gateway.peers import PeerSettings
-from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair, caller_session
+from gateway.peers.forward import PeerLink
+from tests.kit.gateway_lab import PLANE_A, AgentFactory, Pki, PlanePair, caller_session
 from tests.kit.waits import eventually, wait_for
 
 A = "/planes/ns-a/plane-a/k8s"
@@ -224,11 +227,49 @@ async def test_a_forwarded_request_is_never_forwarded_again(
     async with near_caller.get(f"{A}/api") as response:
         assert response.status == 503
         assert "no agent of dataplane ns-a/plane-a" in (await response.json())["message"]
+        # The far replica's refusal said another may serve it: the near one answers itself.
+        assert "Planelink-Refused" not in response.headers
     labels = {"plane": "ns-a/plane-a", "code": "5xx"}
-    assert sample(near, "planelink_gateway_forwarded_requests_total", peer="far", **labels) == 1
+    assert sample(near, "planelink_gateway_forwarded_requests_total", peer="far", **labels) == 0
     assert sample(gateway, "planelink_gateway_peer_requests_total", peer="near", **labels) == 1
     assert sample(gateway, "planelink_gateway_forwarded_requests_total", peer="near", **labels) == 0
     assert sample(near, "planelink_gateway_peer_requests_total", peer="far", **labels) == 0
+
+
+async def test_a_peer_without_the_plane_after_all_is_skipped_for_the_next(
+    gateway: Gateway,
+    near: Gateway,
+    connect_agent: AgentFactory,
+    near_caller: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A third replica whose presence is stale: it is said to hold plane A and does not.
+    stale = Gateway(replace(gateway.settings, replica_id="stale"))
+    await stale.start()
+    try:
+        async with connect_agent(PLANE_A):
+            share(gateway, near, stale)
+            claimed = replace(stale.peers.local(), planes={PLANE_A: frozenset({"gone"})})
+            near.peers.replace_peers([gateway.peers.local(), claimed])
+            forwarder = near.forwarder
+            assert forwarder is not None
+            in_order = forwarder.peers_for
+            monkeypatch.setattr(  # the stale one first, every time
+                forwarder, "peers_for", lambda plane: sorted(in_order(plane), key=_stale_first)
+            )
+            for _ in range(3):
+                async with near_caller.get(f"{A}/echo") as response:
+                    assert response.status == 200
+        labels = {"plane": "ns-a/plane-a", "code": "5xx"}
+        assert sample(stale, "planelink_gateway_peer_requests_total", peer="near", **labels) == 3
+        ok = {"plane": "ns-a/plane-a", "code": "2xx"}
+        assert sample(near, "planelink_gateway_forwarded_requests_total", peer="far", **ok) == 3
+    finally:
+        await stale.stop()
+
+
+def _stale_first(link: PeerLink) -> bool:
+    return link.replica_id != "stale"
 
 
 async def test_a_peer_that_cannot_be_reached_is_skipped(
@@ -370,3 +411,29 @@ async def test_kubectl_through_a_replica_without_the_plane_reaches_a_real_api_se
     labels = {"peer": "far", "plane": "ns-a/plane-a"}
     assert sample(near, "planelink_gateway_forwarded_requests_total", code="2xx", **labels) >= 1
     assert sample(near, "planelink_gateway_forwarded_requests_total", code="4xx", **labels) >= 1
+
+
+def test_the_peer_port_has_its_own_budget_within_the_descriptor_limit(
+    pki: Pki,
+    loopback_gateway_settings: Callable[[Path], GatewaySettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (4096, 4096))
+    settings = app._within_fd_limit(loopback_gateway_settings(pki.directory))
+    assert settings.peers is not None
+    ports = (settings.agents.admission, settings.callers.admission, settings.peers.admission)
+    assert sum(port.max_connections for port in ports) <= 4096 - app.FD_RESERVE - 409
+    assert 0 < settings.peers.admission.max_connections < settings.callers.admission.max_connections
+
+
+def test_unusable_peer_certificates_are_a_clear_error_at_start(
+    pki: Pki, loopback_gateway_settings: Callable[[Path], GatewaySettings], peer_pki: PeerPki
+) -> None:
+    settings = loopback_gateway_settings(pki.directory)
+    missing = replace(peer_pki.settings, key=pki.directory / "nowhere.key")
+    with pytest.raises(ValueError, match=r"peer certificates: .*nowhere\.key"):
+        Gateway(replace(settings, peers=missing))
+    (pki.directory / "garbage.crt").write_text("not a certificate")
+    garbage = replace(peer_pki.settings, ca=pki.directory / "garbage.crt")
+    with pytest.raises(ValueError, match="peer certificates"):
+        Gateway(replace(settings, peers=garbage))

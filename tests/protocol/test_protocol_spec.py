@@ -17,6 +17,8 @@ from protocol.frames import (
     ALLOWED_FLAGS,
     HEADER,
     MAGIC,
+    MAX_REPLICA_ID_SIZE,
+    MAX_REPLICA_IDS,
     MAX_TEXT_SIZE,
     Data,
     Flag,
@@ -161,6 +163,8 @@ def test_connection_table_matches_connection_transitions() -> None:
         f"per stream (default {SendLimits().max_stream_buffer} bytes)",
         f"per connection (default {SendLimits().max_connection_buffer} bytes)",
         "defines version **1** only",
+        f"HTTP token of 1 to {MAX_REPLICA_ID_SIZE} bytes",
+        f"are distinct, at most {MAX_REPLICA_IDS},",
     ],
 )
 def test_constants_quoted_in_prose_match(fact: str) -> None:

@@ -15,11 +15,12 @@ from gateway.reconciler.presence import (
     PEER_URL_ANNOTATION,
     advertise_agents,
     bounded_agent_id,
+    is_gateway_replica,
     read_agents,
     read_peer_url,
     read_replica,
 )
-from gateway.reconciler.replicas import lease_name_part, lease_names
+from gateway.reconciler.replicas import lease_name_part, lease_names, liveness_horizon
 from kubeobject import KubeObject
 
 A = certs.plane_ref("ns-a", "plane-a")
@@ -150,9 +151,12 @@ def test_a_replica_is_read_from_its_lease() -> None:
     assert read_replica(lease, max_ids=16) == Replica(
         id="gw-0", peer_url="https://10.0.0.7:8444", host="gw-0", planes={A: frozenset({"a1"})}
     )
-    # A Lease of a replica before scale-out: no peer URL, counts.
+    assert is_gateway_replica(lease)
+    # A Lease of a replica before scale-out: no peer URL, counts, and is no peer.
     old = _lease("gw-1", {AGENTS_ANNOTATION: '{"ns-a/plane-a":1}'})
     assert read_replica(old, max_ids=16) == Replica(id="gw-1", planes={A: frozenset({"gw-1#0"})})
+    assert not is_gateway_replica(old)
+    assert not is_gateway_replica({"metadata": {}})
 
 
 @pytest.mark.parametrize("holder", [None, "", 7, "x" * 254])
@@ -184,3 +188,10 @@ def test_a_replica_speaks_only_through_the_lease_named_after_it() -> None:
     assert f"gw-replica-{lease_name_part(long_id)}" in names
     assert f"gw-replica-{long_id[:40]}" in names  # as a replica before scale-out named it
     assert "gw-replica-gateway-0" not in lease_names("gw", "gateway-1")
+
+
+def test_a_replica_that_cannot_see_its_own_lease_change_stops_judging_its_peers() -> None:
+    assert liveness_horizon(100.0, own_changed_at=None, own_duration=15) == 100.0
+    assert liveness_horizon(100.0, own_changed_at=95.0, own_duration=15) == 100.0  # seeing
+    # Blind since 60 + 15: peers renewed after 60 are still live, whatever the clock says.
+    assert liveness_horizon(100.0, own_changed_at=60.0, own_duration=15) == 75.0

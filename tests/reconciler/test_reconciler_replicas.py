@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from gateway.reconciler.presence import AGENTS_ANNOTATION, HOST_ANNOTATION, PEER
 from gateway.reconciler.replicas import GROUP_LABEL, LEADER_LABEL
 from gateway.trust import TrustRegistry
 from kubeobject import KubeObject
-from tests.kit.waits import eventually, wait_for
+from tests.kit.waits import eventually, scaled, wait_for
 from tests.reconciler.conftest import Kit
 
 
@@ -95,6 +96,34 @@ async def _until_lease(kit: Kit, selector: str, predicate: Callable[[KubeObject]
 
 def _held_by(identity: str) -> Callable[[KubeObject], bool]:
     return lambda lease: (lease.get("spec") or {}).get("holderIdentity") == identity
+
+
+async def _stop(recorder: asyncio.Task[None], *replicas: Reconciler) -> None:
+    recorder.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await recorder
+    for replica in replicas:
+        await replica.stop()
+
+
+async def _agent_plane(kit: Kit, name: str) -> tuple[certs.CertificateBundle, certs.PlaneRef]:
+    """A DataPlane `name` whose agents `ca` signs."""
+    ca = certs.create_ca("agents")
+    await kit.create(
+        kit.client,
+        kit.agent_dataplane(name, kit.namespace, {"value": ca.certificate_pem().decode()}),
+    )
+    return ca, certs.plane_ref(kit.namespace, name)
+
+
+async def _connected_says(kit: Kit, name: str, message: str) -> KubeObject:
+    """DataPlane `name` once its Connected condition's message is `message`."""
+    return await kit.await_dataplane(
+        kit.client,
+        kit.namespace,
+        name,
+        lambda o: (kit.condition(o, "Connected") or {}).get("message") == message,
+    )
 
 
 async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
@@ -174,23 +203,14 @@ async def test_status_does_not_flap_between_replica_views(kit: Kit) -> None:
                 recorded.wait_for(lambda: statuses[-1:] == ["False"] and len(statuses) > 1), 10
             )
     finally:
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
-        await replica_a.stop()
-        await replica_b.stop()
+        await _stop(recorder, replica_a, replica_b)
     assert statuses == ["False", "True", "False"]
 
 
 async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tunnels(
     kit: Kit,
 ) -> None:
-    ca = certs.create_ca("agents")
-    plane = certs.plane_ref(kit.namespace, "spread")
-    await kit.create(
-        kit.client,
-        kit.agent_dataplane("spread", kit.namespace, {"value": ca.certificate_pem().decode()}),
-    )
+    ca, plane = await _agent_plane(kit, "spread")
     replica_a, agents_a, peers_a = _peered(kit, "replica-a", 7001)
     replica_b, agents_b, peers_b = _peered(kit, "replica-b", 7002)
     # Every Lease event in the namespace, in order: what leaving looks like from outside.
@@ -237,47 +257,33 @@ async def test_replicas_advertise_and_learn_their_peers_and_count_agents_not_tun
         obj = await kit.await_dataplane(
             kit.client, kit.namespace, "spread", kit.has_condition("Connected", "True")
         )
-        await kit.await_dataplane(
-            kit.client,
-            kit.namespace,
-            "spread",
-            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "2 agents connected",
-        )
+        await _connected_says(kit, "spread", "2 agents connected")
 
         # The leader leaves: its Lease goes before it hands leadership over, and B drops it.
         await replica_a.stop()
         await eventually(
             lambda: peers_b.live_ids() == ("replica-b",), within=10, message="A still live for B"
         )
-        deleted = events.index(("DELETED", "gw-replica-replica-a", "replica-a"))
-        handed_over = next(i for i, e in enumerate(events) if e[1] == "gw-leader" and e[2] is None)
-        assert deleted < handed_over
+        was_deleted = ("DELETED", "gw-replica-replica-a", "replica-a")
+        was_handed_over = ("MODIFIED", "gw-leader", None)
+        await eventually(  # the recorder's own watch may trail B's
+            lambda: was_deleted in events and was_handed_over in events,
+            within=10,
+            message="A's leaving not seen",
+        )
+        assert events.index(was_deleted) < events.index(was_handed_over)
         await _until_lease(kit, f"{LEADER_LABEL}=gw", _held_by("replica-b"))
         # B still has agent-1's tunnel: one agent (agent-2 held only A).
-        obj = await kit.await_dataplane(
-            kit.client,
-            kit.namespace,
-            "spread",
-            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "1 agent connected",
-        )
+        obj = await _connected_says(kit, "spread", "1 agent connected")
         assert kit.has_condition("Connected", "True")(obj)
     finally:
-        recorder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recorder
-        await replica_a.stop()
-        await replica_b.stop()
+        await _stop(recorder, replica_a, replica_b)
 
 
 async def test_a_lease_of_a_replica_before_scale_out_still_counts_a_forged_one_not(
     kit: Kit,
 ) -> None:
-    ca = certs.create_ca("agents")
-    plane = certs.plane_ref(kit.namespace, "mixed")
-    await kit.create(
-        kit.client,
-        kit.agent_dataplane("mixed", kit.namespace, {"value": ca.certificate_pem().decode()}),
-    )
+    ca, plane = await _agent_plane(kit, "mixed")
     replica, agents, peers = _peered(kit, "replica-new", 7003)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     old_lease: KubeObject = {
@@ -302,19 +308,10 @@ async def test_a_lease_of_a_replica_before_scale_out_still_counts_a_forged_one_n
     try:
         await replica.start()
         kit.connect_agent(agents, plane, ca, agent_id="agent-1")
-        await kit.await_dataplane(
-            kit.client,
-            kit.namespace,
-            "mixed",
-            lambda o: (kit.condition(o, "Connected") or {}).get("message") == "3 agents connected",
-        )
-        assert peers.holdings(plane) == {
-            "agent-1": ["replica-new"],
-            "replica-old#0": ["replica-old"],
-            "replica-old#1": ["replica-old"],
-        }
-        assert peers.holders(plane) == []  # no peer URL: it cannot be forwarded to
-        assert peers.live_ids() == ("replica-new", "replica-old")
+        await _connected_says(kit, "mixed", "3 agents connected")
+        # Counted, but no peer: its HELLO names no replica, agents could never find it.
+        assert peers.live_ids() == ("replica-new",)
+        assert peers.holdings(plane) == {"agent-1": ["replica-new"]}
     finally:
         await replica.stop()
 
@@ -328,12 +325,7 @@ def _left_out(reconciler: Reconciler, what: str) -> float | None:
 
 
 async def test_a_lease_holds_at_most_the_cap_of_agent_ids_per_plane_and_says_so(kit: Kit) -> None:
-    ca = certs.create_ca("agents")
-    plane = certs.plane_ref(kit.namespace, "crowded")
-    await kit.create(
-        kit.client,
-        kit.agent_dataplane("crowded", kit.namespace, {"value": ca.certificate_pem().decode()}),
-    )
+    ca, plane = await _agent_plane(kit, "crowded")
     replica, agents, _ = _peered(kit, "replica-capped", 7004, max_agent_ids_per_plane=2)
     try:
         await replica.start()
@@ -358,3 +350,42 @@ def test_the_lease_identity_must_be_the_replica_id(kit: Kit) -> None:
     other = PeerDirectory("replica-x", local_planes=agents.local_planes)
     with pytest.raises(ValueError, match="not the replica id"):
         _replica(kit, "replica-y", peers=other, registries=(trust, agents))
+
+
+async def test_a_peer_that_stops_renewing_is_dropped_after_its_duration(kit: Kit) -> None:
+    replica, _, peers = _peered(kit, "replica-watching", 7005)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # A peer that renewed once, just now, for a few seconds (long enough to be seen live by a
+    # replica starting on a loaded machine), and died.
+    duration = math.ceil(scaled(3))
+    await KubeApi(kit.client).create_lease(
+        kit.namespace,
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": "gw-replica-replica-dying",
+                "namespace": kit.namespace,
+                "labels": {GROUP_LABEL: "gw"},
+                "annotations": {AGENTS_ANNOTATION: "{}", HOST_ANNOTATION: "h"},
+            },
+            "spec": {
+                "holderIdentity": "replica-dying",
+                "leaseDurationSeconds": duration,
+                "renewTime": now,
+            },
+        },
+    )
+    seen: list[tuple[str, ...]] = []
+    peers.subscribe(lambda: seen.append(peers.live_ids()))
+    try:
+        await replica.start()
+        await eventually(
+            lambda: peers.live_ids() == ("replica-watching",),
+            within=10,
+            message="the dead peer is still live",
+        )
+        # It was live first (renewed a moment ago), then dropped: its renewal was judged.
+        assert seen[0] == ("replica-dying", "replica-watching")
+    finally:
+        await replica.stop()
