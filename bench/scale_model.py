@@ -23,8 +23,12 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from gateway.reconciler.settings import CoordinationSettings
+
 ANNOTATIONS_LIMIT = 256 * 1024
 """kube-apiserver refuses an object whose annotations add up to more (TotalAnnotationSizeLimitB)."""
+ADVERTISED_BUDGET = CoordinationSettings.max_agents_annotation_bytes
+"""What a replica puts in its agents annotation at most (the rest is left out, logged, counted)."""
 
 Encoder = Callable[[Mapping[str, list[str]]], str]
 """Planes held (`<ns>/<name>` → agent ids) → the Lease annotation's value."""
@@ -96,9 +100,9 @@ def model(inputs: Inputs, encode: Encoder = json_encoder) -> Figures:
     writes_each = 1 / inputs.renew_interval + min(changes, 1 / inputs.publish_min_interval)
     writes = replicas * writes_each
     # Every Lease write reaches every other replica's watch, whole.
-    watch_bytes = (replicas - 1) * writes_each * annotation
+    watch_bytes = (replicas - 1) * writes_each * min(annotation, ADVERTISED_BUDGET)
     rss = agents * inputs.rss_per_tunnel_kib / 1024
-    max_by_annotation = int(ANNOTATIONS_LIMIT / per_plane)
+    max_by_annotation = int(ADVERTISED_BUDGET / per_plane)
     max_by_memory = int(
         inputs.replica_memory_budget_mib
         * 1024
@@ -107,7 +111,11 @@ def model(inputs: Inputs, encode: Encoder = json_encoder) -> Figures:
     )
     limits = sorted(
         [
-            (max_by_annotation, "a replica's Lease annotation (256 KiB)"),
+            (
+                max_by_annotation,
+                f"a replica's Lease annotation ({ADVERTISED_BUDGET:,} B budget, "
+                f"{ANNOTATIONS_LIMIT // 1024} KiB API limit): planes beyond are not advertised",
+            ),
             (max_by_memory, f"replica memory ({inputs.replica_memory_budget_mib:.0f} MiB)"),
         ]
     )
