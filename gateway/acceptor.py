@@ -241,10 +241,18 @@ class TlsAcceptor:
         assert self._listener is not None
         return self._listener
 
-    def listen(self, host: str, port: int, *, backlog: int) -> socket.socket:
-        """Bind the port (0: the kernel picks one); `serve` then accepts on it."""
+    def listen(
+        self, host: str, port: int, *, backlog: int, reuse_port: bool = False
+    ) -> socket.socket:
+        """Bind the port (0: the kernel picks one); `serve` then accepts on it.
+
+        With `reuse_port` (SO_REUSEPORT), the worker processes of one gateway each bind the
+        same port and the kernel spreads new connections among them.
+        """
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family, backlog=backlog)
+        self._listener = socket.create_server(
+            (host, port), family=family, backlog=backlog, reuse_port=reuse_port
+        )
         self._listener.setblocking(False)
         return self._listener
 

@@ -77,6 +77,8 @@ class AgentListenerSettings:
     """Connections queued by the kernel before they are accepted (asyncio's default is 100:
     after a gateway restart every agent dials within seconds, and dropped SYNs cost each a
     one-second retransmit)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, beside the other workers of one gateway (`--workers`)."""
     tunnel: Settings = field(default_factory=Settings)
     flood: FloodLimits = field(default_factory=FloodLimits)
     """What an agent may cost the gateway without useful traffic; past it, it is dropped."""
@@ -179,7 +181,9 @@ class AgentListener:
             tls_failure_event="agent refused in the TLS handshake",
             metrics=self._metrics,
         )
-        listener = self._acceptor.listen(settings.host, settings.port, backlog=settings.backlog)
+        listener = self._acceptor.listen(
+            settings.host, settings.port, backlog=settings.backlog, reuse_port=settings.reuse_port
+        )
         loop = asyncio.get_running_loop()
         # The websockets server tracks connections and closes them; accepting is the
         # acceptor's, so the asyncio server it wraps never serves, and has a descriptor of

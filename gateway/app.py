@@ -38,8 +38,10 @@ from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.operator import OperatorAuth, operator_app, planes_document
 from gateway.peers import PeerDirectory, PeerSettings
+from gateway.peers.files import PresenceFiles, PresenceSettings
 from gateway.peers.forward import PeerForwarder, peer_url
 from gateway.peers.listener import peer_listener
+from gateway.peers.siblings import Siblings, peer_fetch
 from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.startup import StartupGate
 from gateway.static_config import STATIC_SOURCE, load_static_planes
@@ -66,6 +68,8 @@ class GatewaySettings:
     callers: CallerSettings = field(default_factory=CallerSettings)
     operator_host: str = "0.0.0.0"  # noqa: S104 - scraped and probed from the cluster network
     operator_port: int = 8081
+    operator_reuse_port: bool = False
+    """Bind the operator port with SO_REUSEPORT, beside the other workers of one gateway."""
     operator_token_file: Path | None = None
     """A file holding the bearer token that /planes, /metrics and the status page demand
     (None: served to anyone who reaches the port; the probes never demand it)."""
@@ -115,6 +119,17 @@ class Gateway:
         )
         """The live replicas: this one and its peers (fed by the Leases or the presence
         directory), which agents keep a tunnel to and callers' requests are forwarded to."""
+        self.presence = (
+            PresenceFiles(
+                PresenceSettings(directory=settings.presence_dir),
+                self.peers,
+                self.agents.wait_for_change,
+            )
+            if settings.presence_dir is not None and not _has_leases(settings)
+            else None
+        )
+        """This replica's presence file and its view of its siblings' (when no Leases say who
+        is live: two sources would undo each other's view)."""
         self.direct = DirectPlanes(metrics=self.metrics)
         """Direct-mode planes, served through the gateway's own pools (fed by the reconciler)."""
         self.agent_listener = AgentListener(
@@ -152,6 +167,11 @@ class Gateway:
             else None
         )
         """Where peers forward callers' requests to this replica (None: no peers)."""
+        self.siblings = (
+            Siblings(self.peers, peer_fetch(self.forwarder)) if self.forwarder is not None else None
+        )
+        """The other workers of this gateway (same host), whose own /planes and /metrics join
+        this one's on the operator port (None: no peers to ask)."""
         token_file = settings.operator_token_file
         self._operator_auth = OperatorAuth(token_file) if token_file is not None else None
         self._operator: web.AppRunner | None = None
@@ -213,13 +233,21 @@ class Gateway:
             ready=self._ready,
             auth=self._operator_auth,
             direct=self.direct,
+            siblings=self.siblings,
             peers=self.peers,
         )
         self._operator = web.AppRunner(app, access_log=None)
         await self._operator.setup()
-        site = web.TCPSite(self._operator, self.settings.operator_host, self.settings.operator_port)
+        site = web.TCPSite(
+            self._operator,
+            self.settings.operator_host,
+            self.settings.operator_port,
+            reuse_port=self.settings.operator_reuse_port,
+        )
         await site.start()
         self.operator_port = self._operator.addresses[0][1]
+        if self.presence is not None:  # once every port is bound: peers can reach it
+            await self.presence.start()
         if self.reconciler is not None:
             self.reconciler.coordination.local_changed()  # advertise the bound peer URL now
         self._started = True
@@ -238,6 +266,8 @@ class Gateway:
 
     async def stop(self) -> None:
         self._started = False
+        if self.presence is not None:  # first: siblings stop counting on this replica
+            await self.presence.stop()
         if self._reconciler_start is not None:
             self._reconciler_start.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -282,6 +312,11 @@ def _leased_as(settings: ReconcilerSettings, replica_id: str) -> ReconcilerSetti
     if settings.coordination is None or settings.coordination.identity == replica_id:
         return settings
     return replace(settings, coordination=replace(settings.coordination, identity=replica_id))
+
+
+def _has_leases(settings: GatewaySettings) -> bool:
+    """Whether the replicas' Leases are this replica's presence source."""
+    return settings.reconciler is not None and settings.reconciler.coordination is not None
 
 
 def _replica_id(settings: GatewaySettings) -> str:

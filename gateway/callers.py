@@ -111,6 +111,8 @@ class CallerSettings:
     """Header fields of a request, and trailer fields apart, at most (431)."""
     backlog: int = 1024
     """Connections queued by the kernel before they are accepted (asyncio's default: 100)."""
+    reuse_port: bool = False
+    """Bind with SO_REUSEPORT, beside the other workers of one gateway (`--workers`)."""
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     auth: CallerAuthSettings = field(default_factory=CallerAuthSettings)
 
@@ -376,7 +378,9 @@ class CallerEndpoint:
             tls_failure_event=f"{self.name} refused in the TLS handshake",
             metrics=self._metrics,
         )
-        self._acceptor.listen(settings.host, settings.port, backlog=settings.backlog)
+        self._acceptor.listen(
+            settings.host, settings.port, backlog=settings.backlog, reuse_port=settings.reuse_port
+        )
         self._acceptor.serve()
 
     async def stop(self) -> None:

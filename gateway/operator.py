@@ -34,6 +34,7 @@ from gateway.health_page import health_page
 from gateway.interfaces import PlaneTrust
 from gateway.metrics import GatewayMetrics
 from gateway.peers import PeerDirectory
+from gateway.peers.siblings import Siblings
 from gateway.trust import TrustRegistry
 
 log = structlog.get_logger("gateway.operator")
@@ -166,7 +167,11 @@ def operator_app(
     auth: OperatorAuth | None = None,
     direct: DirectPlanes | None = None,
     peers: PeerDirectory | None = None,
+    siblings: Siblings | None = None,
 ) -> web.Application:
+    """The operator endpoints; with `siblings` (the other workers of this gateway), /planes,
+    /metrics and the status page show the whole gateway, not this worker's part of it."""
+
     async def healthz(request: web.Request) -> web.Response:
         # Answering at all proves the event loop turns; that is what liveness means here.
         return web.json_response({"status": "ok"})
@@ -179,12 +184,15 @@ def operator_app(
         )
 
     async def planes(request: web.Request) -> web.Response:
-        return web.json_response(
-            planes_document(trust=trust, agents=agents, direct=direct, peers=peers)
-        )
+        report = planes_document(trust=trust, agents=agents, direct=direct, peers=peers)
+        if siblings is not None:
+            report = await siblings.planes(report)
+        return web.json_response(report)
 
     async def prometheus(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
+        if siblings is not None:
+            body = await siblings.metrics(body)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application(middlewares=[_require_token(auth, metrics)] if auth else [])

@@ -11,22 +11,28 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import structlog
 
+import certs
 from gateway.admission import AdmissionSettings
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.peers import PeerSettings
+from gateway.peers.files import PresenceError, prepare_directory
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
 from gateway.static_config import ConfigError
+from gateway.workers import MAX_WORKERS, check_workers, worker_id, worker_settings
+from planelink.logs import LOG_SETTINGS
 from planelink.settings import (
     NAMESPACES,
     CommandSettings,
@@ -36,6 +42,7 @@ from planelink.settings import (
     number,
     path,
 )
+from planelink.supervisor import WORKER_INDEX_VARIABLE, Supervisor, SupervisorSettings
 from protocol import FloodLimits
 from protocol.backoff import BackoffPolicy
 from tunnel import Heartbeat
@@ -159,6 +166,31 @@ _GENERAL = Group(
             "restart every agent dials at once",
         ),
     ),
+)
+
+_WORKERS = Group(
+    "worker processes",
+    (
+        Setting(
+            name="workers",
+            parse=integer,
+            default=1,
+            help=f"processes serving the gateway's ports together (SO_REUSEPORT), at most "
+            f"{MAX_WORKERS}: one per core a gateway pod may use",
+        ),
+        Setting(
+            name="presence_dir",
+            parse=path,
+            shown_default="with --workers > 1 and without --reconcile, a private temporary "
+            "directory",
+            help="a directory, writable by this user alone, where the replicas of one host "
+            "announce themselves when there is no control plane to hold their Leases",
+        ),
+    ),
+    "With --workers N a supervisor process runs N workers, each a replica of its own\n"
+    "(<identity>-w<i>) binding the same agent, caller and operator ports; agents keep a tunnel\n"
+    "to each, and any worker's /planes, /metrics and status page show all of them. The\n"
+    "supervisor forwards SIGTERM, SIGINT and SIGHUP, and restarts a worker that dies.",
 )
 
 _LIMITS = Group(
@@ -392,7 +424,8 @@ _PEERS = Group(
 )
 
 SETTINGS = CommandSettings(
-    "PLANELINK_GATEWAY_", (_GENERAL, _LIMITS, _FLOOD_LIMITS, _CALLER_AUTH, _DATAPLANES, _PEERS)
+    "PLANELINK_GATEWAY_",
+    (_GENERAL, _LIMITS, _FLOOD_LIMITS, _CALLER_AUTH, _DATAPLANES, _PEERS, _WORKERS),
 )
 """Every setting of `planelink gateway`."""
 
@@ -471,6 +504,7 @@ def settings_from(
         reconciler=_reconciler_settings(values) if values.reconcile else None,
         kubeconfig=values.kubeconfig,
         peers=_peer_settings(values),
+        presence_dir=values.presence_dir,
     )
 
 
@@ -517,10 +551,131 @@ def run(args: argparse.Namespace) -> int:
     _raise_fd_limit()
     try:
         settings = settings_from(args)
+        values = SETTINGS.resolve(args, os.environ)
+        index = os.environ.get(WORKER_INDEX_VARIABLE, "")
+        if index:
+            worker = _worker_index(index, values.workers)
+            return asyncio.run(
+                serve(worker_settings(settings, index=worker, identity=values.identity))
+            )
+        check_workers(settings, values.workers)
+        if values.workers > 1:
+            return _supervise(args, settings, workers=values.workers, identity=values.identity)
         return asyncio.run(serve(settings))
     except (ConfigError, ValueError, OSError) as error:
         print(f"planelink gateway: {error}", file=sys.stderr)
         return 2
+
+
+def _worker_index(text: str, workers: int) -> int:
+    if not text.isdigit() or not 0 <= int(text) < workers:
+        raise ValueError(f"{WORKER_INDEX_VARIABLE}={text!r} names no worker of {workers}")
+    return int(text)
+
+
+STOP_MARGIN = 10.0
+"""Seconds a worker gets beyond its drain grace to exit before the supervisor kills it."""
+
+
+def _supervise(
+    args: argparse.Namespace, settings: GatewaySettings, *, workers: int, identity: str
+) -> int:
+    """Run `workers` copies of this command as workers, with a private directory of the
+    supervisor's (0700, removed at exit) for what they share and nobody else may touch."""
+    private = Path(tempfile.mkdtemp(prefix="planelink-gateway-"))
+    presence: Path | None = None
+    try:
+        environment = dict(os.environ)
+        if settings.reconciler is None:
+            presence = _presence_for_workers(settings.presence_dir, private)
+            environment[SETTINGS.env(_setting("presence_dir"))] = str(presence)
+        if settings.peers is None:
+            environment.update(_private_peer_pki(private / "peer"))
+        # The workers' presence directory comes by the environment (a flag would win over it).
+        argv = _worker_argv(argparse.Namespace(**{**vars(args), "presence_dir": None}))
+
+        def command(index: int) -> tuple[Sequence[str], dict[str, str]]:
+            return argv, {**environment, WORKER_INDEX_VARIABLE: str(index)}
+
+        def withdraw(index: int) -> None:
+            # A dead worker cannot delete its presence file: its siblings should not wait for
+            # it to age out before they stop counting on it.
+            if presence is not None:
+                with contextlib.suppress(OSError):
+                    (presence / f"{worker_id(identity, index)}.json").unlink()
+
+        supervisor = Supervisor(
+            SupervisorSettings(workers=workers, stop_grace=settings.drain_grace + STOP_MARGIN),
+            command,
+            on_worker_exit=withdraw,
+        )
+        return asyncio.run(supervisor.run())
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        if (  # one made inside the given directory
+            presence is not None
+            and presence.parent != private
+            and presence != settings.presence_dir
+        ):
+            shutil.rmtree(presence, ignore_errors=True)
+
+
+def _presence_for_workers(given: Path | None, private: Path) -> Path:
+    """Where the workers announce themselves: `given` if only this user may write there, else
+    a private directory made inside it (an emptyDir volume is writable by all: whoever can
+    write where workers read can announce a replica); without `given`, one in `private`."""
+    if given is None:
+        return private / "presence"
+    try:
+        prepare_directory(given)
+    except PresenceError as error:
+        inside = Path(tempfile.mkdtemp(prefix="planelink-presence-", dir=given))
+        structlog.get_logger("planelink.supervisor").info(
+            "presence directory made private", given=str(given), used=str(inside), why=str(error)
+        )
+        return inside
+    return given
+
+
+def _private_peer_pki(directory: Path) -> dict[str, str]:
+    """A peer CA and certificate of this gateway's own, for workers that must reach each other
+    and were given no peer certificate: the CA's key is thrown away at once (nothing else will
+    ever be issued under it), and the files live in the supervisor's private directory. Only
+    the workers of this one host trust it (check_workers refuses it beside --reconcile, where
+    other pods' replicas must trust this pod's)."""
+    ca = certs.create_ca("planelink workers' peer CA")
+    certificate, key = certs.write_pem_files(
+        certs.issue_peer(ca), directory, cert_name="tls.crt", key_name="tls.key"
+    )
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(ca.certificate_pem())
+    structlog.get_logger("planelink.supervisor").info(
+        "peer certificates made for the workers", directory=str(directory)
+    )
+    return {
+        SETTINGS.env(_setting("peer_certificate")): str(certificate),
+        SETTINGS.env(_setting("peer_key")): str(key),
+        SETTINGS.env(_setting("peer_ca")): str(ca_file),
+    }
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """This command line again, for a worker: the same interpreter and flags (the
+    environment, inherited, carries the rest)."""
+    return [
+        sys.executable,
+        "-m",
+        "planelink",
+        *LOG_SETTINGS.arguments(args),
+        "--tls-read-buffer",
+        str(args.tls_read_buffer),
+        "gateway",
+        *SETTINGS.arguments(args),
+    ]
+
+
+def _setting(name: str) -> Setting:
+    return next(setting for setting in SETTINGS if setting.name == name)
 
 
 def _raise_fd_limit() -> None:

@@ -73,7 +73,9 @@ def configure_logging(*, level: str = "info", log_format: LogFormat = "auto") ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (print() writes the newline apart): the workers of one gateway
+        # share stderr, and two lines must never be glued into one.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     # Libraries (aiohttp, websockets, kubernetes_asyncio) log through the standard library;

@@ -234,6 +234,20 @@ class CommandSettings:
             setattr(values, setting.name, self._value(setting, args, environ))
         return values
 
+    def arguments(self, args: argparse.Namespace) -> list[str]:
+        """The flags given in `args`, as a command line again (to run the command anew, e.g.
+        in a worker process): what came from the environment is left to the environment."""
+        line: list[str] = []
+        for setting in self:
+            given = getattr(args, setting.name, None)
+            if given is None:
+                continue
+            if isinstance(given, bool):
+                line.append(setting.flag if given else "--no-" + setting.flag[2:])
+            else:
+                line += [setting.flag, str(given)]
+        return line
+
     def _value(self, setting: Setting, args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
         given = getattr(args, setting.name, None)
         env = self.env(setting)

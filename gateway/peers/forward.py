@@ -50,6 +50,10 @@ FORWARD_LIMITS = LocalLimits(connect_timeout=3.0)
 3 s to connect to is skipped for the request."""
 
 
+class PeerAnswerError(Exception):
+    """A peer answered a request for one of its documents, but not with the document."""
+
+
 class PeerCertificatesError(ValueError):
     """The peer certificate, key or CA cannot be read or used (at start: a bad flag)."""
 
@@ -145,6 +149,20 @@ class PeerForwarder:
 
     def links(self) -> list[PeerLink]:
         return list(self._links.values())
+
+    async def fetch(self, peer: Replica, path: str, *, body_limit: int) -> bytes:
+        """GET one of `peer`'s own documents (`/peer/v1/...`) over the link forwarded requests
+        take: the body of its 200. Raises UpstreamError or UpstreamConfigError when the peer
+        cannot be reached, PeerAnswerError for another status or more than `body_limit` bytes."""
+        link = self._link(peer)
+        if link is None:
+            raise UpstreamConfigError(f"peer {peer.id}: no usable peer URL")
+        status, body = await link.proxy.fetch(path, body_limit=body_limit + 1)
+        if status != 200:
+            raise PeerAnswerError(f"peer {peer.id} answered {path} with {status}")
+        if len(body) > body_limit:
+            raise PeerAnswerError(f"peer {peer.id} answered {path} with over {body_limit} bytes")
+        return body
 
     async def stop(self) -> None:
         self._unsubscribe()

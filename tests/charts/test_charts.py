@@ -113,6 +113,7 @@ def test_gateway_rbac_is_what_the_reconciler_uses(helm: Path) -> None:
     [
         ("planelink-agent", AGENT_VALUES),
         ("planelink-gateway", ["--set", "replicaCount=2", "--set", "callers.auth=both"]),
+        ("planelink-gateway", ["--set", "replicaCount=3", "--set", "workers=2"]),
         (
             "planelink-gateway",
             ["--set", "operator.tokenSecret.name=ops", "--set", "service.type=LoadBalancer"],
@@ -155,9 +156,11 @@ def test_every_agent_setting_the_chart_renders_is_one_the_agent_reads(helm: Path
 
 def test_every_gateway_setting_the_chart_renders_is_one_the_gateway_reads(helm: Path) -> None:
     known = {gateway_cli.SETTINGS.env(setting) for setting in gateway_cli.SETTINGS}
-    docs = _render(helm, "planelink-gateway", "planelink", "--set", "replicaCount=2")
+    docs = _render(
+        helm, "planelink-gateway", "planelink", "--set", "replicaCount=2", "--set", "workers=2"
+    )
     env = _container_env(docs)
-    assert set(env) - {"POD_NAME"} <= known, set(env) - known
+    assert set(env) - {"POD_NAME", "POD_IP"} <= known, set(env) - known
     given = {name: value for name, value in env.items() if value is not None}
     resolved = gateway_cli.SETTINGS.resolve(argparse.Namespace(), given)
     assert resolved.reconcile is True  # the chart's "true" is read as true
@@ -245,3 +248,94 @@ def test_the_operator_token_is_mounted_and_prometheus_scrapes_with_it(helm: Path
         "type": "Bearer",
         "credentials": {"name": "ops-token", "key": "token"},
     }
+
+
+def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def _gateway(
+    helm: Path, *values: str
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, str | None]]:
+    """The gateway chart rendered with `values` ("key=value" each): every document, the pod
+    spec, its one container and that container's env."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    docs = _render(helm, "planelink-gateway", "planelink", *sets)
+    pod = _pod(docs)
+    (container,) = pod["containers"]
+    return docs, pod, container, _container_env(docs)
+
+
+def test_one_replica_of_one_worker_is_not_scaled_out(helm: Path) -> None:
+    _, pod, container, env = _gateway(helm)
+    assert "peers" not in {port["name"] for port in container["ports"]}
+    assert not {name for name in env if "PEER" in name or "WORKERS" in name}
+    assert "peer-tls" not in {volume["name"] for volume in pod["volumes"]}
+    assert "affinity" not in pod
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+
+
+def test_replicas_get_peers_a_disruption_budget_and_spread(helm: Path) -> None:
+    docs, pod, container, env = _gateway(helm, "replicaCount=3", "peers.secretName=my-peers")
+    assert {"name": "peers", "containerPort": 8444, "protocol": "TCP"} in container["ports"]
+    assert env["PLANELINK_GATEWAY_PEER_PORT"] == "8444"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "peer-tls")
+    for name in ("CERTIFICATE", "KEY", "CA"):
+        assert Path(str(env[f"PLANELINK_GATEWAY_PEER_{name}"])).parent == Path(mount["mountPath"])
+    volume = next(v for v in pod["volumes"] if v["name"] == "peer-tls")
+    assert volume["secret"] == {"secretName": "my-peers"}
+    # The pod's id and the address its peers reach it at come from the downward API.
+    fields = {
+        item["name"]: item["valueFrom"]["fieldRef"]["fieldPath"]
+        for item in container["env"]
+        if "valueFrom" in item
+    }
+    assert fields["POD_NAME"] == "metadata.name"
+    assert fields["POD_IP"] == "status.podIP"
+    # The peer port is for peers only: never on the published Service.
+    published = _services(docs)["pl-planelink-gateway"]["spec"]
+    assert "peers" not in {port["name"] for port in published["ports"]}
+    assert "PodDisruptionBudget" in _kinds(docs)
+    anti = pod["affinity"]["podAntiAffinity"]
+    (preferred,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert preferred["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+
+    _, required, _, _ = _gateway(helm, "replicaCount=3", "podAntiAffinity=required")
+    assert set(required["affinity"]["podAntiAffinity"]) == {
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    }
+    _, unspread, _, _ = _gateway(helm, "replicaCount=3", "podAntiAffinity=none")
+    assert "affinity" not in unspread
+    refused = _helm(
+        helm, "template", "pl", str(CHARTS / "planelink-gateway"), "--set", "podAntiAffinity=x"
+    )
+    assert "podAntiAffinity must be preferred, required or none" in refused.stderr
+
+
+def test_workers_share_a_pod_and_scale_its_resources(helm: Path) -> None:
+    docs, pod, container, env = _gateway(helm, "workers=4", "resources.limits.cpu=0.5")
+    assert env["PLANELINK_GATEWAY_WORKERS"] == "4"
+    # Each worker is a replica: its own Lease and peer port (the peer port + i), even in one pod.
+    assert env["PLANELINK_GATEWAY_PEER_PORT"] == "8444"
+    peer_ports = {p["name"]: p["containerPort"] for p in container["ports"] if "peers" in p["name"]}
+    assert peer_ports == {"peers": 8444, "peers-w1": 8445, "peers-w2": 8446, "peers-w3": 8447}
+    assert {"Role", "RoleBinding"} <= set(_kinds(docs))
+    # The supervisor keeps a private temporary directory: writable /tmp on a read-only root.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    tmp = next(m for m in container["volumeMounts"] if m["name"] == "tmp")
+    assert tmp["mountPath"] == "/tmp"
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert container["resources"] == {
+        "requests": {"cpu": "400m", "memory": "512Mi"},
+        "limits": {"cpu": "2", "memory": "2048Mi"},
+    }
+    # One pod: no disruption budget that would block every node drain, nothing to spread.
+    assert "PodDisruptionBudget" not in _kinds(docs)
+    assert "affinity" not in pod
+    refused = _helm(helm, "template", "pl", str(CHARTS / "planelink-gateway"), "--set", "workers=0")
+    assert "workers must be at least 1" in refused.stderr

@@ -385,6 +385,7 @@ class _Follower:
         fields = {
             "metadata.name": f"{deployment['metadata']['name']}-local",
             "metadata.namespace": helm.namespace,
+            "status.podIP": "127.0.0.1",
         }
         env = {}
         for item in container["env"]:
