@@ -71,7 +71,7 @@ FORWARD_TARGET_MS = 0.5
 """Added p50 of a forwarded request over a local one (issue #12)."""
 CONVERGE_TARGET = 30.0
 """Seconds until every agent holds a tunnel to a new replica (issue #12, at 2,000 agents)."""
-QUICK_PAUSE = 0.01
+QUICK_PAUSE = 0.05
 """The load's pause between requests in quick mode (`Load.pause`); none in full mode."""
 BOUNDS = {"quick": 60.0, "full": 600.0}
 """Each part's time bound (scaled by `budget`)."""
@@ -335,7 +335,6 @@ async def _converge(
     await poll(a_holds_all, within=limit, interval=0.1, what=f"A never held {n} agents")
     before = await swarm.stats()
     sessions = await balancer.sessions("agents")
-    a_connects = summed(await stack.metrics(a.identity, http), "planelink_gateway_agent_connects")
     started = time.monotonic()
     replica = stack.spawn_replica(b.identity)
     assert replica.proc is not None
@@ -353,24 +352,24 @@ async def _converge(
     )
     after_sessions = await balancer.sessions("agents")
     after = await swarm.stats()
-    a_after = summed(await stack.metrics(a.identity, http), "planelink_gateway_agent_connects")
     await asyncio.sleep(interval)  # the first heartbeats go by, as in the agents workload
     per_tunnel = (rss_bytes(replica.proc.pid) - rss_ready) / n / KIB
-    window = held - started
+    moving = held - ready  # HAProxy gives B no connection before its /readyz check passes
     given = {name: after_sessions[name] - sessions.get(name, 0) for name in after_sessions}
     duplicates = after["duplicateDials"] - before["duplicateDials"]
     result.rows += [
         Row(
             f"new replica: all {n} agents hold a tunnel to it",
             "s",
-            window,
+            held - started,
             target=CONVERGE_TARGET,
             op="<=",
         ),
         Row("new replica: of which starting (until /readyz)", "s", ready - started),
-        Row("new replica: connections given to it", "conn/s", given[b.identity] / window),
-        Row("new replica: connections given to A meanwhile", "conn/s", given[a.identity] / window),
-        Row("new replica: duplicate dials (landed on A, closed)", "", duplicates),
+        Row("new replica: of which agents moving (after /readyz)", "s", moving),
+        Row("new replica: connections given to it meanwhile", "conn/s", given[b.identity] / moving),
+        Row("new replica: connections given to A meanwhile", "conn/s", given[a.identity] / moving),
+        Row("new replica: dials that landed on A (closed)", "", duplicates),
         Row(
             "new replica: RSS per agent tunnel",
             "KiB",
@@ -382,7 +381,7 @@ async def _converge(
     result.info["newReplica"] = {
         "agents": n,
         "haproxySessions": {"before": sessions, "after": after_sessions},
-        "sessionsAccepted": {"A": a_after - a_connects},
+        "movingSeconds": moving,
         "swarm": {"before": before, "after": after},
         "bRssMiB": {
             "ready": rss_ready / (1 << 20),
