@@ -41,6 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
+from prometheus_client import Counter as PromCounter
 
 from agent.app import AGENT_VERSION
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
@@ -152,6 +153,8 @@ class Swarm:
     attempts: int = 0
     connects: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    failed_dials: Counter[str] = field(default_factory=Counter)
+    """Why dials failed (the agent loop's and the seekers'), by message (at most 20 kinds)."""
     losses: Counter[str] = field(default_factory=Counter)
     max_attempt: int = 0
     """The highest Backoff.attempt any agent reached (how far its ceiling grew)."""
@@ -169,12 +172,14 @@ class Swarm:
             "connects": self.connects,
             "failures": dict(self.failures),
             "losses": dict(self.losses),
+            "failedDials": dict(self.failed_dials),
             "maxBackoffAttempt": self.max_attempt,
             "cpuSeconds": round(times.user + times.system, 3),
             "rssMiB": round(rss_bytes(os.getpid()) / MIB, 1),
             "tasks": len(asyncio.all_tasks()),
             "tunnels": self.tunnels,
-            "duplicateDials": self.metrics.duplicate_dials._value.get(),
+            "duplicateDials": sum(_counted(self.metrics.duplicate_dials).values()),
+            "seekerFailures": _counted(self.metrics.connect_failures, "reason"),
             "tlsReadBuffer": tls_read_buffer(),
         }
 
@@ -187,6 +192,16 @@ class Swarm:
     def on_down(self, reason: str) -> None:
         self.up -= 1
         self.losses[reason.partition(":")[0][:60]] += 1
+
+
+def _counted(counter: PromCounter, label: str | None = None) -> dict[str, float]:
+    """A prometheus counter's totals, by the value of `label` (one "" entry without one)."""
+    return {
+        sample.labels[label] if label else "": sample.value
+        for metric in counter.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
 
 
 class LightAgent:
@@ -269,13 +284,19 @@ class LightAgent:
             key_file=settings.client_key_file,
             ca_file=settings.gateway_ca_file,
         )
-        websocket = await dial(
-            settings.connect_url,
-            credentials,
-            open_timeout=settings.connect_timeout,
-            max_message_size=PROTOCOL_SETTINGS.max_message_size,
-            user_agent=f"planelink-agent/{AGENT_VERSION}",
-        )
+        try:
+            websocket = await dial(
+                settings.connect_url,
+                credentials,
+                open_timeout=settings.connect_timeout,
+                max_message_size=PROTOCOL_SETTINGS.max_message_size,
+                user_agent=f"planelink-agent/{AGENT_VERSION}",
+            )
+        except DialFailed as failure:
+            failed = self.swarm.failed_dials
+            if failure.message in failed or len(failed) < 20:
+                failed[failure.message[:120]] += 1
+            raise
         capabilities = [CAPABILITY_UPGRADE]
         if self.swarm.replicas:
             capabilities.append(CAPABILITY_REPLICAS)

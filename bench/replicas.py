@@ -283,6 +283,7 @@ async def new_replica(scale: Scale, result: WorkloadResult) -> None:
             [a.server, b.server],
             frontends=(Frontend("agents", "leastconn"),),
             enabled={a.identity, b.identity},
+            maxconn=4 * n + 1000,  # two tunnels per agent, dials in flight, checks
             factor=budget(1.0),
         )
         await stack.start_replica(a.identity)

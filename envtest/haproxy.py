@@ -82,6 +82,7 @@ def render_config(
     enabled: frozenset[str],
     socket: Path,
     factor: float = 1.0,
+    maxconn: int = 4096,
 ) -> str:
     """The HAProxy configuration: a frontend and a backend per entry of `frontends` (listening
     on `ports[name]`), every server declared in each backend, those not `enabled` in `maint`;
@@ -89,7 +90,7 @@ def render_config(
     lines = [
         "global",
         f"    stats socket {socket} mode 600 level admin",
-        "    maxconn 4096",
+        f"    maxconn {maxconn}",
         "",
         "defaults",
         "    mode tcp",
@@ -132,6 +133,9 @@ class LoadBalancer:
     frontends: Sequence[Frontend] = (Frontend("agents", "leastconn"), Frontend("callers"))
     enabled: set[str] = field(default_factory=set)
     ports: dict[str, int] = field(default_factory=dict)
+    maxconn: int = 4096
+    """Connections HAProxy holds at once (each frontend too): one per agent tunnel, so a
+    benchmark of N agents and R replicas needs over N * R."""
     factor: float = 1.0
     """How much longer than the defaults checks, timeouts and waits take (a loaded machine)."""
     _process: subprocess.Popen[bytes] | None = None
@@ -161,6 +165,7 @@ class LoadBalancer:
                 enabled=frozenset(self.enabled),
                 socket=self.socket,
                 factor=self.factor,
+                maxconn=self.maxconn,
             )
         )
         self._process = _spawn([haproxy_binary(), "-db", "-f", str(self.config)], self.log_file)
