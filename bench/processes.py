@@ -36,6 +36,7 @@ from envtest import (
     free_port,
 )
 from envtest.factor import read_factor
+from envtest.server import wait_listening
 from planelink.local import LocalPlanelink
 
 WAIT_FACTOR_VARIABLE = "PLANELINK_BENCH_WAIT_FACTOR"
@@ -136,19 +137,8 @@ async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None: 
 
 
 async def wait_port(port: int, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + budget(timeout)
-    while True:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{proc.name} not listening on {port}") from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            return
+    """Return once `proc` listens on `port` (for `budget(timeout)` seconds)."""
+    await wait_listening(port, proc.popen, within=budget(timeout), name=proc.name, log=proc.tail)
 
 
 @dataclass

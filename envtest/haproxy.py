@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envtest.server import die_with_parent, free_port
+from envtest.server import die_with_parent, free_port, wait_listening
 
 HAPROXY = "/usr/sbin/haproxy"
 CHECK_INTERVAL = 0.2
@@ -170,22 +170,13 @@ class LoadBalancer:
         )
         self._process = _spawn([haproxy_binary(), "-db", "-f", str(self.config)], self.log_file)
         for frontend in self.frontends:
-            await self._wait_listening(self.ports[frontend.name])
-
-    async def _wait_listening(self, port: int, *, within: float = 10) -> None:
-        deadline = time.monotonic() + within * self.factor
-        while True:
-            if self._process is None or self._process.poll() is not None:
-                raise RuntimeError(f"haproxy exited:\n{self.log()}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"haproxy not listening on {port}:\n{self.log()}") from None
-                await asyncio.sleep(0.05)
-            else:
-                writer.close()
-                return
+            await wait_listening(
+                self.ports[frontend.name],
+                self._process,
+                within=10 * self.factor,
+                name="haproxy",
+                log=self.log,
+            )
 
     async def stop(self) -> None:
         process, self._process = self._process, None

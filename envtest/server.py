@@ -456,6 +456,26 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
     return True
 
 
+async def wait_listening(
+    port: int, process: subprocess.Popen[bytes], *, within: float, name: str, log: Callable[[], str]
+) -> None:
+    """Return once 127.0.0.1:`port` accepts a connection. RuntimeError (with `log()`, the last
+    lines of its output) if `process`, called `name`, exits first, or after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{log()}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not listening on {port}:\n{log()}") from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on now (the kernel's choice; free until taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
