@@ -20,6 +20,7 @@ import resource
 import secrets
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -84,6 +85,10 @@ class GatewaySettings:
     seconds after (its agents are dialing back in); kubectl retries such a 503 by itself."""
     agents_return_within: float = 10.0
     replica_id: str = ""
+    host: str = ""
+    """The gateway (pod) this replica is part of: the workers of one `--workers N` gateway share
+    it and show one /planes and /metrics ("": this replica alone, never merged with another
+    gateway that happens to run on the same machine)."""
     """This replica's id among the gateway's replicas ("": the reconciler's Lease identity if
     there is one, else one made up at start); unique per process, so each worker has its own."""
     peers: PeerSettings | None = None
@@ -115,7 +120,9 @@ class Gateway:
         self.agents = AgentRegistry(self.trust, self.metrics)
         self.replica_id = _replica_id(settings)
         self.peers = PeerDirectory(
-            self.replica_id, local_planes=self.agents.local_planes, host=socket.gethostname()
+            self.replica_id,
+            local_planes=self.agents.local_planes,
+            host=settings.host or self.replica_id,
         )
         """The live replicas: this one and its peers (fed by the Leases or the presence
         directory), which agents keep a tunnel to and callers' requests are forwarded to."""
@@ -177,6 +184,7 @@ class Gateway:
         self._operator: web.AppRunner | None = None
         self.operator_port = 0
         self._started = False
+        self._stopping = False
         self.reconciler: Reconciler | None = None
         self._kube: ApiClient | None = None
         self._reconciler_start: asyncio.Task[None] | None = None
@@ -266,6 +274,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self._started = False
+        self._stopping = True
         if self.presence is not None:  # first: siblings stop counting on this replica
             await self.presence.stop()
         if self._reconciler_start is not None:
@@ -275,10 +284,15 @@ class Gateway:
         if self.reconciler is not None:
             await self.reconciler.stop()  # hands status over to another replica first
         await self.direct.stop()
+        # Callers are still served (forwarded to peers) while the agents drain; then what
+        # is in flight gets the rest of the grace.
+        drain_until = time.monotonic() + self.settings.drain_grace
         await self.agent_listener.stop(grace=self.settings.drain_grace)
-        await self.callers.stop()
-        if self.peer_listener is not None:
-            await self.peer_listener.stop()
+        remaining = max(0.0, drain_until - time.monotonic())
+        await asyncio.gather(
+            self.callers.stop(grace=remaining),
+            *([self.peer_listener.stop(grace=remaining)] if self.peer_listener else []),
+        )
         if self.forwarder is not None:
             await self.forwarder.stop()
         if self._operator is not None:
@@ -298,6 +312,8 @@ class Gateway:
         return CONTENT_TYPE_LATEST.encode(), generate_latest(self.metrics.registry)
 
     def _ready(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "stopping: draining agents and callers"
         if not self._started:
             return False, "starting"
         if (starting := self.trust.startup.starting) is not None:

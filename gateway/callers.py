@@ -352,6 +352,11 @@ class CallerEndpoint:
         self.auth = CallerAuth(settings.auth, metrics)
         self._acceptor: TlsAcceptor | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._exchanges = 0
+        """Requests being relayed now (what a stop waits for)."""
+        self._no_exchanges = asyncio.Event()
+        self._no_exchanges.set()
+        self._closing = False
 
     @property
     def port(self) -> int:
@@ -362,6 +367,11 @@ class CallerEndpoint:
     def acceptor(self) -> TlsAcceptor:
         assert self._acceptor is not None
         return self._acceptor
+
+    @property
+    def closing(self) -> bool:
+        """Stopped accepting; finishing the requests in flight."""
+        return self._closing
 
     @property
     def active_connections(self) -> int:
@@ -383,12 +393,21 @@ class CallerEndpoint:
         )
         self._acceptor.serve()
 
-    async def stop(self) -> None:
-        if self._acceptor is not None:
-            await self._acceptor.close()
-            for task in list(self._connections):
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop accepting; the requests in flight get up to `grace` seconds to finish (a watch
+        is cut after that), then every connection closes. No connection starts another request
+        meanwhile."""
+        if self._acceptor is None:
+            return
+        await self._acceptor.close()
+        self._closing = True
+        if self._exchanges:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._no_exchanges.wait()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
 
     def _new_connection(self, admitted: Admitted) -> asyncio.Protocol:
         reader = asyncio.StreamReader(limit=READ_SIZE)
@@ -425,7 +444,15 @@ class CallerEndpoint:
                     self, http, writer, head, caller=caller, certificate=certificate
                 )
                 exchange.on_admitted = admitted.authenticate
-                if not await exchange.run():
+                self._exchanges += 1
+                self._no_exchanges.clear()
+                try:
+                    carry_on = await exchange.run()
+                finally:
+                    self._exchanges -= 1
+                    if not self._exchanges:
+                        self._no_exchanges.set()
+                if not carry_on or self._closing:
                     break
         except HttpError as error:
             await _write_status(

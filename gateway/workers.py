@@ -69,6 +69,7 @@ def worker_settings(settings: GatewaySettings, *, index: int, identity: str) -> 
     return replace(
         settings,
         replica_id=replica_id,
+        host=identity,
         agents=replace(settings.agents, reuse_port=True),
         callers=replace(settings.callers, reuse_port=True),
         operator_reuse_port=True,

@@ -183,14 +183,18 @@ _WORKERS = Group(
             parse=path,
             shown_default="with --workers > 1 and without --reconcile, a private temporary "
             "directory",
-            help="a directory, writable by this user alone, where the replicas of one host "
-            "announce themselves when there is no control plane to hold their Leases",
+            help="a directory where the replicas of one host announce themselves when there is "
+            "no control plane to hold their Leases (in one that others may write in, the "
+            "supervisor makes a private one for its workers)",
         ),
     ),
     "With --workers N a supervisor process runs N workers, each a replica of its own\n"
     "(<identity>-w<i>) binding the same agent, caller and operator ports; agents keep a tunnel\n"
     "to each, and any worker's /planes, /metrics and status page show all of them. The\n"
-    "supervisor forwards SIGTERM, SIGINT and SIGHUP, and restarts a worker that dies.",
+    "supervisor forwards SIGTERM, SIGINT and SIGHUP, and restarts a worker that dies.\n"
+    "Workers forward to each other over the peer port + i: without --peer-certificate (and\n"
+    "without --reconcile) the supervisor makes them a peer CA of their own, trusted by no one\n"
+    "else. Ports cannot be 0 with --workers > 1.",
 )
 
 _LIMITS = Group(

@@ -45,13 +45,13 @@ from protocol import Headers
 log = structlog.get_logger("gateway.peers.forward")
 
 
+class PeerAnswerError(Exception):
+    """A peer answered a request for one of its documents, but not with the document."""
+
+
 FORWARD_LIMITS = LocalLimits(connect_timeout=3.0)
 """How this replica forwards to each peer: a direct plane's bounds, and a peer that takes over
 3 s to connect to is skipped for the request."""
-
-
-class PeerAnswerError(Exception):
-    """A peer answered a request for one of its documents, but not with the document."""
 
 
 class PeerCertificatesError(ValueError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -57,6 +57,14 @@ class Siblings:
     fetch: PeerFetch
     deadline: float = 2.0
     """Seconds a sibling gets to answer; operators scrape every few seconds."""
+    max_concurrent: int = 4
+    """Gatherings at once: each asks every sibling, so a flood of operator requests must not
+    become a flood of peer requests. One that finds no room within `deadline` reports every
+    sibling missing."""
+    _room: asyncio.Semaphore = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_room", asyncio.Semaphore(self.max_concurrent))
 
     def members(self) -> list[Replica]:
         """The live siblings that can be asked (same host, a peer listener)."""
@@ -67,9 +75,18 @@ class Siblings:
         members = self.members()
         if not members:
             return Gathered({}, ())
-        results = await asyncio.gather(
-            *(self._ask(member, path) for member in members), return_exceptions=True
-        )
+        try:
+            async with asyncio.timeout(self.deadline):
+                await self._room.acquire()
+        except TimeoutError:
+            log.warning("too many operator requests at once: siblings not asked", path=path)
+            return Gathered({}, tuple(member.id for member in members))
+        try:
+            results = await asyncio.gather(
+                *(self._ask(member, path) for member in members), return_exceptions=True
+            )
+        finally:
+            self._room.release()
         answers: dict[str, bytes] = {}
         missing: list[str] = []
         for member, result in zip(members, results, strict=True):

@@ -97,6 +97,26 @@ def test_switches_from_flags() -> None:
     assert _resolve("--strict", DEMO_STRICT="no").strict is True
 
 
+def test_the_flags_given_make_the_same_command_line_again() -> None:
+    """What a supervisor re-executes for its workers: the flags given, and nothing that came
+    from the environment or a default."""
+    given = ["--config", "c.yaml", "--port", "7000", "--verbose", "--no-strict", "--percent=5"]
+    line = SETTINGS.arguments(_parser().parse_args(given))
+    assert line == [
+        "--port",
+        "7000",
+        "--config",
+        "c.yaml",
+        "--verbose",
+        "--no-strict",
+        "--percent",
+        "5",
+    ]
+    assert SETTINGS.resolve(_parser().parse_args(line), {}) == SETTINGS.resolve(
+        _parser().parse_args(given), {}
+    )
+
+
 @pytest.mark.parametrize(
     ("flags", "environ", "named"),
     [

@@ -437,3 +437,46 @@ def test_unusable_peer_certificates_are_a_clear_error_at_start(
     garbage = replace(peer_pki.settings, ca=pki.directory / "garbage.crt")
     with pytest.raises(ValueError, match="peer certificates"):
         Gateway(replace(settings, peers=garbage))
+
+
+async def test_a_stopping_replica_finishes_the_requests_it_forwards(
+    gateway: Gateway,
+    connect_agent: AgentFactory,
+    pki: Pki,
+    loopback_gateway_settings: Callable[[Path], GatewaySettings],
+    planes: PlanePair,
+) -> None:
+    """A rolling restart: the replica on its way out has no tunnel of its own to wait for,
+    but the request it is forwarding still gets the drain grace to finish."""
+    leaving = Gateway(replace(loopback_gateway_settings(pki.directory), replica_id="leaving"))
+    await leaving.start()
+    rest_of_body = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first half "
+        await rest_of_body.wait()
+        yield b"second half"
+
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with connect_agent(planes[0]) as agent, caller_session(leaving, pki) as session:
+            share(gateway, leaving)
+            posting = asyncio.create_task(session.post(f"{A}/echo", data=body()))
+            await eventually(
+                lambda: agent.session.running_handlers == 1,
+                within=5,
+                message="the far agent serves the forwarded request",
+            )
+            stopping = asyncio.create_task(leaving.stop())
+            await eventually(
+                lambda: leaving.callers.closing, within=5, message="the replica stops accepting"
+            )
+            rest_of_body.set()
+            async with await wait_for(posting, 5) as response:
+                assert response.status == 200
+                assert await response.read() == b"first half second half"
+            await wait_for(stopping, 5)
+    finally:
+        if stopping is None:
+            await leaving.stop()
+    assert leaving.callers.active_connections == 0

@@ -292,23 +292,20 @@ def loopback_gateway_settings() -> Callable[[Path], GatewaySettings]:
     return settings
 
 
-async def _dial_agent(
-    gateway: Gateway,
+async def agent_session(
+    port: int,
     plane: PlaneRef,
     agent_ssl: ssl.SSLContext,
     handler: RequestHandler,
     *,
+    agent_id: str,
     claim: str | None = None,
 ) -> tuple[TunnelSession, asyncio.Task[str]]:
-    """A stand-in agent of `plane` (claiming `claim` in its URL, if given), connected to
-    `gateway`: HELLOs exchanged and the agent registered. Returns its session and the task
-    that runs it; the caller ends both."""
-    url = (
-        f"wss://127.0.0.1:{gateway.agent_listener.port}{AGENT_CONNECT_PATH}?plane={claim or plane}"
-    )
-    agent_id = f"fake-{next(_AGENT_NUMBERS)}"
+    """A stand-in agent of `plane` (claiming `claim` in its URL, if given) dialled to the agent
+    port `port` of any gateway, in-process or not: HELLOs exchanged. Returns its session and
+    the task that runs it; the caller ends both."""
     websocket = await connect(
-        url,
+        f"wss://127.0.0.1:{port}{AGENT_CONNECT_PATH}?plane={claim or plane}",
         ssl=agent_ssl,
         subprotocols=[Subprotocol(SUBPROTOCOL)],
         ping_interval=None,
@@ -322,6 +319,25 @@ async def _dial_agent(
     task = asyncio.create_task(session.run())
     async with within(10):
         await session.wait_ready()
+    return session, task
+
+
+async def _dial_agent(
+    gateway: Gateway,
+    plane: PlaneRef,
+    agent_ssl: ssl.SSLContext,
+    handler: RequestHandler,
+    *,
+    claim: str | None = None,
+) -> tuple[TunnelSession, asyncio.Task[str]]:
+    """A stand-in agent of `plane` (claiming `claim` in its URL, if given), connected to
+    `gateway`: HELLOs exchanged and the agent registered. Returns its session and the task
+    that runs it; the caller ends both."""
+    agent_id = f"fake-{next(_AGENT_NUMBERS)}"
+    session, task = await agent_session(
+        gateway.agent_listener.port, plane, agent_ssl, handler, agent_id=agent_id, claim=claim
+    )
+    async with within(10):
         while not any(a.agent_id == agent_id for a in gateway.agents.agents(plane)):
             await gateway.agents.wait_for_change()
     return session, task

@@ -90,7 +90,6 @@ class ReplicaLab:
     slots: int = 3
     pinned: dict[PlaneRef, str] = field(default_factory=dict)
     """Plane -> the replica whose agent port its agent dials, instead of the balancer."""
-    peers: bool = True
     impersonate: bool = True
     """Callers impersonated on the data planes (each then grants the caller cluster-admin); off
     for an upstream that is no API server (the stand-in kubelet)."""
@@ -195,16 +194,10 @@ class ReplicaLab:
         argv += ["--reconcile", "--kubeconfig", str(self.control_plane.kubeconfig_path)]
         argv += ["--namespaces", self.namespace, "--lease-namespace", self.namespace]
         argv += ["--watch-retry-max", "0.5", "--drain-grace", str(DRAIN_GRACE), *HEARTBEAT]
-        if self.peers:
-            argv += ["--peer-port", str(replica.peer_port), "--peer-host", "127.0.0.1"]
-            argv += ["--peer-advertise", "127.0.0.1"]
-            argv += ["--peer-certificate", str(pki / "peers/tls.crt")]
-            argv += [
-                "--peer-key",
-                str(pki / "peers/tls.key"),
-                "--peer-ca",
-                str(pki / "peers/ca.crt"),
-            ]
+        argv += ["--peer-port", str(replica.peer_port), "--peer-host", "127.0.0.1"]
+        argv += ["--peer-advertise", "127.0.0.1", "--peer-ca", str(pki / "peers/ca.crt")]
+        argv += ["--peer-certificate", str(pki / "peers/tls.crt")]
+        argv += ["--peer-key", str(pki / "peers/tls.key")]
         return argv
 
     # -- agents -------------------------------------------------------------------------------
@@ -228,9 +221,16 @@ class ReplicaLab:
     # -- what the replicas report ---------------------------------------------------------------
 
     async def planes_at(self, identity: str) -> dict[PlaneRef, set[str]]:
-        """{plane: ids of the agents holding a tunnel to replica `identity`}, from its /planes."""
-        url = self.replicas[identity].operator_url("/planes")
-        async with aiohttp.ClientSession() as http, http.get(url) as response:
+        """{plane: ids of the agents holding a tunnel to replica `identity`}, from its own
+        /planes document on the peer port. (Its operator /planes shows the whole gateway,
+        merged from the replicas of its host: here all of them, as they share one machine.)"""
+        url = f"https://127.0.0.1:{self.replicas[identity].peer_port}/peer/v1/planes"
+        connector = aiohttp.TCPConnector(ssl=self.peer_ssl_context())
+        async with (
+            aiohttp.ClientSession(connector=connector) as http,
+            http.get(url, server_hostname=certs.PEER_SERVER_NAME) as response,
+        ):
+            assert response.status == 200, await response.text()
             body = await response.json()
         return {
             certs.plane_ref(entry["namespace"], entry["name"]): {
@@ -315,6 +315,13 @@ class ReplicaLab:
         """TLS as the caller: trusts the gateway, presents the caller's certificate."""
         context = ssl.create_default_context(cafile=str(self.pki / "gateway/ca.crt"))
         context.load_cert_chain(self.pki / "callers/tls.crt", self.pki / "callers/tls.key")
+        return context
+
+    def peer_ssl_context(self) -> ssl.SSLContext:
+        """TLS as a peer replica: trusts the peer CA, presents the peer certificate."""
+        peers = self.pki / "peers"
+        context = ssl.create_default_context(cafile=str(peers / "ca.crt"))
+        context.load_cert_chain(peers / "tls.crt", peers / "tls.key")
         return context
 
     # -- files --------------------------------------------------------------------------------

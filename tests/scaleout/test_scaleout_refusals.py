@@ -67,10 +67,7 @@ async def test_a_peer_certificate_from_another_ca_is_refused(
     lab: ReplicaLab, tmp_path: Path
 ) -> None:
     # The right certificate is let in: the refusals below are the peer CA's doing.
-    peers = lab.pki / "peers"
-    assert (
-        await _peer_planes(lab, _client_context(lab, peers / "tls.crt", peers / "tls.key")) == 200
-    )
+    assert await _peer_planes(lab, lab.peer_ssl_context()) == 200
 
     impostor_ca = certs.create_ca("planelink peers")  # the same name, another key
     impostor = certs.issue_peer(impostor_ca)

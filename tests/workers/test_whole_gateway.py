@@ -185,3 +185,13 @@ async def test_metrics_of_every_sibling_are_merged() -> None:
     assert 'planelink_gateway_requests_total{plane="team-a/prod",worker="gw-w1"} 5.0' in text
     assert 'planelink_gateway_requests_total{plane="team-a/prod",worker="gw-w0"} 1.0' in text
     assert 'planelink_gateway_worker_up{worker="gw-w2"} 0.0' in text
+
+
+async def test_gatherings_at_once_are_bounded_and_one_without_room_reports_all_missing() -> None:
+    """A flood of operator requests does not become a flood of peer requests."""
+    link = Link({("gw-w1", PLANES_PATH): None})
+    siblings = Siblings(directory("gw-w1"), link.fetch, deadline=0.2, max_concurrent=1)
+    own = {"planes": [plane("prod", "agent-1")]}
+    first, second = await wait_for(asyncio.gather(siblings.planes(own), siblings.planes(own)))
+    assert len(link.asked) == 1, "the second found no room within the deadline"
+    assert first["workers"]["missing"] == second["workers"]["missing"] == ["gw-w1"]

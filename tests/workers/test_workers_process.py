@@ -18,16 +18,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
 
 from certs import PlaneRef
 from envtest import KubeAPIServer
-from protocol import Connection, Role
-from tests.kit.gateway_lab import PLANE_A, Pki, default_handler
-from tests.kit.waits import eventually, wait_for, within
-from tunnel import Heartbeat, TunnelSession, WebSocketChannel
-from tunnel.contract import AGENT_CONNECT_PATH, IDENTITY_AGENT_ID, IDENTITY_PLANE, SUBPROTOCOL
+from tests.kit.gateway_lab import PLANE_A, Pki, agent_session, default_handler
+from tests.kit.waits import eventually, wait_for
+from tunnel import TunnelSession
 
 AGENTS = 16
 """Stand-in agents dialled: with two workers, all on one worker by chance is 1 in 2**15."""
@@ -141,21 +137,12 @@ async def both_workers_up(gateway: GatewayProcess) -> None:
 
 async def dial_agent(gateway: GatewayProcess, pki: Pki, plane: PlaneRef, agent_id: str) -> None:
     """A stand-in agent of `plane` on the shared agent port (a new TLS connection each)."""
-    websocket = await connect(
-        f"wss://127.0.0.1:{gateway.agent_port}{AGENT_CONNECT_PATH}?plane={plane}",
-        ssl=pki.agent_ssl(pki.agent_cert(plane)),
-        subprotocols=[Subprotocol(SUBPROTOCOL)],
-        ping_interval=None,
+    agent_ssl = pki.agent_ssl(pki.agent_cert(plane))
+    gateway.sessions.append(
+        await agent_session(
+            gateway.agent_port, plane, agent_ssl, default_handler, agent_id=agent_id
+        )
     )
-    session = TunnelSession(
-        WebSocketChannel(websocket),
-        Connection(Role.AGENT, identity={IDENTITY_PLANE: str(plane), IDENTITY_AGENT_ID: agent_id}),
-        heartbeat=Heartbeat(1, 5),
-        request_handler=default_handler,
-    )
-    gateway.sessions.append((session, asyncio.create_task(session.run())))
-    async with within(10):
-        await session.wait_ready()
 
 
 def announced_agents(gateway: GatewayProcess) -> dict[str, set[str]]:
@@ -359,3 +346,27 @@ async def test_a_presence_dir_others_may_write_in_gets_a_private_one_inside(
     gateway.process.send_signal(signal.SIGTERM)
     assert await wait_for(gateway.process.wait(), DRAIN_GRACE + 30) == 0
     assert inner_presence(shared) == [], "the supervisor removes what it made"
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, dead but not reaped, is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(start_gateway: StartGateway) -> None:
+    """The kernel tells a worker its supervisor died (PR_SET_PDEATHSIG): no worker is left
+    holding the ports."""
+    gateway = await start_gateway()
+    await both_workers_up(gateway)
+    workers = gateway.worker_pids().values()
+    gateway.process.kill()
+    await gateway.process.wait()
+    await eventually(
+        lambda: not any(running(pid) for pid in workers),
+        within=30,
+        message="a worker outlived its supervisor",
+    )
