@@ -308,8 +308,7 @@ async def new_replica(scale: Scale, result: WorkloadResult) -> None:
 
 
 async def held_agents(stack: ReplicaStack, identity: str, http: aiohttp.ClientSession) -> int:
-    """Agents of the swarm's planes connected to the gateway (its /metrics: with presence, the
-    whole gateway's, merged over the live replicas)."""
+    """Agents of the swarm's planes replica `identity` counts as connected (its /metrics)."""
     samples = await stack.metrics(identity, http)
     return int(summed(samples, f'planelink_gateway_agents_connected{{plane="{NAMESPACE}/'))
 
@@ -344,8 +343,8 @@ async def _converge(
     rss_ready = rss_bytes(replica.proc.pid)
 
     async def every_agent_holds_two() -> bool:
-        # The swarm's count: a replica's /metrics and /planes show the whole gateway (merged
-        # over its peers), and each agent holds at most one tunnel per replica (TunnelSet).
+        # The agents' own count (what the issue asks): each holds at most one tunnel per
+        # replica (TunnelSet), so 2 N tunnels are N on A and N on B.
         return int((await swarm.stats())["tunnels"]) >= 2 * n
 
     held = await poll(
