@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -60,6 +61,7 @@ from bench.processes import (
     wait_port,
 )
 from bench.report import Row, WorkloadResult
+from certs import PlaneRef
 from envtest import free_port
 from envtest.haproxy import Frontend, LoadBalancer, Server
 
@@ -109,8 +111,10 @@ class ReplicaStack(Stack):
     presence through one directory; the workload starts replicas and agents."""
 
     replicas: dict[str, Replica] = field(default_factory=dict)
-    kubeconfigs: dict[Any, Path] = field(default_factory=dict)
-    caller_ssl: Any = None
+    kubeconfigs: dict[PlaneRef, Path] = field(default_factory=dict)
+    """The upstreams' kubeconfigs, for real agents."""
+    caller_ssl: ssl.SSLContext | None = None
+    """The callers' TLS (their certificate, the gateway CA), once the PKI is written."""
 
     @property
     def presence(self) -> Path:
@@ -184,6 +188,8 @@ class ReplicaStack(Stack):
         return await scrape(self.replicas[identity].url("/metrics"), http)
 
     def target(self, name: str, caller_port: int) -> Target:
+        """Requests to the fast plane through `caller_port` (a replica's or the balancer's)."""
+        assert self.caller_ssl is not None, "the stack is not started"
         return caller_target(name, caller_port, FAST, self.caller_ssl)
 
 
