@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 import aiohttp
 import yaml
@@ -32,11 +32,10 @@ from envtest import (
     KubeAPIServer,
     ServerOptions,
     build_kubeconfig,
-    die_with_parent,
     free_port,
 )
 from envtest.factor import read_factor
-from envtest.server import wait_listening
+from envtest.server import start_in_group, wait_listening
 from planelink.local import LocalPlanelink
 
 WAIT_FACTOR_VARIABLE = "PLANELINK_BENCH_WAIT_FACTOR"
@@ -102,20 +101,7 @@ class Proc:
 
 def spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
     log = logdir / f"{name}.log"
-    out: IO[bytes] = log.open("wb")
-    try:
-        popen = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
-            env={**os.environ, **(env or {})},
-        )
-    finally:
-        out.close()
-    return Proc(name, popen, log)
+    return Proc(name, start_in_group(argv, log, {**os.environ, **(env or {})}), log)
 
 
 async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109

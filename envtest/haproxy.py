@@ -19,18 +19,15 @@ connections for agents, redispatch of a refused connection, health checks).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envtest.server import die_with_parent, free_port, wait_listening
+from envtest.server import free_port, start_in_group, stop_group, wait_listening
 
 HAPROXY = "/usr/sbin/haproxy"
 CHECK_INTERVAL = 0.2
@@ -168,7 +165,9 @@ class LoadBalancer:
                 maxconn=self.maxconn,
             )
         )
-        self._process = _spawn([haproxy_binary(), "-db", "-f", str(self.config)], self.log_file)
+        self._process = start_in_group(
+            [haproxy_binary(), "-db", "-f", str(self.config)], self.log_file
+        )
         for frontend in self.frontends:
             await wait_listening(
                 self.ports[frontend.name],
@@ -181,7 +180,7 @@ class LoadBalancer:
     async def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            await asyncio.to_thread(_stop, process, 5 * self.factor)
+            await asyncio.to_thread(stop_group, process, grace=5 * self.factor)
 
     @property
     def log_file(self) -> Path:
@@ -255,28 +254,3 @@ class LoadBalancer:
             for row in csv.DictReader(text.splitlines())
             if row["pxname"] == frontend and row["svname"] not in ("FRONTEND", "BACKEND")
         }
-
-
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `argv` in a process group of its own (stopped group and all), output to `log`."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
-        )
-
-
-def _stop(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the process group, SIGKILL what is left after `grace` seconds."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
