@@ -19,11 +19,17 @@ from typing import Any
 
 from bench.agents import agents_stack
 from bench.processes import Stack
+from bench.replicas import replicas
 from bench.report import WorkloadResult, machine, table
 from bench.workloads import WORKLOADS, Scale, run_workload
 
-DEFAULT = ["latency", "throughput", "bulk", "fairness", "watches", "churn", "kube", "agents"]
-OWN_STACK = {"kube", "agents"}
+DEFAULT = [
+    *("latency", "throughput", "bulk", "fairness", "watches", "churn", "kube", "agents"),
+    "replicas",
+]
+OWN_STACK = {"kube", "agents", "replicas"}
+"""Workloads that start processes of their own (`replicas` several stacks, one per part)."""
+KNOWN = [*WORKLOADS, "replicas"]
 
 
 async def run_e2e(names: list[str], *, quick: bool) -> list[WorkloadResult]:
@@ -55,14 +61,17 @@ async def run_e2e(names: list[str], *, quick: bool) -> list[WorkloadResult]:
             results.append(
                 WorkloadResult("agents", "many agents", error=f"{type(error).__name__}: {error}")
             )
+    if "replicas" in names:
+        print("==> replicas (stacks of their own)", file=sys.stderr, flush=True)
+        results.append(await replicas(scale))  # reports a failing part, never raises
     return results
 
 
 def e2e(args: argparse.Namespace) -> int:
     names = args.workload or DEFAULT
-    unknown = [name for name in names if name not in WORKLOADS]
+    unknown = [name for name in names if name not in KNOWN]
     if unknown:
-        print(f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+        print(f"unknown workload(s): {', '.join(unknown)}; known: {', '.join(KNOWN)}")
         return 2
     info: dict[str, Any] = machine() | {"mode": "quick" if args.quick else "full"}
     loops = ["asyncio"]
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     e2e_parser = commands.add_parser("e2e", help="gateway + agent end to end, through vs direct")
     e2e_parser.add_argument("--quick", action="store_true", help="small counts (CI: < 90 s)")
     e2e_parser.add_argument(
-        "--workload", action="append", metavar="NAME", help=f"one of {', '.join(WORKLOADS)}"
+        "--workload", action="append", metavar="NAME", help=f"one of {', '.join(KNOWN)}"
     )
     e2e_parser.add_argument("--json", metavar="FILE", help="write the JSON document here")
     e2e_parser.add_argument("--uvloop", action="store_true", help="also run with uvloop")

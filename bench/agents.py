@@ -8,8 +8,11 @@ Two halves live here:
   attempt, the real websockets client), `protocol.Connection` + `tunnel.TunnelSession` with
   the agent's identity, capabilities and heartbeat, and `agent.reconnect.Reconnect` (the agent's
   reconnect policy: exponential, full jitter, Retry-After honoured) between attempts — the loop of
-  `agent.app.Agent.run`. The harness drives it over stdin (``go``, ``stats``, ``stop``) and
-  reads JSON lines from its stdout (``ready``, ``dialing``, ``all-up``, ``stats``).
+  `agent.app.Agent.run`. With ``--replicas`` each also offers the capability `replicas` and keeps
+  a tunnel per live gateway replica with the agent's own `agent.tunnels.TunnelSet` and
+  `agent.seeker.Seeker` (the `replicas` workload, `bench.replicas`). The harness drives it over
+  stdin (``go``, ``stats``, ``stop``) and reads JSON lines from its stdout (``ready``,
+  ``dialing``, ``all-up``, ``stats``).
 * the **workload** (`many_agents`), in the harness: its own `Stack` whose gateway knows N extra
   planes ``agents/a00000`` …, each with its own agent CA (`LocalPlanelink.write_pki`); it
   measures the connect storm, the gateway's RSS per idle agent, the gateway's CPU while the
@@ -31,23 +34,28 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
+from prometheus_client import Counter as PromCounter
 
 from agent.app import AGENT_VERSION
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
+from agent.metrics import AgentMetrics
 from agent.reconnect import Reconnect
+from agent.seeker import Seeker
 from agent.settings import AgentSettings
+from agent.tunnels import TunnelSet
 from bench.processes import Stack, budget, rss_bytes
 from bench.report import Row, WorkloadResult
 from certs import PlaneRef, plane_ref
 from envtest import die_with_parent
-from protocol import Connection, ErrorCode, Role, Settings
+from protocol import CAPABILITY_REPLICAS, Connection, ErrorCode, Role, Settings
+from protocol.backoff import Backoff, BackoffPolicy
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
 from tunnel.contract import (
     CAPABILITY_UPGRADE,
@@ -134,11 +142,19 @@ class Swarm:
 
     settings: list[AgentSettings]
     out: IO[str]
+    replicas: bool = False
+    """Each agent keeps a tunnel per live replica (TunnelSet + Seeker), not just one."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)
+    """The seekers' counters (duplicate dials, failures), shared by every agent."""
+    tunnels: int = 0
+    """Tunnels held by all agents (with `replicas`, several per agent)."""
     up: int = 0
     attempts: int = 0
     connects: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    failed_dials: Counter[str] = field(default_factory=Counter)
+    """Why dials failed (the agent loop's and the seekers'), by message (at most 20 kinds)."""
     losses: Counter[str] = field(default_factory=Counter)
     max_attempt: int = 0
     """The highest Backoff.attempt any agent reached (how far its ceiling grew)."""
@@ -156,10 +172,14 @@ class Swarm:
             "connects": self.connects,
             "failures": dict(self.failures),
             "losses": dict(self.losses),
+            "failedDials": dict(self.failed_dials),
             "maxBackoffAttempt": self.max_attempt,
             "cpuSeconds": round(times.user + times.system, 3),
             "rssMiB": round(rss_bytes(os.getpid()) / MIB, 1),
             "tasks": len(asyncio.all_tasks()),
+            "tunnels": self.tunnels,
+            "duplicateDials": sum(_counted(self.metrics.duplicate_dials).values()),
+            "seekerFailures": _counted(self.metrics.connect_failures, "reason"),
             "tlsReadBuffer": tls_read_buffer(),
         }
 
@@ -172,6 +192,16 @@ class Swarm:
     def on_down(self, reason: str) -> None:
         self.up -= 1
         self.losses[reason.partition(":")[0][:60]] += 1
+
+
+def _counted(counter: PromCounter, label: str | None = None) -> dict[str, float]:
+    """A prometheus counter's totals, by the value of `label` (one "" entry without one)."""
+    return {
+        sample.labels[label] if label else "": sample.value
+        for metric in counter.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
 
 
 class LightAgent:
@@ -194,11 +224,37 @@ class LightAgent:
             IDENTITY_AGENT_VERSION: AGENT_VERSION,
             IDENTITY_KUBERNETES_VERSION: "v1.32.4",  # what discovery finds in the real agent
         }
+        self.tunnels = TunnelSet(on_change=self._tunnels_changed)
+        self.held = 0
+        self.seeker = Seeker(
+            tunnels=self.tunnels,
+            open_tunnel=self._open_tunnel,
+            serve=self._serve_found,
+            backoff=Backoff(BackoffPolicy(base=settings.backoff_base, cap=settings.backoff_cap)),
+            metrics=swarm.metrics,
+            max_tunnels=settings.max_tunnels,
+            hello_timeout=settings.connect_timeout,
+            logger=self.log,
+        )
+        self.seeking: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         stop = self.swarm.stop
+        try:
+            await self._run(stop)
+        finally:
+            if self.seeking is not None:
+                self.seeking.cancel()
+                await asyncio.gather(self.seeking, return_exceptions=True)
+            await self.seeker.wait_served()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             up_for, retry_after = await self._connect_once()
+            if self.tunnels:  # as `Agent.run`: the loop dials again only when none is held
+                await _first(self.tunnels.wait_empty(), stop.wait())
+            if self.seeking is not None:
+                self.seeking.cancel()  # a dial in flight would race the loop's own
             if stop.is_set():
                 break
             if up_for is not None:
@@ -212,14 +268,23 @@ class LightAgent:
 
     async def _connect_once(self) -> tuple[float | None, float | None]:
         """How long the tunnel was up (None: never), and the delay the gateway asked for."""
+        try:
+            session = await self._dial()
+        except DialFailed as failure:
+            self.swarm.failures[failure.reason] += 1
+            return None, failure.retry_after if isinstance(failure, GatewayRejected) else None
+        return await self._serve(session), None
+
+    async def _dial(self) -> TunnelSession:
+        """One WebSocket to the gateway and its session (not run yet); raises DialFailed."""
         settings = self.settings
         self.swarm.attempts += 1
+        credentials = load_client_credentials(
+            cert_file=settings.client_cert_file,
+            key_file=settings.client_key_file,
+            ca_file=settings.gateway_ca_file,
+        )
         try:
-            credentials = load_client_credentials(
-                cert_file=settings.client_cert_file,
-                key_file=settings.client_key_file,
-                ca_file=settings.gateway_ca_file,
-            )
             websocket = await dial(
                 settings.connect_url,
                 credentials,
@@ -228,22 +293,63 @@ class LightAgent:
                 user_agent=f"planelink-agent/{AGENT_VERSION}",
             )
         except DialFailed as failure:
-            self.swarm.failures[failure.reason] += 1
-            return None, failure.retry_after if isinstance(failure, GatewayRejected) else None
+            failed = self.swarm.failed_dials
+            if failure.message in failed or len(failed) < 20:
+                failed[failure.message[:120]] += 1
+            raise
+        capabilities = [CAPABILITY_UPGRADE]
+        if self.swarm.replicas:
+            capabilities.append(CAPABILITY_REPLICAS)
         connection = Connection(
             Role.AGENT,
             settings=PROTOCOL_SETTINGS,
             identity=self.identity,
-            capabilities=[CAPABILITY_UPGRADE],
+            capabilities=capabilities,
         )
+
+        def replicas_reported(_: frozenset[str]) -> None:
+            self.tunnels.report(session)
+
         session = TunnelSession(
             WebSocketChannel(websocket),
             connection,
             heartbeat=Heartbeat(settings.heartbeat_interval, settings.heartbeat_timeout),
             request_handler=None,  # no upstream: a request would be refused (none is sent)
+            replicas_handler=replicas_reported,
             logger=self.log,
         )
-        return await self._serve(session), None
+        return session
+
+    async def _open_tunnel(self) -> tuple[TunnelSession, asyncio.Task[str]]:
+        """The seeker's dial: a session, running, its HELLO not yet received."""
+        session = await self._dial()
+        return session, asyncio.create_task(session.run(), name="tunnel-session")
+
+    async def _serve_found(self, session: TunnelSession, run: asyncio.Task[str]) -> None:
+        """Serve a tunnel the seeker found (held already) until it ends or the swarm stops."""
+        try:
+            await _first(asyncio.shield(run), self.swarm.stop.wait())
+            if not run.done():
+                session.close("bench over", ErrorCode.CANCEL)
+            await asyncio.gather(run, return_exceptions=True)
+        finally:
+            if not run.done():
+                session.close("agent cancelled", ErrorCode.CANCEL)
+                await asyncio.gather(run, return_exceptions=True)
+            self.tunnels.release(session)
+
+    def _tunnels_changed(self, tunnels: TunnelSet) -> None:
+        self.swarm.tunnels += len(tunnels) - self.held
+        self.held = len(tunnels)
+
+    def _hold(self, session: TunnelSession) -> bool:
+        """Hold the loop's tunnel (its HELLO received) and seek the others, as `Agent._hold`."""
+        if self.tunnels.claim(session) is None:
+            return False
+        seeking = self.seeking
+        if self.swarm.replicas and (seeking is None or seeking.done() or seeking.cancelling()):
+            self.seeking = asyncio.create_task(self.seeker.run(self.swarm.stop), name="seeker")
+        return True
 
     async def _serve(self, session: TunnelSession) -> float | None:
         stop = self.swarm.stop
@@ -255,6 +361,11 @@ class LightAgent:
         try:
             await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if hello.done() and not hello.cancelled() and hello.exception() is None:
+                if not self._hold(session):
+                    self.swarm.failures["duplicate"] += 1
+                    session.close("the agent holds a tunnel to this replica already")
+                    await asyncio.gather(run, return_exceptions=True)
+                    return None
                 up_since = time.monotonic()
                 self.reconnect.tunnel_up()
                 self.swarm.on_up()
@@ -268,6 +379,7 @@ class LightAgent:
             if not run.done():
                 session.close("agent cancelled", ErrorCode.CANCEL)
                 await asyncio.gather(run, return_exceptions=True)
+            self.tunnels.release(session)
             if up_since is not None:
                 self.swarm.on_down(reason)
         if up_since is None:
@@ -291,7 +403,7 @@ async def swarm_main(args: argparse.Namespace) -> int:
         for plane in agent_planes(args.count)
     ]
     set_tls_read_buffer(args.tls_read_buffer)  # as `planelink agent` does
-    swarm = Swarm(settings, sys.stdout)
+    swarm = Swarm(settings, sys.stdout, replicas=args.replicas)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -328,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         "--tls-read-buffer", type=int, default=DEFAULT_TLS_READ_BUFFER, help="as planelink's"
     )
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority")
+    parser.add_argument(
+        "--replicas", action="store_true", help="a tunnel per live gateway replica (seeker)"
+    )
     args = parser.parse_args(argv)
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
@@ -335,6 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.nice(args.nice)
     return asyncio.run(swarm_main(args))
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    """Wait until the first of `waits` completes; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # =============================================================================================
@@ -361,9 +487,16 @@ class SwarmProcess:
 
     @classmethod
     async def start(
-        cls, workdir: Path, agent_port: int, count: int, heartbeat: tuple[float, float]
+        cls,
+        workdir: Path,
+        agent_port: int,
+        count: int,
+        heartbeat: tuple[float, float],
+        *,
+        replicas: bool = False,
     ) -> SwarmProcess:
-        """Start the swarm for the PKI under `workdir`/pki and the gateway at `agent_port`."""
+        """Start the swarm for the PKI under `workdir`/pki and the gateway at `agent_port`
+        (with `replicas`, each agent seeks a tunnel to every live replica behind it)."""
         log = (workdir / "agents-swarm.log").open("wb")
         try:
             process = await asyncio.create_subprocess_exec(
@@ -373,6 +506,7 @@ class SwarmProcess:
                 *("--heartbeat-interval", str(heartbeat[0])),
                 *("--heartbeat-timeout", str(heartbeat[1])),
                 *("--nice", str(SWARM_NICE)),
+                *(["--replicas"] if replicas else []),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,

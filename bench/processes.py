@@ -16,10 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import Self
 
 import aiohttp
 import yaml
@@ -31,10 +32,10 @@ from envtest import (
     KubeAPIServer,
     ServerOptions,
     build_kubeconfig,
-    die_with_parent,
     free_port,
 )
 from envtest.factor import read_factor
+from envtest.server import start_in_group, wait_listening
 from planelink.local import LocalPlanelink
 
 WAIT_FACTOR_VARIABLE = "PLANELINK_BENCH_WAIT_FACTOR"
@@ -100,20 +101,7 @@ class Proc:
 
 def spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
     log = logdir / f"{name}.log"
-    out: IO[bytes] = log.open("wb")
-    try:
-        popen = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
-            env={**os.environ, **(env or {})},
-        )
-    finally:
-        out.close()
-    return Proc(name, popen, log)
+    return Proc(name, start_in_group(argv, log, {**os.environ, **(env or {})}), log)
 
 
 async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
@@ -135,19 +123,8 @@ async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None: 
 
 
 async def wait_port(port: int, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
-    deadline = time.monotonic() + budget(timeout)
-    while True:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{proc.name} not listening on {port}") from None
-            await asyncio.sleep(0.05)
-        else:
-            writer.close()
-            return
+    """Return once `proc` listens on `port` (for `budget(timeout)` seconds)."""
+    await wait_listening(port, proc.popen, within=budget(timeout), name=proc.name, log=proc.tail)
 
 
 @dataclass
@@ -158,6 +135,15 @@ class Target:
     base: str
     ssl: ssl.SSLContext
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def caller_target(name: str, caller_port: int, plane: PlaneRef, context: ssl.SSLContext) -> Target:
+    """Requests to `plane` through the gateway (or balancer) caller port `caller_port`."""
+    return Target(
+        name,
+        f"https://127.0.0.1:{caller_port}/planes/{plane.namespace}/{plane.name}/k8s",
+        context,
+    )
 
 
 @dataclass
@@ -175,7 +161,7 @@ class Stack:
     ports: dict[str, int] = field(default_factory=dict)
     _kube_server: KubeAPIServer | None = None
 
-    async def __aenter__(self) -> Stack:
+    async def __aenter__(self) -> Self:
         try:
             await self.start()
         except BaseException:
@@ -197,22 +183,23 @@ class Stack:
         planes = {FAST: self._start_upstream()}
         if self.kube:
             planes[KUBE] = self._start_envtest()
-        extra = dict.fromkeys(self.extra_planes, Path(os.devnull))  # kubeconfigs unused
-        local = LocalPlanelink(directory=self.workdir / "pki", planes=planes | extra)
-        local.directory.mkdir(parents=True)
-        local.write_pki()
-        through_ssl = local.caller_ssl_context()
+        through_ssl = self._write_pki(planes)
         for name in ("agent", "caller", "operator"):
             self.ports[name] = free_port()
         await wait_port(self.ports["upstream"], self.procs["upstream"])
         await self.start_gateway()
         for plane, kubeconfig in planes.items():
-            self.through[plane] = Target(
-                "through",
-                f"https://127.0.0.1:{self.ports['caller']}/planes/{plane.namespace}/{plane.name}/k8s",
-                through_ssl,
-            )
+            self.through[plane] = caller_target("through", self.ports["caller"], plane, through_ssl)
             await self.start_agent(plane, kubeconfig)
+
+    def _write_pki(self, planes: dict[PlaneRef, Path]) -> ssl.SSLContext:
+        """The PKI and planes file under `workdir`/pki for `planes` and `extra_planes`; returns
+        the callers' TLS context."""
+        extra = dict.fromkeys(self.extra_planes, Path(os.devnull))  # kubeconfigs unused
+        local = LocalPlanelink(directory=self.workdir / "pki", planes=planes | extra)
+        local.directory.mkdir(parents=True)
+        local.write_pki()
+        return local.caller_ssl_context()
 
     def _start_upstream(self) -> Path:
         ca = certs.create_ca("bench upstream CA")
@@ -260,7 +247,8 @@ class Stack:
         )
         return server.kubeconfig_path
 
-    async def start_gateway(self) -> None:
+    def gateway_argv(self, ports: Mapping[str, int], *extra: str) -> list[str]:
+        """`planelink gateway` on `ports` (agent, caller, operator) with this stack's PKI."""
         pki = self.workdir / "pki"
         argv = [sys.executable, "-m", "planelink", "--log-level", "warning", "gateway"]
         argv += [
@@ -270,11 +258,14 @@ class Stack:
             str(pki / "gateway/tls.key"),
         ]
         argv += ["--caller-ca", str(pki / "callers/ca.crt"), "--planes", str(pki / "planes.yaml")]
-        argv += ["--bind", "127.0.0.1", "--agent-port", str(self.ports["agent"])]
-        argv += ["--caller-port", str(self.ports["caller"])]
-        argv += ["--operator-port", str(self.ports["operator"])]
-        argv += ["--request-timeout", "600", "--drain-grace", "1", *self.gateway_args]
-        proc = self.procs["gateway"] = spawn("gateway", argv, self.workdir)
+        argv += ["--bind", "127.0.0.1", "--agent-port", str(ports["agent"])]
+        argv += ["--caller-port", str(ports["caller"])]
+        argv += ["--operator-port", str(ports["operator"])]
+        argv += ["--request-timeout", "600", "--drain-grace", "1", *self.gateway_args, *extra]
+        return argv
+
+    async def start_gateway(self) -> None:
+        proc = self.procs["gateway"] = spawn("gateway", self.gateway_argv(self.ports), self.workdir)
         await wait_http_ok(f"http://127.0.0.1:{self.ports['operator']}/readyz", proc)
 
     async def stop_gateway(self) -> int | None:
@@ -284,16 +275,22 @@ class Stack:
         await asyncio.to_thread(proc.stop)
         return proc.popen.returncode
 
-    async def start_agent(self, plane: PlaneRef, kubeconfig: Path) -> None:
+    async def start_agent(
+        self, plane: PlaneRef, kubeconfig: Path, *extra: str, gateway_port: int | None = None
+    ) -> None:
+        """A real `planelink agent` for `plane`, dialling `gateway_port` (the gateway's agent
+        port by default); returns once it is ready (holds a tunnel)."""
         name = f"agent-{plane.name}"
         port = self.ports[name] = free_port()
+        gateway = self.ports["agent"] if gateway_port is None else gateway_port
         argv = [sys.executable, "-m", "planelink", "--log-level", "warning", "agent"]
-        argv += ["--gateway-url", f"wss://127.0.0.1:{self.ports['agent']}", "--plane", str(plane)]
+        argv += ["--gateway-url", f"wss://127.0.0.1:{gateway}", "--plane", str(plane)]
         argv += ["--agent-id", name, "--kubeconfig", str(kubeconfig)]
         argv += ["--tls-dir", str(self.workdir / "pki/agents" / plane.namespace / plane.name)]
         argv += ["--health-address", f"127.0.0.1:{port}", "--drain-grace", "1"]
         argv += ["--backoff-base", "0.1", "--backoff-cap", "1"]
         argv += ["--max-streams", str(MAX_STREAMS)]  # the full `watches` workload opens 10,000
+        argv += extra
         proc = self.procs[name] = spawn(name, argv, self.workdir)
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc)
 
@@ -309,11 +306,11 @@ class Stack:
             return body
 
     async def agent_metrics(self, plane: PlaneRef = FAST) -> dict[str, float]:
-        return await _scrape(f"http://127.0.0.1:{self.ports['agent-' + plane.name]}/metrics")
+        return await scrape(f"http://127.0.0.1:{self.ports['agent-' + plane.name]}/metrics")
 
     async def gateway_metrics(self, http: aiohttp.ClientSession | None = None) -> dict[str, float]:
         """The gateway's /metrics; through `http` when polled often (its connections reused)."""
-        return await _scrape(f"http://127.0.0.1:{self.ports['operator']}/metrics", http)
+        return await scrape(f"http://127.0.0.1:{self.ports['operator']}/metrics", http)
 
     # -- stop ---------------------------------------------------------------------------------
 
@@ -327,11 +324,11 @@ class Stack:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-async def _scrape(url: str, http: aiohttp.ClientSession | None = None) -> dict[str, float]:
+async def scrape(url: str, http: aiohttp.ClientSession | None = None) -> dict[str, float]:
     """A Prometheus text page as {sample with labels: value}."""
     if http is None:
         async with aiohttp.ClientSession() as session:
-            return await _scrape(url, session)
+            return await scrape(url, session)
     async with http.get(url) as response:
         text = await response.text()
     values: dict[str, float] = {}

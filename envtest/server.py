@@ -456,6 +456,26 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
     return True
 
 
+async def wait_listening(
+    port: int, process: subprocess.Popen[bytes], *, within: float, name: str, log: Callable[[], str]
+) -> None:
+    """Return once 127.0.0.1:`port` accepts a connection. RuntimeError (with `log()`, the last
+    lines of its output) if `process`, called `name`, exits first, or after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{log()}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not listening on {port}:\n{log()}") from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on now (the kernel's choice; free until taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -477,12 +497,34 @@ def die_with_parent() -> None:
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:
+    stop_group(process, grace=_STOP_GRACE_SECONDS)
+
+
+def start_in_group(
+    argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `argv` in a process group of its own (so `stop_group` ends it and its children),
+    killed with this process if it dies first, its output to `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
+            env=env,
+        )
+
+
+def stop_group(process: subprocess.Popen[bytes], *, grace: float) -> None:
+    """SIGTERM `process`'s group, then SIGKILL what is left after `grace` seconds."""
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=_STOP_GRACE_SECONDS)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)

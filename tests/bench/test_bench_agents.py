@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.agents import agent_planes, cpu_seconds, listen_overflows, raise_nofile
-from tests.kit.waits import bench_environment, scaled
+from tests.bench.runner import run_quick
+from tests.kit.waits import scaled
 
 
 def test_helpers_read_proc() -> None:
@@ -24,21 +22,8 @@ def test_helpers_read_proc() -> None:
 
 @pytest.mark.timeout(scaled(90))
 def test_quick_agents_connect_and_come_back_after_a_restart(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    completed = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench", "e2e", "--quick", "--workload", "agents"),
-            *("--json", str(out)),
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=bench_environment(),
-        capture_output=True,
-        text=True,
-        timeout=scaled(85),
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    (workload,) = json.loads(out.read_text())["runs"][0]["workloads"]
+    _, document = run_quick("agents", tmp_path, timeout=85)
+    (workload,) = document["runs"][0]["workloads"]
     assert workload["workload"] == "agents"
     assert workload["error"] is None
     rows = {row["metric"]: row for row in workload["rows"]}

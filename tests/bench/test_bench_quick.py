@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.kit.waits import bench_environment, scaled
+from tests.bench.runner import run_quick
+from tests.kit.waits import scaled
 
 
 @pytest.mark.timeout(scaled(60))
 def test_quick_latency_has_through_and_direct(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    # Its own process, as a user runs it; the harness kills its process groups on exit.
-    completed = subprocess.run(
-        [
-            *(sys.executable, "-m", "bench", "e2e", "--quick", "--workload", "latency"),
-            *("--json", str(out)),
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=bench_environment(),
-        capture_output=True,
-        text=True,
-        timeout=scaled(55),
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "added p50" in completed.stdout
-    document = json.loads(out.read_text())
+    stdout, document = run_quick("latency", tmp_path, timeout=55)
+    assert "added p50" in stdout
     assert document["machine"]["cores"] >= 1
     (workload,) = document["runs"][0]["workloads"]
     assert workload["workload"] == "latency"
