@@ -523,6 +523,10 @@ class _CallerExchange:
         """Told when the caller is authenticated (its connection leaves the anonymous budget)."""
         self.body_error: HttpError | None = None
         self.sending: asyncio.Task[None] | None = None
+        self.tried: set[int] = set()
+        """The backends (ids) asked for this request so far."""
+        self.opened_on: int | None = None
+        """The local backend (id) of the stream now open; None for a peer's."""
         """Reads the request body into the stream while the response comes back."""
         self.forwarded_by = ""
         """On the peer port: the replica that forwarded this request."""
@@ -566,10 +570,21 @@ class _CallerExchange:
         metrics = endpoint._metrics
         metrics.child(metrics.streams_active, self.plane).inc()
         try:
-            if target.long_running:
-                return await self._relay(stream)
-            async with asyncio.timeout(endpoint._settings.request_timeout):
-                return await self._relay(stream)
+            while True:
+                try:
+                    if target.long_running:
+                        return await self._relay(stream)
+                    async with asyncio.timeout(endpoint._settings.request_timeout):
+                        return await self._relay(stream)
+                except StreamResetError as error:
+                    if not self._unprocessed(error):
+                        raise
+                    # The agent refused it unprocessed (its gateway-side tunnel is going away,
+                    # or the agent is at its limit): another tunnel or peer may serve it.
+                    log.info("stream refused unprocessed: trying another", detail=error.message)
+                    stream = await self._open(target, identity)
+        except CallerRefused as refused:
+            return await self._fail(refused)
         except TimeoutError:
             stream.reset(ErrorCode.CANCEL, "the gateway's request deadline passed")
             return await self._fail(
@@ -642,24 +657,30 @@ class _CallerExchange:
             self._refuse_while_starting()
             raise CallerRefused(404, "NotFound", f"dataplane {target.plane} not found")
         headers = self._headers(identity)
-        tried: set[int] = set()
+        tried = self.tried  # across attempts: a backend that refused it is not asked again
+        at_limit = False
+        self.opened_on = None
         while (backend := self._backend(target.plane, tried)) is not None:
+            tried.add(id(backend))
             try:
-                return self._open_on(backend, target.path, headers)
+                stream = self._open_on(backend, target.path, headers)
             except StreamResetError as error:
                 if error.code != ErrorCode.REFUSED_STREAM:
                     # The request itself cannot be carried (its head is too large for the
                     # tunnel, or not valid in it): every replica would refuse it the same way.
                     raise _unrelayable(error) from error
-                tried.add(id(backend))  # at its stream limit: try another replica
+                at_limit = True  # at its stream limit: try another replica
             except SessionClosed:
-                tried.add(id(backend))  # just gone: try another replica
+                pass  # just gone: try another replica
+            else:
+                self.opened_on = id(backend)
+                return stream
         if (forwarded := await self._forward(target, headers, identity)) is not None:
             return forwarded
         retry = self.endpoint._settings.retry_after
         if self.endpoint._trust.startup.agents_returning:
             retry = self.endpoint._trust.startup.retry_after  # the agents are on their way
-        if tried:
+        if at_limit:
             raise CallerRefused(
                 429,
                 "TooManyRequests",
@@ -673,6 +694,18 @@ class _CallerExchange:
             f"no agent of dataplane {target.plane} is connected",
             retry_after=retry,
             elsewhere=True,
+        )
+
+    def _unprocessed(self, error: StreamResetError) -> bool:
+        """Whether a stream reset may be retried elsewhere: refused unprocessed by a tunnel
+        (never by a peer, which says so itself), before any byte of a request without a body
+        went out or any answer came back."""
+        return (
+            error.code == ErrorCode.REFUSED_STREAM
+            and self.opened_on is not None
+            and not self.head.has_body
+            and not self.head.upgrade
+            and not self.head_written
         )
 
     def _refuse_while_starting(self) -> None:

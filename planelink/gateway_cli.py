@@ -462,6 +462,7 @@ def settings_from(
         max_concurrent_handshakes=values.max_handshakes,
     )
     return GatewaySettings(
+        replica_id=values.identity,
         server_certificate=values.tls_cert,
         server_key=values.tls_key,
         caller_ca=values.caller_ca,

@@ -56,3 +56,11 @@ def test_the_peer_flags_make_the_peer_settings(monkeypatch: pytest.MonkeyPatch) 
 def test_half_the_peer_flags_are_refused(args: list[str], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse(*args)
+
+
+def test_the_replica_id_is_the_identity_with_or_without_a_control_plane(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_NAME", "gw-7f9c-x2")
+    assert parse().replica_id == "gw-7f9c-x2"
+    assert parse("--identity", "r2").replica_id == "r2"

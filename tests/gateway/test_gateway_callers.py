@@ -10,7 +10,7 @@ import pytest
 from certs import plane_ref
 from gateway.app import Gateway
 from gateway.callers import CallerRefused, route
-from protocol import RequestReceived
+from protocol import ErrorCode, RequestReceived
 from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import wait_for
 from tunnel import TunnelStream
@@ -236,3 +236,25 @@ async def test_an_early_answer_streams_while_the_caller_is_still_uploading(
             assert rest.endswith(b"read 10 bytes\n")
         finally:
             writer.transport.abort()
+
+
+async def test_a_request_refused_unprocessed_goes_to_another_agent(
+    gateway: Gateway, connect_agent: AgentFactory, caller: aiohttp.ClientSession, planes: PlanePair
+) -> None:
+    """A tunnel going away (its GOAWAY says which streams it never processed) or an agent at
+    its limit refuses a stream unprocessed: a request without a body is asked of another."""
+    refused: list[bytes] = []
+
+    async def refusing(stream: TunnelStream, request: RequestReceived) -> None:
+        refused.append(request.path)
+        stream.reset(ErrorCode.REFUSED_STREAM, "not processed")
+
+    async with connect_agent(planes[0], handler=refusing), connect_agent(planes[0]):
+        # Both idle: the first connected is picked first, and refuses.
+        async with caller.get(f"{A}/echo") as response:
+            assert response.status == 200
+        assert refused == [b"/echo"]
+        # A request with a body cannot be asked twice: the refusal reaches the caller.
+        async with caller.post(f"{A}/echo", data=b"once") as response:
+            assert response.status in {429, 502, 503}
+        assert refused == [b"/echo", b"/echo"]
