@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
+from random import random as random_fraction
 
 import structlog
 from cryptography import x509
@@ -148,6 +149,8 @@ class Agent:
             max_tunnels=settings.max_tunnels,
             hello_timeout=settings.connect_timeout,
             logger=self._log,
+            join_spread=settings.replica_join_spread,
+            random=random or random_fraction,
         )
         self._seeking: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()

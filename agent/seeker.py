@@ -12,6 +12,10 @@ Bounds: at most one dial in flight; at most `max_tunnels` tunnels; no dial for a
 tunnel's gateway names any more; every phase under a deadline (the dial's open timeout, then
 `hello_timeout` for the HELLO).
 
+A replica announced while the agent runs is first dialled after a random pause of up to
+`join_spread` (every agent of a fleet hears of a new replica in the same instant; dialling it
+at once would look like a flood to its admission limits).
+
 It runs while the agent holds at least one tunnel (the agent's own loop dials when it holds
 none) and returns once it holds none and has no dial in flight.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
+from random import random as random_fraction
 from typing import Any
 
 import structlog
@@ -52,6 +57,8 @@ class Seeker:
         max_tunnels: int,
         hello_timeout: float,
         logger: structlog.stdlib.BoundLogger,
+        join_spread: float = 0.0,
+        random: Callable[[], float] = random_fraction,
     ) -> None:
         self._tunnels = tunnels
         self._open_tunnel = open_tunnel
@@ -60,18 +67,30 @@ class Seeker:
         self._metrics = metrics
         self._max_tunnels = max_tunnels
         self._hello_timeout = hello_timeout
+        self._join_spread = join_spread
+        self._random = random
         self._log = logger
         self._serving: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Seek until `stop`, or until no tunnel is held."""
+        announced: frozenset[str] = frozenset()
         while not stop.is_set() and len(self._tunnels):
             changed = self._tunnels.wait_for_change()
             missing = self._tunnels.missing()
             if not missing or len(self._tunnels) >= self._max_tunnels:
+                announced = missing
                 await _first(changed, stop.wait())
                 continue
             _close(changed)
+            if missing - announced and self._join_spread > 0:
+                # Newly announced: every agent heard of it in the same instant. Spread the
+                # fleet's first dials over the window instead of flooding the new replica.
+                announced = missing
+                spread = self._random() * self._join_spread
+                await _first(stop.wait(), asyncio.sleep(spread), self._tunnels.wait_empty())
+                continue
+            announced = missing
             pause = await self._seek_once(missing)
             if pause is not None:
                 await _first(stop.wait(), asyncio.sleep(pause), self._tunnels.wait_empty())

@@ -64,6 +64,10 @@ class AgentSettings:
     max_tunnels: int = 32
     """At most this many tunnels at once: one per gateway replica (a gateway that names more
     live replicas gets tunnels to this many)."""
+    replica_join_spread: float = 5.0
+    """A newly announced gateway replica is first dialled after a random pause of up to this
+    many seconds: every agent learns of it at once, and a fleet dialling it in the same instant
+    looks like a flood to its admission limits (most of 2,000 such dials were refused)."""
 
     def __post_init__(self) -> None:
         problem = _problem(self)

@@ -233,6 +233,7 @@ class LightAgent:
             backoff=Backoff(BackoffPolicy(base=settings.backoff_base, cap=settings.backoff_cap)),
             metrics=swarm.metrics,
             max_tunnels=settings.max_tunnels,
+            join_spread=settings.replica_join_spread,
             hello_timeout=settings.connect_timeout,
             logger=self.log,
         )

@@ -211,6 +211,13 @@ _TIMING = Group(
             "keep it below the pod's terminationGracePeriodSeconds",
         ),
         _setting(
+            name="replica_join_spread",
+            metavar="SECONDS",
+            parse=number,
+            help="a gateway replica announced while the agent runs is first dialled after a "
+            "random pause of up to this long, so that a fleet of agents does not dial it at once",
+        ),
+        _setting(
             name="max_tunnels",
             metavar="N",
             parse=integer,

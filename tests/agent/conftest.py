@@ -619,6 +619,7 @@ def settings_for(gateway: TestGateway, agent_tls: AgentTls, **overrides: Any) ->
         "health_address": "127.0.0.1:0",
         "backoff_base": 0.02,
         "backoff_cap": 0.2,
+        "replica_join_spread": 0.0,
         "heartbeat_interval": 2.0,
         "heartbeat_timeout": scaled(30.0),
         "drain_grace": scaled(10.0),

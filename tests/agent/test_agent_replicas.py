@@ -240,3 +240,45 @@ async def test_the_agent_holds_no_more_tunnels_than_its_limit(
     first.session.close("replica-0 restarts")
     balancer.plan = [2]
     await _converged(running, {"replica-1", "replica-2"})
+
+
+async def test_a_newly_announced_replica_is_dialled_after_a_random_part_of_the_join_spread(
+    start_agent: StartAgent,
+    replica_gateways: ReplicaGateways,
+    load_balancer: LoadBalancer,
+    upstream_peer: UpstreamPeer,
+    tmp_path: Path,
+) -> None:
+    """Every agent of a fleet hears of a new replica at once: each waits a random part of the
+    spread first (drawn once per announcement; here the draw is 0, so the test waits for
+    nothing), instead of the fleet flooding the new replica in the same instant."""
+    draws: list[float] = []
+
+    def draw() -> float:
+        draws.append(0.0)
+        return 0.0
+
+    replicas = await replica_gateways(3)
+    for replica in replicas:
+        replica.live = frozenset({"replica-0"})  # alone at first
+    balancer = await load_balancer(replicas)
+    running = await start_agent(
+        gateway_url=balancer.url,
+        kubeconfig=upstream_peer.kubeconfig(tmp_path / "kubeconfig"),
+        replica_join_spread=30.0,
+        random=draw,
+    )
+    await _converged(running, {"replica-0"})
+    assert draws == []  # alone: nothing announced, nothing drawn
+    both = frozenset({"replica-0", "replica-1"})
+    for replica in replicas:
+        replica.announce(both)
+    await _converged(running, set(both))
+    assert len(draws) == 1  # one announcement, one draw (round robin: no dial was refused)
+    for replica in replicas:
+        replica.announce(both)  # the same set again is no news
+    everyone = frozenset({"replica-0", "replica-1", "replica-2"})
+    for replica in replicas:
+        replica.announce(everyone)
+    await _converged(running, set(everyone))
+    assert len(draws) == 2
