@@ -27,7 +27,6 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from certs import PlaneRef
 from gateway.agents import AgentRegistry
 from gateway.direct import DirectPlanes
 from gateway.health_page import health_page
@@ -99,27 +98,12 @@ def planes_document(
         return document
     document["replica"] = peers.own_id
     document["replicas"] = list(peers.live_ids())
-    holdings = all_holdings(peers)
+    holdings = peers.all_holdings()
     document["planes"] = [
         plane_report(plane, agents, direct, holdings.get(plane.plane, {}))
         for plane in trust.planes()
     ]
     return document
-
-
-def all_holdings(peers: PeerDirectory) -> dict[PlaneRef, dict[str, list[str]]]:
-    """`peers.holdings(plane)` of every plane at once: one pass over the live replicas per
-    document, where a call per plane would read every plane of every replica each time."""
-    by_plane: dict[PlaneRef, dict[str, list[str]]] = {}
-    for replica in [peers.local(), *peers.peers()]:
-        for plane, agent_ids in replica.planes.items():
-            held = by_plane.setdefault(plane, {})
-            for agent_id in agent_ids:
-                held.setdefault(agent_id, []).append(replica.id)
-    return {
-        plane: {agent: sorted(ids) for agent, ids in sorted(held.items())}
-        for plane, held in by_plane.items()
-    }
 
 
 def plane_report(

@@ -85,12 +85,19 @@ class PeerDirectory:
 
     def holdings(self, plane: PlaneRef) -> dict[str, list[str]]:
         """For each agent of `plane` anywhere: the ids of the replicas it holds a tunnel to."""
-        holding: dict[str, list[str]] = {}
-        for replica in [self.local(), *self.peers()]:
-            for agent_id in sorted(replica.planes.get(plane, ())):
-                holding.setdefault(agent_id, []).append(replica.id)
-        return {agent: sorted(ids) for agent, ids in sorted(holding.items())}
+        return self.all_holdings().get(plane, {})
 
-    def agents(self, plane: PlaneRef) -> frozenset[str]:
-        """The distinct agents of `plane` connected to any live replica."""
-        return frozenset(self.holdings(plane))
+    def all_holdings(self) -> dict[PlaneRef, dict[str, list[str]]]:
+        """`holdings` of every plane at once: one pass over the live replicas (what a document
+        of every plane asks for; a call of `holdings` per plane would read every replica's
+        planes each time)."""
+        by_plane: dict[PlaneRef, dict[str, list[str]]] = {}
+        for replica in [self.local(), *self.peers()]:
+            for plane, agent_ids in replica.planes.items():
+                held = by_plane.setdefault(plane, {})
+                for agent_id in agent_ids:
+                    held.setdefault(agent_id, []).append(replica.id)
+        return {
+            plane: {agent: sorted(ids) for agent, ids in sorted(held.items())}
+            for plane, held in by_plane.items()
+        }

@@ -1,4 +1,4 @@
-"""This replica's /planes document with peers: every plane's holdings gathered in one pass."""
+"""Holdings with peers (what /planes shows): every plane's gathered in one pass."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import time
 
 import certs
 from gateway.interfaces import Replica
-from gateway.operator import all_holdings
 from gateway.peers import PeerDirectory
 from tests.kit.waits import scaled
 
@@ -24,9 +23,11 @@ def test_all_holdings_are_each_planes_holdings() -> None:
             Replica("gw-2", planes={A: frozenset({"a1", "a3"}), B: frozenset({"b1"})}),
         ]
     )
-    every = all_holdings(peers)
-    assert every == {plane: peers.holdings(plane) for plane in (A, B)}
+    every = peers.all_holdings()
     assert every[A] == {"a1": ["gw-1", "gw-2"], "a2": ["gw-0", "gw-1"], "a3": ["gw-2"]}
+    assert every[B] == {"b1": ["gw-1", "gw-2"]}
+    assert peers.holdings(A) == every[A]
+    assert peers.holdings(certs.plane_ref("ns-c", "nowhere")) == {}
 
 
 def test_all_holdings_of_many_planes_take_one_pass() -> None:
@@ -34,7 +35,7 @@ def test_all_holdings_of_many_planes_take_one_pass() -> None:
     peers = PeerDirectory("gw-0", local_planes=lambda: local)
     peers.replace_peers([Replica(f"gw-{r}", planes=local) for r in range(1, 5)])
     started = time.perf_counter()
-    every = all_holdings(peers)
+    every = peers.all_holdings()
     elapsed = time.perf_counter() - started
     assert len(every) == 10_000
     assert every[certs.plane_ref("ns", "p7")] == {"agent-7": [f"gw-{r}" for r in range(5)]}
