@@ -80,7 +80,7 @@ class Seeker:
             missing = self._tunnels.missing()
             if not missing or len(self._tunnels) >= self._max_tunnels:
                 announced = missing
-                await _first(changed, stop.wait())
+                await first_of(changed, stop.wait())
                 continue
             _close(changed)
             if missing - announced and self._join_spread > 0:
@@ -88,12 +88,12 @@ class Seeker:
                 # fleet's first dials over the window instead of flooding the new replica.
                 announced = missing
                 spread = self._random() * self._join_spread
-                await _first(stop.wait(), asyncio.sleep(spread), self._tunnels.wait_empty())
+                await first_of(stop.wait(), asyncio.sleep(spread), self._tunnels.wait_empty())
                 continue
             announced = missing
             pause = await self._seek_once(missing)
             if pause is not None:
-                await _first(stop.wait(), asyncio.sleep(pause), self._tunnels.wait_empty())
+                await first_of(stop.wait(), asyncio.sleep(pause), self._tunnels.wait_empty())
 
     def cancel_served(self) -> None:
         """End every tunnel this seeker found now, without a drain (the agent is cancelled)."""
@@ -177,7 +177,7 @@ class Seeker:
         return None
 
 
-async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+async def first_of(*waits: Awaitable[object]) -> None:
     """Wait until the first of `waits` completes; the others are cancelled."""
     tasks = [asyncio.ensure_future(wait) for wait in waits]
     try:

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ from agent.app import AGENT_VERSION
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
 from agent.metrics import AgentMetrics
 from agent.reconnect import Reconnect
-from agent.seeker import Seeker
+from agent.seeker import Seeker, first_of
 from agent.settings import AgentSettings
 from agent.tunnels import TunnelSet
 from bench.processes import Stack, budget, rss_bytes
@@ -253,7 +253,7 @@ class LightAgent:
         while not stop.is_set():
             up_for, retry_after = await self._connect_once()
             if self.tunnels:  # as `Agent.run`: the loop dials again only when none is held
-                await _first(self.tunnels.wait_empty(), stop.wait())
+                await first_of(self.tunnels.wait_empty(), stop.wait())
             if self.seeking is not None:
                 self.seeking.cancel()  # a dial in flight would race the loop's own
             if stop.is_set():
@@ -329,7 +329,7 @@ class LightAgent:
     async def _serve_found(self, session: TunnelSession, run: asyncio.Task[str]) -> None:
         """Serve a tunnel the seeker found (held already) until it ends or the swarm stops."""
         try:
-            await _first(asyncio.shield(run), self.swarm.stop.wait())
+            await first_of(asyncio.shield(run), self.swarm.stop.wait())
             if not run.done():
                 session.close("bench over", ErrorCode.CANCEL)
             await asyncio.gather(run, return_exceptions=True)
@@ -451,17 +451,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     os.nice(args.nice)
     return asyncio.run(swarm_main(args))
-
-
-async def _first(*waits: Awaitable[object]) -> None:
-    """Wait until the first of `waits` completes; the others are cancelled."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # =============================================================================================
