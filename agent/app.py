@@ -256,11 +256,7 @@ class Agent:
     async def _dial(self) -> ClientConnection:
         """One WebSocket to the gateway, with credentials read afresh; raises DialFailed."""
         settings = self.settings
-        credentials = load_client_credentials(
-            cert_file=settings.client_cert_file,
-            key_file=settings.client_key_file,
-            ca_file=settings.gateway_ca_file,
-        )
+        credentials = load_client_credentials(settings.tls_files)
         self._note_certificate(credentials.certificate)
         # The version goes into the HELLO; learn it while the dial goes on.
         discovery = asyncio.create_task(self._discover())

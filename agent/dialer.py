@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 from cryptography import x509
@@ -21,6 +20,7 @@ from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatu
 from websockets.typing import Subprotocol
 
 import certs
+from agent.settings import AgentTlsFiles
 from tunnel.channel import RECEIVE_QUEUE, GuardedClientConnection
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
 
@@ -62,18 +62,24 @@ class ClientCredentials:
     certificate: x509.Certificate
 
 
-def load_client_credentials(*, cert_file: Path, key_file: Path, ca_file: Path) -> ClientCredentials:
+def client_context(files: AgentTlsFiles) -> ClientCredentials:
+    """The TLS context of one dial, from the files as they are now; raises WrongFileError
+    naming the file that does not hold what it should."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the gateway and its name
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    certs.load_verify_locations(context, files.gateway_ca)
+    certificate = certs.load_cert_chain(
+        context, files.certificate, files.key, role=certs.FileRole.CLIENT_CERTIFICATE
+    )
+    return ClientCredentials(context=context, certificate=certificate)
+
+
+def load_client_credentials(files: AgentTlsFiles) -> ClientCredentials:
     """Read the certificate, key and gateway CA now; raises DialFailed("credentials")."""
     try:
-        cert_pem = cert_file.read_bytes()
-        certificate = certs.load_pem_certificates(cert_pem)[0]
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ValueError, certs.CertsError) as error:
-        # ssl.SSLError is an OSError: a key that does not match its certificate lands here.
+        return client_context(files)
+    except certs.WrongFileError as error:
         raise DialFailed("credentials", f"cannot load the agent's TLS files: {error}") from None
-    return ClientCredentials(context=context, certificate=certificate)
 
 
 async def dial(

@@ -24,6 +24,30 @@ MAX_TUNNELS = 256
 """The most replicas a REPLICAS frame names: more tunnels could never be wanted."""
 
 
+# How an operator names each TLS file: `planelink agent`'s flag and variable, the agent chart's
+# value (tests/cli checks them against the command's declarations).
+CLIENT_CERT_SETTING = certs.FileSetting(
+    "--client-cert", "PLANELINK_CLIENT_CERT", "tls.secretName (its tls.crt), or --tls-dir"
+)
+CLIENT_KEY_SETTING = certs.FileSetting(
+    "--client-key", "PLANELINK_CLIENT_KEY", "tls.secretName (its tls.key), or --tls-dir"
+)
+GATEWAY_CA_SETTING = certs.FileSetting(
+    "--gateway-ca",
+    "PLANELINK_GATEWAY_CA",
+    "gatewayCA.secretName (default: the ca.crt of tls.secretName), or --tls-dir",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentTlsFiles:
+    """The agent's client certificate, its key, and the CAs it trusts for the gateway."""
+
+    certificate: certs.CredentialFile
+    key: certs.CredentialFile
+    gateway_ca: certs.CredentialFile
+
+
 def _default_agent_id() -> str:
     # In a pod, HOSTNAME is the pod name: stable for the pod's life, unique among replicas.
     return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
@@ -97,6 +121,15 @@ class AgentSettings:
     @property
     def gateway_ca_file(self) -> Path:
         return self.gateway_ca or self.tls_dir / "ca.crt"
+
+    @property
+    def tls_files(self) -> AgentTlsFiles:
+        """The three TLS files, each with the setting that names it (for error messages)."""
+        return AgentTlsFiles(
+            certificate=certs.CredentialFile(self.client_cert_file, CLIENT_CERT_SETTING),
+            key=certs.CredentialFile(self.client_key_file, CLIENT_KEY_SETTING),
+            gateway_ca=certs.CredentialFile(self.gateway_ca_file, GATEWAY_CA_SETTING),
+        )
 
     @property
     def health_host_port(self) -> tuple[str | None, int]:

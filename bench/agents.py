@@ -280,11 +280,7 @@ class LightAgent:
         """One WebSocket to the gateway and its session (not run yet); raises DialFailed."""
         settings = self.settings
         self.swarm.attempts += 1
-        credentials = load_client_credentials(
-            cert_file=settings.client_cert_file,
-            key_file=settings.client_key_file,
-            ca_file=settings.gateway_ca_file,
-        )
+        credentials = load_client_credentials(settings.tls_files)
         try:
             websocket = await dial(
                 settings.connect_url,

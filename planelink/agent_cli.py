@@ -12,7 +12,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import certs
 from agent import AgentSettings, run_agent
+from agent.dialer import client_context
 from planelink.logs import LOG_SETTINGS, configure_logging_from
 from planelink.settings import CommandSettings, Group, Setting, integer, number, path
 
@@ -266,10 +268,21 @@ def run(args: argparse.Namespace) -> int:
     """Build the settings from the parsed flags and the environment, and run the agent."""
     try:
         settings = settings_from(args)
+        check_tls_files(settings)
     except ValueError as error:
         print(f"planelink agent: {error}", file=sys.stderr)
         return 2
     return run_agent(settings)
+
+
+def check_tls_files(settings: AgentSettings) -> None:
+    """Refuse to start with a TLS file that holds the wrong thing (a WrongFileError naming
+    it); a missing one is waited for, dial after dial (a Secret not mounted yet)."""
+    try:
+        client_context(settings.tls_files)
+    except certs.WrongFileError as error:
+        if not error.missing:
+            raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

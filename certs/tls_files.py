@@ -1,0 +1,114 @@
+"""Certificate, key and CA files into an `ssl.SSLContext`, checked first so that errors say why.
+
+The one way planelink loads TLS files: each file is read and checked for its role by
+:mod:`certs.roles` before `ssl` sees it, so an operator reads "--tls-key pki/tls.crt: expected
+an unencrypted private key (PEM), but the file holds a certificate ..." instead of OpenSSL's
+``[SSL] PEM lib``. Every error is a :class:`certs.roles.WrongFileError` (a missing or unreadable
+file too); whatever `ssl` still refuses after the checks is reported in the same form.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from certs.keys import PrivateKey
+from certs.roles import (
+    FileRole,
+    FileSetting,
+    WrongFileError,
+    certificates_for,
+    check_key_matches,
+    private_key_for,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialFile:
+    """A file, and the setting that named it."""
+
+    path: Path
+    setting: FileSetting
+
+
+def read_file(file: CredentialFile, role: FileRole) -> bytes:
+    """The bytes of `file`, or WrongFileError saying it is missing, a directory or unreadable."""
+    try:
+        return Path(file.path).read_bytes()
+    except FileNotFoundError:
+        raise WrongFileError(
+            path=str(file.path),
+            role=role,
+            holds="there is no such file",
+            setting=file.setting,
+            missing=True,
+        ) from None
+    except IsADirectoryError:
+        holds = "it is a directory"
+    except PermissionError:
+        holds = "this process may not read it (permission denied)"
+    except OSError as error:
+        holds = f"it cannot be read ({error.strerror or error})"
+    raise WrongFileError(
+        path=str(file.path), role=role, holds=holds, setting=file.setting, unreadable=True
+    )
+
+
+def load_certificate_file(file: CredentialFile, role: FileRole) -> list[x509.Certificate]:
+    """The certificates of `file`, checked for `role` (see :func:`certs.roles.certificates_for`)."""
+    data = read_file(file, role)
+    return certificates_for(data, role, path=str(file.path), setting=file.setting)
+
+
+def load_key_pair(
+    certificate: CredentialFile, key: CredentialFile, *, role: FileRole
+) -> tuple[list[x509.Certificate], PrivateKey]:
+    """A certificate chain and its private key, checked to belong together."""
+    chain = load_certificate_file(certificate, role)
+    private_key = private_key_for(
+        read_file(key, FileRole.PRIVATE_KEY), path=str(key.path), setting=key.setting
+    )
+    check_key_matches(
+        chain[0],
+        private_key,
+        certificate_path=str(certificate.path),
+        key_path=str(key.path),
+        certificate_setting=certificate.setting,
+        key_setting=key.setting,
+    )
+    return chain, private_key
+
+
+def load_cert_chain(
+    context: ssl.SSLContext, certificate: CredentialFile, key: CredentialFile, *, role: FileRole
+) -> x509.Certificate:
+    """`context.load_cert_chain` for the two files, checked first; returns the certificate."""
+    chain, _ = load_key_pair(certificate, key, role=role)
+    try:
+        context.load_cert_chain(certificate.path, key.path)
+    except (ssl.SSLError, OSError) as error:  # changed since the check, or beyond it
+        raise WrongFileError(
+            path=f"{certificate.path} + {key.path}",
+            role=role,
+            holds=f"what OpenSSL refuses: {error}",
+            setting=certificate.setting,
+        ) from None
+    return chain[0]
+
+
+def load_verify_locations(context: ssl.SSLContext, ca: CredentialFile) -> list[x509.Certificate]:
+    """`context.load_verify_locations` for a CA bundle, checked first; returns its CAs."""
+    cas = load_certificate_file(ca, FileRole.CA_BUNDLE)
+    try:
+        context.load_verify_locations(cafile=str(ca.path))
+    except (ssl.SSLError, OSError) as error:
+        raise WrongFileError(
+            path=str(ca.path),
+            role=FileRole.CA_BUNDLE,
+            holds=f"what OpenSSL refuses: {error}",
+            setting=ca.setting,
+        ) from None
+    return cas
