@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from certs._time import utc
 from certs.bundle import CertificateBundle
 from certs.identity import PlaneRef, parse_plane_ref, plane_common_name, plane_ref, plane_uri
-from certs.keys import KeyType, PrivateKey, generate_private_key
+from certs.keys import KeyType, PrivateKey, generate_private_key, key_fingerprint
 
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 """ExtendedKeyUsage OID for TLS client authentication (id-kp-clientAuth)."""
@@ -43,8 +43,13 @@ DEFAULT_LEAF_VALIDITY = timedelta(days=365)
 _CN_MAX = 64
 
 
+DEFAULT_CA_NAME = "planelink CA"
+"""The common name of a CA created without one, followed by 8 hex digits of its key's
+SHA-256 fingerprint: two CAs made with the defaults never look alike in a message."""
+
+
 def create_ca(
-    common_name: str,
+    common_name: str | None = None,
     *,
     key_type: KeyType = KeyType.ECDSA_P256,
     validity: timedelta = DEFAULT_CA_VALIDITY,
@@ -55,10 +60,13 @@ def create_ca(
     """Create a self-signed root CA.
 
     ``path_length=0`` (the default) lets the CA sign leaves only; pass 1 (or ``None`` for
-    unlimited) to allow :func:`issue_intermediate_ca` under it.
+    unlimited) to allow :func:`issue_intermediate_ca` under it. Without ``common_name`` the CA
+    is "planelink CA <8 hex digits of its key's SHA-256 fingerprint>".
     """
     key = generate_private_key(key_type)
     start, end = _window(not_before, validity, issuer=None)
+    if common_name is None:
+        common_name = f"{DEFAULT_CA_NAME} {key_fingerprint(key.public_key())[:8]}"
     name = _name(common_name, organizations)
     builder = _base_builder(name, name, key, start, end)
     builder = builder.add_extension(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from typing import TypeAlias
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
@@ -59,3 +61,25 @@ def describe_public_key(key: CertificatePublicKeyTypes) -> tuple[str, int | None
     if isinstance(key, rsa.RSAPublicKey):
         return "RSA", key.key_size
     return type(key).__name__.removeprefix("_").removesuffix("PublicKey") or "unknown", None
+
+
+def key_id(key: CertificatePublicKeyTypes) -> str:
+    """The key's identifier as a certificate's SubjectKeyIdentifier (and its issuer's
+    AuthorityKeyIdentifier) carries it, first 8 bytes: e.g. ``"3A:4B:5C:6D:7E:8F:90:A1"``."""
+    return short_hex(x509.SubjectKeyIdentifier.from_public_key(key).digest)
+
+
+def key_fingerprint(key: CertificatePublicKeyTypes) -> str:
+    """SHA-256 of the key's SubjectPublicKeyInfo, hex: the same for every certificate of it."""
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return digest.finalize().hex()
+
+
+def short_hex(digest: bytes) -> str:
+    """The first 8 bytes of a digest as colon-separated upper-case hex (what `certs inspect`
+    and OpenSSL print, cut to what tells two keys apart)."""
+    return digest[:8].hex(":").upper()

@@ -26,13 +26,14 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import verification
 
 from certs._time import human_duration, iso, utc_or_now
 from certs.errors import CertificateRejected, PemError, RejectionReason
 from certs.identity import PLANE_URI_PREFIX
 from certs.inspect import CertificateInfo, describe
+from certs.keys import key_id, short_hex
 from certs.pem import load_certificate
 
 _NOISE = re.compile(r"\s*\(encountered processing <Certificate.*\)\s*$", re.DOTALL)
@@ -278,7 +279,7 @@ def _diagnose(
         if link.subject == link.issuer:
             return CertificateRejected(
                 untrusted,
-                f"{who} chains{via} to root {_subject(link)}, which is not a trusted CA "
+                f"{who} chains{via} to root {_identified(link)}, which is not a trusted CA "
                 f"(trusted: {_names(trusted)})",
             )
         out_of_window = _window_problem(link, moment, who=who, role="intermediate CA")
@@ -299,16 +300,18 @@ def _missing_issuer(
     trusted: Sequence[x509.Certificate],
     intermediates: Sequence[x509.Certificate],
 ) -> CertificateRejected:
-    issuer = cert.issuer.rfc4514_string()
-    if any(c.subject == cert.issuer for c in (*trusted, *intermediates)):
+    issuer = _issuer(cert)
+    namesakes = [c for c in (*trusted, *intermediates) if c.subject == cert.issuer]
+    if namesakes:
         return CertificateRejected(
             RejectionReason.UNTRUSTED,
-            f"{who}{via} names issuer {issuer!r}, but its signature does not verify with that "
-            "CA's key (was the CA re-created? re-issue the certificate or update the trusted CA)",
+            f"{who}{via} names issuer {issuer}, but its signature does not verify with the key "
+            f"of the trusted CA of that name ({_names(namesakes)}): two CAs share the name (was "
+            "the CA re-created? re-issue the certificate or trust the CA that issued it)",
         )
     return CertificateRejected(
         RejectionReason.UNTRUSTED,
-        f"{who} was issued{via} by {issuer!r}, which is not a trusted CA "
+        f"{who} was issued{via} by {issuer}, which is not a trusted CA "
         f"(trusted: {_names(trusted)})",
     )
 
@@ -335,6 +338,25 @@ def _subject(cert: x509.Certificate) -> str:
     return repr(cert.subject.rfc4514_string())
 
 
+def _identified(cert: x509.Certificate) -> str:
+    """A CA's subject with what tells it from another of the same name: the start of its
+    SHA-256 fingerprint (as `certs inspect` prints it) and of its key id."""
+    fingerprint = short_hex(cert.fingerprint(hashes.SHA256()))
+    return f"{_subject(cert)} [SHA-256 {fingerprint}..., key id {key_id(cert.public_key())}...]"
+
+
+def _issuer(cert: x509.Certificate) -> str:
+    """The issuer `cert` names, with the id of the key that signed it when it says so."""
+    issuer = repr(cert.issuer.rfc4514_string())
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (x509.ExtensionNotFound, ValueError):
+        return issuer
+    if aki.key_identifier is None:
+        return issuer
+    return f"{issuer} [key id {short_hex(aki.key_identifier)}...]"
+
+
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
@@ -344,7 +366,7 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _names(certs: Sequence[x509.Certificate]) -> str:
-    names = [repr(c.subject.rfc4514_string()) for c in certs[:_MAX_LISTED]]
+    names = [_identified(c) for c in certs[:_MAX_LISTED]]
     if len(certs) > _MAX_LISTED:
         names.append(f"and {len(certs) - _MAX_LISTED} more")
     return ", ".join(names)

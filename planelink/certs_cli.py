@@ -205,9 +205,9 @@ example:
     parser.add_argument("--out", required=True, metavar="DIR", type=Path, help="output directory")
     parser.add_argument(
         "--name",
-        default="planelink CA",
         metavar="CN",
-        help="subject common name of the CA (default: %(default)s)",
+        help="subject common name of the CA (default: 'planelink CA' and 8 hex digits of its "
+        "key's SHA-256 fingerprint, so that no two CAs look alike)",
     )
     _add_key_options(parser, days=3650)
     parser.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import io
 import stat
 import subprocess
@@ -64,7 +65,12 @@ def test_init_ca_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     out = tmp_path / "new-ca"
     code, stdout, err = run(capsys, "init-ca", "--out", str(out), "--days", "30")
     assert (code, err) == (0, "")
-    assert "created CA 'CN=planelink CA'" in stdout
+    created = certs.load_certificate((out / "ca.crt").read_bytes())
+    spki = created.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # Named after its key: two CAs made with the defaults never share a name.
+    assert f"created CA 'CN=planelink CA {hashlib.sha256(spki).hexdigest()[:8]}'" in stdout
     assert mode(out / "ca.key") == 0o600
     assert mode(out / "ca.crt") == 0o644
     ca = certs.CertificateBundle.from_files(out / "ca.crt", out / "ca.key")
@@ -492,7 +498,7 @@ def test_inspect_wrong_ca(
     assert code == 1
     assert "Verification:   FAILED" in stdout
     assert "reason:       Untrusted" in stdout
-    assert "which is not a trusted CA (trusted: 'CN=other CA')" in stdout
+    assert "which is not a trusted CA (trusted: 'CN=other CA' [SHA-256 " in stdout
 
 
 def test_inspect_identity_mismatch(agent_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -672,3 +678,29 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str], command: str
     out = capsys.readouterr().out
     assert "example" in out
     assert f"usage: planelink certs {command}" in out
+
+
+def test_two_default_cas_are_told_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case: two `init-ca` with the defaults, a certificate of the first inspected
+    against the second. The message names two different CAs and shows the trusted one's
+    fingerprint as `certs inspect` prints it."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        assert run(capsys, "init-ca", "--out", str(out))[0] == 0
+    assert run(
+        capsys, "issue-server", "--ca", str(first), "--dns", "gw.example", "--out",
+        str(tmp_path / "gw"),
+    )[0] == 0  # fmt: skip
+    first_name = certs.load_certificate((first / "ca.crt").read_bytes()).subject.rfc4514_string()
+    second_ca = certs.load_certificate((second / "ca.crt").read_bytes())
+    second_name = second_ca.subject.rfc4514_string()
+    assert first_name != second_name
+    code, stdout, _ = run(
+        capsys, "inspect", str(tmp_path / "gw" / "tls.crt"), "--ca", str(second / "ca.crt")
+    )
+    assert code == 1
+    assert f"chains to root {first_name!r} [SHA-256 " in stdout  # tls.crt ends with its CA
+    assert f"(trusted: {second_name!r} [SHA-256 " in stdout
+    _, inspected, _ = run(capsys, "inspect", str(second / "ca.crt"))
+    full = next(line for line in inspected.splitlines() if line.startswith("SHA-256:"))
+    assert f"[SHA-256 {full.split()[1][:23]}..." in stdout

@@ -27,6 +27,21 @@ def rejected(
     return info.value.message
 
 
+def fingerprints(cert: x509.Certificate) -> str:
+    """How a message tells a CA from its namesakes: the start of its SHA-256 fingerprint (as
+    `certs inspect` prints it) and of its key id."""
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()[:23]
+    key_id = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+    return f"[SHA-256 {fingerprint}..., key id {key_id.hex(':').upper()[:23]}...]"
+
+
+def key_id_of_issuer(cert: x509.Certificate) -> str:
+    """The key id `cert` names its issuer's key by (what the issuer's SKI must equal)."""
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier is not None
+    return f"[key id {aki.key_identifier.hex(':').upper()[:23]}...]"
+
+
 def test_accepts_ca_issued_agent(
     ca: certs.CertificateBundle, agent: certs.CertificateBundle, plane: certs.PlaneRef
 ) -> None:
@@ -81,7 +96,10 @@ def test_accepts_via_intermediate() -> None:
         leaf.certificate,
         trusted=[root.certificate],
     )
-    assert "issued by 'CN=intermediate', which is not a trusted CA" in message
+    assert (
+        f"issued by 'CN=intermediate' {key_id_of_issuer(leaf.certificate)}, which is not a "
+        f"trusted CA (trusted: 'CN=root' {fingerprints(root.certificate)})"
+    ) in message
 
 
 def test_accepts_pinned_self_signed() -> None:
@@ -132,7 +150,10 @@ def test_rejects_self_signed_not_pinned() -> None:
         one.certificate,
         trusted=[two.certificate],
     )
-    assert "is self-signed and is not one of the 1 trusted certificate(s) ('CN=two')" in message
+    assert (
+        "is self-signed and is not one of the 1 trusted certificate(s) "
+        f"('CN=two' {fingerprints(two.certificate)})"
+    ) in message
 
 
 def test_rejects_expired(ca: certs.CertificateBundle) -> None:
@@ -199,8 +220,11 @@ def test_rejects_wrong_ca(
         agent.certificate,
         trusted=[other_ca.certificate],
     )
-    assert "was issued by 'CN=planelink test CA', which is not a trusted CA" in message
-    assert "(trusted: 'CN=some other CA')" in message
+    assert (
+        f"was issued by 'CN=planelink test CA' {key_id_of_issuer(agent.certificate)}, which is "
+        "not a trusted CA"
+    ) in message
+    assert f"(trusted: 'CN=some other CA' {fingerprints(other_ca.certificate)})" in message
 
 
 def test_rejects_recreated_ca_with_same_name(agent: certs.CertificateBundle) -> None:
@@ -211,7 +235,13 @@ def test_rejects_recreated_ca_with_same_name(agent: certs.CertificateBundle) -> 
         agent.certificate,
         trusted=[impostor.certificate],
     )
-    assert "signature does not verify with that CA's key" in message
+    # Two CAs of one name: the key ids tell them apart.
+    named = key_id_of_issuer(agent.certificate)
+    assert f"names issuer 'CN=planelink test CA' {named}, but its signature does not verify" in (
+        message
+    )
+    assert f"('CN=planelink test CA' {fingerprints(impostor.certificate)})" in message
+    assert named.removeprefix("[key id ") not in fingerprints(impostor.certificate)
 
 
 def test_rejects_when_issuing_ca_not_yet_valid() -> None:
@@ -458,7 +488,10 @@ def test_rejects_chain_to_untrusted_root_sent_by_peer(
         trusted=[other_ca.certificate],
         intermediates=list(agent.chain),
     )
-    assert "chains to root 'CN=planelink test CA', which is not a trusted CA" in message
+    root = agent.chain[-1]
+    assert (
+        f"chains to root 'CN=planelink test CA' {fingerprints(root)}, which is not a trusted CA"
+    ) in message
 
 
 def test_rejects_intermediate_from_untrusted_root() -> None:
@@ -473,7 +506,10 @@ def test_rejects_intermediate_from_untrusted_root() -> None:
         trusted=[stranger.certificate],
         intermediates=[inter.certificate],
     )
-    assert "was issued via 'CN=intermediate' by 'CN=root', which is not a trusted CA" in message
+    assert (
+        f"was issued via 'CN=intermediate' by 'CN=root' {key_id_of_issuer(inter.certificate)}, "
+        "which is not a trusted CA"
+    ) in message
 
 
 def test_path_length_is_enforced() -> None:
