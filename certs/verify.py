@@ -66,9 +66,10 @@ def verify_client_certificate(
     """
     moment = utc_or_now(at)
     cert, info = _parse(leaf)
-    _check_window(info, moment)
+    who = f"client certificate {info.label}"
+    _check_window(info, moment, who=who)
     _check_client_auth(info)
-    _check_trust(cert, info, trusted=trusted, intermediates=intermediates, moment=moment)
+    _check_trust(cert, info, trusted=trusted, intermediates=intermediates, moment=moment, who=who)
     if expected_identity is not None:
         _check_identity(info, expected_identity)
     return info
@@ -80,16 +81,19 @@ def verify_certificate_chain(
     trusted: Sequence[x509.Certificate],
     intermediates: Sequence[x509.Certificate] = (),
     at: datetime | None = None,
+    kind: str = "certificate",
 ) -> CertificateInfo:
     """Check only that ``leaf`` is in its validity window and chains to ``trusted``.
 
     Like :func:`verify_client_certificate` without the EKU and identity checks: suitable for
     "was this issued by that CA?" questions about any certificate (server, client, CA).
+    ``kind`` is how a refusal names the certificate (e.g. "the gateway's certificate").
     """
     moment = utc_or_now(at)
     cert, info = _parse(leaf)
-    _check_window(info, moment)
-    _check_trust(cert, info, trusted=trusted, intermediates=intermediates, moment=moment)
+    who = f"{kind} {info.label}"
+    _check_window(info, moment, who=who)
+    _check_trust(cert, info, trusted=trusted, intermediates=intermediates, moment=moment, who=who)
     return info
 
 
@@ -113,18 +117,18 @@ def _parse(leaf: x509.Certificate | bytes) -> tuple[x509.Certificate, Certificat
         ) from exc
 
 
-def _check_window(info: CertificateInfo, moment: datetime) -> None:
+def _check_window(info: CertificateInfo, moment: datetime, *, who: str) -> None:
     if moment > info.not_after:
         raise CertificateRejected(
             RejectionReason.EXPIRED,
-            f"client certificate {info.label} expired at {iso(info.not_after)}, "
+            f"{who} expired at {iso(info.not_after)}, "
             f"{human_duration(moment - info.not_after)} before the verification time "
             f"{iso(moment)}",
         )
     if moment < info.not_before:
         raise CertificateRejected(
             RejectionReason.NOT_YET_VALID,
-            f"client certificate {info.label} is not valid before {iso(info.not_before)}, "
+            f"{who} is not valid before {iso(info.not_before)}, "
             f"{human_duration(info.not_before - moment)} after the verification time "
             f"{iso(moment)} (check the clocks of issuer and verifier)",
         )
@@ -148,12 +152,12 @@ def _check_trust(
     trusted: Sequence[x509.Certificate],
     intermediates: Sequence[x509.Certificate],
     moment: datetime,
+    who: str,
 ) -> None:
     if not trusted:
         raise CertificateRejected(
             RejectionReason.UNTRUSTED,
-            f"client certificate {info.label} cannot be verified: no trusted CA certificate "
-            "is configured",
+            f"{who} cannot be verified: no trusted CA certificate is configured",
         )
     der = cert.public_bytes(serialization.Encoding.DER)
     if any(t.public_bytes(serialization.Encoding.DER) == der for t in trusted):
@@ -173,7 +177,12 @@ def _check_trust(
         verifier.verify(cert, list(intermediates))
     except verification.VerificationError as exc:
         raise _diagnose(
-            cert, info, trusted=trusted, intermediates=intermediates, moment=moment, detail=str(exc)
+            cert,
+            trusted=trusted,
+            intermediates=intermediates,
+            moment=moment,
+            detail=str(exc),
+            who=who,
         ) from exc
 
 
@@ -237,12 +246,12 @@ def _leaf_policy() -> verification.ExtensionPolicy:
 
 def _diagnose(
     cert: x509.Certificate,
-    info: CertificateInfo,
     *,
     trusted: Sequence[x509.Certificate],
     intermediates: Sequence[x509.Certificate],
     moment: datetime,
     detail: str,
+    who: str,
 ) -> CertificateRejected:
     """Turn a verifier failure into the most specific reason and message we can establish.
 
@@ -250,7 +259,6 @@ def _diagnose(
     the first link that is missing, does not verify, or is outside its validity window.
     """
     untrusted = RejectionReason.UNTRUSTED
-    who = f"client certificate {info.label}"
     if cert.subject == cert.issuer:
         return CertificateRejected(
             untrusted,

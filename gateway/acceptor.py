@@ -10,7 +10,10 @@ for the protocol that serves a connection once TLS is up. For every accepted soc
    and cannot hold a handshake slot.
 3. The handshake takes one of `max_concurrent_handshakes` slots, under one deadline for the
    wait and the handshake. A failed handshake sends its TLS alert (`gateway.tls_alerts`), is
-   logged as the port's `tls_failure_event` and counted by the port before the socket closes.
+   logged as the port's `tls_failure_event` and counted by the port before the socket closes
+   - unless the client aborted it because it does not trust the gateway's certificate: that
+   is logged as "<port> did not trust the gateway's certificate" and counted as
+   `untrusted_by_peer`, never as a refusal of the client.
 4. A peer that presented a certificate that verified is authenticated; the port's protocol may
    authenticate a connection later (a caller with a token). The slot is released when the
    connection is lost, however it ends.
@@ -37,7 +40,7 @@ import structlog
 
 from gateway.admission import AdmissionSettings, ConnectionBudget, Refusal, Slot
 from gateway.metrics import ConnectionCounts, GatewayMetrics
-from gateway.tls_alerts import alerts_to
+from gateway.tls_alerts import alerts_to, untrusted_by_peer
 
 log = structlog.get_logger("gateway.acceptor")
 
@@ -384,6 +387,19 @@ class TlsAcceptor:
     def _handshake_failed(
         self, pending: _Pending, raw: asyncio.Transport | None, error: BaseException
     ) -> None:
+        distrust = untrusted_by_peer(error, port=self.name)
+        if distrust is not None:
+            # Not a refusal of the client: the client refused the gateway.
+            refused = Refusal.UNTRUSTED_BY_PEER
+            self._metrics.connections_refused.labels(port=self.name, reason=refused.value).inc()
+            self._log(
+                f"{self.name} did not trust the gateway's certificate",
+                refused.value,
+                detail=distrust,
+                remote=pending.remote,
+            )
+            self._end_before_tls(pending, raw)
+            return
         reason, detail = tls_failure(error)
         refusal = Refusal.TLS_HANDSHAKE_TIMEOUT if reason == "TLSTimeout" else Refusal.TLS_FAILED
         self._metrics.connections_refused.labels(port=self.name, reason=refusal.value).inc()

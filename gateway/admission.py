@@ -72,6 +72,8 @@ class Refusal(StrEnum):
     CLIENT_HELLO_TIMEOUT = "client_hello_timeout"
     TLS_HANDSHAKE_TIMEOUT = "tls_handshake_timeout"
     TLS_FAILED = "tls_failed"
+    UNTRUSTED_BY_PEER = "untrusted_by_peer"
+    """The client aborted the handshake: it does not trust the gateway's certificate."""
     HEAD_TIMEOUT = "head_timeout"
     IDLE_TIMEOUT = "idle_timeout"
     UPGRADE_TIMEOUT = "upgrade_timeout"

@@ -198,7 +198,7 @@ async def test_health_endpoints_follow_the_tunnel(
     assert "# TYPE planelink_agent_upstream_request_duration_seconds histogram" in page
 
 
-async def test_a_gateway_certificate_the_agent_does_not_trust_is_a_tls_failure(
+async def test_a_gateway_certificate_the_agent_does_not_trust_is_named(
     start_agent: StartAgent,
     fake_gateway: TestGateway,
     agent_tls: AgentTls,
@@ -208,12 +208,16 @@ async def test_a_gateway_certificate_the_agent_does_not_trust_is_a_tls_failure(
     (agent_tls.directory / "ca.crt").write_bytes(stranger.certificate_pem())
     running = await start_agent(kubeconfig=unused_kubeconfig)
     metrics = running.agent.metrics
+    failures = "planelink_agent_connect_failures_total"
     await eventually(
-        lambda: metrics.sample("planelink_agent_connect_failures_total", reason="tls") >= 2,
+        lambda: metrics.sample(failures, reason="gateway_untrusted") >= 2,
         within=10,
-        message="never: 2 connect failures for tls",
+        message="never: 2 connect failures for gateway_untrusted",
     )
-    assert "the gateway's certificate is not trusted" in running.agent.state.reason
+    reason = running.agent.state.reason
+    assert reason.startswith("the agent does not trust the gateway: the gateway's certificate ")
+    assert "(trusted: 'CN=a stranger' [SHA-256 " in reason
+    assert f"--gateway-ca {agent_tls.directory / 'ca.crt'}" in reason
     assert fake_gateway.connections.empty()
 
 
