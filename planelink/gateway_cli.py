@@ -593,7 +593,6 @@ def run(args: argparse.Namespace) -> int:
     _raise_fd_limit()
     try:
         settings = settings_from(args)
-        check_tls_files(settings)
         values = SETTINGS.resolve(args, os.environ)
         index = os.environ.get(WORKER_INDEX_VARIABLE, "")
         if index:
@@ -602,6 +601,7 @@ def run(args: argparse.Namespace) -> int:
                 serve(worker_settings(settings, index=worker, identity=values.identity))
             )
         check_workers(settings, values.workers)
+        check_tls_files(settings)  # a worker's were checked by its supervisor
         if values.workers > 1:
             return _supervise(args, settings, workers=values.workers, identity=values.identity)
         return asyncio.run(serve(settings))

@@ -1,0 +1,176 @@
+"""`planelink gateway` and `planelink agent` given the wrong TLS file: one line naming the file,
+what it holds, what was expected and the setting to change; exit code 2; never OpenSSL's words
+nor a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import certs
+from agent.settings import CLIENT_CERT_SETTING, CLIENT_KEY_SETTING, GATEWAY_CA_SETTING
+from planelink import agent_cli, gateway_cli
+from tests.kit.waits import scaled
+
+OPENSSL_WORDS = ("PEM lib", "NO_CERTIFICATE_OR_CRL_FOUND", "_ssl.c", "Errno", "Traceback")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gateway CA with a server certificate, a caller CA, and an agent certificate."""
+    directory = tmp_path_factory.mktemp("pki")
+    gateway_ca = certs.create_ca()
+    certs.write_pem_files(
+        certs.issue_server(gateway_ca, common_name="gateway", dns_names=["localhost"]),
+        directory / "gateway",
+        cert_name="tls.crt",
+        key_name="tls.key",
+    )
+    (directory / "gateway" / "ca.crt").write_bytes(gateway_ca.certificate_pem())
+    callers = certs.create_ca("callers")
+    certs.write_pem_files(callers, directory / "callers", cert_name="ca.crt", key_name="ca.key")
+    agents = certs.create_ca("agents")
+    certs.write_pem_files(
+        certs.issue_agent(agents, plane="edge/prod"),
+        directory / "agent",
+        cert_name="tls.crt",
+        key_name="tls.key",
+    )
+    (directory / "agent" / "ca.crt").write_bytes(gateway_ca.certificate_pem())
+    return directory
+
+
+def gateway(capsys: pytest.CaptureFixture[str], pki: Path, **files: Path) -> tuple[int, list[str]]:
+    given = {
+        "tls_cert": pki / "gateway" / "tls.crt",
+        "tls_key": pki / "gateway" / "tls.key",
+        "caller_ca": pki / "callers" / "ca.crt",
+        **files,
+    }
+    parser = argparse.ArgumentParser()
+    gateway_cli.add_gateway_parser(parser.add_subparsers())
+    argv = ["gateway", "--operator-port=0", "--agent-port=0", "--caller-port=0"]
+    for name, path in given.items():
+        argv.append(f"--{name.replace('_', '-')}={path}")
+    code = gateway_cli.run(parser.parse_args(argv))
+    return code, capsys.readouterr().err.splitlines()
+
+
+def agent(capsys: pytest.CaptureFixture[str], pki: Path, **files: Path) -> tuple[int, list[str]]:
+    parser = argparse.ArgumentParser()
+    agent_cli.add_agent_parser(parser.add_subparsers())
+    argv = [
+        "agent",
+        "--gateway-url=wss://localhost:8443",
+        "--plane=edge/prod",
+        f"--tls-dir={pki / 'agent'}",
+    ]
+    argv += [f"--{name.replace('_', '-')}={path}" for name, path in files.items()]
+    code = agent_cli.run(parser.parse_args(argv))
+    return code, capsys.readouterr().err.splitlines()
+
+
+def one_clear_line(lines: list[str], prefix: str) -> str:
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(prefix)
+    for words in OPENSSL_WORDS:
+        assert words not in lines[0]
+    return lines[0]
+
+
+def test_gateway_with_its_certificate_as_the_key(
+    capsys: pytest.CaptureFixture[str], pki: Path
+) -> None:
+    code, lines = gateway(capsys, pki, tls_key=pki / "gateway" / "tls.crt")
+    assert code == 2
+    line = one_clear_line(lines, f"planelink gateway: --tls-key {pki / 'gateway' / 'tls.crt'}: ")
+    assert "expected an unencrypted private key (PEM), but the file holds a certificate " in line
+    assert "(subject 'CN=gateway', issued by 'CN=planelink CA " in line
+    assert line.endswith(
+        "(set with --tls-key / PLANELINK_GATEWAY_TLS_KEY / chart value tls.secretName (its "
+        "tls.key))"
+    )
+
+
+def test_gateway_with_a_key_as_the_caller_ca(capsys: pytest.CaptureFixture[str], pki: Path) -> None:
+    code, lines = gateway(capsys, pki, caller_ca=pki / "callers" / "ca.key")
+    assert code == 2
+    line = one_clear_line(lines, f"planelink gateway: --caller-ca {pki / 'callers' / 'ca.key'}: ")
+    assert "expected CA certificates (PEM), but the file holds a private key" in line
+    assert "PLANELINK_GATEWAY_CALLER_CA / chart value callerCA.secretName" in line
+
+
+def test_gateway_with_a_missing_file(
+    capsys: pytest.CaptureFixture[str], pki: Path, tmp_path: Path
+) -> None:
+    code, lines = gateway(capsys, pki, tls_cert=tmp_path / "nowhere.crt")
+    assert code == 2
+    line = one_clear_line(lines, f"planelink gateway: --tls-cert {tmp_path / 'nowhere.crt'}: ")
+    assert "but there is no such file" in line
+
+
+def test_gateway_with_the_key_of_another_certificate(
+    capsys: pytest.CaptureFixture[str], pki: Path
+) -> None:
+    code, lines = gateway(capsys, pki, tls_key=pki / "agent" / "tls.key")
+    assert code == 2
+    line = one_clear_line(lines, f"planelink gateway: --tls-key {pki / 'agent' / 'tls.key'}: ")
+    assert (
+        f"expected the private key of --tls-cert {pki / 'gateway' / 'tls.crt'} (subject "
+        "'CN=gateway'), but the file holds the private key of another certificate"
+    ) in line
+
+
+def test_agent_with_its_key_as_the_gateway_ca(
+    capsys: pytest.CaptureFixture[str], pki: Path
+) -> None:
+    code, lines = agent(capsys, pki, gateway_ca=pki / "agent" / "tls.key")
+    assert code == 2
+    line = one_clear_line(lines, f"planelink agent: --gateway-ca {pki / 'agent' / 'tls.key'}: ")
+    assert "expected CA certificates (PEM), but the file holds a private key" in line
+    assert "--gateway-ca / PLANELINK_GATEWAY_CA / chart value gatewayCA.secretName" in line
+
+
+def test_agent_with_a_certificate_as_its_key(capsys: pytest.CaptureFixture[str], pki: Path) -> None:
+    code, lines = agent(capsys, pki, client_key=pki / "agent" / "ca.crt")
+    assert code == 2
+    line = one_clear_line(lines, f"planelink agent: --client-key {pki / 'agent' / 'ca.crt'}: ")
+    assert "but the file holds a CA certificate (subject 'CN=planelink CA " in line
+
+
+def test_the_agent_s_hints_name_its_real_settings() -> None:
+    declared = {setting.name: setting for setting in agent_cli.SETTINGS}
+    for name, hint in (
+        ("client_cert", CLIENT_CERT_SETTING),
+        ("client_key", CLIENT_KEY_SETTING),
+        ("gateway_ca", GATEWAY_CA_SETTING),
+    ):
+        assert (hint.flag, hint.env) == (
+            declared[name].flag,
+            agent_cli.SETTINGS.env(declared[name]),
+        )
+
+
+def test_the_real_command_prints_one_line_and_exits_2(pki: Path) -> None:
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "planelink",
+            "gateway",
+            f"--tls-cert={pki / 'gateway' / 'tls.crt'}",
+            f"--tls-key={pki / 'gateway' / 'tls.crt'}",
+            f"--caller-ca={pki / 'callers' / 'ca.crt'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=False,
+    )
+    assert finished.returncode == 2
+    line = one_clear_line(finished.stderr.splitlines(), "planelink gateway: --tls-key ")
+    assert "holds a certificate (subject 'CN=gateway'" in line
