@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+import certs
 from envtest import Credentials, build_kubeconfig
 
 EXIT_OK = 0
@@ -93,15 +94,21 @@ def render(args: argparse.Namespace) -> str:
         raise _Usage("--client-cert and --client-key go together")
     if with_certificate == (args.token_file is not None):
         raise _Usage("give either --client-cert/--client-key or --token-file")
-    ca_pem = _read(args.ca_cert)
-    if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
-        raise _Usage(f"{args.ca_cert} holds no PEM certificate")
+    ca_pem = _checked(args.ca_cert, "--ca-cert", certs.FileRole.CA_BUNDLE)
     if args.token_file is not None:
         token = _read(args.token_file).decode().strip()
         if not token:
             raise _Usage(f"{args.token_file} is empty")
         credentials = Credentials(user=args.user, token=token)
     else:
+        try:
+            certs.load_key_pair(
+                certs.CredentialFile(args.client_cert, certs.FileSetting("--client-cert")),
+                certs.CredentialFile(args.client_key, certs.FileSetting("--client-key")),
+                role=certs.FileRole.CLIENT_CERTIFICATE,
+            )
+        except certs.WrongFileError as error:
+            raise _Usage(str(error)) from None
         credentials = Credentials(
             user=args.user,
             client_certificate_pem=_read(args.client_cert),
@@ -111,6 +118,16 @@ def render(args: argparse.Namespace) -> str:
         name=args.name, server=args.server, ca_pem=ca_pem, credentials=credentials
     )
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def _checked(path: Path, flag: str, role: certs.FileRole) -> bytes:
+    """The bytes of a certificate file, checked for `role` (the error names the file)."""
+    data = _read(path)
+    try:
+        certs.certificates_for(data, role, path=str(path), setting=certs.FileSetting(flag))
+    except certs.WrongFileError as error:
+        raise _Usage(str(error)) from None
+    return data
 
 
 def _read(path: Path) -> bytes:

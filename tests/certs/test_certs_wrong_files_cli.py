@@ -13,7 +13,7 @@ import pytest
 
 import certs
 from agent.settings import CLIENT_CERT_SETTING, CLIENT_KEY_SETTING, GATEWAY_CA_SETTING
-from planelink import agent_cli, gateway_cli
+from planelink import agent_cli, gateway_cli, kubeconfig_cli
 from tests.kit.waits import scaled
 
 OPENSSL_WORDS = ("PEM lib", "NO_CERTIFICATE_OR_CRL_FOUND", "_ssl.c", "Errno", "Traceback")
@@ -174,3 +174,33 @@ def test_the_real_command_prints_one_line_and_exits_2(pki: Path) -> None:
     assert finished.returncode == 2
     line = one_clear_line(finished.stderr.splitlines(), "planelink gateway: --tls-key ")
     assert "holds a certificate (subject 'CN=gateway'" in line
+
+
+def test_kubeconfig_with_a_key_as_the_ca_and_swapped_files(
+    capsys: pytest.CaptureFixture[str], pki: Path
+) -> None:
+    def kubeconfig(*flags: str) -> tuple[int, list[str]]:
+        parser = argparse.ArgumentParser()
+        kubeconfig_cli.add_kubeconfig_parser(parser.add_subparsers())
+        args = parser.parse_args(["kubeconfig", "--server=https://gw:6443/planes/a/b/k8s", *flags])
+        return kubeconfig_cli.run(args), capsys.readouterr().err.splitlines()
+
+    code, lines = kubeconfig(
+        f"--ca-cert={pki / 'callers' / 'ca.key'}", f"--token-file={pki / 'callers' / 'ca.crt'}"
+    )
+    assert code == 2
+    line = one_clear_line(
+        lines, f"planelink kubeconfig: error: --ca-cert {pki / 'callers' / 'ca.key'}: "
+    )
+    assert "expected CA certificates (PEM), but the file holds a private key" in line
+    code, lines = kubeconfig(
+        f"--ca-cert={pki / 'gateway' / 'ca.crt'}",
+        f"--client-cert={pki / 'agent' / 'tls.key'}",
+        f"--client-key={pki / 'agent' / 'tls.crt'}",
+    )
+    assert code == 2
+    line = one_clear_line(
+        lines, f"planelink kubeconfig: error: --client-cert {pki / 'agent' / 'tls.key'}: "
+    )
+    assert "expected a client certificate (PEM, the certificate first" in line
+    assert "but the file holds a private key" in line
