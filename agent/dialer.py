@@ -27,8 +27,8 @@ from websockets.typing import Subprotocol
 import certs
 from agent.settings import AgentTlsFiles
 from tunnel.channel import RECEIVE_QUEUE, GuardedClientConnection
-from tunnel.client_tls import ClientTlsContext, alerts_to_socket, open_socket
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
+from tunnel.tls_alerts import ClientTlsContext, alerts_to_socket, open_socket
 
 _BODY_LIMIT = 300  # characters of a rejection body worth a log line
 _HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
