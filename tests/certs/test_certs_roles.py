@@ -68,36 +68,44 @@ def test_der_certificate_gets_the_conversion_command(ca: certs.CertificateBundle
     assert "openssl x509 -inform der" in message
 
 
-def test_der_key(ca: certs.CertificateBundle) -> None:
-    der = ca.private_key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+@pytest.mark.parametrize(
+    ("encoding", "form", "password", "expected"),
+    [
+        (
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            None,
+            ("a DER-encoded private key, not PEM", "openssl pkey -inform der"),
+        ),
+        (
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            b"password",
+            ("the file holds an encrypted private key", "decrypt it first"),
+        ),
+        (  # the legacy form: "Proc-Type: 4,ENCRYPTED" headers in a BEGIN EC PRIVATE KEY block
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            b"password",
+            ("the file holds an encrypted private key", "decrypt it first"),
+        ),
+    ],
+)
+def test_keys_planelink_cannot_read_as_they_are(
+    ca: certs.CertificateBundle,
+    encoding: serialization.Encoding,
+    form: serialization.PrivateFormat,
+    password: bytes | None,
+    expected: tuple[str, str],
+) -> None:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
     )
-    message = key_error(der)
-    assert "a DER-encoded private key, not PEM" in message
-    assert "openssl pkey -inform der" in message
-
-
-def test_encrypted_key(ca: certs.CertificateBundle) -> None:
-    encrypted = ca.private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"password"),
-    )
-    message = key_error(encrypted)
-    assert "the file holds an encrypted private key" in message
-    assert "decrypt it first" in message
-
-
-def test_legacy_encrypted_key(ca: certs.CertificateBundle) -> None:
-    encrypted = ca.private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.BestAvailableEncryption(b"password"),
-    )
-    assert b"Proc-Type: 4,ENCRYPTED" in encrypted
-    assert "the file holds an encrypted private key" in key_error(encrypted)
+    message = key_error(ca.private_key.private_bytes(encoding, form, encryption))
+    for words in expected:
+        assert words in message
 
 
 def test_csr_instead_of_certificate(ca: certs.CertificateBundle) -> None:

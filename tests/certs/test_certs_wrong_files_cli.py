@@ -82,47 +82,51 @@ def one_clear_line(lines: list[str], prefix: str) -> str:
     return lines[0]
 
 
-def test_gateway_with_its_certificate_as_the_key(
-    capsys: pytest.CaptureFixture[str], pki: Path
+@pytest.mark.parametrize(
+    ("setting", "given", "expected"),
+    [
+        (
+            "tls_key",
+            "gateway/tls.crt",
+            (
+                "expected an unencrypted private key (PEM), but the file holds a certificate "
+                "(subject 'CN=gateway', issued by 'CN=planelink CA ",
+                "(set with --tls-key / PLANELINK_GATEWAY_TLS_KEY / chart value tls.secretName "
+                "(its tls.key))",
+            ),
+        ),
+        (
+            "caller_ca",
+            "callers/ca.key",
+            (
+                "expected CA certificates (PEM), but the file holds a private key",
+                "PLANELINK_GATEWAY_CALLER_CA / chart value callerCA.secretName",
+            ),
+        ),
+        ("tls_cert", "nowhere.crt", ("but there is no such file",)),
+        (
+            "tls_key",
+            "agent/tls.key",
+            (
+                "expected the private key of --tls-cert {pki}/gateway/tls.crt (subject "
+                "'CN=gateway'), but the file holds the private key of another certificate",
+            ),
+        ),
+    ],
+)
+def test_gateway_with_a_wrong_file(
+    capsys: pytest.CaptureFixture[str],
+    pki: Path,
+    setting: str,
+    given: str,
+    expected: tuple[str, ...],
 ) -> None:
-    code, lines = gateway(capsys, pki, tls_key=pki / "gateway" / "tls.crt")
+    code, lines = gateway(capsys, pki, **{setting: pki / given})
     assert code == 2
-    line = one_clear_line(lines, f"planelink gateway: --tls-key {pki / 'gateway' / 'tls.crt'}: ")
-    assert "expected an unencrypted private key (PEM), but the file holds a certificate " in line
-    assert "(subject 'CN=gateway', issued by 'CN=planelink CA " in line
-    assert line.endswith(
-        "(set with --tls-key / PLANELINK_GATEWAY_TLS_KEY / chart value tls.secretName (its "
-        "tls.key))"
-    )
-
-
-def test_gateway_with_a_key_as_the_caller_ca(capsys: pytest.CaptureFixture[str], pki: Path) -> None:
-    code, lines = gateway(capsys, pki, caller_ca=pki / "callers" / "ca.key")
-    assert code == 2
-    line = one_clear_line(lines, f"planelink gateway: --caller-ca {pki / 'callers' / 'ca.key'}: ")
-    assert "expected CA certificates (PEM), but the file holds a private key" in line
-    assert "PLANELINK_GATEWAY_CALLER_CA / chart value callerCA.secretName" in line
-
-
-def test_gateway_with_a_missing_file(
-    capsys: pytest.CaptureFixture[str], pki: Path, tmp_path: Path
-) -> None:
-    code, lines = gateway(capsys, pki, tls_cert=tmp_path / "nowhere.crt")
-    assert code == 2
-    line = one_clear_line(lines, f"planelink gateway: --tls-cert {tmp_path / 'nowhere.crt'}: ")
-    assert "but there is no such file" in line
-
-
-def test_gateway_with_the_key_of_another_certificate(
-    capsys: pytest.CaptureFixture[str], pki: Path
-) -> None:
-    code, lines = gateway(capsys, pki, tls_key=pki / "agent" / "tls.key")
-    assert code == 2
-    line = one_clear_line(lines, f"planelink gateway: --tls-key {pki / 'agent' / 'tls.key'}: ")
-    assert (
-        f"expected the private key of --tls-cert {pki / 'gateway' / 'tls.crt'} (subject "
-        "'CN=gateway'), but the file holds the private key of another certificate"
-    ) in line
+    flag = "--" + setting.replace("_", "-")
+    line = one_clear_line(lines, f"planelink gateway: {flag} {pki / given}: ")
+    for words in expected:
+        assert words.format(pki=pki) in line
 
 
 def test_agent_with_its_key_as_the_gateway_ca(
