@@ -47,6 +47,7 @@ from gateway.reconciler import Reconciler, ReconcilerSettings
 from gateway.startup import StartupGate
 from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.tls_alerts import ServerTlsContext
+from gateway.tls_files import load_caller_ca, load_server_certificate
 from gateway.trust import TrustRegistry, agent_server_context
 from tunnel.loop_metrics import register_task_gauge
 
@@ -106,7 +107,7 @@ class Gateway:
         settings = _within_fd_limit(settings)
         self.settings = settings
         self.metrics = GatewayMetrics()
-        certificate_file, key_file = str(settings.server_certificate), str(settings.server_key)
+        certificate_file, key_file = settings.server_certificate, settings.server_key
         self.trust = TrustRegistry(
             agent_server_context(certificate_file=certificate_file, key_file=key_file),
             starting_context=agent_server_context(
@@ -377,8 +378,8 @@ def _within_fd_limit(settings: GatewaySettings) -> GatewaySettings:
 def _caller_context(settings: GatewaySettings) -> ssl.SSLContext:
     context = ServerTlsContext()  # a caller certificate from the wrong CA gets a TLS alert
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(settings.server_certificate), str(settings.server_key))
-    context.load_verify_locations(cafile=str(settings.caller_ca))
+    load_server_certificate(context, settings.server_certificate, settings.server_key)
+    load_caller_ca(context, settings.caller_ca)
     # With tokens a certificate is optional, but one presented must still verify.
     accepts_tokens = settings.callers.auth.accepts_tokens
     context.verify_mode = ssl.CERT_OPTIONAL if accepts_tokens else ssl.CERT_REQUIRED

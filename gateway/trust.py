@@ -23,6 +23,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,6 +33,7 @@ from certs import CertificateInfo, CertificateRejected, PlaneRef, RejectionReaso
 from gateway.interfaces import PlaneTrust
 from gateway.startup import StartupGate
 from gateway.tls_alerts import ServerTlsContext
+from gateway.tls_files import load_server_certificate
 
 TrustListener = Callable[[PlaneRef, PlaneTrust | None], None]
 
@@ -142,13 +144,13 @@ def verify_agent(
 
 
 def agent_server_context(
-    *, certificate_file: str, key_file: str, client_certificates: bool = True
+    *, certificate_file: Path, key_file: Path, client_certificates: bool = True
 ) -> ssl.SSLContext:
     """The agent listener's TLS context: client certificates required, CAs added by planes
     (or, with `client_certificates=False`, the starting context: no certificate asked). A
     refused certificate gets a TLS alert, not a bare close."""
     context = ServerTlsContext()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certificate_file, key_file)
+    load_server_certificate(context, certificate_file, key_file)
     context.verify_mode = ssl.CERT_REQUIRED if client_certificates else ssl.CERT_NONE
     return context

@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 import certs
+from gateway import tls_files
 from gateway.admission import AdmissionSettings
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
@@ -552,41 +553,17 @@ def _reconciler_settings(values: argparse.Namespace) -> ReconcilerSettings:
     )
 
 
-_CHART_VALUES = {
-    "tls_cert": "tls.secretName (its tls.crt)",
-    "tls_key": "tls.secretName (its tls.key)",
-    "caller_ca": "callerCA.secretName (its ca.crt)",
-    "peer_certificate": "peers.secretName (its tls.crt)",
-    "peer_key": "peers.secretName (its tls.key)",
-    "peer_ca": "peers.secretName (its ca.crt)",
-}
-"""The gateway chart's value behind each TLS file setting, for the hint of a wrong file."""
-
-
-def _file(name: str, given: Path) -> certs.CredentialFile:
-    setting = _setting(name)
-    return certs.CredentialFile(
-        given, certs.FileSetting(setting.flag, SETTINGS.env(setting), _CHART_VALUES.get(name))
-    )
-
-
 def check_tls_files(settings: GatewaySettings) -> None:
-    """Check every TLS file the gateway will load, before `ssl` sees one: a WrongFileError
-    names the file, what it holds, what was expected and the setting that fixes it."""
-    server = certs.FileRole.SERVER_CERTIFICATE
-    certs.load_key_pair(
-        _file("tls_cert", settings.server_certificate),
-        _file("tls_key", settings.server_key),
-        role=server,
+    """Check every TLS file the gateway will load, before `ssl` sees one (and before any
+    worker starts): a WrongFileError names the file, what it holds, what was expected and
+    the setting that fixes it."""
+    peers = settings.peers
+    tls_files.check_files(
+        certificate=settings.server_certificate,
+        key=settings.server_key,
+        caller_ca=settings.caller_ca,
+        peer=(peers.certificate, peers.key, peers.ca) if peers is not None else None,
     )
-    certs.load_certificate_file(_file("caller_ca", settings.caller_ca), certs.FileRole.CA_BUNDLE)
-    if settings.peers is not None:
-        certs.load_key_pair(
-            _file("peer_certificate", settings.peers.certificate),
-            _file("peer_key", settings.peers.key),
-            role=server,
-        )
-        certs.load_certificate_file(_file("peer_ca", settings.peers.ca), certs.FileRole.CA_BUNDLE)
 
 
 def run(args: argparse.Namespace) -> int:

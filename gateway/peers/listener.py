@@ -23,6 +23,7 @@ from gateway.callers import CallerEndpoint, CallerSettings, DirectBackends, Docu
 from gateway.metrics import GatewayMetrics
 from gateway.peers.settings import PeerSettings
 from gateway.tls_alerts import ServerTlsContext
+from gateway.tls_files import load_peer_files
 from gateway.trust import TrustRegistry
 
 PLANES_PATH = "/peer/v1/planes"
@@ -34,8 +35,7 @@ def peer_server_context(settings: PeerSettings) -> ssl.SSLContext:
     peer CA required."""
     context = ServerTlsContext()  # a certificate from another CA gets a TLS alert
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(settings.certificate), str(settings.key))
-    context.load_verify_locations(cafile=str(settings.ca))
+    load_peer_files(context, settings.certificate, settings.key, settings.ca)
     context.verify_mode = ssl.CERT_REQUIRED
     context.set_alpn_protocols(["http/1.1"])
     return context

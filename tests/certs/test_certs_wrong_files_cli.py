@@ -13,6 +13,7 @@ import pytest
 
 import certs
 from agent.settings import CLIENT_CERT_SETTING, CLIENT_KEY_SETTING, GATEWAY_CA_SETTING
+from gateway import tls_files
 from planelink import agent_cli, gateway_cli, kubeconfig_cli
 from tests.kit.waits import scaled
 
@@ -156,6 +157,22 @@ def test_the_agent_s_hints_name_its_real_settings() -> None:
         assert (hint.flag, hint.env) == (
             declared[name].flag,
             agent_cli.SETTINGS.env(declared[name]),
+        )
+
+
+def test_the_gateway_s_hints_name_its_real_settings() -> None:
+    declared = {setting.name: setting for setting in gateway_cli.SETTINGS}
+    for name, hint in (
+        ("tls_cert", tls_files.TLS_CERT),
+        ("tls_key", tls_files.TLS_KEY),
+        ("caller_ca", tls_files.CALLER_CA),
+        ("peer_certificate", tls_files.PEER_CERTIFICATE),
+        ("peer_key", tls_files.PEER_KEY),
+        ("peer_ca", tls_files.PEER_CA),
+    ):
+        assert (hint.flag, hint.env) == (
+            declared[name].flag,
+            gateway_cli.SETTINGS.env(declared[name]),
         )
 
 
