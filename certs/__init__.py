@@ -71,13 +71,13 @@ from certs.pem import (
     private_key_pem,
     write_file,
 )
+from certs.pem_contents import describe_pem
 from certs.roles import (
     FileRole,
     FileSetting,
     WrongFileError,
     certificates_for,
     check_key_matches,
-    describe_pem,
     private_key_for,
 )
 from certs.tls_files import (

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certs.errors import OutputExistsError, PemError
 from certs.keys import PrivateKey
+from certs.pem_contents import describe_pem
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
@@ -61,8 +62,7 @@ def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
     cert_blocks = [(i, raw) for i, (label, raw) in enumerate(blocks) if label == b"CERTIFICATE"]
     if not cert_blocks:
         if blocks:
-            labels = ", ".join(sorted({label.decode() for label, _ in blocks}))
-            raise PemError(f"no CERTIFICATE PEM block found (found: {labels})")
+            raise PemError(f"no CERTIFICATE PEM block found: the data holds {describe_pem(data)}")
         raise PemError("no PEM data found (expected '-----BEGIN CERTIFICATE-----')")
     certs: list[x509.Certificate] = []
     for number, (_, raw) in enumerate(cert_blocks, start=1):
@@ -94,7 +94,10 @@ def load_private_key(data: bytes, *, password: bytes | None = None) -> PrivateKe
     if not isinstance(data, bytes | bytearray):
         raise PemError(f"expected PEM bytes, got {type(data).__name__}")
     if b"PRIVATE KEY-----" not in data:
-        raise PemError("no private key PEM block found (expected '-----BEGIN PRIVATE KEY-----')")
+        raise PemError(
+            "no private key PEM block found (expected '-----BEGIN PRIVATE KEY-----'): the data "
+            f"holds {describe_pem(bytes(data))}"
+        )
     try:
         key = serialization.load_pem_private_key(bytes(data), password=password)
     except TypeError as exc:  # encrypted without password, or password for a plain key

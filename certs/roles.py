@@ -13,24 +13,25 @@ Pure: bytes in, checked objects or an error out. Reading the file is :mod:`certs
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-import re
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from certs.errors import CertsError, PemError
 from certs.keys import PrivateKey
 from certs.pem import load_private_key
-
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
-_KEY_LABELS = frozenset({b"PRIVATE KEY", b"EC PRIVATE KEY", b"RSA PRIVATE KEY"})
-_CSR_LABELS = frozenset({b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"})
-_ENCRYPTED_KEY = b"ENCRYPTED PRIVATE KEY"
+from certs.pem_contents import (
+    ENCRYPTED_KEY,
+    KEY_LABELS,
+    der_certificate,
+    describe_pem,
+    is_ca,
+    is_der_key,
+    pem_blocks,
+    subject_text,
+)
 
 
 class FileRole(enum.Enum):
@@ -118,7 +119,7 @@ def certificates_for(
             role=role,
             holds=describe_pem(data),
             setting=setting,
-            advice=f"give the CA that issued it, {_subject(leaf.issuer)}",
+            advice=f"give the CA that issued it, {subject_text(leaf.issuer)}",
         )
     return certificates
 
@@ -126,8 +127,8 @@ def certificates_for(
 def private_key_for(data: bytes, *, path: str, setting: FileSetting) -> PrivateKey:
     """The private key of `data`; raises :class:`WrongFileError` if it holds none that
     planelink can use (none, an encrypted one, one that does not decode, not ECDSA or RSA)."""
-    blocks = _blocks(data)
-    keys = [raw for label, raw, _ in blocks if label in _KEY_LABELS]
+    blocks = pem_blocks(data)
+    keys = [raw for label, raw, _ in blocks if label in KEY_LABELS]
     if keys:
         try:
             return load_private_key(keys[0])
@@ -174,64 +175,29 @@ def check_key_matches(
         path=key_path,
         role=FileRole.PRIVATE_KEY,
         expected=f"the private key of {certificate_setting.flag} {certificate_path} "
-        f"(subject {_subject(certificate.subject)})",
+        f"(subject {subject_text(certificate.subject)})",
         holds="the private key of another certificate",
         setting=key_setting,
         advice="give the key and certificate of one pair (a renewal writes both)",
     )
 
 
-def describe_pem(data: bytes) -> str:
-    """What `data` holds, in words: "nothing (the file is empty)", "a certificate (subject
-    'CN=a', issued by 'CN=b')", "a private key", "a certificate signing request (CSR) ..."."""
-    if not data.strip():
-        return "nothing (the file is empty)"
-    blocks = _blocks(data)
-    if not blocks:
-        return _describe_not_pem(data)
-    parts: list[str] = []
-    certificates = [der for label, _, der in blocks if label == b"CERTIFICATE"]
-    if certificates:
-        parts.append(_describe_certificates(certificates))
-    for label, raw, der in blocks:
-        if label == b"CERTIFICATE":
-            continue
-        parts.append(_describe_block(label, raw, der))
-    unique = list(dict.fromkeys(parts))
-    return " and ".join(unique)
-
-
 def _advice(data: bytes) -> str:
     """How to turn what `data` holds into what planelink reads, when a command can."""
-    if not data.strip() or _blocks(data):
-        if _ENCRYPTED_KEY in data or b"Proc-Type: 4,ENCRYPTED" in data:
+    if not data.strip() or pem_blocks(data):
+        if ENCRYPTED_KEY in data or b"Proc-Type: 4,ENCRYPTED" in data:
             return "decrypt it first (openssl pkey -in KEY -out KEY.plain)"
         return ""
-    if _der_certificate(data) is not None:
+    if der_certificate(data) is not None:
         return "convert it to PEM (openssl x509 -inform der -in FILE -out FILE.pem)"
-    if _der_key(data):
+    if is_der_key(data):
         return "convert it to PEM (openssl pkey -inform der -in FILE -out FILE.pem)"
     return ""
 
 
-def _blocks(data: bytes) -> list[tuple[bytes, bytes, bytes | None]]:
-    """(label, the block's PEM text, its DER bytes or None) of every PEM block in `data`."""
-    found: list[tuple[bytes, bytes, bytes | None]] = []
-    for match in _PEM_BLOCK.finditer(data):
-        body = match.group(2)
-        der: bytes | None = None
-        if b":" not in body:  # no RFC 1421 headers (an encrypted legacy key has them)
-            try:
-                der = base64.b64decode(b"".join(body.split()), validate=True)
-            except (ValueError, binascii.Error):
-                der = None
-        found.append((match.group(1), match.group(0), der))
-    return found
-
-
 def _decoded_certificates(data: bytes) -> list[x509.Certificate]:
     certificates: list[x509.Certificate] = []
-    for label, _, der in _blocks(data):
+    for label, _, der in pem_blocks(data):
         if label != b"CERTIFICATE" or der is None:
             continue
         try:
@@ -241,80 +207,6 @@ def _decoded_certificates(data: bytes) -> list[x509.Certificate]:
     return certificates
 
 
-def _describe_certificates(ders: list[bytes | None]) -> str:
-    decoded: list[x509.Certificate] = []
-    for der in ders:
-        try:
-            if der is not None:
-                decoded.append(x509.load_der_x509_certificate(der))
-        except ValueError:
-            continue
-    if not decoded:
-        return "a CERTIFICATE block that does not decode"
-    first = decoded[0]
-    kind = "a CA certificate" if _is_ca(first) else "a certificate"
-    text = f"{kind} (subject {_subject(first.subject)}, issued by {_subject(first.issuer)})"
-    if len(ders) > 1:
-        text += f" followed by {len(ders) - 1} more certificate(s)"
-    return text
-
-
-def _describe_block(label: bytes, raw: bytes, der: bytes | None) -> str:
-    if label == _ENCRYPTED_KEY or (label in _KEY_LABELS and b"ENCRYPTED" in raw):
-        return "an encrypted private key"
-    if label in _KEY_LABELS:
-        return "a private key"
-    if label in _CSR_LABELS:
-        try:
-            csr = x509.load_der_x509_csr(der) if der is not None else None
-        except ValueError:
-            csr = None
-        subject = f" for subject {_subject(csr.subject)}" if csr is not None else ""
-        return f"a certificate signing request (CSR){subject}, not a certificate issued for it"
-    if label == b"PUBLIC KEY":
-        return "a public key, not a private key"
-    return f"a PEM block {label.decode()!r}"
-
-
-def _describe_not_pem(data: bytes) -> str:
-    certificate = _der_certificate(data)
-    if certificate is not None:
-        return f"a DER-encoded certificate (subject {_subject(certificate.subject)}), not PEM"
-    if _der_key(data):
-        return "a DER-encoded private key, not PEM"
-    # Never quote the bytes: the file may be a secret of another kind.
-    return f"no PEM data ({len(data)} bytes without a '-----BEGIN ...-----' line)"
-
-
-def _der_certificate(data: bytes) -> x509.Certificate | None:
-    try:
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        return None
-
-
-def _der_key(data: bytes) -> bool:
-    try:
-        serialization.load_der_private_key(data, password=None)
-    except (ValueError, TypeError):
-        return False
-    except UnsupportedAlgorithm:  # still a key, of a kind planelink does not use
-        return True
-    return True
-
-
-def _is_ca(certificate: x509.Certificate) -> bool:
-    try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-    return constraints.value.ca
-
-
 def _can_anchor(certificate: x509.Certificate) -> bool:
     """Whether a certificate can be trusted as given: a CA, or a self-signed (pinned) one."""
-    return _is_ca(certificate) or certificate.subject == certificate.issuer
-
-
-def _subject(name: x509.Name) -> str:
-    return repr(name.rfc4514_string())
+    return is_ca(certificate) or certificate.subject == certificate.issuer

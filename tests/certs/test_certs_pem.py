@@ -49,7 +49,7 @@ def test_load_pem_certificates_crlf(ca: certs.CertificateBundle) -> None:
         (b"-----BEGIN CERTIFICATE-----\nabc\n", "no PEM data found"),
         (
             b"-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n",
-            r"no CERTIFICATE PEM block found \(found: PUBLIC KEY\)",
+            r"no CERTIFICATE PEM block found: the data holds a public key, not a private key",
         ),
         (
             b"-----BEGIN CERTIFICATE-----\nbm9wZQ==\n-----END CERTIFICATE-----\n",
