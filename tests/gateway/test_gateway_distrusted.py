@@ -20,6 +20,7 @@ from agent.settings import (
     AgentTlsFiles,
 )
 from gateway.app import Gateway
+from gateway.tls_alerts import untrusted_by_peer
 from tests.kit.gateway_lab import Pki, PlanePair
 from tests.kit.waits import eventually, scaled
 from tunnel.contract import AGENT_CONNECT_PATH
@@ -136,3 +137,29 @@ def test_without_the_certificate_the_hint_is_still_given(
         "the agent does not trust the gateway's certificate (unable to get local issuer "
         "certificate); the agent trusts the CA certificates of --gateway-ca "
     )
+
+
+@pytest.mark.parametrize(
+    ("reason", "port", "alert", "where"),
+    [
+        ("TLSV1_ALERT_UNKNOWN_CA", "agent", "unknown_ca", "--gateway-ca"),
+        ("SSLV3_ALERT_BAD_CERTIFICATE", "caller", "bad_certificate", "kubeconfig"),
+        ("SSLV3_ALERT_CERTIFICATE_EXPIRED", "peer", "certificate_expired", "--peer-ca"),
+    ],
+)
+def test_a_client_s_alert_about_the_gateway_s_certificate_is_told_apart(
+    reason: str, port: str, alert: str, where: str
+) -> None:
+    error = ssl.SSLError(1, f"[SSL: {reason}] alert ({reason})")
+    error.reason = reason
+    detail = untrusted_by_peer(error, port=port)
+    assert detail is not None
+    assert detail.startswith(f"the {port} aborted the TLS handshake with alert {alert}: ")
+    assert where in detail
+
+
+def test_other_handshake_failures_are_not_distrust() -> None:
+    refused = ssl.SSLError(1, "[SSL: PEER_DID_NOT_RETURN_A_CERTIFICATE]")
+    refused.reason = "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    assert untrusted_by_peer(refused, port="agent") is None
+    assert untrusted_by_peer(ConnectionResetError(), port="agent") is None
