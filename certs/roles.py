@@ -42,10 +42,6 @@ class FileRole(enum.Enum):
     PRIVATE_KEY = "an unencrypted private key (PEM)"
     CA_BUNDLE = "CA certificates (PEM)"
 
-    @property
-    def is_certificate(self) -> bool:
-        return self in (FileRole.SERVER_CERTIFICATE, FileRole.CLIENT_CERTIFICATE)
-
 
 @dataclass(frozen=True, slots=True)
 class FileSetting:
