@@ -85,18 +85,23 @@ def load_static_planes(path: Path, *, require_identity: bool = True) -> list[Pla
     return trusts
 
 
+_CLIENT_CA = certs.FileSetting("clientCA")
+"""How an error names a plane's CA file: as its entry in the planes file does."""
+
+
 def _trust(
     plane: PlaneRef, entry: _PlaneEntry, *, base: Path, require_identity: bool
 ) -> PlaneTrust:
     source = STATIC_SOURCE + (entry.client_ca or "inline")
     try:
         if entry.client_ca is not None:
-            pem = (base / entry.client_ca).read_bytes()
+            # Named as the planes file names it: "clientCA <path>: expected CA certificates..."
+            named = certs.CredentialFile(base / entry.client_ca, _CLIENT_CA)
+            cas = tuple(certs.load_certificate_file(named, certs.FileRole.CA_BUNDLE))
         else:
             assert entry.client_ca_data is not None
-            pem = entry.client_ca_data.encode()
-        cas = tuple(certs.load_pem_certificates(pem))
-    except (OSError, PemError) as error:
+            cas = tuple(certs.load_pem_certificates(entry.client_ca_data.encode()))
+    except (PemError, certs.WrongFileError) as error:
         return PlaneTrust(
             plane=plane,
             client_cas=(),

@@ -14,6 +14,7 @@ import pytest
 import certs
 from agent.settings import CLIENT_CERT_SETTING, CLIENT_KEY_SETTING, GATEWAY_CA_SETTING
 from gateway import tls_files
+from gateway.static_config import load_static_planes
 from planelink import agent_cli, gateway_cli, kubeconfig_cli
 from tests.kit.waits import scaled
 
@@ -225,3 +226,22 @@ def test_kubeconfig_with_a_key_as_the_ca_and_swapped_files(
     )
     assert "expected a client certificate (PEM, the certificate first" in line
     assert "but the file holds a private key" in line
+
+
+def test_a_planes_file_naming_a_key_or_nothing_as_a_plane_s_ca(pki: Path, tmp_path: Path) -> None:
+    planes = tmp_path / "planes.yaml"
+    planes.write_text(
+        f"planes:\n- plane: a/key\n  clientCA: {pki / 'callers' / 'ca.key'}\n"
+        "- plane: a/missing\n  clientCA: nope.crt\n"
+    )
+    issues = {str(trust.plane): trust.issues for trust in load_static_planes(planes)}
+    assert issues == {
+        "a/key": (
+            f"client CA unusable: clientCA {pki / 'callers' / 'ca.key'}: expected CA "
+            "certificates (PEM), but the file holds a private key (set with clientCA)",
+        ),
+        "a/missing": (
+            f"client CA unusable: clientCA {tmp_path / 'nope.crt'}: expected CA certificates "
+            "(PEM), but there is no such file (set with clientCA)",
+        ),
+    }
