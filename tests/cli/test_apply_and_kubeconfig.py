@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+import certs
 from envtest import KubeAPIServer
 from planelink.cli import build_parser
 from tests.kit.waits import kubectl_timeout, scaled
@@ -122,7 +123,7 @@ def test_kubeconfig_refuses_bad_usage(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], complaint: str
 ) -> None:
     ca = tmp_path / "ca.crt"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n")
+    ca.write_bytes(certs.create_ca().certificate_pem())  # a real one: --ca-cert is checked
     (tmp_path / "token").write_text("t")
     paths = {"TOKEN": str(tmp_path / "token"), "CA": str(ca), "MISSING": str(tmp_path / "no")}
     argv = [paths.get(item, item) for item in extra]
