@@ -15,15 +15,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from certs import roles
 from certs.keys import PrivateKey
-from certs.roles import (
-    FileRole,
-    FileSetting,
-    WrongFileError,
-    certificates_for,
-    check_key_matches,
-    private_key_for,
-)
+from certs.roles import FileRole, FileSetting, WrongFileError
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +54,7 @@ def read_file(file: CredentialFile, role: FileRole) -> bytes:
 def load_certificate_file(file: CredentialFile, role: FileRole) -> list[x509.Certificate]:
     """The certificates of `file`, checked for `role` (see :func:`certs.roles.certificates_for`)."""
     data = read_file(file, role)
-    return certificates_for(data, role, path=str(file.path), setting=file.setting)
+    return roles.certificates_for(data, role, path=str(file.path), setting=file.setting)
 
 
 def load_key_pair(
@@ -68,10 +62,10 @@ def load_key_pair(
 ) -> tuple[list[x509.Certificate], PrivateKey]:
     """A certificate chain and its private key, checked to belong together."""
     chain = load_certificate_file(certificate, role)
-    private_key = private_key_for(
+    private_key = roles.private_key_for(
         read_file(key, FileRole.PRIVATE_KEY), path=str(key.path), setting=key.setting
     )
-    check_key_matches(
+    roles.check_key_matches(
         chain[0],
         private_key,
         certificate_path=str(certificate.path),
