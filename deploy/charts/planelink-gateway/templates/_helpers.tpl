@@ -68,7 +68,11 @@ tolerations:
 {{- $ownPods := dict "matchLabels" (include "planelink-gateway.selectorLabels" $ | fromYaml) }}
 topologySpreadConstraints:
   {{- range . }}
-  - {{ toYaml (merge (deepCopy .) (dict "labelSelector" $ownPods)) | indent 4 | trim }}
+  {{- $constraint := deepCopy . }}
+  {{- if not (hasKey $constraint "labelSelector") }}
+  {{- $_ := set $constraint "labelSelector" $ownPods }}
+  {{- end }}
+  - {{ toYaml $constraint | indent 4 | trim }}
   {{- end }}
 {{- end }}
 {{- end }}
