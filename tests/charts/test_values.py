@@ -15,7 +15,6 @@ from planelink.logs import LOG_SETTINGS
 from tests.charts.chart_kit import (
     AGENT_VALUES,
     CHARTS,
-    ROOT,
     SERVICE_MONITOR_API,
     Docs,
     container_env,
@@ -27,6 +26,7 @@ from tests.charts.chart_kit import (
     run_helm,
     the,
 )
+from tests.kit.dockerfile import entrypoint
 
 GATEWAY = "planelink-gateway"
 AGENT = "planelink-agent"
@@ -246,15 +246,6 @@ def test_scheduling_values_reach_the_pod(helm: Path, chart: str) -> None:
     assert own["labelSelector"] == given
 
 
-def _image_entrypoint_options() -> list[str]:
-    """The options the image's ENTRYPOINT gives `planelink` before the chart's args."""
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    (line,) = [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT")]
-    entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT"))
-    assert entrypoint[0] == "planelink"
-    return entrypoint[1:]
-
-
 @pytest.mark.parametrize(("chart", "command"), [(GATEWAY, "gateway"), (AGENT, "agent")])
 @pytest.mark.parametrize(("level", "log_format"), [("info", "json"), ("debug", "console")])
 def test_log_level_and_format_are_what_planelink_reads(
@@ -270,8 +261,9 @@ def test_log_level_and_format_are_what_planelink_reads(
         "--set",
         f"logFormat={log_format}",
     )
-    argv = [*_image_entrypoint_options(), *main_container(docs)["args"]]
-    args = cli.build_parser(command).parse_args(argv)
+    program, *options = entrypoint()
+    assert program == "planelink"
+    args = cli.build_parser(command).parse_args([*options, *main_container(docs)["args"]])
     assert args.command == command
     logging = LOG_SETTINGS.resolve(args, {})
     assert (logging.log_level, logging.log_format) == (level, log_format)
