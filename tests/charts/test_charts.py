@@ -11,6 +11,7 @@ import pytest
 import crd
 from envtest import KubeAPIServer
 from planelink import agent_cli, gateway_cli
+from planelink.settings import CommandSettings
 from tests.charts.chart_kit import (
     AGENT_VALUES,
     CHARTS,
@@ -159,6 +160,21 @@ def test_every_gateway_setting_the_chart_renders_is_one_the_gateway_reads(helm: 
     given = {name: value for name, value in env.items() if value is not None}
     resolved = gateway_cli.SETTINGS.resolve(argparse.Namespace(), given)
     assert resolved.reconcile is True  # the chart's "true" is read as true
+
+
+@pytest.mark.parametrize(
+    ("chart", "settings"),
+    [("planelink-agent", agent_cli.SETTINGS), ("planelink-gateway", gateway_cli.SETTINGS)],
+)
+def test_the_full_values_extra_env_names_real_settings(
+    helm: Path, chart: str, settings: CommandSettings
+) -> None:
+    """The full values' extraEnv is the example of setting what the chart has no value for."""
+    known = {settings.env(setting) for setting in settings}
+    env = container_env(render(helm, chart, "planelink", *full_values(chart)))
+    own = {name for name in env if name.startswith("PLANELINK_")}
+    assert own <= known, own - known
+    assert set(env) - own <= {"POD_NAME", "POD_IP", "HTTPS_PROXY"}
 
 
 def _granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:

@@ -290,3 +290,19 @@ def test_the_service_monitor_needs_asking_and_a_cluster_that_serves_it(
     assert monitor["metadata"]["labels"]["app.kubernetes.io/name"] == chart
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
+
+
+def test_the_gateway_schema_takes_the_monitoring_values_as_decided(helm: Path) -> None:
+    """The metrics helper's values (templates/monitoring.yaml), at their defaults."""
+    dashboard = {"enabled": False, "labels": {"grafana_dashboard": "1"}, "annotations": {}}
+    rule = {"enabled": False, "labels": {}, "certificateExpiryDays": 30}
+    docs = render(
+        helm,
+        GATEWAY,
+        "planelink",
+        "--set-json",
+        f"metrics.grafanaDashboard={json.dumps(dashboard)}",
+        "--set-json",
+        f"metrics.prometheusRule={json.dumps(rule)}",
+    )
+    assert "Deployment" in kinds(docs)
