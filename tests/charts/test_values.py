@@ -135,6 +135,20 @@ def test_the_schemas_are_draft_07_and_closed() -> None:
         assert top_level == set(schema["properties"]), top_level ^ set(schema["properties"])
 
 
+def test_the_charts_define_their_shared_values_alike() -> None:
+    """A chart ships alone, so each schema carries its own copy of the shared definitions
+    (ports, names, labels, quantities...): the copies must not drift apart."""
+    gateway, agent = (
+        json.loads((CHARTS / chart / "values.schema.json").read_text())
+        for chart in (GATEWAY, AGENT)
+    )
+    assert gateway["definitions"] == agent["definitions"]
+    shared = set(gateway["properties"]) & set(agent["properties"])
+    assert "metrics" in shared
+    for name in shared - {"metrics"}:
+        assert gateway["properties"][name] == agent["properties"][name], name
+
+
 def _full(helm: Path, chart: str, *extra: str) -> Docs:
     return render(helm, chart, "planelink", *full_values(chart), *extra)
 
