@@ -31,7 +31,6 @@ PLANE = plane_ref("dev", "local")
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "dev",
-        help="run gateway + agent + real local API servers, wired together (no cluster needed)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
