@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir.resolve()
     try:
         with hold_state_dir(state_dir):
-            problem = ports_problem(ports)
+            problem = _kubectl_problem() or ports_problem(ports)
             if problem is not None:
                 print(f"planelink dev: {problem}", file=sys.stderr)
                 return 1
@@ -179,6 +179,15 @@ def _in_use_message(state_dir: Path, lock: IO[str]) -> str:
         f"--state-dir {state_dir.parent / (state_dir.name + '-2')} "
         f"(and other ports: planelink dev --help lists their flags)"
     )
+
+
+def _kubectl_problem() -> str | None:
+    if shutil.which("kubectl") is None:
+        return (
+            "kubectl is not on PATH; planelink dev installs the DataPlane with it, and the "
+            "commands it prints use it (https://kubernetes.io/docs/tasks/tools/)"
+        )
+    return None
 
 
 # -- ports ----------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from planelink.dev import (
 from planelink.status_cli import DEFAULT_GATEWAY, ENV_GATEWAY
 from tests.kit.waits import scaled
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def free_ports() -> DevPorts:
     """Ports nothing listens on now, one per flag (the defaults may be taken on a busy host)."""
@@ -213,3 +215,30 @@ def test_the_announcement_names_every_url_and_command(tmp_path: Path) -> None:
     assert lines["health page"] == f"http://127.0.0.1:{ports.operator}/"
     assert lines["agent metrics"] == f"http://127.0.0.1:{ports.agent_health}/metrics"
     assert lines["through-gateway"] == f"kubectl --kubeconfig {tmp_path}/through.kubeconfig get ns"
+
+
+def test_readme_shows_what_dev_prints_on_its_default_ports(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    printed = announcement(
+        state_dir=tmp_path, through=tmp_path, ports=DevPorts(), planelink="planelink", environ={}
+    )
+    for what, value in printed:
+        assert f"\n{what}: " in readme, what
+        if "://" in value:  # the URLs; the commands hold the clone's paths
+            assert f"{what}: {value}" in readme
+    for flag, port in DevPorts().by_flag().items():
+        assert str(port) in readme, flag
+
+
+def test_dev_without_kubectl_says_so_before_it_starts_anything(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "planelink", "dev", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(tmp_path)},
+        timeout=scaled(60),
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "kubectl is not on PATH" in refused.stderr
+    assert "starting etcd" not in refused.stderr
