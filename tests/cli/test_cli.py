@@ -17,7 +17,7 @@ import crd
 from envtest import KubeAPIServer
 from planelink.dev import DevPorts, announcement
 from planelink.status_cli import ENV_GATEWAY
-from tests.cli.test_dev import free_ports, port_flags
+from tests.cli.test_dev import free_ports, port_flags, run_dev
 from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,14 +140,7 @@ def _check_dev(
     with urllib.request.urlopen(announced["agent metrics"], timeout=scaled(10)) as metrics:
         assert "planelink_agent_" in metrics.read().decode()
     # A second `planelink dev` on the same state folder is refused, naming this one.
-    second = subprocess.run(
-        ["planelink", "dev", "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=scaled(60),
-        check=False,
-    )
+    second = run_dev(state, env=environ, program=["planelink"])
     assert second.returncode == 1
     assert f"(pid {dev.pid})" in second.stderr
 

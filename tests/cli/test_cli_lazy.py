@@ -58,6 +58,17 @@ def _imported_by(argv: list[str]) -> list[str]:
     return loaded
 
 
+def _help(*argv: str) -> str:
+    """What `planelink *argv` prints (it must succeed)."""
+    return subprocess.run(
+        [sys.executable, "-m", "planelink", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=scaled(60),
+    ).stdout
+
+
 def _packages(modules: list[str]) -> set[str]:
     return {module.split(".")[0] for module in modules}
 
@@ -85,15 +96,9 @@ def test_the_probe_sees_what_a_command_imports() -> None:
 def test_top_level_help_is_fast() -> None:
     def one_run() -> float:
         started = time.perf_counter()
-        shown = subprocess.run(
-            [sys.executable, "-m", "planelink", "--help"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=scaled(60),
-        )
+        shown = _help("--help")
         elapsed = time.perf_counter() - started
-        assert "usage: planelink" in shown.stdout
+        assert "usage: planelink" in shown
         return elapsed
 
     # The best of several: one run on a loaded machine may wait for a core, the best does not.
@@ -102,14 +107,7 @@ def test_top_level_help_is_fast() -> None:
 
 
 def test_top_level_help_lists_every_command_with_its_line() -> None:
-    shown = subprocess.run(
-        [sys.executable, "-m", "planelink", "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=scaled(60),
-    ).stdout
-    flat = " ".join(shown.split())
+    flat = " ".join(_help("--help").split())
     for name, command in _COMMANDS.items():
         assert f"{name} {command.help}" in flat, name
 
@@ -131,13 +129,7 @@ def test_a_commands_help_shows_every_one_of_its_flags(command: str) -> None:
         for option in action.option_strings
         if option.startswith("--")
     ]
-    shown = subprocess.run(
-        [sys.executable, "-m", "planelink", command, "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=scaled(60),
-    ).stdout
+    shown = _help(command, "--help")
     assert shown.startswith(f"usage: planelink {command}")
     missing = [flag for flag in flags if flag not in shown]
     assert not missing, missing

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -35,6 +35,23 @@ ROOT = Path(__file__).resolve().parents[2]
 def free_ports() -> DevPorts:
     """Ports nothing listens on now, one per flag (the defaults may be taken on a busy host)."""
     return DevPorts(**{spec.name: free_port() for spec in fields(DevPorts)})
+
+
+def run_dev(
+    state_dir: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    program: Sequence[str] = (sys.executable, "-m", "planelink"),
+) -> subprocess.CompletedProcess[str]:
+    """`planelink dev` run to its end (for the cases where it refuses to start)."""
+    return subprocess.run(
+        [*program, "dev", "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=scaled(60),
+        check=False,
+    )
 
 
 def port_flags(ports: DevPorts) -> list[str]:
@@ -97,13 +114,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 def test_a_second_dev_on_the_same_state_folder_is_refused(tmp_path: Path) -> None:
     started = time.monotonic()
     with hold_state_dir(tmp_path):
-        second = subprocess.run(
-            [sys.executable, "-m", "planelink", "dev", "--state-dir", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=scaled(60),
-            check=False,
-        )
+        second = run_dev(tmp_path)
     assert second.returncode == 1
     assert f"another planelink dev (pid {os.getpid()})" in second.stderr
     assert "--state-dir" in second.stderr
@@ -231,14 +242,7 @@ def test_readme_shows_what_dev_prints_on_its_default_ports(tmp_path: Path) -> No
 
 
 def test_dev_without_kubectl_says_so_before_it_starts_anything(tmp_path: Path) -> None:
-    refused = subprocess.run(
-        [sys.executable, "-m", "planelink", "dev", "--state-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PATH": str(tmp_path)},
-        timeout=scaled(60),
-        check=False,
-    )
+    refused = run_dev(tmp_path, env={**os.environ, "PATH": str(tmp_path)})
     assert refused.returncode == 1
     assert "kubectl is not on PATH" in refused.stderr
     assert "starting etcd" not in refused.stderr
