@@ -16,32 +16,22 @@ other ports. The binaries are built on first use and reused afterwards.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import fcntl
 import os
 import shlex
 import shutil
-import signal
 import socket
 import sys
-import time
 from collections.abc import Iterator, Mapping
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
-import envtest
-from certs import plane_ref
-from crd import dataplane_manifest
-from planelink.local import GatewayPorts, LocalPlanelink
 from planelink.status_cli import DEFAULT_GATEWAY, ENV_GATEWAY
 
 DEFAULT_STATE_DIR = Path(".planelink/dev")
-PLANE = plane_ref("dev", "local")
 HOST = "127.0.0.1"
 LOCK_FILE = "dev.lock"
 
@@ -118,10 +108,6 @@ def _port(text: str) -> int:
     return port
 
 
-def _progress(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     ports = DevPorts(**{spec.name: getattr(args, f"{spec.name}_port") for spec in fields(DevPorts)})
     state_dir: Path = args.state_dir.resolve()
@@ -131,11 +117,12 @@ def run(args: argparse.Namespace) -> int:
             if problem is not None:
                 print(f"planelink dev: {problem}", file=sys.stderr)
                 return 1
-            return asyncio.run(_run(state_dir, ports, exit_when_ready=args.exit_when_ready))
+            # Imported only now: the API servers, the gateway and the agent are seconds of
+            # imports that `planelink dev --help` and the refusals above must not wait for.
+            from planelink.dev_stack import serve  # noqa: PLC0415
+
+            return serve(state_dir, ports, exit_when_ready=args.exit_when_ready)
     except StateDirInUse as error:
-        print(f"planelink dev: {error}", file=sys.stderr)
-        return 1
-    except envtest.BinariesUnavailable as error:
         print(f"planelink dev: {error}", file=sys.stderr)
         return 1
 
@@ -273,74 +260,3 @@ def announcement(
     ]
     assert tuple(name for name, _ in lines[: len(ANNOUNCED)]) == ANNOUNCED
     return lines
-
-
-# -- the run --------------------------------------------------------------------------------
-
-
-async def _run(state_dir: Path, ports: DevPorts, *, exit_when_ready: bool) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    started = time.monotonic()
-
-    _progress("building or reusing kube-apiserver and etcd (first run: a few minutes)")
-    binaries = await asyncio.to_thread(envtest.find_binaries)
-    async with AsyncExitStack() as stack:
-        servers: dict[str, envtest.KubeAPIServer] = {}
-        for name, port in (
-            ("control-plane", ports.control_plane),
-            ("data-plane", ports.data_plane),
-        ):
-            _progress(f"starting etcd + kube-apiserver for the {name} on port {port}")
-            server = envtest.KubeAPIServer(
-                options=envtest.ServerOptions(name=name, port=port), binaries=binaries
-            )
-            await asyncio.to_thread(server.start)
-            stack.callback(server.stop)
-            servers[name] = server
-            server.write_kubeconfig(state_dir / f"{name}.kubeconfig")
-        control = servers["control-plane"]
-        _progress("installing the DataPlane CRD")
-        await asyncio.to_thread(envtest.install_crd, control)
-
-        local = LocalPlanelink(
-            directory=state_dir / "planelink",
-            planes={PLANE: state_dir / "data-plane.kubeconfig"},
-            reconcile_with=state_dir / "control-plane.kubeconfig",
-            ports=GatewayPorts(agents=ports.agent, callers=ports.caller, operator=ports.operator),
-            agent_health_port=ports.agent_health,
-        )
-        _progress("issuing certificates, starting the gateway and the agent")
-        await local.start_pki_and_gateway()
-        stack.push_async_callback(local.stop)
-        await asyncio.to_thread(_create_dataplane, control, local.agent_ca_pem(PLANE))
-        await local.start_agent(PLANE)
-        await asyncio.wait_for(local.wait_connected(PLANE), timeout=60)
-        _progress(f"ready after {time.monotonic() - started:.1f} s")
-        for what, value in announcement(
-            state_dir=state_dir,
-            through=local.caller_kubeconfig(PLANE),
-            ports=ports,
-            planelink=planelink_command(sys.argv[0], os.environ.get("PATH")),
-            environ=os.environ,
-        ):
-            print(f"{what}: {value}")
-        sys.stdout.flush()
-        if not exit_when_ready:
-            _progress("running; press Ctrl-C to stop")
-            await stop.wait()
-        _progress("stopping")
-    return 0
-
-
-def _create_dataplane(control: envtest.KubeAPIServer, agent_ca_pem: str) -> None:
-    control.kubectl("create", "namespace", PLANE.namespace)
-    manifests = dataplane_manifest(
-        plane=PLANE,
-        client_ca=agent_ca_pem.encode(),
-        public_virtual_host="api.local.test",
-        organization_virtual_host="internal.local.test",
-    )
-    control.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))

@@ -81,6 +81,8 @@ def _packages(modules: list[str]) -> set[str]:
         (["agent", "--help"], ("envtest", "gateway", "kubernetes_asyncio")),
         (["certs", "--help"], ("envtest", "gateway", "kubernetes_asyncio")),
         (["--log-level", "warning", "status", "--help"], ("gateway", "kubernetes_asyncio")),
+        # Its flags, and its refusals (state folder in use, port taken), answer at once.
+        (["dev", "--help"], ("crd", "envtest", "gateway", "kubernetes_asyncio")),
     ],
 )
 def test_a_command_imports_only_what_it_uses(argv: list[str], absent: tuple[str, ...]) -> None:
