@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import sys
@@ -28,6 +29,15 @@ def serve(state_dir: Path, ports: DevPorts, *, exit_when_ready: bool) -> int:
         return asyncio.run(_run(state_dir, ports, exit_when_ready=exit_when_ready))
     except envtest.BinariesUnavailable as error:
         print(f"planelink dev: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        # Free when checked at the start, taken since by another program.
+        print(
+            f"planelink dev: {error}; pick free ports with the flags planelink dev --help lists",
+            file=sys.stderr,
+        )
         return 1
 
 

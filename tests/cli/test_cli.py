@@ -17,7 +17,7 @@ import crd
 from envtest import KubeAPIServer
 from planelink.dev import DevPorts, announcement
 from planelink.status_cli import ENV_GATEWAY
-from tests.cli.test_dev import free_ports, port_flags, run_dev
+from tests.cli.dev_kit import free_ports, port_flags, run_dev
 from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]

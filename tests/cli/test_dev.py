@@ -9,13 +9,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from envtest import free_port
 from planelink.dev import (
     ANNOUNCED,
     DevPorts,
@@ -27,35 +26,10 @@ from planelink.dev import (
     status_command,
 )
 from planelink.status_cli import DEFAULT_GATEWAY, ENV_GATEWAY
+from tests.cli.dev_kit import free_ports, port_flags, run_dev
 from tests.kit.waits import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_ports() -> DevPorts:
-    """Ports nothing listens on now, one per flag (the defaults may be taken on a busy host)."""
-    return DevPorts(**{spec.name: free_port() for spec in fields(DevPorts)})
-
-
-def run_dev(
-    state_dir: Path,
-    *args: str,
-    env: Mapping[str, str] | None = None,
-    program: Sequence[str] = (sys.executable, "-m", "planelink"),
-) -> subprocess.CompletedProcess[str]:
-    """`planelink dev` run to its end (for the cases where it refuses to start)."""
-    return subprocess.run(
-        [*program, "dev", "--state-dir", str(state_dir), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=scaled(60),
-        check=False,
-    )
-
-
-def port_flags(ports: DevPorts) -> list[str]:
-    return [part for flag, port in ports.by_flag().items() for part in (flag, str(port))]
 
 
 @pytest.fixture
