@@ -120,6 +120,10 @@ def _check_dev(
     printed = [dev.stdout.readline().rstrip("\n") for _ in expected]
     assert printed == [f"{what}: {value}" for what, value in expected]
     announced = dict(line.split(": ", 1) for line in printed)
+    # The API servers listen on the ports their flags gave.
+    for name, port in (("control-plane", ports.control_plane), ("data-plane", ports.data_plane)):
+        config = yaml.safe_load((state / f"{name}.kubeconfig").read_text())
+        assert config["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{port}"
 
     # The status command, run as printed (split as a shell splits it), finds the plane and
     # its agent: `planelink` from PATH, and no --gateway when status's default URL is right.
