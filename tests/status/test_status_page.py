@@ -9,7 +9,6 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +22,7 @@ from gateway.console.page import SCRIPT, STYLE
 from gateway.interfaces import PlaneCondition, Replica
 from tests.kit.gateway_lab import AgentFactory, Pki, agent_session, default_handler
 from tests.kit.waits import wait_for
-from tests.status.cdp import Page, browser
+from tests.status.cdp import Page
 
 PLANE_A = certs.plane_ref("ns-a", "plane-a")
 PLANE_B = certs.plane_ref("ns-b", "plane-b")
@@ -38,14 +37,6 @@ NOT_READY = [
     PlaneCondition("Connected", "False", "NoAgentConnected", "no agent is connected"),
     PlaneCondition("GatewayProvisioned", "True", "Provisioned", "the gateway holds it"),
 ]
-
-
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    async with browser(profile) as opened:
-        yield opened
 
 
 def card(plane: certs.PlaneRef) -> str:
