@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from prometheus_client import Counter
+
+log = structlog.get_logger("gateway.console.history")
 
 INTERVAL = 10.0
 POINTS = 360
@@ -189,7 +192,9 @@ class HistorySampler:
         self.history.record(at, self._read())
 
     async def run(self) -> None:
-        self.sample()  # a first sample at once: the first rate comes one interval later
-        while True:
+        while True:  # a first sample at once: the first rate comes one interval later
+            try:
+                self.sample()
+            except Exception:  # a bug in reading must not end the history, nor the gateway
+                log.exception("history not sampled")
             await asyncio.sleep(self._interval - self._clock() % self._interval)
-            self.sample()

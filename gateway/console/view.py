@@ -143,7 +143,8 @@ def _conditions(plane: Mapping[str, Any]) -> Element:
 
 
 def _problems(plane: Mapping[str, Any]) -> Element | None:
-    """What is wrong, in words: the messages of conditions not True, and the gateway's issues."""
+    """What is wrong, in words: the messages of conditions not True, and the gateway's issues
+    (no agent: the agents' place says so)."""
     lines: list[str] = []
     told: set[str] = set()
     for c in _dicts(plane.get("conditions")):
@@ -152,8 +153,6 @@ def _problems(plane: Mapping[str, Any]) -> Element | None:
             told.add(message)  # Ready repeats the first failing condition's: say it once
             lines.append(f"{c.get('type')}: {message}")
     lines += [str(issue) for issue in plane.get("issues") or () if isinstance(issue, str)]
-    if plane.get("conditions") is None and not _count(plane.get("connectedAgents")):
-        lines.append("no agent connected")
     if not lines:
         return None
     return h("ul", {"class": "problems"}, [h("li", {}, line) for line in lines])

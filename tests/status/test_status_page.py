@@ -30,6 +30,9 @@ PLANE_C = certs.plane_ref("ns-c", "plane-c")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHOTS = os.environ.get("PLANELINK_CONSOLE_SHOTS")
 """A folder to leave copies of the screenshots in (for people to look at), if set."""
+GREEN, RED, GREY = (0x1A, 0x7F, 0x37), (0xCF, 0x22, 0x2E), (0x8C, 0x95, 0x9F)
+CHART_BLUE = (0x09, 0x69, 0xDA)
+"""The console's colours in light mode (headless Chromium's)."""
 LIVE = 20.0  # seconds for the page's script to notice a change (it refreshes every 3 s)
 
 NOT_READY = [
@@ -105,12 +108,10 @@ async def test_without_javascript_the_page_shows_planes_conditions_and_agents(
 
 
 async def test_with_javascript_the_page_follows_agents_as_they_come_and_go(
-    operator_url: str, connect_agent: AgentFactory, page: Page
+    operator_url: str, connect_agent: AgentFactory, page: Page, tmp_path: Path
 ) -> None:
     await page.open(operator_url)
-    assert await page.evaluate(f"document.querySelector('{card(PLANE_C)}').dataset.state") == (
-        "down"
-    )
+    assert await _state(page, PLANE_C) == "down"
     async with connect_agent(PLANE_C):
         await page.until(
             f"document.querySelector('{card(PLANE_C)} tr[data-agent]') && "
@@ -118,23 +119,64 @@ async def test_with_javascript_the_page_follows_agents_as_they_come_and_go(
             within=LIVE,
         )
         assert (await page.text("#live")).startswith("live \u00b7 updated ")
+        assert await _dot_colour(page, PLANE_C, "console-live.png", tmp_path) == "green"
     await page.until(
         f"!document.querySelector('{card(PLANE_C)} tr[data-agent]') && "
         f"document.querySelector('{card(PLANE_C)}').dataset.state === 'down'",
         within=LIVE,
     )
+    assert await _dot_colour(page, PLANE_C, "console-live-gone.png", tmp_path) == "red"
+
+
+async def _state(page: Page, plane: certs.PlaneRef) -> str:
+    return str(await page.evaluate(f"document.querySelector('{card(plane)}').dataset.state"))
+
+
+async def _dot_colour(page: Page, plane: certs.PlaneRef, name: str, tmp_path: Path) -> str:
+    """The colour of the plane's state dot in a screenshot of the page as it is now."""
+    dot = await page.rect(f"{card(plane)} .plane-head svg.dot")
+    shot = await page.screenshot()
+    _keep(shot, name, tmp_path)
+    _, _, pixels = _png_pixels(shot)
+    colour = pixels(*_centre(dot))
+    for word, wanted in (("green", GREEN), ("red", RED), ("grey", GREY)):
+        if _near(colour, wanted):
+            return word
+    return f"rgb{colour}"
+
+
+HOSTILE = "<img src=x id=injected>"
+
+
+@pytest.mark.parametrize("extra_planes", [[{"plane": "ns-d/plane-d", "clientCA": HOSTILE}]])
+async def test_text_from_elsewhere_stays_text_when_the_script_redraws_it(
+    operator_url: str, page: Page
+) -> None:
+    await page.open(operator_url)
+    await page.until("document.getElementById('live').innerText.includes('updated')", within=LIVE)
+    problems = await page.text('[data-plane="ns-d/plane-d"] .problems')
+    assert problems.startswith("client CA unusable: ")
+    assert HOSTILE in problems
+    assert await page.evaluate("document.getElementById('injected')") is None
 
 
 async def test_screenshot_shows_state_colours_and_charts(
-    gateway: Gateway, operator_url: str, connect_agent: AgentFactory, page: Page, tmp_path: Path
+    gateway: Gateway,
+    connect_agent: AgentFactory,
+    caller: aiohttp.ClientSession,
+    page: Page,
+    tmp_path: Path,
 ) -> None:
     _an_hour_of_traffic(gateway, PLANE_A)
+    async with caller.get("/planes/ns-x/nowhere/k8s/api") as answer:
+        assert answer.status == 404  # a refusal to show
     gateway.console.conditions.set_conditions(PLANE_C, NOT_READY)
     await page.call(
         "Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "light"}]
     )
     async with connect_agent(PLANE_A), connect_agent(PLANE_B):
-        await page.open(operator_url, scripts=False, size=(1280, 860))
+        url = f"http://127.0.0.1:{gateway.operator_port}"
+        await page.open(url, scripts=False, size=(1280, 860))
         shot = await page.screenshot()
         ready_dot = await page.rect(f"{card(PLANE_A)} .plane-head svg.dot")
         down_dot = await page.rect(f"{card(PLANE_C)} .plane-head svg.dot")
@@ -143,11 +185,10 @@ async def test_screenshot_shows_state_colours_and_charts(
     _keep(shot, "console.png", tmp_path)
     width, height, pixels = _png_pixels(shot)
     assert (width, height) == (1280, 860)
-    assert _near(pixels(*_centre(ready_dot)), (0x1A, 0x7F, 0x37)), "Ready dot not green"
-    assert _near(pixels(*_centre(down_dot)), (0xCF, 0x22, 0x2E)), "down dot not red"
-    chart_blue = (0x09, 0x69, 0xDA)
-    assert _count(pixels, busy_chart, chart_blue) > 100, "no chart line drawn"
-    assert _count(pixels, idle_chart, chart_blue) == 0, "a line where there is no data"
+    assert _near(pixels(*_centre(ready_dot)), GREEN), "Ready dot not green"
+    assert _near(pixels(*_centre(down_dot)), RED), "down dot not red"
+    assert _count(pixels, busy_chart, CHART_BLUE) > 100, "no chart line drawn"
+    assert _count(pixels, idle_chart, CHART_BLUE) == 0, "a line where there is no data"
 
 
 async def test_refused_callers_and_agents_are_listed(
