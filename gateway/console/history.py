@@ -119,10 +119,10 @@ def points_of(series: Mapping[str, Any]) -> list[Point]:
     if not all(isinstance(column, list) for column in columns):
         return []
     points = []
-    for at, requests, body_bytes, rtt in zip(*columns, strict=False):
-        if not all(_number(v) for v in (at, requests, body_bytes)):
-            continue
-        points.append(Point(at, requests, body_bytes, rtt if _number(rtt) else None))
+    for row in zip(*columns, strict=False):
+        at, requests, body_bytes, rtt = (finite(value) for value in row)
+        if at is not None and requests is not None and body_bytes is not None:
+            points.append(Point(at, requests, body_bytes, rtt))
     return points
 
 
@@ -149,8 +149,11 @@ def merged(series: Iterable[list[Point]]) -> list[Point]:
 _COLUMNS = ("at", "requestsPerSecond", "bytesPerSecond", "rttSeconds")
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def finite(value: object) -> float | None:
+    """`value` if it is a finite number (not a bool), else None: for numbers read from JSON."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _rate(before: float, now: float, seconds: float) -> float:

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.console.history import INTERVAL, Point, points_of
+from gateway.console.history import INTERVAL, Point, finite, points_of
 from gateway.console.markup import Element, h
+from gateway.console.text import format_duration
 from tunnel.contract import IDENTITY_AGENT_VERSION, IDENTITY_KUBERNETES_VERSION
 
 CONDITION_TYPES = ("Ready", "Connected", "GatewayProvisioned")
@@ -181,7 +182,7 @@ def _agents_table(plane: Mapping[str, Any], *, now: float, with_replicas: bool) 
             h("td", {"class": "id"}, str(agent.get("agentId", "?"))),
             h("td", {}, str(agent.get("remoteAddress") or "-")),
             h("td", {"class": "num"}, _age(agent.get("connectedAt"), now)),
-            h("td", {"class": "num"}, _milliseconds(_number(agent.get("rttSeconds")))),
+            h("td", {"class": "num"}, _milliseconds(finite(agent.get("rttSeconds")))),
             h("td", {}, version or "-"),
             h("td", {"class": "num warn" if soon else "num"}, expiry),
         ]
@@ -377,26 +378,12 @@ def _expiry(not_after: object, now: float) -> tuple[str, bool]:
 
 def _age(since: object, now: float) -> str:
     moment = _epoch(since)
-    return "-" if moment is None else duration(now - moment)
+    return "-" if moment is None else format_duration(now - moment)
 
 
 def _when(at: object, now: float) -> str:
-    moment = _number(at)
-    return "-" if moment is None else duration(now - moment) + " ago"
-
-
-def duration(seconds: float) -> str:
-    s = max(0, int(seconds))
-    days, s = divmod(s, 86400)
-    hours, s = divmod(s, 3600)
-    minutes, s = divmod(s, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m"
-    if minutes:
-        return f"{minutes}m{s}s"
-    return f"{s}s"
+    moment = finite(at)
+    return "-" if moment is None else format_duration(now - moment) + " ago"
 
 
 def _epoch(value: object) -> float | None:
@@ -409,12 +396,6 @@ def _epoch(value: object) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _count(value: object) -> int:
