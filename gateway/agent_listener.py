@@ -163,24 +163,16 @@ class AgentListener:
         if plane is not None:
             context["plane"] = str(plane)
         log.warning(message, reason=reason, detail=detail, **context)
-        self._count_rejection(
-            reason,
-            detail,
-            plane,
-            agent_id=str(context.get("agent_id", "")),
-            address=str(context.get("remote", "")),
-        )
+        agent_id, remote = str(context.get("agent_id", "")), str(context.get("remote", ""))
+        self._agents.rejected(reason, detail, plane=plane, agent_id=agent_id, address=remote)
+        self._rejection_told()
 
-    def _count_rejection(
-        self,
-        reason: str,
-        detail: str,
-        plane: PlaneRef | None = None,
-        *,
-        agent_id: str = "",
-        address: str = "",
-    ) -> None:
-        self._agents.rejected(reason, detail, plane=plane, agent_id=agent_id, address=address)
+    def _count_rejection(self, reason: str, detail: str) -> None:
+        """An agent refused in the TLS handshake (the acceptor logged it)."""
+        self._agents.rejected(reason, detail)
+        self._rejection_told()
+
+    def _rejection_told(self) -> None:
         self._rejected.set()
         self._rejected = asyncio.Event()
 

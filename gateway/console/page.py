@@ -139,7 +139,7 @@ setTimeout(refresh, REFRESH_MS);
 
 SCRIPT = (
     SCRIPT.replace("__REFRESH_MS__", str(REFRESH_MS))
-    .replace("__VIEW__", VIEW_PATH)
+    .replace("__VIEW__", VIEW_PATH.lstrip("/"))  # relative: the page may sit behind a proxy path
     .replace("__HTML_TAGS__", json.dumps(sorted(HTML_TAGS)))
     .replace("__SVG_TAGS__", json.dumps(sorted(SVG_TAGS)))
     .replace("__ATTRIBUTES__", json.dumps(sorted(ATTRIBUTES)))
