@@ -74,7 +74,7 @@ class GatewaySettings:
     operator_reuse_port: bool = False
     """Bind the operator port with SO_REUSEPORT, beside the other workers of one gateway."""
     operator_token_file: Path | None = None
-    """A file holding the bearer token that /planes, /metrics and the status page demand
+    """A file holding the bearer token that /planes, /metrics and the console demand
     (None: served to anyone who reaches the port; the probes never demand it)."""
     drain_grace: float = 30.0
     reconciler: ReconcilerSettings | None = None

@@ -13,7 +13,7 @@ plane holds them (a planes file's has none: no `conditions` key).
 With a bearer token configured (`OperatorAuth`), every endpoint but the probes answers 401
 without `Authorization: Bearer <token>`, as Prometheus sends it from a `credentials_file`. The
 probes never ask for it (the kubelet cannot send a Secret) and never tell more than ready or
-not; /planes, /metrics and the status page must never be served without the token then.
+not; /planes, /metrics and the console must never be served without the token then.
 """
 
 from __future__ import annotations
