@@ -163,7 +163,7 @@ def _agents_table(plane: Mapping[str, Any], *, now: float, with_replicas: bool) 
     rows = _agent_rows(plane)
     if not rows:
         return h("p", {"class": "agents empty"}, "no agent connected")
-    head = ["", "agent", "address", "since", "RTT", "version", "cert expires"]
+    head = ["", "agent", "address", "since", "RTT", "streams", "version", "cert expires"]
     if with_replicas:
         head.append("replicas")
     body = []
@@ -183,6 +183,7 @@ def _agents_table(plane: Mapping[str, Any], *, now: float, with_replicas: bool) 
             h("td", {}, str(agent.get("remoteAddress") or "-")),
             h("td", {"class": "num"}, _age(agent.get("connectedAt"), now)),
             h("td", {"class": "num"}, _milliseconds(finite(agent.get("rttSeconds")))),
+            h("td", {"class": "num"}, str(_count(agent.get("openStreams")))),
             h("td", {}, version or "-"),
             h("td", {"class": "num warn" if soon else "num"}, expiry),
         ]

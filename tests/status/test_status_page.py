@@ -91,7 +91,8 @@ async def test_without_javascript_the_page_shows_planes_conditions_and_agents(
     for row in rows:
         assert row[2].startswith("127.0.0.1:")  # address
         assert re.fullmatch(r"\d+s", row[3]), row  # connected since
-        assert re.fullmatch(r"in \d+(d|h)", row[6]), row  # certificate expiry
+        assert row[5] == "0"  # open streams
+        assert re.fullmatch(r"in \d+(d|h)", row[7]), row  # certificate expiry
     chips = await page.evaluate(
         f"[...document.querySelectorAll('{card(PLANE_B)} .chip')].map(c => c.innerText)"
     )
