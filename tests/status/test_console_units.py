@@ -3,6 +3,8 @@ bounds, the markup's escaping and the view's words, and how workers' documents a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from html.parser import HTMLParser
@@ -29,6 +31,7 @@ from gateway.console.view import console, plural
 from gateway.interfaces import PlaneCondition
 from gateway.metrics import GatewayMetrics
 from gateway.reconciler.conditions import held
+from tests.kit.waits import eventually
 
 NOW = 1_800_000_000.0
 HOSTILE = '<img src=x onerror="alert(1)">&amp;'
@@ -90,6 +93,30 @@ def test_the_sampler_samples_at_whole_intervals_of_the_clock() -> None:
     now[0] = 1020.0001
     sampler.sample()
     assert sampler.history.series("a/p") == [Point(1020.0, 2.0, 0.0, None)]
+
+
+async def test_the_sampler_keeps_sampling_after_a_read_that_failed() -> None:
+    calls = [0]
+
+    def read() -> dict[str, Totals]:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("a bug in reading")
+        return {"a/p": Totals(calls[0], 0, None)}
+
+    sampler = HistorySampler(History(), read, interval=0.02)
+    running = asyncio.create_task(sampler.run())
+    try:
+        await eventually(
+            lambda: len(sampler.history.series("a/p")) >= 2,
+            within=10,
+            message="no samples after a failed read",
+        )
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert calls[0] >= 3  # the failed read, then the two that made the points
 
 
 def test_workers_histories_add_up_per_instant() -> None:
