@@ -106,7 +106,7 @@ def plane_card(
             h("span", {"class": "mode"}, str(plane.get("mode") or "?")),
             _conditions(plane),
         ),
-        _problems(plane),
+        _problems(plane, now=now),
         h(
             "div",
             {"class": "plane-body"},
@@ -143,16 +143,18 @@ def _conditions(plane: Mapping[str, Any]) -> Element:
     return h("span", {"class": "chips"}, chips)
 
 
-def _problems(plane: Mapping[str, Any]) -> Element | None:
-    """What is wrong, in words: the messages of conditions not True, and the gateway's issues
-    (no agent: the agents' place says so)."""
+def _problems(plane: Mapping[str, Any], *, now: float) -> Element | None:
+    """What is wrong, in words: the messages of conditions not True (and for how long), and the
+    gateway's issues (no agent: the agents' place says so)."""
     lines: list[str] = []
     told: set[str] = set()
     for c in _dicts(plane.get("conditions")):
         message = str(c.get("message") or "")
         if c.get("status") != "True" and message and message not in told:
             told.add(message)  # Ready repeats the first failing condition's: say it once
-            lines.append(f"{c.get('type')}: {message}")
+            since = _epoch(c.get("lastTransitionTime"))
+            lasting = "" if since is None else f" (for {format_duration(now - since)})"
+            lines.append(f"{c.get('type')}: {message}{lasting}")
     lines += [str(issue) for issue in plane.get("issues") or () if isinstance(issue, str)]
     if not lines:
         return None

@@ -285,6 +285,23 @@ def test_a_plane_is_ready_by_its_dataplane_or_else_by_its_agents() -> None:
     assert state(_plane("a", connectedAgents=1, conditions=unknown)) == "unknown"
 
 
+def test_a_condition_not_true_says_what_and_for_how_long() -> None:
+    since = "2027-01-15T08:00:00Z"  # NOW is 2027-01-15T08:00:00Z plus 754 s
+    conditions = [
+        {"type": "Ready", "status": "False", "reason": "NoAgentConnected",
+         "message": "no agent is connected", "lastTransitionTime": since},
+        {"type": "Connected", "status": "False", "reason": "NoAgentConnected",
+         "message": "no agent is connected", "lastTransitionTime": since},
+        {"type": "GatewayProvisioned", "status": "Unknown", "reason": "Probing",
+         "message": "not probed yet"},
+    ]  # fmt: skip
+    html = to_html(console({"planes": [_plane("a", conditions=conditions)]}, now=NOW + 754))
+    assert re.findall(r"<li>(.*?)</li>", html) == [
+        "Ready: no agent is connected (for 12m34s)",
+        "GatewayProvisioned: not probed yet",
+    ]
+
+
 def test_agents_list_the_replicas_they_hold_only_when_there_are_several() -> None:
     agent = {"agentId": "a1", "replica": "w0"}
     plane = _plane("a", connectedAgents=1, agents=[agent, {**agent, "replica": "w1"}])
