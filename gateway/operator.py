@@ -35,7 +35,7 @@ from gateway.agents import AgentRegistry
 from gateway.console import page
 from gateway.console.conditions import PlaneConditions, describe
 from gateway.console.markup import Element
-from gateway.console.state import ConsoleState, merged_document
+from gateway.console.state import ConsoleState, WholeGateway, whole_gateway
 from gateway.console.view import console
 from gateway.direct import DirectPlanes
 from gateway.interfaces import PlaneTrust
@@ -193,17 +193,19 @@ def operator_app(
         )
         return report if siblings is None else await siblings.planes(report)
 
-    async def console_parts() -> dict[str, Any]:
+    async def console_parts() -> WholeGateway:
         """The history and the recent refusals of the whole gateway."""
         gathered = await siblings.gather(CONSOLE_PATH) if siblings is not None else None
-        return merged_document(state.own_document(), gathered.answers if gathered else {})
+        return whole_gateway(state, gathered.answers if gathered else {})
 
     async def console_document() -> dict[str, Any]:
         planes, parts = await asyncio.gather(whole_planes(), console_parts())
-        return {**planes, **parts, "generatedAt": time.time()}
+        return {**planes, **parts.document(), "generatedAt": time.time()}
 
     async def console_view() -> Element:
-        return console(await console_document(), now=time.time())
+        planes, parts = await asyncio.gather(whole_planes(), console_parts())
+        document = {**planes, "refusals": parts.refusals}
+        return console(document, history=parts.history, now=time.time())
 
     async def planes(request: web.Request) -> web.Response:
         return web.json_response(await whole_planes())
@@ -212,7 +214,7 @@ def operator_app(
         return web.json_response(await console_document())
 
     async def history(request: web.Request) -> web.Response:
-        return web.json_response((await console_parts())["history"])
+        return web.json_response((await console_parts()).document()["history"])
 
     async def prometheus(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)

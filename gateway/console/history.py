@@ -92,6 +92,10 @@ class History:
     def series(self, plane: str) -> list[Point]:
         return list(self._rings.get(plane, ()))
 
+    def planes(self) -> list[str]:
+        """The planes with points."""
+        return list(self._rings)
+
     def document(self) -> dict[str, Any]:
         """The history as /history serves it: per plane, parallel lists of times and values."""
         return {

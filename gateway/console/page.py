@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway.console.markup import ATTRIBUTES, HTML_TAGS, SVG_TAGS, Element, to_html, to_json
 
-REFRESH_MS = 3000
+REFRESH_MS = 5000
 VIEW_PATH = "/console/view"
 
 STYLE = """

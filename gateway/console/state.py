@@ -2,7 +2,7 @@
 
 `ConsoleState` holds this replica's stores (conditions, recent refusals, history); its
 `own_document` is what a sibling worker asks for over the peer link
-(`/peer/v1/console`), and `merged_document` joins the siblings' with this one's: histories
+(`/peer/v1/console`), and `whole_gateway` joins the siblings' with this one's: histories
 add up per plane and instant, refusals are the newest of everyone's. A sibling's document is
 read as untrusted data: anything not of the expected shape is left out.
 """
@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.console.conditions import PlaneConditions
-from gateway.console.history import INTERVAL, History, merged, points_of, series_document
+from gateway.console.history import (
+    INTERVAL,
+    History,
+    Point,
+    merged,
+    points_of,
+    series_document,
+)
 from gateway.console.refusals import LIMIT, RecentRefusals
 
 
@@ -29,20 +36,42 @@ class ConsoleState:
         return {"history": self.history.document(), "refusals": self.refusals.document()}
 
 
-def merged_document(own: Mapping[str, Any], siblings: Mapping[str, bytes]) -> dict[str, Any]:
-    """The whole gateway's history and refusals from this replica's `own_document` and each
-    sibling's answer (its body, by replica id)."""
-    documents = [own]
+@dataclass(frozen=True)
+class WholeGateway:
+    """The history and the recent refusals of every worker of the gateway, joined."""
+
+    history: dict[str, list[Point]]
+    """Per plane, its points (rates added up over the workers at each instant)."""
+    refusals: list[dict[str, Any]]
+    """The newest `LIMIT` of everyone's, newest first."""
+
+    def document(self) -> dict[str, Any]:
+        """As /console serves it (/history alone is its `history`)."""
+        return {
+            "history": {
+                "intervalSeconds": INTERVAL,
+                "planes": {
+                    plane: series_document(points) for plane, points in self.history.items()
+                },
+            },
+            "refusals": self.refusals,
+        }
+
+
+def whole_gateway(state: ConsoleState, siblings: Mapping[str, bytes]) -> WholeGateway:
+    """This replica's own history and refusals joined with each sibling's `own_document` (its
+    body, by replica id); this replica's own points are used as they are, never re-read."""
+    by_plane: dict[str, list[list[Point]]] = {
+        plane: [state.history.series(plane)] for plane in state.history.planes()
+    }
+    refusals = state.refusals.document()
     for body in siblings.values():
         try:
             document = json.loads(body)
         except ValueError:
             continue
-        if isinstance(document, dict):
-            documents.append(document)
-    by_plane: dict[str, list[Any]] = {}
-    refusals: list[dict[str, Any]] = []
-    for document in documents:
+        if not isinstance(document, dict):
+            continue
         history = document.get("history")
         planes = history.get("planes") if isinstance(history, dict) else None
         for plane, series in (planes if isinstance(planes, dict) else {}).items():
@@ -51,15 +80,11 @@ def merged_document(own: Mapping[str, Any], siblings: Mapping[str, bytes]) -> di
         listed = document.get("refusals")
         refusals += [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
     refusals.sort(key=_refusal_time, reverse=True)
-    return {
-        "history": {
-            "intervalSeconds": INTERVAL,
-            "planes": {
-                plane: series_document(merged(series)) for plane, series in by_plane.items()
-            },
-        },
-        "refusals": refusals[:LIMIT],
+    history = {
+        plane: series[0] if len(series) == 1 else merged(series)
+        for plane, series in by_plane.items()
     }
+    return WholeGateway(history, refusals[:LIMIT])
 
 
 def _refusal_time(refusal: Mapping[str, Any]) -> float:

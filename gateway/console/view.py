@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.console.history import INTERVAL, Point, finite, points_of
+from gateway.console.history import INTERVAL, Point, finite
 from gateway.console.markup import Element, h
 from gateway.console.text import format_duration
 from tunnel.contract import IDENTITY_AGENT_VERSION, IDENTITY_KUBERNETES_VERSION
@@ -23,16 +23,22 @@ CONDITION_TYPES = ("Ready", "Connected", "GatewayProvisioned")
 HOUR = 3600.0
 EXPIRY_WARNING_DAYS = 14
 CHART_WIDTH, CHART_HEIGHT = 150, 40
+PIXELS_PER_POINT = 2
 
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def console(document: Mapping[str, Any], *, now: float) -> Element:
-    """The whole console: summary, a card per plane, recent refusals."""
+def console(
+    document: Mapping[str, Any],
+    *,
+    history: Mapping[str, Sequence[Point]] | None = None,
+    now: float,
+) -> Element:
+    """The whole console: summary, a card per plane (with its `history`), recent refusals."""
     planes = sorted(_dicts(document.get("planes")), key=_plane_name)
-    history = _mapping(_mapping(document.get("history")).get("planes"))
+    history = history or {}
     states = [plane_state(plane) for plane in planes]
     agents = sum(_count(plane.get("connectedAgents")) for plane in planes)
     ready = states.count("ready")
@@ -47,7 +53,7 @@ def console(document: Mapping[str, Any], *, now: float) -> Element:
         plane_card(
             plane,
             state,
-            points_of(_mapping(history.get(_plane_name(plane)))),
+            history.get(_plane_name(plane), ()),
             now=now,
             with_replicas=several,
         )
@@ -241,7 +247,7 @@ def chart(
                    "y2": CHART_HEIGHT - 1}),
     ]  # fmt: skip
     if pairs:
-        xy = [(_x(at, now), _y(value, peak)) for at, value in pairs]
+        xy = [(x, _y(value, peak)) for x, value in _per_pixels(pairs, now)]
         line = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
         area = f"{xy[0][0]:.1f},{CHART_HEIGHT - 1} {line} {xy[-1][0]:.1f},{CHART_HEIGHT - 1}"
         shapes += [
@@ -333,8 +339,20 @@ def _dot(state: str, label: str) -> Element:
     )  # fmt: skip
 
 
-def _x(at: float, now: float) -> float:
-    return max(0.0, min(1.0, 1 - (now - at) / HOUR)) * CHART_WIDTH
+def _per_pixels(pairs: list[tuple[float, float]], now: float) -> list[tuple[float, float]]:
+    """(x, value) of at most one point per `PIXELS_PER_POINT` of width — the highest, so a
+    spike stays, and the latest, so the line ends at now — which keeps the page small: an hour
+    is 360 points, a chart 150 pixels wide."""
+    start, scale = now - HOUR, CHART_WIDTH / HOUR
+    kept: dict[int, tuple[float, float]] = {}
+    for at, value in pairs:
+        x = min(CHART_WIDTH, max(0.0, (at - start) * scale))
+        bucket = int(x // PIXELS_PER_POINT)
+        if bucket not in kept or value > kept[bucket][1]:
+            kept[bucket] = (x, value)
+    if pairs:
+        kept[int(x // PIXELS_PER_POINT)] = (x, pairs[-1][1])
+    return [kept[bucket] for bucket in sorted(kept)]
 
 
 def _y(value: float, peak: float) -> float:

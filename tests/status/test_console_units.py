@@ -26,8 +26,8 @@ from gateway.console.history import (
 from gateway.console.markup import h, to_html, to_json
 from gateway.console.page import page_html
 from gateway.console.refusals import RecentRefusal, RecentRefusals
-from gateway.console.state import merged_document
-from gateway.console.view import console, plural
+from gateway.console.state import ConsoleState, whole_gateway
+from gateway.console.view import chart, console, plural
 from gateway.interfaces import PlaneCondition
 from gateway.metrics import GatewayMetrics
 from gateway.reconciler.conditions import held
@@ -133,18 +133,23 @@ def test_workers_histories_add_up_per_instant() -> None:
     assert points_of({"at": "nope"}) == []
 
 
-def test_the_merged_document_of_workers_ignores_what_is_not_a_document() -> None:
-    own = {
-        "history": {"planes": {"a/p": series_document([Point(10.0, 1.0, 1.0, None)])}},
-        "refusals": [{"at": 5.0, "reason": "Old"}],
-    }
+def test_the_whole_gateways_history_and_refusals_ignore_what_is_not_a_document() -> None:
+    own = ConsoleState()
+    own.history.record(0.0, {"a/p": Totals(0, 0, None)})
+    own.history.record(10.0, {"a/p": Totals(10, 10, None)})
+    own.refusals.note(RecentRefusal("caller", "Old", "", at=5.0))
     sibling = {
         "history": {"planes": {"a/p": series_document([Point(10.0, 2.0, 3.0, None)]), "b": 7}},
         "refusals": [{"at": 9.0, "reason": "New"}, "junk"],
     }
-    document = merged_document(own, {"w1": json.dumps(sibling).encode(), "w2": b"{not json"})
-    assert document["history"]["planes"] == {"a/p": series_document([Point(10.0, 3.0, 4.0, None)])}
-    assert [r["reason"] for r in document["refusals"]] == ["New", "Old"]
+    whole = whole_gateway(own, {"w1": json.dumps(sibling).encode(), "w2": b"{not json"})
+    assert whole.history == {"a/p": [Point(10.0, 3.0, 4.0, None)]}
+    assert [r["reason"] for r in whole.refusals] == ["New", "Old"]
+    assert whole.document()["history"]["planes"] == {
+        "a/p": series_document([Point(10.0, 3.0, 4.0, None)])
+    }
+    alone = whole_gateway(own, {})
+    assert alone.history == {"a/p": [Point(10.0, 1.0, 1.0, None)]}
 
 
 def test_refusals_keep_the_newest_few_with_their_texts_cut() -> None:
@@ -230,7 +235,6 @@ def test_the_view_shows_hostile_names_and_messages_as_text() -> None:
         ],
         "refusals": [{"at": NOW - 5, "side": "agent", "reason": HOSTILE, "detail": HOSTILE,
                       "plane": HOSTILE, "who": HOSTILE, "address": HOSTILE}],
-        "history": {"planes": {f"ns/{HOSTILE}": {"at": [HOSTILE]}}},
     }  # fmt: skip
     parsed = _Parsed(page_html(console(document, now=NOW)))
     assert "img" not in parsed.tags
@@ -283,6 +287,17 @@ def test_a_plane_is_ready_by_its_dataplane_or_else_by_its_agents() -> None:
     assert state(_plane("a", conditions=[])) == "unknown"  # status not written yet
     unknown = [{"type": "Ready", "status": "Unknown", "reason": "Probing", "message": ""}]
     assert state(_plane("a", connectedAgents=1, conditions=unknown)) == "unknown"
+
+
+def test_a_chart_draws_an_hour_in_a_point_per_two_pixels_and_keeps_a_spike() -> None:
+    points = [Point(NOW - 3600 + 10 * (i + 1), 1.0, 0.0, None) for i in range(360)]
+    points[100] = Point(points[100].at, 50.0, 0.0, None)
+    svg = to_html(chart("requests/s", [p.requests for p in points], points, str, now=NOW))
+    (line,) = re.findall(r'<polyline class="line" points="([^"]*)"', svg)
+    xy = [tuple(map(float, pair.split(","))) for pair in line.split()]
+    assert 70 <= len(xy) <= 76  # 150 pixels wide
+    assert min(y for _, y in xy) == 5.0  # the spike, at the top
+    assert xy[-1] == (150.0, round(39.0 - 34.0 / 50.0, 1))  # the latest, at the right edge
 
 
 def test_a_condition_not_true_says_what_and_for_how_long() -> None:

@@ -33,7 +33,7 @@ SHOTS = os.environ.get("PLANELINK_CONSOLE_SHOTS")
 GREEN, RED, GREY = (0x1A, 0x7F, 0x37), (0xCF, 0x22, 0x2E), (0x8C, 0x95, 0x9F)
 CHART_BLUE = (0x09, 0x69, 0xDA)
 """The console's colours in light mode (headless Chromium's)."""
-LIVE = 20.0  # seconds for the page's script to notice a change (it refreshes every 3 s)
+LIVE = 30.0  # seconds for the page's script to notice a change (it refreshes every 5 s)
 
 NOT_READY = [
     PlaneCondition("Ready", "False", "NoAgentConnected", "no agent is connected"),
