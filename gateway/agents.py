@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from certs import CertificateInfo, CertificateRejected, PlaneRef
+from gateway.console.refusals import RecentRefusal, RecentRefusals
 from gateway.interfaces import PlaneTrust
 from gateway.metrics import AgentSample, GatewayMetrics
 from gateway.trust import TrustRegistry, verify_agent
@@ -69,7 +70,15 @@ class AgentConnection:
 class AgentRegistry:
     """Connected agents by plane; subscribes to trust changes."""
 
-    def __init__(self, trust: TrustRegistry, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        trust: TrustRegistry,
+        metrics: GatewayMetrics,
+        *,
+        refusals: RecentRefusals | None = None,
+    ) -> None:
+        """`refusals`: where rejected agents are kept for the console."""
+        self.refusals = refusals
         self.on_rejected: RejectionHook | None = None
         """Told of every agent rejected or disconnected for a plane (the reconciler makes
         Events of it)."""
@@ -151,10 +160,30 @@ class AgentRegistry:
             return None
         return min(candidates, key=lambda agent: agent.session.open_streams)
 
-    def rejected(self, reason: str, detail: str, *, plane: PlaneRef | None = None) -> None:
-        """An agent was turned away (or cut off): counted by reason, and told to `on_rejected`
-        when it is known which plane it came for. Logging is the caller's (it knows more)."""
+    def rejected(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        plane: PlaneRef | None = None,
+        agent_id: str = "",
+        address: str = "",
+    ) -> None:
+        """An agent was turned away (or cut off): counted by reason, kept among the recent
+        refusals, and told to `on_rejected` when it is known which plane it came for. Logging
+        is the caller's (it knows more)."""
         self._metrics.agent_rejections.labels(reason=reason).inc()
+        if self.refusals is not None:
+            self.refusals.note(
+                RecentRefusal(
+                    "agent",
+                    reason,
+                    detail,
+                    plane="" if plane is None else str(plane),
+                    who=agent_id,
+                    address=address,
+                )
+            )
         if plane is not None and self.on_rejected is not None:
             self.on_rejected(plane, reason, detail)
 
@@ -182,7 +211,13 @@ class AgentRegistry:
                     agent_id=agent.agent_id,
                     reason=reason,
                 )
-                self.rejected("TrustRevoked", f"agent disconnected: {reason}", plane=plane)
+                self.rejected(
+                    "TrustRevoked",
+                    f"agent disconnected: {reason}",
+                    plane=plane,
+                    agent_id=agent.agent_id,
+                    address=agent.remote_address,
+                )
                 agent.session.close(reason, ErrorCode.NO_ERROR)
 
 

@@ -58,6 +58,7 @@ from gateway.auth import (
     CallerIdentity,
     certificate_identity,
 )
+from gateway.console.refusals import RecentRefusal, RecentRefusals
 from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry
 from http1 import (
@@ -335,9 +336,11 @@ class CallerEndpoint:
         direct: DirectBackends | None = None,
         forwarder: Forwarder | None = None,
         peer_port: PeerPort | None = None,
+        refusals: RecentRefusals | None = None,
     ) -> None:
         """`forwarder`: the peers to forward to (None: none); `peer_port`: serve as the peer
-        listener (never together with a forwarder: at most one hop)."""
+        listener (never together with a forwarder: at most one hop); `refusals`: where refused
+        callers are kept for the console."""
         if forwarder is not None and peer_port is not None:
             raise ValueError("the peer listener never forwards")
         self.name = "peer" if peer_port is not None else "caller"
@@ -349,6 +352,7 @@ class CallerEndpoint:
         self._forwarder = forwarder
         self._peer_port = peer_port
         self._metrics = metrics
+        self._refusals = refusals
         self.auth = CallerAuth(settings.auth, metrics)
         self._acceptor: TlsAcceptor | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -533,6 +537,20 @@ class _CallerExchange:
         self.forwarded_to = ""
         """The peer replica this request was forwarded to, if it was."""
 
+    def _keep_refusal(self, refused: CallerRefused) -> None:
+        """Among the recent refusals the console shows."""
+        if self.endpoint._refusals is not None:
+            self.endpoint._refusals.note(
+                RecentRefusal(
+                    "caller",
+                    refused.reason,
+                    refused.message,
+                    plane=self.plane,
+                    who=self.caller,
+                    address=_peer_address(self.writer),
+                )
+            )
+
     async def run(self) -> bool:  # noqa: PLR0911 - one per outcome
         """Relay the request; True if the connection may carry another one."""
         endpoint = self.endpoint
@@ -554,6 +572,7 @@ class _CallerExchange:
                 detail=refused.message,
                 target=self.head.target[:200],
             )
+            self._keep_refusal(refused)
             # Its body is never read: a refused caller must not make the gateway work or
             # buffer for it. The connection closes after the answer.
             elsewhere = refused.elsewhere and endpoint._peer_port is not None
@@ -1093,5 +1112,9 @@ def _caller_name(writer: asyncio.StreamWriter) -> str:
         for key, value in rdn:
             if key == "commonName":
                 return str(value)
+    return _peer_address(writer)
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if peer else "unknown"

@@ -119,7 +119,7 @@ _GENERAL = Group(
             name="operator_token_file",
             parse=path,
             shown_default="none",
-            help="a file holding a bearer token that /planes, /metrics and the status page then"
+            help="a file holding a bearer token that /planes, /metrics and the console (/) then"
             " demand (Authorization: Bearer ...); /healthz and /readyz never do",
         ),
         Setting(
@@ -190,7 +190,7 @@ _WORKERS = Group(
     ),
     "With --workers N a supervisor process runs N workers, each a replica of its own\n"
     "(<identity>-w<i>) binding the same agent, caller and operator ports; agents keep a tunnel\n"
-    "to each, and any worker's /planes, /metrics and status page show all of them. The\n"
+    "to each, and any worker's /planes, /metrics and console (/) show all of them. The\n"
     "supervisor forwards SIGTERM, SIGINT and SIGHUP, and restarts a worker that dies.\n"
     "Workers forward to each other over the peer port + i: without --peer-certificate (and\n"
     "without --reconcile) the supervisor makes them a peer CA of their own, trusted by no one\n"
