@@ -1,5 +1,11 @@
 """The gateway's Prometheus metrics, in a registry of its own (several gateways may share a
-process in tests; none of them touches the global default registry)."""
+process in tests; none of them touches the global default registry).
+
+Besides its own, the registry holds the process and Python collectors and build info
+(`tunnel.role_metrics`), and certificate expiry fed by `watch_certificates`. Names follow
+Prometheus conventions: base units as suffixes (`_seconds`, `_bytes`), `_total` on counters,
+`<things>_<state>` for gauges counting things in a state (`streams_active`,
+`agents_connected`); docs/metrics.md lists them all (a test keeps it in step)."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kubeproxy.metrics import LabelledChildren
+from tunnel.role_metrics import CertificateExpiryCollector, CertificateSource, register_role_metrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -22,6 +29,11 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.child = LabelledChildren()
         r = self.registry
+        register_role_metrics(r, role="gateway")
+        self._certificates = CertificateExpiryCollector(
+            "planelink_gateway_certificate_expiration_timestamp_seconds"
+        )
+        r.register(self._certificates)
         self.agent_connects = Counter(
             "planelink_gateway_agent_connects_total",
             "Agent sessions accepted",
@@ -132,6 +144,12 @@ class GatewayMetrics:
         with those of every other snapshot watched (connected agents, direct planes)."""
         self._agent_snapshots.append(snapshot)
 
+    def watch_certificates(self, source: CertificateSource) -> None:
+        """Export the expiry of the certificates `source` yields at scrape time (kinds:
+        `serving`, `caller_ca`, `peer`, `peer_ca`; per plane `agent_ca`, and `agent` for the
+        certificates its connected agents presented)."""
+        self._certificates.sources.append(source)
+
 
 @dataclass(frozen=True)
 class ConnectionCounts:
@@ -162,6 +180,8 @@ class AgentSample:
     agent_id: str
     rtt: float | None
     open_streams: int
+    heartbeat_age: float | None = None
+    """Seconds since anything came from the agent (None: no tunnel, a direct plane)."""
 
 
 class _AgentCollector(Collector):
@@ -178,8 +198,14 @@ class _AgentCollector(Collector):
             labels=["plane", "agent"],
         )
         streams = GaugeMetricFamily(
-            "planelink_gateway_agent_open_streams",
+            "planelink_gateway_agent_streams_active",
             "Open tunnel streams, by plane and agent",
+            labels=["plane", "agent"],
+        )
+        heartbeat_age = GaugeMetricFamily(
+            "planelink_gateway_agent_heartbeat_age_seconds",
+            "Seconds since a frame last came from the agent (it answers a heartbeat every"
+            " --heartbeat-interval; past --heartbeat-timeout it is dropped), by plane and agent",
             labels=["plane", "agent"],
         )
         per_plane: dict[str, int] = {}
@@ -188,6 +214,8 @@ class _AgentCollector(Collector):
             if sample.rtt is not None:
                 rtt.add_metric([sample.plane, sample.agent_id], sample.rtt)
             streams.add_metric([sample.plane, sample.agent_id], sample.open_streams)
+            if sample.heartbeat_age is not None:
+                heartbeat_age.add_metric([sample.plane, sample.agent_id], sample.heartbeat_age)
         for plane, count in per_plane.items():
             connected.add_metric([plane], count)
-        yield from (connected, rtt, streams)
+        yield from (connected, rtt, streams, heartbeat_age)
