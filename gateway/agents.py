@@ -81,6 +81,7 @@ class AgentRegistry:
         trust.subscribe(self._on_trust_change)
         metrics.watch_agents(self._samples)
         metrics.watch_certificates(self.certificate_expiries)
+        metrics.watch_planes(lambda: (str(known.plane) for known in trust.planes()))
 
     def _samples(self) -> Iterator[AgentSample]:
         for agent in self.all_agents():

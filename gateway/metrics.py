@@ -133,7 +133,8 @@ class GatewayMetrics:
         self._connection_counts: dict[str, Callable[[], ConnectionCounts]] = {}
         r.register(_ConnectionCollector(self._connection_counts))
         self._agent_snapshots: list[Callable[[], Iterable[AgentSample]]] = []
-        r.register(_AgentCollector(self._agent_snapshots))
+        self._known_planes: list[Callable[[], Iterable[str]]] = []
+        r.register(_AgentCollector(self._agent_snapshots, self._known_planes))
 
     def watch_connections(self, port: str, counts: Callable[[], ConnectionCounts]) -> None:
         """Export `port`'s open connections, authenticated or not, read at scrape time."""
@@ -143,6 +144,11 @@ class GatewayMetrics:
         """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels),
         with those of every other snapshot watched (connected agents, direct planes)."""
         self._agent_snapshots.append(snapshot)
+
+    def watch_planes(self, planes: Callable[[], Iterable[str]]) -> None:
+        """Export `planelink_gateway_agents_connected` 0 for each of `planes` without agents:
+        "no agent for this plane" is then a value an alert can see, not a missing series."""
+        self._known_planes.append(planes)
 
     def watch_certificates(self, source: CertificateSource) -> None:
         """Export the expiry of the certificates `source` yields at scrape time (kinds:
@@ -185,12 +191,19 @@ class AgentSample:
 
 
 class _AgentCollector(Collector):
-    def __init__(self, snapshots: list[Callable[[], Iterable[AgentSample]]]) -> None:
+    def __init__(
+        self,
+        snapshots: list[Callable[[], Iterable[AgentSample]]],
+        known_planes: list[Callable[[], Iterable[str]]],
+    ) -> None:
         self._snapshots = snapshots
+        self._known_planes = known_planes
 
     def collect(self) -> Iterator[Metric]:
         connected = GaugeMetricFamily(
-            "planelink_gateway_agents_connected", "Agents connected, by plane", labels=["plane"]
+            "planelink_gateway_agents_connected",
+            "Agents connected, by plane (0 for a plane the gateway knows that has none)",
+            labels=["plane"],
         )
         rtt = GaugeMetricFamily(
             "planelink_gateway_agent_rtt_seconds",
@@ -208,7 +221,7 @@ class _AgentCollector(Collector):
             " --heartbeat-interval; past --heartbeat-timeout it is dropped), by plane and agent",
             labels=["plane", "agent"],
         )
-        per_plane: dict[str, int] = {}
+        per_plane = {plane: 0 for planes in self._known_planes for plane in planes()}
         for sample in (sample for snapshot in self._snapshots for sample in snapshot()):
             per_plane[sample.plane] = per_plane.get(sample.plane, 0) + 1
             if sample.rtt is not None:
