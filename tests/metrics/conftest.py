@@ -1,0 +1,33 @@
+"""Fixtures for the metrics tests: promtool (built like Helm, from the Go module proxy), and the
+agent tests' test gateway and agents (tests/agent/conftest.py) for a real agent's /metrics."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.agent.conftest import (
+    agent_pki,
+    agent_tls,
+    fake_gateway,
+    start_agent,
+    unused_kubeconfig,
+)
+from tests.conftest import ROOT
+
+__all__ = ["agent_pki", "agent_tls", "fake_gateway", "promtool", "start_agent", "unused_kubeconfig"]
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """promtool at the pinned version, built by deploy/build-promtool.sh (cached after the
+    first build)."""
+    built = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "build-promtool.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(built.stdout.strip().splitlines()[-1])
