@@ -3,7 +3,6 @@ agent tests' test gateway and agents (tests/agent/conftest.py) for a real agent'
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,12 @@ from tests.agent.conftest import (
     start_agent,
     unused_kubeconfig,
 )
-from tests.conftest import ROOT
+from tests.conftest import built_go_tool
 
 __all__ = ["agent_pki", "agent_tls", "fake_gateway", "promtool", "start_agent", "unused_kubeconfig"]
 
 
 @pytest.fixture(scope="session")
 def promtool() -> Path:
-    """promtool at the pinned version, built by deploy/build-promtool.sh (cached after the
-    first build)."""
-    built = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "build-promtool.sh")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(built.stdout.strip().splitlines()[-1])
+    """promtool at the pinned version (deploy/build-promtool.sh)."""
+    return built_go_tool("build-promtool.sh")
