@@ -144,8 +144,13 @@ def test_the_chart_ships_the_files_with_their_labels(helm: Path) -> None:
             "metrics.prometheusRule.labels.release=kube-prometheus-stack",
             "--set",
             "metrics.grafanaDashboard.annotations.grafana_folder=planelink",
+            "--set",
+            "commonLabels.team=ops",
         )
     )
+    for made in found.values():
+        assert made["metadata"]["labels"]["team"] == "ops"
+        assert made["metadata"]["labels"]["app.kubernetes.io/instance"] == "pl"
     dashboard = found["ConfigMap"]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboard["metadata"]["annotations"] == {"grafana_folder": "planelink"}
