@@ -438,7 +438,6 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     SETTINGS.add_command(
         commands,
         "gateway",
-        help="run the gateway that agents dial and callers reach planes through",
         description=_DESCRIPTION,
         run=run,
     )

@@ -102,7 +102,6 @@ def add_status_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     """Register the ``status`` command on ``commands``."""
     parser = commands.add_parser(
         "status",
-        help="show the planes, their agents and their health, from a running gateway",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
