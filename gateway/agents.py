@@ -24,6 +24,7 @@ from gateway.metrics import AgentSample, GatewayMetrics
 from gateway.trust import TrustRegistry, verify_agent
 from protocol import ErrorCode
 from tunnel import TunnelSession
+from tunnel.role_metrics import CertificateExpiry, earliest_not_after
 
 RejectionHook = Callable[[PlaneRef, str, str], None]
 """(plane, reason, detail) of an agent the gateway turned away."""
@@ -88,6 +89,8 @@ class AgentRegistry:
         self._changed = asyncio.Event()
         trust.subscribe(self._on_trust_change)
         metrics.watch_agents(self._samples)
+        metrics.watch_certificates(self.certificate_expiries)
+        metrics.watch_planes(lambda: (str(known.plane) for known in trust.planes()))
 
     def _samples(self) -> Iterator[AgentSample]:
         for agent in self.all_agents():
@@ -96,7 +99,19 @@ class AgentRegistry:
                 agent_id=agent.agent_id,
                 rtt=agent.session.rtt,
                 open_streams=agent.session.open_streams,
+                heartbeat_age=max(0.0, time.monotonic() - agent.session.last_received),
             )
+
+    def certificate_expiries(self) -> Iterator[CertificateExpiry]:
+        """When each plane's agent CAs, and the certificates its connected agents presented,
+        stop being valid (the gateway's certificate expiry gauge)."""
+        for trust in self._trust.planes():
+            not_after = earliest_not_after(trust.client_cas)
+            if not_after is not None:
+                yield CertificateExpiry("agent_ca", str(trust.plane), not_after)
+        for agent in self.all_agents():
+            not_after = agent.certificate.not_after.timestamp()
+            yield CertificateExpiry("agent", str(agent.plane), not_after)
 
     def add(self, agent: AgentConnection) -> None:
         self._agents.setdefault(agent.plane, []).append(agent)

@@ -51,6 +51,7 @@ from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.tls_alerts import ServerTlsContext
 from gateway.trust import TrustRegistry, agent_server_context
 from tunnel.loop_metrics import register_task_gauge
+from tunnel.role_metrics import file_expiries
 
 log = structlog.get_logger("gateway")
 
@@ -113,6 +114,9 @@ class Gateway:
         conditions, the recent refusals, the last hour of each plane's traffic."""
         self.sampler = HistorySampler(self.console.history, self.traffic)
         self._sampling: asyncio.Task[None] | None = None
+        # Read once, as the listeners load them once: the gauge shows what is being served.
+        own_certificates = file_expiries(_certificate_files(settings))
+        self.metrics.watch_certificates(lambda: own_certificates)
         certificate_file, key_file = str(settings.server_certificate), str(settings.server_key)
         self.trust = TrustRegistry(
             agent_server_context(certificate_file=certificate_file, key_file=key_file),
@@ -358,6 +362,14 @@ class Gateway:
             return False, starting
         agents = sum(1 for _ in self.agents.all_agents()) + sum(1 for _ in self.direct.served())
         return True, f"{len(self.trust.planes())} planes, {agents} agents"
+
+
+def _certificate_files(settings: GatewaySettings) -> list[tuple[str, Path]]:
+    """The gateway's own certificate files, by the kind its expiry gauge names them."""
+    files = [("serving", settings.server_certificate), ("caller_ca", settings.caller_ca)]
+    if settings.peers is not None:
+        files += [("peer", settings.peers.certificate), ("peer_ca", settings.peers.ca)]
+    return files
 
 
 def _leased_as(settings: ReconcilerSettings, replica_id: str) -> ReconcilerSettings:

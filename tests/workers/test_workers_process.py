@@ -207,7 +207,11 @@ async def test_both_workers_serve_and_sigterm_drains_them(
         assert {agent["replica"] for agent in plane_a["agents"]} == {"gw-w0", "gw-w1"}
         for worker in ("gw-w0", "gw-w1"):
             assert f'planelink_gateway_worker_up{{worker="{worker}"}} 1.0' in metrics
+            # Each worker is a process of its own: its process series keep apart by worker.
+            assert f'process_resident_memory_bytes{{worker="{worker}"}}' in metrics
         assert metrics.count("# TYPE planelink_gateway_agents_connected gauge") == 1
+        assert metrics.count("# TYPE process_resident_memory_bytes gauge") == 1
+        assert "_created" not in metrics
 
     gateway.process.send_signal(signal.SIGTERM)
     assert await wait_for(gateway.process.wait(), DRAIN_GRACE + 30) == 0
