@@ -158,6 +158,7 @@ class Gateway:
             metrics=self.metrics,
             direct=self.direct,
             forwarder=self.forwarder,
+            replica=self.replica_id,
         )
         self.peer_listener = (
             peer_listener(
@@ -169,6 +170,7 @@ class Gateway:
                 direct=self.direct,
                 planes=self._planes_document,
                 metrics_text=self._metrics_document,
+                replica=self.replica_id,
             )
             if settings.peers is not None
             else None

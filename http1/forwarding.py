@@ -39,6 +39,7 @@ __all__ = [
     "IMPERSONATE_PREFIX",
     "PEER_REFUSED",
     "PLANELINK_PREFIX",
+    "REQUEST_ID",
     "TO_AGENT",
     "TO_CALLER",
     "TO_GATEWAY",
@@ -124,6 +125,10 @@ FORWARDED_CALLER = b"planelink-caller"
 PEER_REFUSED = b"planelink-refused"
 """On a peer's refusal (503, 429): another replica may serve the request (its value: the
 refusal's reason). The forwarding replica tries its next peer rather than pass it on."""
+REQUEST_ID = b"planelink-request-id"
+"""The id the gateway gave a caller's request (never the caller's own): in the answer to the
+caller, to a peer it forwards the request to, and to the agent, which logs it with the stream
+and drops it before the API server."""
 IMPERSONATE_PREFIX = b"impersonate-"
 
 TO_AGENT = Policy(
@@ -138,19 +143,22 @@ FROM_PEER = Policy(
     "peer replica → agent",
     # The forwarding replica applied TO_AGENT and asserted impersonation itself: what it sent
     # passes on, but for the fields that were meant for this replica alone.
-    dropped=frozenset({b"authorization", b"host", FORWARDED_BY, FORWARDED_CALLER}),
+    # (The request id is the peer's to pass on: it adds the one it adopted.)
+    dropped=frozenset({b"authorization", b"host", FORWARDED_BY, FORWARDED_CALLER, REQUEST_ID}),
 )
 TO_UPSTREAM = Policy(
     "agent → API server",
     # The agent's own: its upstream's Host, its credentials, the body's framing as it writes
-    # it; and no 100-continue, which it does not do.
-    dropped=frozenset({b"host", b"authorization", b"content-length", b"expect"}),
+    # it; and no 100-continue, which it does not do. The request id was the tunnel's.
+    dropped=frozenset({b"host", b"authorization", b"content-length", b"expect", REQUEST_ID}),
 )
 TO_GATEWAY = Policy("agent → gateway")
 TO_CALLER = Policy(
     "gateway → caller",
-    # The gateway frames every response itself and states the length it counts.
-    dropped=frozenset({b"content-length"}),
+    # The gateway frames every response itself and states the length it counts, and names
+    # the request by its own id (a peer's answer carries the same one; an agent's is not
+    # to be believed).
+    dropped=frozenset({b"content-length", REQUEST_ID}),
 )
 
 

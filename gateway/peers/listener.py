@@ -51,6 +51,7 @@ def peer_listener(
     direct: DirectBackends | None,
     planes: Callable[[], Document],
     metrics_text: Callable[[], Document],
+    replica: str = "",
 ) -> CallerEndpoint:
     """The peer listener on `settings.host:port`: the caller endpoint's limits and deadlines
     (`callers`), its own connection budget, no forwarding."""
@@ -62,6 +63,7 @@ def peer_listener(
         metrics=metrics,
         direct=direct,
         peer_port=PeerPort(documents={PLANES_PATH: planes, METRICS_PATH: metrics_text}),
+        replica=replica,
     )
 
 
