@@ -970,6 +970,7 @@ class _CallerExchange:
             while chunk := await self.http.read_body():
                 await stream.write(chunk)
                 sent += len(chunk)
+                self.access.bytes_in = sent
         except HttpError as error:
             # Answered now, not at the request's deadline: the reset wakes the relay at once,
             # and the agent stops the upstream request.
@@ -979,7 +980,6 @@ class _CallerExchange:
             metrics.child(metrics.relay_errors, self.plane, "caller_body").inc()
             return
         stream.end()
-        self.access.bytes_in = sent
         metrics = self.endpoint._metrics
         metrics.child(metrics.bytes, self.plane, "to_agent").inc(sent)
 
@@ -988,7 +988,6 @@ class _CallerExchange:
         gone: asyncio.Task[None] | None = None
         try:
             relayed, gone = await self._relay_body(stream, pending, framer)
-            self.access.bytes_out = relayed
             caller_left = gone is not None and gone.done()
         except FramingError as error:
             return await self._refuse_response(stream, error)
@@ -1027,6 +1026,7 @@ class _CallerExchange:
                 break
             pending += framer.body(chunk)
             relayed += len(chunk)
+            self.access.bytes_out = relayed  # so far: a cut answer is logged with its part
             if len(pending) > _MAX_PENDING_PIECES:
                 writer.writelines(pending)
                 pending.clear()

@@ -79,7 +79,8 @@ def request_info(method: str, target: str) -> RequestInfo:
         return RequestInfo(verb=lower, api_group=group, api_version=version)
     resource = rest[0]
     name = rest[1] if len(rest) > 1 else ""
-    subresource = rest[2] if len(rest) > 2 else ""
+    # What follows a proxied object's name is the path proxied to, not a subresource.
+    subresource = rest[2] if len(rest) > 2 and verb != "proxy" else ""
     if not name and verb == "get":
         verb = "watch" if _watching(url.query) else "list"
     elif not name and verb == "delete":

@@ -11,7 +11,7 @@ the forwarding replica applies TO_AGENT and adds its own `Impersonate-*` and the
 fields that vouch for the caller; the peer applies FROM_PEER, which accepts both (only from an
 authenticated peer) and passes on all but the `Planelink-*` fields:
 
-    caller ─TO_AGENT─▶ replica ─HTTP/1.1 (peer mTLS)─▶ peer ─FROM_PEER─▶ agent ─▶ ...
+    caller ─TO_AGENT─▶ replica ─TO_PEER (HTTP/1.1, peer mTLS)─▶ peer ─FROM_PEER─▶ agent ─▶ ...
 
 Every policy drops the hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
 `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, and `Upgrade` unless the
@@ -43,6 +43,7 @@ __all__ = [
     "TO_AGENT",
     "TO_CALLER",
     "TO_GATEWAY",
+    "TO_PEER",
     "TO_UPSTREAM",
     "Policy",
     "header_value",
@@ -151,6 +152,11 @@ TO_UPSTREAM = Policy(
     # The agent's own: its upstream's Host, its credentials, the body's framing as it writes
     # it; and no 100-continue, which it does not do. The request id was the tunnel's.
     dropped=frozenset({b"host", b"authorization", b"content-length", b"expect", REQUEST_ID}),
+)
+TO_PEER = Policy(
+    "replica → peer replica",
+    # What TO_UPSTREAM drops but the request id, which names the request at the peer too.
+    dropped=frozenset({b"host", b"authorization", b"content-length", b"expect"}),
 )
 TO_GATEWAY = Policy("agent → gateway")
 TO_CALLER = Policy(

@@ -30,7 +30,16 @@ from typing import Any, Protocol
 import structlog
 
 import http1
-from http1 import REQUEST_ID, TO_GATEWAY, header_value, status_body, status_class, status_headers
+from http1 import (
+    REQUEST_ID,
+    TO_GATEWAY,
+    TO_UPSTREAM,
+    Policy,
+    header_value,
+    status_body,
+    status_class,
+    status_headers,
+)
 from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
@@ -91,11 +100,13 @@ class Proxy:
         response_timeout: float,
         logger: structlog.stdlib.BoundLogger | None = None,
         log_streams: bool = False,
+        policy: Policy = TO_UPSTREAM,
     ) -> None:
         """`log_streams`: one info line per stream, when the API server answered (the agent's;
         a gateway's direct planes and peer links have the access log)."""
         self._pool = pool
         self._log_streams = log_streams
+        self._policy = policy
         self._metrics = metrics
         self._response_timeout = response_timeout
         self._log: structlog.stdlib.BoundLogger = logger or structlog.get_logger()
@@ -138,7 +149,7 @@ class Proxy:
         self, stream: ProxiedStream, request: RequestReceived, log: structlog.stdlib.BoundLogger
     ) -> str:
         try:
-            plan = plan_request(request)
+            plan = plan_request(request, policy=self._policy)
         except BadRequest as refused:
             log.info("request refused", reason=str(refused))
             await self._respond_error(stream, 400, str(refused))

@@ -61,23 +61,32 @@ async def test_unknown_plane_is_404_status(caller: aiohttp.ClientSession) -> Non
         status = await response.json()
     assert status["kind"] == "Status"
     assert status["reason"] == "NotFound"
-    assert status["message"] == "dataplane nope/nope not found"
+    assert status["message"].startswith("dataplane nope/nope not found: ")
+    assert "kubectl get dataplanes -A" in status["message"]
+    # kubectl's discovery drops a 404's message; its warning handler prints this one.
+    assert response.headers["Warning"] == f'299 - "{status["message"]}"'
 
 
-async def test_plane_without_agent_is_503_with_retry_after(
+async def test_plane_without_agent_is_503_and_retry_after_only_while_agents_return(
     gateway: Gateway, caller: aiohttp.ClientSession
 ) -> None:
     # Just started: the plane's agents may be dialing back in, so callers retry soon...
     async with caller.get(f"{A}/api") as response:
         assert response.status == 503
         assert response.headers["Retry-After"] == "1"
-    gateway.trust.startup.agents_return_within = 0  # ...and later, after the usual delay.
+    # ...and later they are told at once, without a Retry-After that client-go would obey
+    # ten times over before kubectl showed anything.
+    gateway.trust.startup.agents_return_within = 0
     async with caller.get(f"{A}/api") as response:
         assert response.status == 503
-        assert response.headers["Retry-After"] == "5"
+        assert "Retry-After" not in response.headers
         status = await response.json()
     assert status["reason"] == "ServiceUnavailable"
-    assert status["message"] == "no agent of dataplane ns-a/plane-a is connected"
+    assert status["message"].startswith(
+        "no agent of dataplane ns-a/plane-a is connected (none has connected since the gateway "
+        "started "
+    )
+    assert response.headers["Warning"] == f'299 - "{status["message"]}"'
 
 
 async def test_caller_impersonation_is_refused(
