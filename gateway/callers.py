@@ -673,7 +673,14 @@ class _CallerExchange:
         except TimeoutError:
             stream.reset(ErrorCode.CANCEL, "the gateway's request deadline passed")
             return await self._fail(
-                CallerRefused(504, "Timeout", "the data plane did not answer in time")
+                CallerRefused(
+                    504,
+                    "Timeout",
+                    f"dataplane {self.plane} did not answer within "
+                    f"{endpoint._settings.request_timeout:g}s (the gateway's --request-timeout, "
+                    "for requests other than watches, follows and exec): its agent is "
+                    "connected, so its API server is slow or does not answer",
+                )
             )
         except StreamResetError as error:
             if self.body_error is not None:
