@@ -7,6 +7,7 @@ import re
 import uuid
 
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from certs import PlaneRef
 from tests.e2e.conftest import Lab
@@ -30,7 +31,7 @@ async def test_a_kubectl_request_has_one_access_line_and_one_id_end_to_end(
         assert got.returncode == 0, got.stderr
         path = f"/api/v1/namespaces/default/configmaps/{name}"
 
-        def mine() -> list[dict[str, object]]:
+        def mine() -> list[EventDict]:
             return [line for line in logs if line["event"] == "access" and line["path"] == path]
 
         await eventually(lambda: len(mine()) == 1, within=10, message="the access line")
