@@ -17,7 +17,13 @@ early and write another into the caller's connection. An agent response that can
 is a 502 (or, once the head is out, a cut connection) and resets only its stream.
 
 Every refusal is a Kubernetes `Status` body with the matching HTTP status, a log line and a
-metric, and ends the connection (`Connection: close`) without reading the request's body.
+metric, and ends the connection (`Connection: close`) without reading the request's body. Its
+message is also a `Warning` (which kubectl prints where it would not show the Status's), and a
+plane without an agent gets no `Retry-After` (`_CallerExchange._nowhere` says why).
+
+Every request gets an id of the gateway's (`gateway.access_log`): in the caller's answer
+(`Planelink-Request-Id`), to the agent and a peer with the request, and in the request's
+`access` line, written when the request ends.
 Callers authenticate with a client certificate signed by the caller CA and/or a bearer
 token, and may be authorized per plane by RBAC in the control plane (`gateway.auth`), once per
 request before a stream is opened. Caller-supplied `Impersonate-*` headers are refused and
