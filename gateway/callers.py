@@ -864,11 +864,19 @@ class _CallerExchange:
         )
 
     def _refuse_while_starting(self) -> None:
-        """A plane unknown while the gateway starts may exist: 503 and retry soon, not 404."""
+        """A plane unknown while the gateway starts may exist: 503 and retry soon, not 404.
+        client-go obeys the `Retry-After` (up to ten times a request), so kubectl waits a
+        short start out by itself; the message, printed once it gives up, says what a long
+        one means."""
         startup = self.endpoint._trust.startup
         if (starting := startup.starting) is not None:
             raise CallerRefused(
-                503, "ServiceUnavailable", starting, retry_after=startup.retry_after, elsewhere=True
+                503,
+                "ServiceUnavailable",
+                f"{starting}; if this lasts, the gateway cannot list its planes (its log and "
+                "/readyz say why: usually its control plane is unreachable)",
+                retry_after=startup.retry_after,
+                elsewhere=True,
             )
 
     def _backend(self, plane: PlaneRef, tried: set[int]) -> StreamOpener | None:
