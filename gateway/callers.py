@@ -24,6 +24,7 @@ plane without an agent gets no `Retry-After` (`_CallerExchange._nowhere` says wh
 Every request gets an id of the gateway's (`gateway.access_log`): in the caller's answer
 (`Planelink-Request-Id`), to the agent and a peer with the request, and in the request's
 `access` line, written when the request ends.
+
 Callers authenticate with a client certificate signed by the caller CA and/or a bearer
 token, and may be authorized per plane by RBAC in the control plane (`gateway.auth`), once per
 request before a stream is opened. Caller-supplied `Impersonate-*` headers are refused and

@@ -9,7 +9,7 @@ import pytest
 
 from certs import plane_ref
 from gateway.app import Gateway
-from gateway.callers import CallerRefused, route
+from gateway.callers import CallerRefused, no_agent_message, route
 from protocol import ErrorCode, RequestReceived
 from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import wait_for
@@ -35,6 +35,17 @@ def test_route_refuses_other_paths(target: str) -> None:
     with pytest.raises(CallerRefused) as refused:
         route(target)
     assert refused.value.status == 404
+
+
+def test_the_no_agent_message_says_since_when() -> None:
+    plane = plane_ref("org", "prod")
+    left = no_agent_message(plane, left_at=100.0, started_at=0.0, now=100.0 + 3 * 60 + 7.9)
+    assert left.startswith(
+        "no agent of dataplane org/prod is connected (the last one disconnected 3m07s ago); "
+    )
+    never = no_agent_message(plane, left_at=None, started_at=0.0, now=2 * 3600 + 5 * 60)
+    assert "(none has connected since the gateway started 2h05m ago)" in never
+    assert "planelink status" in never
 
 
 async def test_request_reaches_the_agent_and_streams_back(
