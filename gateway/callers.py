@@ -593,6 +593,8 @@ class _CallerExchange:
             caller=caller,
         )
         """The access log's record of this request (its id is also the caller's and agent's)."""
+        self.logged = True
+        """Whether the request gets an access line."""
 
     @property
     def request_id(self) -> str:
@@ -608,7 +610,7 @@ class _CallerExchange:
         try:
             return await self._run()
         finally:
-            if self.endpoint._settings.access_log:
+            if self.endpoint._settings.access_log and self.logged:
                 access = self.access
                 access.caller = self.caller
                 access.plane = "" if self.plane == "unrouted" else self.plane
@@ -622,6 +624,7 @@ class _CallerExchange:
         try:
             check_request_line(self.head)
             if (document := self._document()) is not None:
+                self.logged = False  # a replica's own document, not a caller's request
                 return await self._answer_document(document)
             target = route(self.head.target)
             self.plane = str(target.plane)

@@ -331,6 +331,16 @@ async def test_the_peer_port_serves_this_replicas_own_planes_and_metrics(
     gateway: Gateway, peer_pki: PeerPki, pki: Pki, connect_agent: AgentFactory, planes: PlanePair
 ) -> None:
     context = peer_pki.client_ssl(certs.issue_peer(peer_pki.ca), pki.directory)
+    with capture_logs() as logs:
+        await _serve_documents_and_refuse(gateway, context, connect_agent, planes)
+    # A replica's documents are not callers' requests: the access log has the refusal only.
+    access = [(line["path"], line["status"]) for line in logs if line["event"] == "access"]
+    assert access == [("/api", 400)]
+
+
+async def _serve_documents_and_refuse(
+    gateway: Gateway, context: ssl.SSLContext, connect_agent: AgentFactory, planes: PlanePair
+) -> None:
     async with connect_agent(planes[0]):
         head, body = await peer_get(gateway, context, "/peer/v1/planes")
         assert head.startswith(b"HTTP/1.1 200")
@@ -343,6 +353,12 @@ async def test_the_peer_port_serves_this_replicas_own_planes_and_metrics(
         head, body = await peer_get(gateway, context, f"{A}/api")
         assert head.startswith(b"HTTP/1.1 400")
         assert b"planelink-forwarded-by" in body
+        # The refusal's access line is written once it lingered (the peer closes first).
+        listener = gateway.peer_listener
+        assert listener is not None
+        await eventually(
+            lambda: listener._exchanges == 0, within=10, message="the refusal's exchange ended"
+        )
 
 
 @pytest.mark.parametrize("client", ["caller", "other-ca", "none"])
