@@ -119,6 +119,7 @@ class Agent:
             metrics=self.metrics,
             response_timeout=settings.upstream_response_timeout,
             logger=self._log,
+            log_streams=True,
         )
         self.reconnect = Reconnect(
             base=settings.backoff_base,

@@ -87,6 +87,9 @@ class AgentRegistry:
         self._trust = trust
         self._metrics = metrics
         self._changed = asyncio.Event()
+        self.started_at = time.monotonic()
+        self._left_at: dict[PlaneRef, float] = {}
+        """When the last agent of a plane left (monotonic), for planes with none now."""
         trust.subscribe(self._on_trust_change)
         metrics.watch_agents(self._samples)
         metrics.watch_certificates(self.certificate_expiries)
@@ -115,6 +118,7 @@ class AgentRegistry:
 
     def add(self, agent: AgentConnection) -> None:
         self._agents.setdefault(agent.plane, []).append(agent)
+        self._left_at.pop(agent.plane, None)
         self._metrics.agent_connects.labels(plane=str(agent.plane)).inc()
         log.info(
             "agent connected",
@@ -131,6 +135,8 @@ class AgentRegistry:
             agents.remove(agent)
             if not agents:
                 del self._agents[agent.plane]
+                if self._trust.get(agent.plane) is not None:  # not for a deleted plane
+                    self._left_at[agent.plane] = time.monotonic()
             dropped_for = agent.session.dropped_for
             if dropped_for is not None:
                 self._metrics.agent_drops.labels(plane=str(agent.plane), limit=dropped_for).inc()
@@ -142,6 +148,11 @@ class AgentRegistry:
                 dropped_for=dropped_for,
             )
             self._notify()
+
+    def left_at(self, plane: PlaneRef) -> float | None:
+        """When (monotonic) the last agent of `plane` left, if it has none now but had one
+        since this gateway started."""
+        return self._left_at.get(plane)
 
     def agents(self, plane: PlaneRef) -> list[AgentConnection]:
         return list(self._agents.get(plane, []))
@@ -217,6 +228,8 @@ class AgentRegistry:
         self._changed = asyncio.Event()
 
     def _on_trust_change(self, plane: PlaneRef, trust: PlaneTrust | None) -> None:
+        if trust is None:
+            self._left_at.pop(plane, None)  # bounded by the planes that exist
         for agent in self.agents(plane):
             reason = _still_trusted(agent, trust)
             if reason is not None:

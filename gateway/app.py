@@ -170,6 +170,7 @@ class Gateway:
             direct=self.direct,
             forwarder=self.forwarder,
             refusals=self.console.refusals,
+            replica=self.replica_id,
         )
         self.peer_listener = (
             peer_listener(
@@ -182,6 +183,7 @@ class Gateway:
                 planes=self._planes_document,
                 metrics_text=self._metrics_document,
                 console=self._console_document,
+                replica=self.replica_id,
             )
             if settings.peers is not None
             else None

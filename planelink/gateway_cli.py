@@ -142,6 +142,24 @@ _GENERAL = Group(
             help="deadline of requests other than watches, follows and upgrades",
         ),
         Setting(
+            name="agent_wait",
+            parse=number,
+            default=_CALLERS.agent_wait,
+            help="seconds after a plane's last agent disconnected during which its callers' "
+            "requests wait for an agent to come back; after that, and for a plane whose agent "
+            "has been gone longer, they are answered 503 at once, without Retry-After (which "
+            "kubectl would obey ten times over before showing the error)",
+        ),
+        Setting(
+            name="access_log",
+            switch=True,
+            negatable=True,
+            default=True,
+            help="log one line (event access) per caller request: caller, plane, verb, resource, "
+            "namespace, name, status, bytes, duration and the request id that the caller gets in "
+            "Planelink-Request-Id and the agent logs with the stream",
+        ),
+        Setting(
             name="max_header_fields",
             parse=integer,
             default=256,
@@ -450,6 +468,8 @@ def settings_from(
     `planelink gateway` and the environment (ValueError naming what is wrong)."""
     values = SETTINGS.resolve(args, environ)
     host = values.bind
+    if values.agent_wait < 0:
+        raise ValueError("--agent-wait cannot be negative")
     if values.starting_retry_after < 1:
         raise ValueError("--starting-retry-after must be at least 1 (second)")
     admission = AdmissionSettings(
@@ -488,6 +508,8 @@ def settings_from(
             host=host,
             port=values.caller_port,
             request_timeout=values.request_timeout,
+            agent_wait=values.agent_wait,
+            access_log=values.access_log,
             head_timeout=values.head_timeout,
             idle_timeout=values.idle_timeout,
             admission=admission,

@@ -53,6 +53,7 @@ def peer_listener(
     planes: Callable[[], Document],
     metrics_text: Callable[[], Document],
     console: Callable[[], Document],
+    replica: str = "",
 ) -> CallerEndpoint:
     """The peer listener on `settings.host:port`: the caller endpoint's limits and deadlines
     (`callers`), its own connection budget, no forwarding."""
@@ -66,6 +67,7 @@ def peer_listener(
         peer_port=PeerPort(
             documents={PLANES_PATH: planes, METRICS_PATH: metrics_text, CONSOLE_PATH: console}
         ),
+        replica=replica,
     )
 
 
