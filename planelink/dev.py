@@ -16,13 +16,16 @@ import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-import envtest
 from certs import plane_ref
 from crd import dataplane_manifest
 from planelink.local import LocalPlanelink
+
+if TYPE_CHECKING:
+    import envtest
 
 DEFAULT_STATE_DIR = Path(".planelink/dev")
 PLANE = plane_ref("dev", "local")
@@ -54,6 +57,16 @@ def _progress(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        # The test servers of a source checkout; an installed planelink (the image) has none.
+        import envtest  # noqa: PLC0415
+    except ModuleNotFoundError:
+        print(
+            "planelink dev: runs from a source checkout (scripts/setup), "
+            "this installation has no envtest",
+            file=sys.stderr,
+        )
+        return 1
     args.state_dir.mkdir(parents=True, exist_ok=True)
     try:
         return asyncio.run(_run(args.state_dir.resolve(), exit_when_ready=args.exit_when_ready))
@@ -68,6 +81,7 @@ async def _run(state_dir: Path, *, exit_when_ready: bool) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     started = time.monotonic()
+    import envtest  # noqa: PLC0415 - see run()
 
     _progress("building or reusing kube-apiserver and etcd (first run: a few minutes)")
     binaries = await asyncio.to_thread(envtest.find_binaries)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from envtest import Credentials, build_kubeconfig
+from kubeobject.kubeconfig import Credentials, build_kubeconfig
 
 EXIT_OK = 0
 EXIT_USAGE = 2

@@ -10,29 +10,20 @@ reaches the data plane through the gateway with the kubeconfig the compose file 
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import yaml
 
-from envtest import KubeBinaries, die_with_parent, free_port
+from envtest import KubeBinaries
 from planelink.cli import build_parser
-from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -405,234 +396,6 @@ def test_volumes_are_declared_and_docker_compose_accepts_the_file() -> None:
             check=False,
         )
         assert checked.returncode == 0, checked.stderr
-
-
-# -- the topology, run here -----------------------------------------------------------------------
-
-
-class _LocalCompose:
-    """docker-compose.yml's services as local processes: each service's host name is
-    127.0.0.1, each (service, port) a free loopback port, each volume a folder."""
-
-    def __init__(self, root: Path, binaries: KubeBinaries) -> None:
-        self.root = root
-        self.services = _services()
-        self.programs = {
-            "planelink": [sys.executable, "-m", "planelink"],
-            "kube-apiserver": [str(binaries.kube_apiserver)],
-            "etcd": [str(binaries.etcd)],
-            "/bin/sh": ["sh"],
-            "python": [sys.executable],
-        }
-        self.ports = {
-            (name, port): free_port()
-            for name, service in self.services.items()
-            if name not in ("pki", "bootstrap")
-            for port in _listening(name, service)
-        }
-        self.published = {}
-        for name, service in self.services.items():
-            for mapping in service.get("ports", []):
-                _, host_port, container_port = mapping.split(":")
-                self.published[int(host_port)] = self.ports[(name, int(container_port))]
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.logs: dict[str, TextIO] = {}
-        (root / "logs").mkdir()
-
-    # -- mapping ------------------------------------------------------------------------------
-
-    def _folder(self, volume: str) -> Path:
-        folder = self.root / "volumes" / volume
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def _address(self, name: str, host: str, port: int) -> str:
-        if host in self.services:
-            return f"127.0.0.1:{self.ports[(host, port)]}"
-        if (name, port) in self.ports:  # its own port
-            return f"127.0.0.1:{self.ports[(name, port)]}"
-        if port in self.published:  # the host's view of a published port
-            return f"127.0.0.1:{self.published[port]}"
-        return f"{host}:{port}"
-
-    def rewrite(self, name: str, arg: str) -> str:
-        for volume in self.services[name].get("volumes", []):
-            source, target = volume.split(":")[:2]
-            arg = arg.replace(target, str(self._folder(source)))
-        arg = re.sub(
-            r"(?P<host>[A-Za-z][A-Za-z0-9-]*|\d+\.\d+\.\d+\.\d+):(?P<port>\d+)",
-            lambda m: self._address(name, m["host"], int(m["port"])),
-            arg,
-        )
-        flag = re.fullmatch(r"(--[a-z-]+-port)=(\d+)", arg)
-        if flag:
-            arg = f"{flag[1]}={self.ports[(name, int(flag[2]))]}"
-        arg = re.sub(r"=:(\d+)$", lambda m: f"=127.0.0.1:{self.ports[(name, int(m[1]))]}", arg)
-        return arg.replace("0.0.0.0", "127.0.0.1")  # noqa: S104 - what is replaced
-
-    def argv(self, name: str, argv: list[str]) -> list[str]:
-        program, *args = argv
-        local = [*self.programs[program], *(self.rewrite(name, arg) for arg in args)]
-        if args[:3] == ["--log-format", "json", "gateway"]:
-            local.append("--bind=127.0.0.1")  # its default is every interface
-        return local
-
-    def environment(self) -> dict[str, str]:
-        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-        return {**os.environ, "PATH": path}
-
-    # -- running ------------------------------------------------------------------------------
-
-    def start(self, name: str) -> None:
-        log = (self.root / "logs" / f"{name}.log").open("w")
-        self.logs[name] = log
-        cwd = self.root / "work" / name
-        cwd.mkdir(parents=True)
-        self.processes[name] = subprocess.Popen(
-            self.argv(name, _argv(self.services[name])),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=self.environment(),
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, before exec
-        )
-
-    def log(self, name: str) -> str:
-        return (self.root / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
-
-    def wait(self, name: str, condition: str, deadline: float) -> None:
-        process = self.processes[name]
-        if condition == "service_completed_successfully":
-            code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
-            assert code == 0, f"{name} exited with {code}:\n{self.log(name)}"
-        elif condition == "service_healthy":
-            # As Docker does: run the health check at its interval, within a deadline.
-            interval = float(self.services[name]["healthcheck"]["interval"].removesuffix("s"))
-            while not self.healthy(name):
-                assert process.poll() is None, f"{name} exited:\n{self.log(name)}"
-                assert time.monotonic() < deadline, f"{name} never healthy:\n{self.log(name)}"
-                time.sleep(interval)
-        else:
-            assert process.poll() is None, f"{name} exited:\n{self.log(name)}"
-
-    def healthy(self, name: str) -> bool:
-        test = self.services[name]["healthcheck"]["test"]
-        assert test[0] == "CMD"
-        if test[1] == "etcdctl":  # not built here; `endpoint health` reads etcd's /health
-            url = f"http://127.0.0.1:{self.ports[(name, 2379)]}/health"
-            try:
-                with urllib.request.urlopen(url, timeout=scaled(2)) as answer:
-                    return bool(json.load(answer)["health"] == "true")
-            except (OSError, ValueError):
-                return False
-        check = subprocess.run(
-            self.argv(name, test[1:]),
-            capture_output=True,
-            env=self.environment(),
-            check=False,
-            timeout=scaled(30),
-        )
-        return check.returncode == 0
-
-    def up(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for name in _start_order(self.services):
-            for dependency, spec in self.services[name].get("depends_on", {}).items():
-                self.wait(dependency, spec["condition"], deadline)
-            self.start(name)
-        for name, service in self.services.items():
-            if "healthcheck" in service:
-                self.wait(name, "service_healthy", deadline)
-
-    def down(self) -> None:
-        for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=scaled(20))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        for log in self.logs.values():
-            log.close()
-
-
-@pytest.fixture
-def local_compose(kube_binaries: KubeBinaries, tmp_path: Path) -> Iterator[_LocalCompose]:
-    compose = _LocalCompose(tmp_path, kube_binaries)
-    try:
-        yield compose
-    finally:
-        compose.down()
-
-
-def test_the_topology_runs_and_kubectl_reaches_the_data_plane_through_the_gateway(
-    local_compose: _LocalCompose,
-) -> None:
-    local_compose.up(timeout=scaled(240))
-    state = local_compose.root / "volumes" / "state"
-
-    def kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                "kubectl",
-                "--kubeconfig",
-                str(state / kubeconfig),
-                *args,
-                f"--request-timeout={kubectl_timeout(20)}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=scaled(120),
-        )
-
-    # What the header of docker-compose.yml tells the reader to do, with the copied files.
-    ready = kubectl(
-        "host/control-plane.kubeconfig",
-        "wait", "dataplane/local", "-n", "dev",
-        "--for=condition=Ready", f"--timeout={kubectl_timeout(60)}",
-    )  # fmt: skip
-    assert ready.returncode == 0, ready.stderr + local_compose.log("gateway")
-    listed = kubectl("host/dev.local.kubeconfig", "get", "ns", "-o", "name")
-    assert listed.returncode == 0, listed.stderr + local_compose.log("agent")
-    assert "namespace/kube-system" in listed.stdout.split()
-    created = kubectl("host/dev.local.kubeconfig", "create", "configmap", "via-compose")
-    assert created.returncode == 0, created.stderr
-    # It landed in the data plane (read directly, as the agent does), not the control plane.
-    assert kubectl("data-plane.kubeconfig", "get", "configmap", "via-compose").returncode == 0
-    assert kubectl("control-plane.kubeconfig", "get", "configmap", "via-compose").returncode != 0
-    # The DataPlane names its agent CA by secretRef, as the pki service wrote it.
-    wide = kubectl("host/control-plane.kubeconfig", "get", "dataplanes", "-A", "-o", "wide")
-    assert re.search(r"^dev\s+local\s+True\s+True\s+True\s+true\s+Ready", wide.stdout, re.M)
-    status = subprocess.run(
-        local_compose.argv(
-            "gateway", ["planelink", "status", "--gateway", "http://127.0.0.1:8081"]
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-        env=local_compose.environment(),
-    )
-    assert status.returncode == 0, status.stderr
-    assert re.search(r"^dev/local\s+agent\s+1\s", status.stdout, re.M), status.stdout
-
-    # A second `up` reuses the certificates: the pki service changes nothing.
-    before = {p: p.read_bytes() for p in state.rglob("*") if p.is_file()}
-    again = subprocess.run(
-        local_compose.argv("pki", _argv(local_compose.services["pki"])),
-        capture_output=True,
-        text=True,
-        check=False,
-        env=local_compose.environment(),
-    )
-    assert again.returncode == 0, again.stderr
-    assert "reusing the certificates" in again.stdout
-    assert {p: p.read_bytes() for p in state.rglob("*") if p.is_file()} == before
 
 
 def test_the_usage_in_the_header_names_what_the_services_make() -> None:
