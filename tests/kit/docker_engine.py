@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from envtest import KubeBinaries, die_with_parent
+from envtest import KubeBinaries, die_with_parent, wait_until
 from tests.kit.local_images import cache_root, ensure_images
 from tests.kit.waits import scaled
 
@@ -111,13 +111,14 @@ def start_dockerd(log: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_answering(docker: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + scaled(60)
-    while not answers(docker):
+    def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"dockerd exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"dockerd did not answer within 60 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)  # no event announces a listening API; polled, bounded above
+        return answers(docker)
+
+    # No event announces a listening API: polled, within a bound.
+    if not wait_until(up, timeout=scaled(60), interval=0.2):
+        raise RuntimeError(f"dockerd did not answer within 60 s:\n{log.read_text()[-3000:]}")
 
 
 def stop_dockerd(process: subprocess.Popen[bytes]) -> None:
@@ -178,5 +179,7 @@ def planelink_image(docker_engine: DockerEngine, kube_binaries: KubeBinaries) ->
     compose file name exists (tests/kit/local_images.py builds those no registry serves here)."""
     ensure_images(docker_engine.docker, kube_binaries)
     started = time.monotonic()
-    docker_engine.run("build", "--quiet", "--tag", COMPOSE_IMAGE, str(ROOT), timeout=1800)
+    docker_engine.run(
+        "build", "--quiet", "--force-rm", "--tag", COMPOSE_IMAGE, str(ROOT), timeout=1800
+    )
     return BuiltImage(tag=COMPOSE_IMAGE, seconds=time.monotonic() - started)
