@@ -43,6 +43,8 @@ class DockerEngine:
 
     docker: str
     started: bool
+    host: str | None = None
+    """The engine's address (`docker -H`); None: the CLI's default."""
 
     def run(
         self, *args: str, timeout: float = 120.0, check: bool = True
@@ -50,7 +52,7 @@ class DockerEngine:
         """`docker args…` to its end (`timeout` seconds, scaled); raises with its stderr on
         failure if `check`."""
         done = subprocess.run(
-            [self.docker, *args],
+            [*cli(self.docker, self.host), *args],
             capture_output=True,
             text=True,
             check=False,
@@ -77,11 +79,16 @@ def docker_cli() -> str:
     return found
 
 
-def answers(docker: str) -> bool:
+def cli(docker: str, host: str | None) -> list[str]:
+    """The docker CLI, talking to `host` (or its default engine)."""
+    return [docker] if host is None else [docker, "--host", host]
+
+
+def answers(docker: str, host: str | None = None) -> bool:
     """Whether the engine answers the CLI (its API, not just its socket file)."""
     try:
         done = subprocess.run(
-            [docker, "version", "--format", "{{.Server.Version}}"],
+            [*cli(docker, host), "version", "--format", "{{.Server.Version}}"],
             capture_output=True,
             check=False,
             timeout=scaled(10),
@@ -91,8 +98,9 @@ def answers(docker: str) -> bool:
     return done.returncode == 0
 
 
-def start_dockerd(log: Path) -> subprocess.Popen[bytes]:
-    """dockerd as a child of this process (killed with it), logging to `log`."""
+def start_dockerd(log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """dockerd (with `options`) as a child of this process (killed with it), logging to
+    `log`."""
     if os.geteuid() != 0 or not Path(DOCKERD).exists():
         raise RuntimeError(
             "no Docker engine answers and this session cannot start one: "
@@ -101,7 +109,7 @@ def start_dockerd(log: Path) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
         return subprocess.Popen(
-            [DOCKERD],
+            [DOCKERD, *options],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -110,11 +118,13 @@ def start_dockerd(log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def wait_answering(docker: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_answering(
+    docker: str, process: subprocess.Popen[bytes], log: Path, host: str | None = None
+) -> None:
     def up() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"dockerd exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        return answers(docker)
+        return answers(docker, host)
 
     # No event announces a listening API: polled, within a bound.
     if not wait_until(up, timeout=scaled(60), interval=0.2):
