@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +98,9 @@ def answers(docker: str, host: str | None = None) -> bool:
     return done.returncode == 0
 
 
-def start_dockerd(log: Path, *options: str) -> subprocess.Popen[bytes]:
-    """dockerd (with `options`) as a child of this process (killed with it), logging to
-    `log`."""
+def start_dockerd(log: Path, *options: str, wrapper: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """dockerd (with `options`, run through `wrapper` if given) as a child of this process
+    (killed with it), logging to `log`."""
     if os.geteuid() != 0 or not Path(DOCKERD).exists():
         raise RuntimeError(
             "no Docker engine answers and this session cannot start one: "
@@ -109,7 +109,7 @@ def start_dockerd(log: Path, *options: str) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
         return subprocess.Popen(
-            [DOCKERD, *options],
+            [*wrapper, DOCKERD, *options],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,

@@ -1,6 +1,8 @@
 """The engine fixture's own path for machines where dockerd is not running (CI): a daemon
-started here answers, and is stopped again. A private one - its own socket, data and exec
-root, containerd namespace, no network set-up - so the machine's engine is left alone."""
+started here answers, and is stopped again. A private one, so that the machine's engine is left
+alone: its own socket, data and exec roots and containerd namespace, and its own network
+namespace (`unshare --net`) - a second daemon in the host's would reconfigure the host's
+bridge (with --bridge=none it deletes docker0)."""
 
 from __future__ import annotations
 
@@ -45,9 +47,7 @@ def test_a_dockerd_started_by_the_suite_answers_and_is_stopped_again(short_folde
         f"--containerd-namespace={namespace}",
         f"--containerd-plugins-namespace={namespace}-plugins",
         "--storage-driver=vfs",
-        "--bridge=none",
-        "--iptables=false",
-        "--ip-masq=false",
+        wrapper=("unshare", "--net"),
     )
     try:
         wait_answering(docker, process, short_folder / "dockerd.log", host)
