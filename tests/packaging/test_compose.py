@@ -530,10 +530,10 @@ def compose_project(
     project.write_override()
     try:
         started = time.monotonic()
-        # The image exists (planelink_image built it, with the classic builder: this engine has
-        # no BuildKit builder for Compose), so `up` need not build.
+        # As the header says: `up --wait`. The image exists (planelink_image built it from the
+        # same Dockerfile), so Compose does not build it again.
         up = project.compose(
-            "up", "--detach", "--wait", "--no-build", f"--wait-timeout={round(scaled(300))}",
+            "up", "--detach", "--wait", f"--wait-timeout={round(scaled(300))}",
             timeout=scaled(360), check=False,
         )  # fmt: skip
         project.up_seconds = time.monotonic() - started
