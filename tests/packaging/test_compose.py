@@ -34,6 +34,9 @@ from tests.kit.docker_engine import BuiltImage, DockerEngine, docker_cli, instal
 from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
+# On a cold cache the first test also waits for what its fixtures build: Compose v2, the
+# Debian rootfs, etcdctl (scripts/test builds those three before pytest) and the image.
+pytestmark = pytest.mark.timeout(scaled(1200))
 COMPOSE = ROOT / "docker-compose.yml"
 STATE = "/var/lib/planelink"
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}

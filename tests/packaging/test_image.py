@@ -25,6 +25,9 @@ from tests.kit.local_images import PYTHON_IMAGE
 from tests.kit.waits import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
+# On a cold cache the first test also waits for what its fixtures build: Compose v2, the
+# Debian rootfs, etcdctl (scripts/test builds those three before pytest) and the image.
+pytestmark = pytest.mark.timeout(scaled(1200))
 LOCKED_DOWN = ("--read-only", "--user", "10001", "--cap-drop", "ALL")
 """How the containers run here: as in docker-compose.yml and the charts."""
 TMPFS = ("--tmpfs", "/tmp:size=16m")
