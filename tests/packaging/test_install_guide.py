@@ -37,6 +37,7 @@ import certs
 from crd import dataplane_manifest
 from envtest import KubeAPIServer, build_kubeconfig, die_with_parent, free_port, wait_until
 from planelink.cli import build_parser
+from tests.kit.dockerfile import entrypoint
 from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,14 +250,6 @@ def test_the_yaml_examples_are_what_the_tools_make(tmp_path: Path) -> None:
 # -- following the guide -------------------------------------------------------------------------
 
 
-def _entrypoint() -> list[str]:
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
-        if line.startswith("ENTRYPOINT "):
-            entrypoint: list[str] = json.loads(line.removeprefix("ENTRYPOINT "))
-            return entrypoint
-    raise AssertionError("the Dockerfile has no ENTRYPOINT")
-
-
 class _Follower:
     """Runs the guide's commands in a work folder against the two API servers."""
 
@@ -396,7 +389,7 @@ class _Follower:
                 if value.startswith(mount_path + "/") or value == mount_path:
                     value = str(local) + value.removeprefix(mount_path)
             env[item["name"]] = value
-        argv = [*_entrypoint(), *container["args"]]
+        argv = [*entrypoint(), *container["args"]]
         assert argv[0] == "planelink"
         return [sys.executable, "-m", "planelink", *argv[1:]], env
 
