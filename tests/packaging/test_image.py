@@ -21,6 +21,7 @@ import yaml
 
 from envtest import wait_until
 from tests.kit.docker_engine import BuiltImage, DockerEngine
+from tests.kit.dockerfile import entrypoint
 from tests.kit.local_images import PYTHON_IMAGE
 from tests.kit.waits import scaled
 
@@ -72,7 +73,7 @@ def test_the_image_adds_its_virtual_environment_to_the_base_and_nothing_else(
     base = docker_engine.inspect("image", PYTHON_IMAGE)
     config: dict[str, Any] = image["Config"]  # type: ignore[assignment]
     assert config["User"] == "10001"
-    assert config["Entrypoint"] == ["planelink", "--log-format", "json"]
+    assert config["Entrypoint"] == entrypoint()
     layers: list[str] = image["RootFS"]["Layers"]  # type: ignore[index]
     base_layers: list[str] = base["RootFS"]["Layers"]  # type: ignore[index]
     assert layers[: len(base_layers)] == base_layers, "built on the Python base"
