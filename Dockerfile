@@ -6,6 +6,7 @@
 # It runs as an unprivileged user and works on a read-only root file system: nothing is written
 # outside the state directory, and the byte-code is compiled at build time.
 FROM python:3.11-slim AS build
+LABEL org.opencontainers.image.title=planelink
 RUN python3 -m venv /opt/planelink
 COPY requirements/runtime.lock /tmp/runtime.lock
 RUN /opt/planelink/bin/pip install --no-cache-dir --disable-pip-version-check \
@@ -27,6 +28,7 @@ RUN /opt/planelink/bin/pip install --no-cache-dir --disable-pip-version-check --
     && /opt/planelink/bin/pip uninstall --yes --quiet pip setuptools
 
 FROM python:3.11-slim
+LABEL org.opencontainers.image.title=planelink
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin planelink \
     && install -d -o 10001 -m 0700 /var/lib/planelink
 # /var/lib/planelink: state of docker-compose.yml's services. A fresh named volume mounted there
