@@ -21,7 +21,6 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from random import random as random_fraction
 
 import structlog
@@ -55,18 +54,12 @@ from tunnel.contract import (
     IDENTITY_PLANE,
 )
 from tunnel.loop_metrics import register_task_gauge
+from tunnel.role_metrics import planelink_version
 
 _DISCOVERY_TIMEOUT = 3.0  # seconds to learn the Kubernetes version while the dial goes on
 
 
-def _agent_version() -> str:
-    try:
-        return metadata.version("planelink")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-AGENT_VERSION = _agent_version()
+AGENT_VERSION = planelink_version()
 
 
 def load_upstream(settings: AgentSettings, environ: Mapping[str, str]) -> Upstream:
@@ -126,6 +119,7 @@ class Agent:
             metrics=self.metrics,
             response_timeout=settings.upstream_response_timeout,
             logger=self._log,
+            log_streams=True,
         )
         self.reconnect = Reconnect(
             base=settings.backoff_base,
@@ -262,6 +256,11 @@ class Agent:
             ca_file=settings.gateway_ca_file,
         )
         self._note_certificate(credentials.certificate)
+        self.metrics.credentials_loaded(
+            plane=settings.plane,
+            client=credentials.certificate,
+            gateway_ca=settings.gateway_ca_file,
+        )
         # The version goes into the HELLO; learn it while the dial goes on.
         discovery = asyncio.create_task(self._discover())
         try:

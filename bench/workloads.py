@@ -288,9 +288,7 @@ async def _diagnose(stack: Stack) -> str:
     picked = {
         k: v
         for k, v in metrics.items()
-        if k.startswith(
-            ("planelink_agent_streams_total", "planelink_agent_active", "planelink_agent_up")
-        )
+        if k.startswith(("planelink_agent_streams_", "planelink_agent_tunnel_up"))
         and "bucket" not in k
     }
     logs = {name: stack.procs[name].tail(15) for name in ("gateway", "agent-fast", "upstream")}
@@ -310,7 +308,7 @@ async def _stream_tables(stack: Stack) -> dict[str, float]:
     gateway = await stack.gateway_metrics()
     return {
         "gatewayOpenStreams": open_streams,
-        "agentActiveStreams": agent.get("planelink_agent_active_streams", -1),
+        "agentActiveStreams": agent.get("planelink_agent_streams_active", -1),
         "gatewayTasks": gateway.get("planelink_gateway_asyncio_tasks", -1),
         "agentTasks": agent.get("planelink_agent_asyncio_tasks", -1),
         "gatewayRssMiB": rss_bytes(stack.pid("gateway")) / MIB,

@@ -69,6 +69,8 @@ class ServerOptions:
     """What may differ between test API servers."""
 
     name: str = "kube"
+    port: int = 0
+    """The API server's loopback port (0: a free one; `planelink dev` fixes it for its users)."""
     startup_timeout: float = 90.0
     extra_apiserver_args: tuple[str, ...] = ()
     static_users: tuple[StaticUser, ...] = ()
@@ -262,7 +264,7 @@ class KubeAPIServer:
 
     def _start_processes(self, binaries: KubeBinaries) -> None:
         workdir = self.workdir
-        etcd_port, self.port = free_port(), free_port()
+        etcd_port, self.port = free_port(), self.options.port or free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
         data_dir = workdir / "etcd-data"
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -163,10 +163,16 @@ class AgentListener:
         if plane is not None:
             context["plane"] = str(plane)
         log.warning(message, reason=reason, detail=detail, **context)
-        self._count_rejection(reason, detail, plane)
+        agent_id, remote = str(context.get("agent_id", "")), str(context.get("remote", ""))
+        self._agents.rejected(reason, detail, plane=plane, agent_id=agent_id, address=remote)
+        self._rejection_told()
 
-    def _count_rejection(self, reason: str, detail: str, plane: PlaneRef | None = None) -> None:
-        self._agents.rejected(reason, detail, plane=plane)
+    def _count_rejection(self, reason: str, detail: str) -> None:
+        """An agent refused in the TLS handshake (the acceptor logged it)."""
+        self._agents.rejected(reason, detail)
+        self._rejection_told()
+
+    def _rejection_told(self) -> None:
         self._rejected.set()
         self._rejected = asyncio.Event()
 
@@ -380,6 +386,8 @@ class AgentListener:
                     "agent refused",
                     detail=f"its HELLO names plane {claimed}, its URL {verified.plane}",
                     plane=verified.plane,
+                    remote=_remote(connection),
+                    agent_id=peer.identity.get(IDENTITY_AGENT_ID, ""),
                 )
                 session.close(
                     f"HELLO names plane {claimed}, the URL {verified.plane}",
@@ -403,6 +411,7 @@ class AgentListener:
                 "agent refused",
                 detail=f"no HELLO: {error or 'timeout'}",
                 plane=verified.plane,
+                remote=_remote(connection),
             )
             session.close("no HELLO in time", ErrorCode.PROTOCOL_ERROR)
         try:

@@ -18,11 +18,13 @@ from typing import Any
 import structlog
 
 from certs import CertificateInfo, CertificateRejected, PlaneRef
+from gateway.console.refusals import RecentRefusal, RecentRefusals
 from gateway.interfaces import PlaneTrust
 from gateway.metrics import AgentSample, GatewayMetrics
 from gateway.trust import TrustRegistry, verify_agent
 from protocol import ErrorCode
 from tunnel import TunnelSession
+from tunnel.role_metrics import CertificateExpiry, earliest_not_after
 
 RejectionHook = Callable[[PlaneRef, str, str], None]
 """(plane, reason, detail) of an agent the gateway turned away."""
@@ -69,7 +71,15 @@ class AgentConnection:
 class AgentRegistry:
     """Connected agents by plane; subscribes to trust changes."""
 
-    def __init__(self, trust: TrustRegistry, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        trust: TrustRegistry,
+        metrics: GatewayMetrics,
+        *,
+        refusals: RecentRefusals | None = None,
+    ) -> None:
+        """`refusals`: where rejected agents are kept for the console."""
+        self.refusals = refusals
         self.on_rejected: RejectionHook | None = None
         """Told of every agent rejected or disconnected for a plane (the reconciler makes
         Events of it)."""
@@ -77,8 +87,13 @@ class AgentRegistry:
         self._trust = trust
         self._metrics = metrics
         self._changed = asyncio.Event()
+        self.started_at = time.monotonic()
+        self._left_at: dict[PlaneRef, float] = {}
+        """When the last agent of a plane left (monotonic), for planes with none now."""
         trust.subscribe(self._on_trust_change)
         metrics.watch_agents(self._samples)
+        metrics.watch_certificates(self.certificate_expiries)
+        metrics.watch_planes(lambda: (str(known.plane) for known in trust.planes()))
 
     def _samples(self) -> Iterator[AgentSample]:
         for agent in self.all_agents():
@@ -87,10 +102,23 @@ class AgentRegistry:
                 agent_id=agent.agent_id,
                 rtt=agent.session.rtt,
                 open_streams=agent.session.open_streams,
+                heartbeat_age=max(0.0, time.monotonic() - agent.session.last_received),
             )
+
+    def certificate_expiries(self) -> Iterator[CertificateExpiry]:
+        """When each plane's agent CAs, and the certificates its connected agents presented,
+        stop being valid (the gateway's certificate expiry gauge)."""
+        for trust in self._trust.planes():
+            not_after = earliest_not_after(trust.client_cas)
+            if not_after is not None:
+                yield CertificateExpiry("agent_ca", str(trust.plane), not_after)
+        for agent in self.all_agents():
+            not_after = agent.certificate.not_after.timestamp()
+            yield CertificateExpiry("agent", str(agent.plane), not_after)
 
     def add(self, agent: AgentConnection) -> None:
         self._agents.setdefault(agent.plane, []).append(agent)
+        self._left_at.pop(agent.plane, None)
         self._metrics.agent_connects.labels(plane=str(agent.plane)).inc()
         log.info(
             "agent connected",
@@ -107,6 +135,8 @@ class AgentRegistry:
             agents.remove(agent)
             if not agents:
                 del self._agents[agent.plane]
+                if self._trust.get(agent.plane) is not None:  # not for a deleted plane
+                    self._left_at[agent.plane] = time.monotonic()
             dropped_for = agent.session.dropped_for
             if dropped_for is not None:
                 self._metrics.agent_drops.labels(plane=str(agent.plane), limit=dropped_for).inc()
@@ -118,6 +148,11 @@ class AgentRegistry:
                 dropped_for=dropped_for,
             )
             self._notify()
+
+    def left_at(self, plane: PlaneRef) -> float | None:
+        """When (monotonic) the last agent of `plane` left, if it has none now but had one
+        since this gateway started."""
+        return self._left_at.get(plane)
 
     def agents(self, plane: PlaneRef) -> list[AgentConnection]:
         return list(self._agents.get(plane, []))
@@ -151,10 +186,30 @@ class AgentRegistry:
             return None
         return min(candidates, key=lambda agent: agent.session.open_streams)
 
-    def rejected(self, reason: str, detail: str, *, plane: PlaneRef | None = None) -> None:
-        """An agent was turned away (or cut off): counted by reason, and told to `on_rejected`
-        when it is known which plane it came for. Logging is the caller's (it knows more)."""
+    def rejected(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        plane: PlaneRef | None = None,
+        agent_id: str = "",
+        address: str = "",
+    ) -> None:
+        """An agent was turned away (or cut off): counted by reason, kept among the recent
+        refusals, and told to `on_rejected` when it is known which plane it came for. Logging
+        is the caller's (it knows more)."""
         self._metrics.agent_rejections.labels(reason=reason).inc()
+        if self.refusals is not None:
+            self.refusals.note(
+                RecentRefusal(
+                    "agent",
+                    reason,
+                    detail,
+                    plane="" if plane is None else str(plane),
+                    who=agent_id,
+                    address=address,
+                )
+            )
         if plane is not None and self.on_rejected is not None:
             self.on_rejected(plane, reason, detail)
 
@@ -173,6 +228,8 @@ class AgentRegistry:
         self._changed = asyncio.Event()
 
     def _on_trust_change(self, plane: PlaneRef, trust: PlaneTrust | None) -> None:
+        if trust is None:
+            self._left_at.pop(plane, None)  # bounded by the planes that exist
         for agent in self.agents(plane):
             reason = _still_trusted(agent, trust)
             if reason is not None:
@@ -182,7 +239,13 @@ class AgentRegistry:
                     agent_id=agent.agent_id,
                     reason=reason,
                 )
-                self.rejected("TrustRevoked", f"agent disconnected: {reason}", plane=plane)
+                self.rejected(
+                    "TrustRevoked",
+                    f"agent disconnected: {reason}",
+                    plane=plane,
+                    agent_id=agent.agent_id,
+                    address=agent.remote_address,
+                )
                 agent.session.close(reason, ErrorCode.NO_ERROR)
 
 

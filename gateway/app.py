@@ -34,6 +34,8 @@ from gateway.agent_listener import AgentListener, AgentListenerSettings
 from gateway.agents import AgentRegistry
 from gateway.auth import KubeReviews
 from gateway.callers import CallerEndpoint, CallerSettings, Document
+from gateway.console.history import HistorySampler, Totals, counter_by_plane
+from gateway.console.state import ConsoleState
 from gateway.direct import DirectPlanes
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
@@ -49,6 +51,7 @@ from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.tls_alerts import ServerTlsContext
 from gateway.trust import TrustRegistry, agent_server_context
 from tunnel.loop_metrics import register_task_gauge
+from tunnel.role_metrics import file_expiries
 
 log = structlog.get_logger("gateway")
 
@@ -72,7 +75,7 @@ class GatewaySettings:
     operator_reuse_port: bool = False
     """Bind the operator port with SO_REUSEPORT, beside the other workers of one gateway."""
     operator_token_file: Path | None = None
-    """A file holding the bearer token that /planes, /metrics and the status page demand
+    """A file holding the bearer token that /planes, /metrics and the console demand
     (None: served to anyone who reaches the port; the probes never demand it)."""
     drain_grace: float = 30.0
     reconciler: ReconcilerSettings | None = None
@@ -106,6 +109,14 @@ class Gateway:
         settings = _within_fd_limit(settings)
         self.settings = settings
         self.metrics = GatewayMetrics()
+        self.console = ConsoleState()
+        """What the operator's console shows besides /planes: each plane's DataPlane
+        conditions, the recent refusals, the last hour of each plane's traffic."""
+        self.sampler = HistorySampler(self.console.history, self.traffic)
+        self._sampling: asyncio.Task[None] | None = None
+        # Read once, as the listeners load them once: the gauge shows what is being served.
+        own_certificates = file_expiries(_certificate_files(settings))
+        self.metrics.watch_certificates(lambda: own_certificates)
         certificate_file, key_file = str(settings.server_certificate), str(settings.server_key)
         self.trust = TrustRegistry(
             agent_server_context(certificate_file=certificate_file, key_file=key_file),
@@ -117,7 +128,7 @@ class Gateway:
                 agents_return_within=settings.agents_return_within,
             ),
         )
-        self.agents = AgentRegistry(self.trust, self.metrics)
+        self.agents = AgentRegistry(self.trust, self.metrics, refusals=self.console.refusals)
         self.replica_id = _replica_id(settings)
         self.peers = PeerDirectory(
             self.replica_id,
@@ -158,6 +169,8 @@ class Gateway:
             metrics=self.metrics,
             direct=self.direct,
             forwarder=self.forwarder,
+            refusals=self.console.refusals,
+            replica=self.replica_id,
         )
         self.peer_listener = (
             peer_listener(
@@ -169,6 +182,8 @@ class Gateway:
                 direct=self.direct,
                 planes=self._planes_document,
                 metrics_text=self._metrics_document,
+                console=self._console_document,
+                replica=self.replica_id,
             )
             if settings.peers is not None
             else None
@@ -221,6 +236,7 @@ class Gateway:
                 settings=_leased_as(self.settings.reconciler, self.replica_id),
                 registry=self.metrics.registry,
                 peers=self.peers,
+                conditions=self.console.conditions,
             )
             # Listing may wait for an API server that is down; the listeners serve meanwhile,
             # telling whoever comes for a plane not known yet to retry soon (`startup`).
@@ -243,6 +259,7 @@ class Gateway:
             direct=self.direct,
             siblings=self.siblings,
             peers=self.peers,
+            state=self.console,
         )
         self._operator = web.AppRunner(app, access_log=None)
         await self._operator.setup()
@@ -254,6 +271,7 @@ class Gateway:
         )
         await site.start()
         self.operator_port = self._operator.addresses[0][1]
+        self._sampling = asyncio.create_task(self.sampler.run(), name="console-history")
         if self.presence is not None:  # once every port is bound: peers can reach it
             await self.presence.start()
         if self.reconciler is not None:
@@ -295,6 +313,10 @@ class Gateway:
         )
         if self.forwarder is not None:
             await self.forwarder.stop()
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
         if self._operator is not None:
             await self._operator.cleanup()
         if self._kube is not None:
@@ -306,6 +328,28 @@ class Gateway:
             trust=self.trust, agents=self.agents, direct=self.direct, peers=self.peers
         )
         return b"application/json", json.dumps(document).encode()
+
+    def _console_document(self) -> Document:
+        """This replica's own history and refusals, as its peers' `/peer/v1/console` serves
+        them."""
+        return b"application/json", json.dumps(self.console.own_document()).encode()
+
+    def traffic(self) -> dict[str, Totals]:
+        """Every plane's counters now, for the history (planes without traffic count 0)."""
+        requests = counter_by_plane(self.metrics.requests)
+        body_bytes = counter_by_plane(self.metrics.bytes)
+        rtts: dict[str, list[float]] = {}
+        for agent in self.agents.all_agents():
+            if agent.session.rtt is not None:
+                rtts.setdefault(str(agent.plane), []).append(agent.session.rtt)
+        return {
+            name: Totals(
+                requests=requests.get(name, 0.0),
+                body_bytes=body_bytes.get(name, 0.0),
+                rtt=max(rtts[name]) if name in rtts else None,
+            )
+            for name in (str(trust.plane) for trust in self.trust.planes())
+        }
 
     def _metrics_document(self) -> Document:
         """This replica's own metrics, as its peers' `/peer/v1/metrics` serves them."""
@@ -320,6 +364,14 @@ class Gateway:
             return False, starting
         agents = sum(1 for _ in self.agents.all_agents()) + sum(1 for _ in self.direct.served())
         return True, f"{len(self.trust.planes())} planes, {agents} agents"
+
+
+def _certificate_files(settings: GatewaySettings) -> list[tuple[str, Path]]:
+    """The gateway's own certificate files, by the kind its expiry gauge names them."""
+    files = [("serving", settings.server_certificate), ("caller_ca", settings.caller_ca)]
+    if settings.peers is not None:
+        files += [("peer", settings.peers.certificate), ("peer_ca", settings.peers.ca)]
+    return files
 
 
 def _leased_as(settings: ReconcilerSettings, replica_id: str) -> ReconcilerSettings:

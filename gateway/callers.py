@@ -17,7 +17,14 @@ early and write another into the caller's connection. An agent response that can
 is a 502 (or, once the head is out, a cut connection) and resets only its stream.
 
 Every refusal is a Kubernetes `Status` body with the matching HTTP status, a log line and a
-metric, and ends the connection (`Connection: close`) without reading the request's body.
+metric, and ends the connection (`Connection: close`) without reading the request's body. Its
+message is also a `Warning` (which kubectl prints where it would not show the Status's), and a
+plane without an agent gets no `Retry-After` (`_CallerExchange._nowhere` says why).
+
+Every request gets an id of the gateway's (`gateway.access_log`): in the caller's answer
+(`Planelink-Request-Id`), to the agent and a peer with the request, and in the request's
+`access` line, written when the request ends.
+
 Callers authenticate with a client certificate signed by the caller CA and/or a bearer
 token, and may be authorized per plane by RBAC in the control plane (`gateway.auth`), once per
 request before a stream is opened. Caller-supplied `Impersonate-*` headers are refused and
@@ -49,6 +56,7 @@ import structlog
 
 from certs import InvalidPlaneRefError, PlaneRef, plane_ref
 from gateway.acceptor import LINGERING_CLOSE_SECONDS, Admitted, TlsAcceptor
+from gateway.access_log import AccessRecord, adopted_request_id, log_access, new_request_id
 from gateway.admission import AdmissionSettings, Refusal
 from gateway.agents import AgentRegistry
 from gateway.auth import (
@@ -58,6 +66,7 @@ from gateway.auth import (
     CallerIdentity,
     certificate_identity,
 )
+from gateway.console.refusals import RecentRefusal, RecentRefusals
 from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry
 from http1 import (
@@ -68,6 +77,7 @@ from http1 import (
     PEER_REFUSED,
     PLANELINK_PREFIX,
     READ_SIZE,
+    REQUEST_ID,
     TO_AGENT,
     FramingError,
     HttpError,
@@ -80,6 +90,7 @@ from http1 import (
     status_body,
     status_class,
     status_headers,
+    warning_header,
 )
 from protocol import ErrorCode, Header, Headers, HeadTooLarge, ResponseReceived
 from protocol.headers import HeaderBlockError, check_value
@@ -99,7 +110,13 @@ class CallerSettings:
     request_timeout: float = 60.0
     """Deadline of a request that is not a watch, a follow or an upgrade."""
     retry_after: int = 5
-    """Seconds a caller is told to wait when no agent of the plane is connected."""
+    """Seconds a caller is told to wait when every agent of the plane is at its stream limit
+    (429), or the plane's agent left in the middle of its request (503)."""
+    agent_wait: float = 3.0
+    """Seconds after the last agent of a plane left during which a request for the plane waits
+    for one to come back, rather than being answered 503 at once (`_agent_came_back`)."""
+    access_log: bool = True
+    """One `access` line per request (`gateway.access_log`)."""
     max_head_bytes: int = 64 * 1024
     head_timeout: float = 10.0
     """From a request's first byte to the end of its head (a slowloris caller is cut here)."""
@@ -236,6 +253,40 @@ def _identity_fields(fields: list[Header]) -> list[Header]:
     return fields
 
 
+def unknown_plane_message(plane: PlaneRef) -> str:
+    """What a caller of a plane the gateway does not know is told (404)."""
+    return (
+        f"dataplane {plane} not found: this gateway knows no DataPlane {plane.name!r} in "
+        f"namespace {plane.namespace!r}; list the planes with `kubectl get dataplanes -A` in "
+        "the control plane, or `planelink status`"
+    )
+
+
+def no_agent_message(
+    plane: PlaneRef, *, left_at: float | None, started_at: float, now: float
+) -> str:
+    """What a caller of a plane without a connected agent is told (503): since when, and what
+    to check."""
+    if left_at is not None:
+        since = f"the last one disconnected {_duration(now - left_at)} ago"
+    else:
+        since = f"none has connected since the gateway started {_duration(now - started_at)} ago"
+    return (
+        f"no agent of dataplane {plane} is connected ({since}); check that the plane's agent "
+        "is running and reaches the gateway (its log says why not), and the plane's agents in "
+        "`planelink status`"
+    )
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def plane_path(route: Route) -> str:
     """The caller's target again, as a peer replica's listener serves it."""
     return f"{PLANES_PREFIX}{route.plane.namespace}/{route.plane.name}/{K8S_SEGMENT}{route.path}"
@@ -335,9 +386,12 @@ class CallerEndpoint:
         direct: DirectBackends | None = None,
         forwarder: Forwarder | None = None,
         peer_port: PeerPort | None = None,
+        refusals: RecentRefusals | None = None,
+        replica: str = "",
     ) -> None:
         """`forwarder`: the peers to forward to (None: none); `peer_port`: serve as the peer
-        listener (never together with a forwarder: at most one hop)."""
+        listener (never together with a forwarder: at most one hop); `refusals`: where refused
+        callers are kept for the console; `replica`: this replica's id, for the access log."""
         if forwarder is not None and peer_port is not None:
             raise ValueError("the peer listener never forwards")
         self.name = "peer" if peer_port is not None else "caller"
@@ -348,7 +402,9 @@ class CallerEndpoint:
         self._direct = direct
         self._forwarder = forwarder
         self._peer_port = peer_port
+        self.replica = replica
         self._metrics = metrics
+        self._refusals = refusals
         self.auth = CallerAuth(settings.auth, metrics)
         self._acceptor: TlsAcceptor | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -532,16 +588,64 @@ class _CallerExchange:
         """On the peer port: the replica that forwarded this request."""
         self.forwarded_to = ""
         """The peer replica this request was forwarded to, if it was."""
+        self.access = AccessRecord(
+            request_id=new_request_id(),
+            replica=endpoint.replica,
+            method=head.method,
+            target=head.target,
+            caller=caller,
+        )
+        """The access log's record of this request (its id is also the caller's and agent's)."""
+        self.logged = True
+        """Whether the request gets an access line."""
 
-    async def run(self) -> bool:  # noqa: PLR0911 - one per outcome
-        """Relay the request; True if the connection may carry another one."""
+    def _keep_refusal(self, refused: CallerRefused) -> None:
+        """Among the recent refusals the console shows."""
+        if self.endpoint._refusals is not None:
+            self.endpoint._refusals.note(
+                RecentRefusal(
+                    "caller",
+                    refused.reason,
+                    refused.message,
+                    plane=self.plane,
+                    who=self.caller,
+                    address=_peer_address(self.writer),
+                )
+            )
+
+    @property
+    def request_id(self) -> str:
+        return self.access.request_id
+
+    def _own_fields(self) -> list[Header]:
+        """The gateway's fields in every answer to the caller."""
+        return [(b"Planelink-Request-Id", self.request_id.encode())]
+
+    async def run(self) -> bool:
+        """Relay the request; True if the connection may carry another one. Whatever the
+        outcome, the request has its access line once it ends."""
+        try:
+            return await self._run()
+        finally:
+            if self.endpoint._settings.access_log and self.logged:
+                access = self.access
+                access.caller = self.caller
+                access.plane = "" if self.plane == "unrouted" else self.plane
+                access.status = self.status
+                access.forwarded_to = self.forwarded_to
+                access.forwarded_by = self.forwarded_by
+                log_access(access, seconds=time.monotonic() - self.started)
+
+    async def _run(self) -> bool:  # noqa: PLR0911 - one per outcome
         endpoint = self.endpoint
         try:
             check_request_line(self.head)
             if (document := self._document()) is not None:
+                self.logged = False  # a replica's own document, not a caller's request
                 return await self._answer_document(document)
             target = route(self.head.target)
             self.plane = str(target.plane)
+            self.access.path = target.path
             identity = await self._admit(target.plane)
             stream = await self._open(target, identity)
         except CallerRefused as refused:
@@ -553,7 +657,9 @@ class _CallerExchange:
                 reason=refused.reason,
                 detail=refused.message,
                 target=self.head.target[:200],
+                request_id=self.request_id,
             )
+            self._keep_refusal(refused)
             # Its body is never read: a refused caller must not make the gateway work or
             # buffer for it. The connection closes after the answer.
             elsewhere = refused.elsewhere and endpoint._peer_port is not None
@@ -562,7 +668,10 @@ class _CallerExchange:
                 refused,
                 plain=_wants_plain_refusal(self.head, refused),
                 close=True,
-                extra=[(PEER_REFUSED, refused.reason.encode())] if elsewhere else [],
+                extra=[
+                    *self._own_fields(),
+                    *([(PEER_REFUSED, refused.reason.encode())] if elsewhere else []),
+                ],
             )
             self._count(refused.status)
             await _linger(self.http, self.writer)
@@ -581,14 +690,25 @@ class _CallerExchange:
                         raise
                     # The agent refused it unprocessed (its gateway-side tunnel is going away,
                     # or the agent is at its limit): another tunnel or peer may serve it.
-                    log.info("stream refused unprocessed: trying another", detail=error.message)
+                    log.info(
+                        "stream refused unprocessed: trying another",
+                        detail=error.message,
+                        request_id=self.request_id,
+                    )
                     stream = await self._open(target, identity)
         except CallerRefused as refused:
             return await self._fail(refused)
         except TimeoutError:
             stream.reset(ErrorCode.CANCEL, "the gateway's request deadline passed")
             return await self._fail(
-                CallerRefused(504, "Timeout", "the data plane did not answer in time")
+                CallerRefused(
+                    504,
+                    "Timeout",
+                    f"dataplane {self.plane} did not answer within "
+                    f"{endpoint._settings.request_timeout:g}s (the gateway's --request-timeout, "
+                    "for requests other than watches, follows and exec): its agent is "
+                    "connected, so its API server is slow or does not answer",
+                )
             )
         except StreamResetError as error:
             if self.body_error is not None:
@@ -629,6 +749,10 @@ class _CallerExchange:
             # TLS proved a peer replica; it authenticated and authorized the caller.
             self.forwarded_by, identity = vouched_identity(self.head)
             self.caller = f"{identity.user} (via {self.forwarded_by})"
+            self.access.auth = identity.method
+            adopted = adopted_request_id(header_value(self.head.headers, REQUEST_ID))
+            if adopted is not None:
+                self.access.request_id = adopted  # one id across the replicas
             self.on_admitted()
             return identity
         try:
@@ -641,22 +765,37 @@ class _CallerExchange:
                 retry_after=self.endpoint._settings.retry_after if refused.status == 503 else None,
             ) from refused
         self.caller = identity.user
+        self.access.auth = identity.method
         self.on_admitted()
         return identity
 
     def _headers(self, identity: CallerIdentity) -> list[Header]:
         """The request's fields for the plane: a caller's as TO_AGENT passes them plus the
         gateway's own impersonation; a peer's as FROM_PEER passes them (its impersonation)."""
+        own: Header = (REQUEST_ID, self.request_id.encode())
         if self.endpoint._peer_port is not None:
-            return FROM_PEER.apply(self.head.headers, upgrade=self.head.upgrade)
+            return [*FROM_PEER.apply(self.head.headers, upgrade=self.head.upgrade), own]
         identity_headers = self.endpoint.auth.forwarded_identity_headers(identity)
-        return [*forwarded_headers(self.head), *_identity_fields(identity_headers)]
+        return [*forwarded_headers(self.head), *_identity_fields(identity_headers), own]
 
     async def _open(self, target: Route, identity: CallerIdentity) -> CallerStream:
         if self.endpoint._trust.get(target.plane) is None:
             self._refuse_while_starting()
-            raise CallerRefused(404, "NotFound", f"dataplane {target.plane} not found")
+            raise CallerRefused(404, "NotFound", unknown_plane_message(target.plane))
         headers = self._headers(identity)
+        while True:
+            stream, at_limit = await self._open_somewhere(target, headers, identity)
+            if stream is not None:
+                return stream
+            if at_limit or not await self._agent_came_back(target.plane):
+                raise self._nowhere(target.plane, at_limit=at_limit)
+            self.tried.clear()  # what failed before the wait was gone
+
+    async def _open_somewhere(
+        self, target: Route, headers: list[Header], identity: CallerIdentity
+    ) -> tuple[CallerStream | None, bool]:
+        """A stream on one of this replica's backends, else through a peer; else None, and
+        whether an agent was there but at its stream limit."""
         tried = self.tried  # across attempts: a backend that refused it is not asked again
         at_limit = False
         self.opened_on = None
@@ -674,25 +813,63 @@ class _CallerExchange:
                 pass  # just gone: try another replica
             else:
                 self.opened_on = id(backend)
-                return stream
-        if (forwarded := await self._forward(target, headers, identity)) is not None:
-            return forwarded
-        retry = self.endpoint._settings.retry_after
-        if self.endpoint._trust.startup.agents_returning:
-            retry = self.endpoint._trust.startup.retry_after  # the agents are on their way
+                return stream, at_limit
+        return await self._forward(target, headers, identity), at_limit
+
+    async def _agent_came_back(self, plane: PlaneRef) -> bool:
+        """Whether to look for an agent again: the plane's last agent left under `agent_wait`
+        seconds ago (it is most likely dialling back in), and an agent came or went before
+        that time was up. Never on the peer port: the forwarding replica is the one waiting."""
+        endpoint = self.endpoint
+        left_at = endpoint._agents.left_at(plane)
+        if endpoint._peer_port is not None or left_at is None:
+            return False
+        remaining = left_at + endpoint._settings.agent_wait - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            async with asyncio.timeout(remaining):
+                await endpoint._agents.wait_for_change()
+        except TimeoutError:
+            return False
+        return True
+
+    def _nowhere(self, plane: PlaneRef, *, at_limit: bool) -> CallerRefused:
+        """The refusal of a request that no agent, here or at a peer, can take.
+
+        No agent: 503, and a `Retry-After` only while agents are known to be on their way
+        back (the gateway has just started). client-go retries any 429 or 5xx that carries
+        an integer `Retry-After` (rest/with_retry.go `checkWait`, `retryAfterSeconds`), up to
+        10 times (rest/request.go, `maxRetries: 10`), and only then hands the answer to
+        kubectl: with the 5 s this answer once had, one kubectl command took minutes and
+        ended in "context deadline exceeded", never showing this message. Without it,
+        kubectl fails at once and shows why (the message also goes out as a `Warning`, see
+        `_write_status`); 503 still tells a tool of its own that trying later may work. An
+        agent that is merely reconnecting was waited for already (`_agent_came_back`).
+
+        At its stream limit: 429 with `retry_after`, which client-go should obey: the plane
+        is busy, not gone."""
+        endpoint = self.endpoint
+        startup = endpoint._trust.startup
+        returning = startup.retry_after if startup.agents_returning else None
         if at_limit:
-            raise CallerRefused(
+            return CallerRefused(
                 429,
                 "TooManyRequests",
-                f"every agent of dataplane {target.plane} is at its stream limit",
-                retry_after=retry,
+                f"every agent of dataplane {plane} is at its stream limit",
+                retry_after=returning or endpoint._settings.retry_after,
                 elsewhere=True,
             )
-        raise CallerRefused(
+        return CallerRefused(
             503,
             "ServiceUnavailable",
-            f"no agent of dataplane {target.plane} is connected",
-            retry_after=retry,
+            no_agent_message(
+                plane,
+                left_at=endpoint._agents.left_at(plane),
+                started_at=endpoint._agents.started_at,
+                now=time.monotonic(),
+            ),
+            retry_after=returning,
             elsewhere=True,
         )
 
@@ -709,11 +886,19 @@ class _CallerExchange:
         )
 
     def _refuse_while_starting(self) -> None:
-        """A plane unknown while the gateway starts may exist: 503 and retry soon, not 404."""
+        """A plane unknown while the gateway starts may exist: 503 and retry soon, not 404.
+        client-go obeys the `Retry-After` (up to ten times a request), so kubectl waits a
+        short start out by itself; the message, printed once it gives up, says what a long
+        one means."""
         startup = self.endpoint._trust.startup
         if (starting := startup.starting) is not None:
             raise CallerRefused(
-                503, "ServiceUnavailable", starting, retry_after=startup.retry_after, elsewhere=True
+                503,
+                "ServiceUnavailable",
+                f"{starting}; if this lasts, the gateway cannot list its planes (its log and "
+                "/readyz say why: usually its control plane is unreachable)",
+                retry_after=startup.retry_after,
+                elsewhere=True,
             )
 
     def _backend(self, plane: PlaneRef, tried: set[int]) -> StreamOpener | None:
@@ -806,6 +991,7 @@ class _CallerExchange:
             # the rest of what it meant for the upgraded stream: never read them as a request.
             keep_alive=reusable and head.keep_alive and not head.upgrade,
             http_1_0=head.http_version == "1.0",
+            own=self._own_fields(),
         )
 
     async def _refuse_response(self, stream: CallerStream, error: FramingError) -> bool:
@@ -827,6 +1013,7 @@ class _CallerExchange:
             while chunk := await self.http.read_body():
                 await stream.write(chunk)
                 sent += len(chunk)
+                self.access.bytes_in = sent
         except HttpError as error:
             # Answered now, not at the request's deadline: the reset wakes the relay at once,
             # and the agent stops the upstream request.
@@ -882,6 +1069,7 @@ class _CallerExchange:
                 break
             pending += framer.body(chunk)
             relayed += len(chunk)
+            self.access.bytes_out = relayed  # so far: a cut answer is logged with its part
             if len(pending) > _MAX_PENDING_PIECES:
                 writer.writelines(pending)
                 pending.clear()
@@ -921,6 +1109,7 @@ class _CallerExchange:
             nonlocal caller_closed
             while data := await self.http.read_raw():
                 await stream.write(data)
+                self.access.bytes_in += len(data)
             stream.end()
             if self.forwarded_to:
                 # The peer cannot be told that one direction ended (its connection is TLS
@@ -931,6 +1120,7 @@ class _CallerExchange:
         async def agent_to_caller() -> None:
             while data := await stream.read():
                 self.writer.write(data)
+                self.access.bytes_out += len(data)
                 await self.writer.drain()
 
         # TLS has no half-close: when the agent's side ends, the caller's connection ends too;
@@ -963,12 +1153,13 @@ class _CallerExchange:
             status=refused.status,
             detail=refused.message,
             head_written=self.head_written,
+            request_id=self.request_id,
         )
         if self.head_written:
             # Too late for a status: cut the connection so the caller sees a broken body.
             self.writer.transport.abort()
             return False
-        await _write_status(self.writer, refused, close=True)
+        await _write_status(self.writer, refused, close=True, extra=self._own_fields())
         self._count(refused.status)
         await _linger(self.http, self.writer)
         return False
@@ -1020,7 +1211,18 @@ async def _write_status(
     close: bool,
     extra: Headers = (),
 ) -> None:
-    """Answer with the gateway's own Status; `close` says the connection ends after it."""
+    """Answer with the gateway's own Status; `close` says the connection ends after it.
+
+    The message also goes out as a `Warning`, but for a 403: kubectl's discovery (every
+    command's first requests) reads an error answer raw, without decoding its Status
+    (client-go discovery/discovery_client.go `downloadLegacy`, `downloadAPIs`: `.Raw()`), and
+    rest/request.go `newUnstructuredResponseError` then puts client-go's own words in place of
+    the message for every status but 403 (apimachinery errors.go `NewGenericServerResponse`:
+    404 becomes "the server could not find the requested resource", 503 "the server is
+    currently unable to handle the request"). Warnings of any response, an error's too, reach
+    the warning handler (rest/request.go `transformResponse`, `handleWarnings`), which kubectl
+    prints on stderr as `Warning: <message>`, each once. A request whose Status is decoded
+    shows the message twice, as the warning and as the error."""
     if plain:
         body = refused.message.encode()
         headers: Headers = [
@@ -1030,6 +1232,8 @@ async def _write_status(
     else:
         body = status_body(refused.status, refused.message, reason=refused.reason)
         headers = status_headers(body, retry_after=refused.retry_after)
+    if refused.status != 403:
+        headers = [*headers, warning_header(refused.message)]
     if close:
         headers = [*headers, (b"Connection", b"close")]
     headers = [*headers, *extra]
@@ -1093,5 +1297,9 @@ def _caller_name(writer: asyncio.StreamWriter) -> str:
         for key, value in rdn:
             if key == "commonName":
                 return str(value)
+    return _peer_address(writer)
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     return f"{peer[0]}:{peer[1]}" if peer else "unknown"

@@ -70,6 +70,30 @@ class TrustSink(Protocol):
     def remove_plane(self, plane: PlaneRef) -> None: ...
 
 
+@dataclass(frozen=True)
+class PlaneCondition:
+    """One condition of a plane's DataPlane as its status holds it (`Ready`, `Connected`,
+    `GatewayProvisioned`), for operators to read on the console."""
+
+    type: str
+    status: str
+    """`True`, `False` or `Unknown`."""
+    reason: str
+    message: str
+    last_transition: str = ""
+    """`lastTransitionTime` as written (RFC 3339), "" if absent."""
+
+
+class ConditionSink(Protocol):
+    """Where the reconciler puts each DataPlane's conditions as the control plane holds them
+    (`gateway.console.conditions.PlaneConditions`): every replica feeds its own from the watch,
+    whichever of them writes status."""
+
+    def set_conditions(self, plane: PlaneRef, conditions: Sequence[PlaneCondition]) -> None: ...
+
+    def remove_conditions(self, plane: PlaneRef) -> None: ...
+
+
 class ConnectedAgent(Protocol):
     @property
     def plane(self) -> PlaneRef: ...

@@ -1,5 +1,11 @@
 """The gateway's Prometheus metrics, in a registry of its own (several gateways may share a
-process in tests; none of them touches the global default registry)."""
+process in tests; none of them touches the global default registry).
+
+Besides its own, the registry holds the process and Python collectors and build info
+(`tunnel.role_metrics`), and certificate expiry fed by `watch_certificates`. Names follow
+Prometheus conventions: base units as suffixes (`_seconds`, `_bytes`), `_total` on counters,
+`<things>_<state>` for gauges counting things in a state (`streams_active`,
+`agents_connected`); docs/metrics.md lists them all (a test keeps it in step)."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kubeproxy.metrics import LabelledChildren
+from tunnel.role_metrics import CertificateExpiryCollector, CertificateSource, register_role_metrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -22,6 +29,11 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.child = LabelledChildren()
         r = self.registry
+        register_role_metrics(r, role="gateway")
+        self._certificates = CertificateExpiryCollector(
+            "planelink_gateway_certificate_expiration_timestamp_seconds"
+        )
+        r.register(self._certificates)
         self.agent_connects = Counter(
             "planelink_gateway_agent_connects_total",
             "Agent sessions accepted",
@@ -121,7 +133,8 @@ class GatewayMetrics:
         self._connection_counts: dict[str, Callable[[], ConnectionCounts]] = {}
         r.register(_ConnectionCollector(self._connection_counts))
         self._agent_snapshots: list[Callable[[], Iterable[AgentSample]]] = []
-        r.register(_AgentCollector(self._agent_snapshots))
+        self._known_planes: list[Callable[[], Iterable[str]]] = []
+        r.register(_AgentCollector(self._agent_snapshots, self._known_planes))
 
     def watch_connections(self, port: str, counts: Callable[[], ConnectionCounts]) -> None:
         """Export `port`'s open connections, authenticated or not, read at scrape time."""
@@ -131,6 +144,17 @@ class GatewayMetrics:
         """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels),
         with those of every other snapshot watched (connected agents, direct planes)."""
         self._agent_snapshots.append(snapshot)
+
+    def watch_planes(self, planes: Callable[[], Iterable[str]]) -> None:
+        """Export `planelink_gateway_agents_connected` 0 for each of `planes` without agents:
+        "no agent for this plane" is then a value an alert can see, not a missing series."""
+        self._known_planes.append(planes)
+
+    def watch_certificates(self, source: CertificateSource) -> None:
+        """Export the expiry of the certificates `source` yields at scrape time (kinds:
+        `serving`, `caller_ca`, `peer`, `peer_ca`; per plane `agent_ca`, and `agent` for the
+        certificates its connected agents presented)."""
+        self._certificates.sources.append(source)
 
 
 @dataclass(frozen=True)
@@ -162,15 +186,24 @@ class AgentSample:
     agent_id: str
     rtt: float | None
     open_streams: int
+    heartbeat_age: float | None = None
+    """Seconds since anything came from the agent (None: no tunnel, a direct plane)."""
 
 
 class _AgentCollector(Collector):
-    def __init__(self, snapshots: list[Callable[[], Iterable[AgentSample]]]) -> None:
+    def __init__(
+        self,
+        snapshots: list[Callable[[], Iterable[AgentSample]]],
+        known_planes: list[Callable[[], Iterable[str]]],
+    ) -> None:
         self._snapshots = snapshots
+        self._known_planes = known_planes
 
     def collect(self) -> Iterator[Metric]:
         connected = GaugeMetricFamily(
-            "planelink_gateway_agents_connected", "Agents connected, by plane", labels=["plane"]
+            "planelink_gateway_agents_connected",
+            "Agents connected, by plane (0 for a plane the gateway knows that has none)",
+            labels=["plane"],
         )
         rtt = GaugeMetricFamily(
             "planelink_gateway_agent_rtt_seconds",
@@ -178,16 +211,24 @@ class _AgentCollector(Collector):
             labels=["plane", "agent"],
         )
         streams = GaugeMetricFamily(
-            "planelink_gateway_agent_open_streams",
+            "planelink_gateway_agent_streams_active",
             "Open tunnel streams, by plane and agent",
             labels=["plane", "agent"],
         )
-        per_plane: dict[str, int] = {}
+        heartbeat_age = GaugeMetricFamily(
+            "planelink_gateway_agent_heartbeat_age_seconds",
+            "Seconds since a frame last came from the agent (it answers a heartbeat every"
+            " --heartbeat-interval; past --heartbeat-timeout it is dropped), by plane and agent",
+            labels=["plane", "agent"],
+        )
+        per_plane = {plane: 0 for planes in self._known_planes for plane in planes()}
         for sample in (sample for snapshot in self._snapshots for sample in snapshot()):
             per_plane[sample.plane] = per_plane.get(sample.plane, 0) + 1
             if sample.rtt is not None:
                 rtt.add_metric([sample.plane, sample.agent_id], sample.rtt)
             streams.add_metric([sample.plane, sample.agent_id], sample.open_streams)
+            if sample.heartbeat_age is not None:
+                heartbeat_age.add_metric([sample.plane, sample.agent_id], sample.heartbeat_age)
         for plane, count in per_plane.items():
             connected.add_metric([plane], count)
-        yield from (connected, rtt, streams)
+        yield from (connected, rtt, streams, heartbeat_age)

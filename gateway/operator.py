@@ -1,4 +1,5 @@
-"""Operator endpoints on their own port: /healthz, /readyz, /planes (JSON), /metrics.
+"""Operator endpoints on their own port: /healthz, /readyz, /planes (JSON), /metrics, and the
+console (`gateway.console`): the page at / and /ui, its data at /console and /history (JSON).
 
 Health says what is true: /readyz is 503 until the listeners serve and the planes are loaded,
 and /planes shows, per plane, its agents with their heartbeat age and round trip — a silently
@@ -6,18 +7,21 @@ dead tunnel is dropped by the heartbeat timeout and disappears from here. With s
 it also says which replica answers (`replica`), the live ones (`replicas`), and per plane which
 replicas each agent holds a tunnel to (`agentReplicas`); `connectedAgents` counts the distinct
 agents over all live replicas (a caller is served through any of them), `agents` details this
-replica's own tunnels.
+replica's own tunnels. A plane described by a DataPlane has its `conditions` as the control
+plane holds them (a planes file's has none: no `conditions` key).
 
 With a bearer token configured (`OperatorAuth`), every endpoint but the probes answers 401
 without `Authorization: Bearer <token>`, as Prometheus sends it from a `credentials_file`. The
 probes never ask for it (the kubelet cannot send a Secret) and never tell more than ready or
-not; /planes, /metrics and the status page must never be served without the token then.
+not; /planes, /metrics and the console must never be served without the token then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +32,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.agents import AgentRegistry
+from gateway.console import page
+from gateway.console.conditions import PlaneConditions, describe
+from gateway.console.markup import Element
+from gateway.console.state import ConsoleState, WholeGateway, whole_gateway
+from gateway.console.view import console
 from gateway.direct import DirectPlanes
-from gateway.health_page import health_page
 from gateway.interfaces import PlaneTrust
 from gateway.metrics import GatewayMetrics
 from gateway.peers import PeerDirectory
+from gateway.peers.listener import CONSOLE_PATH
 from gateway.peers.siblings import Siblings
 from gateway.trust import TrustRegistry
 
@@ -90,17 +99,22 @@ def planes_document(
     agents: AgentRegistry,
     direct: DirectPlanes | None = None,
     peers: PeerDirectory | None = None,
+    conditions: PlaneConditions | None = None,
 ) -> dict[str, Any]:
     """This replica's /planes: every plane it knows, and (with `peers`) the live replicas."""
     document: dict[str, Any] = {}
-    if peers is None:
-        document["planes"] = [plane_report(plane, agents, direct) for plane in trust.planes()]
-        return document
-    document["replica"] = peers.own_id
-    document["replicas"] = list(peers.live_ids())
-    holdings = peers.all_holdings()
+    holdings = peers.all_holdings() if peers is not None else None
+    if peers is not None:
+        document["replica"] = peers.own_id
+        document["replicas"] = list(peers.live_ids())
     document["planes"] = [
-        plane_report(plane, agents, direct, holdings.get(plane.plane, {}))
+        plane_report(
+            plane,
+            agents,
+            direct,
+            None if holdings is None else holdings.get(plane.plane, {}),
+            conditions,
+        )
         for plane in trust.planes()
     ]
     return document
@@ -111,6 +125,7 @@ def plane_report(
     agents: AgentRegistry,
     direct: DirectPlanes | None = None,
     holdings: Mapping[str, list[str]] | None = None,
+    conditions: PlaneConditions | None = None,
 ) -> dict[str, Any]:
     """One plane for /planes; a direct plane's one "agent" is the gateway itself. With
     `holdings` (its agents anywhere, each with the replicas it holds a tunnel to), the count is
@@ -135,6 +150,9 @@ def plane_report(
         "connectedAgents": count,
         "agents": connected,
     }
+    held = conditions.of(trust.plane) if conditions is not None else None
+    if held is not None:
+        report["conditions"] = describe(held)
     if holdings is not None:
         report["agentReplicas"] = [
             {"agentId": agent_id, "replicas": replicas} for agent_id, replicas in holdings.items()
@@ -152,9 +170,11 @@ def operator_app(
     direct: DirectPlanes | None = None,
     peers: PeerDirectory | None = None,
     siblings: Siblings | None = None,
+    state: ConsoleState | None = None,
 ) -> web.Application:
     """The operator endpoints; with `siblings` (the other workers of this gateway), /planes,
-    /metrics and the status page show the whole gateway, not this worker's part of it."""
+    /metrics and the console show the whole gateway, not this worker's part of it."""
+    state = state or ConsoleState()
 
     async def healthz(request: web.Request) -> web.Response:
         # Answering at all proves the event loop turns; that is what liveness means here.
@@ -167,11 +187,34 @@ def operator_app(
             status=200 if is_ready else 503,
         )
 
+    async def whole_planes() -> dict[str, Any]:
+        report = planes_document(
+            trust=trust, agents=agents, direct=direct, peers=peers, conditions=state.conditions
+        )
+        return report if siblings is None else await siblings.planes(report)
+
+    async def console_parts() -> WholeGateway:
+        """The history and the recent refusals of the whole gateway."""
+        gathered = await siblings.gather(CONSOLE_PATH) if siblings is not None else None
+        return whole_gateway(state, gathered.answers if gathered else {})
+
+    async def console_document() -> dict[str, Any]:
+        planes, parts = await asyncio.gather(whole_planes(), console_parts())
+        return {**planes, **parts.document(), "generatedAt": time.time()}
+
+    async def console_view() -> Element:
+        planes, parts = await asyncio.gather(whole_planes(), console_parts())
+        document = {**planes, "refusals": parts.refusals}
+        return console(document, history=parts.history, now=time.time())
+
     async def planes(request: web.Request) -> web.Response:
-        report = planes_document(trust=trust, agents=agents, direct=direct, peers=peers)
-        if siblings is not None:
-            report = await siblings.planes(report)
-        return web.json_response(report)
+        return web.json_response(await whole_planes())
+
+    async def console_data(request: web.Request) -> web.Response:
+        return web.json_response(await console_document())
+
+    async def history(request: web.Request) -> web.Response:
+        return web.json_response((await console_parts()).document()["history"])
 
     async def prometheus(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)
@@ -184,8 +227,9 @@ def operator_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/planes", planes)
     app.router.add_get("/metrics", prometheus)
-    app.router.add_get("/", health_page)
-    app.router.add_get("/ui", health_page)
+    app.router.add_get("/console", console_data)
+    app.router.add_get("/history", history)
+    page.add_routes(app, console_view)
     return app
 
 

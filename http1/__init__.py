@@ -16,9 +16,11 @@ from http1.forwarding import (
     HOP_BY_HOP,
     PEER_REFUSED,
     PLANELINK_PREFIX,
+    REQUEST_ID,
     TO_AGENT,
     TO_CALLER,
     TO_GATEWAY,
+    TO_PEER,
     TO_UPSTREAM,
     Policy,
     header_value,
@@ -26,7 +28,7 @@ from http1.forwarding import (
 from http1.framing import FramingError, ResponseFramer, content_length
 from http1.parser import MAX_HEADER_FIELDS, HttpError, MessageParser, RequestHead, ResponseHead
 from http1.reader import READ_SIZE, MessageReader
-from http1.status import REASONS, status_body, status_class, status_headers
+from http1.status import REASONS, status_body, status_class, status_headers, warning_header
 from http1.writer import LAST_CHUNK, chunk, reason_phrase, request_head_bytes, response_head_bytes
 
 __all__ = [
@@ -40,9 +42,11 @@ __all__ = [
     "PLANELINK_PREFIX",
     "READ_SIZE",
     "REASONS",
+    "REQUEST_ID",
     "TO_AGENT",
     "TO_CALLER",
     "TO_GATEWAY",
+    "TO_PEER",
     "TO_UPSTREAM",
     "FramingError",
     "HttpError",
@@ -61,4 +65,5 @@ __all__ = [
     "status_body",
     "status_class",
     "status_headers",
+    "warning_header",
 ]

@@ -11,7 +11,7 @@ the forwarding replica applies TO_AGENT and adds its own `Impersonate-*` and the
 fields that vouch for the caller; the peer applies FROM_PEER, which accepts both (only from an
 authenticated peer) and passes on all but the `Planelink-*` fields:
 
-    caller ─TO_AGENT─▶ replica ─HTTP/1.1 (peer mTLS)─▶ peer ─FROM_PEER─▶ agent ─▶ ...
+    caller ─TO_AGENT─▶ replica ─TO_PEER (HTTP/1.1, peer mTLS)─▶ peer ─FROM_PEER─▶ agent ─▶ ...
 
 Every policy drops the hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names,
 `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, and `Upgrade` unless the
@@ -39,9 +39,11 @@ __all__ = [
     "IMPERSONATE_PREFIX",
     "PEER_REFUSED",
     "PLANELINK_PREFIX",
+    "REQUEST_ID",
     "TO_AGENT",
     "TO_CALLER",
     "TO_GATEWAY",
+    "TO_PEER",
     "TO_UPSTREAM",
     "Policy",
     "header_value",
@@ -124,6 +126,10 @@ FORWARDED_CALLER = b"planelink-caller"
 PEER_REFUSED = b"planelink-refused"
 """On a peer's refusal (503, 429): another replica may serve the request (its value: the
 refusal's reason). The forwarding replica tries its next peer rather than pass it on."""
+REQUEST_ID = b"planelink-request-id"
+"""The id the gateway gave a caller's request (never the caller's own): in the answer to the
+caller, to a peer it forwards the request to, and to the agent, which logs it with the stream
+and drops it before the API server."""
 IMPERSONATE_PREFIX = b"impersonate-"
 
 TO_AGENT = Policy(
@@ -138,19 +144,27 @@ FROM_PEER = Policy(
     "peer replica → agent",
     # The forwarding replica applied TO_AGENT and asserted impersonation itself: what it sent
     # passes on, but for the fields that were meant for this replica alone.
-    dropped=frozenset({b"authorization", b"host", FORWARDED_BY, FORWARDED_CALLER}),
+    # (The request id is the peer's to pass on: it adds the one it adopted.)
+    dropped=frozenset({b"authorization", b"host", FORWARDED_BY, FORWARDED_CALLER, REQUEST_ID}),
 )
 TO_UPSTREAM = Policy(
     "agent → API server",
     # The agent's own: its upstream's Host, its credentials, the body's framing as it writes
-    # it; and no 100-continue, which it does not do.
+    # it; and no 100-continue, which it does not do. The request id was the tunnel's.
+    dropped=frozenset({b"host", b"authorization", b"content-length", b"expect", REQUEST_ID}),
+)
+TO_PEER = Policy(
+    "replica → peer replica",
+    # What TO_UPSTREAM drops but the request id, which names the request at the peer too.
     dropped=frozenset({b"host", b"authorization", b"content-length", b"expect"}),
 )
 TO_GATEWAY = Policy("agent → gateway")
 TO_CALLER = Policy(
     "gateway → caller",
-    # The gateway frames every response itself and states the length it counts.
-    dropped=frozenset({b"content-length"}),
+    # The gateway frames every response itself and states the length it counts, and names
+    # the request by its own id (a peer's answer carries the same one; an agent's is not
+    # to be believed).
+    dropped=frozenset({b"content-length", REQUEST_ID}),
 )
 
 

@@ -75,7 +75,9 @@ class ResponseFramer:
         upgrade_requested: bool,
         keep_alive: bool,
         http_1_0: bool = False,
+        own: Headers = (),
     ) -> None:
+        """`own`: the proxy's own fields, added to those TO_CALLER passes on."""
         _check_head(status, headers, upgrade_requested=upgrade_requested)
         declared = content_length(headers)
         if declared is not None and header_value(headers, b"transfer-encoding") is not None:
@@ -84,7 +86,7 @@ class ResponseFramer:
         self.chunked = False
         self.keep_alive = keep_alive and status != 101
         self.remaining: int | None = declared
-        kept = TO_CALLER.apply(headers, upgrade=status == 101)
+        kept = [*TO_CALLER.apply(headers, upgrade=status == 101), *own]
         if method == "HEAD" or status in _NO_BODY_STATUSES or status == 101:
             self.remaining = 0
             # A HEAD or 304 answer may state the length a GET would have had; a 204 may not.

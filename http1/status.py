@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 from protocol.headers import Header
 
-__all__ = ["REASONS", "status_body", "status_class", "status_headers"]
+__all__ = ["REASONS", "status_body", "status_class", "status_headers", "warning_header"]
 
 # The reasons of metav1.StatusReason that the gateway and agent answer with.
 REASONS = {
@@ -60,3 +60,14 @@ def status_headers(body: bytes, *, retry_after: int | None = None) -> list[Heade
 def status_class(status: int) -> str:
     """The class of an HTTP status as a metric label: "2xx" for 200 to 299, and so on."""
     return f"{status // 100}xx"
+
+
+def warning_header(text: str) -> Header:
+    """A `Warning: 299 - "<text>"` field, the form the API server gives its warnings in
+    (RFC 7234 §5.5; apimachinery's `NewWarningHeader`): client-go hands every 299 warning of
+    every response, an error's too, to its warning handler, and kubectl prints it on stderr
+    (`Warning: <text>`, each text once). The text is made printable ASCII: a header value is
+    Latin-1, and a control character would end the field."""
+    printable = "".join(c if " " <= c <= "~" else "?" for c in text)
+    quoted = printable.replace("\\", "\\\\").replace('"', '\\"')
+    return (b"Warning", f'299 - "{quoted}"'.encode("ascii"))

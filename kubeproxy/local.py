@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from http1 import TO_UPSTREAM, Policy
 from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool
 from kubeproxy.proxy import ProxiedStream, Proxy
@@ -410,7 +411,9 @@ class LocalProxy:
         limits: LocalLimits,
         metrics: ProxyMetrics,
         logger: structlog.stdlib.BoundLogger,
+        policy: Policy = TO_UPSTREAM,
     ) -> None:
+        """`policy`: the request fields passed on upstream."""
         self.upstream = upstream
         self.metrics = metrics
         self.pool = ConnectionPool(
@@ -425,6 +428,7 @@ class LocalProxy:
             metrics=metrics,
             response_timeout=limits.response_timeout,
             logger=logger,
+            policy=policy,
         )
         self.streams = LocalStreams(
             self.proxy.handle,

@@ -40,17 +40,17 @@ class ProxyMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.active_streams = Gauge(
-            f"{prefix}_active_streams", "requests being proxied now", registry=r
+            f"{prefix}_streams_active", "requests being proxied now", registry=r
         )
         self.streams = Counter(
-            f"{prefix}_streams",
+            f"{prefix}_streams_total",
             "requests proxied, by outcome (ok, upgraded, upstream_error, bad_request, "
             "reset, error)",
             ["outcome"],
             registry=r,
         )
         self.bytes = Counter(
-            f"{prefix}_bytes",
+            f"{prefix}_body_bytes_total",
             "body and upgraded-stream bytes moved, by direction (to_gateway, to_upstream)",
             ["direction"],
             registry=r,
@@ -58,8 +58,8 @@ class ProxyMetrics:
         self.upstream_duration = Histogram(
             f"{prefix}_upstream_request_duration_seconds",
             "time from sending a request to the API server to its response head, by status "
-            "class (2xx, 4xx, ..., error when no head came)",
-            ["status_class"],
+            "class (code: 2xx, 4xx, ..., error when no head came)",
+            ["code"],
             buckets=_DURATION_BUCKETS,
             registry=r,
         )

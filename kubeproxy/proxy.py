@@ -30,7 +30,16 @@ from typing import Any, Protocol
 import structlog
 
 import http1
-from http1 import TO_GATEWAY, status_body, status_class, status_headers
+from http1 import (
+    REQUEST_ID,
+    TO_GATEWAY,
+    TO_UPSTREAM,
+    Policy,
+    header_value,
+    status_body,
+    status_class,
+    status_headers,
+)
 from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
@@ -90,8 +99,14 @@ class Proxy:
         metrics: ProxyMetrics,
         response_timeout: float,
         logger: structlog.stdlib.BoundLogger | None = None,
+        log_streams: bool = False,
+        policy: Policy = TO_UPSTREAM,
     ) -> None:
+        """`log_streams`: one info line per stream, when the API server answered (the agent's;
+        a gateway's direct planes and peer links have the access log)."""
         self._pool = pool
+        self._log_streams = log_streams
+        self._policy = policy
         self._metrics = metrics
         self._response_timeout = response_timeout
         self._log: structlog.stdlib.BoundLogger = logger or structlog.get_logger()
@@ -106,6 +121,10 @@ class Proxy:
     async def handle(self, stream: ProxiedStream, request: RequestReceived) -> None:
         """The session's request handler: serve `stream` until the exchange is over."""
         log = self._log.bind(stream_id=stream.stream_id)
+        if (request_id := header_value(request.headers, REQUEST_ID)) is not None:
+            # The gateway's id for the caller's request, as its access line and the caller's
+            # Planelink-Request-Id say it.
+            log = log.bind(request_id=request_id.decode("latin-1"))
         self.stats.active += 1
         self._idle.clear()
         self._metrics.active_streams.inc()
@@ -130,7 +149,7 @@ class Proxy:
         self, stream: ProxiedStream, request: RequestReceived, log: structlog.stdlib.BoundLogger
     ) -> str:
         try:
-            plan = plan_request(request)
+            plan = plan_request(request, policy=self._policy)
         except BadRequest as refused:
             log.info("request refused", reason=str(refused))
             await self._respond_error(stream, 400, str(refused))
@@ -157,7 +176,8 @@ class Proxy:
         duration = time.monotonic() - started
         status = exchange.head.status
         metrics.child(metrics.upstream_duration, status_class(status)).observe(duration)
-        log.debug("upstream answered", status=status, seconds=round(duration, 4))
+        answered = log.info if self._log_streams else log.debug
+        answered("upstream answered", status=status, seconds=round(duration, 4))
         return await self._answer(stream, plan, exchange, log)
 
     async def _answer(

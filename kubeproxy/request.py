@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from http1 import TO_UPSTREAM, request_head_bytes
+from http1 import TO_UPSTREAM, Policy, request_head_bytes
 from protocol import Header, RequestReceived
 
 # Origin-form: a path (and query) starting with "/", no spaces or control characters.
@@ -51,8 +51,9 @@ class RequestPlan:
         return request_head_bytes(self.method, base_path + self.target, headers)
 
 
-def plan_request(request: RequestReceived) -> RequestPlan:
-    """The plan for `request`, or BadRequest saying why it cannot be forwarded."""
+def plan_request(request: RequestReceived, *, policy: Policy = TO_UPSTREAM) -> RequestPlan:
+    """The plan for `request`, or BadRequest saying why it cannot be forwarded; `policy`: the
+    fields passed on (a peer replica's upstream: `http1.TO_PEER`)."""
     if request.target:
         raise BadRequest(
             f"unknown upstream target {request.target.decode('latin-1')!r}: "
@@ -68,7 +69,7 @@ def plan_request(request: RequestReceived) -> RequestPlan:
     return RequestPlan(
         method=request.method.decode("ascii"),
         target=request.path.decode("latin-1"),
-        headers=TO_UPSTREAM.apply(request.headers, upgrade=request.upgrade),
+        headers=policy.apply(request.headers, upgrade=request.upgrade),
         length=int(lengths.pop()) if lengths else None,
         upgrade=request.upgrade,
     )

@@ -247,7 +247,6 @@ def add_agent_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     SETTINGS.add_command(
         commands,
         "agent",
-        help="run the agent of a data plane: dial the gateway, proxy to the local API server",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         run=run,

@@ -51,7 +51,6 @@ examples:
 def add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "apply",
-        help="server-side apply YAML manifests (like kubectl apply --server-side)",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

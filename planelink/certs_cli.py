@@ -70,7 +70,6 @@ def add_certs_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     """Register the ``certs`` command and its subcommands on ``subparsers``."""
     parser = subparsers.add_parser(
         "certs",
-        help="create CAs and certificates for agents, gateway and API callers; inspect them",
         description=_CERTS_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

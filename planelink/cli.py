@@ -6,10 +6,11 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from crd import render_yaml
 from planelink.logs import LOG_SETTINGS, configure_logging_from
 from tunnel.tls import DEFAULT_TLS_READ_BUFFER, set_tls_read_buffer, tls_read_buffer_problem
 
@@ -21,24 +22,89 @@ in the control plane say which planes exist and which certificates their agents 
 """
 
 
-# Each command's module and the function that adds its parser. Imported only when needed: the
-# gateway's modules pull in kubernetes_asyncio (a second of imports) that `planelink agent`,
+@dataclass(frozen=True)
+class _Command:
+    help: str
+    """The one line `planelink --help` shows for the command."""
+    module: str | None = None
+    """Where the command's parser is added (None: in this module)."""
+    adds: str = ""
+    """The function of `module` that adds the parser to the subcommands."""
+
+
+# Every command, in the order `planelink --help` lists them. A command's module is imported only
+# when that command runs (or shows its own --help): the gateway's modules pull in
+# kubernetes_asyncio, pydantic and aiohttp, seconds of imports that `planelink --help`, `agent`,
 # `certs` or `status` never use.
 _COMMANDS = {
-    "gateway": ("planelink.gateway_cli", "add_gateway_parser"),
-    "agent": ("planelink.agent_cli", "add_agent_parser"),
-    "reconciler": ("planelink.reconciler_cli", "add_reconciler_parser"),
-    "status": ("planelink.status_cli", "add_status_parser"),
-    "dev": ("planelink.dev", "add_parser"),
-    "certs": ("planelink.certs_cli", "add_certs_parser"),
-    "kubeconfig": ("planelink.kubeconfig_cli", "add_kubeconfig_parser"),
-    "apply": ("planelink.apply_cli", "add_apply_parser"),
+    "gateway": _Command(
+        "run the gateway that agents dial and callers reach planes through",
+        "planelink.gateway_cli",
+        "add_gateway_parser",
+    ),
+    "agent": _Command(
+        "run the agent of a data plane: dial the gateway, proxy to the local API server",
+        "planelink.agent_cli",
+        "add_agent_parser",
+    ),
+    "reconciler": _Command(
+        "follow DataPlanes and print what the gateway would be fed (optionally write status)",
+        "planelink.reconciler_cli",
+        "add_reconciler_parser",
+    ),
+    "status": _Command(
+        "show the planes, their agents and their health, from a running gateway",
+        "planelink.status_cli",
+        "add_status_parser",
+    ),
+    "crd": _Command("print the DataPlane CustomResourceDefinition (YAML) for kubectl apply"),
+    "kube-binaries": _Command(
+        "build (once, cached) the kube-apiserver and etcd used by tests and `dev`"
+    ),
+    "dev": _Command(
+        "run gateway + agent + real local API servers, wired together (no cluster needed)",
+        "planelink.dev",
+        "add_parser",
+    ),
+    "certs": _Command(
+        "create CAs and certificates for agents, gateway and API callers; inspect them",
+        "planelink.certs_cli",
+        "add_certs_parser",
+    ),
+    "kubeconfig": _Command(
+        "write a kubeconfig (e.g. a caller's, for a plane through the gateway)",
+        "planelink.kubeconfig_cli",
+        "add_kubeconfig_parser",
+    ),
+    "apply": _Command(
+        "server-side apply YAML manifests (like kubectl apply --server-side)",
+        "planelink.apply_cli",
+        "add_apply_parser",
+    ),
 }
 _GLOBAL_OPTIONS_WITH_VALUES = frozenset({"--log-level", "--log-format", "--tls-read-buffer"})
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or (`command` given) the global options and that command alone."""
+if TYPE_CHECKING:
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time
+    _SubParsers = argparse._SubParsersAction
+
+
+class _Subcommands(_SubParsers):
+    """Subcommands whose one-line help comes from `_COMMANDS`, wherever they are added."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if name in _COMMANDS:
+            kwargs.setdefault("help", _COMMANDS[name].help)
+        return super().add_parser(name, **kwargs)
+
+
+def build_parser(
+    command: str | None = None, *, listed_only: Collection[str] = ()
+) -> argparse.ArgumentParser:
+    """The whole parser; or (`command` given) every command listed but only `command` with its
+    options; the commands in `listed_only` are listed, not loaded, either way."""
     parser = argparse.ArgumentParser(
         prog="planelink",
         description=_DESCRIPTION,
@@ -53,32 +119,46 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="bytes each TLS connection reads at once and keeps as its read buffer "
         f"(default {DEFAULT_TLS_READ_BUFFER}; asyncio's own 262144 costs 256 KiB per connection)",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", action=_Subcommands
+    )
+    for name, spec in _COMMANDS.items():
+        if name in listed_only or (command is not None and name != command):
+            commands.add_parser(name, add_help=False)
+        elif name == "crd":
+            _add_crd_parser(commands)
+        elif name == "kube-binaries":
+            _add_kube_binaries_parser(commands)
+        else:
+            assert spec.module is not None
+            getattr(importlib.import_module(spec.module), spec.adds)(commands)
+    return parser
 
+
+def _add_crd_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     crd_parser = commands.add_parser(
         "crd",
-        help="print the DataPlane CustomResourceDefinition (YAML) for kubectl apply",
         description="Print the DataPlane CRD generated from planelink's models. "
         "Install it with: planelink crd | kubectl apply --server-side -f -",
     )
     crd_parser.add_argument("--output", "-o", type=Path, help="write to this file instead")
     crd_parser.set_defaults(run=_run_crd)
 
+
+def _add_kube_binaries_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     binaries_parser = commands.add_parser(
         "kube-binaries",
-        help="build (once, cached) the kube-apiserver and etcd used by tests and `dev`",
         description="Build kube-apiserver and etcd at the pinned versions from the Go module "
         "proxy (needs Go), cache them, and print the folder that holds them.",
     )
     binaries_parser.set_defaults(run=_run_kube_binaries)
 
-    for name, (module, function) in _COMMANDS.items():
-        if command is None or command == name:
-            getattr(importlib.import_module(module), function)(commands)
-    return parser
-
 
 def _run_crd(args: argparse.Namespace) -> int:
+    from crd import render_yaml  # noqa: PLC0415 - pydantic models: only this command
+
     text = render_yaml()
     if args.output:
         args.output.write_text(text)
@@ -118,7 +198,7 @@ def _tls_read_buffer(text: str) -> int:
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
-    """The command `argv` names, if it is one of the lazily loaded ones."""
+    """The command `argv` names, if it is one."""
     tokens = iter(argv)
     for token in tokens:
         if token in _GLOBAL_OPTIONS_WITH_VALUES:
@@ -130,7 +210,10 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_command_in(arguments)).parse_args(arguments)
+    command = _command_in(arguments)
+    # No command named (`planelink --help`, a typo): list every command, load none.
+    everything = _COMMANDS if command is None else ()
+    args = build_parser(command, listed_only=everything).parse_args(arguments)
     set_tls_read_buffer(args.tls_read_buffer)
     try:
         configure_logging_from(args, os.environ)

@@ -119,7 +119,7 @@ _GENERAL = Group(
             name="operator_token_file",
             parse=path,
             shown_default="none",
-            help="a file holding a bearer token that /planes, /metrics and the status page then"
+            help="a file holding a bearer token that /planes, /metrics and the console (/) then"
             " demand (Authorization: Bearer ...); /healthz and /readyz never do",
         ),
         Setting(
@@ -140,6 +140,24 @@ _GENERAL = Group(
             parse=number,
             default=60.0,
             help="deadline of requests other than watches, follows and upgrades",
+        ),
+        Setting(
+            name="agent_wait",
+            parse=number,
+            default=_CALLERS.agent_wait,
+            help="seconds after a plane's last agent disconnected during which its callers' "
+            "requests wait for an agent to come back; after that, and for a plane whose agent "
+            "has been gone longer, they are answered 503 at once, without Retry-After (which "
+            "kubectl would obey ten times over before showing the error)",
+        ),
+        Setting(
+            name="access_log",
+            switch=True,
+            negatable=True,
+            default=True,
+            help="log one line (event access) per caller request: caller, plane, verb, resource, "
+            "namespace, name, status, bytes, duration and the request id that the caller gets in "
+            "Planelink-Request-Id and the agent logs with the stream",
         ),
         Setting(
             name="max_header_fields",
@@ -190,7 +208,7 @@ _WORKERS = Group(
     ),
     "With --workers N a supervisor process runs N workers, each a replica of its own\n"
     "(<identity>-w<i>) binding the same agent, caller and operator ports; agents keep a tunnel\n"
-    "to each, and any worker's /planes, /metrics and status page show all of them. The\n"
+    "to each, and any worker's /planes, /metrics and console (/) show all of them. The\n"
     "supervisor forwards SIGTERM, SIGINT and SIGHUP, and restarts a worker that dies.\n"
     "Workers forward to each other over the peer port + i: without --peer-certificate (and\n"
     "without --reconcile) the supervisor makes them a peer CA of their own, trusted by no one\n"
@@ -438,7 +456,6 @@ def add_gateway_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     SETTINGS.add_command(
         commands,
         "gateway",
-        help="run the gateway that agents dial and callers reach planes through",
         description=_DESCRIPTION,
         run=run,
     )
@@ -451,6 +468,8 @@ def settings_from(
     `planelink gateway` and the environment (ValueError naming what is wrong)."""
     values = SETTINGS.resolve(args, environ)
     host = values.bind
+    if values.agent_wait < 0:
+        raise ValueError("--agent-wait cannot be negative")
     if values.starting_retry_after < 1:
         raise ValueError("--starting-retry-after must be at least 1 (second)")
     admission = AdmissionSettings(
@@ -489,6 +508,8 @@ def settings_from(
             host=host,
             port=values.caller_port,
             request_timeout=values.request_timeout,
+            agent_wait=values.agent_wait,
+            access_log=values.access_log,
             head_timeout=values.head_timeout,
             idle_timeout=values.idle_timeout,
             admission=admission,

@@ -35,7 +35,6 @@ examples:
 def add_kubeconfig_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "kubeconfig",
-        help="write a kubeconfig (e.g. a caller's, for a plane through the gateway)",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

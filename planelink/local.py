@@ -30,6 +30,16 @@ from tunnel import Heartbeat
 CALLER_NAME = "planelink-dev"
 
 
+@dataclass(frozen=True)
+class GatewayPorts:
+    """The gateway's loopback ports (0: a free one, kept after the first start so that agents
+    and kubeconfigs keep working across a restart)."""
+
+    agents: int = 0
+    callers: int = 0
+    operator: int = 0
+
+
 @dataclass
 class _RunningAgent:
     agent: Agent
@@ -51,10 +61,12 @@ class LocalPlanelink:
     """How the gateway reconciles, when it does (`reconcile_with`)."""
     control_plane: Path | None = None
     """The control plane's kubeconfig for caller reviews (default: `reconcile_with`)."""
+    ports: GatewayPorts = field(default_factory=GatewayPorts)
+    agent_health_port: int = 0
+    """Where the agent serves /healthz and /metrics (0: a free port; fixed: one plane only)."""
     gateway: Gateway | None = None
     agent_cas: dict[PlaneRef, CertificateBundle] = field(default_factory=dict)
     _agents: dict[PlaneRef, _RunningAgent] = field(default_factory=dict)
-    _ports: tuple[int, int, int] = (0, 0, 0)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -75,29 +87,29 @@ class LocalPlanelink:
         await self.stop_gateway()
 
     async def start_gateway(self) -> Gateway:
-        agent_port, caller_port, operator_port = self._ports
         settings = GatewaySettings(
             server_certificate=self.directory / "gateway" / "tls.crt",
             server_key=self.directory / "gateway" / "tls.key",
             caller_ca=self.directory / "callers" / "ca.crt",
             planes_file=None if self.reconcile_with else self.directory / "planes.yaml",
             agents=AgentListenerSettings(
-                host="127.0.0.1", port=agent_port, heartbeat=self.heartbeat
+                host="127.0.0.1", port=self.ports.agents, heartbeat=self.heartbeat
             ),
-            callers=CallerSettings(host="127.0.0.1", port=caller_port, auth=self.caller_auth),
+            callers=CallerSettings(
+                host="127.0.0.1", port=self.ports.callers, auth=self.caller_auth
+            ),
             operator_host="127.0.0.1",
-            operator_port=operator_port,
+            operator_port=self.ports.operator,
             drain_grace=2,
             reconciler=self.reconciler_settings if self.reconcile_with else None,
             kubeconfig=self.reconcile_with or self.control_plane,
         )
         self.gateway = Gateway(settings)
         await self.gateway.start()
-        # The same ports after a restart: agents and kubeconfigs keep working.
-        self._ports = (
-            self.gateway.agent_listener.port,
-            self.gateway.callers.port,
-            self.gateway.operator_port,
+        self.ports = GatewayPorts(
+            agents=self.gateway.agent_listener.port,
+            callers=self.gateway.callers.port,
+            operator=self.gateway.operator_port,
         )
         self._write_caller_kubeconfigs()
         return self.gateway
@@ -108,14 +120,13 @@ class LocalPlanelink:
             self.gateway = None
 
     async def start_agent(self, plane: PlaneRef) -> Agent:
-        agent_port = self._ports[0]
         settings = AgentSettings(
-            gateway_url=f"wss://127.0.0.1:{agent_port}",
+            gateway_url=f"wss://127.0.0.1:{self.ports.agents}",
             plane=str(plane),
             agent_id=f"dev-{plane.name}",
             tls_dir=self.directory / "agents" / plane.namespace / plane.name,
             kubeconfig=self.planes[plane],
-            health_address="127.0.0.1:0",
+            health_address=f"127.0.0.1:{self.agent_health_port}",
             heartbeat_interval=self.heartbeat.interval,
             heartbeat_timeout=self.heartbeat.timeout,
             backoff_base=0.2,
@@ -200,7 +211,7 @@ class LocalPlanelink:
         _write(self.directory / "planes.yaml", yaml.safe_dump({"planes": entries}).encode())
 
     def _write_caller_kubeconfigs(self) -> None:
-        caller_port = self._ports[1]
+        caller_port = self.ports.callers
         ca_pem = (self.directory / "gateway" / "ca.crt").read_bytes()
         credentials = Credentials(
             user=CALLER_NAME,

@@ -13,8 +13,6 @@ import sys
 from collections.abc import Mapping
 from typing import Literal
 
-import structlog
-
 from planelink.settings import CommandSettings, Group, Setting
 
 LogFormat = Literal["auto", "json", "console"]
@@ -53,6 +51,10 @@ def configure_logging_from(args: argparse.Namespace, environ: Mapping[str, str])
 
 def configure_logging(*, level: str = "info", log_format: LogFormat = "auto") -> None:
     """Configure structlog and the standard library's logging to write to stderr."""
+    # Imported here, not above: structlog's renderers pull in rich, a third of a second that
+    # `planelink --help` (which reads LOG_SETTINGS) must not pay.
+    import structlog  # noqa: PLC0415
+
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()

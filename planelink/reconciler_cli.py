@@ -141,7 +141,6 @@ def add_reconciler_parser(commands: argparse._SubParsersAction[argparse.Argument
     SETTINGS.add_command(
         commands,
         "reconciler",
-        help="follow DataPlanes and print what the gateway would be fed (optionally write status)",
         description=_DESCRIPTION,
         run=run,
     )

@@ -168,7 +168,6 @@ class CommandSettings:
         commands: argparse._SubParsersAction[argparse.ArgumentParser],
         name: str,
         *,
-        help: str,
         description: str,
         run: Callable[[argparse.Namespace], int],
         epilog: str | None = None,
@@ -177,7 +176,6 @@ class CommandSettings:
         returns the exit code."""
         parser = commands.add_parser(
             name,
-            help=help,
             description=description,
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,

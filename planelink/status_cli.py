@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.console.text import format_duration
 from planelink.settings import CommandSettings, Group, Setting
 
 EXIT_OK = 0
@@ -102,7 +103,6 @@ def add_status_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     """Register the ``status`` command on ``commands``."""
     parser = commands.add_parser(
         "status",
-        help="show the planes, their agents and their health, from a running gateway",
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -264,21 +264,6 @@ def replicas_line(report: dict[str, Any]) -> str:
 def _live(report: dict[str, Any]) -> list[str]:
     replicas = report.get("replicas")
     return [str(r) for r in replicas] if isinstance(replicas, list) else []
-
-
-def format_duration(seconds: float) -> str:
-    """Two units at most, like kubectl's AGE: 42s, 5m12s, 3h4m, 2d5h."""
-    total = max(0, int(seconds))
-    days, rest = divmod(total, _SECONDS_PER_DAY)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes}m"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
 
 
 def format_expiry(seconds: float) -> str:

@@ -27,14 +27,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.timeout = scaled(float(configured))
 
 
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    """Helm at the pinned version, built from the Go module proxy by deploy/build-helm.sh
-    (cached after the first build)."""
+def built_go_tool(script: str) -> Path:
+    """The binary a deploy/build-*.sh script builds from the Go module proxy at its pinned
+    version (cached after the first build)."""
     built = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "build-helm.sh")],
-        capture_output=True,
-        text=True,
-        check=True,
+        ["bash", str(ROOT / "deploy" / script)], capture_output=True, text=True, check=True
     )
     return Path(built.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """Helm at the pinned version (deploy/build-helm.sh)."""
+    return built_go_tool("build-helm.sh")

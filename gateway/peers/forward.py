@@ -30,6 +30,7 @@ from certs import PEER_SERVER_NAME, PlaneRef
 from gateway.interfaces import Replica
 from gateway.peers.directory import PeerDirectory
 from gateway.peers.settings import PeerSettings
+from http1 import TO_PEER
 from kubeproxy import (
     LocalLimits,
     LocalProxy,
@@ -93,7 +94,7 @@ class PeerLink(LocalProxy):
             source=f"peer replica {replica_id}",
         )
         metrics = ProxyMetrics(prefix="planelink_gateway_peer")
-        super().__init__(upstream, limits=limits, metrics=metrics, logger=self._log)
+        super().__init__(upstream, limits=limits, metrics=metrics, logger=self._log, policy=TO_PEER)
 
     async def reachable(self) -> bool:
         """Whether a connection to the peer can be had now: an idle one, else a new one (kept

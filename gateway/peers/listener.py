@@ -7,9 +7,9 @@ gets a TLS alert, a log line and `planelink_gateway_connections_refused_total{po
 Past TLS, the forwarding replica vouches for its caller (it authenticated and authorized it);
 this replica serves the request from its own tunnels and direct planes, never from a peer.
 
-It also answers `GET /peer/v1/planes` and `GET /peer/v1/metrics` with this replica's own
-planes document and metrics text, from which the workers of one gateway build its operator
-endpoints.
+It also answers `GET /peer/v1/planes`, `GET /peer/v1/metrics` and `GET /peer/v1/console` with
+this replica's own planes document, metrics text and console document (history, refusals), from
+which the workers of one gateway build its operator endpoints.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from gateway.trust import TrustRegistry
 
 PLANES_PATH = "/peer/v1/planes"
 METRICS_PATH = "/peer/v1/metrics"
+CONSOLE_PATH = "/peer/v1/console"
 
 
 def peer_server_context(settings: PeerSettings) -> ssl.SSLContext:
@@ -51,6 +52,8 @@ def peer_listener(
     direct: DirectBackends | None,
     planes: Callable[[], Document],
     metrics_text: Callable[[], Document],
+    console: Callable[[], Document],
+    replica: str = "",
 ) -> CallerEndpoint:
     """The peer listener on `settings.host:port`: the caller endpoint's limits and deadlines
     (`callers`), its own connection budget, no forwarding."""
@@ -61,7 +64,10 @@ def peer_listener(
         agents=agents,
         metrics=metrics,
         direct=direct,
-        peer_port=PeerPort(documents={PLANES_PATH: planes, METRICS_PATH: metrics_text}),
+        peer_port=PeerPort(
+            documents={PLANES_PATH: planes, METRICS_PATH: metrics_text, CONSOLE_PATH: console}
+        ),
+        replica=replica,
     )
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from crd.models import CONNECTED, GATEWAY_PROVISIONED, READY
+from gateway.interfaces import PlaneCondition
 
 OWNED_TYPES: Final = (READY, CONNECTED, GATEWAY_PROVISIONED)
 
@@ -160,6 +161,22 @@ def condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] 
             found: Mapping[str, Any] = item
             return found
     return None
+
+
+def held(status: Mapping[str, Any] | None) -> list[PlaneCondition]:
+    """The owned conditions a status holds now, in `OWNED_TYPES` order, for the console."""
+    found = {kind: condition(status, kind) for kind in OWNED_TYPES}
+    return [
+        PlaneCondition(
+            type=kind,
+            status=str(item.get("status", "Unknown")),
+            reason=str(item.get("reason", "")),
+            message=str(item.get("message", "")),
+            last_transition=str(item.get("lastTransitionTime", "")),
+        )
+        for kind, item in found.items()
+        if item is not None
+    ]
 
 
 def rfc3339(moment: datetime) -> str:

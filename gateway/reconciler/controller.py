@@ -38,7 +38,14 @@ from pydantic import ValidationError
 
 from certs import InvalidPlaneRefError, PlaneRef, plane_ref
 from crd import DataPlane
-from gateway.interfaces import AgentView, DirectPlaneSink, PeerSink, PlaneTrust, TrustSink
+from gateway.interfaces import (
+    AgentView,
+    ConditionSink,
+    DirectPlaneSink,
+    PeerSink,
+    PlaneTrust,
+    TrustSink,
+)
 from gateway.reconciler import conditions
 from gateway.reconciler.conditions import ProbeResult, Verdict
 from gateway.reconciler.direct import probe
@@ -88,9 +95,12 @@ class Reconciler:
         settings: ReconcilerSettings | None = None,
         registry: CollectorRegistry | None = None,
         peers: PeerSink | None = None,
+        conditions: ConditionSink | None = None,
     ) -> None:
         """`peers`, with coordination on, is told the live peer replicas from their Leases,
-        and says what this replica's Lease advertises besides its agents (its peer URL)."""
+        and says what this replica's Lease advertises besides its agents (its peer URL);
+        `conditions` is told each DataPlane's conditions as its status holds them (on every
+        replica, from the watch: whichever replica wrote them)."""
         self.settings = settings = settings or ReconcilerSettings()
         self.api = KubeApi(
             client, watch_timeout=settings.watch_timeout, request_timeout=settings.request_timeout
@@ -98,6 +108,7 @@ class Reconciler:
         self.metrics = ReconcilerMetrics(registry or CollectorRegistry(auto_describe=True))
         self.trust = trust
         self.direct = direct
+        self.conditions = conditions
         self.dataplanes = Store()
         self.secrets = SecretWatches(
             self.api,
@@ -302,6 +313,7 @@ class Reconciler:
                 self._resolved_once(key)
             if self.settings.write_status and self.coordination.is_leader:
                 await self._write_status(key, plane, obj, resolution, plane_log)
+            self._show_conditions(plane, self.dataplanes.get(key) or obj)
         except Exception:
             self.metrics.reconciles.labels(result="error").inc()
             raise
@@ -365,6 +377,8 @@ class Reconciler:
         with contextlib.suppress(InvalidPlaneRefError):
             plane = plane_ref(key.namespace, key.name)
             self.direct.remove(plane)
+            if self.conditions is not None:
+                self.conditions.remove_conditions(plane)
             if plane in self._fed:
                 self._fed.discard(plane)
                 self.trust.remove_plane(plane)
@@ -384,6 +398,10 @@ class Reconciler:
         else:
             self._refs.pop(key, None)
         self.secrets.referenced(set(self._referrers))
+
+    def _show_conditions(self, plane: PlaneRef, obj: KubeObject) -> None:
+        if self.conditions is not None:
+            self.conditions.set_conditions(plane, conditions.held(obj.get("status")))
 
     # -- status -------------------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ async def test_a_large_list_streams_through_with_bounded_memory(
     in_flight_peak = 0
     while chunk := await wait_for(stream.read()):
         received += chunk
-        taken = agent.metrics.sample("planelink_agent_bytes_total", direction="to_gateway")
+        taken = agent.metrics.sample("planelink_agent_body_bytes_total", direction="to_gateway")
         in_flight_peak = max(in_flight_peak, int(taken) - len(received))
         await asyncio.sleep(0)  # a slow reader: the agent may run ahead, as far as it can
     assert len(json.loads(received)["items"]) == 2000

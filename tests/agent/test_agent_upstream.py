@@ -66,7 +66,7 @@ async def test_an_upgrade_is_piped_both_ways(
     await wait_for(running.agent.proxy.wait_idle())
     agent = running.agent
     assert agent.metrics.sample("planelink_agent_streams_total", outcome="upgraded") == 1
-    assert agent.metrics.sample("planelink_agent_bytes_total", direction="to_upstream") == 7
+    assert agent.metrics.sample("planelink_agent_body_bytes_total", direction="to_upstream") == 7
     # A connection that served an upgrade is never reused.
     assert (agent.pool.active, agent.pool.idle) == (0, 0)
     reply = await connection.request("GET", "/api")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -12,6 +15,9 @@ import yaml
 import certs
 import crd
 from envtest import KubeAPIServer
+from planelink.dev import DevPorts, announcement
+from planelink.status_cli import ENV_GATEWAY
+from tests.cli.dev_kit import free_ports, port_flags, run_dev
 from tests.kit.waits import kubectl_timeout, scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,29 +85,68 @@ def test_dataplane_manifest_from_the_certs_command_is_accepted(
 
 
 def test_dev_serves_kubectl_until_interrupted(tmp_path: Path) -> None:
+    # As `scripts/dev` runs it after `source .venv/bin/activate`: the console script, on PATH.
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "planelink").is_file()
+    environ = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    environ.pop(ENV_GATEWAY, None)
+    ports = free_ports()
     log = (tmp_path / "dev.log").open("w")
     with (
         log,
         subprocess.Popen(
-            [sys.executable, "-m", "planelink", "dev", "--state-dir", str(tmp_path)],
+            ["planelink", "dev", "--state-dir", str(tmp_path / "state"), *port_flags(ports)],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
+            env=environ,
         ) as dev,
     ):
         try:
-            _check_dev(dev, tmp_path)
+            _check_dev(dev, tmp_path / "state", ports, environ)
         finally:
             if dev.poll() is None:
                 dev.kill()
 
 
-def _check_dev(dev: subprocess.Popen[str], tmp_path: Path) -> None:
+def _check_dev(
+    dev: subprocess.Popen[str], state: Path, ports: DevPorts, environ: dict[str, str]
+) -> None:
     assert dev.stdout is not None
-    announced = dict(dev.stdout.readline().strip().split(": ", 1) for _ in range(4))
-    through = tmp_path / "planelink" / "callers" / "dev.local.kubeconfig"
-    assert announced["through-gateway"] == f"kubectl --kubeconfig {through} get ns"
-    control = tmp_path / "control-plane.kubeconfig"
+    through = state / "planelink" / "callers" / "dev.local.kubeconfig"
+    expected = announcement(
+        state_dir=state, through=through, ports=ports, planelink="planelink", environ=environ
+    )
+    printed = [dev.stdout.readline().rstrip("\n") for _ in expected]
+    assert printed == [f"{what}: {value}" for what, value in expected]
+    announced = dict(line.split(": ", 1) for line in printed)
+    # The API servers listen on the ports their flags gave.
+    for name, port in (("control-plane", ports.control_plane), ("data-plane", ports.data_plane)):
+        config = yaml.safe_load((state / f"{name}.kubeconfig").read_text())
+        assert config["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{port}"
+
+    # The status command, run as printed (split as a shell splits it), finds the plane and
+    # its agent: `planelink` from PATH, and no --gateway when status's default URL is right.
+    status = subprocess.run(
+        shlex.split(announced["status"]),
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=scaled(60),
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    row = next(line.split() for line in status.stdout.splitlines() if line.startswith("dev/local"))
+    assert row[1:3] == ["agent", "1"], status.stdout
+    # The health page and the agent's metrics answer at the printed URLs.
+    with urllib.request.urlopen(announced["health page"], timeout=scaled(10)) as page:
+        assert page.headers.get_content_type() == "text/html"
+    with urllib.request.urlopen(announced["agent metrics"], timeout=scaled(10)) as metrics:
+        assert "planelink_agent_" in metrics.read().decode()
+    # A second `planelink dev` on the same state folder is refused, naming this one.
+    second = run_dev(state, env=environ, program=["planelink"])
+    assert second.returncode == 1
+    assert f"(pid {dev.pid})" in second.stderr
 
     def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -117,12 +162,21 @@ def _check_dev(dev: subprocess.Popen[str], tmp_path: Path) -> None:
             check=False,
         )
 
-    # Through the gateway and the agent's tunnel, into the data plane.
+    # The printed kubectl command goes through the gateway and the agent's tunnel.
+    listed = subprocess.run(
+        [*shlex.split(announced["through-gateway"]), f"--request-timeout={kubectl_timeout(10)}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "kube-system" in listed.stdout
     created = kubectl(through, "create", "configmap", "via-tunnel", "--from-literal=k=v")
     assert created.returncode == 0, created.stderr
-    direct = kubectl(tmp_path / "data-plane.kubeconfig", "get", "configmap", "via-tunnel")
+    direct = kubectl(state / "data-plane.kubeconfig", "get", "configmap", "via-tunnel")
     assert direct.returncode == 0, direct.stderr
     # The DataPlane in the control plane says so.
+    control = state / "control-plane.kubeconfig"
     ready = kubectl(
         control,
         "wait",

@@ -9,7 +9,7 @@ import pytest
 
 from certs import plane_ref
 from gateway.app import Gateway
-from gateway.callers import CallerRefused, route
+from gateway.callers import CallerRefused, no_agent_message, route
 from protocol import ErrorCode, RequestReceived
 from tests.kit.gateway_lab import AgentFactory, Pki, PlanePair
 from tests.kit.waits import wait_for
@@ -37,6 +37,17 @@ def test_route_refuses_other_paths(target: str) -> None:
     assert refused.value.status == 404
 
 
+def test_the_no_agent_message_says_since_when() -> None:
+    plane = plane_ref("org", "prod")
+    left = no_agent_message(plane, left_at=100.0, started_at=0.0, now=100.0 + 3 * 60 + 7.9)
+    assert left.startswith(
+        "no agent of dataplane org/prod is connected (the last one disconnected 3m07s ago); "
+    )
+    never = no_agent_message(plane, left_at=None, started_at=0.0, now=2 * 3600 + 5 * 60)
+    assert "(none has connected since the gateway started 2h05m ago)" in never
+    assert "planelink status" in never
+
+
 async def test_request_reaches_the_agent_and_streams_back(
     gateway: Gateway, connect_agent: AgentFactory, caller: aiohttp.ClientSession, planes: PlanePair
 ) -> None:
@@ -61,23 +72,32 @@ async def test_unknown_plane_is_404_status(caller: aiohttp.ClientSession) -> Non
         status = await response.json()
     assert status["kind"] == "Status"
     assert status["reason"] == "NotFound"
-    assert status["message"] == "dataplane nope/nope not found"
+    assert status["message"].startswith("dataplane nope/nope not found: ")
+    assert "kubectl get dataplanes -A" in status["message"]
+    # kubectl's discovery drops a 404's message; its warning handler prints this one.
+    assert response.headers["Warning"] == f'299 - "{status["message"]}"'
 
 
-async def test_plane_without_agent_is_503_with_retry_after(
+async def test_plane_without_agent_is_503_and_retry_after_only_while_agents_return(
     gateway: Gateway, caller: aiohttp.ClientSession
 ) -> None:
     # Just started: the plane's agents may be dialing back in, so callers retry soon...
     async with caller.get(f"{A}/api") as response:
         assert response.status == 503
         assert response.headers["Retry-After"] == "1"
-    gateway.trust.startup.agents_return_within = 0  # ...and later, after the usual delay.
+    # ...and later they are told at once, without a Retry-After that client-go would obey
+    # ten times over before kubectl showed anything.
+    gateway.trust.startup.agents_return_within = 0
     async with caller.get(f"{A}/api") as response:
         assert response.status == 503
-        assert response.headers["Retry-After"] == "5"
+        assert "Retry-After" not in response.headers
         status = await response.json()
     assert status["reason"] == "ServiceUnavailable"
-    assert status["message"] == "no agent of dataplane ns-a/plane-a is connected"
+    assert status["message"].startswith(
+        "no agent of dataplane ns-a/plane-a is connected (none has connected since the gateway "
+        "started "
+    )
+    assert response.headers["Warning"] == f'299 - "{status["message"]}"'
 
 
 async def test_caller_impersonation_is_refused(

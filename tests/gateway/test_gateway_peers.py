@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from structlog.testing import capture_logs
 
 import certs
 from envtest import Credentials, KubeAPIServer, build_kubeconfig
@@ -128,18 +129,35 @@ async def test_a_request_is_forwarded_to_the_replica_holding_the_tunnel(  # noqa
     async with connect_agent(planes[0]):
         share(gateway, near)
         body = b"0123456789" * 100_000  # 1 MB each way
-        async with near_caller.post(f"{A}/echo?x=1", data=body) as response:
-            assert response.status == 200
-            assert await response.read() == body
-            forwarded = seen_headers(response)
+        with capture_logs() as logs:
+            async with near_caller.post(f"{A}/echo?x=1", data=body) as response:
+                assert response.status == 200
+                assert await response.read() == body
+                forwarded = seen_headers(response)
+                forwarded_id = response.headers["Planelink-Request-Id"]
         async with caller.post(f"{A}/echo?x=1", data=body) as response:
             assert response.status == 200
             local = seen_headers(response)
-    # The agent sees the caller exactly as when it asks the far replica itself.
+            local_id = response.headers["Planelink-Request-Id"]
+    # The agent sees the caller exactly as when it asks the far replica itself, and the
+    # request by the id its caller got: the forwarding replica's, which the peer adopted.
     assert forwarded["impersonate-user"] == local["impersonate-user"] == "jane"
     assert forwarded["impersonate-group"] == local["impersonate-group"] == "ops"
+    assert forwarded.pop("planelink-request-id") == forwarded_id
+    assert local.pop("planelink-request-id") == local_id != forwarded_id
     assert not [key for key in forwarded if key.startswith(("planelink-", "authorization"))]
     assert forwarded.keys() == local.keys()
+    # One access line at each replica, with the same id, saying where it went and came from.
+    lines = [line for line in logs if line["event"] == "access"]
+    by_replica = {line["replica"]: line for line in lines}
+    assert len(lines) == 2
+    assert by_replica["near"]["forwarded_to"] == "far"
+    assert by_replica["far"]["forwarded_by"] == "near"
+    for line in lines:
+        assert line["request_id"] == forwarded_id
+        assert (line["status"], line["bytes_in"], line["bytes_out"]) == (200, len(body), len(body))
+    assert by_replica["near"]["caller"] == "jane"
+    assert by_replica["far"]["caller"] == "jane (via near)"
     labels = {"plane": "ns-a/plane-a", "code": "2xx"}
     assert sample(near, "planelink_gateway_forwarded_requests_total", peer="far", **labels) == 1
     assert sample(near, "planelink_gateway_requests_total", **labels) == 1
@@ -313,6 +331,16 @@ async def test_the_peer_port_serves_this_replicas_own_planes_and_metrics(
     gateway: Gateway, peer_pki: PeerPki, pki: Pki, connect_agent: AgentFactory, planes: PlanePair
 ) -> None:
     context = peer_pki.client_ssl(certs.issue_peer(peer_pki.ca), pki.directory)
+    with capture_logs() as logs:
+        await _serve_documents_and_refuse(gateway, context, connect_agent, planes)
+    # A replica's documents are not callers' requests: the access log has the refusal only.
+    access = [(line["path"], line["status"]) for line in logs if line["event"] == "access"]
+    assert access == [("/api", 400)]
+
+
+async def _serve_documents_and_refuse(
+    gateway: Gateway, context: ssl.SSLContext, connect_agent: AgentFactory, planes: PlanePair
+) -> None:
     async with connect_agent(planes[0]):
         head, body = await peer_get(gateway, context, "/peer/v1/planes")
         assert head.startswith(b"HTTP/1.1 200")
@@ -325,6 +353,12 @@ async def test_the_peer_port_serves_this_replicas_own_planes_and_metrics(
         head, body = await peer_get(gateway, context, f"{A}/api")
         assert head.startswith(b"HTTP/1.1 400")
         assert b"planelink-forwarded-by" in body
+        # The refusal's access line is written once it lingered (the peer closes first).
+        listener = gateway.peer_listener
+        assert listener is not None
+        await eventually(
+            lambda: listener._exchanges == 0, within=10, message="the refusal's exchange ended"
+        )
 
 
 @pytest.mark.parametrize("client", ["caller", "other-ca", "none"])

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from http1.forwarding import HOP_BY_HOP, TO_AGENT, TO_CALLER, TO_GATEWAY, TO_UPSTREAM, Policy
+from http1.forwarding import (
+    FROM_PEER,
+    HOP_BY_HOP,
+    TO_AGENT,
+    TO_CALLER,
+    TO_GATEWAY,
+    TO_PEER,
+    TO_UPSTREAM,
+    Policy,
+)
 from http1.writer import request_head_bytes
 from protocol import Header
 
@@ -124,3 +133,14 @@ def test_what_the_gateway_sends_for_an_upgrade_reaches_the_api_server_unchanged(
 def test_a_policy_cannot_own_upgrade() -> None:
     with pytest.raises(ValueError, match="Upgrade"):
         Policy("bad", dropped=frozenset({b"upgrade"}))
+
+
+def test_the_request_id_goes_to_peers_and_agents_but_never_to_an_api_server_or_back() -> None:
+    received: list[Header] = [(b"Planelink-Request-Id", b"r-1"), (b"Accept", b"*/*")]
+    assert _names(TO_PEER.apply(received)) == [b"planelink-request-id", b"accept"]
+    # The API server never sees it; the gateway writes its own into the caller's answer (an
+    # agent's or a peer's is not passed on), and a peer adds the one it adopted itself.
+    for policy in (TO_UPSTREAM, TO_CALLER, FROM_PEER):
+        assert _names(policy.apply(received)) == [b"accept"], policy
+    # A caller may not send one at all.
+    assert TO_AGENT.refused_field(received) == b"Planelink-Request-Id"

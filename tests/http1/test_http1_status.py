@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from http1.status import status_body, status_class, status_headers
+from http1.status import status_body, status_class, status_headers, warning_header
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,10 @@ def test_status_headers_state_the_length_and_a_retry() -> None:
         (b"Cache-Control", b"no-cache, private"),
         (b"Retry-After", b"5"),
     ]
+
+
+def test_a_warning_is_one_quoted_printable_field_as_client_go_parses_it() -> None:
+    assert warning_header('plane "a\\b" gone') == (b"Warning", b'299 - "plane \\"a\\\\b\\" gone"')
+    # No byte of the text can end the field or leave Latin-1.
+    _, value = warning_header("line\r\nInjected: 1 \u00e9\u2603")
+    assert value == b'299 - "line??Injected: 1 ??"'

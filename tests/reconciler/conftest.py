@@ -44,13 +44,16 @@ def fast_settings(namespace: str, **overrides: Any) -> ReconcilerSettings:
 
 
 class FakeSession:
-    """The parts of a TunnelSession that AgentRegistry reads; close() ends the 'connection'."""
+    """The parts of a TunnelSession that AgentRegistry and /planes read; close() ends the
+    'connection'."""
 
     def __init__(self) -> None:
         self.closed = False
         self.draining = False
         self.rtt: float | None = None
         self.open_streams = 0
+        self.streams_opened = 0
+        self.bytes_in = self.bytes_out = 0
         self.available_streams = 100
         self.last_received = time.monotonic()
         self.close_reason = ""

@@ -1,5 +1,6 @@
-"""The operator port with a bearer token: /planes, /metrics and the status page refuse callers
-without it, the kubelet's probes never need it, and a rotated token file takes effect at once.
+"""The operator port with a bearer token: /planes, /metrics and the console (its page and data)
+refuse callers without it, the kubelet's probes never need it, and a rotated token file takes
+effect at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tests.kit.gateway_lab import Pki
 from tests.kit.waits import scaled
 
 TOKEN = "s3cret-operator-token"
-GUARDED = ["/planes", "/metrics", "/", "/ui"]
+GUARDED = ["/planes", "/metrics", "/", "/ui", "/console", "/console/view", "/history"]
 
 
 @pytest.fixture

@@ -1,16 +1,14 @@
 """The status suite: the gateway lab (tests/kit/gateway_lab.py) with a third plane, the
-`planelink status` command as a real process, and headless Chromium - for the health view of
-issue #6.
+`planelink status` command as a real process, and a headless Chromium tab (`tests.status.cdp`)
+for the console.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
-import shutil
 import sys
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +19,7 @@ import certs
 from gateway.app import Gateway
 from tests.kit.gateway_lab import PLANE_A, PLANE_B, PLANE_C
 from tests.kit.waits import scaled
+from tests.status.cdp import Page, browser
 
 TIMEOUT = scaled(60.0)  # one process (Python CLI or Chromium) from start to exit
 
@@ -84,41 +83,10 @@ def planelink_status() -> StatusRunner:
     return run
 
 
-class BrowserRunner(Protocol):
-    """What the `chromium` fixture is."""
-
-    def __call__(self, *args: str) -> Awaitable[Ran]: ...
-
-
 @pytest.fixture
-def chromium(tmp_path: Path) -> BrowserRunner:
-    """Headless Chromium with a fresh profile; it must be installed (scripts/setup does)."""
-    profiles = itertools.count(1)
-
-    async def run(*args: str) -> Ran:
-        binary = shutil.which("chromium")
-        if binary is None:  # a failure, never a skip: the page is tested in a real browser
-            pytest.fail(
-                "chromium is not installed (not on PATH); the health page is tested in a real "
-                "headless browser - install it with: apt-get install -y chromium",
-                pytrace=False,
-            )
-        profile = tmp_path / f"chromium-profile-{next(profiles)}"
-        profile.mkdir()
-        return await _run(
-            [
-                binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                *args,
-            ]
-        )
-
-    return run
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
+    """A tab of a headless Chromium of its own (fresh profile), closed after the test."""
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    async with browser(profile) as opened:
+        yield opened

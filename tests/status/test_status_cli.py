@@ -12,11 +12,11 @@ import pytest
 
 import certs
 from gateway.app import Gateway
+from gateway.console.text import format_duration
 from gateway.interfaces import Replica
 from planelink.status_cli import (
     COLUMNS,
     NO_AGENT,
-    format_duration,
     plane_row,
     render_table,
     replicas_line,

@@ -181,6 +181,11 @@ async def test_both_workers_serve_and_sigterm_drains_them(
                 assert answer.status == 200
                 assert await answer.read() == b"ping"
 
+    async with aiohttp.ClientSession() as session:  # refused by one of the workers
+        url = f"https://127.0.0.1:{gateway.caller_port}/planes/ns-x/nowhere/k8s/api"
+        async with session.get(url, ssl=context) as answer:
+            assert answer.status == 404
+
     # The operator port too is shared; whichever worker answers shows the whole gateway.
     for _ in range(8):
         async with aiohttp.ClientSession() as session:
@@ -189,13 +194,24 @@ async def test_both_workers_serve_and_sigterm_drains_them(
                 report = await answer.json()
             async with session.get(f"{base}/metrics") as answer:
                 metrics = await answer.text()
+            async with session.get(f"{base}/console") as answer:
+                console = await answer.json()
+            async with session.get(f"{base}/") as answer:
+                page = await answer.text()
+        assert [r["plane"] for r in console["refusals"]] == ["ns-x/nowhere"]
+        assert "2 workers answered" in page
+        assert all(page.count(f'data-agent="{agent}"') == 1 for agent in everyone), page
         assert report["workers"] == {"answered": ["gw-w0", "gw-w1"], "missing": []}
         (plane_a,) = [plane for plane in report["planes"] if plane["name"] == PLANE_A.name]
         assert plane_a["connectedAgents"] == AGENTS
         assert {agent["replica"] for agent in plane_a["agents"]} == {"gw-w0", "gw-w1"}
         for worker in ("gw-w0", "gw-w1"):
             assert f'planelink_gateway_worker_up{{worker="{worker}"}} 1.0' in metrics
+            # Each worker is a process of its own: its process series keep apart by worker.
+            assert f'process_resident_memory_bytes{{worker="{worker}"}}' in metrics
         assert metrics.count("# TYPE planelink_gateway_agents_connected gauge") == 1
+        assert metrics.count("# TYPE process_resident_memory_bytes gauge") == 1
+        assert "_created" not in metrics
 
     gateway.process.send_signal(signal.SIGTERM)
     assert await wait_for(gateway.process.wait(), DRAIN_GRACE + 30) == 0
