@@ -7,17 +7,16 @@ proxy and cached; each server gets its own ports, certificates, token and tempor
 from envtest.binaries import BinariesUnavailable, KubeBinaries, find_binaries
 from envtest.client import CRD_NAME, api_client, install_crd
 from envtest.server import (
-    Credentials,
     KubeAPIServer,
     ServerFailed,
     ServerOptions,
     StaticUser,
-    build_kubeconfig,
     die_with_parent,
     free_port,
     run_kubectl,
     wait_until,
 )
+from kubeobject.kubeconfig import Credentials, build_kubeconfig
 
 __all__ = [
     "CRD_NAME",

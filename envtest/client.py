@@ -10,7 +10,8 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import new_client_from_config_dict
 
 import crd
-from envtest.server import Credentials, KubeAPIServer
+from envtest.server import KubeAPIServer
+from kubeobject.kubeconfig import Credentials
 
 CRD_NAME = f"{crd.PLURAL}.{crd.GROUP}"
 

@@ -50,7 +50,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 import certs
-from envtest.server import Credentials, build_kubeconfig
+from kubeobject.kubeconfig import Credentials, build_kubeconfig
 
 EXEC_SUBPROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 _STDIN, _STDOUT, _STATUS, _CLOSE = 0, 1, 3, 255  # exec's channels (255: v5's close)

@@ -17,7 +17,6 @@ Terminating. Tests grant RBAC with Roles of their own.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ctypes
 import os
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import certs
 from envtest.binaries import KubeBinaries, find_binaries
+from kubeobject.kubeconfig import Credentials, build_kubeconfig
 
 ADMIN_USER = "planelink-admin"
 ADMIN_GROUPS = ("system:masters",)
@@ -53,16 +53,6 @@ _PORT_ATTEMPTS = 3
 
 class ServerFailed(RuntimeError):
     """A process did not start or did not become ready; the message carries its log's tail."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """How one user authenticates to a test API server."""
-
-    user: str
-    token: str | None = None
-    client_certificate_pem: bytes | None = None
-    client_key_pem: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -383,32 +373,6 @@ class KubeAPIServer:
 
 class _PortTaken(ServerFailed):
     pass
-
-
-def build_kubeconfig(
-    *, name: str, server: str, ca_pem: bytes, credentials: Credentials
-) -> dict[str, Any]:
-    """A one-context kubeconfig with embedded CA and credentials."""
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    user: dict[str, str] = {}
-    if credentials.token is not None:
-        user["token"] = credentials.token
-    if credentials.client_certificate_pem is not None and credentials.client_key_pem is not None:
-        user["client-certificate-data"] = b64(credentials.client_certificate_pem)
-        user["client-key-data"] = b64(credentials.client_key_pem)
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": name, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}
-        ],
-        "users": [{"name": credentials.user, "user": user}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": credentials.user}}],
-        "current-context": name,
-    }
 
 
 async def run_kubectl(

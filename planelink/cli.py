@@ -168,8 +168,15 @@ def _run_crd(args: argparse.Namespace) -> int:
 
 
 def _run_kube_binaries(args: argparse.Namespace) -> int:
-    from envtest import BinariesUnavailable, find_binaries  # noqa: PLC0415 - only this command
-
+    try:
+        from envtest import BinariesUnavailable, find_binaries  # noqa: PLC0415 - only this command
+    except ModuleNotFoundError:
+        print(
+            "planelink kube-binaries: runs from a source checkout (scripts/setup), "
+            "this installation has no envtest",
+            file=sys.stderr,
+        )
+        return 1
     try:
         binaries = find_binaries()
     except BinariesUnavailable as error:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import importlib.util
 import os
 import shlex
 import shutil
@@ -109,6 +110,14 @@ def _port(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("envtest") is None:
+        # The test servers of a source checkout; an installed planelink (the image) has none.
+        print(
+            "planelink dev: runs from a source checkout (scripts/setup), "
+            "this installation has no envtest",
+            file=sys.stderr,
+        )
+        return 1
     ports = DevPorts(**{spec.name: getattr(args, f"{spec.name}_port") for spec in fields(DevPorts)})
     state_dir: Path = args.state_dir.resolve()
     try:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 import certs
-from envtest import Credentials, build_kubeconfig
+from kubeobject.kubeconfig import Credentials, build_kubeconfig
 
 EXIT_OK = 0
 EXIT_USAGE = 2

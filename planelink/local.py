@@ -19,12 +19,12 @@ import certs
 from agent.app import Agent
 from agent.settings import AgentSettings
 from certs import CertificateBundle, PlaneRef
-from envtest import Credentials, build_kubeconfig
 from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthSettings
 from gateway.callers import CallerSettings
 from gateway.reconciler import ReconcilerSettings
+from kubeobject.kubeconfig import Credentials, build_kubeconfig
 from tunnel import Heartbeat
 
 CALLER_NAME = "planelink-dev"
