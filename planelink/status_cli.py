@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.console.text import format_duration
+from kubeobject.duration import format_duration
 from planelink.settings import CommandSettings, Group, Setting
 
 EXIT_OK = 0

@@ -5,5 +5,5 @@ DataPlane conditions, recent refusals, an hour of per-plane history) and the pag
 one replica's and joins its workers'); `markup` is a tiny element tree rendered both to HTML (the
 page works without JavaScript) and to JSON (the page's script rebuilds itself from it every few
 seconds, text as text only); `view` turns the console's document into that tree; `page` serves
-it; `text` has the few text helpers `planelink status` shares.
+it; `text` cuts what others wrote to a bound.
 """

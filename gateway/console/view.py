@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.console.history import INTERVAL, Point, finite
 from gateway.console.markup import Element, h
-from gateway.console.text import format_duration
+from kubeobject.duration import format_duration
 from tunnel.contract import IDENTITY_AGENT_VERSION, IDENTITY_KUBERNETES_VERSION
 
 CONDITION_TYPES = ("Ready", "Connected", "GatewayProvisioned")

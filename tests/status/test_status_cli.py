@@ -12,8 +12,8 @@ import pytest
 
 import certs
 from gateway.app import Gateway
-from gateway.console.text import format_duration
 from gateway.interfaces import Replica
+from kubeobject.duration import format_duration
 from planelink.status_cli import (
     COLUMNS,
     NO_AGENT,
