@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             from planelink.dev_stack import serve  # noqa: PLC0415
 
             return serve(state_dir, ports, exit_when_ready=args.exit_when_ready)
-    except StateDirInUse as error:
+    except StateDirUnusable as error:
         print(f"planelink dev: {error}", file=sys.stderr)
         return 1
 
@@ -139,7 +139,11 @@ def run(args: argparse.Namespace) -> int:
 # -- one instance per state folder ----------------------------------------------------------
 
 
-class StateDirInUse(Exception):
+class StateDirUnusable(Exception):
+    """The state folder cannot be made or written: say so, with the flag that picks another."""
+
+
+class StateDirInUse(StateDirUnusable):
     """Another live `planelink dev` holds the state folder's lock."""
 
 
@@ -149,9 +153,15 @@ def hold_state_dir(state_dir: Path) -> Iterator[None]:
 
     An flock, not a pid file: the kernel lets go of it when the holder exits, however it
     exits, so it never goes stale. The file says which process holds it, for the message."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / LOCK_FILE
-    with path.open("a+") as lock:
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = (state_dir / LOCK_FILE).open("a+")
+    except OSError as error:
+        raise StateDirUnusable(
+            f"cannot use the state folder {state_dir}: {error.strerror or error}; "
+            "give a folder you may write in with --state-dir"
+        ) from None
+    with lock_file as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

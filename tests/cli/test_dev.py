@@ -59,6 +59,17 @@ def test_a_state_folder_is_held_by_one_process_at_a_time(tmp_path: Path) -> None
         pass
 
 
+def test_a_state_folder_that_cannot_be_made_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    # A file where a folder must go: refused even for root, whom permissions do not stop.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_dev(blocker / "state", *port_flags(free_ports()))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("planelink dev: cannot use the state folder "), result.stderr
+    assert "--state-dir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 HOLDER = """
 import sys, time
 from pathlib import Path
