@@ -43,7 +43,7 @@ class UpstreamError(Exception):
         return 504 if self.kind == "timeout" else 502
 
 
-def _translate(error: BaseException, doing: str) -> UpstreamError:  # noqa: PLR0911 - a case each
+def translate_error(error: BaseException, doing: str) -> UpstreamError:  # noqa: PLR0911 - a case each
     # Order matters: SSL errors and timeouts are OSErrors too.
     if isinstance(error, UpstreamError):
         return error
@@ -96,7 +96,7 @@ class UpstreamConnection:
             self._writer.write(data)
             await self._writer.drain()
         except _UPSTREAM_ERRORS as error:
-            raise _translate(error, "sending the request") from error
+            raise translate_error(error, "sending the request") from error
 
     async def response_head(self, *, head_request: bool) -> http1.ResponseHead:
         """The next final response head; informational (1xx but 101) heads are skipped."""
@@ -106,14 +106,14 @@ class UpstreamConnection:
                 if head.status >= 200 or head.status == 101:
                     return head
         except _UPSTREAM_ERRORS as error:
-            raise _translate(error, "reading the response head") from error
+            raise translate_error(error, "reading the response head") from error
 
     async def body_piece(self) -> bytes:
         """The next piece of the response body; b"" at its end."""
         try:
             return await self.messages.read_body()
         except _UPSTREAM_ERRORS as error:
-            raise _translate(error, "reading the response body") from error
+            raise translate_error(error, "reading the response body") from error
 
     async def raw_read(self) -> bytes:
         """After a 101: the next bytes of the upgraded stream; b"" when the server ended it."""
@@ -123,7 +123,7 @@ class UpstreamConnection:
         try:
             return await self._reader.read(http1.READ_SIZE)
         except _UPSTREAM_ERRORS as error:
-            raise _translate(error, "reading the upgraded stream") from error
+            raise translate_error(error, "reading the upgraded stream") from error
 
     def half_close(self) -> None:
         """After a 101: no more bytes to the server (a no-op over TLS, which cannot half-close:
@@ -248,7 +248,7 @@ class ConnectionPool:
                     ssl_handshake_timeout=self._connect_timeout if context is not None else None,
                 )
         except (*_UPSTREAM_ERRORS, UpstreamCredentialsError) as error:
-            raise _translate(error, doing) from error
+            raise translate_error(error, doing) from error
         self.opened += 1
         return UpstreamConnection(reader, writer)
 

@@ -77,9 +77,10 @@ class WatchedFile:
 
 
 class TLSSource(Protocol):
-    """What gives the SSL context for each new connection to the API server."""
+    """What gives the SSL context for each new connection to the API server; `alpn`: the
+    protocols offered in ALPN (none by default: HTTP/1.1 without negotiation)."""
 
-    def context(self) -> ssl.SSLContext: ...
+    def context(self, alpn: tuple[str, ...] = ()) -> ssl.SSLContext: ...
 
 
 class TLSSettings:
@@ -99,14 +100,22 @@ class TLSSettings:
         self._client = (client_cert_pem, client_key_pem)
         self._insecure = insecure
         self._built_for: bytes | None = None
-        self._context: ssl.SSLContext | None = None
+        self._contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
+        """One context per ALPN offer: a context's ALPN list is part of it, and the HTTP/1.1
+        pool must never offer h2 (it could not speak it)."""
 
-    def context(self) -> ssl.SSLContext:
+    def context(self, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
         ca = self._ca_file.read() if self._ca_file is not None else self._ca_data
-        if self._context is None or ca != self._built_for:
-            self._context = _build_context(ca, self._client, insecure=self._insecure)
+        if ca != self._built_for:
+            self._contexts.clear()
             self._built_for = ca
-        return self._context
+        context = self._contexts.get(alpn)
+        if context is None:
+            context = _build_context(ca, self._client, insecure=self._insecure)
+            if alpn:
+                context.set_alpn_protocols(list(alpn))
+            self._contexts[alpn] = context
+        return context
 
 
 def _build_context(
@@ -174,9 +183,9 @@ class Upstream:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for a new connection (None for plain http)."""
-        return self._tls.context() if self._tls is not None else None
+    def ssl_context(self, alpn: tuple[str, ...] = ()) -> ssl.SSLContext | None:
+        """The TLS context for a new connection (None for plain http), offering `alpn`."""
+        return self._tls.context(alpn) if self._tls is not None else None
 
     def authorization(self) -> bytes | None:
         """The `Authorization` value for the next request (None without a token).

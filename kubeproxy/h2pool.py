@@ -1,0 +1,494 @@
+"""HTTP/2 connections to the API server: many exchanges on a few connections.
+
+`H2Pool` opens TLS connections offering ALPN `h2`, `http/1.1`. When the server picks h2, each
+exchange is one stream; a connection carries up to the server's
+SETTINGS_MAX_CONCURRENT_STREAMS (kube-apiserver: `--http2-max-streams-per-connection`, Go's
+default of 250 when unset), and a new connection opens only when every open one is full, up to
+`max_connections`; beyond that a request waits for a stream to end. When the server picks
+http/1.1 (or offers no ALPN), the pool remembers it and raises `Http2NotOffered`: the caller
+uses the HTTP/1.1 `ConnectionPool`. Upgrades (exec, attach, port-forward) never come here.
+
+Flow control is driven by the consumer. The per-stream receive window (`stream_window`, 64 KiB
+by default) is reopened only as `H2Exchange.body_piece()` hands data to its consumer, so a watch
+nobody reads stops after one window, at the API server, and holds at most `stream_window`
+bytes here. The connection window is reopened as soon as data arrives: it must never be what an
+unread stream exhausts, or that stream would stall every other one on the connection. So the
+bytes a connection buffers are at most `stream_window` times its open streams, and the large
+connection window (`connection_window`) only lets many streams flow at once.
+
+Things that never happen: a stream is opened on a connection that received GOAWAY or is
+closed; a stream's window is reopened for bytes its consumer has not taken; an h2, ssl or OS
+error reaches a caller (they become `UpstreamError` here, as in `kubeproxy.pool`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+import http1
+from kubeproxy.pool import UpstreamError, translate_error
+from kubeproxy.upstream import Upstream, UpstreamCredentialsError
+
+ALPN = ("h2", "http/1.1")
+DEFAULT_STREAM_WINDOW = 65_535
+DEFAULT_CONNECTION_WINDOW = 16 * 1024 * 1024
+
+# Connection-specific fields have no place in HTTP/2 (RFC 9113 section 8.2.2); Host becomes
+# :authority.
+_NOT_IN_HTTP2 = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"host"}
+)
+_ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, UpstreamCredentialsError)
+
+Header = tuple[bytes, bytes]
+
+
+class Http2NotOffered(Exception):
+    """The API server did not pick h2 in ALPN: use the HTTP/1.1 pool."""
+
+
+@dataclass(frozen=True, slots=True)
+class H2ResponseHead:
+    status: int
+    headers: list[Header]
+    """Lower-case names, no pseudo-headers."""
+
+
+class H2Exchange:
+    """One request and its response on a stream of an `H2UpstreamConnection`."""
+
+    def __init__(self, connection: H2UpstreamConnection, stream_id: int) -> None:
+        self.connection = connection
+        self.stream_id = stream_id
+        self._head: asyncio.Future[H2ResponseHead] = asyncio.get_running_loop().create_future()
+        self._body: deque[bytes] = deque()
+        self.buffered = 0
+        """Body bytes received and not yet taken by the consumer (at most the stream window)."""
+        self._arrived = asyncio.Event()
+        self._ended = False
+        self._error: UpstreamError | None = None
+        self._window_opened = asyncio.Event()
+        self.closed = False
+        """The stream is over for this side (ended, reset or cancelled)."""
+
+    async def response_head(self) -> H2ResponseHead:
+        """The final response head. Raises UpstreamError."""
+        return await asyncio.shield(self._head)
+
+    async def body_piece(self) -> bytes:
+        """The next piece of the response body; b"" at its end. Reopens the stream's window
+        by the bytes taken. Raises UpstreamError."""
+        while not self._body:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return b""
+            self._arrived.clear()
+            await self._arrived.wait()
+        piece = self._body.popleft()
+        self.buffered -= len(piece)
+        self.connection.consumed(self.stream_id, len(piece))
+        return piece
+
+    async def send(self, data: bytes, *, end: bool = False) -> None:
+        """Send body bytes as the stream's and the connection's send windows allow."""
+        view = memoryview(data)
+        while view:
+            if self._error is not None:
+                raise self._error
+            size = self.connection.sendable(self.stream_id, len(view))
+            if size == 0:
+                self._window_opened.clear()
+                await self._window_opened.wait()
+                continue
+            await self.connection.send_data(self.stream_id, bytes(view[:size]))
+            view = view[size:]
+        if end:
+            await self.connection.end_stream(self.stream_id)
+
+    def cancel(self) -> None:
+        """Abandon the exchange: RST_STREAM(CANCEL); the API server ends that request only."""
+        if not self.closed:
+            self.connection.reset(self.stream_id)
+
+    # -- called by the connection ----------------------------------------------------------
+
+    def _on_head(self, head: H2ResponseHead) -> None:
+        if not self._head.done():
+            self._head.set_result(head)
+
+    def _on_data(self, data: bytes) -> None:
+        self._body.append(data)
+        self.buffered += len(data)
+        self._arrived.set()
+
+    def _on_end(self) -> None:
+        self._ended = True
+        self.closed = True
+        self._arrived.set()
+        if not self._head.done():
+            self._head.set_exception(UpstreamError("protocol", "the stream ended before a head"))
+
+    def _on_error(self, error: UpstreamError) -> None:
+        self.closed = True
+        if self._error is None and not self._ended:
+            self._error = error
+        if not self._head.done():
+            self._head.set_exception(error)
+            self._head.exception()  # retrieved: nobody may be waiting for it
+        self._arrived.set()
+        self._window_opened.set()
+
+
+class H2UpstreamConnection:
+    """One HTTP/2 connection to the API server and the task that reads it."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        stream_window: int,
+        connection_window: int,
+        on_stream_closed: Callable[[H2UpstreamConnection], None],
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream_window,
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0,  # no pushed streams
+            },
+        )
+        self.h2.initiate_connection()
+        if connection_window > DEFAULT_STREAM_WINDOW:
+            self.h2.increment_flow_control_window(connection_window - DEFAULT_STREAM_WINDOW)
+        self._flush()
+        self.exchanges: dict[int, H2Exchange] = {}
+        self._on_stream_closed = on_stream_closed
+        self.settled = asyncio.Event()
+        """The server's first SETTINGS arrived: its stream limit is known."""
+        self.goaway = False
+        self.closed = False
+        self.opened_streams = 0
+        self._reading = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @property
+    def max_streams(self) -> int:
+        return int(self.h2.remote_settings.max_concurrent_streams)
+
+    @property
+    def has_room(self) -> bool:
+        return (
+            not (self.closed or self.goaway)
+            and self.settled.is_set()
+            and len(self.exchanges) < self.max_streams
+        )
+
+    def start(
+        self, method: str, target: str, headers: Sequence[Header], *, end: bool
+    ) -> H2Exchange:
+        """A new stream carrying this request head (has_room must be true)."""
+        stream_id = self.h2.get_next_available_stream_id()
+        exchange = H2Exchange(self, stream_id)
+        self.exchanges[stream_id] = exchange
+        self.opened_streams += 1
+        try:
+            self.h2.send_headers(stream_id, list(headers), end_stream=end)
+        except h2.exceptions.H2Error as error:
+            del self.exchanges[stream_id]
+            raise UpstreamError("protocol", f"sending the request head: {error}") from error
+        self._flush()
+        return exchange
+
+    def sendable(self, stream_id: int, wanted: int) -> int:
+        try:
+            window = self.h2.local_flow_control_window(stream_id)
+        except h2.exceptions.H2Error:
+            return 0
+        return min(wanted, window, self.h2.max_outbound_frame_size)
+
+    async def send_data(self, stream_id: int, data: bytes) -> None:
+        try:
+            self.h2.send_data(stream_id, data)
+            self._flush()
+            await self._writer.drain()
+        except h2.exceptions.H2Error as error:
+            raise UpstreamError("closed", f"sending the request body: {error}") from error
+        except _ERRORS as error:
+            raise translate_error(error, "sending the request body") from error
+
+    async def end_stream(self, stream_id: int) -> None:
+        try:
+            self.h2.end_stream(stream_id)
+            self._flush()
+        except h2.exceptions.H2Error as error:
+            raise UpstreamError("closed", f"ending the request body: {error}") from error
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        """The consumer took `size` bytes of a stream: reopen that stream's window."""
+        if size == 0 or self.closed:
+            return
+        with contextlib.suppress(h2.exceptions.H2Error):  # the stream may be over
+            self.h2.increment_flow_control_window(size, stream_id=stream_id)
+            self._flush()
+
+    def reset(self, stream_id: int) -> None:
+        exchange = self.exchanges.pop(stream_id, None)
+        with contextlib.suppress(h2.exceptions.H2Error):
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            self._flush()
+        if exchange is not None:
+            exchange._on_error(UpstreamError("closed", "the exchange was cancelled"))
+            self._on_stream_closed(self)
+
+    def abort(self) -> None:
+        """Close now: every open exchange fails."""
+        self._fail_all(UpstreamError("closed", "the connection to the API server was closed"))
+        self._writer.transport.abort()
+        self._reading.cancel()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and not self._writer.is_closing():
+            self._writer.write(data)
+
+    async def _read_loop(self) -> None:
+        error: UpstreamError
+        try:
+            while data := await self._reader.read(http1.READ_SIZE):
+                self._handle(self.h2.receive_data(data))
+                self._flush()
+            error = UpstreamError("closed", "the API server closed the connection")
+        except h2.exceptions.H2Error as h2_error:
+            error = UpstreamError("protocol", f"HTTP/2 from the API server: {h2_error}")
+        except _ERRORS as os_error:
+            error = translate_error(os_error, "reading from the API server")
+        self._fail_all(error)
+        self._writer.transport.abort()
+
+    def _handle(self, events: list[h2.events.Event]) -> None:  # noqa: PLR0912 - a case each
+        for event in events:
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                self.settled.set()
+                self._on_stream_closed(self)  # the limit may have grown: wake waiters
+            elif isinstance(event, h2.events.ResponseReceived):
+                exchange = self.exchanges.get(event.stream_id or 0)
+                if exchange is not None:
+                    exchange._on_head(_head(event.headers or []))
+            elif isinstance(event, h2.events.DataReceived):
+                stream_id = event.stream_id or 0
+                data = event.data or b""
+                flow = event.flow_controlled_length or 0
+                # The connection's window reopens at once (see the module's header); padding
+                # is never the consumer's, so the stream's window reopens for it now too.
+                if flow:
+                    self.h2.increment_flow_control_window(flow)
+                if flow > len(data) and stream_id in self.exchanges:
+                    with contextlib.suppress(h2.exceptions.H2Error):  # ended with this frame
+                        self.h2.increment_flow_control_window(flow - len(data), stream_id=stream_id)
+                exchange = self.exchanges.get(stream_id)
+                if exchange is not None and data:
+                    exchange._on_data(data)
+            elif isinstance(event, h2.events.StreamEnded):
+                exchange = self.exchanges.pop(event.stream_id or 0, None)
+                if exchange is not None:
+                    exchange._on_end()
+                    self._on_stream_closed(self)
+            elif isinstance(event, h2.events.StreamReset):
+                exchange = self.exchanges.pop(event.stream_id or 0, None)
+                if exchange is not None:
+                    code = event.error_code
+                    exchange._on_error(UpstreamError("closed", f"the API server reset it ({code})"))
+                    self._on_stream_closed(self)
+            elif isinstance(event, h2.events.WindowUpdated):
+                targets = (
+                    self.exchanges.values()
+                    if not event.stream_id
+                    else filter(None, [self.exchanges.get(event.stream_id)])
+                )
+                for exchange in targets:
+                    exchange._window_opened.set()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.goaway = True
+                last = event.last_stream_id or 0
+                for stream_id in [s for s in self.exchanges if s > last]:
+                    self.exchanges.pop(stream_id)._on_error(
+                        UpstreamError("closed", "the API server refused the stream (GOAWAY)")
+                    )
+                self._on_stream_closed(self)
+
+    def _fail_all(self, error: UpstreamError) -> None:
+        self.closed = True
+        self.settled.set()
+        exchanges, self.exchanges = self.exchanges, {}
+        for exchange in exchanges.values():
+            exchange._on_error(error)
+        self._on_stream_closed(self)
+
+
+def _head(headers: Sequence[tuple[bytes | str, bytes | str]]) -> H2ResponseHead:
+    status = 0
+    fields: list[Header] = []
+    for name, value in headers:
+        name_bytes = name.encode() if isinstance(name, str) else name
+        value_bytes = value.encode() if isinstance(value, str) else value
+        if name_bytes == b":status":
+            status = int(value_bytes)
+        elif not name_bytes.startswith(b":"):
+            fields.append((name_bytes, value_bytes))
+    return H2ResponseHead(status, fields)
+
+
+class H2Pool:
+    """HTTP/2 connections to `upstream`, shared by every exchange; see the module's header."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        max_connections: int = 8,
+        connect_timeout: float = 10.0,
+        stream_window: int = DEFAULT_STREAM_WINDOW,
+        connection_window: int = DEFAULT_CONNECTION_WINDOW,
+    ) -> None:
+        self.upstream = upstream
+        self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._stream_window = stream_window
+        self._connection_window = connection_window
+        self.connections: list[H2UpstreamConnection] = []
+        self.opened = 0
+        """Connections opened in this pool's life."""
+        self.protocol: str | None = None
+        """What the server picked in ALPN ("h2", "http/1.1"); None until the first connect."""
+        self._opening: asyncio.Lock | None = None
+        self._room = asyncio.Event()
+
+    async def request(
+        self, method: str, target: str, headers: Sequence[Header] = (), *, end: bool = True
+    ) -> H2Exchange:
+        """Start an exchange: the head is sent, the body (if not `end`) goes by `send`.
+
+        Raises Http2NotOffered (use HTTP/1.1) or UpstreamError."""
+        if self.protocol == "http/1.1":
+            raise Http2NotOffered(self.upstream.authority)
+        try:
+            authorization = self.upstream.authorization()
+        except UpstreamCredentialsError as error:
+            raise translate_error(error, "preparing the request") from error
+        fields = self._fields(method, target, headers, authorization)
+        while True:
+            connection = await self._connection_with_room()
+            if connection.has_room:
+                return connection.start(method, target, fields, end=end)
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.abort()
+        self.connections.clear()
+
+    def _fields(
+        self, method: str, target: str, headers: Sequence[Header], authorization: bytes | None
+    ) -> list[Header]:
+        fields: list[Header] = [
+            (b":method", method.encode("ascii")),
+            (b":scheme", self.upstream.scheme.encode("ascii")),
+            (b":authority", self.upstream.authority.encode("ascii")),
+            (b":path", (self.upstream.base_path + target).encode("latin-1")),
+        ]
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _NOT_IN_HTTP2 or (lower == b"te" and value.lower() != b"trailers"):
+                continue
+            if lower == b"authorization" and authorization is not None:
+                continue
+            fields.append((lower, value))
+        if authorization is not None:
+            fields.append((b"authorization", authorization))
+        return fields
+
+    async def _connection_with_room(self) -> H2UpstreamConnection:
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        while True:
+            self.connections = [c for c in self.connections if not (c.closed or c.goaway)]
+            for connection in self.connections:
+                if connection.has_room:
+                    return connection
+            if len(self.connections) < self._max_connections:
+                async with self._opening:  # one connect at a time: the others may fit on it
+                    if not any(c.has_room for c in self.connections) and (
+                        len(self.connections) < self._max_connections
+                    ):
+                        self.connections.append(await self._open())
+                continue
+            self._room.clear()
+            await self._room.wait()
+
+    def _stream_closed(self, _connection: H2UpstreamConnection) -> None:
+        self._room.set()
+
+    async def _open(self) -> H2UpstreamConnection:
+        upstream = self.upstream
+        doing = f"connecting to the API server at {upstream.authority} (HTTP/2)"
+        try:
+            context = upstream.ssl_context(ALPN)
+            async with asyncio.timeout(self._connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    upstream.host,
+                    upstream.port,
+                    ssl=context,
+                    server_hostname=upstream.server_hostname if context is not None else None,
+                    limit=http1.READ_SIZE,
+                    ssl_handshake_timeout=self._connect_timeout if context is not None else None,
+                )
+        except _ERRORS as error:
+            raise translate_error(error, doing) from error
+        ssl_object = writer.get_extra_info("ssl_object")
+        picked = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if picked != "h2":
+            # Prior knowledge over plain http is not attempted: kube-apiserver serves TLS.
+            self.protocol = "http/1.1"
+            writer.transport.abort()
+            raise Http2NotOffered(upstream.authority)
+        self.protocol = "h2"
+        self.opened += 1
+        connection = H2UpstreamConnection(
+            reader,
+            writer,
+            stream_window=self._stream_window,
+            connection_window=self._connection_window,
+            on_stream_closed=self._stream_closed,
+        )
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await connection.settled.wait()
+        except TimeoutError as error:
+            connection.abort()
+            raise translate_error(error, f"{doing}: waiting for the server's SETTINGS") from error
+        if connection.closed:
+            raise UpstreamError("closed", f"{doing}: the API server closed the connection")
+        return connection
+
+
+def connections_needed(streams: int, max_streams: int) -> int:
+    """The fewest connections that carry `streams` at `max_streams` each."""
+    return math.ceil(streams / max_streams)
