@@ -1,9 +1,9 @@
 """HTTP/2 connections to the API server: many exchanges on a few connections.
 
 `H2Pool` opens TLS connections offering ALPN `h2`, `http/1.1`. When the server picks h2, each
-exchange is one stream; a connection carries up to the server's
-SETTINGS_MAX_CONCURRENT_STREAMS (kube-apiserver: `--http2-max-streams-per-connection`, Go's
-default of 250 when unset), and a new connection opens only when every open one is full, up to
+exchange is one stream; a connection carries up to the server's SETTINGS_MAX_CONCURRENT_STREAMS
+(kube-apiserver: `--http2-max-streams-per-connection`; v1.32 advertises 100 when it is unset,
+as the tests see), and a new connection opens only when every open one is full, up to
 `max_connections`; beyond that a request waits for a stream to end. When the server picks
 http/1.1 (or offers no ALPN), the pool remembers it and raises `Http2NotOffered`: the caller
 uses the HTTP/1.1 `ConnectionPool`. Upgrades (exec, attach, port-forward) never come here.
@@ -381,6 +381,8 @@ class H2Pool:
         """What the server picked in ALPN ("h2", "http/1.1"); None until the first connect."""
         self._opening: asyncio.Lock | None = None
         self._room = asyncio.Event()
+        self.waiting = 0
+        """Requests waiting for a stream: every connection full and `max_connections` open."""
 
     async def request(
         self, method: str, target: str, headers: Sequence[Header] = (), *, end: bool = True
@@ -441,7 +443,11 @@ class H2Pool:
                         self.connections.append(await self._open())
                 continue
             self._room.clear()
-            await self._room.wait()
+            self.waiting += 1
+            try:
+                await self._room.wait()
+            finally:
+                self.waiting -= 1
 
     def _stream_closed(self, _connection: H2UpstreamConnection) -> None:
         self._room.set()

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from envtest import KubeAPIServer
-from kubeproxy import load_kubeconfig
-from kubeproxy.h2pool import H2Exchange, H2Pool, connections_needed
-from tests.kit.waits import wait_for, within
+from kubeproxy import TLSSettings, load_kubeconfig
+from kubeproxy.h2pool import ALPN, H2Exchange, H2Pool, Http2NotOffered, connections_needed
+from tests.kit.waits import eventually, wait_for, within
+
+if TYPE_CHECKING:
+    from tests.agent.conftest import UpstreamPeer
 
 WATCHES = 300
 
@@ -57,25 +63,22 @@ async def _watch(pool: H2Pool, namespace: str) -> H2Exchange:
     return exchange
 
 
-async def _next_event(exchange: H2Exchange) -> dict[str, object]:
-    line = bytearray()
-    while b"\n" not in line:
-        piece = await wait_for(exchange.body_piece())
-        assert piece, "the watch ended"
-        line += piece
-    event: dict[str, object] = json.loads(line.split(b"\n", 1)[0])
-    return event
+class WatchEvents:
+    """The events of a watch, one JSON line each, read as the test asks for them."""
 
+    def __init__(self, exchange: H2Exchange) -> None:
+        self.exchange = exchange
+        self._buffer = bytearray()
 
-async def _next_event_any(exchange: H2Exchange, *, skip: int) -> dict[str, object]:
-    """The event after the first `skip` ones, reading line by line from the stream."""
-    buffer = exchange.__dict__.setdefault("_test_lines", bytearray())
-    while buffer.count(b"\n") <= skip:
-        piece = await wait_for(exchange.body_piece())
-        assert piece, "the watch ended"
-        buffer += piece
-    event: dict[str, object] = json.loads(buffer.split(b"\n")[skip])
-    return event
+    async def next(self) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            piece = await wait_for(self.exchange.body_piece())
+            assert piece, "the watch ended"
+            self._buffer += piece
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        event: dict[str, Any] = json.loads(line)
+        return event
 
 
 async def test_a_get_goes_over_h2(pool: H2Pool) -> None:
@@ -100,9 +103,9 @@ async def test_a_list(pool: H2Pool, plane_namespace: str) -> None:
 async def test_a_watch_sees_an_event(pool: H2Pool, plane_namespace: str) -> None:
     watch = await _watch(pool, plane_namespace)
     await _create_configmap(pool, plane_namespace, "seen")
-    event = await _next_event(watch)
+    event = await WatchEvents(watch).next()
     assert event["type"] == "ADDED"
-    assert event["object"]["metadata"]["name"] == "seen"  # type: ignore[index]
+    assert event["object"]["metadata"]["name"] == "seen"
     watch.cancel()
     assert pool.opened == 1
 
@@ -115,7 +118,7 @@ async def test_many_watches_share_few_connections(pool: H2Pool, plane_namespace:
     assert pool.opened == connections_needed(WATCHES, max_streams)
     await _create_configmap(pool, plane_namespace, "for-all")
     for watch in (watches[0], watches[-1]):
-        assert (await _next_event(watch))["type"] == "ADDED"
+        assert (await WatchEvents(watch).next())["type"] == "ADDED"
     for watch in watches:
         watch.cancel()
     assert all(not connection.exchanges for connection in pool.connections)
@@ -133,12 +136,10 @@ async def test_an_unread_watch_stalls_only_itself(pool: H2Pool, plane_namespace:
     # The unread watch holds at most its stream window here.
     assert 0 < unread.buffered <= 65_535
     # It resumes when read.
-    seen = 0
+    events = WatchEvents(unread)
     async with within(30):
-        while seen < 8:
-            event = await _next_event_any(unread, skip=seen)
-            assert event["type"] == "ADDED"
-            seen += 1
+        names = [(await events.next())["object"]["metadata"]["name"] for _ in range(8)]
+    assert names == [f"big-{index}" for index in range(8)]
     unread.cancel()
 
 
@@ -153,8 +154,51 @@ async def test_cancelling_one_watch_closes_that_stream_only(
     assert kept.stream_id in connection.exchanges
     name = f"after-{uuid.uuid4().hex[:6]}"
     await _create_configmap(pool, plane_namespace, name)
-    event = await _next_event(kept)
-    assert event["object"]["metadata"]["name"] == name  # type: ignore[index]
+    event = await WatchEvents(kept).next()
+    assert event["object"]["metadata"]["name"] == name
     assert not connection.closed
     assert pool.opened == 1
     kept.cancel()
+
+
+async def test_connections_are_bounded_and_a_full_pool_waits_for_a_stream(
+    plane_server: KubeAPIServer, plane_namespace: str
+) -> None:
+    pool = H2Pool(load_kubeconfig(plane_server.kubeconfig_path), max_connections=1)
+    try:
+        first = await _watch(pool, plane_namespace)
+        room = first.connection.max_streams - 1
+        watches = [first, *[await _watch(pool, plane_namespace) for _ in range(room)]]
+        waiting = asyncio.ensure_future(pool.request("GET", "/version"))
+        await eventually(lambda: pool.waiting == 1, within=10, message="never waited for room")
+        assert not waiting.done()
+        watches.pop().cancel()
+        exchange = await wait_for(waiting)
+        assert (await wait_for(exchange.response_head())).status == 200
+        assert pool.opened == 1
+        for watch in watches:
+            watch.cancel()
+    finally:
+        pool.close()
+
+
+async def test_a_server_without_h2_is_left_to_http1(
+    upstream_peer: UpstreamPeer, tmp_path: Path
+) -> None:
+    pool = H2Pool(load_kubeconfig(upstream_peer.kubeconfig(tmp_path / "kubeconfig")))
+    try:
+        with pytest.raises(Http2NotOffered):
+            await wait_for(pool.request("GET", "/version"))
+        assert pool.protocol == "http/1.1"
+        assert (pool.opened, pool.connections) == (0, [])
+        with pytest.raises(Http2NotOffered):  # remembered: no second connection attempt
+            await pool.request("GET", "/version")
+    finally:
+        pool.close()
+
+
+def test_the_http1_context_never_offers_h2() -> None:
+    tls = TLSSettings(ca_data=None, ca_file=None, client_cert_pem=None, client_key_pem=None)
+    plain, negotiating = tls.context(), tls.context(ALPN)
+    assert plain is not negotiating
+    assert (tls.context(), tls.context(ALPN)) == (plain, negotiating)  # built once each
