@@ -37,6 +37,7 @@ from agent.settings import AgentSettings
 from agent.tunnels import TunnelSet
 from kubeproxy import (
     ConnectionPool,
+    H2Pool,
     Proxy,
     Upstream,
     UpstreamConfigError,
@@ -114,8 +115,18 @@ class Agent:
             connect_timeout=settings.upstream_connect_timeout,
             metrics=self.metrics,
         )
+        self.h2_pool = (
+            H2Pool(
+                self.upstream,
+                max_connections=settings.upstream_http2_max_connections,
+                connect_timeout=settings.upstream_connect_timeout,
+            )
+            if settings.upstream_http2
+            else None
+        )
         self.proxy = Proxy(
             pool=self.pool,
+            h2_pool=self.h2_pool,
             metrics=self.metrics,
             response_timeout=settings.upstream_response_timeout,
             logger=self._log,
@@ -194,6 +205,8 @@ class Agent:
             await self.seeker.wait_served()  # they drain on `stop` as the loop's tunnel did
             self.state.set_down("agent stopped")
             self.pool.close()
+            if self.h2_pool is not None:
+                self.h2_pool.close()
             await self.health.stop()
             self._log.info("agent stopped")
 

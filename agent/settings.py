@@ -76,6 +76,10 @@ class AgentSettings:
     # handshake each) between bursts; an idle TLS connection costs tens of KiB.
     pool_max_idle: int = 128
     pool_idle_timeout: float = 60.0
+    upstream_http2: bool = False
+    """Requests but upgrades go to the API server over HTTP/2 when it offers h2 in ALPN
+    (`kubeproxy.H2Pool`): many on one connection. Off until the gateway's side is done."""
+    upstream_http2_max_connections: int = 64
     connect_timeout: float = 15.0
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
@@ -179,6 +183,8 @@ def _timing_problem(settings: AgentSettings) -> str | None:  # noqa: PLR0911 - o
             return f"{name} must be positive"
     if not 1 <= settings.max_streams <= 1_000_000:
         return "max_streams must be between 1 and 1000000"
+    if not 1 <= settings.upstream_http2_max_connections <= 10_000:
+        return "upstream_http2_max_connections must be between 1 and 10000"
     if not 1 <= settings.max_tunnels <= MAX_TUNNELS:
         return f"max_tunnels must be between 1 and {MAX_TUNNELS}"
     if settings.pool_max_idle < 0 or settings.backoff_reset_after < 0:

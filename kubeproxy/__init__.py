@@ -8,11 +8,13 @@ Depends on `tunnel`, `http1`, `protocol` and `certs`; never on `gateway` or `age
     session = TunnelSession(channel, connection, request_handler=proxy.handle)
 
 Modules: `upstream` (the API server: in-cluster, kubeconfig or given TLS and token), `pool`
-(HTTP/1.1 connections to it), `request` (what may go upstream), `proxy` (one tunnel stream),
-`local` (requests the proxy serves in this process, without a tunnel: the gateway's direct
-mode), `metrics` (what the pool and proxy count).
+(HTTP/1.1 connections to it), `h2pool` (HTTP/2 connections to it, for requests but upgrades),
+`request` (what may go upstream), `proxy` (one tunnel stream), `local` (requests the proxy
+serves in this process, without a tunnel: the gateway's direct mode), `metrics` (what the pool
+and proxy count).
 """
 
+from kubeproxy.h2pool import H2Exchange, H2Pool, H2ResponseHead, Http2NotOffered
 from kubeproxy.local import LocalLimits, LocalProxy, LocalStream, LocalStreams
 from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
@@ -32,6 +34,10 @@ from kubeproxy.upstream import (
 __all__ = [
     "BadRequest",
     "ConnectionPool",
+    "H2Exchange",
+    "H2Pool",
+    "H2ResponseHead",
+    "Http2NotOffered",
     "LocalLimits",
     "LocalProxy",
     "LocalStream",

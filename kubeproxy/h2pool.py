@@ -244,15 +244,15 @@ class H2UpstreamConnection:
 
     def consumed(self, stream_id: int, size: int) -> None:
         """The consumer took `size` bytes of a stream: reopen that stream's window."""
-        if size == 0 or self.closed:
-            return
-        with contextlib.suppress(h2.exceptions.H2Error):  # the stream may be over
+        if size == 0 or self.closed or stream_id not in self.exchanges:
+            return  # a stream that is over needs no window (h2 may have forgotten it)
+        with contextlib.suppress(h2.exceptions.H2Error, KeyError):
             self.h2.increment_flow_control_window(size, stream_id=stream_id)
             self._flush()
 
     def reset(self, stream_id: int) -> None:
         exchange = self.exchanges.pop(stream_id, None)
-        with contextlib.suppress(h2.exceptions.H2Error):
+        with contextlib.suppress(h2.exceptions.H2Error, KeyError):
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
             self._flush()
         if exchange is not None:
@@ -302,7 +302,7 @@ class H2UpstreamConnection:
                 if flow:
                     self.h2.increment_flow_control_window(flow)
                 if flow > len(data) and stream_id in self.exchanges:
-                    with contextlib.suppress(h2.exceptions.H2Error):  # ended with this frame
+                    with contextlib.suppress(h2.exceptions.H2Error, KeyError):  # ended with it
                         self.h2.increment_flow_control_window(flow - len(data), stream_id=stream_id)
                 exchange = self.exchanges.get(stream_id)
                 if exchange is not None and data:
@@ -381,6 +381,7 @@ class H2Pool:
         """What the server picked in ALPN ("h2", "http/1.1"); None until the first connect."""
         self._opening: asyncio.Lock | None = None
         self._room = asyncio.Event()
+        self._retired: set[H2UpstreamConnection] = set()
         self.waiting = 0
         """Requests waiting for a stream: every connection full and `max_connections` open."""
 
@@ -403,9 +404,11 @@ class H2Pool:
                 return connection.start(method, target, fields, end=end)
 
     def close(self) -> None:
-        for connection in self.connections:
+        """Abort every connection now: their exchanges fail."""
+        for connection in [*self.connections, *self._retired]:
             connection.abort()
         self.connections.clear()
+        self._retired.clear()
 
     def _fields(
         self, method: str, target: str, headers: Sequence[Header], authorization: bytes | None
@@ -431,7 +434,12 @@ class H2Pool:
         if self._opening is None:
             self._opening = asyncio.Lock()
         while True:
-            self.connections = [c for c in self.connections if not (c.closed or c.goaway)]
+            # In place: a request opening a connection appends to this very list. A connection
+            # after GOAWAY still serves its streams; it is retired, to be closed with the pool.
+            for connection in self.connections:
+                if connection.goaway and not connection.closed:
+                    self._retired.add(connection)
+            self.connections[:] = [c for c in self.connections if not (c.closed or c.goaway)]
             for connection in self.connections:
                 if connection.has_room:
                     return connection
@@ -440,7 +448,8 @@ class H2Pool:
                     if not any(c.has_room for c in self.connections) and (
                         len(self.connections) < self._max_connections
                     ):
-                        self.connections.append(await self._open())
+                        connection = await self._open()
+                        self.connections.append(connection)
                 continue
             self._room.clear()
             self.waiting += 1

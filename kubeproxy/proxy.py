@@ -17,11 +17,17 @@ What it guarantees:
   `Status` body; after the head, a reset of the stream;
 - a stream that ends early (the caller went away, the handler is cancelled) never returns its
   connection to the pool: the connection is aborted, so a watch upstream ends with it.
+
+Given an `H2Pool` (off by default: the agent's `--upstream-http2`), requests but upgrades go
+over HTTP/2 while the API server offers it; an HTTP/2 exchange that ends early is cancelled
+(RST_STREAM), which ends that request only. Upgrades and servers without h2 use the HTTP/1.1
+pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -40,6 +46,7 @@ from http1 import (
     status_class,
     status_headers,
 )
+from kubeproxy.h2pool import H2Exchange, H2Pool, H2ResponseHead, Http2NotOffered
 from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool, UpstreamConnection, UpstreamError
 from kubeproxy.request import BadRequest, RequestPlan, plan_request
@@ -101,10 +108,13 @@ class Proxy:
         logger: structlog.stdlib.BoundLogger | None = None,
         log_streams: bool = False,
         policy: Policy = TO_UPSTREAM,
+        h2_pool: H2Pool | None = None,
     ) -> None:
         """`log_streams`: one info line per stream, when the API server answered (the agent's;
-        a gateway's direct planes and peer links have the access log)."""
+        a gateway's direct planes and peer links have the access log); `h2_pool`: HTTP/2 for
+        requests but upgrades, when the API server offers it."""
         self._pool = pool
+        self._h2_pool = h2_pool
         self._log_streams = log_streams
         self._policy = policy
         self._metrics = metrics
@@ -155,6 +165,10 @@ class Proxy:
             await self._respond_error(stream, 400, str(refused))
             return "bad_request"
         log = log.bind(method=plan.method, path=plan.target)
+        h2_pool = self._h2_pool
+        if h2_pool is not None and not plan.upgrade and h2_pool.protocol != "http/1.1":
+            with contextlib.suppress(Http2NotOffered):  # raised before anything was sent
+                return await self._serve_h2(h2_pool, stream, plan, log)
         first = b""
         if plan.length is None and not plan.upgrade:
             # No Content-Length: a body, if any, goes chunked. Its first piece (or the end,
@@ -179,6 +193,94 @@ class Proxy:
         answered = log.info if self._log_streams else log.debug
         answered("upstream answered", status=status, seconds=round(duration, 4))
         return await self._answer(stream, plan, exchange, log)
+
+    async def _serve_h2(
+        self,
+        h2_pool: H2Pool,
+        stream: ProxiedStream,
+        plan: RequestPlan,
+        log: structlog.stdlib.BoundLogger,
+    ) -> str:
+        """One exchange over HTTP/2; raises Http2NotOffered before anything was sent."""
+        metrics = self._metrics
+        headers = list(plan.headers)
+        if plan.length is not None:
+            headers.append((b"content-length", str(plan.length).encode()))
+        # No Content-Length: the first piece (or the end) tells whether there is a body.
+        first = b"" if plan.length is not None else bytes(await stream.read())
+        has_body = bool(first) or bool(plan.length)
+        started = time.monotonic()
+        exchange: H2Exchange | None = None
+        sending: asyncio.Task[None] | None = None
+        try:
+            try:
+                exchange = await h2_pool.request(
+                    plan.method, plan.target, headers, end=not has_body
+                )
+                if has_body:
+                    sending = asyncio.create_task(self._send_body_h2(stream, exchange, first))
+                head = await self._await_head_h2(exchange)
+            except UpstreamError as failure:
+                metrics.child(metrics.upstream_duration, "error").observe(
+                    time.monotonic() - started
+                )
+                log.warning("upstream request failed", kind=failure.kind, error=failure.message)
+                await self._respond_error(stream, failure.status, failure.message)
+                return "upstream_error"
+            duration = time.monotonic() - started
+            metrics.child(metrics.upstream_duration, status_class(head.status)).observe(duration)
+            answered = log.info if self._log_streams else log.debug
+            answered("upstream answered", status=head.status, seconds=round(duration, 4), h2=True)
+            try:
+                _respond_head(stream, head.status, TO_GATEWAY.apply(head.headers))
+                while piece := await exchange.body_piece():
+                    with self._holding(len(piece)):
+                        await stream.write(piece)
+                    metrics.to_gateway.inc(len(piece))
+            except _HeadRefused as refused:
+                message = f"the API server's response head cannot be passed on: {refused}"
+                log.warning("upstream response refused", error=message)
+                await self._respond_error(stream, 502, message)
+                return "upstream_error"
+            except UpstreamError as failure:
+                log.warning(
+                    "upstream failed mid-response", kind=failure.kind, error=failure.message
+                )
+                stream.reset(ErrorCode.CONNECT_ERROR, failure.message)
+                return "upstream_error"
+            stream.end()
+        finally:
+            if sending is not None:
+                sending.cancel()
+            if exchange is not None:
+                exchange.cancel()  # a no-op once the stream is over; else only it ends
+        await _discard(stream)
+        return "ok"
+
+    async def _await_head_h2(self, exchange: H2Exchange) -> H2ResponseHead:
+        try:
+            async with asyncio.timeout(self._response_timeout):
+                return await exchange.response_head()
+        except TimeoutError:
+            raise UpstreamError(
+                "timeout", f"no response from the API server within {self._response_timeout:g} s"
+            ) from None
+
+    async def _send_body_h2(
+        self, stream: ProxiedStream, exchange: H2Exchange, first: bytes
+    ) -> None:
+        """Copy the request body to its stream; a failure cancels the exchange, which the
+        response side then reports."""
+        try:
+            piece: bytes | memoryview = first or await stream.read()
+            while piece:
+                with self._holding(len(piece)):
+                    await exchange.send(bytes(piece))
+                self._metrics.to_upstream.inc(len(piece))
+                piece = await stream.read()
+            await exchange.send(b"", end=True)
+        except (StreamResetError, UpstreamError):
+            exchange.cancel()
 
     async def _answer(
         self,

@@ -153,6 +153,19 @@ _UPSTREAM = Group(
             parse=number,
             help="an idle connection to the API server is closed after this long",
         ),
+        _setting(
+            name="upstream_http2",
+            switch=True,
+            help="send requests (but exec, attach and port-forward) to the API server over "
+            "HTTP/2 when it offers it: many requests and watches on each connection",
+        ),
+        _setting(
+            name="upstream_http2_max_connections",
+            metavar="N",
+            parse=integer,
+            help="with --upstream-http2: HTTP/2 connections to the API server at most (each "
+            "carries as many streams as the server allows); beyond them requests wait",
+        ),
     ),
 )
 

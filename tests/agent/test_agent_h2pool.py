@@ -91,6 +91,16 @@ async def test_a_get_goes_over_h2(pool: H2Pool) -> None:
     assert pool.opened == 1
 
 
+async def test_concurrent_first_requests_open_one_connection(pool: H2Pool) -> None:
+    exchanges = await wait_for(
+        asyncio.gather(*(pool.request("GET", "/version") for _ in range(10)))
+    )
+    for exchange in exchanges:
+        assert (await wait_for(exchange.response_head())).status == 200
+        await _body(exchange)
+    assert (pool.opened, len(pool.connections)) == (1, 1)
+
+
 async def test_a_list(pool: H2Pool, plane_namespace: str) -> None:
     await _create_configmap(pool, plane_namespace, "listed")
     exchange = await pool.request("GET", f"/api/v1/namespaces/{plane_namespace}/configmaps")
