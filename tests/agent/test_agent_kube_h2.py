@@ -1,8 +1,10 @@
-"""The agent with `--upstream-http2` against a real kube-apiserver: requests and watches go over
-HTTP/2, many on one connection, and a caller that goes away ends its watch only."""
+"""The agent with `--upstream-http2`: against a real kube-apiserver, requests and watches go over
+HTTP/2, many on one connection, and a caller that goes away ends its watch only; upgrades, and
+servers without h2 (the upstream test peer), stay on HTTP/1.1."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -13,7 +15,13 @@ from tests.agent.test_agent_kube import Lines, _configmap, _settled_watches, _un
 from tests.kit.waits import wait_for
 
 if TYPE_CHECKING:
-    from tests.agent.conftest import GatewayConnection, RunningAgent, StartAgent, TestGateway
+    from tests.agent.conftest import (
+        GatewayConnection,
+        RunningAgent,
+        StartAgent,
+        TestGateway,
+        UpstreamPeer,
+    )
 
 
 @pytest.fixture
@@ -69,3 +77,30 @@ async def test_cancelling_one_watch_ends_that_watch_only_on_the_api_server(
         assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "x")
         watch.reset(ErrorCode.CANCEL, "test done")
     assert h2_pool.opened == 1
+
+
+async def test_upgrades_and_servers_without_h2_stay_on_http1(
+    start_agent: StartAgent, fake_gateway: TestGateway, upstream_peer: UpstreamPeer, tmp_path: Path
+) -> None:
+    kubeconfig = upstream_peer.kubeconfig(tmp_path / "kubeconfig")
+    running = await start_agent(kubeconfig=kubeconfig, upstream_http2=True)
+    h2_pool = running.agent.h2_pool
+    assert h2_pool is not None
+    connection = await fake_gateway.next_connection()
+    await wait_for(connection.session.wait_ready())
+    upgrade = connection.open(
+        "POST",
+        "/api/v1/namespaces/default/pods/web/exec?command=sh",
+        headers=((b"Connection", b"Upgrade"), (b"Upgrade", b"SPDY/3.1")),
+        end_stream=False,
+        upgrade=True,
+    )
+    assert (await wait_for(upgrade.response())).status == 101
+    protocol_after_upgrade = h2_pool.protocol
+    assert protocol_after_upgrade is None  # an upgrade never asks the HTTP/2 pool
+    upgrade.reset(ErrorCode.CANCEL, "test done")
+    reply = await connection.request("GET", "/api")
+    assert reply.status == 200
+    assert h2_pool.protocol == "http/1.1"  # the peer offers no h2: the request fell back
+    assert h2_pool.opened == 0
+    assert upstream_peer.requests[-1].target == "/api"
