@@ -214,9 +214,7 @@ class Proxy:
         sending: asyncio.Task[None] | None = None
         try:
             try:
-                exchange = await h2_pool.request(
-                    plan.method, plan.target, headers, end=not has_body
-                )
+                exchange = await self._request_h2(h2_pool, plan, headers, end=not has_body)
                 if has_body:
                     sending = asyncio.create_task(self._send_body_h2(stream, exchange, first))
                 head = await self._await_head_h2(exchange)
@@ -256,6 +254,19 @@ class Proxy:
                 exchange.cancel()  # a no-op once the stream is over; else only it ends
         await _discard(stream)
         return "ok"
+
+    async def _request_h2(
+        self, h2_pool: H2Pool, plan: RequestPlan, headers: Headers, *, end: bool
+    ) -> H2Exchange:
+        """A stream for the request; waiting for room (every connection full) is bounded by
+        the response timeout too."""
+        try:
+            async with asyncio.timeout(self._response_timeout):
+                return await h2_pool.request(plan.method, plan.target, headers, end=end)
+        except TimeoutError:
+            raise UpstreamError(
+                "timeout", f"no stream to the API server within {self._response_timeout:g} s"
+            ) from None
 
     async def _await_head_h2(self, exchange: H2Exchange) -> H2ResponseHead:
         try:
