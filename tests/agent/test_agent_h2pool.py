@@ -13,7 +13,14 @@ import pytest
 
 from envtest import KubeAPIServer
 from kubeproxy import TLSSettings, load_kubeconfig
-from kubeproxy.h2pool import ALPN, H2Exchange, H2Pool, Http2NotOffered, connections_needed
+from kubeproxy.h2pool import (
+    ALPN,
+    DEFAULT_STREAM_WINDOW,
+    H2Exchange,
+    H2Pool,
+    Http2NotOffered,
+    connections_needed,
+)
 from tests.kit.waits import eventually, wait_for, within
 
 if TYPE_CHECKING:
@@ -143,8 +150,14 @@ async def test_an_unread_watch_stalls_only_itself(pool: H2Pool, plane_namespace:
     assert exchange.connection is unread.connection
     assert (await wait_for(exchange.response_head())).status == 200
     assert len(json.loads(await _body(exchange))["items"]) >= 8
-    # The unread watch holds at most its stream window here.
-    assert 0 < unread.buffered <= 65_535
+    # The unread watch stopped at the API server once its stream window was full: it holds
+    # exactly that window here, no more (240 kB of events were sent its way).
+    await eventually(
+        lambda: unread.buffered == DEFAULT_STREAM_WINDOW,
+        within=10,
+        message="never: the unread watch's window full",
+    )
+    assert not unread.connection.closed
     # It resumes when read.
     events = WatchEvents(unread)
     async with within(30):
