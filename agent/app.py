@@ -119,6 +119,7 @@ class Agent:
             H2Pool(
                 self.upstream,
                 max_connections=settings.upstream_http2_max_connections,
+                idle_timeout=settings.pool_idle_timeout,
                 connect_timeout=settings.upstream_connect_timeout,
             )
             if settings.upstream_http2

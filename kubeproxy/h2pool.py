@@ -4,9 +4,10 @@
 exchange is one stream; a connection carries up to the server's SETTINGS_MAX_CONCURRENT_STREAMS
 (kube-apiserver: `--http2-max-streams-per-connection`; v1.32 advertises 100 when it is unset,
 as the tests see), and a new connection opens only when every open one is full, up to
-`max_connections`; beyond that a request waits for a stream to end. When the server picks
-http/1.1 (or offers no ALPN), the pool remembers it and raises `Http2NotOffered`: the caller
-uses the HTTP/1.1 `ConnectionPool`. Upgrades (exec, attach, port-forward) never come here.
+`max_connections`; beyond that a request waits for a stream to end. A connection without
+streams is closed after `idle_timeout`. When the server picks http/1.1 (or offers no ALPN),
+the pool remembers it and raises `Http2NotOffered`: the caller uses the HTTP/1.1
+`ConnectionPool`. Upgrades (exec, attach, port-forward) never come here.
 
 Flow control is driven by the consumer. The per-stream receive window (`stream_window`, 64 KiB
 by default) is reopened only as `H2Exchange.body_piece()` hands data to its consumer, so a watch
@@ -188,6 +189,8 @@ class H2UpstreamConnection:
         self.goaway = False
         self.closed = False
         self.opened_streams = 0
+        self.idle_timer: asyncio.TimerHandle | None = None
+        """Set while the connection carries no stream (see `H2Pool`'s idle timeout)."""
         self._reading = asyncio.get_running_loop().create_task(self._read_loop())
 
     @property
@@ -206,6 +209,9 @@ class H2UpstreamConnection:
         self, method: str, target: str, headers: Sequence[Header], *, end: bool
     ) -> H2Exchange:
         """A new stream carrying this request head (has_room must be true)."""
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         stream_id = self.h2.get_next_available_stream_id()
         exchange = H2Exchange(self, stream_id)
         self.exchanges[stream_id] = exchange
@@ -258,6 +264,14 @@ class H2UpstreamConnection:
         if exchange is not None:
             exchange._on_error(UpstreamError("closed", "the exchange was cancelled"))
             self._on_stream_closed(self)
+
+    def close(self) -> None:
+        """Close an idle connection gracefully: GOAWAY, then the TLS goodbye."""
+        self.closed = True
+        with contextlib.suppress(h2.exceptions.H2Error):
+            self.h2.close_connection()
+            self._flush()
+        self._writer.close()
 
     def abort(self) -> None:
         """Close now: every open exchange fails."""
@@ -365,12 +379,14 @@ class H2Pool:
         upstream: Upstream,
         *,
         max_connections: int = 8,
+        idle_timeout: float = 60.0,
         connect_timeout: float = 10.0,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         connection_window: int = DEFAULT_CONNECTION_WINDOW,
     ) -> None:
         self.upstream = upstream
         self._max_connections = max_connections
+        self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
         self._stream_window = stream_window
         self._connection_window = connection_window
@@ -406,6 +422,8 @@ class H2Pool:
     def close(self) -> None:
         """Abort every connection now: their exchanges fail."""
         for connection in [*self.connections, *self._retired]:
+            if connection.idle_timer is not None:
+                connection.idle_timer.cancel()
             connection.abort()
         self.connections.clear()
         self._retired.clear()
@@ -458,8 +476,23 @@ class H2Pool:
             finally:
                 self.waiting -= 1
 
-    def _stream_closed(self, _connection: H2UpstreamConnection) -> None:
+    def _stream_closed(self, connection: H2UpstreamConnection) -> None:
         self._room.set()
+        if connection.exchanges or connection.closed or connection.idle_timer is not None:
+            return
+        # A connection without streams costs the API server and us a TLS session: it goes
+        # after `idle_timeout` unless a stream starts on it meanwhile.
+        loop = asyncio.get_running_loop()
+        connection.idle_timer = loop.call_later(self._idle_timeout, self._close_idle, connection)
+
+    def _close_idle(self, connection: H2UpstreamConnection) -> None:
+        connection.idle_timer = None
+        if connection.exchanges or connection.closed:
+            return
+        connection.close()
+        if connection in self.connections:
+            self.connections.remove(connection)
+        self._retired.discard(connection)
 
     async def _open(self) -> H2UpstreamConnection:
         upstream = self.upstream

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tests.agent.conftest import UpstreamPeer
 
 WATCHES = 300
+IDLE_TIMEOUT = 0.5
 
 
 @pytest.fixture
@@ -225,3 +226,23 @@ def test_the_http1_context_never_offers_h2() -> None:
     plain, negotiating = tls.context(), tls.context(ALPN)
     assert plain is not negotiating
     assert (tls.context(), tls.context(ALPN)) == (plain, negotiating)  # built once each
+
+
+async def test_a_connection_without_streams_closes_after_the_idle_timeout(
+    plane_server: KubeAPIServer, plane_namespace: str
+) -> None:
+    pool = H2Pool(load_kubeconfig(plane_server.kubeconfig_path), idle_timeout=IDLE_TIMEOUT)
+    try:
+        watch = await _watch(pool, plane_namespace)
+        busy = watch.connection
+        await asyncio.sleep(IDLE_TIMEOUT * 2)  # the behaviour under test is a duration
+        assert not busy.closed  # a stream is open: never idle
+        watch.cancel()
+        await eventually(lambda: busy.closed, within=10, message="never: the idle one closed")
+        assert pool.connections == []
+        exchange = await pool.request("GET", "/version")
+        assert (await wait_for(exchange.response_head())).status == 200
+        assert exchange.connection is not busy
+        assert pool.opened == 2
+    finally:
+        pool.close()
