@@ -12,7 +12,8 @@ What a peer cannot make it do, and why:
   before our response ended are counted per budget window; past the budget, GOAWAY
   ENHANCE_YOUR_CALM. A stream opened and reset in the same bytes is never shown to the consumer.
 - Make us answer control frames without end: SETTINGS and PING frames are counted per window.
-- Run more than `max_concurrent_streams` at once: a stream beyond it is refused (REFUSED_STREAM).
+- Run more than `max_concurrent_streams` at once: a stream beyond it is refused (REFUSED_STREAM),
+  and refusals spend the reset budget too; h2's own check, at twice the limit, is the backstop.
 - Smuggle HTTP/1.1 connection semantics: connection-specific fields (`connection`, `upgrade`, ...)
   make the request malformed, reset with PROTOCOL_ERROR as Go's server (the API server's) does.
 - Push more body than we consumed: received DATA is acknowledged (WINDOW_UPDATE) only when the
@@ -81,7 +82,8 @@ class ServerLimits:
     budget_window_seconds: float = 10.0
     """The window the two budgets below are counted in (a fixed window, restarted when over)."""
     rapid_reset_budget: int = 200
-    """Streams the peer may reset before their response ended, per window."""
+    """Streams the peer may reset before their response ended, or have us refuse (over the
+    stream limit, malformed), per window."""
     control_frame_budget: int = 100
     """SETTINGS and PING frames (each answered with an ACK) the peer may send, per window."""
 
@@ -286,7 +288,7 @@ class ServerConnection:
 
     def _translate(self, event: h2.events.Event, now: float) -> list[Event]:  # noqa: PLR0911 - one per event kind
         if isinstance(event, h2.events.RequestReceived):
-            return self._request(event)
+            return self._request(event, now)
         if isinstance(event, h2.events.DataReceived):
             assert event.stream_id is not None
             assert event.data is not None
@@ -327,17 +329,25 @@ class ServerConnection:
             ]
         return []
 
-    def _request(self, event: h2.events.RequestReceived) -> list[Event]:
+    def _refuse(self, stream_id: int, code: int, now: float) -> None:
+        # A peer that goes on opening what we refuse makes us work as a rapid reset does.
+        if not self._resets.spend(now):
+            raise ConnectionFailed(
+                "streams refused past the reset budget", ErrorCode.ENHANCE_YOUR_CALM
+            )
+        self._h2.reset_stream(stream_id, code)
+
+    def _request(self, event: h2.events.RequestReceived, now: float) -> list[Event]:
         stream_id = event.stream_id
         assert stream_id is not None
         # Counted here, in the order of the frames (h2's count is of after all of them).
         if len(self._live | self._receiving) >= self.limits.max_concurrent_streams:
-            self._h2.reset_stream(stream_id, ErrorCode.REFUSED_STREAM)
+            self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
         fields = [(bytes(name), bytes(value)) for name, value in event.headers or []]
         pseudo, regular = _split_head(fields)
         if pseudo is None:
-            self._h2.reset_stream(stream_id, ErrorCode.PROTOCOL_ERROR)
+            self._refuse(stream_id, ErrorCode.PROTOCOL_ERROR, now)
             return []
         size = sum(len(n) + len(v) + _HEADER_FIELD_OVERHEAD for n, v in fields)
         if size > self.limits.max_header_list_size:

@@ -358,3 +358,47 @@ def test_any_bytes_raise_nothing_but_our_error(data: bytes) -> None:
     server = ServerConnection()
     with contextlib.suppress(Http2Error):
         server.receive(PREFACE + data, 0.0)
+
+
+def test_a_body_nobody_reads_any_more_is_given_back_at_once() -> None:
+    pair = Pair(ServerLimits(initial_window_size=1000))
+    pair.handshake()
+    pair.client.send_headers(1, post())
+    pair.to_server()
+    pair.server.send_head(1, 413, [], end_stream=True)  # answered before reading the body
+    pair.client.send_data(1, b"x" * 979, pad_length=20)
+    assert pair.to_server() == []
+    pair.to_client()
+    assert pair.client.local_flow_control_window(1) == 1000, "the stream window came back"
+    pair.client.send_headers(3, post())
+    pair.client.send_data(3, b"y" * 5, pad_length=255)
+    pair.client.send_data(3, b"z" * 5, pad_length=255)
+    assert pair.to_server() == [
+        RequestHead(3, b"POST", b"/api/v1/pods", b"gw", [], False),
+        Body(3, b"y" * 5),
+        Body(3, b"z" * 5),
+    ]
+    pair.to_client()
+    assert pair.client.local_flow_control_window(3) == 990, "the padding came back, the body not"
+
+
+def test_a_peer_that_ignores_refusals_spends_the_reset_budget() -> None:
+    pair = Pair(ServerLimits(max_concurrent_streams=2, rapid_reset_budget=3))
+    # The client never reads our SETTINGS, so it does not limit itself.
+    shown = []
+    for index in range(5):
+        pair.client.send_headers(1 + 2 * index, post())
+        shown += [e.stream_id for e in pair.to_server() if isinstance(e, RequestHead)]
+    assert shown == [1, 3]
+    pair.client.send_headers(11, post())
+    with pytest.raises(ConnectionFailed) as failed:
+        pair.to_server()
+    assert failed.value.code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_a_burst_of_streams_past_twice_the_limit_in_one_read_ends_the_connection() -> None:
+    pair = Pair(ServerLimits(max_concurrent_streams=2))
+    for index in range(5):
+        pair.client.send_headers(1 + 2 * index, post())
+    with pytest.raises(ConnectionFailed):
+        pair.to_server()
