@@ -7,6 +7,7 @@ below, h2's exceptions become `Http2Error`s. Nothing else in planelink sees an h
 What a peer cannot make it do, and why:
 - Hold more than a bounded header block: CONTINUATION frames are metered on the raw bytes before
   h2 buffers them (CVE-2024-27316); a block over twice the header list limit ends the connection.
+  The same scan hands h2 one frame at a time, so each stream is counted (and refused) in order.
   A decoded list over the limit (but under twice it) is answered 431 on its stream alone.
 - Open streams and reset them for free (rapid reset, CVE-2023-44487): streams the peer resets
   before our response ended are counted per budget window; past the budget, GOAWAY
@@ -175,8 +176,10 @@ class _Budget:
 
 
 @dataclass
-class _HeaderBlockMeter:
-    """Reads frame headers off the raw bytes to bound a header block before h2 buffers it."""
+class _FrameScanner:
+    """Reads frame headers off the raw bytes, before h2 sees them: bounds a header block before h2
+    buffers it, and cuts the bytes at frame ends so each frame's events are handled (a stream
+    counted, refused) before the next frame is parsed."""
 
     limit: int
     preface_left: int = _PREFACE_LENGTH
@@ -184,22 +187,35 @@ class _HeaderBlockMeter:
     payload_left: int = 0
     block_bytes: int = 0
 
-    def feed(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
+    def feed(self, data: bytes) -> list[bytes]:
+        """`data` cut after the preface and after every frame it ends (the rest last)."""
+        pieces: list[bytes] = []
+        start = offset = 0
+        while offset < len(data):
+            left = len(data) - offset
             if self.preface_left:
-                step = min(self.preface_left, len(view))
+                step = min(self.preface_left, left)
                 self.preface_left -= step
+                ended = self.preface_left == 0
             elif self.payload_left:
-                step = min(self.payload_left, len(view))
+                step = min(self.payload_left, left)
                 self.payload_left -= step
+                ended = self.payload_left == 0
             else:
-                step = min(_FRAME_HEADER_LENGTH - len(self.header), len(view))
-                self.header += view[:step]
+                step = min(_FRAME_HEADER_LENGTH - len(self.header), left)
+                self.header += data[offset : offset + step]
+                ended = False
                 if len(self.header) == _FRAME_HEADER_LENGTH:
                     self._frame(bytes(self.header))
                     self.header.clear()
-            view = view[step:]
+                    ended = self.payload_left == 0
+            offset += step
+            if ended:
+                pieces.append(data[start:offset])
+                start = offset
+        if start < len(data):
+            pieces.append(data[start:])
+        return pieces
 
     def _frame(self, header: bytes) -> None:
         length = int.from_bytes(header[:3], "big")
@@ -253,7 +269,7 @@ class ServerConnection:
         # The hard bound, connection-fatal; over the advertised limit alone is answered 431.
         self._h2.decoder.max_header_list_size = 2 * self.limits.max_header_list_size
         self._h2.initiate_connection()
-        self._meter = _HeaderBlockMeter(limit=2 * self.limits.max_header_list_size)
+        self._scanner = _FrameScanner(limit=2 * self.limits.max_header_list_size)
         self._resets = _Budget(self.limits.rapid_reset_budget, self.limits.budget_window_seconds)
         self._control = _Budget(self.limits.control_frame_budget, self.limits.budget_window_seconds)
         self._live: set[int] = set()
@@ -269,10 +285,10 @@ class ServerConnection:
         if self._failed is not None:
             raise self._failed
         try:
-            self._meter.feed(data)
             translated: list[Event] = []
-            for event in self._h2.receive_data(data):
-                translated.extend(self._translate(event, now))
+            for piece in self._scanner.feed(data):
+                for event in self._h2.receive_data(piece):
+                    translated.extend(self._translate(event, now))
         except ConnectionFailed as failure:
             self._fail(failure)
         except h2.exceptions.ProtocolError as error:
