@@ -12,7 +12,8 @@ What a peer cannot make it do, and why:
 - Open streams and reset them for free (rapid reset, CVE-2023-44487): streams the peer resets
   before our response ended are counted per budget window; past the budget, GOAWAY
   ENHANCE_YOUR_CALM. A stream opened and reset in the same bytes is never shown to the consumer.
-- Make us answer control frames without end: SETTINGS and PING frames are counted per window.
+- Make us answer control frames without end: SETTINGS and PING frames (and empty DATA frames)
+  are counted per window.
 - Run more than `max_concurrent_streams` at once: a stream beyond it is refused (REFUSED_STREAM),
   and refusals spend the reset budget too; h2's own check, at twice the limit, is the backstop.
 - Smuggle HTTP/1.1 connection semantics: connection-specific fields (`connection`, `upgrade`, ...)
@@ -86,7 +87,8 @@ class ServerLimits:
     """Streams the peer may reset before their response ended, or have us refuse (over the
     stream limit, malformed), per window."""
     control_frame_budget: int = 100
-    """SETTINGS and PING frames (each answered with an ACK) the peer may send, per window."""
+    """SETTINGS and PING frames (each answered with an ACK) and empty DATA frames not ending a
+    body the peer may send, per window."""
 
 
 # Events: what the peer did, in planelink's terms.
@@ -306,16 +308,7 @@ class ServerConnection:
         if isinstance(event, h2.events.RequestReceived):
             return self._request(event, now)
         if isinstance(event, h2.events.DataReceived):
-            assert event.stream_id is not None
-            assert event.data is not None
-            if event.stream_id not in self._live:
-                # Nobody will consume these: give the connection window back now.
-                self._acknowledge(event.stream_id, event.flow_controlled_length or 0)
-                return []
-            padding = (event.flow_controlled_length or 0) - len(event.data)
-            if padding:
-                self._acknowledge(event.stream_id, padding)
-            return [Body(event.stream_id, bytes(event.data))]
+            return self._data(event, now)
         if isinstance(event, h2.events.StreamEnded):
             # Also after DATA with END_STREAM and after trailers (dropped: Kubernetes requests
             # carry none); a head with END_STREAM said so itself.
@@ -344,6 +337,21 @@ class ServerConnection:
                 )
             ]
         return []
+
+    def _data(self, event: h2.events.DataReceived, now: float) -> list[Event]:
+        assert event.stream_id is not None
+        assert event.data is not None
+        # Empty DATA costs us a frame's work and the peer nothing (CVE-2019-9518).
+        if not event.data and event.stream_ended is None and not self._control.spend(now):
+            raise ConnectionFailed("empty frame flood", ErrorCode.ENHANCE_YOUR_CALM)
+        if event.stream_id not in self._live:
+            # Nobody will consume these: give the connection window back now.
+            self._acknowledge(event.stream_id, event.flow_controlled_length or 0)
+            return []
+        padding = (event.flow_controlled_length or 0) - len(event.data)
+        if padding:
+            self._acknowledge(event.stream_id, padding)
+        return [Body(event.stream_id, bytes(event.data))] if event.data else []
 
     def _refuse(self, stream_id: int, code: int, now: float) -> None:
         # A peer that goes on opening what we refuse makes us work as a rapid reset does.
@@ -378,7 +386,7 @@ class ServerConnection:
                 stream_id=stream_id,
                 method=pseudo[b":method"],
                 path=pseudo[b":path"],
-                authority=pseudo.get(b":authority", b""),
+                authority=pseudo.get(b":authority", dict(regular).get(b"host", b"")),
                 headers=regular,
                 end_stream=ended,
             )
@@ -475,8 +483,14 @@ class ServerConnection:
             return
 
     def goaway(self, code: int = ErrorCode.NO_ERROR, message: bytes = b"") -> None:
-        """Tell the peer no new stream will be processed (streams already open may finish)."""
-        self._h2.close_connection(error_code=code, additional_data=message or None)
+        """Tell the peer no new stream will be processed (streams already open may finish); after
+        a `ConnectionFailed` the GOAWAY saying why is sent already, and this does nothing."""
+        if self._failed is not None:
+            return
+        try:
+            self._h2.close_connection(error_code=code, additional_data=message or None)
+        except h2.exceptions.ProtocolError:
+            return  # already closed: the peer was told, or left
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the peer now (empty when there are none)."""

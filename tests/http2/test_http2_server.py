@@ -405,3 +405,41 @@ def test_a_burst_of_streams_in_one_read_is_counted_frame_by_frame() -> None:
     assert [(r.stream_id, r.error_code) for r in resets] == [
         (stream_id, h2.errors.ErrorCodes.REFUSED_STREAM) for stream_id in (5, 7, 9)
     ]
+
+
+def test_an_empty_data_flood_spends_the_control_budget() -> None:
+    pair = Pair(ServerLimits(control_frame_budget=10))
+    pair.handshake()
+    pair.client.send_headers(1, post())
+    pair.to_server()
+    for _ in range(9):
+        pair.client.send_data(1, b"")
+    assert pair.to_server() == []
+    pair.client.send_data(1, b"")
+    with pytest.raises(ConnectionFailed) as failed:
+        pair.to_server()
+    assert failed.value.reason == "empty frame flood"
+
+
+def test_the_host_field_stands_in_for_a_missing_authority() -> None:
+    pair = Pair()
+    pair.handshake()
+    head = [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/"), (b"host", b"h:1")]
+    pair.client.send_headers(1, head, end_stream=True)
+    (request,) = pair.to_server()
+    assert isinstance(request, RequestHead)
+    assert request.authority == b"h:1"
+
+
+def test_goaway_and_reset_after_the_connection_failed_do_nothing() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.to_server()
+    with pytest.raises(ConnectionFailed):
+        pair.server.receive(b"\x00\x00\x01\x09\x00\x00\x00\x00\x07x", 0.0)  # stray CONTINUATION
+    pair.server.goaway()
+    pair.server.reset(1)
+    pair.server.consumed(1, 10)
+    events = pair.to_client()
+    assert [type(e) for e in events] == [h2.events.ConnectionTerminated]
