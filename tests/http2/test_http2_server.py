@@ -443,3 +443,27 @@ def test_goaway_and_reset_after_the_connection_failed_do_nothing() -> None:
     pair.server.consumed(1, 10)
     events = pair.to_client()
     assert [type(e) for e in events] == [h2.events.ConnectionTerminated]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(frames, max_size=8), st.integers(1, 40))
+def test_the_frame_scanner_cuts_at_frame_ends_and_loses_no_byte(
+    chunks: list[bytes], split: int
+) -> None:
+    from http2.server import _FrameScanner
+
+    scanner = _FrameScanner(limit=1 << 30)
+    data = PREFACE + b"".join(chunks)
+    pieces = [
+        piece
+        for offset in range(0, len(data), split)
+        for piece in scanner.feed(data[offset : offset + split])
+    ]
+    assert b"".join(pieces) == data
+    ends = {len(PREFACE)}
+    for chunk in chunks:
+        ends.add(max(ends) + len(chunk))
+    position = 0
+    for piece in pieces:
+        position += len(piece)
+        assert position in ends or position % split == 0 or position == len(data)
