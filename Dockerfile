@@ -18,6 +18,7 @@ COPY certs certs
 COPY crd crd
 COPY kubeobject kubeobject
 COPY http1 http1
+COPY http2 http2
 COPY tunnel tunnel
 COPY kubeproxy kubeproxy
 COPY gateway gateway

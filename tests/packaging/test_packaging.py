@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -69,3 +70,20 @@ def test_the_wheel_installs_and_runs_from_the_runtime_lock(tmp_path: Path) -> No
         cwd=tmp_path,
     )
     assert spec.stdout.strip() == "True"
+
+
+def test_the_image_copies_every_package_the_wheel_ships_but_the_test_kits() -> None:
+    # Three lists name the packages: pyproject's, the Dockerfile's COPY lines and the
+    # .dockerignore allow-list. A package missing from either of the last two fails the build.
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    included = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in included} - {"envtest", "bench"}
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ") and "--" not in line}
+    allowed = {
+        line[1:]
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    assert packages <= copied, sorted(packages - copied)
+    assert packages <= allowed, sorted(packages - allowed)
