@@ -121,6 +121,13 @@ async def start_gateway(pki: Pki, tmp_path: Path) -> AsyncIterator[StartGateway]
                 os.kill(pid, signal.SIGKILL)
 
 
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
 async def both_workers_up(gateway: GatewayProcess) -> None:
     try:
         await eventually(
@@ -225,13 +232,20 @@ async def test_a_killed_worker_is_restarted(start_gateway: StartGateway) -> None
     gateway = await start_gateway()
     await both_workers_up(gateway)
     killed = gateway.worker_pids()[1]
+    # A killed worker leaves its presence file behind: the new one is up once it rewrote it
+    # (SIGTERM sent before then would find it importing, without its signal handlers).
+    left_behind = (gateway.presence / "gw-w1.json").stat().st_mtime_ns
     os.kill(killed, signal.SIGKILL)
     await eventually(
         lambda: gateway.worker_pids()[1] != killed,
         within=30,  # the backoff's first ceiling is 0.5 s
         message="the killed worker was not started again",
     )
-    await both_workers_up(gateway)
+    await eventually(
+        lambda: _mtime_ns(gateway.presence / "gw-w1.json") > left_behind,
+        within=120,  # a cold interpreter's imports on a loaded machine
+        message="the restarted worker never announced itself",
+    )
     died = [
         line for line in gateway.log_lines() if line.get("event") == "worker died: restarting it"
     ]
