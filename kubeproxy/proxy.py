@@ -235,17 +235,8 @@ class Proxy:
                     with self._holding(len(piece)):
                         await stream.write(piece)
                     metrics.to_gateway.inc(len(piece))
-            except _HeadRefused as refused:
-                message = f"the API server's response head cannot be passed on: {refused}"
-                log.warning("upstream response refused", error=message)
-                await self._respond_error(stream, 502, message)
-                return "upstream_error"
-            except UpstreamError as failure:
-                log.warning(
-                    "upstream failed mid-response", kind=failure.kind, error=failure.message
-                )
-                stream.reset(ErrorCode.CONNECT_ERROR, failure.message)
-                return "upstream_error"
+            except (_HeadRefused, UpstreamError) as failure:
+                return await self._failed_response(stream, failure, log)
             stream.end()
         finally:
             if sending is not None:
@@ -309,15 +300,8 @@ class Proxy:
                 await self._pipe(stream, connection)
                 return "upgraded"
             reusable = await self._relay(stream, connection, head, body)
-        except _HeadRefused as refused:
-            message = f"the API server's response head cannot be passed on: {refused}"
-            log.warning("upstream response refused", error=message)
-            await self._respond_error(stream, 502, message)
-            return "upstream_error"
-        except UpstreamError as failure:
-            log.warning("upstream failed mid-response", kind=failure.kind, error=failure.message)
-            stream.reset(ErrorCode.CONNECT_ERROR, failure.message)
-            return "upstream_error"
+        except (_HeadRefused, UpstreamError) as failure:
+            return await self._failed_response(stream, failure, log)
         finally:
             if body is not None:
                 body.cancel()
@@ -498,6 +482,23 @@ class Proxy:
         await _both(to_gateway(), to_upstream())
 
     # -- helpers ----------------------------------------------------------------------------
+
+    async def _failed_response(
+        self,
+        stream: ProxiedStream,
+        failure: _HeadRefused | UpstreamError,
+        log: structlog.stdlib.BoundLogger,
+    ) -> str:
+        """Answer a response the API server broke (over HTTP/1.1 or HTTP/2 alike): a head that
+        cannot be passed on is a 502; a failure after the head resets the stream."""
+        if isinstance(failure, _HeadRefused):
+            message = f"the API server's response head cannot be passed on: {failure}"
+            log.warning("upstream response refused", error=message)
+            await self._respond_error(stream, 502, message)
+        else:
+            log.warning("upstream failed mid-response", kind=failure.kind, error=failure.message)
+            stream.reset(ErrorCode.CONNECT_ERROR, failure.message)
+        return "upstream_error"
 
     async def _respond_error(self, stream: ProxiedStream, status: int, message: str) -> None:
         body = status_body(status, message)
