@@ -1,7 +1,9 @@
 """A fast, minimal HTTPS upstream that speaks just enough Kubernetes-shaped HTTP.
 
 Run alone: ``python -m bench.upstream --port P --cert C --key K``. It runs in its own process so
-that the tunnel, not the upstream, is what the benchmarks measure. Endpoints:
+that the tunnel, not the upstream, is what the benchmarks measure. It offers ``h2`` and
+``http/1.1`` in ALPN, as kube-apiserver does: a client that picks h2 is served by
+`bench.upstream_h2` (same endpoints), any other by aiohttp. Endpoints:
 
 * ``GET /api/v1/namespaces/bench/configmaps/small``: a small JSON object (~200 bytes);
 * ``GET /bytes/{n}``: a stream of ``n`` bytes in 256 KiB chunks (``?watch=true`` is accepted so
@@ -18,6 +20,8 @@ import json
 import ssl
 
 from aiohttp import web
+
+from bench.upstream_h2 import DEFAULT_MAX_STREAMS, H2UpstreamProtocol
 
 SMALL = json.dumps(
     {
@@ -90,23 +94,61 @@ def make_app() -> web.Application:
     return app
 
 
+class _AlpnDispatch(asyncio.Protocol):
+    """Hands a connection, once its TLS handshake is done, to the protocol ALPN picked."""
+
+    def __init__(self, http1: web.Server, max_streams: int) -> None:
+        self._http1 = http1
+        self._max_streams = max_streams
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        tls = transport.get_extra_info("ssl_object")
+        picked = tls.selected_alpn_protocol() if tls is not None else None
+        protocol: asyncio.BaseProtocol
+        if picked == "h2":
+            protocol = H2UpstreamProtocol(SMALL, max_streams=self._max_streams)
+        else:
+            protocol = self._http1()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
+async def serve(
+    port: int, context: ssl.SSLContext, *, max_streams: int = DEFAULT_MAX_STREAMS
+) -> asyncio.Server:
+    """The upstream on 127.0.0.1:`port` (HTTP/1.1 and h2 by ALPN); returns the listening server."""
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    runner = web.AppRunner(make_app(), access_log=None)
+    await runner.setup()
+    http1 = runner.server
+    assert http1 is not None
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: _AlpnDispatch(http1, max_streams), "127.0.0.1", port, ssl=context, backlog=4096
+    )
+
+
+async def _run(port: int, context: ssl.SSLContext, max_streams: int) -> None:
+    server = await serve(port, context, max_streams=max_streams)
+    async with server:
+        await server.serve_forever()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument(
+        "--h2-max-streams",
+        type=int,
+        default=DEFAULT_MAX_STREAMS,
+        help="SETTINGS_MAX_CONCURRENT_STREAMS offered to HTTP/2 clients",
+    )
     args = parser.parse_args()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
-    web.run_app(
-        make_app(),
-        host="127.0.0.1",
-        port=args.port,
-        ssl_context=context,
-        access_log=None,
-        print=None,
-        backlog=4096,
-    )
+    asyncio.run(_run(args.port, context, args.h2_max_streams))
 
 
 if __name__ == "__main__":
