@@ -2,7 +2,9 @@
 
 * ``python -m bench e2e [--quick] [--workload NAME ...] [--json FILE] [--uvloop]``: gateway,
   agents and upstreams in subprocesses on loopback; every workload through the tunnel and
-  directly, with ratios and targets (see bench/README.md);
+  directly, with ratios and targets (see bench/README.md); ``latency-h2``, ``throughput-h2``
+  and ``watches-h2`` are HTTP/2 on both outer hops, put beside their HTTP/1.1 workload when
+  it ran before them;
 * ``python -m bench protocol [--quick]``: the protocol core alone (``bench.protocol_bench``).
 """
 
@@ -21,11 +23,12 @@ from bench.agents import agents_stack
 from bench.processes import Stack
 from bench.replicas import replicas
 from bench.report import WorkloadResult, machine, table
-from bench.workloads import WORKLOADS, Scale, run_workload
+from bench.workloads import HTTP2_VARIANTS, WORKLOADS, Scale, run_workload
+from bench.workloads_h2 import compare
 
 DEFAULT = [
-    *("latency", "throughput", "bulk", "fairness", "watches", "churn", "kube", "agents"),
-    "replicas",
+    *("latency", "latency-h2", "throughput", "throughput-h2", "bulk", "fairness"),
+    *("watches", "watches-h2", "churn", "kube", "agents", "replicas"),
 ]
 OWN_STACK = {"kube", "agents", "replicas"}
 """Workloads that start processes of their own (`replicas` several stacks, one per part)."""
@@ -37,10 +40,15 @@ async def run_e2e(names: list[str], *, quick: bool) -> list[WorkloadResult]:
     results: list[WorkloadResult] = []
     fast = [name for name in names if name not in OWN_STACK]
     if fast:
-        async with Stack() as stack:
+        async with Stack(http2=any(name in HTTP2_VARIANTS for name in fast)) as stack:
+            by_name: dict[str, WorkloadResult] = {}
             for name in fast:
                 print(f"==> {name}", file=sys.stderr, flush=True)
-                results.append(await run_workload(name, stack, scale))
+                result = by_name[name] = await run_workload(name, stack, scale)
+                results.append(result)
+                http1 = by_name.get(HTTP2_VARIANTS.get(name, ""))
+                if http1 is not None:
+                    compare(http1, result)
     if "kube" in names:
         print("==> kube (starting envtest)", file=sys.stderr, flush=True)
         try:

@@ -148,6 +148,8 @@ class H2Client:
         client._h2.increment_flow_control_window(CONNECTION_WINDOW - _DEFAULT_WINDOW)
         client._flush()
         await client._settled
+        if client._error is not None:
+            raise client._error
         return client
 
     @property
@@ -334,7 +336,7 @@ class H2Client:
         if self._error is None:
             self._error = error
         if not self._settled.done():
-            self._settled.set_exception(error)
+            self._settled.set_result(None)  # `connect` reads `_error`
         for stream in self._streams.values():
             if stream.error is None and not stream.ended:
                 stream.error = error

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from types import TracebackType
 from typing import Self
 
@@ -26,6 +27,7 @@ import aiohttp
 import yaml
 
 import certs
+from bench.h2client import h2_context
 from certs import PlaneRef, plane_ref
 from envtest import (
     Credentials,
@@ -54,6 +56,8 @@ def budget(seconds: float) -> float:
 
 
 FAST = plane_ref("bench", "fast")
+FAST_H2 = plane_ref("bench", "fast-h2")
+"""The fast upstream again, through an agent that speaks HTTP/2 to it (`Stack(http2=True)`)."""
 KUBE = plane_ref("bench", "kube")
 UPSTREAM_TOKEN = "bench-token"  # noqa: S105 - the fast upstream accepts any token
 MAX_STREAMS = 12_000
@@ -69,6 +73,42 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def established_connections(pid: int, remote_port: int) -> int:
+    """TCP connections of process `pid` in state ESTABLISHED to 127.0.0.1:`remote_port` (read
+    from /proc: its socket descriptors, matched by inode against its namespace's tcp table)."""
+    inodes: set[str] = set()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            link = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    count = 0
+    port_hex = f"{remote_port:04X}"
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}") as lines:
+                next(lines, None)
+                for line in lines:
+                    fields = line.split()
+                    # sl local remote st ... inode (field 9)
+                    if (
+                        fields[3] == "01"
+                        and fields[2].endswith(":" + port_hex)
+                        and fields[9] in inodes
+                    ):
+                        count += 1
+        except OSError:
+            continue
+    return count
 
 
 @dataclass
@@ -129,12 +169,14 @@ async def wait_port(port: int, proc: Proc, *, timeout: float = 30.0) -> None:  #
 
 @dataclass
 class Target:
-    """Where a client sends requests: a base URL, TLS context and headers."""
+    """Where a client sends requests: a base URL, TLS context and headers; `h2_ssl` is a TLS
+    context of its own offering h2 in ALPN (for `bench.h2client`), where HTTP/2 is measured."""
 
     name: str
     base: str
     ssl: ssl.SSLContext
     headers: dict[str, str] = field(default_factory=dict)
+    h2_ssl: SSLContext | None = None
 
 
 def caller_target(name: str, caller_port: int, plane: PlaneRef, context: ssl.SSLContext) -> Target:
@@ -151,6 +193,9 @@ class Stack:
     """Upstream + gateway + one agent per plane (+ envtest with `kube=True`), in subprocesses."""
 
     kube: bool = False
+    http2: bool = False
+    """Also plane `FAST_H2`: a second agent, speaking HTTP/2 to the fast upstream, for the
+    HTTP/2 variants; the agent of `FAST` always speaks HTTP/1.1 to it."""
     gateway_args: tuple[str, ...] = ()
     extra_planes: tuple[PlaneRef, ...] = ()
     """Planes the gateway trusts (PKI and planes file) that get no agent process here."""
@@ -181,25 +226,32 @@ class Stack:
 
     async def start(self) -> None:
         planes = {FAST: self._start_upstream()}
+        if self.http2:
+            planes[FAST_H2] = planes[FAST]
         if self.kube:
             planes[KUBE] = self._start_envtest()
-        through_ssl = self._write_pki(planes)
+        local = self._write_pki(planes)
+        through_ssl = local.caller_ssl_context()
         for name in ("agent", "caller", "operator"):
             self.ports[name] = free_port()
         await wait_port(self.ports["upstream"], self.procs["upstream"])
         await self.start_gateway()
         for plane, kubeconfig in planes.items():
             self.through[plane] = caller_target("through", self.ports["caller"], plane, through_ssl)
-            await self.start_agent(plane, kubeconfig)
+            # Each agent's protocol to its API server is set either way, whatever the default.
+            http2 = "true" if plane == FAST_H2 else "false"
+            await self.start_agent(plane, kubeconfig, env={"PLANELINK_UPSTREAM_HTTP2": http2})
+        if self.http2:
+            self.through[FAST_H2].h2_ssl = h2_context(local.caller_ssl_context())
 
-    def _write_pki(self, planes: dict[PlaneRef, Path]) -> ssl.SSLContext:
+    def _write_pki(self, planes: dict[PlaneRef, Path]) -> LocalPlanelink:
         """The PKI and planes file under `workdir`/pki for `planes` and `extra_planes`; returns
-        the callers' TLS context."""
+        what makes the callers' TLS contexts."""
         extra = dict.fromkeys(self.extra_planes, Path(os.devnull))  # kubeconfigs unused
         local = LocalPlanelink(directory=self.workdir / "pki", planes=planes | extra)
         local.directory.mkdir(parents=True)
         local.write_pki()
-        return local.caller_ssl_context()
+        return local
 
     def _start_upstream(self) -> Path:
         ca = certs.create_ca("bench upstream CA")
@@ -232,6 +284,7 @@ class Stack:
             f"https://127.0.0.1:{port}",
             ssl.create_default_context(cadata=ca.certificate_pem().decode()),
             {"Authorization": f"Bearer {UPSTREAM_TOKEN}"},
+            h2_context(ssl.create_default_context(cadata=ca.certificate_pem().decode())),
         )
         return path
 
@@ -276,10 +329,16 @@ class Stack:
         return proc.popen.returncode
 
     async def start_agent(
-        self, plane: PlaneRef, kubeconfig: Path, *extra: str, gateway_port: int | None = None
+        self,
+        plane: PlaneRef,
+        kubeconfig: Path,
+        *extra: str,
+        gateway_port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """A real `planelink agent` for `plane`, dialling `gateway_port` (the gateway's agent
-        port by default); returns once it is ready (holds a tunnel)."""
+        port by default), with `env` added to its environment; returns once it is ready (holds
+        a tunnel)."""
         name = f"agent-{plane.name}"
         port = self.ports[name] = free_port()
         gateway = self.ports["agent"] if gateway_port is None else gateway_port
@@ -291,7 +350,7 @@ class Stack:
         argv += ["--backoff-base", "0.1", "--backoff-cap", "1"]
         argv += ["--max-streams", str(MAX_STREAMS)]  # the full `watches` workload opens 10,000
         argv += extra
-        proc = self.procs[name] = spawn(name, argv, self.workdir)
+        proc = self.procs[name] = spawn(name, argv, self.workdir, env)
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc)
 
     # -- observe ------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class ReplicaStack(Stack):
 
     async def start(self) -> None:
         self.kubeconfigs = {FAST: self._start_upstream()}
-        self.caller_ssl = self._write_pki(self.kubeconfigs)
+        self.caller_ssl = self._write_pki(self.kubeconfigs).caller_ssl_context()
         self._write_peer_pki()
         self.presence.mkdir(mode=0o700)
         await wait_port(self.ports["upstream"], self.procs["upstream"])

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from bench import workloads_h2
 from bench.agents import many_agents
 from bench.client import Latencies, cancel, closed_loop, read_stream, session
-from bench.processes import FAST, KUBE, Stack, Target, budget, rss_bytes
+from bench.processes import FAST, KUBE, Stack, Target, budget, established_connections, rss_bytes
 from bench.report import Row, WorkloadResult
 
 SMALL = "/api/v1/namespaces/bench/configmaps/small"
@@ -202,6 +203,7 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
     per_stream: dict[str, dict[str, float]] = {}
     open_seconds: dict[str, float] = {}
     events: dict[str, float] = {}
+    agent_upstream: dict[str, int] = {}
     for target in (stack.through[FAST], stack.direct[FAST]):
         pids = {"upstream": stack.pid("upstream")}
         if target.name == "through":
@@ -245,6 +247,9 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
                 per_stream[target.name] = {
                     name: (rss_bytes(pid) - baseline[name]) / n for name, pid in pids.items()
                 }
+                agent_upstream[target.name] = established_connections(
+                    stack.pid("agent-fast"), stack.ports["upstream"]
+                )
                 before = counter[0]
                 await asyncio.sleep(2.0)
                 events[target.name] = (counter[0] - before) / 2.0
@@ -273,6 +278,7 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
             per_stream["direct"]["upstream"] / 1024,
         )
     )
+    result.rows.append(Row("agent connections to the API server", "", agent_upstream["through"]))
     result.info = {"streams": n}
     return result
 
@@ -446,17 +452,37 @@ async def _watch_latency(target: Target, ns: str, events: int) -> Latencies:
     return latencies
 
 
+# -- the HTTP/2 variants (bench/workloads_h2.py, issue #14) ------------------------------------
+
+
+async def latency_h2(stack: Stack, scale: Scale) -> WorkloadResult:
+    return await workloads_h2.latency(stack, scale.latency_requests)
+
+
+async def throughput_h2(stack: Stack, scale: Scale) -> WorkloadResult:
+    return await workloads_h2.throughput(stack, scale.throughput_seconds)
+
+
+async def watches_h2(stack: Stack, scale: Scale) -> WorkloadResult:
+    return await workloads_h2.watches(stack, scale.watches, quick=scale.quick)
+
+
 Workload = Callable[[Stack, Scale], Awaitable[WorkloadResult]]
 WORKLOADS: dict[str, Workload] = {
     "latency": latency,
+    "latency-h2": latency_h2,
     "throughput": throughput,
+    "throughput-h2": throughput_h2,
     "bulk": bulk,
     "fairness": fairness,
     "watches": watches,
+    "watches-h2": watches_h2,
     "churn": churn,
     "kube": kube,
     "agents": many_agents,  # workload 6, bench/agents.py; runs in a stack of its own
 }
+HTTP2_VARIANTS = {"latency-h2": "latency", "throughput-h2": "throughput", "watches-h2": "watches"}
+"""Each HTTP/2 variant and the HTTP/1.1 workload it is put beside."""
 BOUNDS = {"quick": 60.0, "full": 600.0}
 
 
