@@ -23,6 +23,7 @@ from bench.agents import agents_stack
 from bench.processes import Stack
 from bench.replicas import replicas
 from bench.report import WorkloadResult, machine, table
+from bench.upstream_h2 import DEFAULT_MAX_STREAMS
 from bench.workloads import HTTP2_VARIANTS, WORKLOADS, Scale, run_workload
 from bench.workloads_h2 import compare
 
@@ -35,12 +36,15 @@ OWN_STACK = {"kube", "agents", "replicas"}
 KNOWN = [*WORKLOADS, "replicas"]
 
 
-async def run_e2e(names: list[str], *, quick: bool) -> list[WorkloadResult]:
+async def run_e2e(
+    names: list[str], *, quick: bool, upstream_h2_max_streams: int = DEFAULT_MAX_STREAMS
+) -> list[WorkloadResult]:
     scale = Scale.of(quick)
     results: list[WorkloadResult] = []
     fast = [name for name in names if name not in OWN_STACK]
     if fast:
-        async with Stack(http2=any(name in HTTP2_VARIANTS for name in fast)) as stack:
+        http2 = any(name in HTTP2_VARIANTS for name in fast)
+        async with Stack(http2=http2, upstream_h2_max_streams=upstream_h2_max_streams) as stack:
             by_name: dict[str, WorkloadResult] = {}
             for name in fast:
                 print(f"==> {name}", file=sys.stderr, flush=True)
@@ -88,15 +92,20 @@ def e2e(args: argparse.Namespace) -> int:
             print("uvloop is not installed: running with asyncio only", file=sys.stderr)
         else:
             loops.append("uvloop")
+    info["upstreamH2MaxStreams"] = args.upstream_h2_max_streams
+    options: dict[str, Any] = {
+        "quick": args.quick,
+        "upstream_h2_max_streams": args.upstream_h2_max_streams,
+    }
     document: dict[str, Any] = {"machine": info, "runs": []}
     started = time.perf_counter()
     for loop in loops:
         if loop == "uvloop":
             import uvloop  # type: ignore[import-not-found]  # noqa: PLC0415 - optional
 
-            results = uvloop.run(run_e2e(names, quick=args.quick))
+            results = uvloop.run(run_e2e(names, **options))
         else:
-            results = asyncio.run(run_e2e(names, quick=args.quick))
+            results = asyncio.run(run_e2e(names, **options))
         print(f"\n[client event loop: {loop}]")
         print(table(results, info))
         document["runs"].append(
@@ -126,6 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     e2e_parser.add_argument("--json", metavar="FILE", help="write the JSON document here")
     e2e_parser.add_argument("--uvloop", action="store_true", help="also run with uvloop")
+    e2e_parser.add_argument(
+        "--upstream-h2-max-streams",
+        type=int,
+        default=DEFAULT_MAX_STREAMS,
+        metavar="N",
+        help="streams the fast upstream allows per HTTP/2 connection (as kube-apiserver's "
+        f"--http2-max-streams-per-connection; default {DEFAULT_MAX_STREAMS}, what v1.32 "
+        "advertises when it is unset)",
+    )
     e2e_parser.set_defaults(run=e2e)
     protocol = commands.add_parser("protocol", help="the protocol core alone")
     protocol.add_argument("rest", nargs=argparse.REMAINDER)

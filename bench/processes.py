@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ import yaml
 
 import certs
 from bench.h2client import h2_context
+from bench.upstream_h2 import DEFAULT_MAX_STREAMS
 from certs import PlaneRef, plane_ref
 from envtest import (
     Credentials,
@@ -196,6 +198,9 @@ class Stack:
     http2: bool = False
     """Also plane `FAST_H2`: a second agent, speaking HTTP/2 to the fast upstream, for the
     HTTP/2 variants; the agent of `FAST` always speaks HTTP/1.1 to it."""
+    upstream_h2_max_streams: int = DEFAULT_MAX_STREAMS
+    """The fast upstream's SETTINGS_MAX_CONCURRENT_STREAMS (kube-apiserver's
+    `--http2-max-streams-per-connection`)."""
     gateway_args: tuple[str, ...] = ()
     extra_planes: tuple[PlaneRef, ...] = ()
     """Planes the gateway trusts (PKI and planes file) that get no agent process here."""
@@ -239,8 +244,16 @@ class Stack:
         for plane, kubeconfig in planes.items():
             self.through[plane] = caller_target("through", self.ports["caller"], plane, through_ssl)
             # Each agent's protocol to its API server is set either way, whatever the default.
-            http2 = "true" if plane == FAST_H2 else "false"
-            await self.start_agent(plane, kubeconfig, env={"PLANELINK_UPSTREAM_HTTP2": http2})
+            if plane == FAST_H2:
+                # As many HTTP/2 connections as its --max-streams need, at the server's limit.
+                connections = min(10_000, math.ceil(MAX_STREAMS / self.upstream_h2_max_streams))
+                env = {
+                    "PLANELINK_UPSTREAM_HTTP2": "true",
+                    "PLANELINK_UPSTREAM_HTTP2_MAX_CONNECTIONS": str(connections),
+                }
+            else:
+                env = {"PLANELINK_UPSTREAM_HTTP2": "false"}
+            await self.start_agent(plane, kubeconfig, env=env)
         if self.http2:
             self.through[FAST_H2].h2_ssl = h2_context(local.caller_ssl_context())
 
@@ -268,6 +281,7 @@ class Stack:
             [
                 *(sys.executable, "-m", "bench.upstream", "--port", str(port)),
                 *("--cert", str(up / "tls.crt"), "--key", str(up / "tls.key")),
+                *("--h2-max-streams", str(self.upstream_h2_max_streams)),
             ],
             self.workdir,
         )

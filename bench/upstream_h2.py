@@ -23,9 +23,9 @@ import h2.settings
 
 SMALL_PATH = b"/api/v1/namespaces/bench/configmaps/small"
 WATCH_PATH = b"/api/v1/namespaces/bench/configmaps"
-DEFAULT_MAX_STREAMS = 250
-"""SETTINGS_MAX_CONCURRENT_STREAMS: Go's HTTP/2 server default, which kube-apiserver keeps
-unless `--http2-max-streams-per-connection` says otherwise."""
+DEFAULT_MAX_STREAMS = 100
+"""SETTINGS_MAX_CONCURRENT_STREAMS: what kube-apiserver v1.32 advertises when its
+`--http2-max-streams-per-connection` is unset (read off envtest's)."""
 
 _JSON = [(b":status", b"200"), (b"content-type", b"application/json")]
 _CHUNK = memoryview(bytes(256 * 1024))
