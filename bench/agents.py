@@ -546,19 +546,21 @@ class SwarmProcess:
 
 PROFILE_ENV = "PLANELINK_BENCH_PYSPY"
 """A folder: py-spy records the gateway in each phase there (gateway-{storm,idle,reconnect}.txt,
-py-spy's raw format: one stack and its sample count a line)."""
+py-spy's raw format: one stack and its sample count a line), and the HTTP/2 variants record
+gateway and agent (`{gateway,agent}-{throughput-h2,watches-h2}.txt`)."""
 
 
 @contextlib.asynccontextmanager
-async def profiled(phase: str, pid: int) -> AsyncIterator[None]:
-    """Record `pid` with py-spy during the block if $PLANELINK_BENCH_PYSPY names a folder."""
+async def profiled(phase: str, pid: int, *, name: str = "gateway") -> AsyncIterator[None]:
+    """Record `pid` with py-spy during the block, to `{name}-{phase}.txt`, if
+    $PLANELINK_BENCH_PYSPY names a folder."""
     folder = os.environ.get(PROFILE_ENV)
     if not folder:
         yield
         return
     recorder = await asyncio.create_subprocess_exec(
         *(str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "100"),
-        *("-f", "raw", "-p", str(pid), "-o", str(Path(folder) / f"gateway-{phase}.txt")),
+        *("-f", "raw", "-p", str(pid), "-o", str(Path(folder) / f"{name}-{phase}.txt")),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

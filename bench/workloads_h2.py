@@ -10,10 +10,13 @@ beside it (in those rows the "direct" column holds the HTTP/1.1 figure).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+from bench.agents import profiled
 from bench.client import Latencies
 from bench.h2client import H2Client, H2ClientError, Header
 from bench.processes import (
@@ -139,9 +142,10 @@ async def throughput(stack: Stack, seconds: float) -> WorkloadResult:
         client = await target.connect()
         try:
             await closed_loop(client, target, SMALL, concurrency=64, duration=0.5)
-            samples, elapsed = await closed_loop(
-                client, target, SMALL, concurrency=64, duration=seconds
-            )
+            async with _profiled(stack, "throughput-h2", target.name):
+                samples, elapsed = await closed_loop(
+                    client, target, SMALL, concurrency=64, duration=seconds
+                )
         finally:
             await client.close()
         rates[target.name] = len(samples.samples) / elapsed
@@ -241,7 +245,10 @@ async def watches(stack: Stack, n: int, *, quick: bool) -> WorkloadResult:
         watch_set = WatchSet(target, n)
         try:
             try:
-                async with asyncio.timeout(budget(20.0 if quick else max(60.0, n / 50))):
+                async with (
+                    asyncio.timeout(budget(20.0 if quick else max(60.0, n / 50))),
+                    _profiled(stack, "watches-h2", target.name),
+                ):
                     open_seconds[target.name] = await watch_set.open()
             except TimeoutError:
                 raise RuntimeError(
@@ -298,6 +305,20 @@ async def watches(stack: Stack, n: int, *, quick: bool) -> WorkloadResult:
         "agentUpstreamConnectionsWhileDirect": agent_upstream["direct"],
     }
     return result
+
+
+@contextlib.asynccontextmanager
+async def _profiled(stack: Stack, phase: str, target: str) -> AsyncIterator[None]:
+    """py-spy on gateway and HTTP/2 agent while the through load runs (`bench.agents.profiled`:
+    only when $PLANELINK_BENCH_PYSPY names a folder)."""
+    if target != "through":
+        yield
+        return
+    async with (
+        profiled(phase, stack.pid("gateway"), name="gateway"),
+        profiled(phase, stack.pid("agent-fast-h2"), name="agent"),
+    ):
+        yield
 
 
 # -- HTTP/2 beside HTTP/1.1 ---------------------------------------------------------------------
