@@ -186,8 +186,14 @@ class WatchSet:
         started = time.perf_counter()
         self.clients.append(await self.target.connect())
         per_client = self.clients[0].max_concurrent_streams
-        for _ in range(math.ceil(self.n / per_client) - 1):
-            self.clients.append(await self.target.connect())
+        more = math.ceil(self.n / per_client) - 1
+        connected = await asyncio.gather(
+            *(self.target.connect() for _ in range(more)), return_exceptions=True
+        )
+        self.clients += [each for each in connected if isinstance(each, H2Client)]
+        for each in connected:
+            if isinstance(each, BaseException):
+                raise each  # `close` closes those that connected
         path = self.target.prefix + WATCH
         self._tasks = [
             asyncio.create_task(self._watch(self.clients[i // per_client], path))
