@@ -336,6 +336,11 @@ class TlsAcceptor:
             self.report(decision.refusal, detail="limit reached", remote=remote)
             return
         sock.setblocking(False)
+        # asyncio disables Nagle only on sockets whose `proto` says TCP, and an accepted socket
+        # of `socket.create_server` says 0: without this, a small write that follows another
+        # (an HTTP/2 response's DATA after its HEADERS, a tunnel message after one in flight)
+        # waits for the peer's delayed ACK, 40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pending = _Pending(self, sock, decision.slot, remote)
         self._pending[decision.slot] = pending
         pending.watch(loop, self._settings.client_hello_timeout)
