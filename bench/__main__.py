@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.agents import agents_stack
-from bench.processes import Stack
+from bench.processes import WATCHES_GATEWAY_ARGS, Stack
 from bench.replicas import replicas
 from bench.report import WorkloadResult, machine, table
 from bench.upstream_h2 import DEFAULT_MAX_STREAMS
@@ -44,7 +44,10 @@ async def run_e2e(
     fast = [name for name in names if name not in OWN_STACK]
     if fast:
         http2 = any(name in HTTP2_VARIANTS for name in fast)
-        async with Stack(http2=http2, upstream_h2_max_streams=upstream_h2_max_streams) as stack:
+        admission = WATCHES_GATEWAY_ARGS if {"watches", "watches-h2"} & set(fast) else ()
+        async with Stack(
+            http2=http2, upstream_h2_max_streams=upstream_h2_max_streams, gateway_args=admission
+        ) as stack:
             by_name: dict[str, WorkloadResult] = {}
             for name in fast:
                 print(f"==> {name}", file=sys.stderr, flush=True)

@@ -63,6 +63,14 @@ FAST_H2 = plane_ref("bench", "fast-h2")
 KUBE = plane_ref("bench", "kube")
 UPSTREAM_TOKEN = "bench-token"  # noqa: S105 - the fast upstream accepts any token
 MAX_STREAMS = 12_000
+WATCHES_GATEWAY_ARGS = (
+    *("--max-connections", str(MAX_STREAMS)),
+    *("--max-unauthenticated", str(MAX_STREAMS)),
+    *("--max-unauthenticated-per-ip", str(MAX_STREAMS)),
+)
+"""Admission limits for the `watches` workload: over HTTP/1.1 each of its 10,000 watches is a
+caller connection, all from 127.0.0.1, handshaking at once; the defaults (4,096 connections per
+port, 256 unauthenticated per address) refuse most of them."""
 
 
 def rss_bytes(pid: int) -> int:

@@ -214,34 +214,32 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
             counter = [0]
             opened = asyncio.Semaphore(0)
 
+            failures: list[str] = []
+
             async def watch(
                 http: aiohttp.ClientSession = http,
                 url: str = target.base + path,
                 counter: list[int] = counter,
                 opened: asyncio.Semaphore = opened,
+                failures: list[str] = failures,
             ) -> None:
-                async with http.get(url) as response:
-                    first = True
-                    async for _line in response.content:
-                        counter[0] += 1
-                        if first:
-                            opened.release()
-                            first = False
+                first = True
+                try:
+                    async with http.get(url) as response:
+                        async for _line in response.content:
+                            counter[0] += 1
+                            if first:
+                                opened.release()
+                                first = False
+                except aiohttp.ClientError as error:
+                    failures.append(f"{type(error).__name__}: {error}")
+                    if first:
+                        opened.release()  # the wait below says why
 
             started = time.perf_counter()
             tasks = [asyncio.create_task(watch()) for _ in range(n)]
             try:
-                got = 0
-                try:
-                    async with asyncio.timeout(budget(20.0 if scale.quick else max(60.0, n / 50))):
-                        for _ in range(n):
-                            await opened.acquire()
-                            got += 1
-                except TimeoutError:
-                    raise RuntimeError(
-                        f"{target.name}: {n - got} of {n} watches had no event in time; "
-                        f"{await _diagnose(stack)}"
-                    ) from None
+                await _all_opened(stack, target.name, opened, failures, n, quick=scale.quick)
                 open_seconds[target.name] = time.perf_counter() - started
                 await asyncio.sleep(1.0)
                 per_stream[target.name] = {
@@ -281,6 +279,33 @@ async def watches(stack: Stack, scale: Scale) -> WorkloadResult:
     result.rows.append(Row("agent connections to the API server", "", agent_upstream["through"]))
     result.info = {"streams": n}
     return result
+
+
+async def _all_opened(
+    stack: Stack,
+    name: str,
+    opened: asyncio.Semaphore,
+    failures: list[str],
+    n: int,
+    *,
+    quick: bool,
+) -> None:
+    """Wait until `n` watches released `opened` (each at its first event); fail with why at the
+    first failure, or when the budget is spent."""
+    got = 0
+    try:
+        async with asyncio.timeout(budget(20.0 if quick else max(60.0, n / 50))):
+            for _ in range(n):
+                await opened.acquire()
+                if failures:
+                    raise RuntimeError(
+                        f"{name}: {len(failures)} watches failed, the first: {failures[0]}"
+                    )
+                got += 1
+    except TimeoutError:
+        raise RuntimeError(
+            f"{name}: {n - got} of {n} watches had no event in time; {await _diagnose(stack)}"
+        ) from None
 
 
 # -- 7. churn -----------------------------------------------------------------------------------
