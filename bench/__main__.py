@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.agents import agents_stack
-from bench.processes import WATCHES_GATEWAY_ARGS, Stack
+from bench.processes import MAX_STREAMS, WATCHES_GATEWAY_ARGS, Stack, raise_nofile_for
 from bench.replicas import replicas
 from bench.report import WorkloadResult, machine, table
 from bench.upstream_h2 import DEFAULT_MAX_STREAMS
@@ -44,7 +44,10 @@ async def run_e2e(
     fast = [name for name in names if name not in OWN_STACK]
     if fast:
         http2 = any(name in HTTP2_VARIANTS for name in fast)
-        admission = WATCHES_GATEWAY_ARGS if {"watches", "watches-h2"} & set(fast) else ()
+        admission: tuple[str, ...] = ()
+        if {"watches", "watches-h2"} & set(fast):
+            admission = WATCHES_GATEWAY_ARGS
+            raise_nofile_for(MAX_STREAMS)
         async with Stack(
             http2=http2, upstream_h2_max_streams=upstream_h2_max_streams, gateway_args=admission
         ) as stack:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import math
 import os
+import resource
 import shutil
 import signal
 import ssl
@@ -67,10 +68,25 @@ WATCHES_GATEWAY_ARGS = (
     *("--max-connections", str(MAX_STREAMS)),
     *("--max-unauthenticated", str(MAX_STREAMS)),
     *("--max-unauthenticated-per-ip", str(MAX_STREAMS)),
+    *("--client-hello-timeout", "120", "--tls-handshake-timeout", "120"),
 )
 """Admission limits for the `watches` workload: over HTTP/1.1 each of its 10,000 watches is a
 caller connection, all from 127.0.0.1, handshaking at once; the defaults (4,096 connections per
-port, 256 unauthenticated per address) refuse most of them."""
+port, 256 unauthenticated per address, 3 s to the ClientHello and 5 s to the end of a handshake
+that waits its turn among 64) refuse most of them. The file-descriptor limit must hold two
+ports' worth (`raise_nofile_for`)."""
+
+
+def raise_nofile_for(connections: int) -> int:
+    """Raise RLIMIT_NOFILE (soft and, where allowed, hard) so that a gateway started from here
+    may hold `connections` on each of its two ports; returns the soft limit now."""
+    wanted = 2 * connections + 4096
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
+        return max(soft, wanted)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
 
 def rss_bytes(pid: int) -> int:

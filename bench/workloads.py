@@ -299,7 +299,8 @@ async def _all_opened(
                 await opened.acquire()
                 if failures:
                     raise RuntimeError(
-                        f"{name}: {len(failures)} watches failed, the first: {failures[0]}"
+                        f"{name}: {len(failures)} watches failed, the first: {failures[0]}; "
+                        f"{await _diagnose(stack)}"
                     )
                 got += 1
     except TimeoutError:

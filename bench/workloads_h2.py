@@ -214,7 +214,8 @@ class WatchSet:
         try:
             async with client.stream(path, self.target.headers) as response:
                 if response.status != 200:
-                    raise H2ClientError(f"answered {response.status}")
+                    body = b"".join([chunk async for chunk in response])
+                    raise H2ClientError(f"answered {response.status}: {body[:300]!r}")
                 async for chunk in response:
                     self.lines += chunk.count(b"\n")
                     if first:
