@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -37,9 +38,15 @@ KNOWN = [*WORKLOADS, "replicas"]
 
 
 async def run_e2e(
-    names: list[str], *, quick: bool, upstream_h2_max_streams: int = DEFAULT_MAX_STREAMS
+    names: list[str],
+    *,
+    quick: bool,
+    upstream_h2_max_streams: int = DEFAULT_MAX_STREAMS,
+    watches: int | None = None,
 ) -> list[WorkloadResult]:
     scale = Scale.of(quick)
+    if watches is not None:
+        scale = dataclasses.replace(scale, watches=watches)
     results: list[WorkloadResult] = []
     fast = [name for name in names if name not in OWN_STACK]
     if fast:
@@ -102,6 +109,7 @@ def e2e(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "quick": args.quick,
         "upstream_h2_max_streams": args.upstream_h2_max_streams,
+        "watches": args.watches,
     }
     document: dict[str, Any] = {"machine": info, "runs": []}
     started = time.perf_counter()
@@ -141,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     e2e_parser.add_argument("--json", metavar="FILE", help="write the JSON document here")
     e2e_parser.add_argument("--uvloop", action="store_true", help="also run with uvloop")
+    e2e_parser.add_argument(
+        "--watches",
+        type=int,
+        metavar="N",
+        help="watches of `watches` and `watches-h2` (instead of 200 quick, 10,000 full)",
+    )
     e2e_parser.add_argument(
         "--upstream-h2-max-streams",
         type=int,

@@ -277,6 +277,9 @@ class Stack:
                 }
             else:
                 env = {"PLANELINK_UPSTREAM_HTTP2": "false"}
+            # A storm of 10,000 watches may wait longer than a minute for its response heads
+            # (then 504); the benchmark measures how long, instead of failing.
+            env["PLANELINK_UPSTREAM_RESPONSE_TIMEOUT"] = "600"
             await self.start_agent(plane, kubeconfig, env=env)
         if self.http2:
             self.through[FAST_H2].h2_ssl = h2_context(local.caller_ssl_context())
