@@ -39,6 +39,7 @@ import h2.exceptions
 import h2.settings
 
 import http1
+from kubeproxy.metrics import ConnectionShare, ProxyMetrics
 from kubeproxy.pool import UpstreamError, translate_error
 from kubeproxy.upstream import Upstream, UpstreamCredentialsError
 
@@ -119,10 +120,11 @@ class H2Exchange:
         if end:
             await self.connection.end_stream(self.stream_id)
 
-    def cancel(self) -> None:
-        """Abandon the exchange: RST_STREAM(CANCEL); the API server ends that request only."""
+    def cancel(self, reason: str = "the exchange was cancelled") -> None:
+        """Abandon the exchange: RST_STREAM(CANCEL); the API server ends that request only.
+        Whoever still waits on this side (a body piece, the head) gets UpstreamError(`reason`)."""
         if not self.closed:
-            self.connection.reset(self.stream_id)
+            self.connection.reset(self.stream_id, reason)
 
     # -- called by the connection ----------------------------------------------------------
 
@@ -256,13 +258,13 @@ class H2UpstreamConnection:
             self.h2.increment_flow_control_window(size, stream_id=stream_id)
             self._flush()
 
-    def reset(self, stream_id: int) -> None:
+    def reset(self, stream_id: int, reason: str) -> None:
         exchange = self.exchanges.pop(stream_id, None)
         with contextlib.suppress(h2.exceptions.H2Error, KeyError):
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
             self._flush()
         if exchange is not None:
-            exchange._on_error(UpstreamError("closed", "the exchange was cancelled"))
+            exchange._on_error(UpstreamError("closed", reason))
             self._on_stream_closed(self)
 
     def close(self) -> None:
@@ -383,17 +385,23 @@ class H2Pool:
         connect_timeout: float = 10.0,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         connection_window: int = DEFAULT_CONNECTION_WINDOW,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
+        """`metrics`: where its connections are counted (`upstream_connections`, beside the
+        HTTP/1.1 pool's: a connection with streams is active, one without is idle)."""
         self.upstream = upstream
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
         self._stream_window = stream_window
         self._connection_window = connection_window
+        self._gauges = ConnectionShare(metrics or ProxyMetrics())
         self.connections: list[H2UpstreamConnection] = []
         self.opened = 0
         """Connections opened in this pool's life."""
-        self.protocol: str | None = None
+        # Prior knowledge over plain http is never attempted (kube-apiserver serves TLS): such
+        # a server is known to be HTTP/1.1 without a connection to ask it.
+        self.protocol: str | None = "http/1.1" if upstream.scheme != "https" else None
         """What the server picked in ALPN ("h2", "http/1.1"); None until the first connect."""
         self._opening: asyncio.Lock | None = None
         self._room = asyncio.Event()
@@ -417,7 +425,14 @@ class H2Pool:
         while True:
             connection = await self._connection_with_room()
             if connection.has_room:
-                return connection.start(method, target, fields, end=end)
+                exchange = connection.start(method, target, fields, end=end)
+                self._update_gauges()
+                return exchange
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, those draining after a GOAWAY included."""
+        return sum(1 for c in {*self.connections, *self._retired} if not c.closed)
 
     def close(self) -> None:
         """Abort every connection now: their exchanges fail."""
@@ -427,6 +442,7 @@ class H2Pool:
             connection.abort()
         self.connections.clear()
         self._retired.clear()
+        self._update_gauges()
 
     def _fields(
         self, method: str, target: str, headers: Sequence[Header], authorization: bytes | None
@@ -478,6 +494,7 @@ class H2Pool:
 
     def _stream_closed(self, connection: H2UpstreamConnection) -> None:
         self._room.set()
+        self._update_gauges()
         if connection.exchanges or connection.closed or connection.idle_timer is not None:
             return
         # A connection without streams costs the API server and us a TLS session: it goes
@@ -493,6 +510,18 @@ class H2Pool:
         if connection in self.connections:
             self.connections.remove(connection)
         self._retired.discard(connection)
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        active = idle = 0
+        for connection in {*self.connections, *self._retired}:
+            if connection.closed:
+                continue
+            if connection.exchanges:
+                active += 1
+            else:
+                idle += 1
+        self._gauges.show(active=active, idle=idle)
 
     async def _open(self) -> H2UpstreamConnection:
         upstream = self.upstream
