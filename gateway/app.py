@@ -36,7 +36,7 @@ from gateway.auth import KubeReviews
 from gateway.callers import CallerEndpoint, CallerSettings, Document
 from gateway.console.history import HistorySampler, Totals, counter_by_plane
 from gateway.console.state import ConsoleState
-from gateway.direct import DirectPlanes
+from gateway.direct import DirectPlanes, DirectSettings
 from gateway.kubeclient import load_api_client
 from gateway.metrics import GatewayMetrics
 from gateway.operator import OperatorAuth, operator_app, planes_document
@@ -81,6 +81,8 @@ class GatewaySettings:
     drain_grace: float = 30.0
     reconciler: ReconcilerSettings | None = None
     """Follow DataPlane resources in the control plane (None: the planes file only)."""
+    direct: DirectSettings = field(default_factory=DirectSettings)
+    """How direct-mode planes' API servers are reached (the reconciler resolves them)."""
     kubeconfig: Path | None = None
     """The control plane's kubeconfig for the reconciler ($KUBECONFIG or in-cluster if None)."""
     starting_retry_after: int = 1
@@ -149,7 +151,7 @@ class Gateway:
         )
         """This replica's presence file and its view of its siblings' (when no Leases say who
         is live: two sources would undo each other's view)."""
-        self.direct = DirectPlanes(metrics=self.metrics)
+        self.direct = DirectPlanes(settings=settings.direct, metrics=self.metrics)
         """Direct-mode planes, served through the gateway's own pools (fed by the reconciler)."""
         self.agent_listener = AgentListener(
             settings=settings.agents,

@@ -155,6 +155,25 @@ class H2Exchange:
         self._window_opened.set()
 
 
+class _ServedAfterGoaway(h2.connection.H2ConnectionStateMachine):
+    """h2's connection state machine, except that a client connection stays open when GOAWAY
+    arrives. h2 closes it at once and then refuses every frame that follows, but the streams
+    up to GOAWAY's last stream id may still complete (RFC 9113 section 6.8): kube-apiserver
+    sends GOAWAY before the response to an unauthenticated request (a 401), for one. The pool
+    never opens a stream on such a connection again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._transitions = _SERVED_AFTER_GOAWAY
+
+
+_OPEN = h2.connection.ConnectionState.CLIENT_OPEN
+_SERVED_AFTER_GOAWAY = {
+    **h2.connection.H2ConnectionStateMachine._transitions,
+    (_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY): (None, _OPEN),
+}
+
+
 class H2UpstreamConnection:
     """One HTTP/2 connection to the API server and the task that reads it."""
 
@@ -172,6 +191,7 @@ class H2UpstreamConnection:
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
+        self.h2.state_machine = _ServedAfterGoaway()
         self.h2.local_settings = h2.settings.Settings(
             client=True,
             initial_values={
@@ -494,6 +514,10 @@ class H2Pool:
 
     def _stream_closed(self, connection: H2UpstreamConnection) -> None:
         self._room.set()
+        if connection.goaway and not connection.exchanges and not connection.closed:
+            connection.close()  # the server wants it gone, and it serves nothing any more
+        if connection.closed:
+            self._retired.discard(connection)
         self._update_gauges()
         if connection.exchanges or connection.closed or connection.idle_timer is not None:
             return
