@@ -3,7 +3,7 @@
 `H2Pool` opens TLS connections offering ALPN `h2`, `http/1.1`. When the server picks h2, each
 exchange is one stream; a connection carries up to the server's SETTINGS_MAX_CONCURRENT_STREAMS
 (kube-apiserver: `--http2-max-streams-per-connection`; v1.32 advertises 100 when it is unset,
-as the tests see), and a new connection opens only when every open one is full, up to
+the test kit's servers 250), and a new connection opens only when every open one is full, up to
 `max_connections`; beyond that a request waits for a stream to end. A connection without
 streams is closed after `idle_timeout`. When the server picks http/1.1 (or offers no ALPN),
 the pool remembers it and raises `Http2NotOffered`: the caller uses the HTTP/1.1
