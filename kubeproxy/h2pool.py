@@ -37,6 +37,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import structlog
 
 import http1
 from kubeproxy.metrics import ConnectionShare, ProxyMetrics
@@ -55,6 +56,10 @@ _NOT_IN_HTTP2 = frozenset(
 _ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, UpstreamCredentialsError)
 
 Header = tuple[bytes, bytes]
+_FULL_WARNING_INTERVAL = 60.0
+"""Seconds between two warnings that requests wait for a stream (the pool is at its limit)."""
+
+log = structlog.get_logger("kubeproxy.h2pool")
 
 
 class Http2NotOffered(Exception):
@@ -428,6 +433,7 @@ class H2Pool:
         self._retired: set[H2UpstreamConnection] = set()
         self.waiting = 0
         """Requests waiting for a stream: every connection full and `max_connections` open."""
+        self._warned_full_at: float | None = None
 
     async def request(
         self, method: str, target: str, headers: Sequence[Header] = (), *, end: bool = True
@@ -506,11 +512,29 @@ class H2Pool:
                         self.connections.append(connection)
                 continue
             self._room.clear()
+            self._warn_full()
             self.waiting += 1
             try:
                 await self._room.wait()
             finally:
                 self.waiting -= 1
+
+    def _warn_full(self) -> None:
+        """Say, now and then, that requests wait: the limits are too low for this load."""
+        now = asyncio.get_running_loop().time()
+        if self._warned_full_at is not None and now - self._warned_full_at < (
+            _FULL_WARNING_INTERVAL
+        ):
+            return
+        self._warned_full_at = now
+        log.warning(
+            "every HTTP/2 connection to the API server is full: requests wait for a stream",
+            server=self.upstream.authority,
+            connections=len(self.connections),
+            streams_per_connection=max((c.max_streams for c in self.connections), default=0),
+            advice="raise --upstream-http2-max-connections, or the API server's "
+            "--http2-max-streams-per-connection",
+        )
 
     def _stream_closed(self, connection: H2UpstreamConnection) -> None:
         self._room.set()

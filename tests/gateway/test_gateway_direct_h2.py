@@ -14,6 +14,7 @@ from certs import plane_ref
 from envtest import KubeAPIServer
 from gateway.direct import DirectPlane, DirectPlanes, DirectSettings
 from gateway.interfaces import DirectCredentials
+from gateway.metrics import GatewayMetrics
 from kubeproxy import LocalStream
 from protocol import ErrorCode
 from tests.kit.waits import eventually, scaled, wait_for
@@ -38,8 +39,15 @@ def target_namespace(target: KubeAPIServer) -> str:
     return name
 
 
-async def _serve(target: KubeAPIServer, settings: DirectSettings) -> AsyncIterator[DirectPlane]:
-    planes = DirectPlanes(settings=settings)
+@pytest.fixture
+def gateway_metrics() -> GatewayMetrics:
+    return GatewayMetrics()
+
+
+async def _serve(
+    target: KubeAPIServer, settings: DirectSettings, metrics: GatewayMetrics
+) -> AsyncIterator[DirectPlane]:
+    planes = DirectPlanes(settings=settings, metrics=metrics)
     credentials = DirectCredentials(
         server=target.url, ca_pem=target.ca_file.read_bytes(), bearer_token=target.admin_token
     )
@@ -53,14 +61,19 @@ async def _serve(target: KubeAPIServer, settings: DirectSettings) -> AsyncIterat
 
 
 @pytest.fixture
-async def plane(target: KubeAPIServer) -> AsyncIterator[DirectPlane]:
-    async for served in _serve(target, DirectSettings(drain_grace=TIMEOUT)):
+async def plane(
+    target: KubeAPIServer, gateway_metrics: GatewayMetrics
+) -> AsyncIterator[DirectPlane]:
+    async for served in _serve(target, DirectSettings(drain_grace=TIMEOUT), gateway_metrics):
         yield served
 
 
 @pytest.fixture
-async def plane_http1(target: KubeAPIServer) -> AsyncIterator[DirectPlane]:
-    async for served in _serve(target, DirectSettings(drain_grace=TIMEOUT, upstream_http2=False)):
+async def plane_http1(
+    target: KubeAPIServer, gateway_metrics: GatewayMetrics
+) -> AsyncIterator[DirectPlane]:
+    settings = DirectSettings(drain_grace=TIMEOUT, upstream_http2=False)
+    async for served in _serve(target, settings, gateway_metrics):
         yield served
 
 
@@ -105,7 +118,7 @@ def _configmap(namespace: str, name: str) -> bytes:
 
 
 async def test_requests_and_watches_share_one_http2_connection(
-    plane: DirectPlane, target_namespace: str
+    plane: DirectPlane, gateway_metrics: GatewayMetrics, target_namespace: str
 ) -> None:
     collection = f"/api/v1/namespaces/{target_namespace}/configmaps"
     watches = [_open(plane, "GET", f"{collection}?watch=1") for _ in range(3)]
@@ -124,6 +137,11 @@ async def test_requests_and_watches_share_one_http2_connection(
     assert metrics.sample(REQUESTS, protocol="http2") == 4
     assert metrics.sample(REQUESTS, protocol="http1") == 0
     assert metrics.sample(CONNECTIONS, state="active") == 1  # three watches: one connection
+
+    # The gateway's own /metrics shows them by plane.
+    by_plane = gateway_metrics.registry.get_sample_value
+    assert by_plane(REQUESTS, {"plane": str(PLANE), "protocol": "http2"}) == 4
+    assert by_plane(CONNECTIONS, {"plane": str(PLANE), "state": "active"}) == 1
 
     for watch in watches:
         watch.reset(ErrorCode.CANCEL, "test done")
