@@ -284,7 +284,7 @@ class _DirectUpstreamCollector(Collector):
             "planelink_gateway_direct_upstream_requests",
             "Requests sent to direct-mode planes' API servers, by plane and protocol (http1,"
             " http2: HTTP/2 while the server offers h2 and --direct-upstream-http2 is on;"
-            " upgrades and probes go as http1)",
+            " upgrades go as http1)",
             labels=["plane", "protocol"],
         )
         connections = GaugeMetricFamily(

@@ -352,6 +352,10 @@ class Proxy:
         and keep the first `body_limit` bytes of the answer: a probe of the API server.
         Raises UpstreamError."""
         plan = RequestPlan(method="GET", target=path, headers=[], length=None, upgrade=False)
+        h2_pool = self._h2_pool
+        if h2_pool is not None and h2_pool.protocol != "http/1.1":
+            with contextlib.suppress(Http2NotOffered):  # raised before anything was sent
+                return await self._fetch_h2(h2_pool, plan, body_limit)
         exchange = await self._start(None, plan, b"")
         body = b""
         reusable = False
@@ -365,6 +369,22 @@ class Proxy:
         finally:
             self._pool.release(exchange.connection, reusable=reusable)
         return exchange.head.status, body
+
+    async def _fetch_h2(
+        self, h2_pool: H2Pool, plan: RequestPlan, body_limit: int
+    ) -> tuple[int, bytes]:
+        """`fetch` over HTTP/2: a stream of the callers' connections, cancelled once
+        `body_limit` bytes are in."""
+        exchange = await self._request_h2(h2_pool, plan, [], end=True)
+        self._metrics.http2_requests.inc()
+        try:
+            head = await self._await_head_h2(exchange, None)
+            body = b""
+            while len(body) < body_limit and (piece := await exchange.body_piece()):
+                body += piece[: body_limit - len(body)]
+        finally:
+            exchange.cancel()  # the rest is not wanted (nothing happens once it has ended)
+        return head.status, body
 
     async def _start(
         self, stream: ProxiedStream | None, plan: RequestPlan, first: bytes

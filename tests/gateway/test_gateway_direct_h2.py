@@ -153,15 +153,22 @@ async def test_requests_and_watches_share_one_http2_connection(
     assert metrics.sample(CONNECTIONS, state="active") == 0
 
 
-async def test_the_probe_stays_on_http1_and_callers_go_over_http2(
+async def test_the_probe_and_callers_share_one_http2_connection(
     plane: DirectPlane, target_namespace: str
 ) -> None:
     answer = await plane.fetch("/readyz", limit=TIMEOUT)
+    assert (answer.status, answer.body) == (200, "ok")
+    answer = await plane.fetch("/openapi/v2", limit=TIMEOUT)  # megabytes: cut at the limit
     assert answer.status == 200
+    assert len(answer.body) == 300
     status, _ = await _request(plane, "GET", f"/api/v1/namespaces/{target_namespace}/configmaps")
     assert status == 200
-    assert plane.metrics.sample(REQUESTS, protocol="http1") == 1
-    assert plane.metrics.sample(REQUESTS, protocol="http2") == 1
+    assert plane.metrics.sample(REQUESTS, protocol="http2") == 3
+    assert plane.metrics.sample(REQUESTS, protocol="http1") == 0
+    assert plane.h2_pool is not None
+    assert plane.h2_pool.opened == 1
+    assert plane.pool.opened == 0
+    assert all(not c.exchanges for c in plane.h2_pool.connections)  # the cut one too
 
 
 async def test_turned_off_every_request_goes_over_http1(
