@@ -532,8 +532,8 @@ class H2Pool:
             server=self.upstream.authority,
             connections=len(self.connections),
             streams_per_connection=max((c.max_streams for c in self.connections), default=0),
-            advice="raise --upstream-http2-max-connections, or the API server's "
-            "--http2-max-streams-per-connection",
+            advice="raise the connection limit (the agent's --upstream-http2-max-connections) "
+            "or the API server's --http2-max-streams-per-connection",
         )
 
     def _stream_closed(self, connection: H2UpstreamConnection) -> None:
