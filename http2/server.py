@@ -390,7 +390,7 @@ class ServerConnection:
         if self._last_stream_id is not None and stream_id > self._last_stream_id:
             self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
-        if len(self._live | self._receiving) >= self.limits.max_concurrent_streams:
+        if self._open_streams() >= self.limits.max_concurrent_streams:
             self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
         fields = [(bytes(name), bytes(value)) for name, value in event.headers or []]
@@ -416,6 +416,12 @@ class ServerConnection:
                 end_stream=ended,
             )
         ]
+
+    def _open_streams(self) -> int:
+        """Streams shown to the consumer whose response or request body has not ended (no set
+        is built: with a thousand watches open this runs for every new request)."""
+        live = self._live
+        return len(live) + sum(1 for stream_id in self._receiving if stream_id not in live)
 
     def _peer_reset(self, event: h2.events.StreamReset, now: float) -> list[Event]:
         stream_id = event.stream_id or 0
