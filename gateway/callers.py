@@ -222,7 +222,8 @@ def _is_long_running(path: str, query: str) -> bool:
 def forwarded_headers(head: RequestHead) -> list[Header]:
     """The caller's headers as the agent should see them (`http1.TO_AGENT`)."""
     if (refused := TO_AGENT.refused_field(head.headers)) is not None:
-        name = refused.decode("latin-1")
+        # Named as HTTP/1.1 spells it, whichever version the caller spoke (HTTP/2 lowers names).
+        name = "-".join(part.capitalize() for part in refused.decode("latin-1").split("-"))
         if refused.lower().startswith(PLANELINK_PREFIX):
             raise CallerRefused(
                 400, "BadRequest", f"{name} is for the gateway's replicas, not for callers"
