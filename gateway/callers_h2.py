@@ -315,6 +315,10 @@ class H2CallerConnection:
         finally:
             del self._streams[stream.stream_id]
             self.waiting_for_window.discard(stream)
+            if stream._body:
+                # Body nobody will read: the connection's window must not lose it for good.
+                self.protocol.consumed(stream.stream_id, sum(map(len, stream._body)))
+                stream._body = None
             if not stream.gone:
                 if self.protocol.responding(stream.stream_id):
                     # The exchange ended without ending its answer: it must not look whole.
