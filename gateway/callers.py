@@ -1466,8 +1466,10 @@ class _Http2Exchange(_CallerExchange):
         channel = self.channel
         sent = 0
         while chunk := await channel.read_body():
-            await stream.write(chunk)
-            channel.consumed(len(chunk))
+            try:
+                await stream.write(chunk)
+            finally:
+                channel.consumed(len(chunk))  # passed on or dropped: the window reopens
             sent += len(chunk)
             self.access.bytes_in = sent
         stream.end()
