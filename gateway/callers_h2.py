@@ -217,7 +217,8 @@ class H2CallerConnection:
     def _flush_now(self) -> None:
         self._flush_scheduled = False
         if self._out:
-            self._writer.write(self._out)
+            if not self._writer.transport.is_closing():  # else nobody is there to read it
+                self._writer.write(self._out)
             self._out = bytearray()
 
     async def drain(self) -> None:
