@@ -17,7 +17,9 @@ What a peer cannot make it do, and why:
 - Run more than `max_concurrent_streams` at once: a stream beyond it is refused (REFUSED_STREAM),
   and refusals spend the reset budget too; h2's own check, at twice the limit, is the backstop.
 - Smuggle HTTP/1.1 connection semantics: connection-specific fields (`connection`, `upgrade`, ...)
-  make the request malformed, reset with PROTOCOL_ERROR as Go's server (the API server's) does.
+  never reach the consumer's headers; the head says why it is invalid (`RequestHead.invalid`), for
+  a 400 in the words kube-apiserver uses. Malformed heads (upper-case names, stray pseudo-fields)
+  are reset with PROTOCOL_ERROR, as that server does.
 - Push more body than we consumed: received DATA is acknowledged (WINDOW_UPDATE) only when the
   consumer calls `consumed()`, so a slow reader stops the sender at its source.
 
@@ -111,6 +113,11 @@ class RequestHead:
     headers: Headers
     """Regular fields in order (no pseudo-fields), names lower-case."""
     end_stream: bool
+    invalid: str = ""
+    """Why HTTP/2 does not allow this request, when it carries an HTTP/1.1 connection field
+    (`Connection`, `Upgrade`, `Transfer-Encoding`, ...; those fields are not in `headers`).
+    kube-apiserver answers such a request 400 with these words rather than resetting it, and so
+    is the consumer to."""
 
 
 @dataclass(frozen=True)
@@ -394,7 +401,7 @@ class ServerConnection:
             self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
         fields = [(bytes(name), bytes(value)) for name, value in event.headers or []]
-        pseudo, regular = _split_head(fields)
+        pseudo, regular, invalid = _split_head(fields)
         if pseudo is None:
             self._refuse(stream_id, ErrorCode.PROTOCOL_ERROR, now)
             return []
@@ -414,6 +421,7 @@ class ServerConnection:
                 authority=pseudo.get(b":authority", dict(regular).get(b"host", b"")),
                 headers=regular,
                 end_stream=ended,
+                invalid=invalid,
             )
         ]
 
@@ -549,25 +557,33 @@ class ServerConnection:
         return data
 
 
-def _split_head(fields: list[Header]) -> tuple[dict[bytes, bytes] | None, list[Header]]:
+def _split_head(
+    fields: list[Header],
+) -> tuple[dict[bytes, bytes] | None, list[Header], str]:
     """The pseudo-fields and the regular fields of a request head, or (None, ...) if malformed
-    (RFC 9113 §8.1.1 and §8.3.1: a stream error of type PROTOCOL_ERROR)."""
+    (RFC 9113 §8.1.1 and §8.3.1: a stream error of type PROTOCOL_ERROR); and, for a head that
+    carries an HTTP/1.1 connection field, what is wrong with it (`RequestHead.invalid`)."""
     pseudo: dict[bytes, bytes] = {}
     regular: list[Header] = []
+    invalid = ""
     for name, value in fields:
         if not name or name != name.lower() or any(c in value for c in b"\r\n\x00"):
-            return None, regular
+            return None, regular, ""
         if name.startswith(b":"):
             if regular or name not in _REQUEST_PSEUDO or name in pseudo:
-                return None, regular
+                return None, regular, ""
             pseudo[name] = value
-        elif name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
-            return None, regular
+        elif name in _CONNECTION_SPECIFIC:
+            # Go's words (net/http, checkValidHTTP2RequestHeaders), as kube-apiserver answers.
+            canonical = "-".join(part.capitalize() for part in name.decode().split("-"))
+            invalid = invalid or f'request header "{canonical}" is not valid in HTTP/2'
+        elif name == b"te" and value != b"trailers":
+            invalid = invalid or 'request header "TE" may only be "trailers" in HTTP/2'
         else:
             regular.append((name, value))
     if not pseudo.get(b":method") or not pseudo.get(b":path") or b":scheme" not in pseudo:
-        return None, regular
-    return pseudo, regular
+        return None, regular, ""
+    return pseudo, regular, invalid
 
 
 @contextmanager

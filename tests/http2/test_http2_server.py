@@ -145,22 +145,12 @@ def test_streams_beyond_the_concurrency_limit_are_refused() -> None:
     assert [e.stream_id for e in pair.to_server() if isinstance(e, RequestHead)] == [7]
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        [(b"connection", b"upgrade"), (b"upgrade", b"websocket")],
-        [(b"upgrade", b"SPDY/3.1")],
-        [(b"transfer-encoding", b"chunked")],
-        [(b"te", b"gzip")],
-        [(b"Accept", b"x")],
-    ],
-)
-def test_a_malformed_request_is_reset_with_protocol_error_and_the_connection_lives(
-    extra: list[tuple[bytes, bytes]],
-) -> None:
+def test_an_upper_case_name_is_malformed_reset_with_protocol_error_and_the_connection_lives() -> (
+    None
+):
     pair = Pair()
     pair.handshake()
-    pair.client.send_headers(1, [*GET, *extra], end_stream=True)
+    pair.client.send_headers(1, [*GET, (b"Accept", b"x")], end_stream=True)
     assert pair.to_server() == []
     resets = [e for e in pair.to_client() if isinstance(e, h2.events.StreamReset)]
     assert [(r.stream_id, r.error_code) for r in resets] == [
@@ -168,6 +158,33 @@ def test_a_malformed_request_is_reset_with_protocol_error_and_the_connection_liv
     ]
     pair.client.send_headers(3, GET, end_stream=True)
     assert [type(e) for e in pair.to_server()] == [RequestHead]
+
+
+@pytest.mark.parametrize(
+    ("extra", "invalid"),
+    [
+        (
+            [(b"connection", b"upgrade"), (b"upgrade", b"websocket")],
+            'request header "Connection" is not valid in HTTP/2',
+        ),
+        ([(b"upgrade", b"SPDY/3.1")], 'request header "Upgrade" is not valid in HTTP/2'),
+        (
+            [(b"transfer-encoding", b"chunked")],
+            'request header "Transfer-Encoding" is not valid in HTTP/2',
+        ),
+        ([(b"te", b"gzip")], 'request header "TE" may only be "trailers" in HTTP/2'),
+    ],
+)
+def test_a_connection_field_makes_a_head_that_says_why_it_is_invalid(
+    extra: list[tuple[bytes, bytes]], invalid: str
+) -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.client.send_headers(1, [*GET, (b"accept", b"x"), *extra], end_stream=True)
+    (head,) = pair.to_server()
+    assert isinstance(head, RequestHead)
+    assert head.invalid == invalid
+    assert head.headers == [(b"accept", b"x")]  # the connection fields are not passed on
 
 
 def test_a_missing_pseudo_field_is_malformed() -> None:
