@@ -2,11 +2,12 @@
 to send.
 
 h2 (like curl, Go and every well-behaved client) will not send fields that HTTP/2 forbids
-(`connection`, `upgrade`, a `:protocol` without the server's consent); a test of how a server
-answers a client that does send them needs a client that does. `send_raw` opens one TLS
-connection offering only `h2`, sends one request head with h2's outbound checks off, and
-returns the answer: a response (status, fields, body) or the stream's reset code. It reads at
-most `max_body` bytes of body, and every wait is bounded by the caller's timeout.
+(`connection`, `upgrade`, a `:protocol` the server never allowed); a test of how a server
+answers a client that does send them needs a client that does. `RawExchange` is that client's
+one exchange, sans-I/O: the bytes of the preface and of one request head (h2's outbound checks
+off) on stream 1, then the server's bytes in, until the answer is whole: a response (status,
+fields, body) or the stream's reset. `send_raw` runs it over a new TLS connection offering only
+`h2`; every wait is bounded by the caller's timeout, the body by `max_body`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import h2.events
 
 Header = tuple[bytes, bytes]
 _READ_SIZE = 64 * 1024
+_STREAM = 1
 
 
 @dataclass
@@ -36,8 +38,58 @@ class RawAnswer:
     """The RST_STREAM error code (1 is PROTOCOL_ERROR), or the GOAWAY's if the connection
     ended instead."""
 
-    def header(self, name: bytes) -> bytes | None:
-        return next((value for key, value in self.headers if key == name), None)
+
+class RawExchange:
+    """One request head, sent unchecked on stream 1, and the answer to it."""
+
+    def __init__(self, head: Sequence[Header], *, max_body: int = 64 * 1024) -> None:
+        self._h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+            )
+        )
+        self._h2.initiate_connection()
+        self._h2.send_headers(_STREAM, list(head), end_stream=True)
+        self._max_body = max_body
+        self.answer = RawAnswer()
+        self.done = False
+        """The answer is whole (the response ended, or the stream or connection was reset)."""
+
+    def data_to_send(self) -> bytes:
+        return self._h2.data_to_send()
+
+    def receive(self, data: bytes) -> None:
+        """Take the server's bytes (b"" when it closed the connection)."""
+        if not data:
+            raise AssertionError("the server closed the connection without answering")
+        for event in self._h2.receive_data(data):
+            self._take(event)
+
+    def _take(self, event: h2.events.Event) -> None:
+        answer = self.answer
+        if isinstance(event, h2.events.ResponseReceived) and event.stream_id == _STREAM:
+            for name, value in event.headers or []:
+                assert isinstance(name, bytes)
+                assert isinstance(value, bytes)
+                if name == b":status":
+                    answer.status = int(value)
+                elif not name.startswith(b":"):
+                    answer.headers.append((name, value))
+        elif isinstance(event, h2.events.DataReceived) and event.stream_id == _STREAM:
+            answer.body += event.data or b""
+            if len(answer.body) > self._max_body:
+                raise AssertionError(f"the body is over {self._max_body} bytes")
+            self._h2.acknowledge_received_data(event.flow_controlled_length or 0, _STREAM)
+        elif isinstance(event, h2.events.StreamEnded) and event.stream_id == _STREAM:
+            self.done = True
+        elif (isinstance(event, h2.events.StreamReset) and event.stream_id == _STREAM) or (
+            isinstance(event, h2.events.ConnectionTerminated)  # a GOAWAY ends stream 1 too
+        ):
+            answer.reset = int(event.error_code or 0)
+            self.done = True
 
 
 async def send_raw(
@@ -56,51 +108,10 @@ async def send_raw(
         picked = writer.get_extra_info("ssl_object").selected_alpn_protocol()
         if picked != "h2":
             raise AssertionError(f"{host}:{port} picked {picked!r}, not h2, in ALPN")
-        connection = h2.connection.H2Connection(
-            h2.config.H2Configuration(
-                client_side=True,
-                header_encoding=None,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-            )
-        )
-        connection.initiate_connection()
-        connection.send_headers(1, list(head), end_stream=True)
-        writer.write(connection.data_to_send())
-        answer = RawAnswer()
-        while not _take(connection, await reader.read(_READ_SIZE), answer, max_body):
-            writer.write(connection.data_to_send())
-        return answer
+        exchange = RawExchange(head, max_body=max_body)
+        while not exchange.done:
+            writer.write(exchange.data_to_send())
+            exchange.receive(await reader.read(_READ_SIZE))
+        return exchange.answer
     finally:
         writer.transport.abort()
-
-
-def _take(
-    connection: h2.connection.H2Connection, data: bytes, answer: RawAnswer, max_body: int
-) -> bool:
-    """Feed `data` to `connection`, note what it says in `answer`; whether the answer is whole."""
-    if not data:
-        raise AssertionError("the server closed the connection without answering stream 1")
-    for event in connection.receive_data(data):
-        if isinstance(event, h2.events.ResponseReceived) and event.stream_id == 1:
-            for name, value in event.headers or []:
-                assert isinstance(name, bytes)
-                assert isinstance(value, bytes)
-                if name == b":status":
-                    answer.status = int(value)
-                elif not name.startswith(b":"):
-                    answer.headers.append((name, value))
-        elif isinstance(event, h2.events.DataReceived) and event.stream_id == 1:
-            answer.body += event.data or b""
-            if len(answer.body) > max_body:
-                raise AssertionError(f"the body is over {max_body} bytes")
-            connection.acknowledge_received_data(event.flow_controlled_length or 0, 1)
-        elif isinstance(event, h2.events.StreamEnded) and event.stream_id == 1:
-            return True
-        elif (isinstance(event, h2.events.StreamReset) and event.stream_id == 1) or isinstance(
-            event,
-            h2.events.ConnectionTerminated,  # a GOAWAY ends stream 1 too, for its reason
-        ):
-            answer.reset = int(event.error_code or 0)
-            return True
-    return False
