@@ -435,6 +435,6 @@ def _caller_context(settings: GatewaySettings) -> ssl.SSLContext:
     # With tokens a certificate is optional, but one presented must still verify.
     accepts_tokens = settings.callers.auth.accepts_tokens
     context.verify_mode = ssl.CERT_OPTIONAL if accepts_tokens else ssl.CERT_REQUIRED
-    # HTTP/1.1 only: kubectl falls back from h2, and SPDY upgrades need HTTP/1.1 anyway.
-    context.set_alpn_protocols(["http/1.1"])
+    # Upgrades (exec, port-forward) come on HTTP/1.1 connections: client-go opens those itself.
+    context.set_alpn_protocols(["h2", "http/1.1"] if settings.callers.http2 else ["http/1.1"])
     return context

@@ -66,6 +66,7 @@ from gateway.auth import (
     CallerIdentity,
     certificate_identity,
 )
+from gateway.callers_h2 import H2CallerConnection, H2CallerStream
 from gateway.console.refusals import RecentRefusal, RecentRefusals
 from gateway.metrics import GatewayMetrics
 from gateway.trust import TrustRegistry
@@ -92,6 +93,8 @@ from http1 import (
     status_headers,
     warning_header,
 )
+from http2.server import ConnectionFailed, ServerLimits
+from http2.server import ErrorCode as H2ErrorCode
 from protocol import ErrorCode, Header, Headers, HeadTooLarge, ResponseReceived
 from protocol.headers import HeaderBlockError, check_value
 from tunnel import SessionClosed, StreamResetError
@@ -126,6 +129,12 @@ class CallerSettings:
     bytes, at most (431)."""
     max_header_fields: int = MAX_HEADER_FIELDS
     """Header fields of a request, and trailer fields apart, at most (431)."""
+    http2: bool = True
+    """Offer HTTP/2 in ALPN (`h2`, then `http/1.1`): kubectl and client-go then put all their
+    requests and watches on one connection. Upgrades (exec, port-forward) stay on HTTP/1.1
+    connections, which client-go opens for them itself."""
+    http2_limits: ServerLimits = field(default_factory=ServerLimits)
+    """What one HTTP/2 connection may use (`http2.server.ServerLimits`)."""
     backlog: int = 1024
     """Connections queued by the kernel before they are accepted (asyncio's default: 100)."""
     reuse_port: bool = False
@@ -373,7 +382,8 @@ class DirectBackends(Protocol):
 
 
 class CallerEndpoint:
-    """Serves callers over HTTPS (HTTP/1.1) and relays their requests to their planes."""
+    """Serves callers over HTTPS (HTTP/1.1, and HTTP/2 where ALPN picked it) and relays their
+    requests to their planes."""
 
     def __init__(
         self,
@@ -408,6 +418,7 @@ class CallerEndpoint:
         self.auth = CallerAuth(settings.auth, metrics)
         self._acceptor: TlsAcceptor | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._h2_connections: set[H2CallerConnection] = set()
         self._exchanges = 0
         """Requests being relayed now (what a stop waits for)."""
         self._no_exchanges = asyncio.Event()
@@ -457,6 +468,8 @@ class CallerEndpoint:
             return
         await self._acceptor.close()
         self._closing = True
+        for connection in self._h2_connections:
+            connection.goaway()  # the caller sends its next requests elsewhere
         if self._exchanges:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
@@ -488,35 +501,12 @@ class CallerEndpoint:
         caller = _caller_name(writer)
         # The TLS session's certificate is the same for every request on the connection.
         certificate = certificate_identity(writer.get_extra_info("peercert"))
-        http = MessageReader(
-            reader,
-            "request",
-            max_head_bytes=self._settings.max_head_bytes,
-            max_header_fields=self._settings.max_header_fields,
-        )
+        tls = writer.get_extra_info("ssl_object")
         try:
-            while (head := await self._next_request(http, writer, admitted)) is not None:
-                exchange = _CallerExchange(
-                    self, http, writer, head, caller=caller, certificate=certificate
-                )
-                exchange.on_admitted = admitted.authenticate
-                self._exchanges += 1
-                self._no_exchanges.clear()
-                try:
-                    carry_on = await exchange.run()
-                finally:
-                    self._exchanges -= 1
-                    if not self._exchanges:
-                        self._no_exchanges.set()
-                if not carry_on or self._closing:
-                    break
-        except HttpError as error:
-            await _write_status(
-                writer, CallerRefused(error.status, "BadRequest", error.message), close=True
-            )
-            await _linger(http, writer)
-            self._metrics.caller_errors.labels(reason="BadRequest").inc()
-            log.info("bad request from caller", caller=caller, detail=error.message)
+            if tls is not None and tls.selected_alpn_protocol() == "h2":
+                await self._serve_h2(reader, writer, admitted, caller, certificate)
+            else:
+                await self._serve_h1(reader, writer, admitted, caller, certificate)
         except (ConnectionError, ssl.SSLError):
             pass  # the caller went away; its streams were reset by the exchange
         except Exception:
@@ -527,6 +517,135 @@ class CallerEndpoint:
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), timeout=5)
+
+    async def _serve_h1(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        admitted: Admitted,
+        caller: str,
+        certificate: CallerIdentity | None,
+    ) -> None:
+        """An HTTP/1.1 connection: one exchange after the other, in this task."""
+        on_caller_port = self._peer_port is None
+        if on_caller_port:
+            self._metrics.caller_connections_by_protocol.labels("http1").inc()
+        requests = self._metrics.requests_by_protocol.labels("http1")
+        http = MessageReader(
+            reader,
+            "request",
+            max_head_bytes=self._settings.max_head_bytes,
+            max_header_fields=self._settings.max_header_fields,
+        )
+        try:
+            while (head := await self._next_request(http, writer, admitted)) is not None:
+                if on_caller_port:
+                    requests.inc()
+                exchange = _Http1Exchange(
+                    self, http, writer, head, caller=caller, certificate=certificate
+                )
+                exchange.on_admitted = admitted.authenticate
+                if not await self._run_exchange(exchange) or self._closing:
+                    break
+        except HttpError as error:
+            await _write_status(
+                writer, CallerRefused(error.status, "BadRequest", error.message), close=True
+            )
+            await _linger(http, writer)
+            self._metrics.caller_errors.labels(reason="BadRequest").inc()
+            log.info("bad request from caller", caller=caller, detail=error.message)
+
+    async def _run_exchange(self, exchange: _CallerExchange) -> bool:
+        """Run one exchange, counted among those a stop waits for."""
+        self._exchanges += 1
+        self._no_exchanges.clear()
+        try:
+            return await exchange.run()
+        finally:
+            self._exchanges -= 1
+            if not self._exchanges:
+                self._no_exchanges.set()
+
+    async def _serve_h2(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        admitted: Admitted,
+        caller: str,
+        certificate: CallerIdentity | None,
+    ) -> None:
+        """An HTTP/2 connection: each stream is one exchange, run by the connection's task."""
+        settings = self._settings
+        address = _peer_address(writer)
+        metrics = self._metrics
+        requests = metrics.requests_by_protocol.labels("http2")
+
+        async def exchange(channel: H2CallerStream) -> None:
+            if self._closing:
+                channel.reset(H2ErrorCode.REFUSED_STREAM)  # retried on another connection
+                return
+            arrived = channel.head
+            head = RequestHead(
+                method=arrived.method.decode("latin-1"),
+                target=arrived.path.decode("latin-1"),
+                headers=arrived.headers,
+                keep_alive=True,
+                upgrade=False,
+                has_body=not arrived.end_stream,
+                http_version="2",
+            )
+            requests.inc()
+            relay = _Http2Exchange(
+                self,
+                channel,
+                head,
+                caller=caller,
+                certificate=certificate,
+                address=address,
+                authenticated=lambda: admitted.authenticated,
+            )
+            relay.on_admitted = admitted.authenticate
+            try:
+                await self._run_exchange(relay)
+            except (ConnectionError, ssl.SSLError):
+                pass  # the caller reset the stream or left; the exchange reset its stream
+            except Exception:
+                log.exception("caller stream failed", caller=caller, request_id=relay.request_id)
+            if relay.goaway_after:
+                connection.goaway()
+
+        def idle() -> None:
+            admitted.dropped(Refusal.IDLE_TIMEOUT, f"no request for {settings.idle_timeout}s")
+
+        def failed(failure: ConnectionFailed) -> None:
+            try:
+                code = H2ErrorCode(failure.code).name
+            except ValueError:
+                code = "UNKNOWN"
+            metrics.http2_connection_errors.labels(code=code).inc()
+            log.warning(
+                "caller's HTTP/2 connection ended",
+                caller=caller,
+                address=address,
+                reason=failure.reason,
+                code=code,
+            )
+
+        connection = H2CallerConnection(
+            reader,
+            writer,
+            limits=settings.http2_limits,
+            on_request=exchange,
+            idle_timeout=settings.idle_timeout,
+            on_idle=idle,
+            on_failure=failed,
+        )
+        self._h2_connections.add(connection)
+        metrics.caller_connections_by_protocol.labels("http2").inc()
+        try:
+            await connection.serve()
+        finally:
+            self._h2_connections.discard(connection)
 
     async def _next_request(
         self, http: MessageReader, writer: asyncio.StreamWriter, admitted: Admitted
@@ -553,22 +672,26 @@ class CallerEndpoint:
 
 
 class _CallerExchange:
-    """One caller request relayed through one stream."""
+    """One caller request relayed through one stream: what HTTP/1.1 and HTTP/2 share (routing,
+    authentication, opening the stream, retries, metrics, the access line). How the answer is
+    written is the subclass's: `_Http1Exchange`, `_Http2Exchange`."""
+
+    protocol = "http1"
+    """The caller's HTTP version, as metrics name it."""
 
     def __init__(
         self,
         endpoint: CallerEndpoint,
-        http: MessageReader,
-        writer: asyncio.StreamWriter,
         head: RequestHead,
         *,
         caller: str,
         certificate: CallerIdentity | None,
+        address: str,
     ) -> None:
         self.endpoint = endpoint
         self.certificate = certificate
-        self.http = http
-        self.writer = writer
+        self.address = address
+        """The caller's `address:port`."""
         self.head = head
         self.caller = caller
         self.started = time.monotonic()
@@ -609,7 +732,7 @@ class _CallerExchange:
                     refused.message,
                     plane=self.plane,
                     who=self.caller,
-                    address=_peer_address(self.writer),
+                    address=self.address,
                 )
             )
 
@@ -660,22 +783,16 @@ class _CallerExchange:
                 request_id=self.request_id,
             )
             self._keep_refusal(refused)
-            # Its body is never read: a refused caller must not make the gateway work or
-            # buffer for it. The connection closes after the answer.
             elsewhere = refused.elsewhere and endpoint._peer_port is not None
-            await _write_status(
-                self.writer,
-                refused,
-                plain=_wants_plain_refusal(self.head, refused),
-                close=True,
-                extra=[
-                    *self._own_fields(),
-                    *([(PEER_REFUSED, refused.reason.encode())] if elsewhere else []),
-                ],
+            extra = [
+                *self._own_fields(),
+                *([(PEER_REFUSED, refused.reason.encode())] if elsewhere else []),
+            ]
+            # Its body is never read: a refused caller must not make the gateway work or
+            # buffer for it.
+            return await self._refuse(
+                refused, plain=_wants_plain_refusal(self.head, refused), extra=extra
             )
-            self._count(refused.status)
-            await _linger(self.http, self.writer)
-            return False
         metrics = endpoint._metrics
         metrics.child(metrics.streams_active, self.plane).inc()
         try:
@@ -730,19 +847,6 @@ class _CallerExchange:
         if document is not None and self.head.method != "GET":
             raise CallerRefused(405, "MethodNotAllowed", f"{self.head.target} answers GET only")
         return document
-
-    async def _answer_document(self, document: Callable[[], Document]) -> bool:
-        content_type, body = document()
-        headers: list[Header] = [
-            (b"Content-Type", content_type),
-            (b"Content-Length", b"%d" % len(body)),
-        ]
-        keep_alive = self.head.keep_alive and not self.head.has_body
-        if not keep_alive:
-            headers.append((b"Connection", b"close"))
-        self.writer.write(response_head_bytes(200, reason_phrase(200), headers) + body)
-        await self.writer.drain()
-        return keep_alive
 
     async def _admit(self, plane: PlaneRef) -> CallerIdentity:
         if self.endpoint._peer_port is not None:
@@ -953,6 +1057,108 @@ class _CallerExchange:
             upgrade=self.head.upgrade,
         )
 
+    async def _refuse_response(self, stream: CallerStream, error: FramingError) -> bool:
+        """The agent's response breaks HTTP/1.1 framing: reset its stream, tell the caller."""
+        stream.reset(ErrorCode.PROTOCOL_ERROR, f"unacceptable response: {error}")
+        metrics = self.endpoint._metrics
+        metrics.child(metrics.relay_errors, self.plane, "agent_response").inc()
+        return await self._fail(
+            CallerRefused(
+                502,
+                "InternalError",
+                f"the agent of dataplane {self.plane} sent an unacceptable response: {error}",
+            )
+        )
+
+    async def _fail(self, refused: CallerRefused) -> bool:
+        log.warning(
+            "request failed",
+            caller=self.caller,
+            plane=self.plane,
+            status=refused.status,
+            detail=refused.message,
+            head_written=self.head_written,
+            request_id=self.request_id,
+        )
+        return await self._answer_failure(refused)
+
+    # -- what each HTTP version does its own way ---------------------------------------------
+
+    async def _refuse(self, refused: CallerRefused, *, plain: bool, extra: Headers) -> bool:
+        """Answer a request refused before it reached a plane."""
+        raise NotImplementedError
+
+    async def _answer_document(self, document: Callable[[], Document]) -> bool:
+        """Answer a `PeerPort.documents` path (the peer port speaks HTTP/1.1 only)."""
+        raise NotImplementedError
+
+    async def _relay(self, stream: CallerStream) -> bool:
+        """Send the request body to the stream and its answer to the caller."""
+        raise NotImplementedError
+
+    async def _answer_failure(self, refused: CallerRefused) -> bool:
+        """A request that failed on its way: its Status, or a cut answer once the head is out."""
+        raise NotImplementedError
+
+    def _explain_reset(self, error: StreamResetError) -> CallerRefused:
+        if error.code in (ErrorCode.CONNECTION_LOST, ErrorCode.NO_ERROR, ErrorCode.REFUSED_STREAM):
+            return CallerRefused(
+                503,
+                "ServiceUnavailable",
+                f"the agent of dataplane {self.plane} disconnected: {error.message}",
+                retry_after=self.endpoint._settings.retry_after,
+            )
+        return CallerRefused(502, "InternalError", f"the tunnel to {self.plane} failed: {error}")
+
+    def _count(self, status: int) -> None:
+        self.status = status
+        metrics = self.endpoint._metrics
+        code = status_class(status)
+        if self.forwarded_by:
+            # Served for a peer: the forwarding replica counts the caller's request.
+            metrics.child(metrics.peer_requests, self.forwarded_by, self.plane, code).inc()
+            return
+        if self.forwarded_to:
+            metrics.child(metrics.forwarded_requests, self.forwarded_to, self.plane, code).inc()
+        metrics.child(metrics.requests, self.plane, code).inc()
+        metrics.child(metrics.request_duration, self.plane, code).observe(
+            time.monotonic() - self.started
+        )
+
+
+class _Http1Exchange(_CallerExchange):
+    """A request on an HTTP/1.1 connection: its answer is framed by the gateway
+    (`http1.framing`) and written to the connection, which carries one request at a time."""
+
+    def __init__(
+        self,
+        endpoint: CallerEndpoint,
+        http: MessageReader,
+        writer: asyncio.StreamWriter,
+        head: RequestHead,
+        *,
+        caller: str,
+        certificate: CallerIdentity | None,
+    ) -> None:
+        super().__init__(
+            endpoint, head, caller=caller, certificate=certificate, address=_peer_address(writer)
+        )
+        self.http = http
+        self.writer = writer
+
+    async def _answer_document(self, document: Callable[[], Document]) -> bool:
+        content_type, body = document()
+        headers: list[Header] = [
+            (b"Content-Type", content_type),
+            (b"Content-Length", b"%d" % len(body)),
+        ]
+        keep_alive = self.head.keep_alive and not self.head.has_body
+        if not keep_alive:
+            headers.append((b"Connection", b"close"))
+        self.writer.write(response_head_bytes(200, reason_phrase(200), headers) + body)
+        await self.writer.drain()
+        return keep_alive
+
     async def _relay(self, stream: CallerStream) -> bool:
         sending = self.sending = (
             asyncio.create_task(self._send_body(stream))
@@ -992,19 +1198,6 @@ class _CallerExchange:
             keep_alive=reusable and head.keep_alive and not head.upgrade,
             http_1_0=head.http_version == "1.0",
             own=self._own_fields(),
-        )
-
-    async def _refuse_response(self, stream: CallerStream, error: FramingError) -> bool:
-        """The agent's response breaks HTTP/1.1 framing: reset its stream, tell the caller."""
-        stream.reset(ErrorCode.PROTOCOL_ERROR, f"unacceptable response: {error}")
-        metrics = self.endpoint._metrics
-        metrics.child(metrics.relay_errors, self.plane, "agent_response").inc()
-        return await self._fail(
-            CallerRefused(
-                502,
-                "InternalError",
-                f"the agent of dataplane {self.plane} sent an unacceptable response: {error}",
-            )
         )
 
     async def _send_body(self, stream: CallerStream) -> None:
@@ -1145,16 +1338,7 @@ class _CallerExchange:
         self.writer.write(self._head_bytes(framer))
         await self.writer.drain()
 
-    async def _fail(self, refused: CallerRefused) -> bool:
-        log.warning(
-            "request failed",
-            caller=self.caller,
-            plane=self.plane,
-            status=refused.status,
-            detail=refused.message,
-            head_written=self.head_written,
-            request_id=self.request_id,
-        )
+    async def _answer_failure(self, refused: CallerRefused) -> bool:
         if self.head_written:
             # Too late for a status: cut the connection so the caller sees a broken body.
             self.writer.transport.abort()
@@ -1164,30 +1348,129 @@ class _CallerExchange:
         await _linger(self.http, self.writer)
         return False
 
-    def _explain_reset(self, error: StreamResetError) -> CallerRefused:
-        if error.code in (ErrorCode.CONNECTION_LOST, ErrorCode.NO_ERROR, ErrorCode.REFUSED_STREAM):
-            return CallerRefused(
-                503,
-                "ServiceUnavailable",
-                f"the agent of dataplane {self.plane} disconnected: {error.message}",
-                retry_after=self.endpoint._settings.retry_after,
-            )
-        return CallerRefused(502, "InternalError", f"the tunnel to {self.plane} failed: {error}")
+    async def _refuse(self, refused: CallerRefused, *, plain: bool, extra: Headers) -> bool:
+        # The connection closes after the answer: whatever the caller sends next is unread.
+        await _write_status(self.writer, refused, plain=plain, close=True, extra=extra)
+        self._count(refused.status)
+        await _linger(self.http, self.writer)
+        return False
 
-    def _count(self, status: int) -> None:
-        self.status = status
-        metrics = self.endpoint._metrics
-        code = status_class(status)
-        if self.forwarded_by:
-            # Served for a peer: the forwarding replica counts the caller's request.
-            metrics.child(metrics.peer_requests, self.forwarded_by, self.plane, code).inc()
-            return
-        if self.forwarded_to:
-            metrics.child(metrics.forwarded_requests, self.forwarded_to, self.plane, code).inc()
-        metrics.child(metrics.requests, self.plane, code).inc()
-        metrics.child(metrics.request_duration, self.plane, code).observe(
-            time.monotonic() - self.started
+
+class _Http2Exchange(_CallerExchange):
+    """A request on a stream of an HTTP/2 connection (`gateway.callers_h2`): the answer's body
+    goes out in DATA frames as the caller's windows allow, a failure resets this stream alone,
+    and a caller that resets it resets the plane's stream at once. Upgrades do not exist here
+    (HTTP/2 has no `Upgrade`; the fields that would ask for one make the request malformed)."""
+
+    protocol = "http2"
+
+    def __init__(
+        self,
+        endpoint: CallerEndpoint,
+        channel: H2CallerStream,
+        head: RequestHead,
+        *,
+        caller: str,
+        certificate: CallerIdentity | None,
+        address: str,
+        authenticated: Callable[[], bool],
+    ) -> None:
+        super().__init__(endpoint, head, caller=caller, certificate=certificate, address=address)
+        self.channel = channel
+        self._authenticated = authenticated
+        self.goaway_after = False
+        """The connection is to take no new stream after this one (`_refuse`)."""
+
+    async def _refuse(self, refused: CallerRefused, *, plain: bool, extra: Headers) -> bool:
+        headers, body = _status_answer(refused, plain=plain)
+        await self._answer(refused.status, [*headers, *extra], body)
+        # A connection that never authenticated takes no more requests, as HTTP/1.1's closes:
+        # an anonymous caller must not have the gateway answer refusals for free.
+        self.goaway_after = not self._authenticated()
+        return False
+
+    async def _answer(self, status: int, headers: Headers, body: bytes) -> None:
+        self._count(status)
+        channel = self.channel
+        channel.send_head(status, headers)
+        await channel.send(body, end=True)
+
+    async def _answer_failure(self, refused: CallerRefused) -> bool:
+        if self.channel.gone:
+            return False
+        if self.head_written:
+            # Too late for a status: this stream alone is cut, the caller sees it unfinished.
+            self.channel.reset(H2ErrorCode.INTERNAL_ERROR)
+            return False
+        headers, body = _status_answer(refused, plain=False)
+        await self._answer(refused.status, [*headers, *self._own_fields()], body)
+        return False
+
+    async def _relay(self, stream: CallerStream) -> bool:
+        channel = self.channel
+
+        def caller_gone() -> None:
+            stream.reset(ErrorCode.CANCEL, "the caller reset its stream")
+
+        channel.on_gone = caller_gone
+        if channel.gone:
+            raise ConnectionResetError("the caller reset its stream")
+        sending = self.sending = (
+            asyncio.create_task(self._send_body(stream)) if self.head.has_body else None
         )
+        try:
+            response = await stream.response()
+            try:
+                framer = ResponseFramer(
+                    method=self.head.method,
+                    status=response.status,
+                    headers=response.headers,
+                    upgrade_requested=False,
+                    keep_alive=True,
+                    unframed=True,
+                    own=self._own_fields(),
+                )
+            except FramingError as error:
+                return await self._refuse_response(stream, error)
+            self.head_written = True
+            self._count(framer.status)
+            channel.send_head(framer.status, framer.headers)
+            relayed = 0
+            try:
+                while chunk := await stream.read():
+                    framer.body(chunk)
+                    await channel.send(bytes(chunk))
+                    relayed += len(chunk)
+                    self.access.bytes_out = relayed
+                framer.end()
+            except FramingError as error:
+                return await self._refuse_response(stream, error)
+            await channel.send(b"", end=True)
+        except StreamResetError:
+            if channel.gone:
+                raise ConnectionResetError("the caller reset its stream") from None
+            raise
+        finally:
+            channel.on_gone = None
+            if sending is not None:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StreamResetError, ConnectionError):
+                    await sending
+        metrics = self.endpoint._metrics
+        metrics.child(metrics.bytes, self.plane, "to_caller").inc(relayed)
+        return True
+
+    async def _send_body(self, stream: CallerStream) -> None:
+        channel = self.channel
+        sent = 0
+        while chunk := await channel.read_body():
+            await stream.write(chunk)
+            channel.consumed(len(chunk))
+            sent += len(chunk)
+            self.access.bytes_in = sent
+        stream.end()
+        metrics = self.endpoint._metrics
+        metrics.child(metrics.bytes, self.plane, "to_agent").inc(sent)
 
 
 async def _refused_by_peer(stream: CallerStream) -> bool:
@@ -1223,23 +1506,29 @@ async def _write_status(
     the warning handler (rest/request.go `transformResponse`, `handleWarnings`), which kubectl
     prints on stderr as `Warning: <message>`, each once. A request whose Status is decoded
     shows the message twice, as the warning and as the error."""
-    if plain:
-        body = refused.message.encode()
-        headers: Headers = [
-            (b"Content-Type", b"text/plain; charset=utf-8"),
-            (b"Content-Length", str(len(body)).encode()),
-        ]
-    else:
-        body = status_body(refused.status, refused.message, reason=refused.reason)
-        headers = status_headers(body, retry_after=refused.retry_after)
-    if refused.status != 403:
-        headers = [*headers, warning_header(refused.message)]
+    headers, body = _status_answer(refused, plain=plain)
     if close:
         headers = [*headers, (b"Connection", b"close")]
     headers = [*headers, *extra]
     writer.write(response_head_bytes(refused.status, reason_phrase(refused.status), headers) + body)
     with contextlib.suppress(ConnectionError):
         await writer.drain()
+
+
+def _status_answer(refused: CallerRefused, *, plain: bool) -> tuple[list[Header], bytes]:
+    """The head fields and body of the gateway's own answer (`_write_status` says why each)."""
+    if plain:
+        body = refused.message.encode()
+        headers: list[Header] = [
+            (b"Content-Type", b"text/plain; charset=utf-8"),
+            (b"Content-Length", str(len(body)).encode()),
+        ]
+    else:
+        body = status_body(refused.status, refused.message, reason=refused.reason)
+        headers = list(status_headers(body, retry_after=refused.retry_after))
+    if refused.status != 403:
+        headers.append(warning_header(refused.message))
+    return headers, body
 
 
 def _unrelayable(error: StreamResetError) -> CallerRefused:

@@ -89,6 +89,27 @@ class GatewayMetrics:
             ["peer", "plane", "code"],
             registry=r,
         )
+        self.requests_by_protocol = Counter(
+            "planelink_gateway_requests_by_protocol_total",
+            "Caller requests received on the caller port, by the HTTP version they arrived in"
+            " (http1, http2)",
+            ["protocol"],
+            registry=r,
+        )
+        self.caller_connections_by_protocol = Counter(
+            "planelink_gateway_caller_connections_total",
+            "Caller connections past TLS, by the HTTP version ALPN picked (http1, http2)",
+            ["protocol"],
+            registry=r,
+        )
+        self.http2_connection_errors = Counter(
+            "planelink_gateway_http2_connection_errors_total",
+            "Caller HTTP/2 connections the gateway ended with a GOAWAY error, by its code"
+            " (ENHANCE_YOUR_CALM: a flood, a rapid reset or an oversized header block;"
+            " PROTOCOL_ERROR, FRAME_SIZE_ERROR, ...: frames that break RFC 9113)",
+            ["code"],
+            registry=r,
+        )
         self.caller_errors = Counter(
             "planelink_gateway_caller_errors_total",
             "Caller requests refused before reaching an agent, by reason",

@@ -75,9 +75,12 @@ class ResponseFramer:
         upgrade_requested: bool,
         keep_alive: bool,
         http_1_0: bool = False,
+        unframed: bool = False,
         own: Headers = (),
     ) -> None:
-        """`own`: the proxy's own fields, added to those TO_CALLER passes on."""
+        """`own`: the proxy's own fields, added to those TO_CALLER passes on. `unframed`: the
+        client's protocol frames the body itself (HTTP/2: DATA frames, END_STREAM), so pieces
+        are counted but never chunk-coded, and no framing or connection field is added."""
         _check_head(status, headers, upgrade_requested=upgrade_requested)
         declared = content_length(headers)
         if declared is not None and header_value(headers, b"transfer-encoding") is not None:
@@ -94,13 +97,15 @@ class ResponseFramer:
                 kept.append((b"Content-Length", b"%d" % declared))
         elif declared is not None:
             kept.append((b"Content-Length", b"%d" % declared))
+        elif unframed:
+            pass
         elif http_1_0:
             # No chunked coding in HTTP/1.0: the body ends where the connection does.
             self.keep_alive = False
         else:
             self.chunked = True
             kept.append((b"Transfer-Encoding", b"chunked"))
-        if status != 101:
+        if status != 101 and not unframed:
             if not self.keep_alive:
                 kept.append((b"Connection", b"close"))
             elif http_1_0:

@@ -39,6 +39,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from protocol.headers import Header, Headers
 
@@ -77,9 +78,16 @@ _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":path", b":authority"})
 class ServerLimits:
     """What one caller connection may use; every phase a peer drives is bounded by one of these."""
 
-    max_concurrent_streams: int = 250
+    max_concurrent_streams: int = 1000
+    """kube-apiserver's own default (`--http2-max-streams-per-connection`): an informer-heavy
+    client puts every watch on one connection."""
     max_header_list_size: int = 64 * 1024
     initial_window_size: int = 256 * 1024
+    """Request body bytes one stream may have in flight before its consumer took them."""
+    connection_window: int = 1024 * 1024
+    """Request body bytes all streams together may have in flight: the bound of what a
+    connection buffers, however many streams it has (opened again only as bodies are
+    consumed, so a caller whose uploads are not read stalls its own uploads, never memory)."""
     max_frame_size: int = 16 * 1024
     budget_window_seconds: float = 10.0
     """The window the two budgets below are counted in (a fixed window, restarted when over)."""
@@ -271,6 +279,9 @@ class ServerConnection:
         # The hard bound, connection-fatal; over the advertised limit alone is answered 431.
         self._h2.decoder.max_header_list_size = 2 * self.limits.max_header_list_size
         self._h2.initiate_connection()
+        opening = self.limits.connection_window - self._h2.inbound_flow_control_window
+        if opening > 0:
+            self._h2.increment_flow_control_window(opening)
         self._scanner = _FrameScanner(limit=2 * self.limits.max_header_list_size)
         self._resets = _Budget(self.limits.rapid_reset_budget, self.limits.budget_window_seconds)
         self._control = _Budget(self.limits.control_frame_budget, self.limits.budget_window_seconds)
@@ -279,6 +290,14 @@ class ServerConnection:
         self._receiving: set[int] = set()
         """Streams the consumer was shown whose request body has not ended."""
         self._failed: ConnectionFailed | None = None
+        self._last_stream_id: int | None = None
+        """Set by a graceful `goaway`: streams above it are refused (the peer retries them)."""
+        self._goaway = b""
+
+    @property
+    def draining(self) -> bool:
+        """A graceful GOAWAY went out: no new stream will be served."""
+        return self._last_stream_id is not None
 
     # Receiving
 
@@ -365,6 +384,9 @@ class ServerConnection:
         stream_id = event.stream_id
         assert stream_id is not None
         # Counted here, in the order of the frames (h2's count is of after all of them).
+        if self._last_stream_id is not None and stream_id > self._last_stream_id:
+            self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
+            return []
         if len(self._live | self._receiving) >= self.limits.max_concurrent_streams:
             self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
@@ -434,6 +456,10 @@ class ServerConnection:
 
     # Responding
 
+    def responding(self, stream_id: int) -> bool:
+        """Whether the stream was shown to the consumer and its response has not ended."""
+        return stream_id in self._live
+
     def send_head(
         self, stream_id: int, status: int, headers: Headers, *, end_stream: bool = False
     ) -> None:
@@ -483,9 +509,22 @@ class ServerConnection:
             return
 
     def goaway(self, code: int = ErrorCode.NO_ERROR, message: bytes = b"") -> None:
-        """Tell the peer no new stream will be processed (streams already open may finish); after
-        a `ConnectionFailed` the GOAWAY saying why is sent already, and this does nothing."""
+        """Tell the peer no new stream will be processed. NO_ERROR is graceful: the streams
+        already open go on to their end (RFC 9113 §6.8), newer ones are refused with
+        REFUSED_STREAM, which a client retries elsewhere. Any other code ends the connection.
+        After a `ConnectionFailed` the GOAWAY saying why is sent already: this does nothing."""
         if self._failed is not None:
+            return
+        if code == ErrorCode.NO_ERROR:
+            if self._last_stream_id is None:
+                # Written by hand: h2's close_connection() would refuse every later frame,
+                # those of the streams still open too.
+                self._last_stream_id = self._h2.highest_inbound_stream_id
+                frame = GoAwayFrame(0)
+                frame.last_stream_id = self._last_stream_id
+                frame.error_code = code
+                frame.additional_data = message
+                self._goaway = frame.serialize()
             return
         try:
             self._h2.close_connection(error_code=code, additional_data=message or None)
@@ -494,7 +533,10 @@ class ServerConnection:
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the peer now (empty when there are none)."""
-        return self._h2.data_to_send()
+        data = self._h2.data_to_send()
+        if self._goaway:
+            data, self._goaway = data + self._goaway, b""
+        return data
 
 
 def _split_head(fields: list[Header]) -> tuple[dict[bytes, bytes] | None, list[Header]]:

@@ -163,3 +163,24 @@ def test_hop_by_hop_headers_of_the_agent_are_not_relayed() -> None:
         ]
     )
     assert f.head_bytes() == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_an_unframed_body_is_counted_but_never_chunk_coded() -> None:
+    def unframed(headers: Headers) -> ResponseFramer:
+        return ResponseFramer(
+            method="GET",
+            status=200,
+            headers=headers,
+            upgrade_requested=False,
+            keep_alive=False,
+            unframed=True,
+        )
+
+    f = unframed([(b"Transfer-Encoding", b"chunked"), (b"X-A", b"1")])
+    assert f.headers == [(b"X-A", b"1")]
+    assert f.body(b"0\r\n\r\n") == [b"0\r\n\r\n"]
+    assert f.end() == b""
+    g = unframed([(b"Content-Length", b"2")])
+    assert g.headers == [(b"Content-Length", b"2")]
+    with pytest.raises(FramingError, match="past its announced length"):
+        g.body(b"abc")

@@ -10,7 +10,7 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
-from hyperframe.frame import ContinuationFrame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, Frame, GoAwayFrame, HeadersFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -467,3 +467,52 @@ def test_the_frame_scanner_cuts_at_frame_ends_and_loses_no_byte(
     for piece in pieces:
         position += len(piece)
         assert position in ends or position % split == 0 or position == len(data)
+
+
+def frames_in(data: bytes) -> list[Frame]:
+    """The frames in `data` (h2's client would refuse to go on after a GOAWAY; Go's does not)."""
+    found = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        found.append(frame)
+        data = data[9 + length :]
+    return found
+
+
+def test_a_graceful_goaway_lets_open_streams_finish_and_refuses_newer_ones() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.client.send_headers(1, post(), end_stream=False)
+    pair.to_server()
+    pair.server.goaway(message=b"stopping")
+    pair.server.goaway()  # twice: one GOAWAY
+    goaways = [f for f in frames_in(pair.server.data_to_send()) if isinstance(f, GoAwayFrame)]
+    assert [(f.error_code, f.last_stream_id) for f in goaways] == [(0, 1)]
+    assert pair.server.draining
+    # The open stream goes on both ways: its body arrives, its answer goes out.
+    pair.client.send_data(1, b"rest", end_stream=True)
+    assert pair.to_server() == [Body(1, b"rest"), BodyEnd(1)]
+    pair.server.send_head(1, 200, [], end_stream=True)
+    assert any(isinstance(e, h2.events.ResponseReceived) for e in pair.to_client())
+
+
+def test_a_stream_opened_after_a_graceful_goaway_is_refused() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.to_server()
+    pair.server.goaway()
+    pair.server.data_to_send()  # not shown to the client: it opens stream 3 as a racing one would
+    pair.client.send_headers(3, GET, end_stream=True)
+    assert pair.to_server() == []
+    resets = [e for e in pair.to_client() if isinstance(e, h2.events.StreamReset)]
+    assert [(e.stream_id, e.error_code) for e in resets] == [
+        (3, h2.errors.ErrorCodes.REFUSED_STREAM)
+    ]
+
+
+def test_the_connection_window_is_opened_to_its_limit_at_once() -> None:
+    pair = Pair(ServerLimits(connection_window=4 * 1024 * 1024))
+    pair.handshake()
+    assert pair.client.outbound_flow_control_window == 4 * 1024 * 1024
