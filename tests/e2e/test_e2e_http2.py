@@ -4,9 +4,10 @@ left the agent (tests/e2e/http2_lab.py reads the counters).
 
 kubectl (client-go) offers `h2` in ALPN and, when the gateway picks it, puts every request of a
 run on one connection; exec and port-forward it upgrades on HTTP/1.1 connections of its own.
-`GODEBUG=http2client=0` turns its HTTP/2 off. The agent speaks HTTP/2 to the API server whatever
-the caller spoke. logs -f, exec and port-forward reach the stand-in kubelet (a real API server
-hands them to a kubelet, which envtest does not run), which speaks HTTP/1.1 only.
+`DISABLE_HTTP2` turns its HTTP/2 off (`GODEBUG=http2client=0` does not: client-go sets HTTP/2
+up on its transport itself). The agent speaks HTTP/2 to the API server whatever the caller
+spoke. logs -f, exec and port-forward reach the stand-in kubelet (a real API server hands them
+to a kubelet, which envtest does not run), which speaks HTTP/1.1 only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import os
 import re
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -30,8 +31,9 @@ from tests.e2e.kubelet_lab import KubeletLab, kubelet_lab, running_kubectl
 from tests.kit.waits import scaled, wait_for, within
 
 LIST_SIZE = 2000
-HTTP1_ONLY = {**os.environ, "GODEBUG": "http2client=0"}
-"""kubectl's environment with client-go's HTTP/2 off: it offers only http/1.1 in ALPN."""
+HTTP1_ONLY = {**os.environ, "DISABLE_HTTP2": "1"}
+"""kubectl's environment with client-go's HTTP/2 off (k8s.io/apimachinery's util/net reads
+`DISABLE_HTTP2`): it offers only http/1.1 in ALPN."""
 
 
 @pytest.fixture
@@ -205,24 +207,40 @@ async def test_kubectl_exec_and_port_forward_beside_http2(kubelet: KubeletLab) -
 # -- 2. HTTP/1.1 callers, and curl ------------------------------------------------------------
 
 
-async def test_kubectl_without_http2_still_works(lab: Lab) -> None:
+async def create_and_read_a_configmap(lab: Lab, env: Mapping[str, str]) -> None:
+    """Three kubectl runs with `env`: a namespace, a ConfigMap in it, and its data read back."""
     namespace = unique("h1")
-    counts = lab.counts()
-    code, out, err = await lab.kubectl("create", "namespace", namespace, env=HTTP1_ONLY)
+    code, out, err = await lab.kubectl("create", "namespace", namespace, env=env)
     assert code == 0, err
     code, out, err = await lab.kubectl(
-        "create", "configmap", "plain", "-n", namespace, "--from-literal=a=b", env=HTTP1_ONLY
+        "create", "configmap", "plain", "-n", namespace, "--from-literal=a=b", env=env
     )
     assert out.strip() == "configmap/plain created", err
     code, out, err = await lab.kubectl(
-        "get", "configmap", "plain", "-n", namespace, "-o", "jsonpath={.data.a}", env=HTTP1_ONLY
+        "get", "configmap", "plain", "-n", namespace, "-o", "jsonpath={.data.a}", env=env
     )
     assert out == "b", err
+
+
+async def test_kubectl_without_http2_still_works(lab: Lab) -> None:
+    counts = lab.counts()
+    await create_and_read_a_configmap(lab, HTTP1_ONLY)
     grown = counts.grown()
     assert grown["in_http1"] >= 3, grown
     assert grown["in_http2"] == 0, grown
     # The hops are independent: the agent still sends them on over HTTP/2.
     assert grown["out_http2"] >= grown["in_http1"], grown
+
+
+async def test_godebug_does_not_turn_kubectls_http2_off(lab: Lab) -> None:
+    """client-go configures golang.org/x/net/http2 on its transport itself, so Go's
+    `GODEBUG=http2client=0` (which turns off net/http's own HTTP/2) leaves kubectl on HTTP/2;
+    `DISABLE_HTTP2` is client-go's switch. Either way kubectl works."""
+    counts = lab.counts()
+    await create_and_read_a_configmap(lab, {**os.environ, "GODEBUG": "http2client=0"})
+    grown = counts.grown()
+    assert grown["in_http2"] >= 3, grown
+    assert grown["in_http1"] == 0, grown
 
 
 async def test_curl_over_http1(lab: Lab) -> None:
