@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -159,6 +160,23 @@ _GENERAL = Group(
             help="log one line (event access) per caller request: caller, plane, verb, resource, "
             "namespace, name, status, bytes, duration and the request id that the caller gets in "
             "Planelink-Request-Id and the agent logs with the stream",
+        ),
+        Setting(
+            name="http2",
+            switch=True,
+            negatable=True,
+            default=True,
+            help="offer HTTP/2 to callers (ALPN h2, then http/1.1): kubectl and client-go then "
+            "carry all their requests and watches on one connection; exec, attach and "
+            "port-forward stay on HTTP/1.1 connections of their own",
+        ),
+        Setting(
+            name="http2_max_streams",
+            parse=integer,
+            default=_CALLERS.http2_limits.max_concurrent_streams,
+            help="requests one HTTP/2 caller connection may have open at once (more are "
+            "refused with REFUSED_STREAM, which clients retry); request bodies in flight on a "
+            "connection stay within its window whatever this is",
         ),
         Setting(
             name="max_header_fields",
@@ -473,6 +491,8 @@ def settings_from(
         raise ValueError("--agent-wait cannot be negative")
     if values.starting_retry_after < 1:
         raise ValueError("--starting-retry-after must be at least 1 (second)")
+    if not 1 <= values.http2_max_streams <= 100_000:
+        raise ValueError("--http2-max-streams must be between 1 and 100000")
     admission = AdmissionSettings(
         max_connections=values.max_connections,
         max_unauthenticated=values.max_unauthenticated,
@@ -511,6 +531,10 @@ def settings_from(
             request_timeout=values.request_timeout,
             agent_wait=values.agent_wait,
             access_log=values.access_log,
+            http2=values.http2,
+            http2_limits=replace(
+                _CALLERS.http2_limits, max_concurrent_streams=values.http2_max_streams
+            ),
             head_timeout=values.head_timeout,
             idle_timeout=values.idle_timeout,
             admission=admission,

@@ -34,3 +34,17 @@ def test_agent_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse().callers.agent_wait == 7.5
     with pytest.raises(ValueError, match="--agent-wait"):
         parse("--agent-wait", "-1")
+
+
+def test_http2_is_offered_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    callers = parse().callers
+    assert callers.http2
+    assert callers.http2_limits.max_concurrent_streams == 1000
+    assert not parse("--no-http2").callers.http2
+    monkeypatch.setenv("PLANELINK_GATEWAY_HTTP2", "false")
+    assert not parse().callers.http2
+    limits = parse("--http2-max-streams", "250").callers.http2_limits
+    assert limits.max_concurrent_streams == 250
+    assert limits.connection_window == callers.http2_limits.connection_window
+    with pytest.raises(ValueError, match="--http2-max-streams"):
+        parse("--http2-max-streams", "0")
