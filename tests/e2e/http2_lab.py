@@ -54,6 +54,13 @@ def gateway_requests(local: LocalPlanelink, protocol: str) -> float:
     return _counted(registry, "planelink_gateway_requests_by_protocol_total", protocol)
 
 
+def gateway_connections(local: LocalPlanelink, protocol: str) -> float:
+    """Caller connections the gateway took (past TLS) whose ALPN picked `protocol`."""
+    assert local.gateway is not None
+    registry = local.gateway.metrics.registry
+    return _counted(registry, "planelink_gateway_caller_connections_total", protocol)
+
+
 def agent_upstream_requests(local: LocalPlanelink, plane: PlaneRef, protocol: str) -> float:
     """Requests the agent of `plane` sent to its API server over `protocol`."""
     registry = local.agent(plane).metrics.registry
@@ -72,6 +79,8 @@ class Counts:
         return {
             "in_http1": gateway_requests(local, "http1"),
             "in_http2": gateway_requests(local, "http2"),
+            "connections_http1": gateway_connections(local, "http1"),
+            "connections_http2": gateway_connections(local, "http2"),
             "out_http1": agent_upstream_requests(local, plane, "http1"),
             "out_http2": agent_upstream_requests(local, plane, "http2"),
         }

@@ -74,8 +74,9 @@ async def test_kubectl_crud_arrives_and_leaves_over_http2(lab: Lab) -> None:
     # Five kubectl runs, each at least one request, none of them on HTTP/1.1.
     assert grown["in_http2"] >= 6, grown
     assert grown["in_http1"] == 0, grown
+    assert grown["connections_http2"] <= 6, grown  # one connection a run, whatever it asked
     # Every one of them left the agent on an HTTP/2 stream to the API server.
-    assert grown["out_http2"] >= grown["in_http2"], grown
+    assert grown["out_http2"] == grown["in_http2"], grown
     assert grown["out_http1"] == 0, grown
     h2_pool = lab.local.agent(lab.plane).h2_pool
     assert h2_pool is not None
@@ -111,7 +112,8 @@ async def test_kubectl_lists_2000_configmaps_over_http2(lab: Lab) -> None:
     grown = counts.grown()
     assert grown["in_http2"] >= 1, grown
     assert grown["in_http1"] == 0, grown
-    assert grown["out_http2"] >= grown["in_http2"], grown
+    assert grown["connections_http2"] == 1, grown
+    assert grown["out_http2"] == grown["in_http2"], grown
     assert grown["out_http1"] == 0, grown
 
 
@@ -130,7 +132,8 @@ async def test_kubectl_get_watch_over_http2_sees_events(lab: Lab) -> None:
         grown = counts.grown()
         assert grown["in_http2"] >= 2, grown  # the LIST, then the watch
         assert grown["in_http1"] == 0, grown
-        assert grown["out_http2"] >= grown["in_http2"], grown
+        assert grown["connections_http2"] == 1, grown  # the watch cost no connection
+        assert grown["out_http2"] == grown["in_http2"], grown
     session = lab.local.agent(lab.plane).session
     assert session is not None
     await wait_for(session.wait_idle(), 15)  # kubectl left: its watch's stream is gone
@@ -159,6 +162,7 @@ async def test_kubectl_logs_follow_over_http2(kubelet: KubeletLab) -> None:
         grown = counts.grown()
         assert grown["in_http2"] >= 2, grown
         assert grown["in_http1"] == 0, grown
+        assert grown["connections_http2"] == 1, grown
         kubelet.peer.release_log_line("line 2")
         assert await wait_for(process.stdout.readline(), 30) == b"line 2\n"
         kubelet.peer.end_log_stream()
@@ -179,6 +183,7 @@ async def test_kubectl_exec_and_port_forward_beside_http2(kubelet: KubeletLab) -
     grown = counts.grown()
     assert grown["in_http2"] >= 1, grown  # the pod
     assert grown["in_http1"] == 1, grown  # the upgrade
+    assert (grown["connections_http2"], grown["connections_http1"]) == (1, 1), grown
     assert len(kubelet.peer.exec_requests) == 1
 
     counts = kubelet_counts(kubelet)
@@ -200,6 +205,7 @@ async def test_kubectl_exec_and_port_forward_beside_http2(kubelet: KubeletLab) -
     grown = counts.grown()
     assert grown["in_http2"] >= 1, grown
     assert grown["in_http1"] == 1, grown
+    assert (grown["connections_http2"], grown["connections_http1"]) == (1, 1), grown
     assert kubelet.peer.portforward_upgrades == ["websocket"]
     await kubelet.wait_streams_released()
 
@@ -227,9 +233,9 @@ async def test_kubectl_without_http2_still_works(lab: Lab) -> None:
     await create_and_read_a_configmap(lab, HTTP1_ONLY)
     grown = counts.grown()
     assert grown["in_http1"] >= 3, grown
-    assert grown["in_http2"] == 0, grown
+    assert (grown["in_http2"], grown["connections_http2"]) == (0, 0), grown
     # The hops are independent: the agent still sends them on over HTTP/2.
-    assert grown["out_http2"] >= grown["in_http1"], grown
+    assert grown["out_http2"] == grown["in_http1"], grown
 
 
 async def test_godebug_does_not_turn_kubectls_http2_off(lab: Lab) -> None:
@@ -240,7 +246,7 @@ async def test_godebug_does_not_turn_kubectls_http2_off(lab: Lab) -> None:
     await create_and_read_a_configmap(lab, {**os.environ, "GODEBUG": "http2client=0"})
     grown = counts.grown()
     assert grown["in_http2"] >= 3, grown
-    assert grown["in_http1"] == 0, grown
+    assert (grown["in_http1"], grown["connections_http1"]) == (0, 0), grown
 
 
 async def test_curl_over_http1(lab: Lab) -> None:
@@ -253,6 +259,7 @@ async def test_curl_over_http1(lab: Lab) -> None:
     assert json.loads(body)["metadata"]["name"] == namespace
     grown = counts.grown()
     assert (grown["in_http1"], grown["in_http2"]) == (1, 0), grown
+    assert grown["out_http2"] == 1, grown
 
 
 async def test_curl_over_http2(lab: Lab) -> None:
@@ -276,5 +283,6 @@ async def test_curl_over_http2(lab: Lab) -> None:
     grown = counts.grown()
     assert grown["in_http2"] == 2, grown
     assert grown["in_http1"] == 0, grown
+    assert grown["out_http2"] == 2, grown
     got = await lab.direct("get", "cm", "from-curl", "-n", namespace, "-o", "jsonpath={.data}")
     assert json.loads(got) == {"over": "h2"}
