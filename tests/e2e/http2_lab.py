@@ -12,6 +12,7 @@ only when that count says so.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -138,6 +139,32 @@ class Lab:
             *("--cacert", str(self.server.ca_file)),
             *("--header", f"Authorization: Bearer {self.server.admin_token}"),
         ]
+
+    async def list_version(self, path: str) -> str:
+        """The resourceVersion of the API server's list at `path` (kubectl's `get -o json`
+        has none: it builds its List itself): a watch from it misses no later event."""
+        listed = json.loads(await self.direct("get", "--raw", path))
+        version: str = listed["metadata"]["resourceVersion"]
+        assert version, listed["metadata"]
+        return version
+
+    async def create_configmaps(
+        self, namespace: str, count: int, *, size: int = 512, at_once: int = 16
+    ) -> None:
+        """ConfigMaps `cm-0000`... (`count` of them, `size` bytes of data each) POSTed straight
+        to the API server, `at_once` at a time (1: in the order of their names)."""
+        headers = {"Authorization": f"Bearer {self.server.admin_token}"}
+        url = f"{self.server.url}/api/v1/namespaces/{namespace}/configmaps"
+        gate = asyncio.Semaphore(at_once)
+        connector = aiohttp.TCPConnector(ssl=self.server.ssl_context(), limit=at_once)
+
+        async def create(http: aiohttp.ClientSession, index: int) -> None:
+            body = {"metadata": {"name": f"cm-{index:04d}"}, "data": {"payload": "x" * size}}
+            async with gate, http.post(url, json=body, headers=headers) as answer:
+                assert answer.status == 201, await answer.text()
+
+        async with aiohttp.ClientSession(connector=connector) as http, within(240):
+            await asyncio.gather(*(create(http, index) for index in range(count)))
 
     async def apiserver_watches(self, resource: str) -> float:
         """The API server's own count of WATCH requests it is serving on namespaced `resource`

@@ -20,11 +20,10 @@ import signal
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from certs import plane_ref
-from envtest import KubeAPIServer, run_kubectl
+from envtest import run_kubectl
 from envtest.pytest_plugin import ServerFactory
 from tests.e2e.http2_lab import Counts, Lab, curl, http2_lab, unique
 from tests.e2e.kubelet_lab import KubeletLab, kubelet_lab, running_kubectl
@@ -83,26 +82,10 @@ async def test_kubectl_crud_arrives_and_leaves_over_http2(lab: Lab) -> None:
     assert h2_pool.protocol == "h2"
 
 
-async def create_configmaps(server: KubeAPIServer, namespace: str, count: int) -> None:
-    """`count` ConfigMaps of 512 bytes each, POSTed straight to the API server 16 at a time."""
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    url = f"{server.url}/api/v1/namespaces/{namespace}/configmaps"
-    gate = asyncio.Semaphore(16)
-    connector = aiohttp.TCPConnector(ssl=server.ssl_context(), limit=16)
-
-    async def create(http: aiohttp.ClientSession, index: int) -> None:
-        body = {"metadata": {"name": f"cm-{index:04d}"}, "data": {"payload": "x" * 512}}
-        async with gate, http.post(url, json=body, headers=headers) as answer:
-            assert answer.status == 201, await answer.text()
-
-    async with aiohttp.ClientSession(connector=connector) as http, within(240):
-        await asyncio.gather(*(create(http, index) for index in range(count)))
-
-
 async def test_kubectl_lists_2000_configmaps_over_http2(lab: Lab) -> None:
     namespace = unique("h2-bulk")
     await lab.direct("create", "namespace", namespace)
-    await create_configmaps(lab.server, namespace, LIST_SIZE)
+    await lab.create_configmaps(namespace, LIST_SIZE)
     counts = lab.counts()
     code, out, err = await lab.kubectl("get", "configmaps", "-n", namespace, "-o", "json")
     assert code == 0, err

@@ -21,10 +21,11 @@ from envtest.pytest_plugin import ServerFactory
 from kubeproxy.h2pool import H2Exchange, H2Pool, connections_needed
 from kubeproxy.upstream import load_kubeconfig
 from tests.e2e.http2_lab import Lab, http2_lab, unique
-from tests.kit.waits import eventually, scaled, within
+from tests.kit.waits import eventually, scaled, wait_for, within
 
 T = TypeVar("T")
 WATCHES = 1000
+UNREAD_EVENTS = 200
 
 
 @pytest.fixture
@@ -61,8 +62,7 @@ async def _each(
 async def test_one_http2_connection_carries_1000_watches_each_cancelled_alone(lab: Lab) -> None:
     namespace = unique("h2-watches")
     await lab.direct("create", "namespace", namespace)
-    listed = json.loads(await lab.direct("get", "configmaps", "-n", namespace, "-o", "json"))
-    since = listed["metadata"]["resourceVersion"]
+    since = await lab.list_version(f"/api/v1/namespaces/{namespace}/configmaps")
     before = await lab.apiserver_watches("configmaps")
     target = f"/api/v1/namespaces/{namespace}/configmaps?watch=1&resourceVersion={since}"
 
@@ -120,3 +120,35 @@ async def test_one_http2_connection_carries_1000_watches_each_cancelled_alone(la
         interval=0.5,
         message="the caller's connection closed: the API server ended every watch",
     )
+
+
+async def test_an_unread_watch_does_not_stall_the_others_on_its_connection(lab: Lab) -> None:
+    """Flow control end to end: a watch its caller does not read stops at its own windows (the
+    caller's stream, the tunnel's credit, the agent's stream to the API server), while a watch
+    beside it on the same caller connection, and on the agent's, takes every event."""
+    namespace = unique("h2-unread")
+    await lab.direct("create", "namespace", namespace)
+    since = await lab.list_version(f"/api/v1/namespaces/{namespace}/configmaps")
+    target = f"/api/v1/namespaces/{namespace}/configmaps?watch=1&resourceVersion={since}"
+    pool = H2Pool(load_kubeconfig(lab.kubeconfig), max_connections=1, connect_timeout=scaled(10))
+    try:
+        unread, read = [Watch(await pool.request("GET", target)) for _ in range(2)]
+        for watch in (unread, read):
+            assert (await watch.exchange.response_head()).status == 200
+
+        async def names_read() -> list[str]:
+            events = [await read.next_event() for _ in range(UNREAD_EVENTS)]
+            return [event["object"]["metadata"]["name"] for event in events]
+
+        reading = asyncio.create_task(names_read())
+        # Far more than every window on the unread watch's way holds. One at a time: the API
+        # server ends a watch that falls a few events behind a burst (its cacher's buffer per
+        # watcher is small), and the watch read here must never be that one.
+        await lab.create_configmaps(namespace, UNREAD_EVENTS, size=8 * 1024, at_once=1)
+        names = await wait_for(reading, 120)
+        assert names == [f"cm-{index:04d}" for index in range(UNREAD_EVENTS)]
+        assert pool.opened == 1
+        # What the unread watch holds here is its stream window, no more.
+        assert unread.exchange.buffered <= pool.connections[0].h2.local_settings.initial_window_size
+    finally:
+        pool.close()
