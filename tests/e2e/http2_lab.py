@@ -208,9 +208,18 @@ async def http2_lab(server: KubeAPIServer, workdir: Path) -> AsyncIterator[Lab]:
         await local.stop()
 
 
-async def curl(*args: str) -> tuple[str, int, bytes]:
-    """The real curl, run to its end: the HTTP version it used ("1.1", "2"), the status and
-    the body."""
+@dataclass(frozen=True)
+class CurlAnswer:
+    version: str
+    """The HTTP version curl used: "1.1" or "2"."""
+    status: int
+    headers: dict[str, list[str]]
+    """Names lower-case, values in order."""
+    body: bytes
+
+
+async def curl(*args: str) -> CurlAnswer:
+    """The real curl, run to its end (it must exit 0), and the answer it got."""
     marker = "\ncurl-answered:"
     process = await asyncio.create_subprocess_exec(
         "curl",
@@ -219,7 +228,7 @@ async def curl(*args: str) -> tuple[str, int, bytes]:
         "--max-time",
         f"{scaled(30):.0f}",
         "--write-out",
-        f"{marker}%{{http_version}} %{{http_code}}",
+        f"{marker}%{{http_version}} %{{http_code}} %{{header_json}}",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -228,5 +237,5 @@ async def curl(*args: str) -> tuple[str, int, bytes]:
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     body, _, written = out.rpartition(marker.encode())
-    version, code = written.decode().split()
-    return version, int(code), body
+    version, code, headers = written.decode().split(maxsplit=2)
+    return CurlAnswer(version, int(code), json.loads(headers), body)

@@ -30,6 +30,7 @@ from tests.e2e.kubelet_lab import KubeletLab, kubelet_lab, running_kubectl
 from tests.kit.waits import scaled, wait_for, within
 
 LIST_SIZE = 2000
+PROTOCOLS = ("--http1.1", "--http2")
 HTTP1_ONLY = {**os.environ, "DISABLE_HTTP2": "1"}
 """kubectl's environment with client-go's HTTP/2 off (k8s.io/apimachinery's util/net reads
 `DISABLE_HTTP2`): it offers only http/1.1 in ALPN."""
@@ -237,9 +238,9 @@ async def test_curl_over_http1(lab: Lab) -> None:
     await lab.direct("create", "namespace", namespace)
     counts = lab.counts()
     url = lab.gateway_url(f"/api/v1/namespaces/{namespace}")
-    version, code, body = await curl("--http1.1", *lab.caller_curl_args(), url)
-    assert (version, code) == ("1.1", 200), body
-    assert json.loads(body)["metadata"]["name"] == namespace
+    answer = await curl("--http1.1", *lab.caller_curl_args(), url)
+    assert (answer.version, answer.status) == ("1.1", 200), answer
+    assert json.loads(answer.body)["metadata"]["name"] == namespace
     grown = counts.grown()
     assert (grown["in_http1"], grown["in_http2"]) == (1, 0), grown
     assert grown["out_http2"] == 1, grown
@@ -251,21 +252,41 @@ async def test_curl_over_http2(lab: Lab) -> None:
     caller = lab.caller_curl_args()
     url = lab.gateway_url(f"/api/v1/namespaces/{namespace}")
     counts = lab.counts()
-    version, code, body = await curl("--http2", *caller, url)
-    assert (version, code) == ("2", 200), body
-    assert json.loads(body)["metadata"]["name"] == namespace
+    answer = await curl("--http2", *caller, url)
+    assert (answer.version, answer.status) == ("2", 200), answer
+    assert json.loads(answer.body)["metadata"]["name"] == namespace
     created = {"metadata": {"name": "from-curl"}, "data": {"over": "h2"}}
-    version, code, body = await curl(
+    answer = await curl(
         "--http2",
         *caller,
         *("--header", "Content-Type: application/json"),
         *("--data-binary", json.dumps(created)),
         f"{url}/configmaps",
     )
-    assert (version, code) == ("2", 201), body
+    assert (answer.version, answer.status) == ("2", 201), answer
     grown = counts.grown()
     assert grown["in_http2"] == 2, grown
     assert grown["in_http1"] == 0, grown
     assert grown["out_http2"] == 2, grown
     got = await lab.direct("get", "cm", "from-curl", "-n", namespace, "-o", "jsonpath={.data}")
     assert json.loads(got) == {"over": "h2"}
+
+
+async def test_the_gateways_refusals_are_the_same_over_both_protocols(lab: Lab) -> None:
+    """A refusal is the same Kubernetes Status, Warning and request id over HTTP/2 as over
+    HTTP/1.1: here, a plane nobody configured."""
+    assert lab.local.gateway is not None
+    port = lab.local.gateway.callers.port
+    url = f"https://127.0.0.1:{port}/planes/org-h2/nowhere/k8s/api"
+    answers = [await curl(version, *lab.caller_curl_args(), url) for version in PROTOCOLS]
+    assert [answer.version for answer in answers] == ["1.1", "2"]
+    over_http1, over_http2 = answers
+    assert over_http1.status == over_http2.status == 404
+    status = [json.loads(answer.body) for answer in answers]
+    assert status[0]["reason"] == status[1]["reason"] == "NotFound"
+    assert status[0]["message"] == status[1]["message"]
+    assert over_http1.headers["warning"] == over_http2.headers["warning"]
+    assert over_http1.headers["content-type"] == over_http2.headers["content-type"]
+    ids = [answer.headers["planelink-request-id"] for answer in answers]
+    assert len(ids[0]) == len(ids[1]) == 1
+    assert ids[0] != ids[1]

@@ -84,9 +84,9 @@ async def test_curl_upgrade_over_http2_is_answered_as_the_api_server_answers(lab
     via_gateway = await curl(
         "--http2", *lab.caller_curl_args(), *WEBSOCKET_FIELDS, lab.gateway_url(path)
     )
-    assert direct[:2] == ("2", 400), direct
-    assert via_gateway[:2] == direct[:2], via_gateway
-    direct_status, gateway_status = json.loads(direct[2]), json.loads(via_gateway[2])
+    assert (direct.version, direct.status) == ("2", 400), direct
+    assert (via_gateway.version, via_gateway.status) == ("2", 400), via_gateway
+    direct_status, gateway_status = json.loads(direct.body), json.loads(via_gateway.body)
     assert direct_status["message"] == "Upgrade request required"
     assert (gateway_status["reason"], gateway_status["message"]) == (
         direct_status["reason"],
