@@ -717,6 +717,7 @@ class _CallerExchange:
             method=head.method,
             target=head.target,
             caller=caller,
+            protocol=self.protocol,
         )
         """The access log's record of this request (its id is also the caller's and agent's)."""
         self.logged = True

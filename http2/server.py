@@ -12,8 +12,8 @@ What a peer cannot make it do, and why:
 - Open streams and reset them for free (rapid reset, CVE-2023-44487): streams the peer resets
   before our response ended are counted per budget window; past the budget, GOAWAY
   ENHANCE_YOUR_CALM. A stream opened and reset in the same bytes is never shown to the consumer.
-- Make us answer control frames without end: SETTINGS and PING frames (and empty DATA frames)
-  are counted per window.
+- Make us answer control frames without end: SETTINGS, PING and PRIORITY frames (and empty
+  DATA frames) are counted per window.
 - Run more than `max_concurrent_streams` at once: a stream beyond it is refused (REFUSED_STREAM),
   and refusals spend the reset budget too; h2's own check, at twice the limit, is the backstop.
 - Smuggle HTTP/1.1 connection semantics: connection-specific fields (`connection`, `upgrade`, ...)
@@ -95,8 +95,8 @@ class ServerLimits:
     """Streams the peer may reset before their response ended, or have us refuse (over the
     stream limit, malformed), per window."""
     control_frame_budget: int = 100
-    """SETTINGS and PING frames (each answered with an ACK) and empty DATA frames not ending a
-    body the peer may send, per window."""
+    """SETTINGS and PING frames (each answered with an ACK), PRIORITY frames (CVE-2019-9513)
+    and empty DATA frames not ending a body the peer may send, per window."""
 
 
 # Events: what the peer did, in planelink's terms.
@@ -337,7 +337,10 @@ class ServerConnection:
             return []
         if isinstance(event, h2.events.StreamReset):
             return self._peer_reset(event, now)
-        if isinstance(event, (h2.events.PingReceived, h2.events.RemoteSettingsChanged)):
+        if isinstance(
+            event,
+            (h2.events.PingReceived, h2.events.RemoteSettingsChanged, h2.events.PriorityUpdated),
+        ):
             if not self._control.spend(now):
                 raise ConnectionFailed("control frame flood", ErrorCode.ENHANCE_YOUR_CALM)
             if isinstance(event, h2.events.RemoteSettingsChanged):
@@ -387,7 +390,7 @@ class ServerConnection:
         if self._last_stream_id is not None and stream_id > self._last_stream_id:
             self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
-        if len(self._live | self._receiving) >= self.limits.max_concurrent_streams:
+        if self._open_streams() >= self.limits.max_concurrent_streams:
             self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
         fields = [(bytes(name), bytes(value)) for name, value in event.headers or []]
@@ -413,6 +416,12 @@ class ServerConnection:
                 end_stream=ended,
             )
         ]
+
+    def _open_streams(self) -> int:
+        """Streams shown to the consumer whose response or request body has not ended (no set
+        is built: with a thousand watches open this runs for every new request)."""
+        live = self._live
+        return len(live) + sum(1 for stream_id in self._receiving if stream_id not in live)
 
     def _peer_reset(self, event: h2.events.StreamReset, now: float) -> list[Event]:
         stream_id = event.stream_id or 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import h2.errors
 import pytest
 from hyperframe.frame import HeadersFrame, RstStreamFrame
+from structlog.testing import capture_logs
 
 from gateway.app import Gateway, GatewaySettings
 from http2.server import ServerLimits
@@ -59,7 +60,13 @@ async def test_requests_on_one_connection_are_relayed_like_http1_ones(
     gateway: Gateway, pki: Pki, connect_agent: AgentFactory, planes: PlanePair
 ) -> None:
     async with connect_agent(planes[0]), await h2_caller(gateway, pki) as caller:
-        status, headers, body = await caller.get(f"{A}/echo", headers=[(b"x-mine", b"1")])
+        with capture_logs() as logs:
+            status, headers, body = await caller.get(f"{A}/echo", headers=[(b"x-mine", b"1")])
+        await eventually(
+            lambda: any(line["event"] == "access" for line in logs), within=10, message="logged"
+        )
+        (access,) = [line for line in logs if line["event"] == "access"]
+        assert (access["protocol"], access["status"]) == ("http2", 200)
         assert status == 200
         assert headers[b"x-seen-x-mine"] == b"1"
         request_id = headers[b"planelink-request-id"]

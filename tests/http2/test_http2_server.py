@@ -272,20 +272,23 @@ def test_a_stream_opened_and_reset_in_the_same_bytes_is_never_shown() -> None:
     assert pair.client.local_flow_control_window(3) >= window, "dropped body given back"
 
 
-@pytest.mark.parametrize("flood", ["ping", "settings"])
+def control_frame(pair: Pair, flood: str, index: int) -> None:
+    if flood == "ping":
+        pair.client.ping(index.to_bytes(8, "big"))
+    elif flood == "settings":
+        pair.client.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    else:
+        pair.client.prioritize(2 * index + 101, weight=16)
+
+
+@pytest.mark.parametrize("flood", ["ping", "settings", "priority"])
 def test_control_frame_floods_past_the_budget_are_goaway(flood: str) -> None:
     pair = Pair(ServerLimits(control_frame_budget=20))
     pair.handshake()  # the client's initial SETTINGS spent one
     for index in range(19):
-        if flood == "ping":
-            pair.client.ping(index.to_bytes(8, "big"))
-        else:
-            pair.client.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        control_frame(pair, flood, index)
     pair.to_server()
-    if flood == "ping":
-        pair.client.ping(b"last-one")
-    else:
-        pair.client.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    control_frame(pair, flood, 19)
     with pytest.raises(ConnectionFailed) as failed:
         pair.to_server()
     assert failed.value.reason == "control frame flood"
