@@ -222,7 +222,8 @@ def _is_long_running(path: str, query: str) -> bool:
 def forwarded_headers(head: RequestHead) -> list[Header]:
     """The caller's headers as the agent should see them (`http1.TO_AGENT`)."""
     if (refused := TO_AGENT.refused_field(head.headers)) is not None:
-        name = refused.decode("latin-1")
+        # Named as HTTP/1.1 spells it, whichever version the caller spoke (HTTP/2 lowers names).
+        name = "-".join(part.capitalize() for part in refused.decode("latin-1").split("-"))
         if refused.lower().startswith(PLANELINK_PREFIX):
             raise CallerRefused(
                 400, "BadRequest", f"{name} is for the gateway's replicas, not for callers"
@@ -1465,8 +1466,10 @@ class _Http2Exchange(_CallerExchange):
         channel = self.channel
         sent = 0
         while chunk := await channel.read_body():
-            await stream.write(chunk)
-            channel.consumed(len(chunk))
+            try:
+                await stream.write(chunk)
+            finally:
+                channel.consumed(len(chunk))  # passed on or dropped: the window reopens
             sent += len(chunk)
             self.access.bytes_in = sent
         stream.end()

@@ -217,7 +217,8 @@ class H2CallerConnection:
     def _flush_now(self) -> None:
         self._flush_scheduled = False
         if self._out:
-            self._writer.write(self._out)
+            if not self._writer.transport.is_closing():  # else nobody is there to read it
+                self._writer.write(self._out)
             self._out = bytearray()
 
     async def drain(self) -> None:
@@ -315,6 +316,10 @@ class H2CallerConnection:
         finally:
             del self._streams[stream.stream_id]
             self.waiting_for_window.discard(stream)
+            if stream._body:
+                # Body nobody will read: the connection's window must not lose it for good.
+                self.protocol.consumed(stream.stream_id, sum(map(len, stream._body)))
+                stream._body = None
             if not stream.gone:
                 if self.protocol.responding(stream.stream_id):
                     # The exchange ended without ending its answer: it must not look whole.

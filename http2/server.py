@@ -512,6 +512,7 @@ class ServerConnection:
     def reset(self, stream_id: int, code: int = ErrorCode.CANCEL) -> None:
         """Reset a stream (our side gave up on it); resetting a closed stream does nothing."""
         self._live.discard(stream_id)
+        self._receiving.discard(stream_id)  # the peer sends no more of its body
         try:
             self._h2.reset_stream(stream_id, code)
         except h2.exceptions.ProtocolError:

@@ -268,3 +268,19 @@ async def test_curl_speaks_either_version(
     body, _, outcome = done.stdout.decode().rpartition("\n")
     assert body == "hello"
     assert outcome == ("2 200" if version == "--http2" else "1.1 200")
+
+
+async def test_refused_uploads_give_their_body_back_to_the_connection_window(
+    gateway: Gateway, pki: Pki, connect_agent: AgentFactory, planes: PlanePair
+) -> None:
+    limits = gateway.settings.callers.http2_limits
+    async with connect_agent(planes[0]), await h2_caller(gateway, pki) as caller:
+        body = b"u" * 64 * 1024
+        refused = 3 * limits.connection_window // len(body)  # three windows' worth
+        for _ in range(refused):
+            stream = caller.request("/planes/nope/nope/k8s/api/v1/pods", method="POST", body=body)
+            assert (await caller.response(stream))[0] == 404
+        payload = b"p" * 512 * 1024
+        stream = caller.request(f"{A}/echo", method="PUT", body=payload)
+        assert (await caller.response(stream))[0] == 200
+        assert await caller.body(stream) == payload

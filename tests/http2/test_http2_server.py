@@ -519,3 +519,17 @@ def test_the_connection_window_is_opened_to_its_limit_at_once() -> None:
     pair = Pair(ServerLimits(connection_window=4 * 1024 * 1024))
     pair.handshake()
     assert pair.client.outbound_flow_control_window == 4 * 1024 * 1024
+
+
+def test_a_stream_we_reset_mid_body_no_longer_counts_against_the_limit() -> None:
+    pair = Pair(ServerLimits(max_concurrent_streams=2))
+    pair.handshake()
+    for stream_id in (1, 3):
+        pair.client.send_headers(stream_id, post(), end_stream=False)
+    pair.to_server()
+    # Answered and reset before the body ended, as the gateway does with a refused upload.
+    pair.server.send_head(1, 404, [], end_stream=True)
+    pair.server.reset(1, h2.errors.ErrorCodes.NO_ERROR)
+    pair.to_client()
+    pair.client.send_headers(5, GET, end_stream=True)
+    assert [type(e) for e in pair.to_server()] == [RequestHead]
