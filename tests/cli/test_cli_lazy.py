@@ -161,17 +161,18 @@ def test_a_listed_command_is_not_loaded() -> None:
 
 def test_a_gateway_that_reviews_nothing_never_imports_the_kubernetes_client() -> None:
     """The client is a hundred megabytes of a gateway's resting memory: only the reconciler and
-    token or RBAC reviews need it, and `Gateway.start` imports it for them alone."""
+    token or RBAC reviews need it, and `Gateway.start` imports it for them alone. pydantic (the
+    DataPlane models) is the reconciler's too."""
     probe = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import sys; import planelink.gateway_cli, gateway.app, gateway.reconciler; "
-            "print('kubernetes_asyncio' in sys.modules)",
+            "import sys; import planelink.gateway_cli, gateway.app, gateway.reconciler, crd; "
+            "print([m for m in ('kubernetes_asyncio', 'pydantic') if m in sys.modules])",
         ],
         capture_output=True,
         text=True,
         check=True,
         timeout=scaled(60),
     )
-    assert probe.stdout.strip() == "False"
+    assert probe.stdout.strip() == "[]"
