@@ -30,7 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -386,10 +386,12 @@ async def run_kubectl(
     input: str | bytes | None = None,
     check: bool = False,
     timeout: float = 60.0,  # noqa: ASYNC109 - kubectl's own limit, killed when it is reached
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The real kubectl with `kubeconfig`, run to its end without blocking the event loop (the
     loop may be serving the gateway and agents kubectl talks to). Raises `TimeoutError` after
-    `timeout` seconds (kubectl is killed), and `CalledProcessError` on failure if `check`."""
+    `timeout` seconds (kubectl is killed), and `CalledProcessError` on failure if `check`.
+    `env`: kubectl's whole environment (this process's by default)."""
     process = await asyncio.create_subprocess_exec(
         "kubectl",
         "--kubeconfig",
@@ -398,6 +400,7 @@ async def run_kubectl(
         stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=None if env is None else dict(env),
     )
     data = input.encode() if isinstance(input, str) else input
     try:
