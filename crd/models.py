@@ -18,33 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crd.names import (
-    API_VERSION,
-    CONNECTED,
-    GATEWAY_PROVISIONED,
-    GROUP,
-    KIND,
-    PLURAL,
-    READY,
-    REQUIRE_AGENT_IDENTITY_ANNOTATION,
-    SHORT_NAMES,
-    SINGULAR,
-    VERSION,
-)
-
-__all__ = [
-    "API_VERSION",
-    "CONNECTED",
-    "GATEWAY_PROVISIONED",
-    "GROUP",
-    "KIND",
-    "PLURAL",
-    "READY",
-    "REQUIRE_AGENT_IDENTITY_ANNOTATION",
-    "SHORT_NAMES",
-    "SINGULAR",
-    "VERSION",
-]
+from crd.names import API_VERSION, KIND
 
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a pattern for key names
