@@ -121,6 +121,7 @@ class Agent:
                 max_connections=settings.upstream_http2_max_connections,
                 idle_timeout=settings.pool_idle_timeout,
                 connect_timeout=settings.upstream_connect_timeout,
+                metrics=self.metrics,
             )
             if settings.upstream_http2
             else None

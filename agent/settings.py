@@ -76,10 +76,14 @@ class AgentSettings:
     # handshake each) between bursts; an idle TLS connection costs tens of KiB.
     pool_max_idle: int = 128
     pool_idle_timeout: float = 60.0
-    upstream_http2: bool = False
+    upstream_http2: bool = True
     """Requests but upgrades go to the API server over HTTP/2 when it offers h2 in ALPN
-    (`kubeproxy.H2Pool`): many on one connection. Off until the gateway's side is done."""
+    (`kubeproxy.H2Pool`): many on one connection, up to the server's stream limit. Upgrades,
+    and servers that do not offer h2, stay on HTTP/1.1."""
     upstream_http2_max_connections: int = 64
+    """HTTP/2 connections at most; beyond their streams requests wait. Each carries the API
+    server's `--http2-max-streams-per-connection` (100 when unset): 64 of them hold 6,400
+    watches at that default."""
     connect_timeout: float = 15.0
     backoff_base: float = 1.0
     backoff_cap: float = 60.0

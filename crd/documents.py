@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crd.models import API_VERSION, KIND
+from crd.names import API_VERSION, KIND
 from kubeobject import KubeObject, ObjectRef
 
 CA_SECRET_KEY = "ca.crt"  # noqa: S105 - a key name, not a password

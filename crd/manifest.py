@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from crd import models
+from crd import models, names
 
 _KEPT_KEYWORDS = frozenset(
     {
@@ -123,30 +123,30 @@ def custom_resource_definition() -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{models.PLURAL}.{models.GROUP}",
+            "name": f"{names.PLURAL}.{names.GROUP}",
             "annotations": {"planelink.dev/generated-by": "planelink crd"},
         },
         "spec": {
-            "group": models.GROUP,
+            "group": names.GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": models.KIND,
-                "listKind": f"{models.KIND}List",
-                "plural": models.PLURAL,
-                "singular": models.SINGULAR,
-                "shortNames": list(models.SHORT_NAMES),
+                "kind": names.KIND,
+                "listKind": f"{names.KIND}List",
+                "plural": names.PLURAL,
+                "singular": names.SINGULAR,
+                "shortNames": list(names.SHORT_NAMES),
                 "categories": ["openchoreo"],
             },
             "versions": [
                 {
-                    "name": models.VERSION,
+                    "name": names.VERSION,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        _condition_column(models.READY),
-                        _condition_column(models.CONNECTED),
-                        _condition_column(models.GATEWAY_PROVISIONED, priority=1),
+                        _condition_column(names.READY),
+                        _condition_column(names.CONNECTED),
+                        _condition_column(names.GATEWAY_PROVISIONED, priority=1),
                         {
                             "name": "Agent",
                             "type": "boolean",
@@ -164,7 +164,7 @@ def custom_resource_definition() -> dict[str, Any]:
                         {
                             "name": "Reason",
                             "type": "string",
-                            "jsonPath": f'.status.conditions[?(@.type=="{models.READY}")].reason',
+                            "jsonPath": f'.status.conditions[?(@.type=="{names.READY}")].reason',
                             "priority": 1,
                             "description": "Why the plane is or is not ready",
                         },

@@ -13,28 +13,12 @@ This module never talks to a cluster.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-GROUP: Final = "openchoreo.dev"
-VERSION: Final = "v1alpha1"
-API_VERSION: Final = "openchoreo.dev/v1alpha1"
-KIND: Final = "DataPlane"
-PLURAL = "dataplanes"
-SINGULAR = "dataplane"
-SHORT_NAMES = ("dp", "dps")
-
-READY: Final = "Ready"
-"""Condition type: GatewayProvisioned and Connected are both True."""
-CONNECTED: Final = "Connected"
-"""Condition type: an agent tunnel is up (agent mode) or the API server answered (direct mode)."""
-GATEWAY_PROVISIONED: Final = "GatewayProvisioned"
-"""Condition type: the gateway holds this plane's credentials and they are usable."""
-
-REQUIRE_AGENT_IDENTITY_ANNOTATION: Final = "planelink.dev/require-agent-identity"
-"""Annotation: "true"/"false" overrides whether an agent's certificate must name its plane."""
+from crd.names import API_VERSION, KIND
 
 _NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a pattern for key names

@@ -7,6 +7,7 @@ proxy and cached; each server gets its own ports, certificates, token and tempor
 from envtest.binaries import BinariesUnavailable, KubeBinaries, find_binaries
 from envtest.client import CRD_NAME, api_client, install_crd
 from envtest.server import (
+    HTTP2_MAX_STREAMS_PER_CONNECTION,
     KubeAPIServer,
     ServerFailed,
     ServerOptions,
@@ -20,6 +21,7 @@ from kubeobject.kubeconfig import Credentials, build_kubeconfig
 
 __all__ = [
     "CRD_NAME",
+    "HTTP2_MAX_STREAMS_PER_CONNECTION",
     "BinariesUnavailable",
     "Credentials",
     "KubeAPIServer",

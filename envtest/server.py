@@ -30,7 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +49,10 @@ ADMIN_GROUPS = ("system:masters",)
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_SECONDS = 10.0
 _PORT_ATTEMPTS = 3
+HTTP2_MAX_STREAMS_PER_CONNECTION = 250
+"""What these API servers advertise as SETTINGS_MAX_CONCURRENT_STREAMS (kube-apiserver's
+`--http2-max-streams-per-connection`; 100 when unset): an agent's HTTP/2 pool then holds
+10,000 watches on 40 connections, within the 50 docs/install.md advises operators to allow for."""
 
 
 class ServerFailed(RuntimeError):
@@ -307,6 +311,7 @@ class KubeAPIServer:
                 "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
                 "--profiling=false",
+                f"--http2-max-streams-per-connection={HTTP2_MAX_STREAMS_PER_CONNECTION}",
                 *self.options.extra_apiserver_args,
             ],
         )
@@ -381,10 +386,12 @@ async def run_kubectl(
     input: str | bytes | None = None,
     check: bool = False,
     timeout: float = 60.0,  # noqa: ASYNC109 - kubectl's own limit, killed when it is reached
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The real kubectl with `kubeconfig`, run to its end without blocking the event loop (the
     loop may be serving the gateway and agents kubectl talks to). Raises `TimeoutError` after
-    `timeout` seconds (kubectl is killed), and `CalledProcessError` on failure if `check`."""
+    `timeout` seconds (kubectl is killed), and `CalledProcessError` on failure if `check`.
+    `env`: kubectl's whole environment (this process's by default)."""
     process = await asyncio.create_subprocess_exec(
         "kubectl",
         "--kubeconfig",
@@ -393,6 +400,7 @@ async def run_kubectl(
         stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=None if env is None else dict(env),
     )
     data = input.encode() if isinstance(input, str) else input
     try:

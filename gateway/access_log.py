@@ -64,6 +64,8 @@ class AccessRecord:
     bytes_out: int = 0
     forwarded_to: str = ""
     forwarded_by: str = ""
+    protocol: str = "http1"
+    """The HTTP version the caller spoke: http1, http2."""
 
 
 def log_access(record: AccessRecord, *, seconds: float) -> None:
@@ -82,6 +84,7 @@ def log_access(record: AccessRecord, *, seconds: float) -> None:
         "namespace": info.namespace if info is not None else "",
         "name": info.name if info is not None else "",
         "method": record.method,
+        "protocol": record.protocol,
         "path": (record.path or record.target)[:512],
         "status": record.status,
         "bytes_in": record.bytes_in,

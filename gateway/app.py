@@ -23,21 +23,19 @@ import ssl
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
-from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.admission import fit_to_fd_limit
 from gateway.agent_listener import AgentListener, AgentListenerSettings
 from gateway.agents import AgentRegistry
-from gateway.auth import KubeReviews
 from gateway.callers import CallerEndpoint, CallerSettings, Document
 from gateway.console.history import HistorySampler, Totals, counter_by_plane
 from gateway.console.state import ConsoleState
-from gateway.direct import DirectPlanes
-from gateway.kubeclient import load_api_client
+from gateway.direct import DirectPlanes, DirectSettings
 from gateway.metrics import GatewayMetrics
 from gateway.operator import OperatorAuth, operator_app, planes_document
 from gateway.peers import PeerDirectory, PeerSettings
@@ -45,7 +43,7 @@ from gateway.peers.files import PresenceFiles, PresenceSettings
 from gateway.peers.forward import PeerForwarder, peer_url
 from gateway.peers.listener import peer_listener
 from gateway.peers.siblings import Siblings, peer_fetch
-from gateway.reconciler import Reconciler, ReconcilerSettings
+from gateway.reconciler.settings import ReconcilerSettings
 from gateway.startup import StartupGate
 from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.tls_alerts import ServerTlsContext
@@ -53,6 +51,11 @@ from gateway.tls_files import load_caller_ca, load_server_certificate
 from gateway.trust import TrustRegistry, agent_server_context
 from tunnel.loop_metrics import register_task_gauge
 from tunnel.role_metrics import file_expiries
+
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client import ApiClient
+
+    from gateway.reconciler import Reconciler
 
 log = structlog.get_logger("gateway")
 
@@ -81,6 +84,8 @@ class GatewaySettings:
     drain_grace: float = 30.0
     reconciler: ReconcilerSettings | None = None
     """Follow DataPlane resources in the control plane (None: the planes file only)."""
+    direct: DirectSettings = field(default_factory=DirectSettings)
+    """How direct-mode planes' API servers are reached (the reconciler resolves them)."""
     kubeconfig: Path | None = None
     """The control plane's kubeconfig for the reconciler ($KUBECONFIG or in-cluster if None)."""
     starting_retry_after: int = 1
@@ -149,7 +154,7 @@ class Gateway:
         )
         """This replica's presence file and its view of its siblings' (when no Leases say who
         is live: two sources would undo each other's view)."""
-        self.direct = DirectPlanes(metrics=self.metrics)
+        self.direct = DirectPlanes(settings=settings.direct, metrics=self.metrics)
         """Direct-mode planes, served through the gateway's own pools (fed by the reconciler)."""
         self.agent_listener = AgentListener(
             settings=settings.agents,
@@ -222,12 +227,19 @@ class Gateway:
     async def start(self) -> None:
         self.load_planes()
         register_task_gauge(self.metrics.registry, "planelink_gateway_asyncio_tasks")
+        # The Kubernetes client (a hundred megabytes of imports) only for what needs it.
         if self.settings.reconciler is not None or self.settings.callers.auth.needs_reviews:
+            from gateway.kubeclient import load_api_client  # noqa: PLC0415
+
             self._kube = await load_api_client(self.settings.kubeconfig)
         if self._kube is not None and self.settings.callers.auth.needs_reviews:
+            from gateway.kube_reviews import KubeReviews  # noqa: PLC0415
+
             timeout = self.settings.callers.auth.review_timeout
             self.callers.auth.reviews = KubeReviews(self._kube, timeout=timeout)
         if self.settings.reconciler is not None:
+            from gateway.reconciler import Reconciler  # noqa: PLC0415
+
             assert self._kube is not None
             self.reconciler = Reconciler(
                 client=self._kube,

@@ -154,8 +154,11 @@ class CallerRefused(Exception):
         *,
         retry_after: int | None = None,
         elsewhere: bool = False,
+        plain: bool = False,
     ) -> None:
         super().__init__(message)
+        self.plain = plain
+        """Answered in text, not as a Status: where the API server does so itself."""
         self.status = status
         self.reason = reason
         self.message = message
@@ -222,7 +225,8 @@ def _is_long_running(path: str, query: str) -> bool:
 def forwarded_headers(head: RequestHead) -> list[Header]:
     """The caller's headers as the agent should see them (`http1.TO_AGENT`)."""
     if (refused := TO_AGENT.refused_field(head.headers)) is not None:
-        name = refused.decode("latin-1")
+        # Named as HTTP/1.1 spells it, whichever version the caller spoke (HTTP/2 lowers names).
+        name = "-".join(part.capitalize() for part in refused.decode("latin-1").split("-"))
         if refused.lower().startswith(PLANELINK_PREFIX):
             raise CallerRefused(
                 400, "BadRequest", f"{name} is for the gateway's replicas, not for callers"
@@ -717,6 +721,7 @@ class _CallerExchange:
             method=head.method,
             target=head.target,
             caller=caller,
+            protocol=self.protocol,
         )
         """The access log's record of this request (its id is also the caller's and agent's)."""
         self.logged = True
@@ -762,7 +767,7 @@ class _CallerExchange:
     async def _run(self) -> bool:  # noqa: PLR0911 - one per outcome
         endpoint = self.endpoint
         try:
-            check_request_line(self.head)
+            self._check_head()
             if (document := self._document()) is not None:
                 self.logged = False  # a replica's own document, not a caller's request
                 return await self._answer_document(document)
@@ -1084,6 +1089,10 @@ class _CallerExchange:
 
     # -- what each HTTP version does its own way ---------------------------------------------
 
+    def _check_head(self) -> None:
+        """Refuse a request its HTTP version does not allow, before anything else."""
+        check_request_line(self.head)
+
     async def _refuse(self, refused: CallerRefused, *, plain: bool, extra: Headers) -> bool:
         """Answer a request refused before it reached a plane."""
         raise NotImplementedError
@@ -1381,6 +1390,12 @@ class _Http2Exchange(_CallerExchange):
         self.goaway_after = False
         """The connection is to take no new stream after this one (`_refuse`)."""
 
+    def _check_head(self) -> None:
+        if invalid := self.channel.head.invalid:
+            # As kube-apiserver answers a connection field over HTTP/2: 400, in its words.
+            raise CallerRefused(400, "BadRequest", invalid, plain=True)
+        super()._check_head()
+
     async def _refuse(self, refused: CallerRefused, *, plain: bool, extra: Headers) -> bool:
         headers, body = _status_answer(refused, plain=plain)
         await self._answer(refused.status, [*headers, *extra], body)
@@ -1464,8 +1479,10 @@ class _Http2Exchange(_CallerExchange):
         channel = self.channel
         sent = 0
         while chunk := await channel.read_body():
-            await stream.write(chunk)
-            channel.consumed(len(chunk))
+            try:
+                await stream.write(chunk)
+            finally:
+                channel.consumed(len(chunk))  # passed on or dropped: the window reopens
             sent += len(chunk)
             self.access.bytes_in = sent
         stream.end()
@@ -1555,7 +1572,10 @@ async def _linger(http: MessageReader, writer: asyncio.StreamWriter) -> None:
 
 def _wants_plain_refusal(head: RequestHead, refused: CallerRefused) -> bool:
     """kubectl's discovery client cannot decode a JSON Status (it prints "unknown"), but shows
-    a text body as the message: discovery requests are refused in text, the others in JSON."""
+    a text body as the message: discovery requests are refused in text, the others in JSON
+    (and what the API server itself refuses in text, in text)."""
+    if refused.plain:
+        return True
     if refused.status not in (401, 403) or head.method != "GET":
         return False
     try:

@@ -48,6 +48,9 @@ __all__ = ["H2CallerConnection", "H2CallerStream"]
 
 log = structlog.get_logger("gateway.callers")
 
+_WRITE_BUFFER_HIGH = 256 * 1024
+"""Bytes queued for the socket past which a sending stream waits for it to drain."""
+
 
 class H2CallerStream:
     """One request of an HTTP/2 caller, as the exchange that answers it sees it."""
@@ -68,7 +71,8 @@ class H2CallerStream:
         self._connection = connection
         self.stream_id = head.stream_id
         self.head = head
-        self._body: deque[bytes] = deque()
+        self._body: deque[bytes] | None = None
+        """Made when a body piece arrives: most requests (GETs, watches) have none."""
         self._body_ended = head.end_stream
         self._arrived: asyncio.Event | None = None
         self._window: asyncio.Event | None = None
@@ -89,6 +93,7 @@ class H2CallerStream:
                 self._arrived = asyncio.Event()
             self._arrived.clear()
             await self._arrived.wait()
+        assert self._body is not None
         return self._body.popleft()
 
     def consumed(self, size: int) -> None:
@@ -107,7 +112,9 @@ class H2CallerStream:
         connection.flush()
 
     async def send(self, data: bytes, *, end: bool = False) -> None:
-        """Send body bytes as the caller's windows allow; returns once all went to the socket."""
+        """Send body bytes as the caller's windows allow. Returns once they are queued for the
+        socket, waiting for it only when its buffer is full: the head, body and end of a small
+        answer then leave in one write."""
         connection = self._connection
         sent = 0
         while True:
@@ -136,6 +143,8 @@ class H2CallerStream:
     # -- driven by the connection -----------------------------------------------------------
 
     def _received(self, data: bytes) -> None:
+        if self._body is None:
+            self._body = deque()
         self._body.append(data)
         self._wake()
 
@@ -190,17 +199,34 @@ class H2CallerConnection:
         self.waiting_for_window: set[H2CallerStream] = set()
         self._idle: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
+        self._out = bytearray()
 
     @property
     def open_streams(self) -> int:
         return len(self._streams)
 
     def flush(self) -> None:
-        """Write what the protocol has to send (a no-op when nothing)."""
-        if data := self.protocol.data_to_send():
-            self._writer.write(data)
+        """Take what the protocol queued; it is written at the end of this loop iteration, in
+        one write with whatever the connection's streams queue meanwhile."""
+        self._out += self.protocol.data_to_send()
+        if self._out and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
+        if self._out:
+            if not self._writer.transport.is_closing():  # else nobody is there to read it
+                self._writer.write(self._out)
+            self._out = bytearray()
 
     async def drain(self) -> None:
+        """Wait for the socket only when what is queued for it is over the high-water mark."""
+        queued = len(self._out) + self._writer.transport.get_write_buffer_size()
+        if queued <= _WRITE_BUFFER_HIGH:
+            return
+        self._flush_now()
         try:
             await self._writer.drain()
         except (ConnectionError, ssl.SSLError) as error:
@@ -211,7 +237,7 @@ class H2CallerConnection:
         self.protocol.goaway(ErrorCode.NO_ERROR, b"the gateway is stopping")
         self.flush()
         if not self._streams:
-            self._writer.close()
+            self._close()
 
     async def serve(self) -> None:
         self.flush()  # our SETTINGS first
@@ -223,6 +249,7 @@ class H2CallerConnection:
                 self._idle.cancel()
             for stream in list(self._streams.values()):
                 stream._lose()
+            self._flush_now()
             await self._finish_tasks()
 
     async def _read_loop(self) -> None:
@@ -289,6 +316,10 @@ class H2CallerConnection:
         finally:
             del self._streams[stream.stream_id]
             self.waiting_for_window.discard(stream)
+            if stream._body:
+                # Body nobody will read: the connection's window must not lose it for good.
+                self.protocol.consumed(stream.stream_id, sum(map(len, stream._body)))
+                stream._body = None
             if not stream.gone:
                 if self.protocol.responding(stream.stream_id):
                     # The exchange ended without ending its answer: it must not look whole.
@@ -298,7 +329,7 @@ class H2CallerConnection:
                     stream.reset(ErrorCode.NO_ERROR)
             if not self._streams:
                 if self.protocol.draining:
-                    self._writer.close()
+                    self._close()
                 else:
                     self._idle_from_now()
 
@@ -310,6 +341,10 @@ class H2CallerConnection:
         self._on_idle()
         self.protocol.goaway(ErrorCode.NO_ERROR, b"idle")
         self.flush()
+        self._close()
+
+    def _close(self) -> None:
+        self._flush_now()
         self._writer.close()
 
     async def _finish_tasks(self) -> None:

@@ -30,7 +30,7 @@ from cryptography import x509
 import certs
 from certs import PlaneRef
 from gateway.interfaces import DirectCredentials, PlaneAnswer, PlaneUnreachable
-from gateway.metrics import AgentSample, GatewayMetrics
+from gateway.metrics import AgentSample, DirectUpstreamSample, GatewayMetrics
 from kubeproxy import (
     LocalLimits,
     LocalProxy,
@@ -52,6 +52,10 @@ DIRECT_AGENT_ID = "direct"
 """How /planes and the agent metrics name a direct plane's one "agent": the gateway itself."""
 _PROBE_BODY_LIMIT = 300
 """Characters of a probe's answer kept for the condition's message."""
+_PREFIX = "planelink_gateway_direct"
+"""Of each plane's own proxy metrics; the gateway's registry shows some of them by plane."""
+_REQUESTS = f"{_PREFIX}_upstream_requests_total"
+_CONNECTIONS = f"{_PREFIX}_upstream_connections"
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class DirectPlane(LocalProxy):
             upstream_for(plane, credentials),
             limits=settings,
             # A registry of its own per plane: the pool's gauges are per pool.
-            metrics=ProxyMetrics(prefix="planelink_gateway_direct"),
+            metrics=ProxyMetrics(prefix=_PREFIX),
             logger=plane_log,
         )
         self._ca = x509.load_pem_x509_certificates(credentials.ca_pem)[0]
@@ -194,6 +198,7 @@ class DirectPlanes:
         self._tasks: set[asyncio.Task[None]] = set()
         if metrics is not None:
             metrics.watch_agents(self.samples)
+            metrics.watch_direct_upstreams(self.upstream_samples)
 
     # -- the reconciler's port ----------------------------------------------------------------
 
@@ -253,6 +258,19 @@ class DirectPlanes:
                 agent_id=DIRECT_AGENT_ID,
                 rtt=None,
                 open_streams=served.streams.open,
+            )
+
+    def upstream_samples(self) -> Iterator[DirectUpstreamSample]:
+        """Each plane's requests by protocol and connections held, its draining
+        predecessors' too (the gateway's `planelink_gateway_direct_upstream_*`)."""
+        for served in (*self.served(), *self._retiring):
+            sample = served.metrics.sample
+            yield DirectUpstreamSample(
+                plane=str(served.plane),
+                http1_requests=sample(_REQUESTS, protocol="http1"),
+                http2_requests=sample(_REQUESTS, protocol="http2"),
+                active_connections=sample(_CONNECTIONS, state="active"),
+                idle_connections=sample(_CONNECTIONS, state="idle"),
             )
 
     async def stop(self) -> None:

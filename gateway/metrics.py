@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kubeproxy.metrics import LabelledChildren
@@ -156,6 +156,8 @@ class GatewayMetrics:
         self._agent_snapshots: list[Callable[[], Iterable[AgentSample]]] = []
         self._known_planes: list[Callable[[], Iterable[str]]] = []
         r.register(_AgentCollector(self._agent_snapshots, self._known_planes))
+        self._direct_upstreams: list[Callable[[], Iterable[DirectUpstreamSample]]] = []
+        r.register(_DirectUpstreamCollector(self._direct_upstreams))
 
     def watch_connections(self, port: str, counts: Callable[[], ConnectionCounts]) -> None:
         """Export `port`'s open connections, authenticated or not, read at scrape time."""
@@ -165,6 +167,13 @@ class GatewayMetrics:
         """Export per-agent gauges computed at scrape time from `snapshot` (no stale labels),
         with those of every other snapshot watched (connected agents, direct planes)."""
         self._agent_snapshots.append(snapshot)
+
+    def watch_direct_upstreams(
+        self, snapshot: Callable[[], Iterable[DirectUpstreamSample]]
+    ) -> None:
+        """Export direct-mode planes' requests to their API servers by protocol, and the
+        connections held, from `snapshot` at scrape time (each plane's pools count them)."""
+        self._direct_upstreams.append(snapshot)
 
     def watch_planes(self, planes: Callable[[], Iterable[str]]) -> None:
         """Export `planelink_gateway_agents_connected` 0 for each of `planes` without agents:
@@ -253,3 +262,48 @@ class _AgentCollector(Collector):
         for plane, count in per_plane.items():
             connected.add_metric([plane], count)
         yield from (connected, rtt, streams, heartbeat_age)
+
+
+@dataclass(frozen=True)
+class DirectUpstreamSample:
+    """What a direct plane's pools count: requests sent by protocol, connections by state."""
+
+    plane: str
+    http1_requests: float
+    http2_requests: float
+    active_connections: float
+    idle_connections: float
+
+
+class _DirectUpstreamCollector(Collector):
+    def __init__(self, snapshots: list[Callable[[], Iterable[DirectUpstreamSample]]]) -> None:
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "planelink_gateway_direct_upstream_requests",
+            "Requests sent to direct-mode planes' API servers, by plane and protocol (http1,"
+            " http2: HTTP/2 while the server offers h2 and --direct-upstream-http2 is on;"
+            " upgrades go as http1)",
+            labels=["plane", "protocol"],
+        )
+        connections = GaugeMetricFamily(
+            "planelink_gateway_direct_upstream_connections",
+            "Connections open to direct-mode planes' API servers, HTTP/1.1 and HTTP/2 together,"
+            " by plane and state (active: carrying a request, or for HTTP/2 a stream; idle: none)",
+            labels=["plane", "state"],
+        )
+        totals: dict[str, list[float]] = {}
+        for sample in (sample for snapshot in self._snapshots for sample in snapshot()):
+            # A plane whose credentials changed has a draining predecessor: one series each.
+            total = totals.setdefault(sample.plane, [0.0, 0.0, 0.0, 0.0])
+            total[0] += sample.http1_requests
+            total[1] += sample.http2_requests
+            total[2] += sample.active_connections
+            total[3] += sample.idle_connections
+        for plane, (http1, http2, active, idle) in totals.items():
+            requests.add_metric([plane, "http1"], http1)
+            requests.add_metric([plane, "http2"], http2)
+            connections.add_metric([plane, "active"], active)
+            connections.add_metric([plane, "idle"], idle)
+        yield from (requests, connections)

@@ -17,14 +17,17 @@ the gateway's `--agent-identity optional` turns the default for entries that do 
 
 Relative paths are read relative to the file. A plane whose CA cannot be read is still listed
 (callers get 503, not 404), with the reason in `issues`, shown by /planes and in the log.
+
+The file is checked by hand rather than with pydantic: four fields do not need a dozen megabytes
+of a gateway's resting memory. A mistake is named by where it is (`planes[2].clientCA`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import certs
 from certs import PemError, PlaneRef, parse_plane_ref
@@ -38,25 +41,50 @@ class ConfigError(Exception):
     """The static configuration cannot be used; the message says where and why."""
 
 
-class _PlaneEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
+@dataclass(frozen=True)
+class _PlaneEntry:
     plane: str
-    client_ca: str | None = Field(default=None, alias="clientCA")
-    client_ca_data: str | None = Field(default=None, alias="clientCAData")
-    require_identity: bool | None = Field(default=None, alias="requireIdentity")
-
-    @model_validator(mode="after")
-    def _one_ca(self) -> _PlaneEntry:
-        if (self.client_ca is None) == (self.client_ca_data is None):
-            raise ValueError("give exactly one of clientCA (a file) or clientCAData (PEM)")
-        return self
+    client_ca: str | None
+    client_ca_data: str | None
+    require_identity: bool | None
 
 
-class _File(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_FIELDS = {"plane": str, "clientCA": str, "clientCAData": str, "requireIdentity": bool}
 
-    planes: list[_PlaneEntry] = Field(default_factory=list)
+
+def _entries(raw: object) -> list[_PlaneEntry]:
+    """The planes of a parsed file; ValueError naming where the first mistake is."""
+    if raw is None:
+        return []
+    if not isinstance(raw, dict):
+        raise ValueError("the file must be a mapping with a `planes` list")
+    if unknown := sorted(set(raw) - {"planes"}):
+        raise ValueError(f"{unknown[0]}: unknown field (the file has `planes` only)")
+    planes = raw.get("planes") or []
+    if not isinstance(planes, list):
+        raise ValueError("planes: must be a list")
+    return [_entry(item, f"planes[{index}]") for index, item in enumerate(planes)]
+
+
+def _entry(item: object, where: str) -> _PlaneEntry:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: must be a mapping")
+    for key, value in item.items():
+        kind = _FIELDS.get(key)
+        if kind is None:
+            raise ValueError(f"{where}.{key}: unknown field (known: {', '.join(_FIELDS)})")
+        if not isinstance(value, kind):
+            raise ValueError(f"{where}.{key}: must be a {'boolean' if kind is bool else 'string'}")
+    if "plane" not in item:
+        raise ValueError(f"{where}.plane: missing")
+    if ("clientCA" in item) == ("clientCAData" in item):
+        raise ValueError(f"{where}: give exactly one of clientCA (a file) or clientCAData (PEM)")
+    return _PlaneEntry(
+        plane=item["plane"],
+        client_ca=item.get("clientCA"),
+        client_ca_data=item.get("clientCAData"),
+        require_identity=item.get("requireIdentity"),
+    )
 
 
 def load_static_planes(path: Path, *, require_identity: bool = True) -> list[PlaneTrust]:
@@ -64,15 +92,12 @@ def load_static_planes(path: Path, *, require_identity: bool = True) -> list[Pla
 
     `require_identity` is the default of entries without `requireIdentity`."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        parsed = _File.model_validate(raw)
-    except (OSError, yaml.YAMLError) as error:
+        entries = _entries(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, ValueError) as error:
         raise ConfigError(f"{path}: {error}") from error
-    except ValidationError as error:
-        raise ConfigError(f"{path}: {_first_error(error)}") from error
     trusts: list[PlaneTrust] = []
     seen: set[PlaneRef] = set()
-    for index, entry in enumerate(parsed.planes):
+    for index, entry in enumerate(entries):
         try:
             plane = parse_plane_ref(entry.plane)
         except certs.InvalidPlaneRefError as error:
@@ -110,9 +135,3 @@ def _trust(
             issues=(f"client CA unusable: {error}",),
         )
     return PlaneTrust(plane=plane, client_cas=cas, require_identity=require_identity, source=source)
-
-
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"])
-    return f"{location}: {first['msg']}" if location else first["msg"]

@@ -12,12 +12,14 @@ What a peer cannot make it do, and why:
 - Open streams and reset them for free (rapid reset, CVE-2023-44487): streams the peer resets
   before our response ended are counted per budget window; past the budget, GOAWAY
   ENHANCE_YOUR_CALM. A stream opened and reset in the same bytes is never shown to the consumer.
-- Make us answer control frames without end: SETTINGS and PING frames (and empty DATA frames)
-  are counted per window.
+- Make us answer control frames without end: SETTINGS, PING and PRIORITY frames (and empty
+  DATA frames) are counted per window.
 - Run more than `max_concurrent_streams` at once: a stream beyond it is refused (REFUSED_STREAM),
   and refusals spend the reset budget too; h2's own check, at twice the limit, is the backstop.
 - Smuggle HTTP/1.1 connection semantics: connection-specific fields (`connection`, `upgrade`, ...)
-  make the request malformed, reset with PROTOCOL_ERROR as Go's server (the API server's) does.
+  never reach the consumer's headers; the head says why it is invalid (`RequestHead.invalid`), for
+  a 400 in the words kube-apiserver uses. Malformed heads (upper-case names, stray pseudo-fields)
+  are reset with PROTOCOL_ERROR, as that server does.
 - Push more body than we consumed: received DATA is acknowledged (WINDOW_UPDATE) only when the
   consumer calls `consumed()`, so a slow reader stops the sender at its source.
 
@@ -95,8 +97,8 @@ class ServerLimits:
     """Streams the peer may reset before their response ended, or have us refuse (over the
     stream limit, malformed), per window."""
     control_frame_budget: int = 100
-    """SETTINGS and PING frames (each answered with an ACK) and empty DATA frames not ending a
-    body the peer may send, per window."""
+    """SETTINGS and PING frames (each answered with an ACK), PRIORITY frames (CVE-2019-9513)
+    and empty DATA frames not ending a body the peer may send, per window."""
 
 
 # Events: what the peer did, in planelink's terms.
@@ -111,6 +113,11 @@ class RequestHead:
     headers: Headers
     """Regular fields in order (no pseudo-fields), names lower-case."""
     end_stream: bool
+    invalid: str = ""
+    """Why HTTP/2 does not allow this request, when it carries an HTTP/1.1 connection field
+    (`Connection`, `Upgrade`, `Transfer-Encoding`, ...; those fields are not in `headers`).
+    kube-apiserver answers such a request 400 with these words rather than resetting it, and so
+    is the consumer to."""
 
 
 @dataclass(frozen=True)
@@ -337,7 +344,10 @@ class ServerConnection:
             return []
         if isinstance(event, h2.events.StreamReset):
             return self._peer_reset(event, now)
-        if isinstance(event, (h2.events.PingReceived, h2.events.RemoteSettingsChanged)):
+        if isinstance(
+            event,
+            (h2.events.PingReceived, h2.events.RemoteSettingsChanged, h2.events.PriorityUpdated),
+        ):
             if not self._control.spend(now):
                 raise ConnectionFailed("control frame flood", ErrorCode.ENHANCE_YOUR_CALM)
             if isinstance(event, h2.events.RemoteSettingsChanged):
@@ -387,11 +397,11 @@ class ServerConnection:
         if self._last_stream_id is not None and stream_id > self._last_stream_id:
             self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
-        if len(self._live | self._receiving) >= self.limits.max_concurrent_streams:
+        if self._open_streams() >= self.limits.max_concurrent_streams:
             self._refuse(stream_id, ErrorCode.REFUSED_STREAM, now)
             return []
         fields = [(bytes(name), bytes(value)) for name, value in event.headers or []]
-        pseudo, regular = _split_head(fields)
+        pseudo, regular, invalid = _split_head(fields)
         if pseudo is None:
             self._refuse(stream_id, ErrorCode.PROTOCOL_ERROR, now)
             return []
@@ -411,8 +421,15 @@ class ServerConnection:
                 authority=pseudo.get(b":authority", dict(regular).get(b"host", b"")),
                 headers=regular,
                 end_stream=ended,
+                invalid=invalid,
             )
         ]
+
+    def _open_streams(self) -> int:
+        """Streams shown to the consumer whose response or request body has not ended (no set
+        is built: with a thousand watches open this runs for every new request)."""
+        live = self._live
+        return len(live) + sum(1 for stream_id in self._receiving if stream_id not in live)
 
     def _peer_reset(self, event: h2.events.StreamReset, now: float) -> list[Event]:
         stream_id = event.stream_id or 0
@@ -503,6 +520,7 @@ class ServerConnection:
     def reset(self, stream_id: int, code: int = ErrorCode.CANCEL) -> None:
         """Reset a stream (our side gave up on it); resetting a closed stream does nothing."""
         self._live.discard(stream_id)
+        self._receiving.discard(stream_id)  # the peer sends no more of its body
         try:
             self._h2.reset_stream(stream_id, code)
         except h2.exceptions.ProtocolError:
@@ -539,25 +557,33 @@ class ServerConnection:
         return data
 
 
-def _split_head(fields: list[Header]) -> tuple[dict[bytes, bytes] | None, list[Header]]:
+def _split_head(
+    fields: list[Header],
+) -> tuple[dict[bytes, bytes] | None, list[Header], str]:
     """The pseudo-fields and the regular fields of a request head, or (None, ...) if malformed
-    (RFC 9113 §8.1.1 and §8.3.1: a stream error of type PROTOCOL_ERROR)."""
+    (RFC 9113 §8.1.1 and §8.3.1: a stream error of type PROTOCOL_ERROR); and, for a head that
+    carries an HTTP/1.1 connection field, what is wrong with it (`RequestHead.invalid`)."""
     pseudo: dict[bytes, bytes] = {}
     regular: list[Header] = []
+    invalid = ""
     for name, value in fields:
         if not name or name != name.lower() or any(c in value for c in b"\r\n\x00"):
-            return None, regular
+            return None, regular, ""
         if name.startswith(b":"):
             if regular or name not in _REQUEST_PSEUDO or name in pseudo:
-                return None, regular
+                return None, regular, ""
             pseudo[name] = value
-        elif name in _CONNECTION_SPECIFIC or (name == b"te" and value != b"trailers"):
-            return None, regular
+        elif name in _CONNECTION_SPECIFIC:
+            # Go's words (net/http, checkValidHTTP2RequestHeaders), as kube-apiserver answers.
+            canonical = "-".join(part.capitalize() for part in name.decode().split("-"))
+            invalid = invalid or f'request header "{canonical}" is not valid in HTTP/2'
+        elif name == b"te" and value != b"trailers":
+            invalid = invalid or 'request header "TE" may only be "trailers" in HTTP/2'
         else:
             regular.append((name, value))
     if not pseudo.get(b":method") or not pseudo.get(b":path") or b":scheme" not in pseudo:
-        return None, regular
-    return pseudo, regular
+        return None, regular, ""
+    return pseudo, regular, invalid
 
 
 @contextmanager

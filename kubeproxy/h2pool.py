@@ -3,7 +3,7 @@
 `H2Pool` opens TLS connections offering ALPN `h2`, `http/1.1`. When the server picks h2, each
 exchange is one stream; a connection carries up to the server's SETTINGS_MAX_CONCURRENT_STREAMS
 (kube-apiserver: `--http2-max-streams-per-connection`; v1.32 advertises 100 when it is unset,
-as the tests see), and a new connection opens only when every open one is full, up to
+the test kit's servers 250), and a new connection opens only when every open one is full, up to
 `max_connections`; beyond that a request waits for a stream to end. A connection without
 streams is closed after `idle_timeout`. When the server picks http/1.1 (or offers no ALPN),
 the pool remembers it and raises `Http2NotOffered`: the caller uses the HTTP/1.1
@@ -37,8 +37,10 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import structlog
 
 import http1
+from kubeproxy.metrics import ConnectionShare, ProxyMetrics
 from kubeproxy.pool import UpstreamError, translate_error
 from kubeproxy.upstream import Upstream, UpstreamCredentialsError
 
@@ -54,6 +56,10 @@ _NOT_IN_HTTP2 = frozenset(
 _ERRORS = (OSError, TimeoutError, asyncio.IncompleteReadError, UpstreamCredentialsError)
 
 Header = tuple[bytes, bytes]
+_FULL_WARNING_INTERVAL = 60.0
+"""Seconds between two warnings that requests wait for a stream (the pool is at its limit)."""
+
+log = structlog.get_logger("kubeproxy.h2pool")
 
 
 class Http2NotOffered(Exception):
@@ -119,10 +125,11 @@ class H2Exchange:
         if end:
             await self.connection.end_stream(self.stream_id)
 
-    def cancel(self) -> None:
-        """Abandon the exchange: RST_STREAM(CANCEL); the API server ends that request only."""
+    def cancel(self, reason: str = "the exchange was cancelled") -> None:
+        """Abandon the exchange: RST_STREAM(CANCEL); the API server ends that request only.
+        Whoever still waits on this side (a body piece, the head) gets UpstreamError(`reason`)."""
         if not self.closed:
-            self.connection.reset(self.stream_id)
+            self.connection.reset(self.stream_id, reason)
 
     # -- called by the connection ----------------------------------------------------------
 
@@ -153,6 +160,25 @@ class H2Exchange:
         self._window_opened.set()
 
 
+class _ServedAfterGoaway(h2.connection.H2ConnectionStateMachine):
+    """h2's connection state machine, except that a client connection stays open when GOAWAY
+    arrives. h2 closes it at once and then refuses every frame that follows, but the streams
+    up to GOAWAY's last stream id may still complete (RFC 9113 section 6.8): kube-apiserver
+    sends GOAWAY before the response to an unauthenticated request (a 401), for one. The pool
+    never opens a stream on such a connection again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._transitions = _SERVED_AFTER_GOAWAY
+
+
+_OPEN = h2.connection.ConnectionState.CLIENT_OPEN
+_SERVED_AFTER_GOAWAY = {
+    **h2.connection.H2ConnectionStateMachine._transitions,
+    (_OPEN, h2.connection.ConnectionInputs.RECV_GOAWAY): (None, _OPEN),
+}
+
+
 class H2UpstreamConnection:
     """One HTTP/2 connection to the API server and the task that reads it."""
 
@@ -170,6 +196,7 @@ class H2UpstreamConnection:
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
+        self.h2.state_machine = _ServedAfterGoaway()
         self.h2.local_settings = h2.settings.Settings(
             client=True,
             initial_values={
@@ -256,13 +283,13 @@ class H2UpstreamConnection:
             self.h2.increment_flow_control_window(size, stream_id=stream_id)
             self._flush()
 
-    def reset(self, stream_id: int) -> None:
+    def reset(self, stream_id: int, reason: str) -> None:
         exchange = self.exchanges.pop(stream_id, None)
         with contextlib.suppress(h2.exceptions.H2Error, KeyError):
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
             self._flush()
         if exchange is not None:
-            exchange._on_error(UpstreamError("closed", "the exchange was cancelled"))
+            exchange._on_error(UpstreamError("closed", reason))
             self._on_stream_closed(self)
 
     def close(self) -> None:
@@ -383,23 +410,30 @@ class H2Pool:
         connect_timeout: float = 10.0,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         connection_window: int = DEFAULT_CONNECTION_WINDOW,
+        metrics: ProxyMetrics | None = None,
     ) -> None:
+        """`metrics`: where its connections are counted (`upstream_connections`, beside the
+        HTTP/1.1 pool's: a connection with streams is active, one without is idle)."""
         self.upstream = upstream
         self._max_connections = max_connections
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
         self._stream_window = stream_window
         self._connection_window = connection_window
+        self._gauges = ConnectionShare(metrics or ProxyMetrics())
         self.connections: list[H2UpstreamConnection] = []
         self.opened = 0
         """Connections opened in this pool's life."""
-        self.protocol: str | None = None
+        # Prior knowledge over plain http is never attempted (kube-apiserver serves TLS): such
+        # a server is known to be HTTP/1.1 without a connection to ask it.
+        self.protocol: str | None = "http/1.1" if upstream.scheme != "https" else None
         """What the server picked in ALPN ("h2", "http/1.1"); None until the first connect."""
         self._opening: asyncio.Lock | None = None
         self._room = asyncio.Event()
         self._retired: set[H2UpstreamConnection] = set()
         self.waiting = 0
         """Requests waiting for a stream: every connection full and `max_connections` open."""
+        self._warned_full_at: float | None = None
 
     async def request(
         self, method: str, target: str, headers: Sequence[Header] = (), *, end: bool = True
@@ -417,7 +451,14 @@ class H2Pool:
         while True:
             connection = await self._connection_with_room()
             if connection.has_room:
-                return connection.start(method, target, fields, end=end)
+                exchange = connection.start(method, target, fields, end=end)
+                self._update_gauges()
+                return exchange
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, those draining after a GOAWAY included."""
+        return sum(1 for c in {*self.connections, *self._retired} if not c.closed)
 
     def close(self) -> None:
         """Abort every connection now: their exchanges fail."""
@@ -427,6 +468,7 @@ class H2Pool:
             connection.abort()
         self.connections.clear()
         self._retired.clear()
+        self._update_gauges()
 
     def _fields(
         self, method: str, target: str, headers: Sequence[Header], authorization: bytes | None
@@ -470,14 +512,37 @@ class H2Pool:
                         self.connections.append(connection)
                 continue
             self._room.clear()
+            self._warn_full()
             self.waiting += 1
             try:
                 await self._room.wait()
             finally:
                 self.waiting -= 1
 
+    def _warn_full(self) -> None:
+        """Say, now and then, that requests wait: the limits are too low for this load."""
+        now = asyncio.get_running_loop().time()
+        if self._warned_full_at is not None and now - self._warned_full_at < (
+            _FULL_WARNING_INTERVAL
+        ):
+            return
+        self._warned_full_at = now
+        log.warning(
+            "every HTTP/2 connection to the API server is full: requests wait for a stream",
+            server=self.upstream.authority,
+            connections=len(self.connections),
+            streams_per_connection=max((c.max_streams for c in self.connections), default=0),
+            advice="raise the connection limit (the agent's --upstream-http2-max-connections) "
+            "or the API server's --http2-max-streams-per-connection",
+        )
+
     def _stream_closed(self, connection: H2UpstreamConnection) -> None:
         self._room.set()
+        if connection.goaway and not connection.exchanges and not connection.closed:
+            connection.close()  # the server wants it gone, and it serves nothing any more
+        if connection.closed:
+            self._retired.discard(connection)
+        self._update_gauges()
         if connection.exchanges or connection.closed or connection.idle_timer is not None:
             return
         # A connection without streams costs the API server and us a TLS session: it goes
@@ -493,6 +558,18 @@ class H2Pool:
         if connection in self.connections:
             self.connections.remove(connection)
         self._retired.discard(connection)
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        active = idle = 0
+        for connection in {*self.connections, *self._retired}:
+            if connection.closed:
+                continue
+            if connection.exchanges:
+                active += 1
+            else:
+                idle += 1
+        self._gauges.show(active=active, idle=idle)
 
     async def _open(self) -> H2UpstreamConnection:
         upstream = self.upstream

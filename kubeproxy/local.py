@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import structlog
 
 from http1 import TO_UPSTREAM, Policy
+from kubeproxy.h2pool import H2Pool
 from kubeproxy.metrics import ProxyMetrics
 from kubeproxy.pool import ConnectionPool
 from kubeproxy.proxy import ProxiedStream, Proxy
@@ -392,6 +393,11 @@ class LocalLimits:
     response_timeout: float = 60.0
     pool_max_idle: int = 16
     pool_idle_timeout: float = 60.0
+    upstream_http2: bool = True
+    """Requests but upgrades go over HTTP/2 while the server offers h2 in ALPN (`H2Pool`):
+    many on each connection, up to the server's stream limit."""
+    upstream_http2_max_connections: int = 64
+    """HTTP/2 connections at most; beyond their streams requests wait."""
     max_streams: int = 512
     """Requests open at once; more are refused (REFUSED_STREAM)."""
     buffer_bytes: int = 256 * 1024
@@ -401,8 +407,8 @@ class LocalLimits:
 
 
 class LocalProxy:
-    """An upstream served in this process: its pool, the proxy, and the `LocalStreams` whose
-    requests the proxy serves."""
+    """An upstream served in this process: its pools (HTTP/1.1, and HTTP/2 unless the limits
+    turn it off), the proxy, and the `LocalStreams` whose requests the proxy serves."""
 
     def __init__(
         self,
@@ -423,8 +429,20 @@ class LocalProxy:
             connect_timeout=limits.connect_timeout,
             metrics=metrics,
         )
+        self.h2_pool = (
+            H2Pool(
+                upstream,
+                max_connections=limits.upstream_http2_max_connections,
+                idle_timeout=limits.pool_idle_timeout,
+                connect_timeout=limits.connect_timeout,
+                metrics=metrics,
+            )
+            if limits.upstream_http2
+            else None
+        )
         self.proxy = Proxy(
             pool=self.pool,
+            h2_pool=self.h2_pool,
             metrics=metrics,
             response_timeout=limits.response_timeout,
             logger=logger,
@@ -440,7 +458,10 @@ class LocalProxy:
 
     def close(self, reason: str) -> list[asyncio.Task[None]]:
         """End every open request now (their requesters hear CONNECTION_LOST) and the idle
-        connections; the handlers to await."""
+        connections (every HTTP/2 one: their streams end with the requests); the handlers to
+        await."""
         handlers = self.streams.close(reason)
         self.pool.close()
+        if self.h2_pool is not None:
+            self.h2_pool.close()
         return handlers

@@ -1,7 +1,8 @@
 """The proxy's Prometheus metrics, in a registry of the owner's choosing (never the global one).
 
-`ProxyMetrics` holds what the pool and the proxy update: streams served, bytes moved, upstream
-latency and connections. Metric names start with `prefix` (`planelink_agent` for the agent), so
+`ProxyMetrics` holds what the pools and the proxy update: streams served, bytes moved, requests
+by protocol, upstream latency and connections (`ConnectionShare`: the HTTP/1.1 and the HTTP/2
+pool add up in one gauge). Metric names start with `prefix` (`planelink_agent` for the agent), so
 an owner that adds metrics of its own (`agent.metrics.AgentMetrics`) keeps one family of names.
 Label values are bounded sets: outcomes and status classes are fixed words.
 """
@@ -63,9 +64,17 @@ class ProxyMetrics:
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
+        self.upstream_requests = Counter(
+            f"{prefix}_upstream_requests",
+            "requests sent to the API server, by protocol (http1, http2): HTTP/2 while the API "
+            "server offers h2 in ALPN and it is not turned off; upgrades always go as http1",
+            ["protocol"],
+            registry=r,
+        )
         self.upstream_connections = Gauge(
             f"{prefix}_upstream_connections",
-            "open connections to the API server, by state (active, idle)",
+            "open connections to the API server, HTTP/1.1 and HTTP/2 together, by state "
+            "(active: carrying a request, or for HTTP/2 at least one stream; idle: none)",
             ["state"],
             registry=r,
         )
@@ -74,9 +83,32 @@ class ProxyMetrics:
         self.to_upstream = self.bytes.labels("to_upstream")
         self.active_connections = self.upstream_connections.labels("active")
         self.idle_connections = self.upstream_connections.labels("idle")
+        self.http1_requests = self.upstream_requests.labels("http1")
+        self.http2_requests = self.upstream_requests.labels("http2")
         self.child = LabelledChildren()
 
     def sample(self, name: str, **labels: str) -> float:
         """The current value of a sample (0 when absent): for tests and debugging."""
         value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
+
+
+class ConnectionShare:
+    """One pool's part of the `upstream_connections` gauge. Each pool shows its own counts;
+    the gauge holds the sum of every pool's (an agent has an HTTP/1.1 and an HTTP/2 pool)."""
+
+    __slots__ = ("_active", "_idle", "_metrics")
+
+    def __init__(self, metrics: ProxyMetrics) -> None:
+        self._metrics = metrics
+        self._active = 0
+        self._idle = 0
+
+    def show(self, *, active: int, idle: int) -> None:
+        """This pool now holds `active` and `idle` connections."""
+        if active != self._active:
+            self._metrics.active_connections.inc(active - self._active)
+            self._active = active
+        if idle != self._idle:
+            self._metrics.idle_connections.inc(idle - self._idle)
+            self._idle = idle

@@ -22,7 +22,7 @@ import ssl
 from collections import deque
 
 import http1
-from kubeproxy.metrics import ProxyMetrics
+from kubeproxy.metrics import ConnectionShare, ProxyMetrics
 from kubeproxy.upstream import Upstream, UpstreamCredentialsError
 
 
@@ -159,7 +159,7 @@ class ConnectionPool:
         self._max_idle = max_idle
         self._idle_timeout = idle_timeout
         self._connect_timeout = connect_timeout
-        self._metrics = metrics or ProxyMetrics()
+        self._gauges = ConnectionShare(metrics or ProxyMetrics())
         self._idle: deque[UpstreamConnection] = deque()
         """Least recently used first."""
         self._sweeper: asyncio.TimerHandle | None = None
@@ -253,5 +253,4 @@ class ConnectionPool:
         return UpstreamConnection(reader, writer)
 
     def _update_gauges(self) -> None:
-        self._metrics.active_connections.set(self.active)
-        self._metrics.idle_connections.set(len(self._idle))
+        self._gauges.show(active=self.active, idle=len(self._idle))

@@ -18,10 +18,12 @@ What it guarantees:
 - a stream that ends early (the caller went away, the handler is cancelled) never returns its
   connection to the pool: the connection is aborted, so a watch upstream ends with it.
 
-Given an `H2Pool` (off by default: the agent's `--upstream-http2`), requests but upgrades go
+Given an `H2Pool` (the agent's `--upstream-http2`, on by default), requests but upgrades go
 over HTTP/2 while the API server offers it; an HTTP/2 exchange that ends early is cancelled
-(RST_STREAM), which ends that request only. Upgrades and servers without h2 use the HTTP/1.1
-pool.
+(RST_STREAM), which ends that request only, and so is one whose body breaks its
+Content-Length (400 before the response head, as over HTTP/1.1). Upgrades and servers without
+h2 use the HTTP/1.1 pool. `upstream_requests_total{protocol}` counts which pool each request
+went to.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import contextlib
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -53,6 +55,9 @@ from kubeproxy.request import BadRequest, RequestPlan, plan_request
 from kubeproxy.upstream import UpstreamCredentialsError
 from protocol import ErrorCode, Headers, RequestReceived
 from tunnel import StreamResetError
+
+_Head = TypeVar("_Head", http1.ResponseHead, H2ResponseHead)
+_BAD_LENGTH = "the request body does not match its Content-Length"
 
 
 class _HeadRefused(Exception):
@@ -211,17 +216,22 @@ class Proxy:
         has_body = bool(first) or bool(plan.length)
         started = time.monotonic()
         exchange: H2Exchange | None = None
-        sending: asyncio.Task[None] | None = None
+        sending: asyncio.Task[str] | None = None
         try:
             try:
                 exchange = await self._request_h2(h2_pool, plan, headers, end=not has_body)
+                metrics.http2_requests.inc()
                 if has_body:
-                    sending = asyncio.create_task(self._send_body_h2(stream, exchange, first))
-                head = await self._await_head_h2(exchange)
-            except UpstreamError as failure:
+                    sending = asyncio.create_task(self._send_body_h2(stream, exchange, plan, first))
+                head = await self._await_head_h2(exchange, sending)
+            except (UpstreamError, BadRequest) as failure:
                 metrics.child(metrics.upstream_duration, "error").observe(
                     time.monotonic() - started
                 )
+                if isinstance(failure, BadRequest):
+                    log.info("request refused", reason=str(failure))
+                    await self._respond_error(stream, 400, str(failure))
+                    return "bad_request"
                 log.warning("upstream request failed", kind=failure.kind, error=failure.message)
                 await self._respond_error(stream, failure.status, failure.message)
                 return "upstream_error"
@@ -259,30 +269,55 @@ class Proxy:
                 "timeout", f"no stream to the API server within {self._response_timeout:g} s"
             ) from None
 
-    async def _await_head_h2(self, exchange: H2Exchange) -> H2ResponseHead:
+    async def _await_head_h2(
+        self, exchange: H2Exchange, body: asyncio.Task[str] | None
+    ) -> H2ResponseHead:
+        """The response head; raises BadRequest when the request body breaks its
+        Content-Length first (the body task has cancelled the exchange then)."""
         try:
             async with asyncio.timeout(self._response_timeout):
-                return await exchange.response_head()
+                if body is None:
+                    return await exchange.response_head()
+                reading = asyncio.create_task(exchange.response_head())
+                return await self._head_or_bad_body(reading, body)
         except TimeoutError:
             raise UpstreamError(
                 "timeout", f"no response from the API server within {self._response_timeout:g} s"
             ) from None
 
     async def _send_body_h2(
-        self, stream: ProxiedStream, exchange: H2Exchange, first: bytes
-    ) -> None:
-        """Copy the request body to its stream; a failure cancels the exchange, which the
-        response side then reports."""
+        self, stream: ProxiedStream, exchange: H2Exchange, plan: RequestPlan, first: bytes
+    ) -> str:
+        """Copy the request body to its stream; returns sent, bad_length, reset or
+        upstream_error. Anything but sent cancels the exchange (the API server never takes a
+        body cut short or run long as whole), which the response side then reports."""
+        sent = 0
+        outcome = "sent"
         try:
             piece: bytes | memoryview = first or await stream.read()
             while piece:
+                sent += len(piece)
+                if plan.length is not None and sent > plan.length:
+                    outcome = "bad_length"
+                    break
                 with self._holding(len(piece)):
                     await exchange.send(bytes(piece))
                 self._metrics.to_upstream.inc(len(piece))
                 piece = await stream.read()
-            await exchange.send(b"", end=True)
-        except (StreamResetError, UpstreamError):
+            else:
+                if plan.length is not None and sent != plan.length:
+                    outcome = "bad_length"
+                else:
+                    await exchange.send(b"", end=True)
+        except StreamResetError:
+            outcome = "reset"
+        except UpstreamError:
+            outcome = "upstream_error"
+        if outcome == "bad_length":
+            exchange.cancel(_BAD_LENGTH)
+        elif outcome != "sent":
             exchange.cancel()
+        return outcome
 
     async def _answer(
         self,
@@ -317,6 +352,10 @@ class Proxy:
         and keep the first `body_limit` bytes of the answer: a probe of the API server.
         Raises UpstreamError."""
         plan = RequestPlan(method="GET", target=path, headers=[], length=None, upgrade=False)
+        h2_pool = self._h2_pool
+        if h2_pool is not None and h2_pool.protocol != "http/1.1":
+            with contextlib.suppress(Http2NotOffered):  # raised before anything was sent
+                return await self._fetch_h2(h2_pool, plan, body_limit)
         exchange = await self._start(None, plan, b"")
         body = b""
         reusable = False
@@ -330,6 +369,22 @@ class Proxy:
         finally:
             self._pool.release(exchange.connection, reusable=reusable)
         return exchange.head.status, body
+
+    async def _fetch_h2(
+        self, h2_pool: H2Pool, plan: RequestPlan, body_limit: int
+    ) -> tuple[int, bytes]:
+        """`fetch` over HTTP/2: a stream of the callers' connections, cancelled once
+        `body_limit` bytes are in."""
+        exchange = await self._request_h2(h2_pool, plan, [], end=True)
+        self._metrics.http2_requests.inc()
+        try:
+            head = await self._await_head_h2(exchange, None)
+            body = b""
+            while len(body) < body_limit and (piece := await exchange.body_piece()):
+                body += piece[: body_limit - len(body)]
+        finally:
+            exchange.cancel()  # the rest is not wanted (nothing happens once it has ended)
+        return head.status, body
 
     async def _start(
         self, stream: ProxiedStream | None, plan: RequestPlan, first: bytes
@@ -348,6 +403,7 @@ class Proxy:
         except UpstreamCredentialsError as error:
             raise UpstreamError("credentials", str(error)) from None
         has_body = chunked or bool(plan.length)
+        self._metrics.http1_requests.inc()
         fresh = False
         while True:
             connection = await self._pool.acquire(fresh=fresh)
@@ -392,14 +448,12 @@ class Proxy:
             ) from None
 
     @staticmethod
-    async def _head_or_bad_body(
-        head: asyncio.Task[http1.ResponseHead], body: asyncio.Task[str]
-    ) -> http1.ResponseHead:
+    async def _head_or_bad_body(head: asyncio.Task[_Head], body: asyncio.Task[str]) -> _Head:
         """The response head, unless the request body breaks its Content-Length first."""
         try:
             await asyncio.wait({head, body}, return_when=asyncio.FIRST_COMPLETED)
             if body.done() and body.result() == "bad_length":
-                raise BadRequest("the request body does not match its Content-Length")
+                raise BadRequest(_BAD_LENGTH)
             return await head
         finally:
             if not head.done():

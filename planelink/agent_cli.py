@@ -156,14 +156,17 @@ _UPSTREAM = Group(
         _setting(
             name="upstream_http2",
             switch=True,
+            negatable=True,
             help="send requests (but exec, attach and port-forward) to the API server over "
-            "HTTP/2 when it offers it: many requests and watches on each connection",
+            "HTTP/2 when it offers it: many requests and watches on each connection, up to the "
+            "server's --http2-max-streams-per-connection; --no-upstream-http2 keeps one "
+            "HTTP/1.1 connection per open request",
         ),
         _setting(
             name="upstream_http2_max_connections",
             metavar="N",
             parse=integer,
-            help="with --upstream-http2: HTTP/2 connections to the API server at most (each "
+            help="HTTP/2 connections to the API server at most (each "
             "carries as many streams as the server allows); beyond them requests wait",
         ),
     ),

@@ -29,6 +29,7 @@ from gateway.agent_listener import AgentListenerSettings
 from gateway.app import Gateway, GatewaySettings
 from gateway.auth import CallerAuthMode, CallerAuthSettings
 from gateway.callers import CallerSettings
+from gateway.direct import DirectSettings
 from gateway.peers import PeerSettings
 from gateway.peers.files import PresenceError, prepare_directory
 from gateway.reconciler import CoordinationSettings, ReconcilerSettings
@@ -71,6 +72,7 @@ _ADMISSION = AdmissionSettings()
 _AGENTS = AgentListenerSettings()
 _CALLERS = CallerSettings()
 _FLOOD = FloodLimits()
+_DIRECT = DirectSettings()
 _AGENT_IDENTITY = ("required", "optional")
 
 
@@ -402,6 +404,15 @@ _DATAPLANES = Group(
             help="let a DataPlane's secretRef name a Secret of another namespace",
         ),
         Setting(
+            name="direct_upstream_http2",
+            switch=True,
+            negatable=True,
+            default=_DIRECT.upstream_http2,
+            help="reach a direct-mode plane's API server over HTTP/2 when it offers it (exec, "
+            "attach and port-forward stay on HTTP/1.1): many requests and watches on each "
+            "connection, up to the server's --http2-max-streams-per-connection",
+        ),
+        Setting(
             name="watch_retry_max",
             parse=number,
             default=2.0,
@@ -553,6 +564,7 @@ def settings_from(
         drain_grace=values.drain_grace,
         starting_retry_after=values.starting_retry_after,
         reconciler=_reconciler_settings(values) if values.reconcile else None,
+        direct=DirectSettings(upstream_http2=values.direct_upstream_http2),
         kubeconfig=values.kubeconfig,
         peers=_peer_settings(values),
         presence_dir=values.presence_dir,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,9 @@ class LocalPlanelink:
     ports: GatewayPorts = field(default_factory=GatewayPorts)
     agent_health_port: int = 0
     """Where the agent serves /healthz and /metrics (0: a free port; fixed: one plane only)."""
+    agent_settings: Callable[[AgentSettings], AgentSettings] | None = None
+    """Applied to each agent's settings before it starts: what a test changes in them
+    (`lambda s: dataclasses.replace(s, max_streams=2048)`)."""
     gateway: Gateway | None = None
     agent_cas: dict[PlaneRef, CertificateBundle] = field(default_factory=dict)
     _agents: dict[PlaneRef, _RunningAgent] = field(default_factory=dict)
@@ -133,6 +137,8 @@ class LocalPlanelink:
             backoff_cap=2.0,
             drain_grace=2.0,
         )
+        if self.agent_settings is not None:
+            settings = self.agent_settings(settings)
         agent = Agent(settings)
         stop = asyncio.Event()
         task = asyncio.create_task(agent.run(stop), name=f"agent-{plane}")

@@ -50,9 +50,10 @@ class PeerAnswerError(Exception):
     """A peer answered a request for one of its documents, but not with the document."""
 
 
-FORWARD_LIMITS = LocalLimits(connect_timeout=3.0)
+FORWARD_LIMITS = LocalLimits(connect_timeout=3.0, upstream_http2=False)
 """How this replica forwards to each peer: a direct plane's bounds, and a peer that takes over
-3 s to connect to is skipped for the request."""
+3 s to connect to is skipped for the request. HTTP/1.1 only: the peer listener's contract
+(`http1.forwarding.FROM_PEER`) is an HTTP/1.1 head."""
 
 
 class PeerCertificatesError(ValueError):

@@ -15,9 +15,15 @@ Layout: pure logic (`conditions`, `resolve`, `events.transitions`, `store`) apar
 direct planes carry). It never accepts agents, serves callers or dials a plane itself.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from gateway.reconciler.conditions import ProbeResult, Verdict
-from gateway.reconciler.controller import Reconciler
 from gateway.reconciler.settings import CoordinationSettings, ReconcilerSettings
+
+if TYPE_CHECKING:
+    from gateway.reconciler.controller import Reconciler
 
 __all__ = [
     "CoordinationSettings",
@@ -26,3 +32,13 @@ __all__ = [
     "ReconcilerSettings",
     "Verdict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The controller imports kubernetes_asyncio (a hundred megabytes): only for a process that
+    # runs the reconciler, not for one that merely reads its settings.
+    if name == "Reconciler":
+        from gateway.reconciler.controller import Reconciler  # noqa: PLC0415
+
+        return Reconciler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from crd.models import CONNECTED, GATEWAY_PROVISIONED, READY
+from crd.names import CONNECTED, GATEWAY_PROVISIONED, READY
 from gateway.interfaces import PlaneCondition
 
 OWNED_TYPES: Final = (READY, CONNECTED, GATEWAY_PROVISIONED)

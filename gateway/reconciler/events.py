@@ -19,7 +19,7 @@ from typing import Any, Literal
 import structlog
 
 import crd
-from crd.models import CONNECTED, GATEWAY_PROVISIONED
+from crd.names import CONNECTED, GATEWAY_PROVISIONED
 from gateway.reconciler.conditions import condition, rfc3339
 from gateway.reconciler.errors import KubeError, NotFound
 from gateway.reconciler.kube import KubeApi

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from envtest import KubeAPIServer
 from kubeproxy import TLSSettings, load_kubeconfig
@@ -193,8 +194,12 @@ async def test_connections_are_bounded_and_a_full_pool_waits_for_a_stream(
         first = await _watch(pool, plane_namespace)
         room = first.connection.max_streams - 1
         watches = [first, *[await _watch(pool, plane_namespace) for _ in range(room)]]
-        waiting = asyncio.ensure_future(pool.request("GET", "/version"))
-        await eventually(lambda: pool.waiting == 1, within=10, message="never waited for room")
+        with capture_logs() as logs:
+            waiting = asyncio.ensure_future(pool.request("GET", "/version"))
+            await eventually(lambda: pool.waiting == 1, within=10, message="never waited")
+        [warning] = [line for line in logs if line["log_level"] == "warning"]
+        assert warning["connections"] == 1
+        assert warning["streams_per_connection"] == first.connection.max_streams
         assert not waiting.done()
         watches.pop().cancel()
         exchange = await wait_for(waiting)

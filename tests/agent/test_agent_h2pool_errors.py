@@ -2,8 +2,10 @@
 each becomes one `UpstreamError`, and a failure of one stream leaves the others alone.
 
 The server answers by path: /ok 200 "ok"; /reset resets the stream; /goaway sends GOAWAY naming
-the streams before this one as the last it serves; /break sends a head and some body, then
-closes the connection; /hang never answers. With `silent`, it never sends its SETTINGS.
+the streams before this one as the last it serves; /answer-after-goaway sends GOAWAY naming this
+stream as the last, then answers it 401 (as kube-apiserver answers an unauthenticated request);
+/break sends a head and some body, then closes the connection; /hang never answers. With
+`silent`, it never sends its SETTINGS.
 """
 
 from __future__ import annotations
@@ -66,11 +68,24 @@ class ScriptedH2Server:
             for event in conn.receive_data(data):
                 if isinstance(event, h2.events.RequestReceived):
                     path = dict(event.headers or [])[b":path"]
+                    if path == b"/answer-after-goaway":
+                        writer.write(self._goaway_then_answer(conn, event.stream_id or 0))
+                        continue
                     if self._answer(conn, event.stream_id or 0, path):
                         writer.write(conn.data_to_send())
                         writer.transport.abort()
                         return
             writer.write(conn.data_to_send())
+
+    @staticmethod
+    def _goaway_then_answer(conn: h2.connection.H2Connection, stream_id: int) -> bytes:
+        """GOAWAY naming `stream_id` the last, then its 401: the bytes, in that order."""
+        pending = conn.data_to_send()
+        conn.send_headers(stream_id, [(b":status", b"401")])
+        conn.send_data(stream_id, b"unauthorized", end_stream=True)
+        answer = conn.data_to_send()
+        conn.close_connection(last_stream_id=stream_id)
+        return pending + conn.data_to_send() + answer
 
     @staticmethod
     def _answer(conn: h2.connection.H2Connection, stream_id: int, path: bytes) -> bool:
@@ -139,6 +154,19 @@ async def test_goaway_fails_the_refused_streams_and_the_next_request_opens_a_con
         await wait_for(refused.response_head())
     assert not kept.closed  # below the last stream id: the server still serves it
     assert kept.connection.goaway
+    assert await _ok(pool) == b"ok"
+    assert (pool.opened, server.connections) == (2, 2)
+
+
+async def test_a_stream_goaway_lets_finish_is_answered_and_the_connection_then_closes(
+    pool: H2Pool, server: ScriptedH2Server
+) -> None:
+    exchange = await wait_for(pool.request("GET", "/answer-after-goaway"))
+    assert (await wait_for(exchange.response_head())).status == 401
+    assert await wait_for(exchange.body_piece()) == b"unauthorized"
+    assert await wait_for(exchange.body_piece()) == b""
+    assert exchange.connection.closed  # nothing left on it: closed, not kept idle
+    assert pool.open_connections == 0
     assert await _ok(pool) == b"ok"
     assert (pool.opened, server.connections) == (2, 2)
 

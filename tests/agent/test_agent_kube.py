@@ -28,15 +28,36 @@ if TYPE_CHECKING:
 PLANE = "agent-tests/edge"
 
 
+async def _connect(
+    start_agent: StartAgent,
+    fake_gateway: TestGateway,
+    plane_server: KubeAPIServer,
+    *,
+    upstream_http2: bool,
+) -> tuple[RunningAgent, GatewayConnection]:
+    running = await start_agent(
+        kubeconfig=plane_server.kubeconfig_path, upstream_http2=upstream_http2
+    )
+    connection = await fake_gateway.next_connection()
+    await wait_for(connection.session.wait_ready())
+    return running, connection
+
+
 @pytest.fixture
 async def connected(
     start_agent: StartAgent, fake_gateway: TestGateway, plane_server: KubeAPIServer
 ) -> tuple[RunningAgent, GatewayConnection]:
-    """An agent of the real API server (by kubeconfig), connected to the test gateway."""
-    running = await start_agent(kubeconfig=plane_server.kubeconfig_path)
-    connection = await fake_gateway.next_connection()
-    await wait_for(connection.session.wait_ready())
-    return running, connection
+    """An agent of the real API server (by kubeconfig, HTTP/2 as by default), connected to
+    the test gateway."""
+    return await _connect(start_agent, fake_gateway, plane_server, upstream_http2=True)
+
+
+@pytest.fixture
+async def connected_http1(
+    start_agent: StartAgent, fake_gateway: TestGateway, plane_server: KubeAPIServer
+) -> tuple[RunningAgent, GatewayConnection]:
+    """The same with `--no-upstream-http2`: one HTTP/1.1 connection per open request."""
+    return await _connect(start_agent, fake_gateway, plane_server, upstream_http2=False)
 
 
 class Lines:
@@ -90,10 +111,17 @@ async def test_hello_says_which_plane_and_versions(
     assert peer.capabilities == ("upgrade", "replicas")
 
 
+@pytest.mark.parametrize("upstream_http2", [True, False], ids=["http2", "http1"])
 async def test_create_a_configmap_then_get_it(
-    connected: tuple[RunningAgent, GatewayConnection], plane_namespace: str
+    start_agent: StartAgent,
+    fake_gateway: TestGateway,
+    plane_server: KubeAPIServer,
+    plane_namespace: str,
+    upstream_http2: bool,
 ) -> None:
-    _, connection = connected
+    running, connection = await _connect(
+        start_agent, fake_gateway, plane_server, upstream_http2=upstream_http2
+    )
     collection = f"/api/v1/namespaces/{plane_namespace}/configmaps"
     body = _configmap(plane_namespace, "with-length", colour="blue")
     created = await connection.request(
@@ -118,6 +146,9 @@ async def test_create_a_configmap_then_get_it(
     listed = await connection.request("GET", collection)
     names = {item["metadata"]["name"] for item in listed.json()["items"]}
     assert names >= {"with-length", "chunked"}
+    metrics = running.agent.metrics
+    protocol = "http2" if upstream_http2 else "http1"
+    assert metrics.sample("planelink_agent_upstream_requests_total", protocol=protocol) == 4
 
 
 async def test_a_watch_delivers_events_while_it_is_open(
@@ -145,12 +176,17 @@ async def test_a_watch_delivers_events_while_it_is_open(
     watch.reset(ErrorCode.CANCEL, "test done")
 
 
+@pytest.mark.parametrize("upstream_http2", [True, False], ids=["http2", "http1"])
 async def test_a_large_list_streams_through_with_bounded_memory(
-    connected: tuple[RunningAgent, GatewayConnection],
+    start_agent: StartAgent,
+    fake_gateway: TestGateway,
     plane_server: KubeAPIServer,
     plane_namespace: str,
+    upstream_http2: bool,
 ) -> None:
-    running, connection = connected
+    running, connection = await _connect(
+        start_agent, fake_gateway, plane_server, upstream_http2=upstream_http2
+    )
     await _create_many(plane_server, plane_namespace, count=2000, size=3072)
     agent = running.agent
     # What may be in flight for one stream: one piece in the proxy's hands, the protocol's
@@ -171,17 +207,26 @@ async def test_a_large_list_streams_through_with_bounded_memory(
     assert in_flight_peak <= bound
     assert agent.proxy.stats.peak_held_bytes <= http1.READ_SIZE
     assert agent.proxy.stats.held_bytes == 0
-    # The connection that served the list was read to its end: it went back to the pool.
-    assert agent.pool.active == 0
-    assert agent.pool.idle >= 1
+    if upstream_http2:
+        # The stream that served the list ended; its connection stays for the next ones.
+        assert agent.h2_pool is not None
+        assert [len(c.exchanges) for c in agent.h2_pool.connections] == [0]
+        requests = "planelink_agent_upstream_requests_total"
+        assert agent.metrics.sample(requests, protocol="http2") == 1
+        assert agent.metrics.sample(requests, protocol="http1") == 0
+    else:
+        # The connection that served the list was read to its end: it went back to the pool.
+        assert agent.pool.active == 0
+        assert agent.pool.idle >= 1
 
 
 async def test_a_reset_mid_watch_ends_the_handler_and_the_upstream_watch(
-    connected: tuple[RunningAgent, GatewayConnection],
+    connected_http1: tuple[RunningAgent, GatewayConnection],
     plane_server: KubeAPIServer,
     plane_namespace: str,
 ) -> None:
-    running, connection = connected
+    """Over HTTP/1.1 (over HTTP/2: test_agent_kube_h2, a reset ends the stream only)."""
+    running, connection = connected_http1
     agent = running.agent
     await plane_server.akubectl("create", "configmap", "present", "-n", plane_namespace)
     watches_before = await _settled_watches(plane_server)

@@ -104,3 +104,33 @@ async def test_upgrades_and_servers_without_h2_stay_on_http1(
     assert h2_pool.protocol == "http/1.1"  # the peer offers no h2: the request fell back
     assert h2_pool.opened == 0
     assert upstream_peer.requests[-1].target == "/api"
+
+
+@pytest.mark.parametrize(
+    ("declared", "sent"),
+    [(4, b"smuggled-more"), (1000, b'{"kind": "ConfigMap"}')],
+    ids=["longer", "shorter"],
+)
+async def test_a_body_that_breaks_its_content_length_is_refused(
+    connected: tuple[RunningAgent, GatewayConnection],
+    plane_namespace: str,
+    declared: int,
+    sent: bytes,
+) -> None:
+    running, connection = connected
+    agent = running.agent
+    assert agent.h2_pool is not None
+    collection = f"/api/v1/namespaces/{plane_namespace}/configmaps"
+    length = (b"Content-Length", str(declared).encode())
+    reply = await connection.request("POST", collection, headers=(length,), body=sent)
+    assert reply.status == 400, reply.body
+    assert "does not match its Content-Length" in reply.json()["message"]
+    refused = agent.metrics.sample("planelink_agent_streams_total", outcome="bad_request")
+    assert refused == 1
+    # The API server never took the stream as a whole request: it was reset, alone.
+    assert all(not c.exchanges for c in agent.h2_pool.connections)
+    listed = await connection.request("GET", collection)
+    assert listed.status == 200
+    assert listed.json()["items"] == []
+    assert agent.h2_pool.opened == 1
+    assert agent.metrics.sample("planelink_agent_upstream_requests_total", protocol="http2") == 2

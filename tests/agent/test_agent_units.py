@@ -129,6 +129,14 @@ def test_flags_win_over_environment_which_wins_over_defaults() -> None:
     assert settings.backoff_cap == 60.0
 
 
+def test_http2_upstream_is_on_unless_turned_off_by_flag_or_environment() -> None:
+    assert _from_sources([], _env(_REQUIRED)).upstream_http2
+    assert not _from_sources(["--no-upstream-http2"], _env(_REQUIRED)).upstream_http2
+    off = {**_env(_REQUIRED), "PLANELINK_UPSTREAM_HTTP2": "false"}
+    assert not _from_sources([], off).upstream_http2
+    assert _from_sources(["--upstream-http2"], off).upstream_http2  # the flag wins
+
+
 def test_bad_values_name_their_source() -> None:
     with pytest.raises(ValueError, match="PLANELINK_BACKOFF_BASE"):
         _from_sources([], {**_env(_REQUIRED), "PLANELINK_BACKOFF_BASE": "soon"})

@@ -17,6 +17,7 @@ import aiohttp
 from certs import PlaneRef
 from gateway.auth import CallerIdentity, Reviews
 from tests.auth.conftest import AuthLab
+from tests.kit.h2_caller import H2Caller
 from tests.kit.waits import scaled
 
 
@@ -71,6 +72,30 @@ async def test_no_credentials_get_401_as_a_status(lab: AuthLab) -> None:
         >= 1
     )
     assert lab.metric("planelink_gateway_caller_errors_total", reason="Unauthorized") >= 1
+
+
+async def test_over_http2_each_request_is_authenticated_and_an_anonymous_caller_goes(
+    lab: AuthLab,
+) -> None:
+    token = await lab.service_account("h2-reader", allowed=True)
+    assert lab.local.gateway is not None
+    port = lab.local.gateway.callers.port
+    path = lab.server_url.split(str(port), 1)[1] + "/api/v1/namespaces"
+    context = ssl.create_default_context(cafile=str(lab.local.directory / "gateway" / "ca.crt"))
+    # A connection whose requests carry a token: each is reviewed, a bad one refused alone.
+    async with await H2Caller.connect(port, context) as caller:
+        bearer = [(b"authorization", f"Bearer {token}".encode())]
+        assert (await caller.get(path, headers=bearer))[0] == 200
+        status, _, body = await caller.get(path, headers=[(b"authorization", b"Bearer nope")])
+        assert (status, json.loads(body)["reason"]) == (401, "Unauthorized")
+        assert (await caller.get(path, headers=bearer))[0] == 200
+        assert caller.goaway is None
+    # A connection that never authenticated: its refusal, then GOAWAY, as HTTP/1.1 closes.
+    context = ssl.create_default_context(cafile=str(lab.local.directory / "gateway" / "ca.crt"))
+    async with await H2Caller.connect(port, context) as caller:
+        status, _, body = await caller.get(path)
+        assert (status, json.loads(body)["reason"]) == (401, "Unauthorized")
+        assert (await caller.wait_goaway()).error_code == 0
 
 
 async def test_a_wrong_token_gets_401(lab: AuthLab) -> None:

@@ -15,7 +15,6 @@ from gateway.auth import (
     CallerAuthSettings,
     CallerIdentity,
     Forbidden,
-    KubeReviews,
     ReviewUnavailable,
     TtlCache,
     Unauthenticated,
@@ -24,6 +23,7 @@ from gateway.auth import (
     impersonation_headers,
     token_key,
 )
+from gateway.kube_reviews import KubeReviews
 from gateway.metrics import GatewayMetrics
 
 PLANE = plane_ref("org-a", "plane-a")

@@ -148,6 +148,9 @@ def test_every_agent_setting_the_chart_renders_is_one_the_agent_reads(helm: Path
     env = container_env(docs)
     assert set(env) <= known, set(env) - known
     assert env["PLANELINK_MAX_STREAMS"] == "4096"
+    assert env["PLANELINK_UPSTREAM_HTTP2"] == "true"
+    docs = render(helm, "planelink-agent", "agents", *AGENT_VALUES, "--set", "upstreamHttp2=false")
+    assert container_env(docs)["PLANELINK_UPSTREAM_HTTP2"] == "false"
 
 
 def test_every_gateway_setting_the_chart_renders_is_one_the_gateway_reads(helm: Path) -> None:

@@ -45,6 +45,7 @@ BAD_VALUES = [
     (AGENT, "gateway.url=wss://gateway.example:8443/?x=1", "- gateway.url: Does not match pattern"),
     (AGENT, "replicaCount=0", "- replicaCount: Must be greater than or equal to 1"),
     (AGENT, "maxStreams=0", "- maxStreams: Must be greater than or equal to 1"),
+    (AGENT, "upstreamHttp2=maybe", "- upstreamHttp2: Invalid type. Expected: boolean"),
     (AGENT, "rbac.exce=true", "- rbac: Additional property exce is not allowed"),
     (AGENT, "rbac.rules[0].resources={pods}", "- rbac.rules.0: verbs is required"),
     (AGENT, "heartbeat.interval=0", "- heartbeat.interval: Must be greater than 0"),

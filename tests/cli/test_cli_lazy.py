@@ -92,7 +92,7 @@ def test_a_command_imports_only_what_it_uses(argv: list[str], absent: tuple[str,
 
 def test_the_probe_sees_what_a_command_imports() -> None:
     # The gateway's help does load the gateway: the probe above would see a heavy import.
-    assert {"gateway", "kubernetes_asyncio"} <= _packages(_imported_by(["gateway", "--help"]))
+    assert {"gateway", "aiohttp"} <= _packages(_imported_by(["gateway", "--help"]))
 
 
 def test_top_level_help_is_fast() -> None:
@@ -157,3 +157,22 @@ def test_a_listed_command_is_not_loaded() -> None:
     listed = _subparsers(build_parser(listed_only=_COMMANDS))
     assert set(listed) == set(_COMMANDS)
     assert all(not parser._actions for parser in listed.values())
+
+
+def test_a_gateway_that_reviews_nothing_never_imports_the_kubernetes_client() -> None:
+    """The client is a hundred megabytes of a gateway's resting memory: only the reconciler and
+    token or RBAC reviews need it, and `Gateway.start` imports it for them alone. pydantic (the
+    DataPlane models) is the reconciler's too."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; import planelink.gateway_cli, gateway.app, gateway.reconciler, crd; "
+            "print([m for m in ('kubernetes_asyncio', 'pydantic') if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=scaled(60),
+    )
+    assert probe.stdout.strip() == "[]"

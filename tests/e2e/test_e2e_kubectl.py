@@ -63,6 +63,15 @@ async def test_crud_lands_in_the_right_plane(lab: Lab, planes: tuple[PlaneRef, P
     assert deleted.returncode == 0, deleted.stderr
     assert (await lab.direct(plane_a, "get", "cm", "settings", "-n", namespace)).returncode != 0
 
+    # kubectl spoke HTTP/2 to the gateway, and the agent HTTP/2 to the API server.
+    gateway = lab.local.gateway
+    assert gateway is not None
+    arrived = gateway.metrics.registry.get_sample_value
+    assert (arrived("planelink_gateway_requests_by_protocol_total", {"protocol": "http2"}) or 0) > 0
+    left = lab.local.agent(plane_a).metrics.sample
+    assert left("planelink_agent_upstream_requests_total", protocol="http2") >= 5
+    assert left("planelink_agent_upstream_requests_total", protocol="http1") == 0
+
 
 async def test_watch_sees_events_while_open(lab: Lab, planes: tuple[PlaneRef, PlaneRef]) -> None:
     plane = planes[0]

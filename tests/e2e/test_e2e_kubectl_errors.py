@@ -157,11 +157,13 @@ async def test_a_plane_that_does_not_answer_in_time_says_which_deadline(
     gateway = gateway_of(lab)
     gateway.callers._settings = replace(gateway.callers._settings, request_timeout=2)
 
-    async def never(*, fresh: bool = False) -> object:
+    async def never(*args: object, **kwargs: object) -> object:
         await asyncio.Event().wait()  # an API server that never answers
         raise AssertionError
 
-    monkeypatch.setattr(lab.local.agent(plane).pool, "acquire", never)
+    agent = lab.local.agent(plane)
+    monkeypatch.setattr(agent.pool, "acquire", never)  # over HTTP/1.1
+    monkeypatch.setattr(agent.h2_pool, "request", never)  # over HTTP/2
     args = ("get", "namespaces")
     done, seconds = await kubectl(lab.local.caller_kubeconfig(plane), tmp_path, *args)
     transcript("deadline", args, done, seconds)

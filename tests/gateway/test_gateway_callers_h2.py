@@ -15,6 +15,7 @@ from pathlib import Path
 import h2.errors
 import pytest
 from hyperframe.frame import HeadersFrame, RstStreamFrame
+from structlog.testing import capture_logs
 
 from gateway.app import Gateway, GatewaySettings
 from http2.server import ServerLimits
@@ -59,7 +60,13 @@ async def test_requests_on_one_connection_are_relayed_like_http1_ones(
     gateway: Gateway, pki: Pki, connect_agent: AgentFactory, planes: PlanePair
 ) -> None:
     async with connect_agent(planes[0]), await h2_caller(gateway, pki) as caller:
-        status, headers, body = await caller.get(f"{A}/echo", headers=[(b"x-mine", b"1")])
+        with capture_logs() as logs:
+            status, headers, body = await caller.get(f"{A}/echo", headers=[(b"x-mine", b"1")])
+        await eventually(
+            lambda: any(line["event"] == "access" for line in logs), within=10, message="logged"
+        )
+        (access,) = [line for line in logs if line["event"] == "access"]
+        assert (access["protocol"], access["status"]) == ("http2", 200)
         assert status == 200
         assert headers[b"x-seen-x-mine"] == b"1"
         request_id = headers[b"planelink-request-id"]
@@ -261,3 +268,19 @@ async def test_curl_speaks_either_version(
     body, _, outcome = done.stdout.decode().rpartition("\n")
     assert body == "hello"
     assert outcome == ("2 200" if version == "--http2" else "1.1 200")
+
+
+async def test_refused_uploads_give_their_body_back_to_the_connection_window(
+    gateway: Gateway, pki: Pki, connect_agent: AgentFactory, planes: PlanePair
+) -> None:
+    limits = gateway.settings.callers.http2_limits
+    async with connect_agent(planes[0]), await h2_caller(gateway, pki) as caller:
+        body = b"u" * 64 * 1024
+        refused = 3 * limits.connection_window // len(body)  # three windows' worth
+        for _ in range(refused):
+            stream = caller.request("/planes/nope/nope/k8s/api/v1/pods", method="POST", body=body)
+            assert (await caller.response(stream))[0] == 404
+        payload = b"p" * 512 * 1024
+        stream = caller.request(f"{A}/echo", method="PUT", body=payload)
+        assert (await caller.response(stream))[0] == 200
+        assert await caller.body(stream) == payload

@@ -29,6 +29,7 @@ from gateway.interfaces import DirectCredentials, Replica
 from gateway.peers import PeerSettings
 from gateway.peers.forward import PeerLink
 from tests.kit.gateway_lab import PLANE_A, AgentFactory, Pki, PlanePair, caller_session
+from tests.kit.h2_caller import H2Caller
 from tests.kit.waits import eventually, wait_for
 
 A = "/planes/ns-a/plane-a/k8s"
@@ -185,6 +186,31 @@ async def test_a_forwarded_watch_streams_and_a_leaving_caller_ends_it_at_the_age
         link = near.forwarder.links()[0] if near.forwarder is not None else None
         assert link is not None
         await wait_for(link.streams.wait_idle(), 5)
+
+
+async def test_an_http2_callers_requests_are_forwarded_and_its_reset_ends_the_watch(
+    gateway: Gateway, near: Gateway, connect_agent: AgentFactory, pki: Pki, planes: PlanePair
+) -> None:
+    async with (
+        connect_agent(planes[0]) as agent,
+        await H2Caller.connect(near.callers.port, pki.caller_ssl()) as caller,
+    ):
+        share(gateway, near)
+        assert (await caller.get(f"{A}/echo"))[0] == 200
+        forwarded = sample(
+            near,
+            "planelink_gateway_forwarded_requests_total",
+            peer="far",
+            plane="ns-a/plane-a",
+            code="2xx",
+        )
+        assert forwarded == 1
+        watch = caller.request(f"{A}/forever?watch=1")
+        assert await caller.read(watch) == b'{"type":"ADDED"}\n'
+        assert agent.session.running_handlers == 1
+        caller.reset(watch)  # on the near replica: the far one's agent stream ends
+        await wait_for(agent.session.wait_idle(), 5)
+        assert (await caller.get(f"{A}/echo"))[0] == 200
 
 
 async def test_a_forwarded_upgrade_becomes_a_byte_pipe(

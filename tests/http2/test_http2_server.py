@@ -145,22 +145,12 @@ def test_streams_beyond_the_concurrency_limit_are_refused() -> None:
     assert [e.stream_id for e in pair.to_server() if isinstance(e, RequestHead)] == [7]
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        [(b"connection", b"upgrade"), (b"upgrade", b"websocket")],
-        [(b"upgrade", b"SPDY/3.1")],
-        [(b"transfer-encoding", b"chunked")],
-        [(b"te", b"gzip")],
-        [(b"Accept", b"x")],
-    ],
-)
-def test_a_malformed_request_is_reset_with_protocol_error_and_the_connection_lives(
-    extra: list[tuple[bytes, bytes]],
-) -> None:
+def test_an_upper_case_name_is_malformed_reset_with_protocol_error_and_the_connection_lives() -> (
+    None
+):
     pair = Pair()
     pair.handshake()
-    pair.client.send_headers(1, [*GET, *extra], end_stream=True)
+    pair.client.send_headers(1, [*GET, (b"Accept", b"x")], end_stream=True)
     assert pair.to_server() == []
     resets = [e for e in pair.to_client() if isinstance(e, h2.events.StreamReset)]
     assert [(r.stream_id, r.error_code) for r in resets] == [
@@ -168,6 +158,33 @@ def test_a_malformed_request_is_reset_with_protocol_error_and_the_connection_liv
     ]
     pair.client.send_headers(3, GET, end_stream=True)
     assert [type(e) for e in pair.to_server()] == [RequestHead]
+
+
+@pytest.mark.parametrize(
+    ("extra", "invalid"),
+    [
+        (
+            [(b"connection", b"upgrade"), (b"upgrade", b"websocket")],
+            'request header "Connection" is not valid in HTTP/2',
+        ),
+        ([(b"upgrade", b"SPDY/3.1")], 'request header "Upgrade" is not valid in HTTP/2'),
+        (
+            [(b"transfer-encoding", b"chunked")],
+            'request header "Transfer-Encoding" is not valid in HTTP/2',
+        ),
+        ([(b"te", b"gzip")], 'request header "TE" may only be "trailers" in HTTP/2'),
+    ],
+)
+def test_a_connection_field_makes_a_head_that_says_why_it_is_invalid(
+    extra: list[tuple[bytes, bytes]], invalid: str
+) -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.client.send_headers(1, [*GET, (b"accept", b"x"), *extra], end_stream=True)
+    (head,) = pair.to_server()
+    assert isinstance(head, RequestHead)
+    assert head.invalid == invalid
+    assert head.headers == [(b"accept", b"x")]  # the connection fields are not passed on
 
 
 def test_a_missing_pseudo_field_is_malformed() -> None:
@@ -272,20 +289,23 @@ def test_a_stream_opened_and_reset_in_the_same_bytes_is_never_shown() -> None:
     assert pair.client.local_flow_control_window(3) >= window, "dropped body given back"
 
 
-@pytest.mark.parametrize("flood", ["ping", "settings"])
+def control_frame(pair: Pair, flood: str, index: int) -> None:
+    if flood == "ping":
+        pair.client.ping(index.to_bytes(8, "big"))
+    elif flood == "settings":
+        pair.client.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    else:
+        pair.client.prioritize(2 * index + 101, weight=16)
+
+
+@pytest.mark.parametrize("flood", ["ping", "settings", "priority"])
 def test_control_frame_floods_past_the_budget_are_goaway(flood: str) -> None:
     pair = Pair(ServerLimits(control_frame_budget=20))
     pair.handshake()  # the client's initial SETTINGS spent one
     for index in range(19):
-        if flood == "ping":
-            pair.client.ping(index.to_bytes(8, "big"))
-        else:
-            pair.client.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        control_frame(pair, flood, index)
     pair.to_server()
-    if flood == "ping":
-        pair.client.ping(b"last-one")
-    else:
-        pair.client.update_settings({h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    control_frame(pair, flood, 19)
     with pytest.raises(ConnectionFailed) as failed:
         pair.to_server()
     assert failed.value.reason == "control frame flood"
@@ -516,3 +536,17 @@ def test_the_connection_window_is_opened_to_its_limit_at_once() -> None:
     pair = Pair(ServerLimits(connection_window=4 * 1024 * 1024))
     pair.handshake()
     assert pair.client.outbound_flow_control_window == 4 * 1024 * 1024
+
+
+def test_a_stream_we_reset_mid_body_no_longer_counts_against_the_limit() -> None:
+    pair = Pair(ServerLimits(max_concurrent_streams=2))
+    pair.handshake()
+    for stream_id in (1, 3):
+        pair.client.send_headers(stream_id, post(), end_stream=False)
+    pair.to_server()
+    # Answered and reset before the body ended, as the gateway does with a refused upload.
+    pair.server.send_head(1, 404, [], end_stream=True)
+    pair.server.reset(1, h2.errors.ErrorCodes.NO_ERROR)
+    pair.to_client()
+    pair.client.send_headers(5, GET, end_stream=True)
+    assert [type(e) for e in pair.to_server()] == [RequestHead]

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import certs
 from agent.metrics import AgentMetrics
-from gateway.metrics import AgentSample, ConnectionCounts, GatewayMetrics
+from gateway.metrics import AgentSample, ConnectionCounts, DirectUpstreamSample, GatewayMetrics
 from gateway.peers.merge import merge_metrics
 from gateway.reconciler.metrics import ReconcilerMetrics
 from tunnel.loop_metrics import register_task_gauge
@@ -54,6 +54,7 @@ async def role_pages() -> dict[str, str]:
     register_task_gauge(gateway.registry, "planelink_gateway_asyncio_tasks")
     gateway.watch_connections("agent", lambda: ConnectionCounts(1, 0))
     gateway.watch_agents(lambda: [AgentSample("ns/plane", "agent-1", 0.01, 1, 0.5)])
+    gateway.watch_direct_upstreams(lambda: [DirectUpstreamSample("ns/direct", 1, 2, 1, 0)])
     gateway.watch_certificates(lambda: [CertificateExpiry("serving", "", 1.0)])
     _with_children(gateway.registry)
     merged_only = merge_metrics({}, missing=["worker"]).decode()

@@ -77,15 +77,17 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
     assert kit.has_condition("GatewayProvisioned", "True")(obj)
     assert kit.has_condition("Ready", "False", "Unauthorized")(obj)
 
-    # Callers' requests go through the pool the probe went through: its connection is reused.
+    # Callers' requests go through the pool the probe went through: its connection is reused
+    # (an HTTP/2 one: the API server offers h2).
     direct = reconciler.direct
     assert isinstance(direct, DirectPlanes)
     for name in ("by-token", "by-cert"):
         served = direct.backend(certs.plane_ref(kit.namespace, name))
         assert served is not None
         assert served.server == server.url
-        opened_by_probe = served.pool.opened
-        assert opened_by_probe >= 1
+        assert served.h2_pool is not None
+        opened_by_probe = served.h2_pool.opened
+        assert opened_by_probe == 1
         stream = served.open_stream(
             method="GET",
             path="/api/v1/namespaces/default",
@@ -101,7 +103,8 @@ async def test_bearer_token_and_mtls_and_a_wrong_token(
             body += piece
         assert json.loads(body)["kind"] == ("Namespace" if name == "by-token" else "Status")
         assert stream.done
-        assert served.pool.opened == opened_by_probe
+        assert served.h2_pool.opened == opened_by_probe
+        assert served.pool.opened == 0
 
 
 async def test_unreachable_server_and_unresolvable_credentials(

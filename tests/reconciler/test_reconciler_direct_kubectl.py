@@ -152,6 +152,14 @@ async def test_kubectl_reaches_direct_planes_through_the_gateway(
         )
         assert got.returncode == 0, got.stderr
         assert json.loads(got.stdout)["data"] == {"mode": "direct"}
+    # The gateway's requests went over HTTP/2 (the target offers h2); its probes, HTTP/1.1.
+    for name in ("by-token", "by-cert"):
+        served = gw.direct.backend(certs.plane_ref(namespace, name))
+        assert served is not None
+        requests = "planelink_gateway_direct_upstream_requests_total"
+        assert served.metrics.sample(requests, protocol="http2") >= 2
+        assert served.h2_pool is not None
+        assert served.h2_pool.opened == 1
     # And it is really there, as the target's own admin sees it.
     direct = await target.akubectl(
         "get", "configmap", "via-gateway", "-n", cm_namespace, "-o", "json"
