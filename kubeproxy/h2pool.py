@@ -10,10 +10,12 @@ the pool remembers it and raises `Http2NotOffered`: the caller uses the HTTP/1.1
 `ConnectionPool`. Upgrades (exec, attach, port-forward) never come here.
 
 Flow control is driven by the consumer. The per-stream receive window (`stream_window`, 64 KiB
-by default) is reopened only as `H2Exchange.body_piece()` hands data to its consumer, so a watch
-nobody reads stops after one window, at the API server, and holds at most `stream_window`
-bytes here. The connection window is reopened as soon as data arrives: it must never be what an
-unread stream exhausts, or that stream would stall every other one on the connection. So the
+by default) is reopened only as `H2Exchange.body_piece()` hands data to its consumer (once half
+of it was taken), so a watch nobody reads stops after one window, at the API server, and holds
+at most `stream_window` bytes here. The connection window is reopened as data arrives (every
+MiB at most): it must never be what an unread stream exhausts, or that stream would stall every
+other one on the connection. Frames go out once per event-loop turn, those of every stream in
+one write. So the
 bytes a connection buffers are at most `stream_window` times its open streams, and the large
 connection window (`connection_window`) only lets many streams flow at once.
 
@@ -47,6 +49,8 @@ from kubeproxy.upstream import Upstream, UpstreamCredentialsError
 ALPN = ("h2", "http/1.1")
 DEFAULT_STREAM_WINDOW = 65_535
 DEFAULT_CONNECTION_WINDOW = 16 * 1024 * 1024
+_CONNECTION_STEP = 1024 * 1024
+"""Bytes after which the connection's window is reopened (at most half of it)."""
 
 # Connection-specific fields have no place in HTTP/2 (RFC 9113 section 8.2.2); Host becomes
 # :authority.
@@ -208,7 +212,17 @@ class H2UpstreamConnection:
         self.h2.initiate_connection()
         if connection_window > DEFAULT_STREAM_WINDOW:
             self.h2.increment_flow_control_window(connection_window - DEFAULT_STREAM_WINDOW)
-        self._flush()
+        self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
+        # Windows reopen in steps, not by every piece: a WINDOW_UPDATE per watch event was a
+        # frame, a TLS record and a syscall each.
+        self._stream_step = max(1, stream_window // 2)
+        self._connection_step = max(1, min(connection_window // 2, _CONNECTION_STEP))
+        self._unacknowledged = 0
+        """Bytes that arrived since the connection's window was last reopened."""
+        self._consumed: dict[int, int] = {}
+        """Per stream, bytes the consumer took since its window was last reopened."""
+        self._flush_now()
         self.exchanges: dict[int, H2Exchange] = {}
         self._on_stream_closed = on_stream_closed
         self.settled = asyncio.Event()
@@ -261,7 +275,7 @@ class H2UpstreamConnection:
     async def send_data(self, stream_id: int, data: bytes) -> None:
         try:
             self.h2.send_data(stream_id, data)
-            self._flush()
+            self._flush_now()
             await self._writer.drain()
         except h2.exceptions.H2Error as error:
             raise UpstreamError("closed", f"sending the request body: {error}") from error
@@ -276,14 +290,21 @@ class H2UpstreamConnection:
             raise UpstreamError("closed", f"ending the request body: {error}") from error
 
     def consumed(self, stream_id: int, size: int) -> None:
-        """The consumer took `size` bytes of a stream: reopen that stream's window."""
+        """The consumer took `size` bytes of a stream: reopen that stream's window once half
+        of it was taken (the server still has the other half to send meanwhile)."""
         if size == 0 or self.closed or stream_id not in self.exchanges:
             return  # a stream that is over needs no window (h2 may have forgotten it)
+        taken = self._consumed.get(stream_id, 0) + size
+        if taken < self._stream_step:
+            self._consumed[stream_id] = taken
+            return
+        self._consumed.pop(stream_id, None)
         with contextlib.suppress(h2.exceptions.H2Error, KeyError):
-            self.h2.increment_flow_control_window(size, stream_id=stream_id)
+            self.h2.increment_flow_control_window(taken, stream_id=stream_id)
             self._flush()
 
     def reset(self, stream_id: int, reason: str) -> None:
+        self._consumed.pop(stream_id, None)
         exchange = self.exchanges.pop(stream_id, None)
         with contextlib.suppress(h2.exceptions.H2Error, KeyError):
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
@@ -297,7 +318,7 @@ class H2UpstreamConnection:
         self.closed = True
         with contextlib.suppress(h2.exceptions.H2Error):
             self.h2.close_connection()
-            self._flush()
+        self._flush_now()
         self._writer.close()
 
     def abort(self) -> None:
@@ -307,6 +328,14 @@ class H2UpstreamConnection:
         self._reading.cancel()
 
     def _flush(self) -> None:
+        """Write what h2 queued at the end of this loop turn: the frames of every stream that
+        sent meanwhile go in one TLS record and one syscall."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
         data = self.h2.data_to_send()
         if data and not self._writer.is_closing():
             self._writer.write(data)
@@ -341,7 +370,10 @@ class H2UpstreamConnection:
                 # The connection's window reopens at once (see the module's header); padding
                 # is never the consumer's, so the stream's window reopens for it now too.
                 if flow:
-                    self.h2.increment_flow_control_window(flow)
+                    self._unacknowledged += flow
+                    if self._unacknowledged >= self._connection_step:
+                        self.h2.increment_flow_control_window(self._unacknowledged)
+                        self._unacknowledged = 0
                 if flow > len(data) and stream_id in self.exchanges:
                     with contextlib.suppress(h2.exceptions.H2Error, KeyError):  # ended with it
                         self.h2.increment_flow_control_window(flow - len(data), stream_id=stream_id)
@@ -349,11 +381,13 @@ class H2UpstreamConnection:
                 if exchange is not None and data:
                     exchange._on_data(data)
             elif isinstance(event, h2.events.StreamEnded):
+                self._consumed.pop(event.stream_id or 0, None)
                 exchange = self.exchanges.pop(event.stream_id or 0, None)
                 if exchange is not None:
                     exchange._on_end()
                     self._on_stream_closed(self)
             elif isinstance(event, h2.events.StreamReset):
+                self._consumed.pop(event.stream_id or 0, None)
                 exchange = self.exchanges.pop(event.stream_id or 0, None)
                 if exchange is not None:
                     code = event.error_code
