@@ -214,11 +214,12 @@ def check_request_line(head: RequestHead) -> None:
 
 def _is_long_running(path: str, query: str) -> bool:
     # The same notion as the API server's: watches and follows stream for as long as they like.
-    params = parse_qs(query)
-    if any(value in ("true", "1") for value in params.get("watch", [])):
-        return True
-    if any(value in ("true", "1") for value in params.get("follow", [])):
-        return True
+    if "watch" in query or "follow" in query:  # parsed only then: it runs for every request
+        params = parse_qs(query)
+        if any(value in ("true", "1") for value in params.get("watch", [])):
+            return True
+        if any(value in ("true", "1") for value in params.get("follow", [])):
+            return True
     return "/watch/" in path or path.endswith(("/exec", "/attach", "/portforward", "/proxy"))
 
 

@@ -271,6 +271,11 @@ class ServerConnection:
             # Malformed requests are a stream error here (see `_malformed`); h2's own inbound
             # validation would make every one a connection error.
             validate_inbound_headers=False,
+            # `send_head` takes fields already checked (tokens, values without CR, LF or NUL:
+            # the gateway's framer checks what an agent sends) and shapes them itself; h2's
+            # checks would be a second pass over every field of every answer.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self._h2 = h2.connection.H2Connection(config=config)
         self._h2.local_settings = _AdvertisedSettings(
@@ -480,12 +485,14 @@ class ServerConnection:
     def send_head(
         self, stream_id: int, status: int, headers: Headers, *, end_stream: bool = False
     ) -> None:
-        """Send a response head; HTTP/1.1's connection-specific fields dropped, names lowered."""
+        """Send a response head of valid fields (tokens, values without CR, LF or NUL);
+        HTTP/1.1's connection-specific fields are dropped, names lowered, values trimmed (RFC
+        9113 §8.2.1)."""
         fields: list[Header] = [(b":status", str(status).encode("ascii"))]
         for name, value in headers:
             lowered = name.lower()
             if lowered not in _CONNECTION_SPECIFIC and lowered != b"te":
-                fields.append((lowered, value))
+                fields.append((lowered, value.strip(b" \t")))
         with _on_stream(stream_id):
             self._h2.send_headers(stream_id, fields, end_stream=end_stream)
         if end_stream:
