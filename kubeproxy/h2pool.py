@@ -84,13 +84,14 @@ class H2Exchange:
         self.connection = connection
         self.stream_id = stream_id
         self._head: asyncio.Future[H2ResponseHead] = asyncio.get_running_loop().create_future()
-        self._body: deque[bytes] = deque()
+        # Made when first needed: ten thousand idle watches hold none of them.
+        self._body: deque[bytes] | None = None
         self.buffered = 0
         """Body bytes received and not yet taken by the consumer (at most the stream window)."""
         self._arrived = asyncio.Event()
         self._ended = False
         self._error: UpstreamError | None = None
-        self._window_opened = asyncio.Event()
+        self._window_opened: asyncio.Event | None = None
         self.closed = False
         """The stream is over for this side (ended, reset or cancelled)."""
 
@@ -109,6 +110,8 @@ class H2Exchange:
             self._arrived.clear()
             await self._arrived.wait()
         piece = self._body.popleft()
+        if not self._body:
+            self._body = None  # a watch between its events holds no queue
         self.buffered -= len(piece)
         self.connection.consumed(self.stream_id, len(piece))
         return piece
@@ -121,6 +124,8 @@ class H2Exchange:
                 raise self._error
             size = self.connection.sendable(self.stream_id, len(view))
             if size == 0:
+                if self._window_opened is None:
+                    self._window_opened = asyncio.Event()
                 self._window_opened.clear()
                 await self._window_opened.wait()
                 continue
@@ -142,6 +147,8 @@ class H2Exchange:
             self._head.set_result(head)
 
     def _on_data(self, data: bytes) -> None:
+        if self._body is None:
+            self._body = deque()
         self._body.append(data)
         self.buffered += len(data)
         self._arrived.set()
@@ -161,7 +168,12 @@ class H2Exchange:
             self._head.set_exception(error)
             self._head.exception()  # retrieved: nobody may be waiting for it
         self._arrived.set()
-        self._window_opened.set()
+        self._opened()
+
+    def _opened(self) -> None:
+        """The stream's send window may have grown (or the stream is over): wake a sender."""
+        if self._window_opened is not None:
+            self._window_opened.set()
 
 
 class _ServedAfterGoaway(h2.connection.H2ConnectionStateMachine):
@@ -408,7 +420,7 @@ class H2UpstreamConnection:
                     else filter(None, [self.exchanges.get(event.stream_id)])
                 )
                 for exchange in targets:
-                    exchange._window_opened.set()
+                    exchange._opened()
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway = True
                 last = event.last_stream_id or 0
