@@ -184,20 +184,31 @@ class Proxy:
         try:
             exchange = await self._start(stream, plan, first)
         except (UpstreamError, BadRequest) as failure:
-            metrics.child(metrics.upstream_duration, "error").observe(time.monotonic() - started)
-            if isinstance(failure, BadRequest):
-                log.info("request refused", reason=str(failure))
-                await self._respond_error(stream, 400, str(failure))
-                return "bad_request"
-            log.warning("upstream request failed", kind=failure.kind, error=failure.message)
-            await self._respond_error(stream, failure.status, failure.message)
-            return "upstream_error"
+            return await self._failed_before_head(stream, failure, started, log)
         duration = time.monotonic() - started
         status = exchange.head.status
         metrics.child(metrics.upstream_duration, status_class(status)).observe(duration)
         answered = log.info if self._log_streams else log.debug
         answered("upstream answered", status=status, seconds=round(duration, 4))
         return await self._answer(stream, plan, exchange, log)
+
+    async def _failed_before_head(
+        self,
+        stream: ProxiedStream,
+        failure: UpstreamError | BadRequest,
+        started: float,
+        log: structlog.stdlib.BoundLogger,
+    ) -> str:
+        """Answer a request that got no response head, over either protocol; its outcome."""
+        metrics = self._metrics
+        metrics.child(metrics.upstream_duration, "error").observe(time.monotonic() - started)
+        if isinstance(failure, BadRequest):
+            log.info("request refused", reason=str(failure))
+            await self._respond_error(stream, 400, str(failure))
+            return "bad_request"
+        log.warning("upstream request failed", kind=failure.kind, error=failure.message)
+        await self._respond_error(stream, failure.status, failure.message)
+        return "upstream_error"
 
     async def _serve_h2(
         self,
@@ -225,16 +236,7 @@ class Proxy:
                     sending = asyncio.create_task(self._send_body_h2(stream, exchange, plan, first))
                 head = await self._await_head_h2(exchange, sending)
             except (UpstreamError, BadRequest) as failure:
-                metrics.child(metrics.upstream_duration, "error").observe(
-                    time.monotonic() - started
-                )
-                if isinstance(failure, BadRequest):
-                    log.info("request refused", reason=str(failure))
-                    await self._respond_error(stream, 400, str(failure))
-                    return "bad_request"
-                log.warning("upstream request failed", kind=failure.kind, error=failure.message)
-                await self._respond_error(stream, failure.status, failure.message)
-                return "upstream_error"
+                return await self._failed_before_head(stream, failure, started, log)
             duration = time.monotonic() - started
             metrics.child(metrics.upstream_duration, status_class(head.status)).observe(duration)
             answered = log.info if self._log_streams else log.debug
