@@ -42,8 +42,13 @@ async def _converged(running: RunningAgent, ids: set[str]) -> None:
     )
 
 
-def _live(replica: TestGateway) -> list[GatewayConnection]:
-    return [c for c in replica.all_connections if not c.ended.is_set()]
+async def _live(replica: TestGateway) -> list[GatewayConnection]:
+    """The replica's connections that have not ended, once each has the agent's HELLO: the agent
+    counts a tunnel as held when the gateway's HELLO arrives, which may be before its own does."""
+    live = [c for c in replica.all_connections if not c.ended.is_set()]
+    for connection in live:
+        await wait_for(connection.session.wait_ready())
+    return live
 
 
 async def test_the_agent_converges_to_a_tunnel_per_replica_and_serves_on_each(
@@ -65,7 +70,7 @@ async def test_the_agent_converges_to_a_tunnel_per_replica_and_serves_on_each(
     assert metrics.sample("planelink_agent_tunnel_up") == 1
     assert metrics.sample("planelink_agent_duplicate_dials_total") == 0
     for replica in replicas:
-        [connection] = _live(replica)
+        [connection] = await _live(replica)
         reply = await connection.request("GET", "/api/v1/namespaces")
         assert reply.status == 200
     async with (
@@ -107,7 +112,7 @@ async def test_a_dial_landing_on_a_held_replica_is_closed_and_retried_with_backo
     # The duplicates were closed at once, by the agent (GOAWAY: nothing was open on them).
     closed = [c for c in first.all_connections if c.ended.is_set()]
     assert [c.close_reason for c in closed] == ["drained", "drained"]
-    assert len(_live(first)) == len(_live(second)) == 1
+    assert len(await _live(first)) == len(await _live(second)) == 1
 
 
 async def test_a_replica_that_left_is_not_dialled_for(
@@ -129,13 +134,13 @@ async def test_a_replica_that_left_is_not_dialled_for(
         message="the agent never heard that replica-1 left",
     )
     assert running.agent.tunnels.wanted() == {"replica-0", "replica-1"}  # replica-1 says so
-    [leaving] = _live(second)
+    [leaving] = await _live(second)
     leaving.session.close("replica going away")
     await _converged(running, {"replica-0"})
     assert running.agent.tunnels.wanted() == {"replica-0"}
     assert running.agent.tunnels.missing() == frozenset()
     # A round trip through the agent: the seeker had every chance to dial meanwhile.
-    [staying] = _live(first)
+    [staying] = await _live(first)
     reply = await staying.request("GET", "/version")
     assert reply.status == 502  # no API server behind this agent
     assert balancer.landed == [0, 1]
@@ -159,7 +164,7 @@ async def test_with_one_replica_the_agent_holds_one_tunnel_and_never_dials_again
     balancer = await load_balancer([only])
     running = await start_agent(gateway_url=balancer.url, kubeconfig=unused_kubeconfig)
     await _converged(running, {"replica-0"})
-    [connection] = _live(only)
+    [connection] = await _live(only)
     assert connection.session.peer is not None
     assert "replicas" in connection.session.peer.capabilities
     assert running.agent.tunnels.missing() == frozenset()
@@ -177,7 +182,7 @@ async def test_the_agent_keeps_serving_when_its_first_tunnel_ends_and_dials_it_b
     balancer = await load_balancer([first, second])
     running = await start_agent(gateway_url=balancer.url, kubeconfig=unused_kubeconfig)
     await _converged(running, {"replica-0", "replica-1"})
-    [primary] = _live(first)
+    [primary] = await _live(first)
     primary.session.close("the first replica restarts")
     await eventually(
         lambda: _held(running) == {"replica-1"}, within=10, message="the tunnel never ended"
@@ -198,7 +203,7 @@ async def test_stop_drains_every_tunnel(
     balancer = await load_balancer(replicas)
     running = await start_agent(gateway_url=balancer.url, kubeconfig=unused_kubeconfig)
     await _converged(running, {"replica-0", "replica-1"})
-    connections = [c for replica in replicas for c in _live(replica)]
+    connections = [c for replica in replicas for c in await _live(replica)]
     await running.stop()
     for connection in connections:
         await wait_for(connection.ended.wait())
@@ -232,11 +237,11 @@ async def test_the_agent_holds_no_more_tunnels_than_its_limit(
     await _converged(running, {"replica-0", "replica-1"})
     assert running.agent.tunnels.missing() == {"replica-2"}
     # A round trip through the agent: the seeker had every chance to dial meanwhile.
-    [connection] = _live(replicas[1])
+    [connection] = await _live(replicas[1])
     assert (await connection.request("GET", "/version")).status == 502
     assert balancer.landed == [0, 1]
     # One tunnel ends: the seeker may dial again, and reaches the replica it lacked.
-    [first] = _live(replicas[0])
+    [first] = await _live(replicas[0])
     first.session.close("replica-0 restarts")
     balancer.plan = [2]
     await _converged(running, {"replica-1", "replica-2"})
