@@ -46,7 +46,7 @@ from kubeproxy import (
 )
 from protocol import CAPABILITY_REPLICAS, Connection, ErrorCode, Role, Settings
 from protocol.backoff import Backoff, BackoffPolicy
-from tunnel import Heartbeat, TunnelSession, WebSocketChannel
+from tunnel import Heartbeat, TunnelSession, WebSocketChannel, event_loop
 from tunnel.contract import (
     CAPABILITY_UPGRADE,
     IDENTITY_AGENT_ID,
@@ -449,7 +449,10 @@ class Agent:
 
 def run_agent(settings: AgentSettings, *, environ: Mapping[str, str] | None = None) -> int:
     """Run an agent in this process until SIGTERM or SIGINT; returns the exit code."""
-    return asyncio.run(_main(settings, os.environ if environ is None else environ))
+    return event_loop.run(
+        _main(settings, os.environ if environ is None else environ),
+        event_loop=settings.event_loop,
+    )
 
 
 async def _main(settings: AgentSettings, environ: Mapping[str, str]) -> int:

@@ -100,6 +100,8 @@ class AgentSettings:
     """A newly announced gateway replica is first dialled after a random pause of up to this
     many seconds: every agent learns of it at once, and a fleet dialling it in the same instant
     looks like a flood to its admission limits (most of 2,000 such dials were refused)."""
+    event_loop: str = "auto"
+    """`auto`, `asyncio` or `uvloop` (`tunnel.event_loop`): read by `run_agent`."""
 
     def __post_init__(self) -> None:
         problem = _problem(self)

@@ -115,7 +115,7 @@ def e2e(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     for loop in loops:
         if loop == "uvloop":
-            import uvloop  # type: ignore[import-not-found]  # noqa: PLC0415 - optional
+            import uvloop  # noqa: PLC0415 - optional
 
             results = uvloop.run(run_e2e(names, **options))
         else:

@@ -40,7 +40,8 @@ import structlog
 
 from gateway.admission import AdmissionSettings, ConnectionBudget, Refusal, Slot
 from gateway.metrics import ConnectionCounts, GatewayMetrics
-from gateway.tls_alerts import alerts_to, untrusted_by_peer
+from gateway.tls_alerts import untrusted_by_peer
+from tunnel.tls_alerts import alerts_to_socket
 
 log = structlog.get_logger("gateway.acceptor")
 
@@ -90,40 +91,35 @@ ProtocolFactory = Callable[[Admitted], asyncio.Protocol]
 
 
 class _Tracked(asyncio.Protocol):
-    """The port's protocol, with its slot released when the connection is lost.
+    """The port's protocol, told the connection is made once TLS is up, with its slot
+    released when the connection is lost.
 
-    asyncio hands the first application bytes over as the handshake completes, before
-    `start_tls` returns and the protocol is told the connection is made (TLS 1.3 clients
-    send their request with their last handshake message): those are held until then.
+    The loop's TLS layer makes the connection when the handshake completes, before it hands
+    over any application bytes (TLS 1.3 clients send their request with their last handshake
+    message) and before `connect_accepted_socket` returns: `on_made` records it then.
     """
 
-    def __init__(self, inner: asyncio.Protocol, release: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        inner: asyncio.Protocol,
+        on_made: Callable[[asyncio.Transport], None],
+        release: Callable[[], None],
+    ) -> None:
         self._inner = inner
+        self._on_made = on_made
         self._release = release
         self._made = False
-        self._early: list[bytes] = []  # one read at most: the handshake's last one
-        self._early_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._made = True
+        self._on_made(cast(asyncio.Transport, transport))
         self._inner.connection_made(transport)
-        early, self._early = self._early, []
-        for data in early:
-            self._inner.data_received(data)
-        if self._early_eof and not self._inner.eof_received():
-            transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._made:
-            self._inner.data_received(data)
-        else:
-            self._early.append(data)
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        if self._made:
-            return self._inner.eof_received()
-        self._early_eof = True
-        return True  # keep the transport open until the protocol has seen the early bytes
+        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -133,15 +129,8 @@ class _Tracked(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
-        if self._made:  # a failed handshake ends a connection the port never saw begin
+        if self._made:  # pragma: no cover - both loops tell only a protocol they made
             self._inner.connection_lost(exc)
-
-
-class _Raw(asyncio.Protocol):
-    """Holds a raw transport until `start_tls` takes it over: reads nothing meanwhile."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(asyncio.Transport, transport).pause_reading()
 
 
 class _Pending:
@@ -352,46 +341,47 @@ class TlsAcceptor:
     # -- TLS ------------------------------------------------------------------------------------
 
     async def _handshake(self, pending: _Pending) -> None:
+        """TLS on the accepted socket, by the loop's own TLS layer (asyncio's or uvloop's: a
+        raw transport handed to `start_tls` does not work under uvloop, which reads the socket
+        whatever the raw protocol paused). A failed handshake's alert goes out on a duplicate
+        of the socket, whose own descriptor the loop closes at once."""
         loop = asyncio.get_running_loop()
         timeout = self._settings.tls_handshake_timeout
-        raw: asyncio.Transport | None = None
+        handed_over = False  # from then on the loop owns the socket, and closes it
         try:
             async with asyncio.timeout(timeout):
                 async with self._handshakes:
-                    raw, _ = await loop.connect_accepted_socket(_Raw, pending.sock)
                     admitted = Admitted(self, pending.slot, pending.remote)
+
+                    def made(tls: asyncio.Transport) -> None:
+                        admitted.transport = tls
+                        pending.admitted = admitted
+                        if tls.get_extra_info("peercert"):
+                            # OpenSSL verified it against the port's CAs, or the handshake
+                            # would have failed.
+                            admitted.authenticate()
+
                     tracked = _Tracked(
-                        self._protocol_factory(admitted), lambda: self._forget(pending)
+                        self._protocol_factory(admitted), made, lambda: self._forget(pending)
                     )
-                    with alerts_to(raw):
-                        tls = await loop.start_tls(
-                            raw,
-                            tracked,
-                            self._tls_context(),
-                            server_side=True,
+                    with pending.sock.dup() as spare, alerts_to_socket(spare):
+                        handed_over = True
+                        await loop.connect_accepted_socket(
+                            lambda: tracked,
+                            pending.sock,
+                            ssl=self._tls_context(),
                             ssl_handshake_timeout=timeout,
                             ssl_shutdown_timeout=timeout,
                         )
         except (OSError, TimeoutError) as error:
-            self._handshake_failed(pending, raw, error)
+            self._handshake_failed(pending, handed_over, error)
             return
         except asyncio.CancelledError:
-            self._end_before_tls(pending, raw)
+            self._end_before_tls(pending, handed_over)
             raise
-        if tls is None:  # pragma: no cover - start_tls returns None only on a closing loop
-            self._end_before_tls(pending, raw)
-            return
-        admitted.transport = tls
-        pending.admitted = admitted
         pending.task = None
-        if tls.get_extra_info("peercert"):
-            # OpenSSL verified it against the port's CAs, or the handshake would have failed.
-            admitted.authenticate()
-        tracked.connection_made(tls)
 
-    def _handshake_failed(
-        self, pending: _Pending, raw: asyncio.Transport | None, error: BaseException
-    ) -> None:
+    def _handshake_failed(self, pending: _Pending, handed_over: bool, error: BaseException) -> None:
         distrust = untrusted_by_peer(error, port=self.name)
         if distrust is not None:
             # Not a refusal of the client: the client refused the gateway.
@@ -403,21 +393,20 @@ class TlsAcceptor:
                 detail=distrust,
                 remote=pending.remote,
             )
-            self._end_before_tls(pending, raw)
+            self._end_before_tls(pending, handed_over)
             return
         reason, detail = tls_failure(error)
         refusal = Refusal.TLS_HANDSHAKE_TIMEOUT if reason == "TLSTimeout" else Refusal.TLS_FAILED
         self._metrics.connections_refused.labels(port=self.name, reason=refusal.value).inc()
         self._on_tls_failure(reason, detail)
         self._log(self._tls_failure_event, reason, detail=detail, remote=pending.remote)
-        self._end_before_tls(pending, raw)
+        self._end_before_tls(pending, handed_over)
 
-    def _end_before_tls(self, pending: _Pending, raw: asyncio.Transport | None) -> None:
-        if raw is None:
+    def _end_before_tls(self, pending: _Pending, handed_over: bool) -> None:
+        if handed_over:  # the loop closed the socket as the handshake failed or was cancelled
+            self._forget(pending)
+        else:
             pending.end()
-            return
-        raw.abort()  # closes the socket
-        self._forget(pending)
 
 
 _VERIFY_FAILURES = (

@@ -2,11 +2,11 @@
 
 asyncio's TLS layer drops a failed server-side handshake without sending the alert OpenSSL
 wrote for it: a client whose certificate is refused sees a bare EOF (kubectl retries for a
-minute, then prints `EOF`) instead of `unknown certificate authority`. A `ServerTlsContext`
-hands out TLS objects that, when their handshake fails, write the pending alert to the
-connection's raw transport before asyncio closes it. The transport is named per connection with
-`alerts_to(transport)` around `loop.start_tls` (asyncio creates the TLS object in a callback
-scheduled by `start_tls`, which runs in the calling task's context).
+minute, then prints `EOF`) instead of `unknown certificate authority`; so does uvloop's. A
+`ServerTlsContext` hands out TLS objects that, when their handshake fails, write the pending
+alert to a duplicate of the connection's socket (`tunnel.tls_alerts.alerts_to_socket`, named
+per connection around `loop.connect_accepted_socket`: both loops create the TLS object in a
+callback that runs in the calling task's context), which the loop does not close.
 
 The other direction is read here too: a client that does not trust the gateway's certificate
 aborts the handshake with an alert (`untrusted_by_peer`), which is the gateway's certificate or
@@ -17,8 +17,6 @@ This module only adds and reads alerts: it never decides whether a handshake suc
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ssl
 
 from tunnel import tls_alerts
@@ -29,17 +27,6 @@ class ServerTlsContext(tls_alerts.AlertingTlsContext):
 
     def __new__(cls) -> ServerTlsContext:
         return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
-
-
-def alerts_to(transport: asyncio.BaseTransport) -> contextlib.AbstractContextManager[None]:
-    """Within this block, TLS objects created by a `ServerTlsContext` (as `loop.start_tls`
-    creates them) send a failed handshake's alert on `transport`."""
-
-    def send(alert: bytes) -> None:
-        if not transport.is_closing() and isinstance(transport, asyncio.WriteTransport):
-            transport.write(alert)
-
-    return tls_alerts.alerts_to(send)
 
 
 # What OpenSSL names the alerts a client sends when it refuses the server's certificate.

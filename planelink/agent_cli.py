@@ -17,6 +17,7 @@ from agent import AgentSettings, run_agent
 from agent.dialer import client_context
 from planelink.logs import LOG_SETTINGS, configure_logging_from
 from planelink.settings import CommandSettings, Group, Setting, integer, number, path
+from tunnel.event_loop import EVENT_LOOPS, chosen_loop
 
 _DESCRIPTION = """\
 Run the planelink agent of one data plane. It runs inside the data-plane cluster, dials OUT to
@@ -256,7 +257,19 @@ _SERVING = Group(
     ),
 )
 
-SETTINGS = CommandSettings("PLANELINK_", (_GATEWAY, _UPSTREAM, _TIMING, _SERVING))
+_PROCESS = Group(
+    "process",
+    (
+        _setting(
+            name="event_loop",
+            choices=EVENT_LOOPS,
+            help="the event loop the agent runs: uvloop (C, when installed) or asyncio's own; "
+            "auto takes uvloop when it is installed",
+        ),
+    ),
+)
+
+SETTINGS = CommandSettings("PLANELINK_", (_GATEWAY, _UPSTREAM, _TIMING, _SERVING, _PROCESS))
 """Every setting of `planelink agent`, one per field of `AgentSettings`."""
 
 
@@ -283,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the settings from the parsed flags and the environment, and run the agent."""
     try:
         settings = settings_from(args)
+        chosen_loop(settings.event_loop)
         check_tls_files(settings)
     except ValueError as error:
         print(f"planelink agent: {error}", file=sys.stderr)

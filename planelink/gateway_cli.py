@@ -48,7 +48,8 @@ from planelink.settings import (
 from planelink.supervisor import WORKER_INDEX_VARIABLE, Supervisor, SupervisorSettings
 from protocol import FloodLimits
 from protocol.backoff import BackoffPolicy
-from tunnel import Heartbeat
+from tunnel import Heartbeat, event_loop
+from tunnel.event_loop import EVENT_LOOPS
 
 _DESCRIPTION = """\
 Run the gateway. Agents dial its agent port (mTLS; each agent's certificate must verify
@@ -203,6 +204,13 @@ _GENERAL = Group(
             default=1024,
             help="connections each listener queues before accepting them: after a gateway "
             "restart every agent dials at once",
+        ),
+        Setting(
+            name="event_loop",
+            choices=EVENT_LOOPS,
+            default="auto",
+            help="the event loop each gateway process runs: uvloop (C, when installed) or "
+            "asyncio's own; auto takes uvloop when it is installed",
         ),
     ),
 )
@@ -631,14 +639,16 @@ def run(args: argparse.Namespace) -> int:
         index = os.environ.get(WORKER_INDEX_VARIABLE, "")
         if index:
             worker = _worker_index(index, values.workers)
-            return asyncio.run(
-                serve(worker_settings(settings, index=worker, identity=values.identity))
+            return event_loop.run(
+                serve(worker_settings(settings, index=worker, identity=values.identity)),
+                event_loop=values.event_loop,
             )
+        event_loop.chosen_loop(values.event_loop)  # before workers that would fail on it
         check_workers(settings, values.workers)
         check_tls_files(settings)  # a worker's were checked by its supervisor
         if values.workers > 1:
             return _supervise(args, settings, workers=values.workers, identity=values.identity)
-        return asyncio.run(serve(settings))
+        return event_loop.run(serve(settings), event_loop=values.event_loop)
     except (ConfigError, ValueError, OSError) as error:
         print(f"planelink gateway: {error}", file=sys.stderr)
         return 2

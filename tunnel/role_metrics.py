@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 import certs
+from tunnel.event_loop import running_loop
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
@@ -50,7 +51,7 @@ def planelink_version() -> str:
 
 def register_role_metrics(registry: CollectorRegistry, *, role: str) -> None:
     """Add the process (`process_*`), Python (`python_info`, `python_gc_*`) collectors and
-    `planelink_build_info{version, python, role}` to `registry`."""
+    `planelink_build_info{version, python, role, event_loop}` to `registry`."""
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -64,11 +65,12 @@ class _BuildInfo(Collector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             BUILD_INFO,
-            "Always 1: the planelink version, Python version and role (gateway, agent) of this"
-            " process",
-            labels=["version", "python", "role"],
+            "Always 1: the planelink version, Python version, role (gateway, agent) and event"
+            " loop (asyncio, uvloop) of this process",
+            labels=["version", "python", "role", "event_loop"],
         )
-        family.add_metric(self._labels, 1)
+        # Read at scrape time, which runs on the role's loop: the registry may be made before.
+        family.add_metric([*self._labels, running_loop()], 1)
         yield family
 
 

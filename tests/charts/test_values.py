@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from planelink import cli
+from planelink import agent_cli, cli, gateway_cli
 from planelink.logs import LOG_SETTINGS
 from tests.charts.chart_kit import (
     AGENT_VALUES,
@@ -55,6 +55,8 @@ BAD_VALUES = [
     (AGENT, "metrics.podAnnotations=true", "- metrics: Additional property podAnnotations"),
     (GATEWAY, "logLevel=verbose", '- logLevel: logLevel must be one of the following: "debug"'),
     (GATEWAY, "logFormat=text", '- logFormat: logFormat must be one of the following: "json"'),
+    (GATEWAY, "eventLoop=trio", '- eventLoop: eventLoop must be one of the following: "auto"'),
+    (AGENT, "eventLoop=uv", '- eventLoop: eventLoop must be one of the following: "auto"'),
     (GATEWAY, "replicaCount=two", "- replicaCount: Invalid type. Expected: integer"),
     (GATEWAY, "workers=0", "- workers: Must be greater than or equal to 1"),
     (GATEWAY, "podAntiAffinity=sometimes", "- podAntiAffinity: podAntiAffinity must be one of"),
@@ -282,6 +284,21 @@ def test_log_level_and_format_are_what_planelink_reads(
     assert args.command == command
     logging = LOG_SETTINGS.resolve(args, {})
     assert (logging.log_level, logging.log_format) == (level, log_format)
+
+
+@pytest.mark.parametrize(("chart", "command"), [(GATEWAY, "gateway"), (AGENT, "agent")])
+@pytest.mark.parametrize("loop", ["auto", "asyncio", "uvloop"])
+def test_the_event_loop_value_is_what_planelink_reads(
+    helm: Path, chart: str, command: str, loop: str
+) -> None:
+    settings = gateway_cli.SETTINGS if chart == GATEWAY else agent_cli.SETTINGS
+    values = () if loop == "auto" else ("--set", f"eventLoop={loop}")  # auto: the default
+    docs = render(helm, chart, "planelink", *REQUIRED[chart], *values)
+    environ = {name: value for name, value in container_env(docs).items() if value is not None}
+    _, *options = entrypoint()
+    args = cli.build_parser(command).parse_args([*options, *main_container(docs)["args"]])
+    assert args.command == command
+    assert settings.resolve(args, environ).event_loop == loop
 
 
 def _service_monitors(helm: Path, chart: str, *values: str) -> list[dict[str, Any]]:

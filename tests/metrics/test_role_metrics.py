@@ -3,6 +3,7 @@ and certificate gauges, and the agent's certificate gauges: pure, no sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import subprocess
 import sys
@@ -41,6 +42,14 @@ def series(text: str, name: str) -> list[dict[str, str]]:
     ]
 
 
+async def test_build_info_names_the_loop_it_is_scraped_on() -> None:
+    """Scrapes run on the role's loop: asyncio's, or uvloop's under PLANELINK_TEST_EVENT_LOOP."""
+    expected = "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
+    for metrics in (GatewayMetrics(), AgentMetrics()):
+        [labels] = series(page(metrics), "planelink_build_info")
+        assert labels["event_loop"] == expected
+
+
 def ca_valid_for(days: int) -> certs.CertificateBundle:
     return certs.create_ca(f"valid {days} days", validity=timedelta(days=days))
 
@@ -56,6 +65,7 @@ def test_each_role_registry_has_process_python_and_build_info_of_its_own() -> No
             "version": planelink_version(),
             "python": platform.python_version(),
             "role": role,
+            "event_loop": "none",  # scraped outside any loop
         }
         assert metrics.registry.get_sample_value("planelink_build_info", build) == 1
         assert series(page(metrics), "python_info"), "the Python collector is registered"
