@@ -1,6 +1,7 @@
 """`python -m bench …`: the planelink benchmarks.
 
-* ``python -m bench e2e [--quick] [--workload NAME ...] [--json FILE] [--uvloop]``: gateway,
+* ``python -m bench e2e [--quick] [--workload NAME ...] [--json FILE] [--uvloop]
+  [--event-loop LOOP]``: gateway,
   agents and upstreams in subprocesses on loopback; every workload through the tunnel and
   directly, with ratios and targets (see bench/README.md); ``latency-h2``, ``throughput-h2``
   and ``watches-h2`` are HTTP/2 on both outer hops, put beside their HTTP/1.1 workload when
@@ -15,6 +16,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -106,6 +108,12 @@ def e2e(args: argparse.Namespace) -> int:
         else:
             loops.append("uvloop")
     info["upstreamH2MaxStreams"] = args.upstream_h2_max_streams
+    if args.event_loop is not None:
+        # The gateway and agent processes read these (their --event-loop); they inherit them.
+        os.environ["PLANELINK_GATEWAY_EVENT_LOOP"] = os.environ["PLANELINK_EVENT_LOOP"] = (
+            args.event_loop
+        )
+    info["eventLoop"] = args.event_loop or "auto"
     options: dict[str, Any] = {
         "quick": args.quick,
         "upstream_h2_max_streams": args.upstream_h2_max_streams,
@@ -148,7 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         "--workload", action="append", metavar="NAME", help=f"one of {', '.join(KNOWN)}"
     )
     e2e_parser.add_argument("--json", metavar="FILE", help="write the JSON document here")
-    e2e_parser.add_argument("--uvloop", action="store_true", help="also run with uvloop")
+    e2e_parser.add_argument(
+        "--uvloop", action="store_true", help="also run the client (bench) with uvloop"
+    )
+    e2e_parser.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        help="the gateway's and agents' --event-loop (default: theirs, auto)",
+    )
     e2e_parser.add_argument(
         "--watches",
         type=int,
