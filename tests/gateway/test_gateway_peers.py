@@ -136,6 +136,12 @@ async def test_a_request_is_forwarded_to_the_replica_holding_the_tunnel(  # noqa
                 assert await response.read() == body
                 forwarded = seen_headers(response)
                 forwarded_id = response.headers["Planelink-Request-Id"]
+            # A replica may log its access line after its caller has read the last byte.
+            await eventually(
+                lambda: sum(line["event"] == "access" for line in logs) >= 2,
+                within=5.0,
+                message="both replicas log the forwarded request",
+            )
         async with caller.post(f"{A}/echo?x=1", data=body) as response:
             assert response.status == 200
             local = seen_headers(response)
