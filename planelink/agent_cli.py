@@ -263,8 +263,8 @@ _PROCESS = Group(
         _setting(
             name="event_loop",
             choices=EVENT_LOOPS,
-            help="the event loop the agent runs: uvloop (C, when installed) or asyncio's own; "
-            "auto takes uvloop when it is installed",
+            help="the event loop the agent runs: asyncio's own or uvloop (C); auto is the one "
+            "measured best, asyncio's today",
         ),
     ),
 )

@@ -209,8 +209,8 @@ _GENERAL = Group(
             name="event_loop",
             choices=EVENT_LOOPS,
             default="auto",
-            help="the event loop each gateway process runs: uvloop (C, when installed) or "
-            "asyncio's own; auto takes uvloop when it is installed",
+            help="the event loop each gateway process runs: asyncio's own or uvloop (C); auto "
+            "is the one measured best, asyncio's today",
         ),
     ),
 )

@@ -9,18 +9,17 @@ import pytest
 from tunnel import event_loop
 
 
-def test_auto_takes_uvloop_when_installed_and_asyncio_is_asyncio() -> None:
+def test_auto_is_asyncio_and_each_loop_is_itself() -> None:
     assert event_loop.uvloop_installed(), "uvloop is in the lock files for CPython on Linux"
-    assert event_loop.chosen_loop("auto") == "uvloop"
+    assert event_loop.chosen_loop("auto") == "asyncio"
     assert event_loop.chosen_loop("uvloop") == "uvloop"
     assert event_loop.chosen_loop("asyncio") == "asyncio"
 
 
-def test_without_uvloop_auto_falls_back_and_uvloop_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_without_uvloop_only_uvloop_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(event_loop, "uvloop_installed", lambda: False)
     assert event_loop.chosen_loop("auto") == "asyncio"
+    assert event_loop.chosen_loop("asyncio") == "asyncio"
     with pytest.raises(ValueError, match="uvloop is not installed"):
         event_loop.chosen_loop("uvloop")
 
