@@ -400,3 +400,12 @@ async def test_workers_do_not_outlive_a_killed_supervisor(start_gateway: StartGa
         within=30,
         message="a worker outlived its supervisor",
     )
+
+
+async def test_the_workers_run_the_event_loop_the_gateway_was_given(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway("--event-loop=uvloop")
+    await both_workers_up(gateway)
+    loops = [line for line in gateway.log_lines() if line.get("event") == "event loop"]
+    assert [line["event_loop"] for line in loops] == ["uvloop", "uvloop"]
