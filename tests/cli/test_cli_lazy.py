@@ -175,6 +175,12 @@ def test_a_listed_command_is_not_loaded() -> None:
     assert all(not parser._actions for parser in listed.values())
 
 
+def test_an_agent_reads_yaml_only_for_a_kubeconfig() -> None:
+    """In its cluster an agent reads no YAML: `kubeproxy.upstream.load_kubeconfig` imports
+    PyYAML for a kubeconfig alone."""
+    assert "yaml" not in _packages(_imported_by(["agent", "--help"]))
+
+
 def test_a_gateway_that_reviews_nothing_never_imports_the_kubernetes_client() -> None:
     """The client is a hundred megabytes of a gateway's resting memory: only the reconciler and
     token or RBAC reviews need it, and `Gateway.start` imports it for them alone. pydantic (the
