@@ -4,7 +4,8 @@ The agent's health port and the gateway's operator port serve a handful of GET p
 kubelet, Prometheus and a browser. A web framework for that was a third of a process's resting
 memory; this is the few lines they need over `http1`'s parser. A handler turns a request head
 into an `Answer`; requests with a body are answered, never read (the connection ends after the
-answer), and HEAD is answered like GET without the body.
+answer), HEAD is answered like GET without the body, and a request sent before the previous
+answer (pipelining, which `http1` refuses everywhere) ends the connection unanswered.
 
 Whoever reaches the port is bounded like any peer: connections at once (more are closed at
 once), a head's size and fields, the time to send a head and to begin the next one.
