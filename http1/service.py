@@ -47,6 +47,7 @@ class Request:
 
 
 Handler = Callable[[Request], Awaitable[Answer]]
+INTERNAL_ERROR = Answer(500, TEXT, b"500: Internal Server Error\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +140,15 @@ class SmallHttpServer:
             head = await http.next_request()
         if head is None:
             return False
-        answer = await self._handler(Request(head, head.target.split("?", 1)[0], peer))
-        keep_alive = head.keep_alive and not head.has_body and not head.upgrade
+        try:
+            answer = await self._handler(Request(head, head.target.split("?", 1)[0], peer))
+            failed = False
+        except Exception as error:  # a bug of the handler: 500, and the loop reports it
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": f"{head.method} {head.target} failed", "exception": error}
+            )
+            answer, failed = INTERNAL_ERROR, True
+        keep_alive = head.keep_alive and not head.has_body and not head.upgrade and not failed
         headers = [
             (b"Content-Type", answer.content_type),
             (b"Content-Length", b"%d" % len(answer.body)),
