@@ -21,7 +21,7 @@ from gateway.console.history import History, HistorySampler, Totals
 from gateway.console.page import SCRIPT, STYLE
 from gateway.interfaces import PlaneCondition, Replica
 from tests.kit.gateway_lab import AgentFactory, Pki, agent_session, default_handler
-from tests.kit.waits import wait_for
+from tests.kit.waits import eventually, wait_for
 from tests.status.cdp import Page
 
 PLANE_A = certs.plane_ref("ns-a", "plane-a")
@@ -238,6 +238,12 @@ async def test_history_samples_the_gateways_counters(
         for _ in range(5):
             async with caller.post("/planes/ns-a/plane-a/k8s/echo", data=b"x" * 1000) as answer:
                 assert await answer.read() == b"x" * 1000
+        # The gateway may count a request's bytes after its caller has read the last one.
+        await eventually(
+            lambda: gateway.traffic()["ns-a/plane-a"].body_bytes == 10_000,
+            within=5.0,
+            message="the gateway counted the five requests' bytes",
+        )
         now[0] += 10
         sampler.sample()
     async with aiohttp.ClientSession(operator_url) as http, http.get("/history") as answer:
