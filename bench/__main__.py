@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import goclient
 from bench.agents import agents_stack
 from bench.processes import MAX_STREAMS, WATCHES_GATEWAY_ARGS, Stack, raise_nofile_for
 from bench.replicas import replicas
@@ -29,9 +30,11 @@ from bench.workloads import HTTP2_VARIANTS, WORKLOADS, Scale, run_workload
 from bench.workloads_h2 import compare
 
 DEFAULT = [
-    *("latency", "latency-h2", "throughput", "throughput-h2", "bulk", "fairness"),
+    *("latency", "latency-h2", "latency-go", "throughput", "throughput-h2", "throughput-go"),
+    *("bulk", "fairness"),
     *("watches", "watches-h2", "churn", "kube", "agents", "replicas"),
 ]
+GO_WORKLOADS = {"latency-go", "throughput-go"}
 OWN_STACK = {"kube", "agents", "replicas"}
 """Workloads that start processes of their own (`replicas` several stacks, one per part)."""
 KNOWN = [*WORKLOADS, "replicas"]
@@ -49,6 +52,11 @@ async def run_e2e(
         scale = dataclasses.replace(scale, watches=watches)
     results: list[WorkloadResult] = []
     fast = [name for name in names if name not in OWN_STACK]
+    if GO_WORKLOADS & set(fast):
+        try:  # before any stack and outside every workload's bound: a first build takes minutes
+            await asyncio.to_thread(goclient.binary)
+        except goclient.GoClientError as error:
+            print(f"the Go client: {error}", file=sys.stderr)  # its workloads fail and say so
     if fast:
         http2 = any(name in HTTP2_VARIANTS for name in fast)
         admission: tuple[str, ...] = ()
