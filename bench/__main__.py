@@ -17,6 +17,7 @@ import importlib.util
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,18 @@ from bench.workloads_h2 import compare
 DEFAULT = [
     *("latency", "latency-h2", "latency-go", "throughput", "throughput-h2", "throughput-go"),
     *("bulk", "fairness"),
-    *("watches", "watches-h2", "churn", "kube", "agents", "replicas"),
+    *("watches", "watches-h2", "churn", "resting", "kube", "agents", "replicas"),
 ]
 GO_WORKLOADS = {"latency-go", "throughput-go"}
-OWN_STACK = {"kube", "agents", "replicas"}
+OWN_STACK = {"resting", "kube", "agents", "replicas"}
 """Workloads that start processes of their own (`replicas` several stacks, one per part)."""
 KNOWN = [*WORKLOADS, "replicas"]
+OWN_STACK_FACTORIES: dict[str, tuple[str, Callable[[bool], Stack]]] = {
+    "resting": ("a stack of its own", lambda _quick: Stack()),
+    "kube": ("real kube-apiserver, a stack of its own", lambda _quick: Stack(kube=True)),
+    "agents": ("many agents, a stack of its own", agents_stack),
+}
+"""The workloads run after the shared stack's, each in the stack made here (`quick` given)."""
 
 
 async def run_e2e(
@@ -74,26 +81,16 @@ async def run_e2e(
                 http1 = by_name.get(HTTP2_VARIANTS.get(name, ""))
                 if http1 is not None:
                     compare(http1, result)
-    if "kube" in names:
-        print("==> kube (starting envtest)", file=sys.stderr, flush=True)
-        try:
-            async with Stack(kube=True) as stack:
-                results.append(await run_workload("kube", stack, scale))
-        except Exception as error:
-            results.append(
-                WorkloadResult(
-                    "kube", "real kube-apiserver", error=f"{type(error).__name__}: {error}"
+    for name, (describe, make_stack) in OWN_STACK_FACTORIES.items():
+        if name in names:
+            print(f"==> {name} ({describe})", file=sys.stderr, flush=True)
+            try:
+                async with make_stack(quick) as stack:
+                    results.append(await run_workload(name, stack, scale))
+            except Exception as error:
+                results.append(
+                    WorkloadResult(name, describe, error=f"{type(error).__name__}: {error}")
                 )
-            )
-    if "agents" in names:
-        print("==> agents (a stack of its own)", file=sys.stderr, flush=True)
-        try:
-            async with agents_stack(quick) as stack:
-                results.append(await run_workload("agents", stack, scale))
-        except Exception as error:
-            results.append(
-                WorkloadResult("agents", "many agents", error=f"{type(error).__name__}: {error}")
-            )
     if "replicas" in names:
         print("==> replicas (stacks of their own)", file=sys.stderr, flush=True)
         results.append(await replicas(scale))  # reports a failing part, never raises

@@ -427,11 +427,14 @@ class Stack:
         proc = self.procs[name] = spawn(name, argv, self.workdir, env)
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc)
 
-    async def respawn_agent(self, name: str) -> Proc:
-        """Stop agent `name` (SIGTERM, then SIGKILL after 5 s) and start it again as it was
-        started; returns the new process at once, before it is ready."""
+    async def stop_agent(self, name: str) -> None:
+        """SIGTERM agent `name` (SIGKILL after 5 s); `spawn_agent` starts it again."""
         proc = self.procs.pop(name)
         await asyncio.to_thread(proc.stop)
+
+    def spawn_agent(self, name: str) -> Proc:
+        """Start agent `name` again as `start_agent` started it; returns at once, before it
+        is ready."""
         argv, env = self.launches[name]
         proc = self.procs[name] = spawn(name, argv, self.workdir, env)
         return proc

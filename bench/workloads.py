@@ -19,6 +19,7 @@ from bench.drivers import AiohttpDriver, CpuMeter, Driver, H2Driver, Load
 from bench.goclient import GoDriver
 from bench.processes import FAST, KUBE, Stack, Target, budget, established_connections, rss_bytes
 from bench.report import Row, WorkloadResult
+from bench.resting import resting as resting_workload
 
 SMALL = "/api/v1/namespaces/bench/configmaps/small"
 MIB = 1 << 20
@@ -621,6 +622,10 @@ async def watches_h2(stack: Stack, scale: Scale) -> WorkloadResult:
     return await workloads_h2.watches(stack, scale.watches, quick=scale.quick)
 
 
+async def resting(stack: Stack, scale: Scale) -> WorkloadResult:
+    return await resting_workload(stack, 3 if scale.quick else 7)
+
+
 Workload = Callable[[Stack, Scale], Awaitable[WorkloadResult]]
 WORKLOADS: dict[str, Workload] = {
     "latency": latency,
@@ -635,6 +640,7 @@ WORKLOADS: dict[str, Workload] = {
     "watches-h2": watches_h2,
     "churn": churn,
     "kube": kube,
+    "resting": resting,  # bench/resting.py; runs in a stack of its own
     "agents": many_agents,  # workload 6, bench/agents.py; runs in a stack of its own
 }
 HTTP2_VARIANTS = {"latency-h2": "latency", "throughput-h2": "throughput", "watches-h2": "watches"}
