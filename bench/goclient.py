@@ -38,7 +38,10 @@ def cache_dir() -> Path:
 
 def binary() -> Path:
     """The built client for the current source (building it when the cache has none)."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    try:
+        digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    except OSError as error:  # an installed bench package carries no Go source
+        raise GoClientError(f"no source to build: {error}") from None
     built = cache_dir() / f"goclient-{digest}" / "goclient"
     if built.exists():
         return built
