@@ -4,7 +4,8 @@
   agents and upstreams in subprocesses on loopback; every workload through the tunnel and
   directly, with ratios and targets (see bench/README.md); ``latency-h2``, ``throughput-h2``
   and ``watches-h2`` are HTTP/2 on both outer hops, put beside their HTTP/1.1 workload when
-  it ran before them;
+  it ran before them; ``latency-go`` and ``throughput-go`` drive the tunnel with Go's net/http
+  (``bench/goclient``); ``resting`` measures resting memory and start-up in a stack of its own;
 * ``python -m bench protocol [--quick]``: the protocol core alone (``bench.protocol_bench``).
 """
 
