@@ -165,9 +165,18 @@ class Proc:
             return ""
 
 
+RUNTIME_SITE = Path(__file__).with_name("runtime_site")
+"""Its `sitecustomize` hides the development virtualenv's extras from the processes started
+here, as the image has none of them (see there)."""
+
+
 def spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
     log = logdir / f"{name}.log"
-    return Proc(name, start_in_group(argv, log, {**os.environ, **(env or {})}), log)
+    environment = {**os.environ, **(env or {})}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(RUNTIME_SITE), environment.get("PYTHONPATH", "")])
+    )
+    return Proc(name, start_in_group(argv, log, environment), log)
 
 
 async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109

@@ -6,9 +6,10 @@
 * agent start-up: the agent is stopped, then spawned again as it was started; from the spawn to
   the first small GET answered 200 through the gateway (a GET is in flight at the gateway from
   the start: it waits there for an agent that just left to come back, or is answered 503 and
-  sent again 5 ms later); repeated, median and max;
+  sent again 5 ms later); repeated, median and max; and the CPU seconds the agent spent until
+  then (what a loaded machine's wall time hides);
 * gateway start-up: a second gateway (same PKI and planes file, ports of its own) from its spawn
-  to its /readyz answering 200 (polled every 5 ms); repeated, median and max.
+  to its /readyz answering 200 (polled every 5 ms); repeated, median and max, and its CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 
 import aiohttp
 
+from bench.agents import cpu_seconds
 from bench.client import session
 from bench.processes import FAST, Proc, Stack, budget, rss_bytes, spawn
 from bench.report import Row, WorkloadResult
@@ -47,8 +49,10 @@ async def resting(stack: Stack, restarts: int) -> WorkloadResult:
     result.rows.append(
         Row("agent resting RSS", "MiB", agent_rss, target=AGENT_RSS_TARGET_MIB, op="<=")
     )
-    agent_starts = [await _agent_start(stack, agent) for _ in range(restarts)]
-    gateway_starts = [await _gateway_start(stack, i) for i in range(restarts)]
+    agent_runs = [await _agent_start(stack, agent) for _ in range(restarts)]
+    gateway_runs = [await _gateway_start(stack, i) for i in range(restarts)]
+    agent_starts, agent_cpu = [run[0] for run in agent_runs], [run[1] for run in agent_runs]
+    gateway_starts, gateway_cpu = [run[0] for run in gateway_runs], [run[1] for run in gateway_runs]
     result.rows += [
         Row(
             "agent start to first served request, median",
@@ -58,18 +62,23 @@ async def resting(stack: Stack, restarts: int) -> WorkloadResult:
             op="<=",
         ),
         Row("agent start to first served request, max", "s", max(agent_starts)),
+        Row("agent start: its CPU until then, median", "s", statistics.median(agent_cpu)),
         Row("gateway start to /readyz, median", "s", statistics.median(gateway_starts)),
         Row("gateway start to /readyz, max", "s", max(gateway_starts)),
+        Row("gateway start: its CPU until then, median", "s", statistics.median(gateway_cpu)),
     ]
     result.info = {
         "agentStartSeconds": [round(s, 4) for s in agent_starts],
+        "agentStartCpuSeconds": [round(s, 4) for s in agent_cpu],
         "gatewayStartSeconds": [round(s, 4) for s in gateway_starts],
+        "gatewayStartCpuSeconds": [round(s, 4) for s in gateway_cpu],
     }
     return result
 
 
-async def _agent_start(stack: Stack, name: str) -> float:
-    """Stop the agent, spawn it again: seconds from the spawn to a GET answered through it."""
+async def _agent_start(stack: Stack, name: str) -> tuple[float, float]:
+    """Stop the agent, spawn it again: seconds from the spawn to a GET answered through it, and
+    the CPU seconds the agent spent until then."""
     target = stack.through[FAST]
     async with session(target, 1) as http:
         await stack.stop_agent(name)
@@ -81,13 +90,14 @@ async def _agent_start(stack: Stack, name: str) -> float:
                 async with http.get(target.base + SMALL) as response:
                     await response.read()
                     if response.status == 200:
-                        return time.perf_counter() - started
+                        return time.perf_counter() - started, cpu_seconds(proc.pid)
             _still_starting(proc, deadline, "no GET served through it")
             await asyncio.sleep(POLL)
 
 
-async def _gateway_start(stack: Stack, index: int) -> float:
-    """A second gateway of this stack's configuration: seconds from its spawn to /readyz."""
+async def _gateway_start(stack: Stack, index: int) -> tuple[float, float]:
+    """A second gateway of this stack's configuration: seconds from its spawn to /readyz, and
+    the CPU seconds it spent until then."""
     ports = {name: free_port() for name in ("agent", "caller", "operator")}
     url = f"http://127.0.0.1:{ports['operator']}/readyz"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
@@ -99,7 +109,7 @@ async def _gateway_start(stack: Stack, index: int) -> float:
                 with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                     async with http.get(url) as response:
                         if response.status == 200:
-                            return time.perf_counter() - started
+                            return time.perf_counter() - started, cpu_seconds(proc.pid)
                 _still_starting(proc, deadline, f"not ready at {url}")
                 await asyncio.sleep(POLL)
         finally:
