@@ -178,3 +178,8 @@ def test_quick_resting_memory_and_start_up(tmp_path: Path) -> None:
     assert min(starts) <= median["through"] <= max(starts)
     assert len(workload["info"]["gatewayStartSeconds"]) == 3
     assert rows["gateway start to /readyz, max"]["through"] > 0
+    # A Python process that imported its modules and served: some CPU, less than its wall time.
+    for cpu, wall in zip(
+        workload["info"]["agentStartCpuSeconds"], workload["info"]["agentStartSeconds"], strict=True
+    ):
+        assert 0 < cpu <= wall * 2  # two cores: a process may run two threads at once
