@@ -202,8 +202,8 @@ func get(client *http.Client, o options) error {
 	return nil
 }
 
-// percentileMs is the nearest-rank percentile q of sorted samples, in ms (NaN when empty: the
-// JSON then says null through the harness's check of count).
+// percentileMs is the nearest-rank percentile q of sorted samples, in ms (0 when there are none:
+// the harness fails a run that answered nothing).
 func percentileMs(sorted []time.Duration, q float64) float64 {
 	if len(sorted) == 0 {
 		return 0
