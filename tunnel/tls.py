@@ -90,7 +90,6 @@ class SharedBufferSSLProtocol(_StdlibProtocol):
         allows (one, unless the protocol's reading was paused for a while)."""
         # The stdlib's private parts this reader uses, which typeshed does not declare.
         tls: ssl.SSLObject = self._sslobj  # type: ignore[attr-defined]
-        protocol: asyncio.Protocol = self._app_protocol  # type: ignore[assignment]
         plain = self._shared.plain
         size = len(plain)
         count = 1
@@ -105,7 +104,8 @@ class SharedBufferSSLProtocol(_StdlibProtocol):
                     filled += count
             except _AGAIN:
                 count = -1
-            if filled:
+            if filled:  # to the protocol of this moment (data_received may replace it)
+                protocol: asyncio.Protocol = self._app_protocol  # type: ignore[assignment]
                 protocol.data_received(bytes(plain[:filled]))
             if count < 0 or filled < size:
                 break
