@@ -53,7 +53,7 @@ RELAY_STREAM_WINDOW = 1_048_576
 HELLO that leaves it out, stays 524288). Credit comes back once half a window is consumed, so a
 stream moves at most about half a window per round trip: with 512 KiB a bulk body stalled on
 credit between the agent's sends, which then carried less each; 1 MiB moved it 1.3-1.8 times
-faster for 15-20 % less CPU per MiB in gateway and agent (`bench.bulk_ab`, one run each, on a
+faster for 10-20 % less CPU per MiB in gateway and agent (`bench.bulk_ab`, one run each, on a
 shared 2-core machine). What a receiver buffers stays bounded by `connection_window`."""
 
 
