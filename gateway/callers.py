@@ -1259,15 +1259,13 @@ class _Http1Exchange(_CallerExchange):
         relayed = 0
         gone: asyncio.Task[None] | None = None
         while True:
-            if stream.readable_now:
-                chunk = await stream.read()
-            else:
+            if not stream.readable_now:
                 writer.writelines(pending)
                 pending.clear()
                 await writer.drain()
                 if gone is None:
-                    gone = asyncio.create_task(self._caller_gone())
-                chunk = await self._read_unless_gone(stream, gone)
+                    gone = self._watch_caller(stream)
+            chunk = await self._read_unless_gone(stream, gone)
             if not chunk:
                 break
             pending += framer.body(chunk)
@@ -1290,18 +1288,31 @@ class _Http1Exchange(_CallerExchange):
             await asyncio.wait({self.sending})
         await self.http.watch_for_close()
 
+    def _watch_caller(self, stream: CallerStream) -> asyncio.Task[None]:
+        """From now on, a caller that leaves resets the stream, which ends a read waiting on it
+        (one task for the whole answer: a task per piece would cost more than the piece)."""
+        gone = asyncio.create_task(self._caller_gone())
+
+        def caller_left(task: asyncio.Task[None]) -> None:
+            if not task.cancelled():
+                stream.reset(ErrorCode.CANCEL, "the caller went away")
+
+        gone.add_done_callback(caller_left)
+        return gone
+
+    @staticmethod
     async def _read_unless_gone(
-        self, stream: CallerStream, gone: asyncio.Task[None]
+        stream: CallerStream, gone: asyncio.Task[None] | None
     ) -> bytes | memoryview:
-        reading = asyncio.ensure_future(stream.read())
-        done, _ = await asyncio.wait({reading, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if reading in done:
-            return reading.result()
-        reading.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StreamResetError):
-            await reading
-        stream.reset(ErrorCode.CANCEL, "the caller went away")
-        raise ConnectionResetError("the caller closed its connection")
+        try:
+            chunk = await stream.read()
+        except StreamResetError:
+            if gone is None or not gone.done():
+                raise
+            chunk = b""
+        if gone is not None and gone.done():  # the caller left: its stream is reset
+            raise ConnectionResetError("the caller closed its connection")
+        return chunk
 
     async def _pipe(self, stream: CallerStream) -> None:
         """After a 101: bytes flow both ways until each side ends."""
