@@ -98,6 +98,7 @@ from http2.server import ErrorCode as H2ErrorCode
 from protocol import ErrorCode, Header, Headers, HeadTooLarge, ResponseReceived
 from protocol.headers import HeaderBlockError, check_value
 from tunnel import SessionClosed, StreamResetError
+from tunnel.deadline import Deadline
 
 log = structlog.get_logger("gateway.callers")
 
@@ -542,13 +543,16 @@ class CallerEndpoint:
             max_head_bytes=self._settings.max_head_bytes,
             max_header_fields=self._settings.max_header_fields,
         )
+        # The idle, head and request deadlines of every request, on one timer.
+        deadline = Deadline()
         try:
-            while (head := await self._next_request(http, writer, admitted)) is not None:
+            while (head := await self._next_request(http, writer, admitted, deadline)) is not None:
                 if on_caller_port:
                     requests.inc()
                 exchange = _Http1Exchange(
                     self, http, writer, head, caller=caller, certificate=certificate
                 )
+                exchange.deadline = deadline
                 exchange.on_admitted = admitted.authenticate
                 if not await self._run_exchange(exchange) or self._closing:
                     break
@@ -559,6 +563,8 @@ class CallerEndpoint:
             await _linger(http, writer)
             self._metrics.caller_errors.labels(reason="BadRequest").inc()
             log.info("bad request from caller", caller=caller, detail=error.message)
+        finally:
+            deadline.close()
 
     async def _run_exchange(self, exchange: _CallerExchange) -> bool:
         """Run one exchange, counted among those a stop waits for."""
@@ -653,20 +659,25 @@ class CallerEndpoint:
             self._h2_connections.discard(connection)
 
     async def _next_request(
-        self, http: MessageReader, writer: asyncio.StreamWriter, admitted: Admitted
+        self,
+        http: MessageReader,
+        writer: asyncio.StreamWriter,
+        admitted: Admitted,
+        deadline: Deadline,
     ) -> RequestHead | None:
-        """The next request's head under the idle and head deadlines; None when the caller
-        closed or idled out (a slow head is answered 408 first)."""
+        """The next request's head under the idle and head deadlines (on the connection's
+        `deadline`); None when the caller closed or idled out (a slow head is answered 408
+        first)."""
         settings = self._settings
         try:
-            async with asyncio.timeout(settings.idle_timeout):
+            async with deadline.within(settings.idle_timeout):
                 if not await http.wait_for_message():
                     return None
         except TimeoutError:
             admitted.dropped(Refusal.IDLE_TIMEOUT, f"no request for {settings.idle_timeout}s")
             return None
         try:
-            async with asyncio.timeout(settings.head_timeout):
+            async with deadline.within(settings.head_timeout):
                 return await http.next_request()
         except TimeoutError:
             detail = f"the request head took over {settings.head_timeout}s"
@@ -727,6 +738,9 @@ class _CallerExchange:
         """The access log's record of this request (its id is also the caller's and agent's)."""
         self.logged = True
         """Whether the request gets an access line."""
+        self.deadline: Deadline | None = None
+        """The connection's deadline, for a connection that runs one exchange at a time in
+        its task (HTTP/1.1); None: the request deadline is an `asyncio.timeout` of its own."""
 
     def _keep_refusal(self, refused: CallerRefused) -> None:
         """Among the recent refusals the console shows."""
@@ -806,8 +820,7 @@ class _CallerExchange:
                 try:
                     if target.long_running:
                         return await self._relay(stream)
-                    async with asyncio.timeout(endpoint._settings.request_timeout):
-                        return await self._relay(stream)
+                    return await self._relay_in_time(stream)
                 except StreamResetError as error:
                     if not self._unprocessed(error):
                         raise
@@ -843,6 +856,15 @@ class _CallerExchange:
             metrics.child(metrics.streams_active, self.plane).dec()
             if not stream.done:
                 stream.reset(ErrorCode.CANCEL, "the caller's request ended")
+
+    async def _relay_in_time(self, stream: CallerStream) -> bool:
+        """`_relay` under the request deadline (TimeoutError when it passes)."""
+        seconds = self.endpoint._settings.request_timeout
+        if self.deadline is None:
+            async with asyncio.timeout(seconds):
+                return await self._relay(stream)
+        async with self.deadline.within(seconds):
+            return await self._relay(stream)
 
     def _document(self) -> Callable[[], Document] | None:
         """On the peer port, the answer of a `PeerPort.documents` path; None otherwise."""

@@ -1,0 +1,100 @@
+"""A deadline that one task sets again and again, with one timer for all of them.
+
+`asyncio.timeout` makes a `Timeout` and schedules and cancels a `TimerHandle` each time; a loop
+that sets a deadline per request or per write (a caller's HTTP/1.1 connection: idle, head and
+request deadlines; the tunnel's write loop: one per message) pays that every time. A `Deadline`
+belongs to one task and keeps a single timer: setting a later deadline only records the time
+(the timer, when it fires early, looks again and sleeps on), and only a deadline earlier than
+the scheduled timer reschedules it. So a busy connection schedules a timer once in a while, not
+several times per request.
+
+Semantics are `asyncio.timeout`'s: when the deadline passes inside the block, the task is
+cancelled, and the block raises `TimeoutError` (a cancellation from elsewhere stays a
+cancellation). Blocks do not nest on one `Deadline`. `close()` drops the timer once the task is
+done with it, so that it holds nothing until it would have fired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+__all__ = ["Deadline"]
+
+
+class Deadline:
+    """`async with deadline.within(seconds):` — as `asyncio.timeout(seconds)`, for the task
+    that enters it, on a timer kept between blocks."""
+
+    __slots__ = ("_cancelling", "_expired", "_handle", "_loop", "_seconds", "_task", "_when")
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._when: float | None = None
+        """The deadline of the block now running; None outside a block."""
+        self._seconds = 0.0
+        self._expired = False
+        self._cancelling = 0
+
+    def within(self, seconds: float) -> Deadline:
+        """This deadline, for a block that must end within `seconds` of entering it."""
+        self._seconds = seconds
+        return self
+
+    async def __aenter__(self) -> None:
+        if self._when is not None:
+            raise RuntimeError("a Deadline's blocks do not nest")
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a Deadline is entered by a task")
+        loop = self._loop
+        if loop is None or self._task is not task:
+            loop = self._loop = task.get_loop()
+            self._task = task
+        self._cancelling = task.cancelling()
+        when = self._when = loop.time() + self._seconds
+        handle = self._handle
+        if handle is None or handle.when() > when:
+            if handle is not None:
+                handle.cancel()
+            self._handle = loop.call_at(when, self._fire)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._when = None
+        if not self._expired:
+            return
+        self._expired = False
+        assert self._task is not None
+        if (
+            self._task.uncancel() <= self._cancelling
+            and exc_type is not None
+            and issubclass(exc_type, asyncio.CancelledError)
+        ):
+            raise TimeoutError from exc
+
+    def close(self) -> None:
+        """Drop the timer (the task is done with this deadline; it may still be entered)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        assert self._loop is not None
+        assert self._task is not None
+        fired_at = self._handle.when() if self._handle is not None else self._loop.time()
+        self._handle = None
+        when = self._when
+        if when is None:
+            return  # between blocks: the next one schedules a timer
+        if when > fired_at:
+            self._handle = self._loop.call_at(when, self._fire)  # a later block's deadline
+            return
+        self._expired = True
+        self._task.cancel()
