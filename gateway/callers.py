@@ -318,6 +318,11 @@ class CallerStream(Protocol):
         ...
 
     @property
+    def at_end(self) -> bool:
+        """All of the answer was read and it ended: `read()` would return b"" now."""
+        ...
+
+    @property
     def done(self) -> bool:
         """Nothing more will happen on the stream, and all of the answer was read."""
         ...
@@ -1474,16 +1479,23 @@ class _Http2Exchange(_CallerExchange):
             self._count(framer.status)
             channel.send_head(framer.status, framer.headers)
             relayed = 0
+            ended = False
             try:
-                while chunk := await stream.read():
+                while not ended and (chunk := await stream.read()):
                     framer.body(chunk)
-                    await channel.send(bytes(chunk))
+                    # The agent's end is often here with the last bytes: one DATA frame
+                    # carries both to the caller.
+                    if ended := stream.at_end:
+                        framer.end()
+                    await channel.send(bytes(chunk), end=ended)
                     relayed += len(chunk)
                     self.access.bytes_out = relayed
-                framer.end()
+                if not ended:
+                    framer.end()
             except FramingError as error:
                 return await self._refuse_response(stream, error)
-            await channel.send(b"", end=True)
+            if not ended:
+                await channel.send(b"", end=True)
         except StreamResetError:
             if channel.gone:
                 raise ConnectionResetError("the caller reset its stream") from None

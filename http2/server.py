@@ -510,15 +510,21 @@ class ServerConnection:
         when all of `data` went out and `end` is set; the rest stays with the caller until a
         `WindowOpened` for this stream or stream 0."""
         sent = 0
+        size = len(data)
         frame = self._h2.max_outbound_frame_size
-        while sent < len(data):
-            step = min(self.sendable(stream_id), frame, len(data) - sent)
+        while sent < size:
+            step = min(self.sendable(stream_id), frame, size - sent)
             if step == 0:
                 break
+            # The end rides on the last DATA frame: a small answer is HEADERS and one DATA.
+            last = end and sent + step == size
             with _on_stream(stream_id):
-                self._h2.send_data(stream_id, data[sent : sent + step])
+                self._h2.send_data(stream_id, data[sent : sent + step], end_stream=last)
             sent += step
-        if end and sent == len(data):
+            if last:
+                self._live.discard(stream_id)
+                return sent
+        if end and sent == size:
             with _on_stream(stream_id):
                 self._h2.end_stream(stream_id)
             self._live.discard(stream_id)
