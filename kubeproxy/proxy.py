@@ -135,11 +135,14 @@ class Proxy:
 
     async def handle(self, stream: ProxiedStream, request: RequestReceived) -> None:
         """The session's request handler: serve `stream` until the exchange is over."""
-        log = self._log.bind(stream_id=stream.stream_id)
         if (request_id := header_value(request.headers, REQUEST_ID)) is not None:
             # The gateway's id for the caller's request, as its access line and the caller's
-            # Planelink-Request-Id say it.
-            log = log.bind(request_id=request_id.decode("latin-1"))
+            # Planelink-Request-Id say it. (One bind: each copies the context.)
+            log = self._log.bind(
+                stream_id=stream.stream_id, request_id=request_id.decode("latin-1")
+            )
+        else:
+            log = self._log.bind(stream_id=stream.stream_id)
         self.stats.active += 1
         self._idle.clear()
         self._metrics.active_streams.inc()
@@ -440,7 +443,7 @@ class Proxy:
     ) -> http1.ResponseHead:
         reading = connection.response_head(head_request=plan.method == "HEAD")
         try:
-            async with asyncio.timeout(self._response_timeout):
+            async with connection.deadline.within(self._response_timeout):
                 if body is None:  # the common case: nothing else to watch, so no task
                     return await reading
                 return await self._head_or_bad_body(asyncio.create_task(reading), body)
