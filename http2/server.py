@@ -41,6 +41,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack.struct import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame
 
 from protocol.headers import Header, Headers
@@ -69,6 +70,11 @@ _FRAME_HEADER_LENGTH = 9
 _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
 _END_HEADERS = 0x4
 _HEADER_FIELD_OVERHEAD = 32  # RFC 9113 §6.5.2: a field's size is name + value + 32
+
+_UNIQUE_PER_ANSWER = frozenset({b"planelink-request-id", b"audit-id"})
+"""Fields whose value is new in every answer: HPACK sends them as literals, never into the
+dynamic table, where each would evict fields that repeat (and HPACK's table search is linear in
+its entries)."""
 
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
@@ -491,7 +497,9 @@ class ServerConnection:
         fields: list[Header] = [(b":status", str(status).encode("ascii"))]
         for name, value in headers:
             lowered = name.lower()
-            if lowered not in _CONNECTION_SPECIFIC and lowered != b"te":
+            if lowered in _UNIQUE_PER_ANSWER:
+                fields.append(NeverIndexedHeaderTuple(lowered, value.strip(b" \t")))
+            elif lowered not in _CONNECTION_SPECIFIC and lowered != b"te":
                 fields.append((lowered, value.strip(b" \t")))
         with _on_stream(stream_id):
             self._h2.send_headers(stream_id, fields, end_stream=end_stream)
