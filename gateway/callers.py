@@ -190,13 +190,31 @@ def route(target: str) -> Route:
         raise CallerRefused(
             404, "NotFound", f"no endpoint at {url.path}; use /planes/<ns>/<name>/k8s/"
         )
-    try:
-        plane = plane_ref(namespace=parts[0], name=parts[1])
-    except InvalidPlaneRefError as error:
-        raise CallerRefused(404, "NotFound", str(error)) from error
+    plane = _checked_plane(parts[0], parts[1])
     rest = "/" + (parts[3] if len(parts) == 4 else "")
     path = rest + (f"?{url.query}" if url.query else "")
     return Route(plane=plane, path=path, long_running=_is_long_running(rest, url.query))
+
+
+_PLANES_SEEN_LIMIT = 4096
+_planes_seen: dict[tuple[str, str], PlaneRef] = {}
+"""Planes named in request targets and found valid: checking the two labels each time was a
+percent of a request. Emptied when full, so it holds at most `_PLANES_SEEN_LIMIT` whatever
+callers send."""
+
+
+def _checked_plane(namespace: str, name: str) -> PlaneRef:
+    """The plane `namespace`/`name`, or 404 if that is no valid plane reference."""
+    if (known := _planes_seen.get((namespace, name))) is not None:
+        return known
+    try:
+        plane = plane_ref(namespace=namespace, name=name)
+    except InvalidPlaneRefError as error:
+        raise CallerRefused(404, "NotFound", str(error)) from error
+    if len(_planes_seen) >= _PLANES_SEEN_LIMIT:
+        _planes_seen.clear()
+    _planes_seen[(namespace, name)] = plane
+    return plane
 
 
 def check_request_line(head: RequestHead) -> None:
