@@ -567,7 +567,7 @@ class CallerEndpoint:
             max_header_fields=self._settings.max_header_fields,
         )
         # The idle, head and request deadlines of every request, on one timer.
-        deadline = Deadline()
+        deadline = Deadline(asyncio.current_task())
         try:
             while (head := await self._next_request(http, writer, admitted, deadline)) is not None:
                 if on_caller_port:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
+from typing import Any
 
 __all__ = ["Deadline"]
 
@@ -26,11 +27,23 @@ class Deadline:
     """`async with deadline.within(seconds):` — as `asyncio.timeout(seconds)`, for the task
     that enters it, on a timer kept between blocks."""
 
-    __slots__ = ("_cancelling", "_expired", "_handle", "_loop", "_seconds", "_task", "_when")
+    __slots__ = (
+        "_bound",
+        "_cancelling",
+        "_expired",
+        "_handle",
+        "_loop",
+        "_seconds",
+        "_task",
+        "_when",
+    )
 
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[object] | None = None
+    def __init__(self, task: asyncio.Task[Any] | None = None) -> None:
+        """`task`: the only task that will enter it (spares looking it up at every block);
+        None: whichever task enters it, one block at a time."""
+        self._bound = task is not None
+        self._task: asyncio.Task[Any] | None = task
+        self._loop: asyncio.AbstractEventLoop | None = None if task is None else task.get_loop()
         self._handle: asyncio.TimerHandle | None = None
         self._when: float | None = None
         """The deadline of the block now running; None outside a block."""
@@ -46,13 +59,18 @@ class Deadline:
     async def __aenter__(self) -> None:
         if self._when is not None:
             raise RuntimeError("a Deadline's blocks do not nest")
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a Deadline is entered by a task")
-        loop = self._loop
-        if loop is None or self._task is not task:
-            loop = self._loop = task.get_loop()
-            self._task = task
+        if self._bound:
+            task, loop = self._task, self._loop
+            assert task is not None
+            assert loop is not None
+        else:
+            task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("a Deadline is entered by a task")
+            loop = self._loop
+            if loop is None or self._task is not task:
+                loop = self._loop = task.get_loop()
+                self._task = task
         self._cancelling = task.cancelling()
         when = self._when = loop.time() + self._seconds
         handle = self._handle

@@ -330,7 +330,7 @@ class TunnelSession:
             self._end(closed.reason)
 
     async def _write_loop(self) -> None:
-        deadline = Deadline()  # a write's deadline, on one timer for all of them
+        deadline = Deadline(asyncio.current_task())  # each write's, on one timer for all
         try:
             while True:
                 await self._wake_writer.wait()

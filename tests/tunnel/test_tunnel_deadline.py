@@ -105,3 +105,18 @@ async def test_a_deadline_serves_block_after_block_and_each_may_expire() -> None
                 async with deadline.within(SHORT):
                     await never.wait()
     deadline.close()
+
+
+async def test_a_deadline_bound_to_its_task_serves_it_the_same_way() -> None:
+    deadline = Deadline(asyncio.current_task())
+    never = asyncio.Event()
+    async with asyncio.timeout(scaled(10)):
+        async with deadline.within(3600):
+            await asyncio.sleep(0)
+        with pytest.raises(TimeoutError):
+            async with deadline.within(SHORT):
+                await never.wait()
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0
+    deadline.close()
