@@ -98,7 +98,7 @@ from http2.server import ErrorCode as H2ErrorCode
 from protocol import ErrorCode, Header, Headers, HeadTooLarge, ResponseReceived
 from protocol.headers import HeaderBlockError, check_value
 from tunnel import SessionClosed, StreamResetError
-from tunnel.deadline import Deadline
+from tunnel.deadline import Deadline, DeadlineQueue
 
 log = structlog.get_logger("gateway.callers")
 
@@ -613,6 +613,7 @@ class CallerEndpoint:
         address = _peer_address(writer)
         metrics = self._metrics
         requests = metrics.requests_by_protocol.labels("http2")
+        deadlines = DeadlineQueue()  # the streams' request deadlines, on one timer
 
         async def exchange(channel: H2CallerStream) -> None:
             if self._closing:
@@ -639,6 +640,7 @@ class CallerEndpoint:
                 authenticated=lambda: admitted.authenticated,
             )
             relay.on_admitted = admitted.authenticate
+            relay.deadline = deadlines
             try:
                 await self._run_exchange(relay)
             except (ConnectionError, ssl.SSLError):
@@ -680,6 +682,7 @@ class CallerEndpoint:
             await connection.serve()
         finally:
             self._h2_connections.discard(connection)
+            deadlines.close()
 
     async def _next_request(
         self,
@@ -761,9 +764,10 @@ class _CallerExchange:
         """The access log's record of this request (its id is also the caller's and agent's)."""
         self.logged = True
         """Whether the request gets an access line."""
-        self.deadline: Deadline | None = None
-        """The connection's deadline, for a connection that runs one exchange at a time in
-        its task (HTTP/1.1); None: the request deadline is an `asyncio.timeout` of its own."""
+        self.deadline: Deadline | DeadlineQueue | None = None
+        """Where the request deadline is kept: the connection's `Deadline` (HTTP/1.1, one
+        exchange at a time in its task) or its `DeadlineQueue` (HTTP/2, a task per stream);
+        None: an `asyncio.timeout` of its own."""
 
     def _keep_refusal(self, refused: CallerRefused) -> None:
         """Among the recent refusals the console shows."""

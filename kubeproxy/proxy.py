@@ -55,6 +55,7 @@ from kubeproxy.request import BadRequest, RequestPlan, plan_request
 from kubeproxy.upstream import UpstreamCredentialsError
 from protocol import ErrorCode, Headers, RequestReceived
 from tunnel import StreamResetError
+from tunnel.deadline import DeadlineQueue
 
 _Head = TypeVar("_Head", http1.ResponseHead, H2ResponseHead)
 _BAD_LENGTH = "the request body does not match its Content-Length"
@@ -124,6 +125,8 @@ class Proxy:
         self._policy = policy
         self._metrics = metrics
         self._response_timeout = response_timeout
+        self._h2_deadlines = DeadlineQueue()
+        """The HTTP/2 exchanges' deadlines, all of one length: one timer for all."""
         self._log: structlog.stdlib.BoundLogger = logger or structlog.get_logger()
         self.stats = ProxyStats()
         self._idle = asyncio.Event()
@@ -232,21 +235,20 @@ class Proxy:
         exchange: H2Exchange | None = None
         sending: asyncio.Task[str] | None = None
         waiting_for = "stream"
+        deadlines, seconds = self._h2_deadlines, self._response_timeout
         try:
             try:
-                # One deadline, set again for the head: waiting for room on a connection and
-                # for the answer are each bounded by the response timeout.
-                async with asyncio.timeout(self._response_timeout) as within:
+                # Waiting for room on a connection and for the answer are each bounded by the
+                # response timeout.
+                async with deadlines.within(seconds):
                     exchange = await h2_pool.request(
                         plan.method, plan.target, headers, end=not has_body
                     )
-                    metrics.http2_requests.inc()
-                    if has_body:
-                        sending = asyncio.create_task(
-                            self._send_body_h2(stream, exchange, plan, first)
-                        )
-                    waiting_for = "head"
-                    within.reschedule(asyncio.get_running_loop().time() + self._response_timeout)
+                metrics.http2_requests.inc()
+                if has_body:
+                    sending = asyncio.create_task(self._send_body_h2(stream, exchange, plan, first))
+                waiting_for = "head"
+                async with deadlines.within(seconds):
                     head = await self._head_h2(exchange, sending)
             except TimeoutError:
                 failure = self._h2_timeout(waiting_for)

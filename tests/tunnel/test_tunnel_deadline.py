@@ -1,4 +1,5 @@
-"""`tunnel.deadline.Deadline`: asyncio.timeout's behaviour, on one timer kept between blocks.
+"""`tunnel.deadline`: asyncio.timeout's behaviour, on one timer kept between blocks (`Deadline`)
+or shared by many tasks (`DeadlineQueue`).
 
 Waits scale with PLANELINK_TEST_TIMEOUT_FACTOR.
 """
@@ -10,7 +11,7 @@ import asyncio
 import pytest
 
 from tests.kit.waits import scaled
-from tunnel.deadline import Deadline
+from tunnel.deadline import Deadline, DeadlineQueue
 
 SHORT = 0.05
 """A deadline the tests wait out: what they assert is which block it ends, not its length."""
@@ -120,3 +121,73 @@ async def test_a_deadline_bound_to_its_task_serves_it_the_same_way() -> None:
     assert task is not None
     assert task.cancelling() == 0
     deadline.close()
+
+
+# -- DeadlineQueue ------------------------------------------------------------------------------
+
+
+async def _block_waits(queue: DeadlineQueue, seconds: float, until: asyncio.Event) -> str:
+    try:
+        async with queue.within(seconds):
+            await until.wait()
+    except TimeoutError:
+        return "timeout"
+    return "done"
+
+
+async def test_of_many_tasks_only_the_one_that_outlasts_its_deadline_times_out() -> None:
+    queue = DeadlineQueue()
+    done, never = asyncio.Event(), asyncio.Event()
+    quick = [asyncio.create_task(_block_waits(queue, 3600, done)) for _ in range(5)]
+    slow = asyncio.create_task(_block_waits(queue, SHORT, never))
+    async with asyncio.timeout(scaled(10)):
+        assert await slow == "timeout"
+        done.set()
+        assert await asyncio.gather(*quick) == ["done"] * 5
+    queue.close()
+
+
+async def test_a_block_keeps_its_whole_time_after_earlier_blocks_ended() -> None:
+    queue = DeadlineQueue()
+    loop = asyncio.get_running_loop()
+    for _ in range(3):  # their deadlines come first, and pass while the next one runs
+        async with queue.within(SHORT):
+            pass
+    done = asyncio.Event()
+    loop.call_later(4 * SHORT, done.set)
+    async with asyncio.timeout(scaled(10)):
+        assert await _block_waits(queue, scaled(10), done) == "done"
+    queue.close()
+
+
+async def test_a_shorter_block_after_longer_ones_still_ends_in_time() -> None:
+    queue = DeadlineQueue()
+    waiting, never = asyncio.Event(), asyncio.Event()
+    long = asyncio.create_task(_block_waits(queue, 3600, waiting))
+    await asyncio.sleep(0)  # it is in its block
+    async with asyncio.timeout(scaled(10)):
+        assert await _block_waits(queue, SHORT, never) == "timeout"
+        waiting.set()
+        assert await long == "done"
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0
+    queue.close()
+
+
+async def test_a_cancellation_from_elsewhere_stays_one_in_a_queue_too() -> None:
+    queue = DeadlineQueue()
+    entered = asyncio.Event()
+
+    async def waits() -> None:
+        async with queue.within(3600):
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(waits())
+    async with asyncio.timeout(scaled(10)):
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    queue.close()
