@@ -165,9 +165,16 @@ class Proc:
             return ""
 
 
+BYTECODE_CACHE = Path.home() / ".cache" / "planelink" / "bytecode"
+"""Where the processes started here keep the modules they compiled (`PYTHONPYCACHEPREFIX`),
+even where the shell says not to write bytecode: the image compiles its modules when it is
+built, and a start-up measured here must not include compiling planelink's few hundred."""
+
+
 def spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
     log = logdir / f"{name}.log"
-    return Proc(name, start_in_group(argv, log, {**os.environ, **(env or {})}), log)
+    compiled = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(BYTECODE_CACHE)}
+    return Proc(name, start_in_group(argv, log, {**os.environ, **compiled, **(env or {})}), log)
 
 
 async def wait_http_ok(url: str, proc: Proc, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109

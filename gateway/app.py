@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.admission import fit_to_fd_limit
@@ -37,7 +36,7 @@ from gateway.console.history import HistorySampler, Totals, counter_by_plane
 from gateway.console.state import ConsoleState
 from gateway.direct import DirectPlanes, DirectSettings
 from gateway.metrics import GatewayMetrics
-from gateway.operator import OperatorAuth, operator_app, planes_document
+from gateway.operator import OperatorAuth, operator_server, planes_document
 from gateway.peers import PeerDirectory, PeerSettings
 from gateway.peers.files import PresenceFiles, PresenceSettings
 from gateway.peers.forward import PeerForwarder, peer_url
@@ -49,6 +48,7 @@ from gateway.static_config import STATIC_SOURCE, load_static_planes
 from gateway.tls_alerts import ServerTlsContext
 from gateway.tls_files import load_caller_ca, load_server_certificate
 from gateway.trust import TrustRegistry, agent_server_context
+from http1.service import SmallHttpServer
 from tunnel.loop_metrics import register_task_gauge
 from tunnel.role_metrics import file_expiries
 
@@ -202,7 +202,7 @@ class Gateway:
         this one's on the operator port (None: no peers to ask)."""
         token_file = settings.operator_token_file
         self._operator_auth = OperatorAuth(token_file) if token_file is not None else None
-        self._operator: web.AppRunner | None = None
+        self._operator: SmallHttpServer | None = None
         self.operator_port = 0
         self._started = False
         self._stopping = False
@@ -263,7 +263,10 @@ class Gateway:
             await self.peer_listener.start()
             advertised = self.settings.peers.advertise_host or "127.0.0.1"
             self.peers.peer_url = peer_url(advertised, self.peer_listener.port)
-        app = operator_app(
+        self._operator = operator_server(
+            host=self.settings.operator_host,
+            port=self.settings.operator_port,
+            reuse_port=self.settings.operator_reuse_port,
             trust=self.trust,
             agents=self.agents,
             metrics=self.metrics,
@@ -274,16 +277,8 @@ class Gateway:
             peers=self.peers,
             state=self.console,
         )
-        self._operator = web.AppRunner(app, access_log=None)
-        await self._operator.setup()
-        site = web.TCPSite(
-            self._operator,
-            self.settings.operator_host,
-            self.settings.operator_port,
-            reuse_port=self.settings.operator_reuse_port,
-        )
-        await site.start()
-        self.operator_port = self._operator.addresses[0][1]
+        await self._operator.start()
+        self.operator_port = self._operator.port
         self._sampling = asyncio.create_task(self.sampler.run(), name="console-history")
         if self.presence is not None:  # once every port is bound: peers can reach it
             await self.presence.start()
@@ -331,7 +326,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampling
         if self._operator is not None:
-            await self._operator.cleanup()
+            await self._operator.stop()
         if self._kube is not None:
             await self._kube.close()
 

@@ -14,12 +14,16 @@ With a bearer token configured (`OperatorAuth`), every endpoint but the probes a
 without `Authorization: Bearer <token>`, as Prometheus sends it from a `credentials_file`. The
 probes never ask for it (the kubelet cannot send a Secret) and never tell more than ready or
 not; /planes, /metrics and the console must never be served without the token then.
+
+The port is served by `http1.service`, not a web framework: a handful of GET paths, and aiohttp
+was a fifth of the gateway's resting memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.agents import AgentRegistry
@@ -44,11 +47,15 @@ from gateway.peers import PeerDirectory
 from gateway.peers.listener import CONSOLE_PATH
 from gateway.peers.siblings import Siblings
 from gateway.trust import TrustRegistry
+from http1 import header_value
+from http1.service import JSON, TEXT, Answer, Request, ServiceLimits, SmallHttpServer
 
 log = structlog.get_logger("gateway.operator")
 
 PROBES = frozenset({"/healthz", "/readyz"})
 """Paths served without the token: what the kubelet probes."""
+LIMITS = ServiceLimits(max_connections=64, head_timeout=10.0, idle_timeout=30.0)
+"""Probes, Prometheus, `planelink status` and a few browsers showing the console."""
 
 
 class OperatorTokenError(ValueError):
@@ -160,8 +167,11 @@ def plane_report(
     return report
 
 
-def operator_app(
+def operator_server(
     *,
+    host: str | None,
+    port: int,
+    reuse_port: bool = False,
     trust: TrustRegistry,
     agents: AgentRegistry,
     metrics: GatewayMetrics,
@@ -171,21 +181,11 @@ def operator_app(
     peers: PeerDirectory | None = None,
     siblings: Siblings | None = None,
     state: ConsoleState | None = None,
-) -> web.Application:
-    """The operator endpoints; with `siblings` (the other workers of this gateway), /planes,
-    /metrics and the console show the whole gateway, not this worker's part of it."""
+) -> SmallHttpServer:
+    """The operator endpoints on `host:port` (started by the caller); with `siblings` (the
+    other workers of this gateway), /planes, /metrics and the console show the whole gateway,
+    not this worker's part of it."""
     state = state or ConsoleState()
-
-    async def healthz(request: web.Request) -> web.Response:
-        # Answering at all proves the event loop turns; that is what liveness means here.
-        return web.json_response({"status": "ok"})
-
-    async def readyz(request: web.Request) -> web.Response:
-        is_ready, detail = ready()
-        return web.json_response(
-            {"status": "ready" if is_ready else "not ready", "detail": detail},
-            status=200 if is_ready else 503,
-        )
 
     async def whole_planes() -> dict[str, Any]:
         report = planes_document(
@@ -198,58 +198,78 @@ def operator_app(
         gathered = await siblings.gather(CONSOLE_PATH) if siblings is not None else None
         return whole_gateway(state, gathered.answers if gathered else {})
 
-    async def console_document() -> dict[str, Any]:
-        planes, parts = await asyncio.gather(whole_planes(), console_parts())
-        return {**planes, **parts.document(), "generatedAt": time.time()}
-
     async def console_view() -> Element:
         planes, parts = await asyncio.gather(whole_planes(), console_parts())
         document = {**planes, "refusals": parts.refusals}
         return console(document, history=parts.history, now=time.time())
 
-    async def planes(request: web.Request) -> web.Response:
-        return web.json_response(await whole_planes())
+    async def readyz() -> Answer:
+        is_ready, detail = ready()
+        status = "ready" if is_ready else "not ready"
+        return _json({"status": status, "detail": detail}, 200 if is_ready else 503)
 
-    async def console_data(request: web.Request) -> web.Response:
-        return web.json_response(await console_document())
+    async def planes() -> Answer:
+        return _json(await whole_planes())
 
-    async def history(request: web.Request) -> web.Response:
-        return web.json_response((await console_parts()).document()["history"])
+    async def console_data() -> Answer:
+        planes, parts = await asyncio.gather(whole_planes(), console_parts())
+        return _json({**planes, **parts.document(), "generatedAt": time.time()})
 
-    async def prometheus(request: web.Request) -> web.Response:
+    async def history() -> Answer:
+        return _json((await console_parts()).document()["history"])
+
+    async def prometheus() -> Answer:
         body = generate_latest(metrics.registry)
         if siblings is not None:
             body = await siblings.metrics(body)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Answer(200, CONTENT_TYPE_LATEST.encode(), body)
 
-    app = web.Application(middlewares=[_require_token(auth, metrics)] if auth else [])
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/planes", planes)
-    app.router.add_get("/metrics", prometheus)
-    app.router.add_get("/console", console_data)
-    app.router.add_get("/history", history)
-    page.add_routes(app, console_view)
-    return app
+    async def healthz() -> Answer:
+        # Answering at all proves the event loop turns; that is what liveness means here.
+        return _json({"status": "ok"})
+
+    async def page_answer() -> Answer:
+        return page.page_answer(await console_view())
+
+    async def view_answer() -> Answer:
+        return page.view_answer(await console_view())
+
+    routes: dict[str, Callable[[], Awaitable[Answer]]] = {
+        "/healthz": healthz,
+        "/readyz": readyz,
+        "/planes": planes,
+        "/metrics": prometheus,
+        "/console": console_data,
+        "/history": history,
+        **dict.fromkeys(page.PAGE_PATHS, page_answer),
+        page.VIEW_PATH: view_answer,
+    }
+
+    async def answer(request: Request) -> Answer:
+        if auth is not None and request.path not in PROBES:
+            authorization = header_value(request.head.headers, b"authorization")
+            if not auth.allows(None if authorization is None else authorization.decode("latin-1")):
+                metrics.operator_refusals.inc()
+                log.info("operator request refused", path=request.path, peer=request.peer)
+                return _unauthorized()
+        route = routes.get(request.path)
+        if route is None:
+            return Answer(404, TEXT, b"404: Not Found")
+        if request.head.method not in ("GET", "HEAD"):
+            return Answer(405, TEXT, b"405: Method Not Allowed", ((b"Allow", b"GET, HEAD"),))
+        return await route()
+
+    return SmallHttpServer(answer, host=host, port=port, reuse_port=reuse_port, limits=LIMITS)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def _json(document: object, status: int = 200) -> Answer:
+    return Answer(status, JSON, json.dumps(document).encode())
 
 
-def _require_token(auth: OperatorAuth, metrics: GatewayMetrics) -> Any:
-    @web.middleware
-    async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in PROBES or auth.allows(request.headers.get("Authorization")):
-            return await handler(request)
-        metrics.operator_refusals.inc()
-        log.info("operator request refused", path=request.path, peer=request.remote)
-        return web.json_response(
-            {
-                "status": "unauthorized",
-                "detail": "a bearer token is required (see --operator-token-file)",
-            },
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="planelink-gateway-operator"'},
-        )
-
-    return require_token
+def _unauthorized() -> Answer:
+    document = {
+        "status": "unauthorized",
+        "detail": "a bearer token is required (see --operator-token-file)",
+    }
+    challenge = (b"WWW-Authenticate", b'Bearer realm="planelink-gateway-operator"')
+    return Answer(401, JSON, json.dumps(document).encode(), (challenge,))

@@ -4,9 +4,10 @@
 `parser` parses messages from bytes (llhttp through httptools), `reader` feeds it from an
 asyncio stream, `writer` builds heads and chunk framing, `forwarding` declares which header
 fields each hop passes on, `framing` frames a relayed response for a client that must not be
-fooled, and `status` makes Kubernetes `Status` bodies and status-class labels. Stands on the
-standard library, httptools and `protocol` (for the header field type); only `reader` waits on
-I/O. The tunnel core never imports it.
+fooled, and `status` makes Kubernetes `Status` bodies and status-class labels; `service` serves
+a process's own endpoints (probes, metrics, the console) over `reader`. Stands on the standard
+library, httptools and `protocol` (for the header field type); only `reader` and `service` wait
+on I/O. The tunnel core never imports it.
 """
 
 from http1.forwarding import (

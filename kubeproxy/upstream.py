@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
-import yaml
 
 _MAX_FILE_AGE = 60.0  # seconds a file's content is trusted without a re-read
 
@@ -234,6 +233,9 @@ def load_kubeconfig(path: Path, *, context: str | None = None) -> Upstream:
     tls-server-name, token, tokenFile and client-certificate/-key(-data). Exec plugins,
     auth providers and basic auth are refused: the agent runs unattended.
     """
+    # Here only: an agent in its cluster reads no YAML, and PyYAML is megabytes of its memory.
+    import yaml  # noqa: PLC0415
+
     try:
         config = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:

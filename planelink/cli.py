@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from planelink.logs import LOG_SETTINGS, configure_logging_from
+from planelink.logs import LOG_SETTINGS, configure_logging_from, keep_rich_out
 from tunnel.tls import DEFAULT_TLS_READ_BUFFER, set_tls_read_buffer, tls_read_buffer_problem
 
 _DESCRIPTION = """\
@@ -209,6 +209,7 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_rich_out()
     arguments = sys.argv[1:] if argv is None else list(argv)
     command = _command_in(arguments)
     # No command named (`planelink --help`, a typo): list every command, load none.

@@ -104,7 +104,9 @@ async def open_socket(host: str, port: int) -> socket.socket:
     """A connected, non-blocking TCP socket to `host:port` (each address in turn); raises the
     last address's OSError (socket.gaierror if the name does not resolve)."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = _literal_address(host, port) or await loop.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    )
     last: OSError = OSError(f"no address for {host}")
     for family, kind, proto, _, address in infos:
         sock = socket.socket(family, kind, proto)
@@ -120,3 +122,22 @@ async def open_socket(host: str, port: int) -> socket.socket:
             raise
         return sock
     raise last
+
+
+_AddressInfo = tuple[
+    socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int] | tuple[str, int, int, int]
+]
+
+
+def _literal_address(host: str, port: int) -> list[_AddressInfo] | None:
+    """`host:port` as getaddrinfo would give it when `host` is an IP address literal; None for a
+    name. asyncio resolves even a literal in its executor: a thread started for each process's
+    first dial, on the way to an agent's first tunnel, and kept."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        address = (host, port) if family == socket.AF_INET else (host, port, 0, 0)
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", address)]
+    return None

@@ -15,13 +15,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
 
 from gateway.console.markup import ATTRIBUTES, HTML_TAGS, SVG_TAGS, Element, to_html, to_json
+from http1.service import JSON, Answer
 
 REFRESH_MS = 5000
+PAGE_PATHS = ("/", "/ui")
 VIEW_PATH = "/console/view"
 
 STYLE = """
@@ -183,26 +182,18 @@ CONTENT_SECURITY_POLICY = "; ".join(
     ]
 )
 
-_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-}
-
-ViewSource = Callable[[], Awaitable[Element]]
+_HEADERS = (
+    (b"Content-Security-Policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"Cache-Control", b"no-store"),
+    (b"X-Content-Type-Options", b"nosniff"),
+)
 
 
-def add_routes(app: web.Application, view: ViewSource) -> None:
-    """The page at `/` and `/ui`, its view at `VIEW_PATH`."""
+def page_answer(view: Element) -> Answer:
+    """The page (at `PAGE_PATHS`) with `view` rendered in it."""
+    return Answer(200, b"text/html; charset=utf-8", page_html(view).encode(), _HEADERS)
 
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(
-            text=page_html(await view()), content_type="text/html", headers=_HEADERS
-        )
 
-    async def view_json(request: web.Request) -> web.Response:
-        return web.json_response(to_json(await view()), headers=_HEADERS)
-
-    app.router.add_get("/", page)
-    app.router.add_get("/ui", page)
-    app.router.add_get(VIEW_PATH, view_json)
+def view_answer(view: Element) -> Answer:
+    """`view` as the page's script fetches it from `VIEW_PATH`."""
+    return Answer(200, JSON, json.dumps(to_json(view)).encode(), _HEADERS)

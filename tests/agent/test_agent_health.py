@@ -4,6 +4,7 @@ sends nonsense, stalls or floods the port gets."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,11 +97,19 @@ async def test_garbage_and_oversized_heads_end_the_connection(
     assert (await ask(served.port, get("/healthz"))).endswith(b"ok\n")
 
 
-async def test_a_slow_head_is_cut_and_connections_are_bounded(
-    server: tuple[HealthServer, TunnelState], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    served, _ = server
-    monkeypatch.setattr(health, "HEAD_TIMEOUT", scaled(0.5))
+async def test_a_slow_head_is_cut_and_connections_are_bounded() -> None:
+    limits = dataclasses.replace(health.LIMITS, head_timeout=scaled(0.5))
+    served = HealthServer(
+        state=TunnelState(), metrics=AgentMetrics(), host="127.0.0.1", port=0, limits=limits
+    )
+    await served.start()
+    try:
+        await _slow_head_and_bound(served)
+    finally:
+        await served.stop()
+
+
+async def _slow_head_and_bound(served: HealthServer) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
     writer.write(b"GET /healthz HTTP/1.1\r\n")  # and nothing more
     async with asyncio.timeout(scaled(10)):
@@ -109,7 +118,7 @@ async def test_a_slow_head_is_cut_and_connections_are_bounded(
     # Past the bound, a connection is closed unanswered; the ones held keep their place.
     held = [
         await asyncio.open_connection("127.0.0.1", served.port)
-        for _ in range(health.MAX_CONNECTIONS)
+        for _ in range(health.LIMITS.max_connections)
     ]
     for _, held_writer in held:
         held_writer.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -21,7 +21,7 @@ try:
     main({argv!r})
 except SystemExit:
     pass
-print(sorted(sys.modules))
+print(sorted(name for name, module in sys.modules.items() if module is not None))
 """
 
 HEAVY = (
@@ -92,7 +92,23 @@ def test_a_command_imports_only_what_it_uses(argv: list[str], absent: tuple[str,
 
 def test_the_probe_sees_what_a_command_imports() -> None:
     # The gateway's help does load the gateway: the probe above would see a heavy import.
-    assert {"gateway", "aiohttp"} <= _packages(_imported_by(["gateway", "--help"]))
+    assert {"gateway", "structlog"} <= _packages(_imported_by(["gateway", "--help"]))
+
+
+SERVING_ONLY_WITH_FEATURES = ("aiohttp", "kubernetes_asyncio", "pydantic", "rich")
+"""Libraries a gateway serving a planes file and certificate callers, and an agent, never use:
+the web framework and the Kubernetes client (the reconciler's and token reviews', loaded by
+`Gateway.start` for them alone), the DataPlane models, and the traceback renderer structlog
+would load (`planelink.logs.keep_rich_out`). Each is megabytes of resting memory."""
+
+
+@pytest.mark.parametrize("command", ["gateway", "agent"])
+def test_a_gateway_and_an_agent_load_no_framework_or_kubernetes_client(command: str) -> None:
+    loaded = _packages(_imported_by([command, "--help"]))
+    assert command in loaded  # the probe saw the command's modules
+    assert not loaded & set(SERVING_ONLY_WITH_FEATURES), sorted(
+        loaded & set(SERVING_ONLY_WITH_FEATURES)
+    )
 
 
 def test_top_level_help_is_fast() -> None:
@@ -159,6 +175,12 @@ def test_a_listed_command_is_not_loaded() -> None:
     assert all(not parser._actions for parser in listed.values())
 
 
+def test_an_agent_reads_yaml_only_for_a_kubeconfig() -> None:
+    """In its cluster an agent reads no YAML: `kubeproxy.upstream.load_kubeconfig` imports
+    PyYAML for a kubeconfig alone."""
+    assert "yaml" not in _packages(_imported_by(["agent", "--help"]))
+
+
 def test_a_gateway_that_reviews_nothing_never_imports_the_kubernetes_client() -> None:
     """The client is a hundred megabytes of a gateway's resting memory: only the reconciler and
     token or RBAC reviews need it, and `Gateway.start` imports it for them alone. pydantic (the
@@ -168,7 +190,7 @@ def test_a_gateway_that_reviews_nothing_never_imports_the_kubernetes_client() ->
             sys.executable,
             "-c",
             "import sys; import planelink.gateway_cli, gateway.app, gateway.reconciler, crd; "
-            "print([m for m in ('kubernetes_asyncio', 'pydantic') if m in sys.modules])",
+            "print([m for m in ('kubernetes_asyncio', 'pydantic', 'aiohttp') if m in sys.modules])",
         ],
         capture_output=True,
         text=True,

@@ -10,14 +10,13 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 import certs
 from gateway.console.state import ConsoleState
 from gateway.direct import DirectPlanes
 from gateway.metrics import GatewayMetrics
-from gateway.operator import operator_app
+from gateway.operator import operator_server
 from gateway.reconciler import Reconciler
 from tests.kit.waits import eventually
 from tests.reconciler.conftest import TIMEOUT, Kit
@@ -46,19 +45,18 @@ async def console_state(kit: Kit) -> AsyncIterator[ConsoleState]:
 
 @pytest.fixture
 async def page_url(kit: Kit, console_state: ConsoleState) -> AsyncIterator[str]:
-    app = operator_app(
+    server = operator_server(
+        host="127.0.0.1",
+        port=0,
         trust=kit.trust,
         agents=kit.agents,
         metrics=GatewayMetrics(),
         ready=lambda: (True, "ready"),
         state=console_state,
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
-    await runner.cleanup()
+    await server.start()
+    yield f"http://127.0.0.1:{server.port}/"
+    await server.stop()
 
 
 async def _chips(url: str, plane: certs.PlaneRef) -> list[str]:
