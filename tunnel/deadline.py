@@ -39,6 +39,7 @@ class Deadline:
         "_loop",
         "_seconds",
         "_task",
+        "_timer_at",
         "_when",
     )
 
@@ -48,7 +49,9 @@ class Deadline:
         self._bound = task is not None
         self._task: asyncio.Task[Any] | None = task
         self._loop: asyncio.AbstractEventLoop | None = None if task is None else task.get_loop()
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
+        self._timer_at = 0.0
+        """When `_handle` is due: uvloop's handle of a timer due at once has no `when()`."""
         self._when: float | None = None
         """The deadline of the block now running; None outside a block."""
         self._seconds = 0.0
@@ -78,10 +81,11 @@ class Deadline:
         self._cancelling = task.cancelling()
         when = self._when = loop.time() + self._seconds
         handle = self._handle
-        if handle is None or handle.when() > when:
+        if handle is None or self._timer_at > when:
             if handle is not None:
                 handle.cancel()
             self._handle = loop.call_at(when, self._fire)
+            self._timer_at = when
 
     async def __aexit__(
         self,
@@ -110,13 +114,14 @@ class Deadline:
     def _fire(self) -> None:
         assert self._loop is not None
         assert self._task is not None
-        fired_at = self._handle.when() if self._handle is not None else self._loop.time()
+        fired_at = self._timer_at if self._handle is not None else self._loop.time()
         self._handle = None
         when = self._when
         if when is None:
             return  # between blocks: the next one schedules a timer
         if when > fired_at:
             self._handle = self._loop.call_at(when, self._fire)  # a later block's deadline
+            self._timer_at = when
             return
         self._expired = True
         self._task.cancel()
@@ -131,11 +136,12 @@ class DeadlineQueue:
     block still in it. A block whose deadline comes before the last one queued (a shorter
     length) gets a timer of its own. The queue holds only blocks being run."""
 
-    __slots__ = ("_armed", "_handle", "_last_when")
+    __slots__ = ("_armed", "_handle", "_last_when", "_timer_at")
 
     def __init__(self) -> None:
         self._armed: dict[_Block, None] = {}
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
+        self._timer_at = 0.0  # when `_handle` is due (see `Deadline._timer_at`)
         self._last_when = 0.0
 
     def within(self, seconds: float) -> _Block:
@@ -158,6 +164,7 @@ class DeadlineQueue:
         self._armed[block] = None
         if self._handle is None:
             self._handle = loop.call_at(when, self._fire, loop)
+            self._timer_at = when
 
     def _disarm(self, block: _Block) -> None:
         if block.handle is not None:
@@ -168,13 +175,14 @@ class DeadlineQueue:
         self._armed.pop(block, None)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
-        fired_at = self._handle.when() if self._handle is not None else loop.time()
+        fired_at = self._timer_at if self._handle is not None else loop.time()
         self._handle = None
         armed = self._armed
         while armed:
             block = next(iter(armed))
             if block.when > fired_at:
                 self._handle = loop.call_at(block.when, self._fire, loop)
+                self._timer_at = block.when
                 return
             del armed[block]
             block.expire()
@@ -192,7 +200,7 @@ class _Block:
         self._cancelling = 0
         self._expired = False
         self.when = 0.0
-        self.handle: asyncio.TimerHandle | None = None
+        self.handle: asyncio.Handle | None = None
 
     async def __aenter__(self) -> None:
         task = asyncio.current_task()

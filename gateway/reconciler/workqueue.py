@@ -28,7 +28,9 @@ class WorkQueue(Generic[K]):
         self._queue: asyncio.Queue[K] = asyncio.Queue()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
-        self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._timers: dict[K, tuple[float, asyncio.Handle]] = {}
+        """Per key, when its pending add is due and its timer (uvloop's handle of a timer due
+        within half a millisecond has no `when()`)."""
         self._failures: dict[K, int] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -53,10 +55,11 @@ class WorkQueue(Generic[K]):
         when = loop.time() + seconds
         pending = self._timers.get(key)
         if pending is not None:
-            if pending.when() <= when:
+            due, timer = pending
+            if due <= when:
                 return
-            pending.cancel()
-        self._timers[key] = loop.call_at(when, self._fire, key)
+            timer.cancel()
+        self._timers[key] = (when, loop.call_at(when, self._fire, key))
 
     def _fire(self, key: K) -> None:
         self._timers.pop(key, None)
@@ -69,7 +72,7 @@ class WorkQueue(Generic[K]):
                 for number in range(workers):
                     group.create_task(self._work(handler), name=f"reconcile-worker-{number}")
         finally:
-            for timer in self._timers.values():
+            for _, timer in self._timers.values():
                 timer.cancel()
             self._timers.clear()
 

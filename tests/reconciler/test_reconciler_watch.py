@@ -216,6 +216,27 @@ async def test_queue_retries_a_failing_key_with_backoff() -> None:
     assert attempts == ["k", "k", "k"]
 
 
+async def test_an_add_due_at_once_wins_over_a_later_one() -> None:
+    """Under uvloop a timer due within half a millisecond is a plain handle, with no `when()`."""
+    queue: WorkQueue[str] = WorkQueue(retry=BackoffPolicy(base=0.001, cap=0.01))
+    handled: list[str] = []
+    done = asyncio.Event()
+
+    async def handler(key: str) -> None:
+        handled.append(key)
+        done.set()
+
+    queue.add_after("k", 0.0001)
+    queue.add_after("k", 3600.0)  # later than the pending add: ignored
+    task = asyncio.create_task(queue.run(handler, workers=1))
+    async with within(5):
+        await done.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert handled == ["k"]
+
+
 async def test_real_server_old_version_makes_the_informer_relist(
     control_plane_client: ApiClient, namespace: str
 ) -> None:
