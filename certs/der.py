@@ -38,6 +38,10 @@ _SAN_URI = 0x86
 _STRINGS = {0x0C: "utf-8", 0x13: "ascii", 0x16: "ascii"}
 """UTF8String, PrintableString, IA5String: the string types of the names planelink issues."""
 
+_PRINTABLE_STRING = 0x13
+_PRINTABLE = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?"
+)
 _BASIC_CONSTRAINTS = "2.5.29.19"
 _EXTENDED_KEY_USAGE = "2.5.29.37"
 _SUBJECT_ALT_NAME = "2.5.29.17"
@@ -228,8 +232,11 @@ def _name(data: bytes, element: _Element) -> str:
             encoding = _STRINGS.get(parts[1].tag)
             if encoding is None:
                 raise DerError(f"a name value of string tag 0x{parts[1].tag:02x}")
+            raw = data[parts[1].start : parts[1].end]
+            if parts[1].tag == _PRINTABLE_STRING and not _PRINTABLE.issuperset(raw):
+                raise DerError("a PrintableString with a character it may not hold")
             try:
-                value = data[parts[1].start : parts[1].end].decode(encoding)
+                value = raw.decode(encoding)
             except UnicodeDecodeError as error:
                 raise DerError(f"a name value that does not decode: {error}") from None
             dotted = oid(data, parts[0])
