@@ -49,14 +49,17 @@ class AgentProcess:
 StartProcess = Callable[..., Awaitable[AgentProcess]]
 
 MODULES_AT_EXIT = """
-import atexit, runpy, sys
+import atexit, sys
 def note():
     with open({path!r}, "w") as sink:
         sink.write(repr(sorted(name for name, module in sys.modules.items() if module)))
 atexit.register(note)
-runpy.run_module("planelink.agent_cli", run_name="__main__")
+from planelink.cli import main
+flags = sys.argv[1:]
+logs = [flag for flag in flags if flag.startswith("--log-format")]  # the command's, not agent's
+sys.exit(main([*logs, "agent", *(flag for flag in flags if flag not in logs)]))
 """
-"""`python -m planelink.agent_cli` that writes, as it exits, the modules it had imported."""
+"""`planelink agent`, as the image runs it, writing as it exits the modules it had imported."""
 
 
 @pytest.fixture
@@ -184,10 +187,11 @@ async def test_sigterm_exits_as_soon_as_in_flight_requests_finish(
     assert "drain grace over, closing" not in events
 
 
-SERVING_WITHOUT = ("cryptography", "aiohttp", "kubernetes_asyncio", "pydantic")
+SERVING_WITHOUT = ("cryptography", "aiohttp", "kubernetes_asyncio", "pydantic", "rich")
 """What an agent that starts, dials and serves with good files never imports: cryptography is
-for a file that is wrong or a gateway it refuses (`certs.ssl_first`), the others are never an
-agent's. (PyYAML is: this one reads a kubeconfig.)"""
+for a file that is wrong or a gateway it refuses (`certs.ssl_first`), rich is kept out by the
+command (`planelink.logs.keep_rich_out`), the others are never an agent's. (PyYAML is: this one
+reads a kubeconfig.)"""
 
 
 async def test_an_agent_that_serves_never_imports_cryptography(
