@@ -46,6 +46,7 @@ from kubeproxy import (
 )
 from protocol import CAPABILITY_REPLICAS, Connection, ErrorCode, Role, Settings
 from protocol.backoff import Backoff, BackoffPolicy
+from protocol.settings import RELAY_STREAM_WINDOW
 from tunnel import Heartbeat, TunnelSession, WebSocketChannel
 from tunnel.contract import (
     CAPABILITY_UPGRADE,
@@ -103,7 +104,7 @@ class Agent:
             settings, os.environ if environ is None else environ
         )
         self._protocol_settings = protocol_settings or Settings(
-            max_concurrent_streams=settings.max_streams
+            max_concurrent_streams=settings.max_streams, initial_stream_window=RELAY_STREAM_WINDOW
         )
         self._log: structlog.stdlib.BoundLogger = structlog.get_logger("planelink.agent").bind(
             plane=settings.plane, agent_id=settings.agent_id

@@ -4,7 +4,8 @@
   agents and upstreams in subprocesses on loopback; every workload through the tunnel and
   directly, with ratios and targets (see bench/README.md); ``latency-h2``, ``throughput-h2``
   and ``watches-h2`` are HTTP/2 on both outer hops, put beside their HTTP/1.1 workload when
-  it ran before them;
+  it ran before them; ``latency-go`` and ``throughput-go`` drive the tunnel with Go's net/http
+  (``bench/goclient``); ``resting`` measures resting memory and start-up in a stack of its own;
 * ``python -m bench protocol [--quick]``: the protocol core alone (``bench.protocol_bench``).
 """
 
@@ -17,9 +18,11 @@ import importlib.util
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import goclient
 from bench.agents import agents_stack
 from bench.processes import MAX_STREAMS, WATCHES_GATEWAY_ARGS, Stack, raise_nofile_for
 from bench.replicas import replicas
@@ -29,12 +32,20 @@ from bench.workloads import HTTP2_VARIANTS, WORKLOADS, Scale, run_workload
 from bench.workloads_h2 import compare
 
 DEFAULT = [
-    *("latency", "latency-h2", "throughput", "throughput-h2", "bulk", "fairness"),
-    *("watches", "watches-h2", "churn", "kube", "agents", "replicas"),
+    *("latency", "latency-h2", "latency-go", "throughput", "throughput-h2", "throughput-go"),
+    *("bulk", "fairness"),
+    *("watches", "watches-h2", "churn", "resting", "kube", "agents", "replicas"),
 ]
-OWN_STACK = {"kube", "agents", "replicas"}
+GO_WORKLOADS = {"latency-go", "throughput-go"}
+OWN_STACK = {"resting", "kube", "agents", "replicas"}
 """Workloads that start processes of their own (`replicas` several stacks, one per part)."""
 KNOWN = [*WORKLOADS, "replicas"]
+OWN_STACK_FACTORIES: dict[str, tuple[str, Callable[[bool], Stack]]] = {
+    "resting": ("a stack of its own", lambda _quick: Stack()),
+    "kube": ("real kube-apiserver, a stack of its own", lambda _quick: Stack(kube=True)),
+    "agents": ("many agents, a stack of its own", agents_stack),
+}
+"""The workloads run after the shared stack's, each in the stack made here (`quick` given)."""
 
 
 async def run_e2e(
@@ -49,6 +60,11 @@ async def run_e2e(
         scale = dataclasses.replace(scale, watches=watches)
     results: list[WorkloadResult] = []
     fast = [name for name in names if name not in OWN_STACK]
+    if GO_WORKLOADS & set(fast):
+        try:  # before any stack and outside every workload's bound: a first build takes minutes
+            await asyncio.to_thread(goclient.binary)
+        except goclient.GoClientError as error:
+            print(f"the Go client: {error}", file=sys.stderr)  # its workloads fail and say so
     if fast:
         http2 = any(name in HTTP2_VARIANTS for name in fast)
         admission: tuple[str, ...] = ()
@@ -66,26 +82,16 @@ async def run_e2e(
                 http1 = by_name.get(HTTP2_VARIANTS.get(name, ""))
                 if http1 is not None:
                     compare(http1, result)
-    if "kube" in names:
-        print("==> kube (starting envtest)", file=sys.stderr, flush=True)
-        try:
-            async with Stack(kube=True) as stack:
-                results.append(await run_workload("kube", stack, scale))
-        except Exception as error:
-            results.append(
-                WorkloadResult(
-                    "kube", "real kube-apiserver", error=f"{type(error).__name__}: {error}"
+    for name, (describe, make_stack) in OWN_STACK_FACTORIES.items():
+        if name in names:
+            print(f"==> {name} ({describe})", file=sys.stderr, flush=True)
+            try:
+                async with make_stack(quick) as stack:
+                    results.append(await run_workload(name, stack, scale))
+            except Exception as error:
+                results.append(
+                    WorkloadResult(name, describe, error=f"{type(error).__name__}: {error}")
                 )
-            )
-    if "agents" in names:
-        print("==> agents (a stack of its own)", file=sys.stderr, flush=True)
-        try:
-            async with agents_stack(quick) as stack:
-                results.append(await run_workload("agents", stack, scale))
-        except Exception as error:
-            results.append(
-                WorkloadResult("agents", "many agents", error=f"{type(error).__name__}: {error}")
-            )
     if "replicas" in names:
         print("==> replicas (stacks of their own)", file=sys.stderr, flush=True)
         results.append(await replicas(scale))  # reports a failing part, never raises

@@ -4,8 +4,8 @@ Runs the gateway *in this process* (`planelink.local.LocalPlanelink`, the same `
 `planelink gateway` runs, heartbeat 10 s / 30 s) under `tracemalloc`, connects the workload-6
 swarm (`python -m bench.agents`, a child process) and compares, per idle agent: the growth of
 VmRSS, and the growth of Python-allocator memory grouped by the module that allocated it
-(`--tls-read-buffer` as the `planelink` command's flag: 32 KiB by default, 262144 for asyncio's
-own). What
+(`--tls-read-buffer` as the `planelink` command's flag: one read buffer per process, shared by
+every connection, since issue #15). What
 RSS grew by beyond the traced memory was allocated by C code that bypasses Python's allocators
 (OpenSSL's per-connection state, the kernel's socket buffers are not in RSS) or is malloc
 overhead and fragmentation. tracemalloc slows the gateway down: the figures are about memory,

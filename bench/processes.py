@@ -210,14 +210,40 @@ class Target:
     ssl: ssl.SSLContext
     headers: dict[str, str] = field(default_factory=dict)
     h2_ssl: SSLContext | None = None
+    files: TargetFiles | None = None
+    """The same credentials as files, for a client in another process (`bench.goclient`)."""
 
 
-def caller_target(name: str, caller_port: int, plane: PlaneRef, context: ssl.SSLContext) -> Target:
+@dataclass(frozen=True)
+class TargetFiles:
+    """PEM files of a target's server CA and client certificate, and its bearer token."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    token: str | None = None
+
+
+def caller_target(
+    name: str,
+    caller_port: int,
+    plane: PlaneRef,
+    context: ssl.SSLContext,
+    files: TargetFiles | None = None,
+) -> Target:
     """Requests to `plane` through the gateway (or balancer) caller port `caller_port`."""
     return Target(
         name,
         f"https://127.0.0.1:{caller_port}/planes/{plane.namespace}/{plane.name}/k8s",
         context,
+        files=files,
+    )
+
+
+def caller_files(pki: Path) -> TargetFiles:
+    """The caller certificate of a PKI written by `LocalPlanelink.write_pki` under `pki`."""
+    return TargetFiles(
+        ca=pki / "gateway/ca.crt", cert=pki / "callers/tls.crt", key=pki / "callers/tls.key"
     )
 
 
@@ -240,6 +266,8 @@ class Stack:
     through: dict[PlaneRef, Target] = field(default_factory=dict)
     direct: dict[PlaneRef, Target] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    launches: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
+    """How each agent was started (argv, environment added), for `respawn_agent`."""
     _kube_server: KubeAPIServer | None = None
 
     async def __aenter__(self) -> Self:
@@ -273,7 +301,9 @@ class Stack:
         await wait_port(self.ports["upstream"], self.procs["upstream"])
         await self.start_gateway()
         for plane, kubeconfig in planes.items():
-            self.through[plane] = caller_target("through", self.ports["caller"], plane, through_ssl)
+            self.through[plane] = caller_target(
+                "through", self.ports["caller"], plane, through_ssl, caller_files(local.directory)
+            )
             # Each agent's protocol to its API server is set either way, whatever the default.
             if plane == FAST_H2:
                 # As many HTTP/2 connections as its --max-streams need, at the server's limit.
@@ -309,6 +339,7 @@ class Stack:
         up.mkdir(parents=True)
         (up / "tls.crt").write_bytes(server.chain_pem())
         (up / "tls.key").write_bytes(server.private_key_pem())
+        (up / "ca.crt").write_bytes(ca.certificate_pem())
         port = self.ports["upstream"] = free_port()
         self.procs["upstream"] = spawn(
             "upstream",
@@ -333,6 +364,7 @@ class Stack:
             ssl.create_default_context(cadata=ca.certificate_pem().decode()),
             {"Authorization": f"Bearer {UPSTREAM_TOKEN}"},
             h2_context(ssl.create_default_context(cadata=ca.certificate_pem().decode())),
+            TargetFiles(ca=up / "ca.crt", token=UPSTREAM_TOKEN),
         )
         return path
 
@@ -398,8 +430,21 @@ class Stack:
         argv += ["--backoff-base", "0.1", "--backoff-cap", "1"]
         argv += ["--max-streams", str(MAX_STREAMS)]  # the full `watches` workload opens 10,000
         argv += extra
+        self.launches[name] = (argv, env)
         proc = self.procs[name] = spawn(name, argv, self.workdir, env)
         await wait_http_ok(f"http://127.0.0.1:{port}/readyz", proc)
+
+    async def stop_agent(self, name: str) -> None:
+        """SIGTERM agent `name` (SIGKILL after 5 s); `spawn_agent` starts it again."""
+        proc = self.procs.pop(name)
+        await asyncio.to_thread(proc.stop)
+
+    def spawn_agent(self, name: str) -> Proc:
+        """Start agent `name` again as `start_agent` started it; returns at once, before it
+        is ready."""
+        argv, env = self.launches[name]
+        proc = self.procs[name] = spawn(name, argv, self.workdir, env)
+        return proc
 
     # -- observe ------------------------------------------------------------------------------
 

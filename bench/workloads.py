@@ -7,16 +7,19 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
 
 from bench import workloads_h2
-from bench.agents import many_agents
+from bench.agents import many_agents, profiled
 from bench.client import Latencies, cancel, closed_loop, read_stream, session
+from bench.drivers import AiohttpDriver, CpuMeter, Driver, H2Driver, Load
+from bench.goclient import GoDriver
 from bench.processes import FAST, KUBE, Stack, Target, budget, established_connections, rss_bytes
 from bench.report import Row, WorkloadResult
+from bench.resting import resting as resting_workload
 
 SMALL = "/api/v1/namespaces/bench/configmaps/small"
 MIB = 1 << 20
@@ -68,23 +71,40 @@ class RssSampler:
         return (self.peak[name] - self.baseline[name]) / MIB
 
 
-# -- 1. latency ---------------------------------------------------------------------------------
+# -- 1. latency and 2. throughput, with each client (bench/drivers.py) ----------------------
 
 
-async def latency(stack: Stack, scale: Scale) -> WorkloadResult:
-    result = WorkloadResult("latency", "small GET, concurrency 1: p50/p99 through vs direct")
-    figures: dict[str, Latencies] = {}
-    for target in (stack.through[FAST], stack.direct[FAST]):
-        async with session(target, 1) as http:
-            await closed_loop(target, SMALL, concurrency=1, requests=50, client=http)
-            figures[target.name], _ = await closed_loop(
-                target, SMALL, concurrency=1, requests=scale.latency_requests, client=http
-            )
-    through, direct = figures["through"], figures["direct"]
-    for q in (50, 99):
-        result.rows.append(Row(f"p{q}", "ms", through.ms(q), direct.ms(q)))
-    result.rows.append(Row("added p50", "ms", through.ms(50) - direct.ms(50), target=1.0, op="<="))
-    result.rows.append(Row("added p99", "ms", through.ms(99) - direct.ms(99), target=3.0, op="<="))
+AIOHTTP: Driver = AiohttpDriver()
+H2: Driver = H2Driver()
+GO: Driver = GoDriver()
+
+
+async def latency(stack: Stack, scale: Scale, driver: Driver = AIOHTTP) -> WorkloadResult:
+    result = WorkloadResult(
+        "latency" + driver.suffix,
+        f"small GET, concurrency 1 ({driver.description}): p50/p99 through vs direct",
+    )
+    loads = await _through_and_direct(
+        stack,
+        driver,
+        "latency",
+        concurrency=1,
+        requests=scale.latency_requests,
+        warmup_requests=50,
+    )
+    through, direct = loads["through"], loads["direct"]
+    result.rows.append(Row("p50", "ms", through.p50_ms, direct.p50_ms))
+    result.rows.append(Row("p99", "ms", through.p99_ms, direct.p99_ms))
+    added_p50, added_p99 = through.p50_ms - direct.p50_ms, through.p99_ms - direct.p99_ms
+    result.rows.append(Row("added p50", "ms", added_p50, target=1.0, op="<="))
+    result.rows.append(Row("added p99", "ms", added_p99, target=3.0, op="<="))
+    result.rows.append(
+        Row("added p50 vs direct p50", "ms", added_p50, direct.p50_ms, 1.0, "<=", "ratio")
+    )
+    result.rows.append(
+        Row("added p99 vs direct p99", "ms", added_p99, direct.p99_ms, 1.5, "<=", "ratio")
+    )
+    result.rows += cpu_rows(through, direct, judged=False)
     result.info = {
         "requests": scale.latency_requests,
         "errors": {"through": through.errors, "direct": direct.errors},
@@ -92,33 +112,134 @@ async def latency(stack: Stack, scale: Scale) -> WorkloadResult:
     return result
 
 
-# -- 2. throughput ------------------------------------------------------------------------------
-
-
-async def throughput(stack: Stack, scale: Scale) -> WorkloadResult:
-    result = WorkloadResult("throughput", "small GETs, concurrency 64, one agent connection")
-    rates: dict[str, float] = {}
-    lat: dict[str, Latencies] = {}
-    for target in (stack.through[FAST], stack.direct[FAST]):
-        async with session(target, 64) as http:
-            await closed_loop(target, SMALL, concurrency=64, duration=0.5, client=http)
-            samples, elapsed = await closed_loop(
-                target, SMALL, concurrency=64, duration=scale.throughput_seconds, client=http
-            )
-        rates[target.name] = len(samples.samples) / elapsed
-        lat[target.name] = samples
-    result.rows.append(Row("req/s", "req/s", rates["through"], rates["direct"], target=5000))
-    result.rows.append(
-        Row("req/s vs direct", "req/s", rates["through"], rates["direct"], 0.5, ">=", "ratio")
+async def throughput(stack: Stack, scale: Scale, driver: Driver = AIOHTTP) -> WorkloadResult:
+    result = WorkloadResult(
+        "throughput" + driver.suffix, f"small GETs, concurrency 64 ({driver.description})"
     )
-    result.rows.append(Row("p99", "ms", lat["through"].ms(99), lat["direct"].ms(99)))
+    loads = await _through_and_direct(
+        stack,
+        driver,
+        "throughput",
+        concurrency=64,
+        duration=scale.throughput_seconds,
+        warmup_seconds=0.5,
+    )
+    through, direct = loads["through"], loads["direct"]
+    result.rows.append(Row("req/s", "req/s", through.rate, direct.rate, target=5000))
+    result.rows.append(
+        Row("req/s vs direct", "req/s", through.rate, direct.rate, 0.5, ">=", "ratio")
+    )
+    result.rows.append(Row("p99", "ms", through.p99_ms, direct.p99_ms))
+    result.rows += cpu_rows(through, direct, judged=True)
     result.info = {
         "seconds": scale.throughput_seconds,
-        "errors": {name: value.errors for name, value in lat.items()},
-        "note": "the client is one Python process; on 2 cores it shares the CPUs with "
-        "gateway, agent and upstream",
+        "errors": {"through": through.errors, "direct": direct.errors},
+        "cpuSeconds": {"through": through.cpu, "direct": direct.cpu},
+        "note": "on 2 cores the client shares the CPUs with gateway, agent and upstream",
     }
     return result
+
+
+async def _through_and_direct(
+    stack: Stack,
+    driver: Driver,
+    phase: str,
+    *,
+    concurrency: int,
+    requests: int | None = None,
+    duration: float | None = None,
+    warmup_requests: int = 0,
+    warmup_seconds: float = 0.0,
+) -> dict[str, Load]:
+    """The same closed loop through the gateway, then directly; the CPU of gateway and agent
+    (through) and of the upstream (both) metered over each measured window."""
+    agent = stack.pid(f"agent-{driver.plane.name}")
+    loads: dict[str, Load] = {}
+    for target in driver.targets(stack):
+        pids = {"upstream": stack.pid("upstream")}
+        if target.name == "through":
+            pids |= {"gateway": stack.pid("gateway"), "agent": agent}
+        tag = driver.suffix.strip(" ()")
+        profiling = (
+            _profiled(f"{phase}-{tag}" if tag else phase, stack.pid("gateway"), agent)
+            if target.name == "through"
+            else contextlib.nullcontext()
+        )
+        async with profiling:
+            load = await driver.load(
+                target,
+                SMALL,
+                CpuMeter(pids),
+                concurrency=concurrency,
+                requests=requests,
+                duration=duration,
+                warmup_requests=warmup_requests,
+                warmup_seconds=warmup_seconds,
+            )
+        if not load.count:
+            raise RuntimeError(
+                f"{target.name}: no request answered ({load.errors} failed: {load.first_error})"
+            )
+        loads[target.name] = load
+    return loads
+
+
+@contextlib.asynccontextmanager
+async def _profiled(phase: str, gateway: int, agent: int) -> AsyncIterator[None]:
+    """py-spy on gateway and agent during the block (`bench.agents.profiled`: only when
+    $PLANELINK_BENCH_PYSPY names a folder)."""
+    async with profiled(phase, gateway, name="gateway"), profiled(phase, agent, name="agent"):
+        yield
+
+
+def cpu_rows(through: Load, direct: Load, *, judged: bool) -> list[Row]:
+    """CPU per answered request, in µs, of every process on both paths (issue #15): the client
+    (the harness process for aiohttp and h2, the Go process for Go), the upstream, gateway and
+    agent; `direct CPU per request` is the client's plus the upstream's (its through column:
+    the same two on the through path); the gateway and agent together against it is judged
+    against 1 when `judged`."""
+    us = "µs"
+    direct_cost = direct.cpu_us_per_request("client", "upstream")
+    relay = through.cpu_us_per_request("gateway", "agent")
+    return [
+        Row(
+            "client CPU per request",
+            us,
+            through.cpu_us_per_request("client"),
+            direct.cpu_us_per_request("client"),
+        ),
+        Row(
+            "upstream CPU per request",
+            us,
+            through.cpu_us_per_request("upstream"),
+            direct.cpu_us_per_request("upstream"),
+        ),
+        Row("gateway CPU per request", us, through.cpu_us_per_request("gateway")),
+        Row("agent CPU per request", us, through.cpu_us_per_request("agent")),
+        Row(
+            "direct CPU per request",
+            us,
+            through.cpu_us_per_request("client", "upstream"),
+            direct_cost,
+            note="client + upstream; through column: the same two on the through path",
+        ),
+        Row(
+            "(gateway+agent) / direct CPU",
+            us,
+            relay,
+            direct_cost,
+            target=1.0 if judged else None,
+            op="<=",
+            target_on="ratio",
+            note="gateway + agent per request against client + upstream on the direct path",
+        ),
+        Row(
+            "total CPU per request",
+            us,
+            through.cpu_us_per_request("client", "upstream", "gateway", "agent"),
+            direct_cost,
+        ),
+    ]
 
 
 # -- 3. bulk ------------------------------------------------------------------------------------
@@ -478,19 +599,31 @@ async def _watch_latency(target: Target, ns: str, events: int) -> Latencies:
     return latencies
 
 
-# -- the HTTP/2 variants (bench/workloads_h2.py, issue #14) ------------------------------------
+# -- the other clients, and watches over HTTP/2 (bench/workloads_h2.py, issue #14) -------------
 
 
 async def latency_h2(stack: Stack, scale: Scale) -> WorkloadResult:
-    return await workloads_h2.latency(stack, scale.latency_requests)
+    return await latency(stack, scale, H2)
 
 
 async def throughput_h2(stack: Stack, scale: Scale) -> WorkloadResult:
-    return await workloads_h2.throughput(stack, scale.throughput_seconds)
+    return await throughput(stack, scale, H2)
+
+
+async def latency_go(stack: Stack, scale: Scale) -> WorkloadResult:
+    return await latency(stack, scale, GO)
+
+
+async def throughput_go(stack: Stack, scale: Scale) -> WorkloadResult:
+    return await throughput(stack, scale, GO)
 
 
 async def watches_h2(stack: Stack, scale: Scale) -> WorkloadResult:
     return await workloads_h2.watches(stack, scale.watches, quick=scale.quick)
+
+
+async def resting(stack: Stack, scale: Scale) -> WorkloadResult:
+    return await resting_workload(stack, 3 if scale.quick else 7)
 
 
 Workload = Callable[[Stack, Scale], Awaitable[WorkloadResult]]
@@ -499,12 +632,15 @@ WORKLOADS: dict[str, Workload] = {
     "latency-h2": latency_h2,
     "throughput": throughput,
     "throughput-h2": throughput_h2,
+    "latency-go": latency_go,
+    "throughput-go": throughput_go,
     "bulk": bulk,
     "fairness": fairness,
     "watches": watches,
     "watches-h2": watches_h2,
     "churn": churn,
     "kube": kube,
+    "resting": resting,  # bench/resting.py; runs in a stack of its own
     "agents": many_agents,  # workload 6, bench/agents.py; runs in a stack of its own
 }
 HTTP2_VARIANTS = {"latency-h2": "latency", "throughput-h2": "throughput", "watches-h2": "watches"}

@@ -1,4 +1,5 @@
-"""The HTTP/2 variants of `latency`, `throughput` and `watches` (issue #14).
+"""HTTP/2 on both outer hops (issue #14): the h2 client's closed loop (`bench.drivers.H2Driver`
+runs `latency` and `throughput` with it) and the `watches` variant.
 
 Through = HTTP/2 on both outer hops: `bench.h2client` to the gateway's caller port (ALPN h2) for
 plane `FAST_H2`, whose agent speaks HTTP/2 to the fast upstream (`--upstream-http2`). Direct =
@@ -98,68 +99,6 @@ async def closed_loop(
     started = clock()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, clock() - started
-
-
-# -- latency ------------------------------------------------------------------------------------
-
-
-async def latency(stack: Stack, scale_requests: int) -> WorkloadResult:
-    result = WorkloadResult(
-        "latency (h2)", "small GET over HTTP/2, concurrency 1: p50/p99 through vs direct"
-    )
-    figures: dict[str, Latencies] = {}
-    for target in targets(stack):
-        client = await target.connect()
-        try:
-            await closed_loop(client, target, SMALL, concurrency=1, requests=50)
-            figures[target.name], _ = await closed_loop(
-                client, target, SMALL, concurrency=1, requests=scale_requests
-            )
-        finally:
-            await client.close()
-    through, direct = figures["through"], figures["direct"]
-    for q in (50, 99):
-        result.rows.append(Row(f"p{q}", "ms", through.ms(q), direct.ms(q)))
-    result.rows.append(Row("added p50", "ms", through.ms(50) - direct.ms(50), target=1.0, op="<="))
-    result.rows.append(Row("added p99", "ms", through.ms(99) - direct.ms(99), target=3.0, op="<="))
-    result.info = {
-        "requests": scale_requests,
-        "errors": {"through": through.errors, "direct": direct.errors},
-    }
-    return result
-
-
-# -- throughput ---------------------------------------------------------------------------------
-
-
-async def throughput(stack: Stack, seconds: float) -> WorkloadResult:
-    result = WorkloadResult(
-        "throughput (h2)", "small GETs over HTTP/2, 64 streams at once on ONE connection"
-    )
-    rates: dict[str, float] = {}
-    lat: dict[str, Latencies] = {}
-    for target in targets(stack):
-        client = await target.connect()
-        try:
-            await closed_loop(client, target, SMALL, concurrency=64, duration=0.5)
-            async with _profiled(stack, "throughput-h2", target.name):
-                samples, elapsed = await closed_loop(
-                    client, target, SMALL, concurrency=64, duration=seconds
-                )
-        finally:
-            await client.close()
-        rates[target.name] = len(samples.samples) / elapsed
-        lat[target.name] = samples
-    result.rows.append(Row("req/s", "req/s", rates["through"], rates["direct"], target=5000))
-    result.rows.append(
-        Row("req/s vs direct", "req/s", rates["through"], rates["direct"], 0.5, ">=", "ratio")
-    )
-    result.rows.append(Row("p99", "ms", lat["through"].ms(99), lat["direct"].ms(99)))
-    result.info = {
-        "seconds": seconds,
-        "errors": {name: value.errors for name, value in lat.items()},
-    }
-    return result
 
 
 # -- watches ------------------------------------------------------------------------------------

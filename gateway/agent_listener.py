@@ -48,6 +48,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.replica_news import LiveReplicas, ReplicaNews
 from gateway.trust import TrustRegistry, verify_agent
 from protocol import Connection, ErrorCode, FloodLimits, Role, Settings
+from protocol.settings import RELAY_STREAM_WINDOW
 from tunnel import Heartbeat, SessionClosed, TunnelSession, WebSocketChannel
 from tunnel.channel import RECEIVE_QUEUE, GuardedServerConnection
 from tunnel.contract import (
@@ -79,7 +80,9 @@ class AgentListenerSettings:
     one-second retransmit)."""
     reuse_port: bool = False
     """Bind with SO_REUSEPORT, beside the other workers of one gateway (`--workers`)."""
-    tunnel: Settings = field(default_factory=Settings)
+    tunnel: Settings = field(
+        default_factory=lambda: Settings(initial_stream_window=RELAY_STREAM_WINDOW)
+    )
     flood: FloodLimits = field(default_factory=FloodLimits)
     """What an agent may cost the gateway without useful traffic; past it, it is dropped."""
 

@@ -98,6 +98,7 @@ from http2.server import ErrorCode as H2ErrorCode
 from protocol import ErrorCode, Header, Headers, HeadTooLarge, ResponseReceived
 from protocol.headers import HeaderBlockError, check_value
 from tunnel import SessionClosed, StreamResetError
+from tunnel.deadline import Deadline, DeadlineQueue
 
 log = structlog.get_logger("gateway.callers")
 
@@ -189,13 +190,31 @@ def route(target: str) -> Route:
         raise CallerRefused(
             404, "NotFound", f"no endpoint at {url.path}; use /planes/<ns>/<name>/k8s/"
         )
-    try:
-        plane = plane_ref(namespace=parts[0], name=parts[1])
-    except InvalidPlaneRefError as error:
-        raise CallerRefused(404, "NotFound", str(error)) from error
+    plane = _checked_plane(parts[0], parts[1])
     rest = "/" + (parts[3] if len(parts) == 4 else "")
     path = rest + (f"?{url.query}" if url.query else "")
     return Route(plane=plane, path=path, long_running=_is_long_running(rest, url.query))
+
+
+_PLANES_SEEN_LIMIT = 4096
+_planes_seen: dict[tuple[str, str], PlaneRef] = {}
+"""Planes named in request targets and found valid: checking the two labels each time was a
+percent of a request. Emptied when full, so it holds at most `_PLANES_SEEN_LIMIT` whatever
+callers send."""
+
+
+def _checked_plane(namespace: str, name: str) -> PlaneRef:
+    """The plane `namespace`/`name`, or 404 if that is no valid plane reference."""
+    if (known := _planes_seen.get((namespace, name))) is not None:
+        return known
+    try:
+        plane = plane_ref(namespace=namespace, name=name)
+    except InvalidPlaneRefError as error:
+        raise CallerRefused(404, "NotFound", str(error)) from error
+    if len(_planes_seen) >= _PLANES_SEEN_LIMIT:
+        _planes_seen.clear()
+    _planes_seen[(namespace, name)] = plane
+    return plane
 
 
 def check_request_line(head: RequestHead) -> None:
@@ -314,6 +333,11 @@ class CallerStream(Protocol):
     @property
     def readable_now(self) -> bool:
         """`read()` would return without waiting."""
+        ...
+
+    @property
+    def at_end(self) -> bool:
+        """All of the answer was read and it ended: `read()` would return b"" now."""
         ...
 
     @property
@@ -542,13 +566,16 @@ class CallerEndpoint:
             max_head_bytes=self._settings.max_head_bytes,
             max_header_fields=self._settings.max_header_fields,
         )
+        # The idle, head and request deadlines of every request, on one timer.
+        deadline = Deadline(asyncio.current_task())
         try:
-            while (head := await self._next_request(http, writer, admitted)) is not None:
+            while (head := await self._next_request(http, writer, admitted, deadline)) is not None:
                 if on_caller_port:
                     requests.inc()
                 exchange = _Http1Exchange(
                     self, http, writer, head, caller=caller, certificate=certificate
                 )
+                exchange.deadline = deadline
                 exchange.on_admitted = admitted.authenticate
                 if not await self._run_exchange(exchange) or self._closing:
                     break
@@ -559,6 +586,8 @@ class CallerEndpoint:
             await _linger(http, writer)
             self._metrics.caller_errors.labels(reason="BadRequest").inc()
             log.info("bad request from caller", caller=caller, detail=error.message)
+        finally:
+            deadline.close()
 
     async def _run_exchange(self, exchange: _CallerExchange) -> bool:
         """Run one exchange, counted among those a stop waits for."""
@@ -584,6 +613,7 @@ class CallerEndpoint:
         address = _peer_address(writer)
         metrics = self._metrics
         requests = metrics.requests_by_protocol.labels("http2")
+        deadlines = DeadlineQueue()  # the streams' request deadlines, on one timer
 
         async def exchange(channel: H2CallerStream) -> None:
             if self._closing:
@@ -610,6 +640,7 @@ class CallerEndpoint:
                 authenticated=lambda: admitted.authenticated,
             )
             relay.on_admitted = admitted.authenticate
+            relay.deadline = deadlines
             try:
                 await self._run_exchange(relay)
             except (ConnectionError, ssl.SSLError):
@@ -651,22 +682,28 @@ class CallerEndpoint:
             await connection.serve()
         finally:
             self._h2_connections.discard(connection)
+            deadlines.close()
 
     async def _next_request(
-        self, http: MessageReader, writer: asyncio.StreamWriter, admitted: Admitted
+        self,
+        http: MessageReader,
+        writer: asyncio.StreamWriter,
+        admitted: Admitted,
+        deadline: Deadline,
     ) -> RequestHead | None:
-        """The next request's head under the idle and head deadlines; None when the caller
-        closed or idled out (a slow head is answered 408 first)."""
+        """The next request's head under the idle and head deadlines (on the connection's
+        `deadline`); None when the caller closed or idled out (a slow head is answered 408
+        first)."""
         settings = self._settings
         try:
-            async with asyncio.timeout(settings.idle_timeout):
+            async with deadline.within(settings.idle_timeout):
                 if not await http.wait_for_message():
                     return None
         except TimeoutError:
             admitted.dropped(Refusal.IDLE_TIMEOUT, f"no request for {settings.idle_timeout}s")
             return None
         try:
-            async with asyncio.timeout(settings.head_timeout):
+            async with deadline.within(settings.head_timeout):
                 return await http.next_request()
         except TimeoutError:
             detail = f"the request head took over {settings.head_timeout}s"
@@ -727,6 +764,10 @@ class _CallerExchange:
         """The access log's record of this request (its id is also the caller's and agent's)."""
         self.logged = True
         """Whether the request gets an access line."""
+        self.deadline: Deadline | DeadlineQueue | None = None
+        """Where the request deadline is kept: the connection's `Deadline` (HTTP/1.1, one
+        exchange at a time in its task) or its `DeadlineQueue` (HTTP/2, a task per stream);
+        None: an `asyncio.timeout` of its own."""
 
     def _keep_refusal(self, refused: CallerRefused) -> None:
         """Among the recent refusals the console shows."""
@@ -806,8 +847,7 @@ class _CallerExchange:
                 try:
                     if target.long_running:
                         return await self._relay(stream)
-                    async with asyncio.timeout(endpoint._settings.request_timeout):
-                        return await self._relay(stream)
+                    return await self._relay_in_time(stream)
                 except StreamResetError as error:
                     if not self._unprocessed(error):
                         raise
@@ -843,6 +883,15 @@ class _CallerExchange:
             metrics.child(metrics.streams_active, self.plane).dec()
             if not stream.done:
                 stream.reset(ErrorCode.CANCEL, "the caller's request ended")
+
+    async def _relay_in_time(self, stream: CallerStream) -> bool:
+        """`_relay` under the request deadline (TimeoutError when it passes)."""
+        seconds = self.endpoint._settings.request_timeout
+        if self.deadline is None:
+            async with asyncio.timeout(seconds):
+                return await self._relay(stream)
+        async with self.deadline.within(seconds):
+            return await self._relay(stream)
 
     def _document(self) -> Callable[[], Document] | None:
         """On the peer port, the answer of a `PeerPort.documents` path; None otherwise."""
@@ -1259,15 +1308,13 @@ class _Http1Exchange(_CallerExchange):
         relayed = 0
         gone: asyncio.Task[None] | None = None
         while True:
-            if stream.readable_now:
-                chunk = await stream.read()
-            else:
+            if not stream.readable_now:
                 writer.writelines(pending)
                 pending.clear()
                 await writer.drain()
                 if gone is None:
-                    gone = asyncio.create_task(self._caller_gone())
-                chunk = await self._read_unless_gone(stream, gone)
+                    gone = self._watch_caller(stream)
+            chunk = await self._read_unless_gone(stream, gone)
             if not chunk:
                 break
             pending += framer.body(chunk)
@@ -1290,18 +1337,31 @@ class _Http1Exchange(_CallerExchange):
             await asyncio.wait({self.sending})
         await self.http.watch_for_close()
 
+    def _watch_caller(self, stream: CallerStream) -> asyncio.Task[None]:
+        """From now on, a caller that leaves resets the stream, which ends a read waiting on it
+        (one task for the whole answer: a task per piece would cost more than the piece)."""
+        gone = asyncio.create_task(self._caller_gone())
+
+        def caller_left(task: asyncio.Task[None]) -> None:
+            if not task.cancelled():
+                stream.reset(ErrorCode.CANCEL, "the caller went away")
+
+        gone.add_done_callback(caller_left)
+        return gone
+
+    @staticmethod
     async def _read_unless_gone(
-        self, stream: CallerStream, gone: asyncio.Task[None]
+        stream: CallerStream, gone: asyncio.Task[None] | None
     ) -> bytes | memoryview:
-        reading = asyncio.ensure_future(stream.read())
-        done, _ = await asyncio.wait({reading, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if reading in done:
-            return reading.result()
-        reading.cancel()
-        with contextlib.suppress(asyncio.CancelledError, StreamResetError):
-            await reading
-        stream.reset(ErrorCode.CANCEL, "the caller went away")
-        raise ConnectionResetError("the caller closed its connection")
+        try:
+            chunk = await stream.read()
+        except StreamResetError:
+            if gone is None or not gone.done():
+                raise
+            chunk = b""
+        if gone is not None and gone.done():  # the caller left: its stream is reset
+            raise ConnectionResetError("the caller closed its connection")
+        return chunk
 
     async def _pipe(self, stream: CallerStream) -> None:
         """After a 101: bytes flow both ways until each side ends."""
@@ -1452,16 +1512,23 @@ class _Http2Exchange(_CallerExchange):
             self._count(framer.status)
             channel.send_head(framer.status, framer.headers)
             relayed = 0
+            ended = False
             try:
-                while chunk := await stream.read():
+                while not ended and (chunk := await stream.read()):
                     framer.body(chunk)
-                    await channel.send(bytes(chunk))
+                    # The agent's end is often here with the last bytes: one DATA frame
+                    # carries both to the caller.
+                    if ended := stream.at_end:
+                        framer.end()
+                    await channel.send(bytes(chunk), end=ended)
                     relayed += len(chunk)
                     self.access.bytes_out = relayed
-                framer.end()
+                if not ended:
+                    framer.end()
             except FramingError as error:
                 return await self._refuse_response(stream, error)
-            await channel.send(b"", end=True)
+            if not ended:
+                await channel.send(b"", end=True)
         except StreamResetError:
             if channel.gone:
                 raise ConnectionResetError("the caller reset its stream") from None

@@ -41,6 +41,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack.struct import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame
 
 from protocol.headers import Header, Headers
@@ -69,6 +70,11 @@ _FRAME_HEADER_LENGTH = 9
 _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
 _END_HEADERS = 0x4
 _HEADER_FIELD_OVERHEAD = 32  # RFC 9113 §6.5.2: a field's size is name + value + 32
+
+_UNIQUE_PER_ANSWER = frozenset({b"planelink-request-id", b"audit-id"})
+"""Fields whose value is new in every answer: HPACK sends them as literals, never into the
+dynamic table, where each would evict fields that repeat (and HPACK's table search is linear in
+its entries)."""
 
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
@@ -491,7 +497,9 @@ class ServerConnection:
         fields: list[Header] = [(b":status", str(status).encode("ascii"))]
         for name, value in headers:
             lowered = name.lower()
-            if lowered not in _CONNECTION_SPECIFIC and lowered != b"te":
+            if lowered in _UNIQUE_PER_ANSWER:
+                fields.append(NeverIndexedHeaderTuple(lowered, value.strip(b" \t")))
+            elif lowered not in _CONNECTION_SPECIFIC and lowered != b"te":
                 fields.append((lowered, value.strip(b" \t")))
         with _on_stream(stream_id):
             self._h2.send_headers(stream_id, fields, end_stream=end_stream)
@@ -510,15 +518,21 @@ class ServerConnection:
         when all of `data` went out and `end` is set; the rest stays with the caller until a
         `WindowOpened` for this stream or stream 0."""
         sent = 0
+        size = len(data)
         frame = self._h2.max_outbound_frame_size
-        while sent < len(data):
-            step = min(self.sendable(stream_id), frame, len(data) - sent)
+        while sent < size:
+            step = min(self.sendable(stream_id), frame, size - sent)
             if step == 0:
                 break
+            # The end rides on the last DATA frame: a small answer is HEADERS and one DATA.
+            last = end and sent + step == size
             with _on_stream(stream_id):
-                self._h2.send_data(stream_id, data[sent : sent + step])
+                self._h2.send_data(stream_id, data[sent : sent + step], end_stream=last)
             sent += step
-        if end and sent == len(data):
+            if last:
+                self._live.discard(stream_id)
+                return sent
+        if end and sent == size:
             with _on_stream(stream_id):
                 self._h2.end_stream(stream_id)
             self._live.discard(stream_id)

@@ -506,7 +506,8 @@ class H2Pool:
             connection = await self._connection_with_room()
             if connection.has_room:
                 exchange = connection.start(method, target, fields, end=end)
-                self._update_gauges()
+                if len(connection.exchanges) == 1:
+                    self._update_gauges()  # it was idle: now active
                 return exchange
 
     @property
@@ -596,8 +597,10 @@ class H2Pool:
             connection.close()  # the server wants it gone, and it serves nothing any more
         if connection.closed:
             self._retired.discard(connection)
+        if connection.exchanges and not connection.closed:
+            return  # still active: the gauges do not change
         self._update_gauges()
-        if connection.exchanges or connection.closed or connection.idle_timer is not None:
+        if connection.closed or connection.idle_timer is not None:
             return
         # A connection without streams costs the API server and us a TLS session: it goes
         # after `idle_timeout` unless a stream starts on it meanwhile.

@@ -193,6 +193,11 @@ class LocalStream:
         return self.response_body.readable_now
 
     @property
+    def at_end(self) -> bool:
+        """Every byte of the answer was read and it ended: `read()` would return b""."""
+        return self.response_body.ended and self.response_body.drained
+
+    @property
     def done(self) -> bool:
         """Nothing more will happen, and every byte of the answer was read."""
         if self.response_body.error is not None:

@@ -24,6 +24,7 @@ from collections import deque
 import http1
 from kubeproxy.metrics import ConnectionShare, ProxyMetrics
 from kubeproxy.upstream import Upstream, UpstreamCredentialsError
+from tunnel.deadline import Deadline
 
 
 class UpstreamError(Exception):
@@ -80,6 +81,9 @@ class UpstreamConnection:
         self.closed = False
         self.idle_since = 0.0
         """Loop time of its return to the pool (while idle)."""
+        self.deadline = Deadline()
+        """For the response head of each exchange in turn (one at a time): one timer kept
+        across them, not one scheduled and cancelled per request."""
 
     @property
     def reused(self) -> bool:
@@ -135,11 +139,13 @@ class UpstreamConnection:
     def abort(self) -> None:
         """Close now, discarding buffers: the server sees the request end at once."""
         self.closed = True
+        self.deadline.close()
         self._writer.transport.abort()
 
     def close(self) -> None:
         """Close gracefully (an idle connection)."""
         self.closed = True
+        self.deadline.close()
         self._writer.close()
 
 

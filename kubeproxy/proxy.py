@@ -55,6 +55,7 @@ from kubeproxy.request import BadRequest, RequestPlan, plan_request
 from kubeproxy.upstream import UpstreamCredentialsError
 from protocol import ErrorCode, Headers, RequestReceived
 from tunnel import StreamResetError
+from tunnel.deadline import DeadlineQueue
 
 _Head = TypeVar("_Head", http1.ResponseHead, H2ResponseHead)
 _BAD_LENGTH = "the request body does not match its Content-Length"
@@ -124,6 +125,8 @@ class Proxy:
         self._policy = policy
         self._metrics = metrics
         self._response_timeout = response_timeout
+        self._h2_deadlines = DeadlineQueue()
+        """The HTTP/2 exchanges' deadlines, all of one length: one timer for all."""
         self._log: structlog.stdlib.BoundLogger = logger or structlog.get_logger()
         self.stats = ProxyStats()
         self._idle = asyncio.Event()
@@ -135,11 +138,14 @@ class Proxy:
 
     async def handle(self, stream: ProxiedStream, request: RequestReceived) -> None:
         """The session's request handler: serve `stream` until the exchange is over."""
-        log = self._log.bind(stream_id=stream.stream_id)
         if (request_id := header_value(request.headers, REQUEST_ID)) is not None:
             # The gateway's id for the caller's request, as its access line and the caller's
-            # Planelink-Request-Id say it.
-            log = log.bind(request_id=request_id.decode("latin-1"))
+            # Planelink-Request-Id say it. (One bind: each copies the context.)
+            log = self._log.bind(
+                stream_id=stream.stream_id, request_id=request_id.decode("latin-1")
+            )
+        else:
+            log = self._log.bind(stream_id=stream.stream_id)
         self.stats.active += 1
         self._idle.clear()
         self._metrics.active_streams.inc()
@@ -228,13 +234,25 @@ class Proxy:
         started = time.monotonic()
         exchange: H2Exchange | None = None
         sending: asyncio.Task[str] | None = None
+        waiting_for = "stream"
+        deadlines, seconds = self._h2_deadlines, self._response_timeout
         try:
             try:
-                exchange = await self._request_h2(h2_pool, plan, headers, end=not has_body)
+                # Waiting for room on a connection and for the answer are each bounded by the
+                # response timeout.
+                async with deadlines.within(seconds):
+                    exchange = await h2_pool.request(
+                        plan.method, plan.target, headers, end=not has_body
+                    )
                 metrics.http2_requests.inc()
                 if has_body:
                     sending = asyncio.create_task(self._send_body_h2(stream, exchange, plan, first))
-                head = await self._await_head_h2(exchange, sending)
+                waiting_for = "head"
+                async with deadlines.within(seconds):
+                    head = await self._head_h2(exchange, sending)
+            except TimeoutError:
+                failure = self._h2_timeout(waiting_for)
+                return await self._failed_before_head(stream, failure, started, log)
             except (UpstreamError, BadRequest) as failure:
                 return await self._failed_before_head(stream, failure, started, log)
             duration = time.monotonic() - started
@@ -258,34 +276,25 @@ class Proxy:
         await _discard(stream)
         return "ok"
 
-    async def _request_h2(
-        self, h2_pool: H2Pool, plan: RequestPlan, headers: Headers, *, end: bool
-    ) -> H2Exchange:
-        """A stream for the request; waiting for room (every connection full) is bounded by
-        the response timeout too."""
-        try:
-            async with asyncio.timeout(self._response_timeout):
-                return await h2_pool.request(plan.method, plan.target, headers, end=end)
-        except TimeoutError:
-            raise UpstreamError(
-                "timeout", f"no stream to the API server within {self._response_timeout:g} s"
-            ) from None
+    def _h2_timeout(self, waiting_for: str) -> UpstreamError:
+        """The failure of an exchange whose stream ("stream": every connection was full) or
+        response head ("head") did not come within the response timeout."""
+        if waiting_for == "stream":
+            message = f"no stream to the API server within {self._response_timeout:g} s"
+        else:
+            message = f"no response from the API server within {self._response_timeout:g} s"
+        return UpstreamError("timeout", message)
 
-    async def _await_head_h2(
+    async def _head_h2(
         self, exchange: H2Exchange, body: asyncio.Task[str] | None
     ) -> H2ResponseHead:
         """The response head; raises BadRequest when the request body breaks its
-        Content-Length first (the body task has cancelled the exchange then)."""
-        try:
-            async with asyncio.timeout(self._response_timeout):
-                if body is None:
-                    return await exchange.response_head()
-                reading = asyncio.create_task(exchange.response_head())
-                return await self._head_or_bad_body(reading, body)
-        except TimeoutError:
-            raise UpstreamError(
-                "timeout", f"no response from the API server within {self._response_timeout:g} s"
-            ) from None
+        Content-Length first (the body task has cancelled the exchange then). The caller
+        bounds the wait."""
+        if body is None:
+            return await exchange.response_head()
+        reading = asyncio.create_task(exchange.response_head())
+        return await self._head_or_bad_body(reading, body)
 
     async def _send_body_h2(
         self, stream: ProxiedStream, exchange: H2Exchange, plan: RequestPlan, first: bytes
@@ -377,10 +386,18 @@ class Proxy:
     ) -> tuple[int, bytes]:
         """`fetch` over HTTP/2: a stream of the callers' connections, cancelled once
         `body_limit` bytes are in."""
-        exchange = await self._request_h2(h2_pool, plan, [], end=True)
+        try:
+            async with asyncio.timeout(self._response_timeout):
+                exchange = await h2_pool.request(plan.method, plan.target, [], end=True)
+        except TimeoutError:
+            raise self._h2_timeout("stream") from None
         self._metrics.http2_requests.inc()
         try:
-            head = await self._await_head_h2(exchange, None)
+            try:
+                async with asyncio.timeout(self._response_timeout):
+                    head = await exchange.response_head()
+            except TimeoutError:
+                raise self._h2_timeout("head") from None
             body = b""
             while len(body) < body_limit and (piece := await exchange.body_piece()):
                 body += piece[: body_limit - len(body)]
@@ -440,7 +457,7 @@ class Proxy:
     ) -> http1.ResponseHead:
         reading = connection.response_head(head_request=plan.method == "HEAD")
         try:
-            async with asyncio.timeout(self._response_timeout):
+            async with connection.deadline.within(self._response_timeout):
                 if body is None:  # the common case: nothing else to watch, so no task
                     return await reading
                 return await self._head_or_bad_body(asyncio.create_task(reading), body)

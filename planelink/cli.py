@@ -116,8 +116,8 @@ def build_parser(
         type=_tls_read_buffer,
         default=DEFAULT_TLS_READ_BUFFER,
         metavar="BYTES",
-        help="bytes each TLS connection reads at once and keeps as its read buffer "
-        f"(default {DEFAULT_TLS_READ_BUFFER}; asyncio's own 262144 costs 256 KiB per connection)",
+        help="bytes a TLS connection reads at once, into one buffer per process that every "
+        f"connection shares (default {DEFAULT_TLS_READ_BUFFER})",
     )
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", action=_Subcommands

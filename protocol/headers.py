@@ -63,8 +63,47 @@ def encode_header_block(headers: Headers) -> bytes:
     """Encode and validate ``headers``; raises :class:`HeaderBlockError` on a bad entry."""
     parts: list[bytes] = []
     append = parts.append
+    names: list[bytes] = []
+    values: list[bytes] = []
     name_len = _NAME_LEN.pack
     value_len = _VALUE_LEN.pack
+    for entry in headers:
+        try:
+            name, value = entry
+        except (TypeError, ValueError):
+            return _encode_checked(headers)  # raises, naming the entry
+        if (
+            type(name) is not bytes
+            or type(value) is not bytes
+            or not name
+            or len(name) > _MAX_NAME
+            or len(value) > _MAX_VALUE
+        ):
+            return _encode_checked(headers)
+        append(name_len(len(name)))
+        append(name)
+        append(value_len(len(value)))
+        append(value)
+        names.append(name)
+        values.append(value)
+    if not _names_and_values_valid(names, values):
+        return _encode_checked(headers)
+    return b"".join(parts)
+
+
+def _names_and_values_valid(names: list[bytes], values: list[bytes]) -> bool:
+    """All of ``names`` (each non-empty) are tokens and no value holds NUL, CR or LF: checked
+    on the names and the values joined, two regex runs a block instead of two a field (a
+    concatenation of tokens is a token; a forbidden byte is one byte wherever it is)."""
+    if names and _TOKEN.fullmatch(b"".join(names)) is None:
+        return False
+    return _BAD_VALUE.search(b"".join(values)) is None
+
+
+def _encode_checked(headers: Headers) -> bytes:
+    """`encode_header_block` field by field: the first bad entry raises, saying what it is."""
+    parts: list[bytes] = []
+    append = parts.append
     for entry in headers:
         if len(entry) != 2:
             raise HeaderBlockError(f"header entry {entry!r} is not a (name, value) pair")
@@ -75,17 +114,17 @@ def encode_header_block(headers: Headers) -> bytes:
         check_value("header value", value)
         if len(name) > _MAX_NAME or len(value) > _MAX_VALUE:
             raise HeaderBlockError(f"header {name[:64]!r} is too long to encode")
-        append(name_len(len(name)))
+        append(_NAME_LEN.pack(len(name)))
         append(name)
-        append(value_len(len(value)))
+        append(_VALUE_LEN.pack(len(value)))
         append(value)
     return b"".join(parts)
 
 
 def decode_header_block(buf: bytes | memoryview, start: int, end: int) -> tuple[Header, ...]:
     """Decode the entries in ``buf[start:end]``; raises :class:`HeaderBlockError` if malformed."""
-    headers: list[Header] = []
-    append = headers.append
+    names: list[bytes] = []
+    values: list[bytes] = []
     name_len = _NAME_LEN.unpack_from
     value_len = _VALUE_LEN.unpack_from
     pos = start
@@ -94,7 +133,9 @@ def decode_header_block(buf: bytes | memoryview, start: int, end: int) -> tuple[
             raise HeaderBlockError("header block truncated inside a name length")
         (n,) = name_len(buf, pos)
         pos += 2
-        name = bytes(buf[pos : pos + n])
+        if not n:
+            check_token("header name", b"")  # raises
+        names.append(bytes(buf[pos : pos + n]))
         pos += n
         if pos + 4 > end:
             raise HeaderBlockError("header block truncated inside a name or value length")
@@ -102,9 +143,10 @@ def decode_header_block(buf: bytes | memoryview, start: int, end: int) -> tuple[
         pos += 4
         if pos + v > end:
             raise HeaderBlockError("header block truncated inside a value")
-        value = bytes(buf[pos : pos + v])
+        values.append(bytes(buf[pos : pos + v]))
         pos += v
-        check_token("header name", name)
-        check_value("header value", value)
-        append((name, value))
-    return tuple(headers)
+    if not _names_and_values_valid(names, values):
+        for name, value in zip(names, values, strict=True):  # the first bad field raises
+            check_token("header name", name)
+            check_value("header value", value)
+    return tuple(zip(names, values, strict=True))

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_WINDOW",
     "MIN_MAX_FRAME_SIZE",
     "MIN_MAX_MESSAGE_SIZE",
+    "RELAY_STREAM_WINDOW",
     "SETTING_FIELDS",
     "FloodLimits",
     "SendLimits",
@@ -47,6 +48,13 @@ MIN_MAX_FRAME_SIZE = 16_384
 MIN_MAX_MESSAGE_SIZE = MIN_MAX_FRAME_SIZE + FRAME_HEADER_SIZE
 """Smallest MAX_MESSAGE_SIZE; also the size limit of messages sent before the peer's HELLO."""
 _U32_MAX = 2**32 - 1
+RELAY_STREAM_WINDOW = 1_048_576
+"""The INITIAL_STREAM_WINDOW planelink's gateway and agent advertise (the wire default, for a
+HELLO that leaves it out, stays 524288). Credit comes back once half a window is consumed, so a
+stream moves at most about half a window per round trip: with 512 KiB a bulk body stalled on
+credit between the agent's sends, which then carried less each; 1 MiB moved it 1.3-1.8 times
+faster for 10-20 % less CPU per MiB in gateway and agent (`bench.bulk_ab`, one run each, on a
+shared 2-core machine). What a receiver buffers stays bounded by `connection_window`."""
 
 
 class SettingId(enum.IntEnum):
@@ -95,13 +103,12 @@ class Settings:
     max_concurrent_streams: int = 512
     """Streams the peer may have open at once towards this side (0: the peer may open none)."""
     initial_stream_window: int = 524_288
-    """Credit, in DATA payload bytes, granted to the peer for every stream at its start.
+    """Credit, in DATA payload bytes, granted to the peer for every stream at its start (the
+    wire default; planelink's gateway and agent advertise `RELAY_STREAM_WINDOW`).
 
     Credit comes back once half of it is consumed, so a stream moves at most about half a
-    window per round trip: 256 KiB held one bulk stream to ~150-250 MB/s over loopback,
-    512 KiB lets it reach ~310 MB/s (1 MiB: no faster, and a bulk stream then takes more of a
-    busy gateway's CPU from small requests beside it). What a receiver buffers stays bounded by
-    `connection_window` across all streams."""
+    window per round trip. What a receiver buffers stays bounded by `connection_window`
+    across all streams."""
     connection_window: int = 16_777_216
     """Credit, in DATA payload bytes, granted to the peer for the whole connection."""
     max_header_block_size: int = 65_536

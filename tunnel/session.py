@@ -52,6 +52,7 @@ from protocol import (
 )
 from protocol.headers import Headers
 from tunnel.channel import ChannelClosed, MessageChannel
+from tunnel.deadline import Deadline
 from tunnel.stream import StreamResetError, TunnelStream, local_error
 
 RequestHandler = Callable[[TunnelStream, RequestReceived], Awaitable[None]]
@@ -329,6 +330,7 @@ class TunnelSession:
             self._end(closed.reason)
 
     async def _write_loop(self) -> None:
+        deadline = Deadline(asyncio.current_task())  # each write's, on one timer for all
         try:
             while True:
                 await self._wake_writer.wait()
@@ -341,7 +343,7 @@ class TunnelSession:
                         break
                     for message in messages:
                         self.bytes_out += len(message)
-                        async with asyncio.timeout(self._heartbeat.write_timeout):
+                        async with deadline.within(self._heartbeat.write_timeout):
                             await self._channel.send(message)
         except ChannelClosed as closed:
             self._conn.connection_lost()
@@ -355,6 +357,8 @@ class TunnelSession:
                 "tunnel peer not reading, closing",
                 write_timeout=timeout,
             )
+        finally:
+            deadline.close()
 
     def _schedule_heartbeat(self) -> None:
         loop = asyncio.get_running_loop()

@@ -100,6 +100,12 @@ class TunnelStream:
         return bool(self._chunks) or self._remote_ended or self._reset is not None
 
     @property
+    def at_end(self) -> bool:
+        """Every received byte was read and the peer ended its side: `read()` would return
+        b"" now (a relay can end its own side with the last bytes it passes on)."""
+        return self._remote_ended and not self._chunks
+
+    @property
     def answered(self) -> bool:
         """This side has ended its half (its response, or its request, is complete)."""
         return self._local_ended

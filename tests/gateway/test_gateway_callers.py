@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from certs import plane_ref
+from gateway import callers
 from gateway.app import Gateway
 from gateway.callers import CallerRefused, no_agent_message, route
 from protocol import ErrorCode, RequestReceived
@@ -35,6 +36,20 @@ def test_route_refuses_other_paths(target: str) -> None:
     with pytest.raises(CallerRefused) as refused:
         route(target)
     assert refused.value.status == 404
+
+
+@pytest.mark.parametrize("target", ["/planes/Bad_NS/p/k8s/api", "/planes/ns/-p/k8s/api"])
+def test_an_invalid_plane_is_refused_every_time(target: str) -> None:
+    for _ in range(2):  # valid planes are remembered; invalid ones never
+        with pytest.raises(CallerRefused) as refused:
+            route(target)
+        assert refused.value.status == 404
+
+
+def test_the_planes_remembered_are_bounded() -> None:
+    for i in range(3 * callers._PLANES_SEEN_LIMIT):
+        assert route(f"/planes/ns/p{i}/k8s/").plane == plane_ref("ns", f"p{i}")
+    assert len(callers._planes_seen) <= callers._PLANES_SEEN_LIMIT
 
 
 def test_the_no_agent_message_says_since_when() -> None:

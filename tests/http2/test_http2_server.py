@@ -90,6 +90,45 @@ def test_a_request_becomes_our_events_and_a_response_goes_back() -> None:
         pair.server.send_data(1, b"more")
 
 
+def test_the_end_of_an_answer_rides_on_its_last_data_frame() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.client.send_headers(1, GET, end_stream=True)
+    pair.to_server()
+    pair.server.send_head(1, 200, [(b"content-type", b"text/plain")])
+    assert pair.server.send_data(1, b"hello", end=True) == 5
+    frames = _frames(pair.server.data_to_send())
+    assert [type(frame).__name__ for frame in frames] == ["HeadersFrame", "DataFrame"]
+    assert "END_STREAM" in frames[1].flags
+    assert pair.server.responding(1) is False
+
+
+def test_ids_new_in_every_answer_stay_out_of_the_hpack_table() -> None:
+    pair = Pair()
+    pair.handshake()
+    for stream_id, request_id in ((1, b"id-one"), (3, b"id-two")):
+        pair.client.send_headers(stream_id, GET, end_stream=True)
+        pair.to_server()
+        fields = [(b"Content-Type", b"text/plain"), (b"Planelink-Request-Id", request_id)]
+        pair.server.send_head(stream_id, 200, fields, end_stream=True)
+        events = pair.to_client()
+        response = next(e for e in events if isinstance(e, h2.events.ResponseReceived))
+        assert (b"planelink-request-id", request_id) in response.headers
+    table = [name for name, _ in pair.client.decoder.header_table.dynamic_entries]
+    assert b"content-type" in table  # a field that repeats is indexed
+    assert b"planelink-request-id" not in table
+
+
+def _frames(data: bytes) -> list[Frame]:
+    frames: list[Frame] = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
 def test_a_body_is_acknowledged_only_when_the_consumer_consumed_it() -> None:
     limits = ServerLimits(initial_window_size=1000)
     pair = Pair(limits)

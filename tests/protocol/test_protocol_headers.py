@@ -64,3 +64,23 @@ def test_non_bytes_and_non_pairs_rejected() -> None:
         encode_header_block([("a", "b")])  # type: ignore[list-item]  # wrong on purpose
     with pytest.raises(HeaderBlockError, match="not a"):
         encode_header_block([(b"a", b"b", b"c")])  # type: ignore[list-item]  # wrong on purpose
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [(b"", b"v", "b''"), (b"a b", b"v", "b'a b'"), (b"n", b"a\rb", "b'a\\\\rb'")],
+)
+@pytest.mark.parametrize("at", [0, 3, 7])
+def test_a_bad_field_among_good_ones_is_named_both_ways(
+    name: bytes, value: bytes, named: str, at: int
+) -> None:
+    # Fields are checked a block at a time; a refusal still names the field at fault.
+    headers = [(b"Accept", b"*/*"), (b"X-Id", b"1"), (b"Host", b"h")] * 3
+    headers.insert(at, (name, value))
+    with pytest.raises(HeaderBlockError, match=named):
+        encode_header_block(headers)
+    raw = b"".join(
+        len(n).to_bytes(2, "big") + n + len(v).to_bytes(4, "big") + v for n, v in headers
+    )
+    with pytest.raises(HeaderBlockError, match=named):
+        decode_header_block(raw, 0, len(raw))
