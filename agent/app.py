@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from random import random as random_fraction
 
 import structlog
-from cryptography import x509
 from websockets.asyncio.client import ClientConnection
 
 from agent.dialer import DialFailed, GatewayRejected, dial, load_client_credentials
@@ -35,6 +34,7 @@ from agent.reconnect import Reconnect
 from agent.seeker import Seeker
 from agent.settings import AgentSettings
 from agent.tunnels import TunnelSet
+from certs import CertificateFields
 from kubeproxy import (
     ConnectionPool,
     H2Pool,
@@ -437,13 +437,13 @@ class Agent:
             identity[IDENTITY_KUBERNETES_VERSION] = self.kubernetes_version
         return identity
 
-    def _note_certificate(self, certificate: x509.Certificate) -> None:
+    def _note_certificate(self, certificate: CertificateFields) -> None:
         if certificate.serial_number != self._certificate_serial:
             self._certificate_serial = certificate.serial_number
             self._log.info(
                 "client certificate loaded",
                 serial=format(certificate.serial_number, "x"),
-                subject=certificate.subject.rfc4514_string(),
+                subject=certificate.subject,
                 not_after=certificate.not_valid_after_utc.isoformat(),
             )
 

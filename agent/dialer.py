@@ -16,19 +16,23 @@ import contextlib
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import structlog
-from cryptography import x509
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
 import certs
+import certs.ssl_first
 from agent.settings import AgentTlsFiles
 from tunnel.channel import RECEIVE_QUEUE, GuardedClientConnection
 from tunnel.contract import REJECTION_HEADER, SUBPROTOCOL
 from tunnel.tls_alerts import ClientTlsContext, alerts_to_socket, open_socket
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 _BODY_LIMIT = 300  # characters of a rejection body worth a log line
 _HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
@@ -67,8 +71,8 @@ class ClientCredentials:
     trusts for the gateway and the files all of it came from."""
 
     context: ssl.SSLContext
-    certificate: x509.Certificate
-    gateway_cas: tuple[x509.Certificate, ...]
+    certificate: certs.CertificateFields
+    gateway_cas: tuple[certs.CertificateFields, ...]
     files: AgentTlsFiles
 
 
@@ -77,8 +81,8 @@ def client_context(files: AgentTlsFiles) -> ClientCredentials:
     naming the file that does not hold what it should."""
     context = ClientTlsContext()  # verifies the gateway and its name; says why it refuses
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    gateway_cas = certs.load_verify_locations(context, files.gateway_ca)
-    certificate = certs.load_cert_chain(
+    gateway_cas = certs.ssl_first.load_verify_locations(context, files.gateway_ca)
+    certificate = certs.ssl_first.load_cert_chain(
         context, files.certificate, files.key, role=certs.FileRole.CLIENT_CERTIFICATE
     )
     return ClientCredentials(
@@ -199,7 +203,9 @@ def distrusted_gateway(
         )
     try:
         certs.verify_certificate_chain(
-            shown, trusted=credentials.gateway_cas, kind="the gateway's certificate"
+            shown,
+            trusted=[certs.load_certificate(ca.der) for ca in credentials.gateway_cas],
+            kind="the gateway's certificate",
         )
     except certs.CertificateRejected as rejected:
         why = rejected.message.replace(info.label, label, 1)
@@ -251,6 +257,9 @@ async def _gateway_certificate(
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     finally:
         writer.transport.abort()
+    # cryptography for a gateway the agent refused, to say why: never on a dial that succeeds
+    from cryptography import x509  # noqa: PLC0415
+
     return x509.load_der_x509_certificate(der) if der else None
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kubeproxy.metrics import ProxyMetrics
 from tunnel.role_metrics import (
     CertificateExpiry,
     CertificateExpiryCollector,
+    HasNotAfter,
     file_not_after,
     register_role_metrics,
 )
@@ -63,7 +63,7 @@ class AgentMetrics(ProxyMetrics):
             )
         )
 
-    def credentials_loaded(self, *, plane: str, client: x509.Certificate, gateway_ca: Path) -> None:
+    def credentials_loaded(self, *, plane: str, client: HasNotAfter, gateway_ca: Path) -> None:
         """Note when the credentials a dial just read expire (kinds `client`: the agent's
         certificate; `gateway_ca`: the earliest CA it trusts the gateway with). The agent reads
         them afresh for every dial, so a rotated certificate shows at the next one."""

@@ -15,12 +15,13 @@ This module never touches keys or files.
 from __future__ import annotations
 
 import re
-from typing import NewType
-
-from cryptography import x509
+from typing import TYPE_CHECKING, NewType
 
 from certs.errors import InvalidPlaneRefError
 from kubeobject import ObjectRef
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 PLANE_URI_PREFIX = "planelink://plane/"
 """Prefix of the URI SAN naming a plane: ``planelink://plane/<namespace>/<name>``."""
@@ -95,6 +96,8 @@ def planes_in_certificate(cert: x509.Certificate) -> tuple[PlaneRef, ...]:
     This only reads the certificate: verify it first with
     :func:`certs.verify_client_certificate`.
     """
+    from cryptography import x509  # noqa: PLC0415 - parsing a plane needs none (an agent's settings)
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

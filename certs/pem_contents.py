@@ -7,19 +7,11 @@ Used by :mod:`certs.pem` and :mod:`certs.roles` for their errors.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
-KEY_LABELS = frozenset({b"PRIVATE KEY", b"EC PRIVATE KEY", b"RSA PRIVATE KEY"})
-"""PEM labels of the unencrypted private keys planelink reads."""
-_CSR_LABELS = frozenset({b"CERTIFICATE REQUEST", b"NEW CERTIFICATE REQUEST"})
-ENCRYPTED_KEY = b"ENCRYPTED PRIVATE KEY"
+from certs.pem_text import CSR_LABELS, ENCRYPTED_KEY, KEY_LABELS, pem_blocks
 
 
 def describe_pem(data: bytes) -> str:
@@ -40,21 +32,6 @@ def describe_pem(data: bytes) -> str:
         parts.append(_describe_block(label, raw, der))
     unique = list(dict.fromkeys(parts))
     return " and ".join(unique)
-
-
-def pem_blocks(data: bytes) -> list[tuple[bytes, bytes, bytes | None]]:
-    """(label, the block's PEM text, its DER bytes or None) of every PEM block in `data`."""
-    found: list[tuple[bytes, bytes, bytes | None]] = []
-    for match in _PEM_BLOCK.finditer(data):
-        body = match.group(2)
-        der: bytes | None = None
-        if b":" not in body:  # no RFC 1421 headers (an encrypted legacy key has them)
-            try:
-                der = base64.b64decode(b"".join(body.split()), validate=True)
-            except (ValueError, binascii.Error):
-                der = None
-        found.append((match.group(1), match.group(0), der))
-    return found
 
 
 def _describe_certificates(ders: list[bytes | None]) -> str:
@@ -80,7 +57,7 @@ def _describe_block(label: bytes, raw: bytes, der: bytes | None) -> str:
         return "an encrypted private key"
     if label in KEY_LABELS:
         return "a private key"
-    if label in _CSR_LABELS:
+    if label in CSR_LABELS:
         try:
             csr = x509.load_der_x509_csr(der) if der is not None else None
         except ValueError:

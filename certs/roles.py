@@ -13,88 +13,15 @@ Pure: bytes in, checked objects or an error out. Reading the file is :mod:`certs
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certs.errors import CertsError, PemError
+from certs.errors import PemError
+from certs.files import FileRole, FileSetting, WrongFileError
 from certs.keys import PrivateKey
 from certs.pem import load_private_key
-from certs.pem_contents import (
-    ENCRYPTED_KEY,
-    KEY_LABELS,
-    der_certificate,
-    describe_pem,
-    is_ca,
-    is_der_key,
-    pem_blocks,
-    subject_text,
-)
-
-
-class FileRole(enum.Enum):
-    """What a file is given for; the value is how an error names what was expected."""
-
-    SERVER_CERTIFICATE = "a server certificate (PEM, the certificate first, then its chain)"
-    CLIENT_CERTIFICATE = "a client certificate (PEM, the certificate first, then its chain)"
-    PRIVATE_KEY = "an unencrypted private key (PEM)"
-    CA_BUNDLE = "CA certificates (PEM)"
-
-
-@dataclass(frozen=True, slots=True)
-class FileSetting:
-    """The setting that names a file: how an operator changes it (flag, environment variable,
-    and the Helm chart value where the chart sets it)."""
-
-    flag: str
-    env: str | None = None
-    chart: str | None = None
-
-    def hint(self) -> str:
-        ways = self.flag + (f" / {self.env}" if self.env else "")
-        return ways + (f" / chart value {self.chart}" if self.chart else "")
-
-
-class WrongFileError(CertsError, ValueError):
-    """A file given for a TLS role does not hold what that role needs.
-
-    ``str(error)`` is one line for an operator: the file, what it holds, what was expected, and
-    the setting to change.
-    """
-
-    def __init__(
-        self,
-        *,
-        path: str,
-        role: FileRole,
-        holds: str,
-        setting: FileSetting,
-        advice: str = "",
-        expected: str | None = None,
-        missing: bool = False,
-        unreadable: bool = False,
-    ) -> None:
-        self.missing = missing
-        """The file does not exist (yet: a Secret not mounted, a renewal not written)."""
-        self.unreadable = unreadable or missing
-        """The file could not be read: `holds` says why (then it is not about contents)."""
-        self.path = path
-        self.role = role
-        self.holds = holds
-        self.setting = setting
-        self.expected = expected or role.value
-        self.advice = advice
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        advice = f"; {self.advice}" if self.advice else ""
-        found = self.holds if self.unreadable else f"the file holds {self.holds}"
-        return (
-            f"{self.setting.flag} {self.path}: expected {self.expected}, but {found}{advice} "
-            f"(set with {self.setting.hint()})"
-        )
+from certs.pem_contents import der_certificate, describe_pem, is_ca, is_der_key, subject_text
+from certs.pem_text import ENCRYPTED_KEY, KEY_LABELS, pem_blocks
 
 
 def certificates_for(

@@ -10,45 +10,12 @@ file too); whatever `ssl` still refuses after the checks is reported in the same
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 
 from certs import roles
+from certs.files import CredentialFile, FileRole, WrongFileError, read_file
 from certs.keys import PrivateKey
-from certs.roles import FileRole, FileSetting, WrongFileError
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialFile:
-    """A file, and the setting that named it."""
-
-    path: Path
-    setting: FileSetting
-
-
-def read_file(file: CredentialFile, role: FileRole) -> bytes:
-    """The bytes of `file`, or WrongFileError saying it is missing, a directory or unreadable."""
-    try:
-        return Path(file.path).read_bytes()
-    except FileNotFoundError:
-        raise WrongFileError(
-            path=str(file.path),
-            role=role,
-            holds="there is no such file",
-            setting=file.setting,
-            missing=True,
-        ) from None
-    except IsADirectoryError:
-        holds = "it is a directory"
-    except PermissionError:
-        holds = "this process may not read it (permission denied)"
-    except OSError as error:
-        holds = f"it cannot be read ({error.strerror or error})"
-    raise WrongFileError(
-        path=str(file.path), role=role, holds=holds, setting=file.setting, unreadable=True
-    )
 
 
 def load_certificate_file(file: CredentialFile, role: FileRole) -> list[x509.Certificate]:

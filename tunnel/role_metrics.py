@@ -20,10 +20,11 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
-from cryptography import x509
 from prometheus_client import (
     GCCollector,
     PlatformCollector,
@@ -34,6 +35,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 import certs
+from certs.ssl_first import read_certificates
 from tunnel.event_loop import running_loop
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
@@ -89,7 +91,14 @@ class CertificateExpiry:
 CertificateSource = Callable[[], Iterable[CertificateExpiry]]
 
 
-def earliest_not_after(certificates: Iterable[x509.Certificate]) -> float | None:
+class HasNotAfter(Protocol):
+    """A certificate, decoded by ``cryptography`` or read by :mod:`certs.der`."""
+
+    @property
+    def not_valid_after_utc(self) -> datetime: ...
+
+
+def earliest_not_after(certificates: Iterable[HasNotAfter]) -> float | None:
     """The earliest notAfter of `certificates` (a chain or a CA bundle fails with its first
     certificate to expire), None if there are none."""
     times = [certificate.not_valid_after_utc.timestamp() for certificate in certificates]
@@ -100,7 +109,9 @@ def file_not_after(path: Path) -> float | None:
     """The earliest notAfter of the PEM certificates in `path`, None if it cannot be read (the
     code that uses the file reports that, with the reason)."""
     try:
-        return earliest_not_after(certs.load_pem_certificates(path.read_bytes()))
+        data = path.read_bytes()
+        # The DER reader first: an agent reads its gateway CA without cryptography.
+        return earliest_not_after(read_certificates(data) or certs.load_pem_certificates(data))
     except (OSError, ValueError, certs.CertsError):
         return None
 

@@ -4,6 +4,7 @@ flight (new streams refused, in-flight ones served, exit 0 within the grace peri
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import os
@@ -45,7 +46,20 @@ class AgentProcess:
         ]
 
 
-StartProcess = Callable[[float], Awaitable[AgentProcess]]
+StartProcess = Callable[..., Awaitable[AgentProcess]]
+
+MODULES_AT_EXIT = """
+import atexit, sys
+def note():
+    with open({path!r}, "w") as sink:
+        sink.write(repr(sorted(name for name, module in sys.modules.items() if module)))
+atexit.register(note)
+from planelink.cli import main
+flags = sys.argv[1:]
+logs = [flag for flag in flags if flag.startswith("--log-format")]  # the command's, not agent's
+sys.exit(main([*logs, "agent", *(flag for flag in flags if flag not in logs)]))
+"""
+"""`planelink agent`, as the image runs it, writing as it exits the modules it had imported."""
 
 
 @pytest.fixture
@@ -56,13 +70,17 @@ async def start_agent_process(
     with the given drain grace."""
     started: list[AgentProcess] = []
 
-    async def start(grace: float) -> AgentProcess:
+    async def start(grace: float, *, modules_at_exit: Path | None = None) -> AgentProcess:
         log = tmp_path / f"agent-{len(started)}.log"
+        entry = (
+            ["-m", "planelink.agent_cli"]
+            if modules_at_exit is None
+            else ["-c", MODULES_AT_EXIT.format(path=str(modules_at_exit))]
+        )
         with log.open("wb") as sink:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "planelink.agent_cli",
+                *entry,
                 "--log-format=json",
                 f"--gateway-url={fake_gateway.url}",
                 f"--plane={PLANE}",
@@ -167,6 +185,34 @@ async def test_sigterm_exits_as_soon_as_in_flight_requests_finish(
     assert connection.close_reason == "drained"
     events = [line["event"] for line in agent_process.log_lines()]
     assert "drain grace over, closing" not in events
+
+
+SERVING_WITHOUT = ("cryptography", "aiohttp", "kubernetes_asyncio", "pydantic", "rich")
+"""What an agent that starts, dials and serves with good files never imports: cryptography is
+for a file that is wrong or a gateway it refuses (`certs.ssl_first`), rich is kept out by the
+command (`planelink.logs.keep_rich_out`), the others are never an agent's. (PyYAML is: this one
+reads a kubeconfig.)"""
+
+
+async def test_an_agent_that_serves_never_imports_cryptography(
+    start_agent_process: StartProcess, fake_gateway: TestGateway, tmp_path: Path
+) -> None:
+    modules = tmp_path / "modules.txt"
+    agent_process = await start_agent_process(5.0, modules_at_exit=modules)
+    connection = await fake_gateway.next_connection(seconds=60)
+    stream = connection.open("GET", "/api")
+    assert (await stream.response()).status == 200
+    await _read_to_end(stream)
+    agent_process.process.send_signal(signal.SIGTERM)
+    assert await wait_for(agent_process.process.wait(), 30) == 0
+    loaded = {name.partition(".")[0] for name in ast.literal_eval(modules.read_text())}
+    assert "agent" in loaded  # the probe saw the agent's modules
+    assert not loaded & set(SERVING_WITHOUT), sorted(loaded & set(SERVING_WITHOUT))
+    logged = [
+        line for line in agent_process.log_lines() if line["event"] == "client certificate loaded"
+    ]
+    assert logged
+    assert str(logged[0]["subject"]).startswith("CN=")
 
 
 # -- the command line -------------------------------------------------------------------------

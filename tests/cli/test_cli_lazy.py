@@ -78,7 +78,8 @@ def _packages(modules: list[str]) -> set[str]:
     [
         (["--help"], HEAVY),
         (["nonsense"], HEAVY),
-        (["agent", "--help"], ("envtest", "gateway", "kubernetes_asyncio")),
+        # An agent reads its TLS files with certs.der: cryptography is for a wrong one.
+        (["agent", "--help"], ("cryptography", "envtest", "gateway", "kubernetes_asyncio")),
         (["certs", "--help"], ("envtest", "gateway", "kubernetes_asyncio")),
         (["--log-level", "warning", "status", "--help"], ("gateway", "kubernetes_asyncio")),
         # Its flags, and its refusals (state folder in use, port taken), answer at once.
