@@ -27,6 +27,22 @@ from typing import Any
 __all__ = ["Deadline", "DeadlineQueue"]
 
 
+def _raise_if_timed_out(
+    task: asyncio.Task[Any],
+    cancelling: int,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+) -> None:
+    """As `asyncio.timeout` leaves a block whose deadline cancelled `task`: the cancellation
+    becomes TimeoutError, unless another cancellation came on top of the deadline's."""
+    if (
+        task.uncancel() <= cancelling
+        and exc_type is not None
+        and issubclass(exc_type, asyncio.CancelledError)
+    ):
+        raise TimeoutError from exc
+
+
 class Deadline:
     """`async with deadline.within(seconds):` — as `asyncio.timeout(seconds)`, for the task
     that enters it, on a timer kept between blocks."""
@@ -98,12 +114,7 @@ class Deadline:
             return
         self._expired = False
         assert self._task is not None
-        if (
-            self._task.uncancel() <= self._cancelling
-            and exc_type is not None
-            and issubclass(exc_type, asyncio.CancelledError)
-        ):
-            raise TimeoutError from exc
+        _raise_if_timed_out(self._task, self._cancelling, exc_type, exc)
 
     def close(self) -> None:
         """Drop the timer (the task is done with this deadline; it may still be entered)."""
@@ -222,12 +233,7 @@ class _Block:
         if not self._expired:
             return
         assert self._task is not None
-        if (
-            self._task.uncancel() <= self._cancelling
-            and exc_type is not None
-            and issubclass(exc_type, asyncio.CancelledError)
-        ):
-            raise TimeoutError from exc
+        _raise_if_timed_out(self._task, self._cancelling, exc_type, exc)
 
     def expire(self) -> None:
         self.handle = None
