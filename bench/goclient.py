@@ -49,11 +49,20 @@ def binary() -> Path:
     if go is None:
         raise GoClientError("no Go toolchain (`go` on $PATH or /usr/local/go/bin/go)")
     built.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOTOOLCHAIN": "local", "GOPROXY": "off", "GOFLAGS": "-mod=mod"}
+    # Built as envtest/build-kube-binaries.sh builds kube-apiserver (no cgo, -trimpath): the
+    # standard library's packages are then in Go's build cache already, where a first build
+    # would otherwise compile them all (minutes on a loaded machine).
+    env = {
+        **os.environ,
+        "GOTOOLCHAIN": "local",
+        "GOPROXY": "off",
+        "GOFLAGS": "-mod=mod",
+        "CGO_ENABLED": "0",
+    }
     with tempfile.TemporaryDirectory(dir=built.parent) as scratch:
         partial = Path(scratch) / "goclient"
         completed = subprocess.run(
-            [go, "build", "-o", str(partial), str(SOURCE)],
+            [go, "build", "-trimpath", "-o", str(partial), str(SOURCE)],
             cwd=SOURCE.parent,
             env=env,
             capture_output=True,
