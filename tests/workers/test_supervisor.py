@@ -21,13 +21,15 @@ FAST = BackoffPolicy(base=0.01, cap=0.02)
 
 def worker(code: str, index: int, ready: Path) -> tuple[Sequence[str], dict[str, str]]:
     """A worker running `code`, then saying it is ready (a file named after its index holding
-    the index it was given) and sleeping until a signal."""
+    the index it was given) and sleeping until a signal. The file appears whole, by a rename:
+    a stop that came between its creation and its write would leave it empty."""
+    partial = ready / f".{index}"
     program = "\n".join(
         [
             "import os, pathlib, signal, sys, time",
             code,
-            f"pathlib.Path({str(ready / str(index))!r})"
-            f".write_text(os.environ[{WORKER_INDEX_VARIABLE!r}])",
+            f"pathlib.Path({str(partial)!r}).write_text(os.environ[{WORKER_INDEX_VARIABLE!r}])",
+            f"os.replace({str(partial)!r}, {str(ready / str(index))!r})",
             "time.sleep(60)",
         ]
     )
@@ -36,7 +38,7 @@ def worker(code: str, index: int, ready: Path) -> tuple[Sequence[str], dict[str,
 
 async def all_ready(ready: Path, workers: int) -> None:
     await eventually(
-        lambda: len(list(ready.iterdir())) == workers,
+        lambda: len(told(ready)) == workers,
         within=30,
         message="the workers never became ready",
     )
@@ -44,7 +46,9 @@ async def all_ready(ready: Path, workers: int) -> None:
 
 def told(ready: Path) -> dict[str, str]:
     """Each ready worker's file name (its index) and the index its environment gave it."""
-    return {path.name: path.read_text() for path in ready.iterdir()}
+    return {
+        path.name: path.read_text() for path in ready.iterdir() if not path.name.startswith(".")
+    }
 
 
 async def test_workers_that_keep_dying_make_it_give_up_with_exit_1() -> None:
