@@ -105,3 +105,25 @@ def read_file(file: CredentialFile, role: FileRole) -> bytes:
     raise WrongFileError(
         path=str(file.path), role=role, holds=holds, setting=file.setting, unreadable=True
     )
+
+
+def refused_pair(
+    certificate: CredentialFile, key: CredentialFile, role: FileRole, refused: object
+) -> WrongFileError:
+    """The error for a certificate and key that passed the checks but that OpenSSL refused."""
+    return WrongFileError(
+        path=f"{certificate.path} + {key.path}",
+        role=role,
+        holds=f"what OpenSSL refuses: {refused}",
+        setting=certificate.setting,
+    )
+
+
+def refused_bundle(ca: CredentialFile, refused: object) -> WrongFileError:
+    """The error for a CA bundle that passed the checks but that OpenSSL refused."""
+    return WrongFileError(
+        path=str(ca.path),
+        role=FileRole.CA_BUNDLE,
+        holds=f"what OpenSSL refuses: {refused}",
+        setting=ca.setting,
+    )

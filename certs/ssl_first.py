@@ -25,7 +25,7 @@ from certs.der import (
     private_key_algorithm,
     read_certificate,
 )
-from certs.files import CredentialFile, FileRole, WrongFileError, read_file
+from certs.files import CredentialFile, FileRole, read_file, refused_bundle, refused_pair
 from certs.pem_text import KEY_LABELS, pem_blocks
 
 if TYPE_CHECKING:
@@ -53,12 +53,7 @@ def load_cert_chain(
     except (ssl.SSLError, OSError, _EncryptedKey) as error:
         _checked_chain(certificate, key, role)  # raises what is wrong, if it can tell
         refused = "a password is needed" if isinstance(error, _EncryptedKey) else str(error)
-        raise WrongFileError(
-            path=f"{certificate.path} + {key.path}",
-            role=role,
-            holds=f"what OpenSSL refuses: {refused}",
-            setting=certificate.setting,
-        ) from None
+        raise refused_pair(certificate, key, role, refused) from None
     chain = read_certificates(read_file(certificate, role))
     if not chain or not _usable_key(read_file(key, FileRole.PRIVATE_KEY)):
         return _checked_chain(certificate, key, role)
@@ -73,12 +68,7 @@ def load_verify_locations(context: ssl.SSLContext, ca: CredentialFile) -> list[C
         context.load_verify_locations(cafile=str(ca.path))
     except (ssl.SSLError, OSError) as error:
         _checked_bundle(ca)
-        raise WrongFileError(
-            path=str(ca.path),
-            role=FileRole.CA_BUNDLE,
-            holds=f"what OpenSSL refuses: {error}",
-            setting=ca.setting,
-        ) from None
+        raise refused_bundle(ca, error) from None
     cas = read_certificates(read_file(ca, FileRole.CA_BUNDLE))
     if not any(c.is_ca or c.subject_der == c.issuer_der for c in cas):
         return _checked_bundle(ca)

@@ -14,7 +14,7 @@ import ssl
 from cryptography import x509
 
 from certs import roles
-from certs.files import CredentialFile, FileRole, WrongFileError, read_file
+from certs.files import CredentialFile, FileRole, read_file, refused_bundle, refused_pair
 from certs.keys import PrivateKey
 
 
@@ -51,12 +51,7 @@ def load_cert_chain(
     try:
         context.load_cert_chain(certificate.path, key.path)
     except (ssl.SSLError, OSError) as error:  # changed since the check, or beyond it
-        raise WrongFileError(
-            path=f"{certificate.path} + {key.path}",
-            role=role,
-            holds=f"what OpenSSL refuses: {error}",
-            setting=certificate.setting,
-        ) from None
+        raise refused_pair(certificate, key, role, error) from None
     return chain[0]
 
 
@@ -66,10 +61,5 @@ def load_verify_locations(context: ssl.SSLContext, ca: CredentialFile) -> list[x
     try:
         context.load_verify_locations(cafile=str(ca.path))
     except (ssl.SSLError, OSError) as error:
-        raise WrongFileError(
-            path=str(ca.path),
-            role=FileRole.CA_BUNDLE,
-            holds=f"what OpenSSL refuses: {error}",
-            setting=ca.setting,
-        ) from None
+        raise refused_bundle(ca, error) from None
     return cas
