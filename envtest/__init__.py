@@ -6,6 +6,7 @@ proxy and cached; each server gets its own ports, certificates, token and tempor
 
 from envtest.binaries import BinariesUnavailable, KubeBinaries, find_binaries
 from envtest.client import CRD_NAME, api_client, install_crd
+from envtest.ports import free_port
 from envtest.server import (
     HTTP2_MAX_STREAMS_PER_CONNECTION,
     KubeAPIServer,
@@ -13,7 +14,6 @@ from envtest.server import (
     ServerOptions,
     StaticUser,
     die_with_parent,
-    free_port,
     run_kubectl,
     wait_until,
 )

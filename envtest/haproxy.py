@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envtest.server import free_port, start_in_group, stop_group, wait_listening
+from envtest.ports import free_port
+from envtest.server import start_in_group, stop_group, wait_listening
 
 HAPROXY = "/usr/sbin/haproxy"
 CHECK_INTERVAL = 0.2

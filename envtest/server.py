@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import certs
 from envtest.binaries import KubeBinaries, find_binaries
+from envtest.ports import free_port
 from kubeobject.kubeconfig import Credentials, build_kubeconfig
 
 ADMIN_USER = "planelink-admin"
@@ -448,14 +448,6 @@ async def wait_listening(
         else:
             writer.close()
             return
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on now (the kernel's choice; free until taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +19,7 @@ import aiohttp
 import pytest
 
 from certs import PlaneRef
-from envtest import KubeAPIServer
+from envtest import KubeAPIServer, free_port
 from tests.kit.gateway_lab import PLANE_A, Pki, agent_session, default_handler
 from tests.kit.waits import eventually, wait_for
 from tunnel import TunnelSession
@@ -28,13 +27,6 @@ from tunnel import TunnelSession
 AGENTS = 16
 """Stand-in agents dialled: with two workers, all on one worker by chance is 1 in 2**15."""
 DRAIN_GRACE = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
