@@ -13,6 +13,7 @@ the API server's, behind the agent); it serves the access log.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -48,8 +49,23 @@ class RequestInfo:
         return bool(self.resource)
 
 
+REMEMBERED_TARGETS = 1024
+"""Readings kept, least recently used dropped first: clients ask for the same targets again and
+again (a controller's list and watch, a probe), and reading one anew is a quarter of what the
+access line costs."""
+REMEMBERED_TARGET_LENGTH = 256
+"""Longer targets are read each time, so what is kept stays under 1024 x 256 bytes whatever
+callers send."""
+
+
 def request_info(method: str, target: str) -> RequestInfo:
     """The request as the API server would read it; `target` is its path and query."""
+    if len(target) > REMEMBERED_TARGET_LENGTH:
+        return _read(method, target)
+    return _remembered(method, target)
+
+
+def _read(method: str, target: str) -> RequestInfo:
     url = urlsplit(target)
     parts = [unquote(part) for part in url.path.strip("/").split("/") if part]
     lower = method.lower()
@@ -96,6 +112,9 @@ def request_info(method: str, target: str) -> RequestInfo:
         api_group=group,
         api_version=version,
     )
+
+
+_remembered = functools.lru_cache(maxsize=REMEMBERED_TARGETS)(_read)
 
 
 def _watching(query: str) -> bool:

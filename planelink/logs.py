@@ -8,10 +8,12 @@ lines on a terminal. Components bind their context (plane, agent, stream ids) wi
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import logging
 import sys
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 from planelink.settings import CommandSettings, Group, Setting
 
@@ -54,6 +56,18 @@ def keep_rich_out() -> None:
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
 
 
+@functools.cache
+def _encoder(default: Callable[[Any], Any]) -> json.JSONEncoder:
+    return json.JSONEncoder(default=default)
+
+
+def _reused_encoder(obj: Any, *, default: Callable[[Any], Any]) -> str:
+    """`json.dumps` for the JSON renderer, with one encoder kept: `json.dumps` builds a new
+    `JSONEncoder` on each call that passes `default` (as structlog's renderer does), two fifths
+    of the time it takes to encode a line such as the access line."""
+    return _encoder(default).encode(obj)
+
+
 def configure_logging_from(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     """`configure_logging` as the parsed `LOG_SETTINGS` and the environment say (ValueError
     naming the flag or variable when one is wrong)."""
@@ -69,7 +83,7 @@ def configure_logging(*, level: str = "info", log_format: LogFormat = "auto") ->
 
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_reused_encoder)
         if use_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )

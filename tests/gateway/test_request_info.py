@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.request_info import RequestInfo, request_info
+from gateway.request_info import (
+    REMEMBERED_TARGET_LENGTH,
+    REMEMBERED_TARGETS,
+    RequestInfo,
+    _remembered,
+    request_info,
+)
 
 
 @pytest.mark.parametrize(
@@ -122,3 +128,18 @@ def test_escaped_segments_are_read_unescaped() -> None:
     assert info.name == "b.c"
     assert info.is_resource_request
     assert not request_info("GET", "/version").is_resource_request
+
+
+def test_a_long_target_is_read_as_a_short_one_is_but_not_kept() -> None:
+    long_name = "n" * REMEMBERED_TARGET_LENGTH
+    before = _remembered.cache_info().currsize
+    info = request_info("GET", f"/api/v1/namespaces/a/configmaps/{long_name}")
+    assert (info.verb, info.name) == ("get", long_name)
+    assert _remembered.cache_info().currsize == before
+
+
+def test_what_is_kept_has_a_bound() -> None:
+    assert _remembered.cache_info().maxsize == REMEMBERED_TARGETS
+    for index in range(REMEMBERED_TARGETS + 10):
+        assert request_info("GET", f"/api/v1/namespaces/a/pods/p{index}").name == f"p{index}"
+    assert _remembered.cache_info().currsize == REMEMBERED_TARGETS
