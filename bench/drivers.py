@@ -14,8 +14,9 @@ the driver starts and stops it at the edges of the measured window, after the wa
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from bench import workloads_h2
 from bench.agents import cpu_seconds
@@ -76,6 +77,27 @@ class Load:
         )
 
 
+Measured = Coroutine[Any, Any, tuple[Latencies, float]]
+"""A closed loop's latencies and wall seconds, to come."""
+
+
+async def warm_then_measure(
+    run: Callable[[int | None, float | None], Measured],
+    meter: CpuMeter,
+    measured: tuple[int | None, float | None],
+    warmup: tuple[int, float],
+) -> Load:
+    """`run(requests, duration)` once to warm up (unless `warmup` is none), then once more with
+    `meter` running over exactly that window."""
+    warmup_requests, warmup_seconds = warmup
+    if warmup_requests or warmup_seconds:
+        await run(warmup_requests or None, warmup_seconds or None)
+    meter.start()
+    latencies, seconds = await run(*measured)
+    meter.stop()
+    return Load.of(latencies, seconds, meter.seconds)
+
+
 class Driver(Protocol):
     """One kind of client: where it sends its requests and how it runs a closed loop."""
 
@@ -130,26 +152,20 @@ class AiohttpDriver:
     ) -> Load:
         meter.pids["client"] = os.getpid()
         async with session(target, concurrency) as http:
-            if warmup_requests or warmup_seconds:
-                await closed_loop(
+
+            def run(requests: int | None, duration: float | None) -> Measured:
+                return closed_loop(
                     target,
                     path,
                     concurrency=concurrency,
-                    requests=warmup_requests or None,
-                    duration=warmup_seconds or None,
+                    requests=requests,
+                    duration=duration,
                     client=http,
                 )
-            meter.start()
-            latencies, seconds = await closed_loop(
-                target,
-                path,
-                concurrency=concurrency,
-                requests=requests,
-                duration=duration,
-                client=http,
+
+            return await warm_then_measure(
+                run, meter, (requests, duration), (warmup_requests, warmup_seconds)
             )
-            meter.stop()
-        return Load.of(latencies, seconds, meter.seconds)
 
 
 class H2Driver:
@@ -178,18 +194,9 @@ class H2Driver:
         meter.pids["client"] = os.getpid()
         h2_target = workloads_h2.H2Target(target)
         client = await h2_target.connect()
-        try:
-            if warmup_requests or warmup_seconds:
-                await workloads_h2.closed_loop(
-                    client,
-                    h2_target,
-                    path,
-                    concurrency=concurrency,
-                    requests=warmup_requests or None,
-                    duration=warmup_seconds or None,
-                )
-            meter.start()
-            latencies, seconds = await workloads_h2.closed_loop(
+
+        def run(requests: int | None, duration: float | None) -> Measured:
+            return workloads_h2.closed_loop(
                 client,
                 h2_target,
                 path,
@@ -197,7 +204,10 @@ class H2Driver:
                 requests=requests,
                 duration=duration,
             )
-            meter.stop()
+
+        try:
+            return await warm_then_measure(
+                run, meter, (requests, duration), (warmup_requests, warmup_seconds)
+            )
         finally:
             await client.close()
-        return Load.of(latencies, seconds, meter.seconds)
