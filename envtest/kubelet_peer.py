@@ -8,7 +8,8 @@ the kubelet behind a real API server:
 - answers `pods/<name>/exec` over WebSocket with the `v5.channel.k8s.io` (or
   `v4.channel.k8s.io`) subprotocol kubectl speaks: channel 1 is stdout, channel 3 the final
   Status. What it "runs" is an echo: the command's arguments come back on stdout, then stdin's
-  bytes until stdin closes (v5's close message on channel 255), then the Status;
+  bytes until stdin closes (v5's close message on channel 255), then the Status (with
+  stdin, the arguments wait for the first stdin message: see `_echo_exec`);
 - answers `pods/<name>/log` with the pod's log; with `follow=true` it streams a chunked body
   that emits each line when the test releases it (`release_log_line`) and ends when the test
   says so (`end_log_stream`), so a test can see lines arrive while the stream is still open;
@@ -325,10 +326,18 @@ async def _echo_exec(websocket: _WebSocketPipe, query: dict[str, list[str]]) -> 
     """What an exec "runs" here: its command's arguments come back on stdout, then (with
     `stdin=true`) stdin's bytes until stdin closes; then the final Status, as the kubelet sends
     it. Each message is one channel's bytes, the channel's number first."""
-    command = " ".join(query.get("command", []))
-    await websocket.write(bytes([_STDOUT]) + f"{command}\n".encode())
-    if query.get("stdin") == ["true"]:
+    command = bytes([_STDOUT]) + " ".join(query.get("command", [])).encode() + b"\n"
+    if query.get("stdin") != ["true"]:
+        await websocket.write(command)
+    else:
+        # The command line goes out once the client's first stdin message (or its close) is
+        # in: kubectl up to 1.32 (client-go before kubernetes/kubernetes#131203) reads messages
+        # before it has made its streams, and drops one that comes first; a client that sends
+        # stdin has made them. (Without stdin nothing says so: such a test has kubectl's race.)
         while (message := await websocket.read_message()) is not None:
+            if command:
+                await websocket.write(command)
+                command = b""
             if message[:1] == bytes([_STDIN]):
                 await websocket.write(bytes([_STDOUT]) + message[1:])
             elif message[:2] == bytes([_CLOSE, _STDIN]):

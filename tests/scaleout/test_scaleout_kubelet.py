@@ -48,7 +48,8 @@ async def lab(peer: KubeletPeer, make_lab: MakeLab, plane: PlaneRef, tmp_path: P
 
 
 async def test_exec_through_a_forwarding_replica(lab: ReplicaLab, plane: PlaneRef) -> None:
-    done = await lab.kubectl(plane, "exec", POD, "--", "echo", "hello", at="r2")
+    # `-i` (stdin closes at once): see tests/e2e/test_e2e_exec.py.
+    done = await lab.kubectl(plane, "exec", "-i", POD, "--", "echo", "hello", at="r2")
     assert (done.returncode, done.stdout) == (0, "echo hello\n"), done.stderr
 
 
