@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from envtest import ports
 from envtest.ports import EPHEMERAL_RANGE, PortWalk, free_port, unpicked_range
 
 
@@ -22,23 +23,25 @@ def test_no_stretch_is_left_when_the_kernel_may_pick_any_port() -> None:
     assert not unpicked_range((1024, 65535))
 
 
-def test_a_port_taken_by_a_listener_is_skipped() -> None:
+def test_a_port_a_listener_holds_is_not_bindable() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        taken = listener.getsockname()[1]
-        walk = PortWalk(range(taken, taken + 2))
-        assert {walk.take(), walk.take()} == {taken + 1}
+        assert not ports._bindable(listener.getsockname()[1])
 
 
-def test_a_walk_over_taken_ports_only_says_so() -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        taken = listener.getsockname()[1]
-        walk = PortWalk(range(taken, taken + 1))
-        with pytest.raises(RuntimeError, match=f"no loopback port free in {taken}-{taken}"):
-            walk.take()
+def test_a_walk_skips_taken_ports_and_goes_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = {20001, 20003}
+    monkeypatch.setattr(ports, "_bindable", lambda port: port not in taken)
+    walk = PortWalk(range(20000, 20004))
+    walk._next = 0
+    assert [walk.take() for _ in range(4)] == [20000, 20002, 20000, 20002]
+
+
+def test_a_walk_over_taken_ports_only_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ports, "_bindable", lambda port: False)
+    with pytest.raises(RuntimeError, match="no loopback port free in 20000-20001"):
+        PortWalk(range(20000, 20002)).take()
 
 
 def test_free_ports_are_outside_the_ephemeral_range_and_differ() -> None:
