@@ -3,10 +3,10 @@
 uvloop (libuv, its transports and TLS layer written in C) is a drop-in asyncio loop: the same
 protocols and transports run on either, and the tests run under both
 (PLANELINK_TEST_EVENT_LOOP=uvloop). `asyncio` and `uvloop` choose; `auto` is the default's
-choice, asyncio's loop today: side by side (bench/README.md, "uvloop") uvloop took 12-26 % less
-CPU per request in the gateway and the agent, but it holds ~2.5 MiB more at rest in each
-process, which takes the gateway past its resting-memory target; throughput and latency moved
-within the noise of a shared machine.
+choice, asyncio's loop today. Side by side (bench/README.md, issue #15), uvloop took 15-25 % less
+CPU per request at concurrency 1 and with aiohttp at 64, but none with HTTP/2 or a Go client.
+It also holds ~2.5 MiB more at rest in each process, which takes the gateway past its
+resting-memory target.
 
 One difference a process notices: asyncio's TLS read buffer is `--tls-read-buffer`
 (`tunnel.tls`), uvloop's is its own (256 KiB per connection, allocated but not zero-filled, so
