@@ -166,17 +166,34 @@ class LoadBalancer:
                 maxconn=self.maxconn,
             )
         )
-        self._process = start_in_group(
+        process = self._process = start_in_group(
             [haproxy_binary(), "-db", "-f", str(self.config)], self.log_file
         )
         for frontend in self.frontends:
             await wait_listening(
                 self.ports[frontend.name],
-                self._process,
+                process,
                 within=10 * self.factor,
                 name="haproxy",
                 log=self.log,
             )
+        # The frontends may accept before the stats socket is there (HAProxy binds a UNIX
+        # socket under a temporary name and renames it into place): a runtime command could
+        # then find no socket (seen once, under load).
+        deadline = time.monotonic() + 10 * self.factor
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"haproxy exited:\n{self.log()}")
+            try:
+                await self.command("show info")
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"haproxy's runtime API never answered on {self.socket}:\n{self.log()}"
+                    ) from None
+                await asyncio.sleep(0.05)
+            else:
+                return
 
     async def stop(self) -> None:
         process, self._process = self._process, None
