@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from envtest.ports import free_port
-from envtest.server import start_in_group, stop_group, wait_listening
+from envtest.server import start_in_group, stop_group, wait_answering, wait_listening
 
 HAPROXY = "/usr/sbin/haproxy"
 CHECK_INTERVAL = 0.2
@@ -180,20 +180,14 @@ class LoadBalancer:
         # The frontends may accept before the stats socket is there (HAProxy binds a UNIX
         # socket under a temporary name and renames it into place): a runtime command could
         # then find no socket (seen once, under load).
-        deadline = time.monotonic() + 10 * self.factor
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"haproxy exited:\n{self.log()}")
-            try:
-                await self.command("show info")
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"haproxy's runtime API never answered on {self.socket}:\n{self.log()}"
-                    ) from None
-                await asyncio.sleep(0.05)
-            else:
-                return
+        await wait_answering(
+            lambda: self.command("show info"),
+            process,
+            within=10 * self.factor,
+            name="haproxy",
+            log=self.log,
+            what=f"runtime API never answered on {self.socket}",
+        )
 
     async def stop(self) -> None:
         process, self._process = self._process, None

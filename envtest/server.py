@@ -29,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -435,18 +435,39 @@ async def wait_listening(
 ) -> None:
     """Return once 127.0.0.1:`port` accepts a connection. RuntimeError (with `log()`, the last
     lines of its output) if `process`, called `name`, exits first, or after `within` seconds."""
+
+    async def connect() -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+
+    await wait_answering(
+        connect, process, within=within, name=name, log=log, what=f"not listening on {port}"
+    )
+
+
+async def wait_answering(
+    attempt: Callable[[], Awaitable[object]],
+    process: subprocess.Popen[bytes],
+    *,
+    within: float,
+    name: str,
+    log: Callable[[], str],
+    what: str,
+) -> None:
+    """Return once `attempt()` succeeds (an OSError is a no, tried again). RuntimeError, with
+    `log()`, if `process`, called `name`, exits first, or (saying `name` `what`) after
+    `within` seconds."""
     deadline = time.monotonic() + within
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited:\n{log()}")
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            await attempt()
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not listening on {port}:\n{log()}") from None
+                raise RuntimeError(f"{name} {what}:\n{log()}") from None
             await asyncio.sleep(0.05)
         else:
-            writer.close()
             return
 
 
