@@ -225,6 +225,19 @@ class KubeAPIServer:
             kubeconfig or self.kubeconfig_path, *args, input=input, check=check, timeout=timeout
         )
 
+    async def watches_served(self, resource: str) -> int:
+        """WATCH requests on namespaced `resource` this server is serving now, by its own
+        `apiserver_longrunning_requests`. The page is megabytes: it is read line by line, as
+        a whole-page parse would hold the caller's event loop still for seconds under load."""
+        page = (await self.akubectl("get", "--raw", "/metrics")).stdout
+        wanted = ('verb="WATCH"', f'resource="{resource}"', 'scope="namespace"')
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in page.splitlines()
+            if line.startswith("apiserver_longrunning_requests{")
+            and all(label in line for label in wanted)
+        )
+
     def log_tail(self, component: str, lines: int = 40) -> str:
         path = self.workdir / f"{component}.log"
         if not path.exists():

@@ -362,10 +362,10 @@ async def _settled_watches(server: KubeAPIServer) -> int:
     earlier tests on this shared server may still be ending (nothing announces when)."""
 
     async def settled() -> int:
-        previous = await _open_watches(server)
+        previous = await server.watches_served("configmaps")
         while True:
             await asyncio.sleep(0.2)
-            current = await _open_watches(server)
+            current = await server.watches_served("configmaps")
             if current == previous:
                 return current
             previous = current
@@ -381,7 +381,7 @@ async def _until_watches(server: KubeAPIServer, count: int) -> None:
     async def reached() -> None:
         nonlocal last
         while True:
-            last = await _open_watches(server)
+            last = await server.watches_served("configmaps")
             if last == count:
                 return
             await asyncio.sleep(0.05)  # the API server's gauge announces nothing
@@ -390,15 +390,3 @@ async def _until_watches(server: KubeAPIServer, count: int) -> None:
         await wait_for(reached())
     except TimeoutError:
         raise AssertionError(f"{count} ConfigMap watches expected, {last} seen last") from None
-
-
-async def _open_watches(server: KubeAPIServer) -> int:
-    """ConfigMap watches the API server is serving now, from its own metrics."""
-    total = 0
-    metrics = await server.akubectl("get", "--raw", "/metrics")
-    for line in metrics.stdout.splitlines():
-        if line.startswith("apiserver_longrunning_requests{") and all(
-            label in line for label in ('resource="configmaps"', 'verb="WATCH"')
-        ):
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total

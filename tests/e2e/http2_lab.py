@@ -21,7 +21,6 @@ from pathlib import Path
 
 import aiohttp
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent.settings import AgentSettings
 from certs import PlaneRef, plane_ref
@@ -166,29 +165,8 @@ class Lab:
         async with aiohttp.ClientSession(connector=connector) as http, within(240):
             await asyncio.gather(*(create(http, index) for index in range(count)))
 
-    async def apiserver_watches(self, resource: str) -> float:
-        """The API server's own count of WATCH requests it is serving on namespaced `resource`
-        (`apiserver_longrunning_requests`, read from its /metrics as the admin)."""
-        headers = {"Authorization": f"Bearer {self.server.admin_token}"}
-        connector = aiohttp.TCPConnector(ssl=self.server.ssl_context())
-        async with (
-            aiohttp.ClientSession(connector=connector) as http,
-            http.get(f"{self.server.url}/metrics", headers=headers) as answer,
-        ):
-            assert answer.status == 200
-            text = await answer.text()
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            if family.name == "apiserver_longrunning_requests"
-            for sample in family.samples
-            if sample.labels.get("verb") == "WATCH"
-            and sample.labels.get("resource") == resource
-            and sample.labels.get("scope") == "namespace"
-        )
-
     async def serves_watches(self, resource: str, count: float) -> bool:
-        return await self.apiserver_watches(resource) == count
+        return await self.server.watches_served(resource) == count
 
 
 @asynccontextmanager

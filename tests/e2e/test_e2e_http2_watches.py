@@ -63,7 +63,7 @@ async def test_one_http2_connection_carries_1000_watches_each_cancelled_alone(la
     namespace = unique("h2-watches")
     await lab.direct("create", "namespace", namespace)
     since = await lab.list_version(f"/api/v1/namespaces/{namespace}/configmaps")
-    before = await lab.apiserver_watches("configmaps")
+    before = await lab.server.watches_served("configmaps")
     target = f"/api/v1/namespaces/{namespace}/configmaps?watch=1&resourceVersion={since}"
 
     pool = H2Pool(load_kubeconfig(lab.kubeconfig), max_connections=1, connect_timeout=scaled(10))
@@ -111,7 +111,7 @@ async def test_one_http2_connection_carries_1000_watches_each_cancelled_alone(la
         assert {(e["type"], e["object"]["metadata"]["name"]) for e in events} == {
             ("ADDED", "second")
         }
-        assert await lab.apiserver_watches("configmaps") == before + WATCHES - 1
+        assert await lab.server.watches_served("configmaps") == before + WATCHES - 1
     finally:
         pool.close()
     await eventually(
