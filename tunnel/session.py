@@ -114,6 +114,8 @@ class TunnelSession:
         self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Done when the session has ended (`closed`, `wait_closed`, and what `run` waits on)."""
         self._heartbeat_timer: asyncio.TimerHandle | None = None
+        self._heartbeat_due = 0.0
+        self._forgave_stall = False
         self._idle = asyncio.Event()
         self._idle.set()
         self.close_reason = ""
@@ -362,7 +364,8 @@ class TunnelSession:
 
     def _schedule_heartbeat(self) -> None:
         loop = asyncio.get_running_loop()
-        self._heartbeat_timer = loop.call_later(self._heartbeat.interval, self._beat)
+        self._heartbeat_due = loop.time() + self._heartbeat.interval
+        self._heartbeat_timer = loop.call_at(self._heartbeat_due, self._beat)
 
     def _beat(self) -> None:
         """Every interval: end a session silent for longer than the timeout, else ping."""
@@ -378,7 +381,16 @@ class TunnelSession:
 
     def _check_and_ping(self) -> None:
         now_ns = time.monotonic_ns()
-        silent_for = now_ns / 1e9 - self.last_received
+        # A timer more than an interval late means this process's loop was held (a long
+        # callback, a starved CPU): what the peer sent meanwhile may still wait, unread, in
+        # buffers, and this timer runs before the reader does. Silence is not judged on that
+        # round; once only, so a loop that is always late still drops a dead peer.
+        late = asyncio.get_running_loop().time() - self._heartbeat_due
+        stalled = late > self._heartbeat.interval and not self._forgave_stall
+        self._forgave_stall = stalled
+        if stalled:
+            self._log.info("tunnel heartbeat late, judging next round", late_seconds=round(late, 1))
+        silent_for = 0.0 if stalled else now_ns / 1e9 - self.last_received
         if silent_for > self._heartbeat.timeout:
             self._drop(
                 "heartbeat_timeout",
@@ -387,7 +399,7 @@ class TunnelSession:
                 silent_seconds=round(silent_for, 1),
             )
             return
-        unanswered_for = (now_ns - self._pings[0]) / 1e9 if self._pings else 0.0
+        unanswered_for = (now_ns - self._pings[0]) / 1e9 if self._pings and not stalled else 0.0
         if unanswered_for > self._heartbeat.timeout:
             # It talks but does not read (or cannot): what we send it is lost on the way.
             self._drop(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
 from protocol import Connection, ErrorCode, RequestReceived, Role, Settings
-from tests.kit.waits import wait_for
+from tests.kit.waits import eventually, scaled, wait_for
 from tunnel import (
     Heartbeat,
     StreamResetError,
@@ -123,6 +124,49 @@ async def test_silent_peer_is_detected() -> None:
         gateway_end, Connection(Role.GATEWAY), heartbeat=Heartbeat(interval=0.02, timeout=0.1)
     )
     reason = await wait_for(session.run(), 5)
+    assert "no message from the peer" in reason
+
+
+async def test_a_loop_held_past_the_timeout_does_not_drop_a_live_peer() -> None:
+    # Held by a long callback (or a starved CPU), the loop runs the overdue heartbeat before the
+    # reader that would have seen the peer's messages: that round must not judge silence.
+    heartbeat = Heartbeat(interval=scaled(0.05), timeout=scaled(0.2))
+    gateway_end, agent_end = memory_channel_pair()
+    gateway = TunnelSession(gateway_end, Connection(Role.GATEWAY), heartbeat=heartbeat)
+    agent = TunnelSession(agent_end, Connection(Role.AGENT), heartbeat=heartbeat)
+    tasks = [asyncio.create_task(gateway.run()), asyncio.create_task(agent.run())]
+    await gateway.wait_ready()
+    await agent.wait_ready()
+    time.sleep(heartbeat.timeout * 2)  # noqa: ASYNC251 - the stall under test: the loop held
+    heard = gateway.bytes_in, agent.bytes_in
+    await eventually(
+        lambda: gateway.bytes_in > heard[0] and agent.bytes_in > heard[1],
+        within=5,
+        message="both sides heard the other after the stall",
+    )
+    assert not gateway.closed
+    assert not agent.closed
+    gateway.close("test over")
+    await asyncio.gather(*tasks)
+
+
+async def test_a_loop_late_every_round_still_drops_a_silent_peer() -> None:
+    # The late round is forgiven once, not every time: a loop that is always behind still
+    # finds a dead peer.
+    heartbeat = Heartbeat(interval=scaled(0.05), timeout=scaled(0.2))
+    gateway_end, _silent = memory_channel_pair()
+    session = TunnelSession(gateway_end, Connection(Role.GATEWAY), heartbeat=heartbeat)
+
+    async def hold_the_loop() -> None:
+        while True:
+            time.sleep(heartbeat.interval * 1.5)  # noqa: ASYNC251 - every round comes late
+            await asyncio.sleep(0)
+
+    holding = asyncio.create_task(hold_the_loop())
+    try:
+        reason = await wait_for(session.run(), 10)
+    finally:
+        holding.cancel()
     assert "no message from the peer" in reason
 
 
