@@ -841,7 +841,7 @@ class _CallerExchange:
                 refused, plain=_wants_plain_refusal(self.head, refused), extra=extra
             )
         metrics = endpoint._metrics
-        metrics.child(metrics.streams_active, self.plane).inc()
+        metrics.streams_active.labels(self.plane).inc()
         try:
             while True:
                 try:
@@ -880,7 +880,7 @@ class _CallerExchange:
                 )
             return await self._fail(self._explain_reset(error))
         finally:
-            metrics.child(metrics.streams_active, self.plane).dec()
+            metrics.streams_active.labels(self.plane).dec()
             if not stream.done:
                 stream.reset(ErrorCode.CANCEL, "the caller's request ended")
 
@@ -1116,7 +1116,7 @@ class _CallerExchange:
         """The agent's response breaks HTTP/1.1 framing: reset its stream, tell the caller."""
         stream.reset(ErrorCode.PROTOCOL_ERROR, f"unacceptable response: {error}")
         metrics = self.endpoint._metrics
-        metrics.child(metrics.relay_errors, self.plane, "agent_response").inc()
+        metrics.relay_errors.labels(self.plane, "agent_response").inc()
         return await self._fail(
             CallerRefused(
                 502,
@@ -1175,14 +1175,12 @@ class _CallerExchange:
         code = status_class(status)
         if self.forwarded_by:
             # Served for a peer: the forwarding replica counts the caller's request.
-            metrics.child(metrics.peer_requests, self.forwarded_by, self.plane, code).inc()
+            metrics.peer_requests.labels(self.forwarded_by, self.plane, code).inc()
             return
         if self.forwarded_to:
-            metrics.child(metrics.forwarded_requests, self.forwarded_to, self.plane, code).inc()
-        metrics.child(metrics.requests, self.plane, code).inc()
-        metrics.child(metrics.request_duration, self.plane, code).observe(
-            time.monotonic() - self.started
-        )
+            metrics.forwarded_requests.labels(self.forwarded_to, self.plane, code).inc()
+        metrics.requests.labels(self.plane, code).inc()
+        metrics.request_duration.labels(self.plane, code).observe(time.monotonic() - self.started)
 
 
 class _Http1Exchange(_CallerExchange):
@@ -1272,11 +1270,11 @@ class _Http1Exchange(_CallerExchange):
             self.body_error = error
             stream.reset(ErrorCode.CANCEL, "the caller's request body was malformed")
             metrics = self.endpoint._metrics
-            metrics.child(metrics.relay_errors, self.plane, "caller_body").inc()
+            metrics.relay_errors.labels(self.plane, "caller_body").inc()
             return
         stream.end()
         metrics = self.endpoint._metrics
-        metrics.child(metrics.bytes, self.plane, "to_agent").inc(sent)
+        metrics.bytes.labels(self.plane, "to_agent").inc(sent)
 
     async def _relay_response(self, stream: CallerStream, framer: ResponseFramer) -> bool:
         pending: list[bytes | memoryview] = [self._head_bytes(framer)]
@@ -1293,7 +1291,7 @@ class _Http1Exchange(_CallerExchange):
                 with contextlib.suppress(asyncio.CancelledError):
                     await gone
         metrics = self.endpoint._metrics
-        metrics.child(metrics.bytes, self.plane, "to_caller").inc(relayed)
+        metrics.bytes.labels(self.plane, "to_caller").inc(relayed)
         return framer.keep_alive and not caller_left
 
     async def _relay_body(
@@ -1540,7 +1538,7 @@ class _Http2Exchange(_CallerExchange):
                 with contextlib.suppress(asyncio.CancelledError, StreamResetError, ConnectionError):
                     await sending
         metrics = self.endpoint._metrics
-        metrics.child(metrics.bytes, self.plane, "to_caller").inc(relayed)
+        metrics.bytes.labels(self.plane, "to_caller").inc(relayed)
         return True
 
     async def _send_body(self, stream: CallerStream) -> None:
@@ -1555,7 +1553,7 @@ class _Http2Exchange(_CallerExchange):
             self.access.bytes_in = sent
         stream.end()
         metrics = self.endpoint._metrics
-        metrics.child(metrics.bytes, self.plane, "to_agent").inc(sent)
+        metrics.bytes.labels(self.plane, "to_agent").inc(sent)
 
 
 async def _refused_by_peer(stream: CallerStream) -> bool:

@@ -5,21 +5,40 @@ Besides its own, the registry holds the process and Python collectors and build 
 (`tunnel.role_metrics`), and certificate expiry fed by `watch_certificates`. Names follow
 Prometheus conventions: base units as suffixes (`_seconds`, `_bytes`), `_total` on counters,
 `<things>_<state>` for gauges counting things in a state (`streams_active`,
-`agents_connected`); docs/metrics.md lists them all (a test keeps it in step)."""
+`agents_connected`); docs/metrics.md lists them all (a test keeps it in step). The metrics
+every caller request updates are `tunnel.plain_metrics` (plain numbers, read at scrape time);
+the others are prometheus_client's."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kubeproxy.metrics import LabelledChildren
+from tunnel.plain_metrics import PlainCounter, PlainGauge, PlainHistogram
 from tunnel.role_metrics import CertificateExpiryCollector, CertificateSource, register_role_metrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class LabelledChildren:
+    """`counter.labels(*values)` of a prometheus_client counter, remembered: prometheus_client
+    validates the labels and takes a lock on every call. For the caller authentication and
+    authorization counters, bounded label sets updated per request (the request path's other
+    metrics are `tunnel.plain_metrics`, whose `labels()` is such a lookup already)."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[int, tuple[str, ...]], Counter] = {}
+
+    def __call__(self, metric: Counter, *values: str) -> Counter:
+        key = (id(metric), values)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = metric.labels(*values)
+        return found
 
 
 class GatewayMetrics:
@@ -53,43 +72,43 @@ class GatewayMetrics:
             ["plane", "limit"],
             registry=r,
         )
-        self.streams_active = Gauge(
+        self.streams_active = PlainGauge(
             "planelink_gateway_streams_active", "Caller requests in flight", ["plane"], registry=r
         )
-        self.requests = Counter(
+        self.requests = PlainCounter(
             "planelink_gateway_requests_total",
             "Caller requests answered, by plane and status class",
             ["plane", "code"],
             registry=r,
         )
-        self.request_duration = Histogram(
+        self.request_duration = PlainHistogram(
             "planelink_gateway_request_duration_seconds",
             "Time to the response head, by plane and status class",
             ["plane", "code"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.bytes = Counter(
+        self.bytes = PlainCounter(
             "planelink_gateway_body_bytes_total",
             "Body bytes relayed, by plane and direction (to_agent, to_caller)",
             ["plane", "direction"],
             registry=r,
         )
-        self.forwarded_requests = Counter(
+        self.forwarded_requests = PlainCounter(
             "planelink_gateway_forwarded_requests_total",
             "Caller requests forwarded to a peer replica (it held the plane's tunnel), by peer,"
             " plane and status class; also counted in planelink_gateway_requests_total",
             ["peer", "plane", "code"],
             registry=r,
         )
-        self.peer_requests = Counter(
+        self.peer_requests = PlainCounter(
             "planelink_gateway_peer_requests_total",
             "Requests served on the peer port for the replica that forwarded them, by that"
             " replica, plane and status class (its planelink_gateway_requests_total counts them)",
             ["peer", "plane", "code"],
             registry=r,
         )
-        self.requests_by_protocol = Counter(
+        self.requests_by_protocol = PlainCounter(
             "planelink_gateway_requests_by_protocol_total",
             "Caller requests received on the caller port, by the HTTP version they arrived in"
             " (http1, http2)",
@@ -116,7 +135,7 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
-        self.relay_errors = Counter(
+        self.relay_errors = PlainCounter(
             "planelink_gateway_relay_errors_total",
             "Requests cut short after they reached an agent, by plane and reason"
             " (agent_response: a response that breaks HTTP/1.1 framing; caller_body: a"

@@ -4,32 +4,18 @@
 by protocol, upstream latency and connections (`ConnectionShare`: the HTTP/1.1 and the HTTP/2
 pool add up in one gauge). Metric names start with `prefix` (`planelink_agent` for the agent), so
 an owner that adds metrics of its own (`agent.metrics.AgentMetrics`) keeps one family of names.
-Label values are bounded sets: outcomes and status classes are fixed words.
+Label values are bounded sets: outcomes and status classes are fixed words. Every one of
+these is updated on the request path, so they are `tunnel.plain_metrics`: plain numbers, read at
+scrape time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from prometheus_client import CollectorRegistry
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tunnel.plain_metrics import PlainCounter, PlainGauge, PlainHistogram
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-class LabelledChildren:
-    """`metric.labels(*values)`, remembered: prometheus_client validates the labels and takes a
-    lock on every call, which on the request path costs more than the increment itself. For
-    label sets that are bounded (planes, outcomes, status classes, directions)."""
-
-    def __init__(self) -> None:
-        self._found: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-    def __call__(self, metric: Counter | Gauge | Histogram, *values: str) -> Any:
-        key = (id(metric), values)
-        found = self._found.get(key)
-        if found is None:
-            found = self._found[key] = metric.labels(*values)
-        return found
 
 
 class ProxyMetrics:
@@ -40,23 +26,23 @@ class ProxyMetrics:
     ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.active_streams = Gauge(
+        self.active_streams = PlainGauge(
             f"{prefix}_streams_active", "requests being proxied now", registry=r
         )
-        self.streams = Counter(
+        self.streams = PlainCounter(
             f"{prefix}_streams_total",
             "requests proxied, by outcome (ok, upgraded, upstream_error, bad_request, "
             "reset, error)",
             ["outcome"],
             registry=r,
         )
-        self.bytes = Counter(
+        self.bytes = PlainCounter(
             f"{prefix}_body_bytes_total",
             "body and upgraded-stream bytes moved, by direction (to_gateway, to_upstream)",
             ["direction"],
             registry=r,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = PlainHistogram(
             f"{prefix}_upstream_request_duration_seconds",
             "time from sending a request to the API server to its response head, by status "
             "class (code: 2xx, 4xx, ..., error when no head came)",
@@ -64,28 +50,27 @@ class ProxyMetrics:
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
-        self.upstream_requests = Counter(
+        self.upstream_requests = PlainCounter(
             f"{prefix}_upstream_requests",
             "requests sent to the API server, by protocol (http1, http2): HTTP/2 while the API "
             "server offers h2 in ALPN and it is not turned off; upgrades always go as http1",
             ["protocol"],
             registry=r,
         )
-        self.upstream_connections = Gauge(
+        self.upstream_connections = PlainGauge(
             f"{prefix}_upstream_connections",
             "open connections to the API server, HTTP/1.1 and HTTP/2 together, by state "
             "(active: carrying a request, or for HTTP/2 at least one stream; idle: none)",
             ["state"],
             registry=r,
         )
-        # Children resolved once: `labels()` validates and locks on every call.
+        # Children resolved once, for the busiest updates: no `labels()` lookup at all.
         self.to_gateway = self.bytes.labels("to_gateway")
         self.to_upstream = self.bytes.labels("to_upstream")
         self.active_connections = self.upstream_connections.labels("active")
         self.idle_connections = self.upstream_connections.labels("idle")
         self.http1_requests = self.upstream_requests.labels("http1")
         self.http2_requests = self.upstream_requests.labels("http2")
-        self.child = LabelledChildren()
 
     def sample(self, name: str, **labels: str) -> float:
         """The current value of a sample (0 when absent): for tests and debugging."""

@@ -162,7 +162,7 @@ class Proxy:
             if not self.stats.active:
                 self._idle.set()
             self._metrics.active_streams.dec()
-            self._metrics.child(self._metrics.streams, outcome).inc()
+            self._metrics.streams.labels(outcome).inc()
 
     # -- one exchange -------------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ class Proxy:
             return await self._failed_before_head(stream, failure, started, log)
         duration = time.monotonic() - started
         status = exchange.head.status
-        metrics.child(metrics.upstream_duration, status_class(status)).observe(duration)
+        metrics.upstream_duration.labels(status_class(status)).observe(duration)
         answered = log.info if self._log_streams else log.debug
         answered("upstream answered", status=status, seconds=round(duration, 4))
         return await self._answer(stream, plan, exchange, log)
@@ -207,7 +207,7 @@ class Proxy:
     ) -> str:
         """Answer a request that got no response head, over either protocol; its outcome."""
         metrics = self._metrics
-        metrics.child(metrics.upstream_duration, "error").observe(time.monotonic() - started)
+        metrics.upstream_duration.labels("error").observe(time.monotonic() - started)
         if isinstance(failure, BadRequest):
             log.info("request refused", reason=str(failure))
             await self._respond_error(stream, 400, str(failure))
@@ -256,7 +256,7 @@ class Proxy:
             except (UpstreamError, BadRequest) as failure:
                 return await self._failed_before_head(stream, failure, started, log)
             duration = time.monotonic() - started
-            metrics.child(metrics.upstream_duration, status_class(head.status)).observe(duration)
+            metrics.upstream_duration.labels(status_class(head.status)).observe(duration)
             answered = log.info if self._log_streams else log.debug
             answered("upstream answered", status=head.status, seconds=round(duration, 4), h2=True)
             try:

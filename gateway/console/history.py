@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
+
+from tunnel.plain_metrics import PlainCounter
 
 log = structlog.get_logger("gateway.console.history")
 
@@ -165,7 +166,7 @@ def _rate(before: float, now: float, seconds: float) -> float:
     return grown / seconds
 
 
-def counter_by_plane(counter: Counter) -> dict[str, float]:
+def counter_by_plane(counter: PlainCounter) -> dict[str, float]:
     """A counter's totals summed per `plane` label (over its other labels)."""
     totals: dict[str, float] = {}
     for family in counter.collect():

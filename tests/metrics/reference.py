@@ -21,6 +21,7 @@ from gateway.metrics import AgentSample, ConnectionCounts, DirectUpstreamSample,
 from gateway.peers.merge import merge_metrics
 from gateway.reconciler.metrics import ReconcilerMetrics
 from tunnel.loop_metrics import register_task_gauge
+from tunnel.plain_metrics import PlainMetric
 from tunnel.role_metrics import CertificateExpiry
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
@@ -44,6 +45,8 @@ def _with_children(registry: CollectorRegistry) -> None:
             names = collector._labelnames
             if names:
                 collector.labels(*(["x"] * len(names)))
+        elif isinstance(collector, PlainMetric) and collector.labelnames:
+            collector.labels(*(["x"] * len(collector.labelnames)))
 
 
 async def role_pages() -> dict[str, str]:

@@ -75,10 +75,10 @@ def test_each_role_registry_has_process_python_and_build_info_of_its_own() -> No
 
 def test_no_series_ends_in_created() -> None:
     gateway, agent = GatewayMetrics(), AgentMetrics()
-    gateway.child(gateway.requests, "ns/p", "2xx").inc()
-    gateway.child(gateway.request_duration, "ns/p", "2xx").observe(0.1)
+    gateway.requests.labels("ns/p", "2xx").inc()
+    gateway.request_duration.labels("ns/p", "2xx").observe(0.1)
     agent.connects.inc()
-    agent.child(agent.upstream_duration, "2xx").observe(0.1)
+    agent.upstream_duration.labels("2xx").observe(0.1)
     for text in (page(gateway), page(agent)):
         assert "planelink_gateway_requests_total" in text or "planelink_agent_connects" in text
         assert "_created" not in text
