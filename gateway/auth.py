@@ -261,9 +261,9 @@ class CallerAuth:
         except AuthRefused as refused:
             result = "error" if isinstance(refused, ReviewUnavailable) else "refused"
             method = "token" if _has_authorization(headers) else "none"
-            self._metrics.child(self._metrics.caller_authentications, method, result).inc()
+            self._metrics.caller_authentications.labels(method, result).inc()
             raise
-        self._metrics.child(self._metrics.caller_authentications, identity.method, "ok").inc()
+        self._metrics.caller_authentications.labels(identity.method, "ok").inc()
         return identity
 
     async def _review_token(self, token: str) -> CallerIdentity:
@@ -295,9 +295,7 @@ class CallerAuth:
             ttl = self.settings.positive_ttl if verdict[0] else self.settings.negative_ttl
             self._access.put(key, verdict, ttl)
         allowed, reason = verdict
-        self._metrics.child(
-            self._metrics.caller_authorizations, "allowed" if allowed else "denied"
-        ).inc()
+        self._metrics.caller_authorizations.labels("allowed" if allowed else "denied").inc()
         if not allowed:
             message = (
                 f'{identity.user} cannot {verb} {crd.PLURAL}.{crd.GROUP} "{plane.name}" '

@@ -24,29 +24,11 @@ from tunnel.role_metrics import CertificateExpiryCollector, CertificateSource, r
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class LabelledChildren:
-    """`counter.labels(*values)` of a prometheus_client counter, remembered: prometheus_client
-    validates the labels and takes a lock on every call. For the caller authentication and
-    authorization counters, bounded label sets updated per request (the request path's other
-    metrics are `tunnel.plain_metrics`, whose `labels()` is such a lookup already)."""
-
-    def __init__(self) -> None:
-        self._found: dict[tuple[int, tuple[str, ...]], Counter] = {}
-
-    def __call__(self, metric: Counter, *values: str) -> Counter:
-        key = (id(metric), values)
-        found = self._found.get(key)
-        if found is None:
-            found = self._found[key] = metric.labels(*values)
-        return found
-
-
 class GatewayMetrics:
     """Every metric the gateway exports; one instance per gateway."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.child = LabelledChildren()
         r = self.registry
         register_role_metrics(r, role="gateway")
         self._certificates = CertificateExpiryCollector(
@@ -143,14 +125,14 @@ class GatewayMetrics:
             ["plane", "reason"],
             registry=r,
         )
-        self.caller_authentications = Counter(
+        self.caller_authentications = PlainCounter(
             "planelink_gateway_caller_authentications_total",
             "Caller authentications, by method (certificate, token, none) and result"
             " (ok, refused, error)",
             ["method", "result"],
             registry=r,
         )
-        self.caller_authorizations = Counter(
+        self.caller_authorizations = PlainCounter(
             "planelink_gateway_caller_authorizations_total",
             "Caller authorizations (SubjectAccessReview), by result (allowed, denied, error)",
             ["result"],
