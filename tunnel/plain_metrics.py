@@ -30,6 +30,7 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import INF, floatToGoString
@@ -96,15 +97,16 @@ class PlainMetric(Collector, Generic[ChildT]):
         self,
         name: str,
         documentation: str,
-        labelnames: Iterable[str],
+        labelnames: Iterable[str] = (),
+        *,
         registry: CollectorRegistry,
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], ChildT] = {}
-        # An unlabelled metric is its one child, kept apart: `labels()` on it is refused. Its
-        # inc/dec/set/observe look for it inline, so that an update is one call, not two.
+        # An unlabelled metric is its one child, kept apart: `labels()` on it is refused, and
+        # its own inc/dec/set/observe update it.
         self._only: ChildT | None = None if self.labelnames else self._new_child()
         registry.register(self)
 
@@ -131,88 +133,61 @@ class PlainMetric(Collector, Generic[ChildT]):
             raise ValueError("Incorrect label names")
         return tuple(by_name[name] for name in self.labelnames)
 
-    def _labels_missing(self) -> ValueError:
-        return ValueError(f"{self.name} has labels: update a child, from labels()")
+    def _only_child(self) -> ChildT:
+        """An unlabelled metric's one series (a labelled one is updated through `labels()`)."""
+        only = self._only
+        if only is None:
+            raise ValueError(f"{self.name} has labels: update a child, from labels()")
+        return only
 
     def _series(self) -> Iterable[tuple[tuple[str, ...], ChildT]]:
         return self._children.items() if self._only is None else [((), self._only)]
 
 
-class PlainCounter(PlainMetric[CounterChild]):
+ValueChildT = TypeVar("ValueChildT", CounterChild, GaugeChild)
+
+
+class _ValueMetric(PlainMetric[ValueChildT]):
+    """A counter or a gauge: one number per series."""
+
+    _family: type[CounterMetricFamily | GaugeMetricFamily]
+
+    def inc(self, amount: float = 1) -> None:
+        self._only_child().inc(amount)
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self._series():
+            family.add_metric(values, child.value)
+        yield family
+
+
+class PlainCounter(_ValueMetric[CounterChild]):
     """A counter; a name ending in `_total` is the family's name without it, as in
     prometheus_client."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Iterable[str] = (),
-        *,
-        registry: CollectorRegistry,
-    ) -> None:
-        super().__init__(name, documentation, labelnames, registry)
+    _family = CounterMetricFamily
 
     def _new_child(self) -> CounterChild:
         return CounterChild()
 
-    def inc(self, amount: float = 1) -> None:
-        only = self._only
-        if only is None:
-            raise self._labels_missing()
-        only.inc(amount)
 
-    def describe(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in self._series():
-            family.add_metric(values, child.value)
-        yield family
-
-
-class PlainGauge(PlainMetric[GaugeChild]):
+class PlainGauge(_ValueMetric[GaugeChild]):
     """A gauge."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Iterable[str] = (),
-        *,
-        registry: CollectorRegistry,
-    ) -> None:
-        super().__init__(name, documentation, labelnames, registry)
+    _family = GaugeMetricFamily
 
     def _new_child(self) -> GaugeChild:
         return GaugeChild()
 
-    def inc(self, amount: float = 1) -> None:
-        only = self._only
-        if only is None:
-            raise self._labels_missing()
-        only.inc(amount)
-
     def dec(self, amount: float = 1) -> None:
-        only = self._only
-        if only is None:
-            raise self._labels_missing()
-        only.dec(amount)
+        self._only_child().dec(amount)
 
     def set(self, value: float) -> None:
-        only = self._only
-        if only is None:
-            raise self._labels_missing()
-        only.set(value)
-
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in self._series():
-            family.add_metric(values, child.value)
-        yield family
+        self._only_child().set(value)
 
 
 class PlainHistogram(PlainMetric[HistogramChild]):
@@ -244,16 +219,13 @@ class PlainHistogram(PlainMetric[HistogramChild]):
         self._upper_bounds = bounds
         # As prometheus_client writes `le` (untyped there).
         self._le: list[str] = [floatToGoString(b) for b in bounds]  # type: ignore[no-untyped-call]
-        super().__init__(name, documentation, labelnames, registry)
+        super().__init__(name, documentation, labelnames, registry=registry)
 
     def _new_child(self) -> HistogramChild:
         return HistogramChild(self._upper_bounds)
 
     def observe(self, amount: float) -> None:
-        only = self._only
-        if only is None:
-            raise self._labels_missing()
-        only.observe(amount)
+        self._only_child().observe(amount)
 
     def describe(self) -> Iterator[HistogramMetricFamily]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
