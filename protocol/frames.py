@@ -122,11 +122,17 @@ class Role(enum.IntEnum):
     """Opens even-numbered streams (2, 4, 6, ...)."""
 
 
+# As plain ints: an IntFlag's `&`, `|` and `~` run enum code, which on the request path (each
+# frame's header check, decode and encode) cost more than the rest of the header's handling.
+_END_STREAM = int(Flag.END_STREAM)
+_UPGRADE = int(Flag.UPGRADE)
+_DATA = int(FrameType.DATA)
+
 ALLOWED_FLAGS: dict[FrameType, int] = {
     FrameType.HELLO: 0,
-    FrameType.REQUEST: Flag.END_STREAM | Flag.UPGRADE,
-    FrameType.RESPONSE: int(Flag.END_STREAM),
-    FrameType.DATA: int(Flag.END_STREAM),
+    FrameType.REQUEST: _END_STREAM | _UPGRADE,
+    FrameType.RESPONSE: _END_STREAM,
+    FrameType.DATA: _END_STREAM,
     FrameType.RESET: 0,
     FrameType.WINDOW_UPDATE: 0,
     FrameType.PING: 0,
@@ -148,7 +154,7 @@ def _frame(version: int, ftype: FrameType, flags: int, stream_id: int, payload: 
 
 def encode_data_header(stream_id: int, length: int, *, end_stream: bool, version: int) -> bytes:
     """Header of a DATA frame whose ``length`` payload bytes the caller appends (no copy)."""
-    return HEADER.pack(version, FrameType.DATA, 1 if end_stream else 0, 0, stream_id, length)
+    return HEADER.pack(version, _DATA, _END_STREAM if end_stream else 0, 0, stream_id, length)
 
 
 def _text(value: str) -> bytes:
@@ -256,7 +262,7 @@ class Request:
         if len(self.target) > 255:
             raise HeaderBlockError("target is longer than 255 bytes")
         _check_path(self.path)
-        flags = (Flag.END_STREAM if self.end_stream else 0) | (Flag.UPGRADE if self.upgrade else 0)
+        flags = (_END_STREAM if self.end_stream else 0) | (_UPGRADE if self.upgrade else 0)
         payload = b"".join(
             [
                 _U8.pack(len(self.method)),
@@ -302,8 +308,8 @@ class Request:
             path,
             headers,
             target,
-            bool(flags & Flag.END_STREAM),
-            bool(flags & Flag.UPGRADE),
+            bool(flags & _END_STREAM),
+            bool(flags & _UPGRADE),
         )
 
 
@@ -329,7 +335,7 @@ class Response:
         if not 100 <= self.status <= 999:
             raise HeaderBlockError(f"status {self.status} is not a three-digit code")
         payload = _U16.pack(self.status) + encode_header_block(self.headers)
-        flags = Flag.END_STREAM if self.end_stream else 0
+        flags = _END_STREAM if self.end_stream else 0
         return _frame(version, FrameType.RESPONSE, flags, self.stream_id, payload)
 
     @classmethod
@@ -344,7 +350,7 @@ class Response:
             raise StreamProtocolError(
                 stream_id, ErrorCode.HEADER_ERROR, f"malformed RESPONSE head: {exc}"
             ) from None
-        return cls(stream_id, status, headers, bool(flags & Flag.END_STREAM))
+        return cls(stream_id, status, headers, bool(flags & _END_STREAM))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -365,7 +371,7 @@ class Data:
     @classmethod
     def decode(cls, flags: int, stream_id: int, buf: memoryview, start: int, end: int) -> Data:
         """Wrap the payload as a zero-copy ``memoryview``."""
-        return cls(stream_id, buf[start:end], bool(flags & Flag.END_STREAM))
+        return cls(stream_id, buf[start:end], bool(flags & _END_STREAM))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -573,33 +579,42 @@ DECODERS: dict[int, _Decoder] = {
 }
 
 
+_HEADER_RULES: dict[int, tuple[int, bool, bool]] = {
+    int(kind): (~allowed, kind in _CONNECTION_ONLY, kind in _STREAM_ONLY)
+    for kind, allowed in ALLOWED_FLAGS.items()
+}
+"""By frame type byte: the flag bits it may not carry, connection-only, stream-only."""
+
+
 def check_frame_header(ftype: int, flags: int, reserved: int, stream_id: int) -> None:
     """Check what the header alone can tell; raises a :class:`ConnectionProtocolError`."""
-    if ftype not in DECODERS:
+    rules = _HEADER_RULES.get(ftype)
+    if rules is None:
         raise ConnectionProtocolError(
             ErrorCode.UNKNOWN_FRAME_TYPE, f"unknown frame type {ftype:#04x}"
         )
-    kind = FrameType(ftype)
+    disallowed, connection_only, stream_only = rules
+    if (
+        not (flags & disallowed or reserved or stream_id > MAX_STREAM_ID)
+        and (not stream_id or not connection_only)
+        and (stream_id or not stream_only)
+    ):
+        return
+    problem = _header_problem(FrameType(ftype), flags, reserved, stream_id)
+    raise ConnectionProtocolError(ErrorCode.PROTOCOL_ERROR, problem)
+
+
+def _header_problem(kind: FrameType, flags: int, reserved: int, stream_id: int) -> str:
+    """What is wrong with a header that failed `check_frame_header`'s rules (the first)."""
     if flags & ~ALLOWED_FLAGS[kind]:
-        raise ConnectionProtocolError(
-            ErrorCode.PROTOCOL_ERROR, f"{kind.name} frame with undefined flags {flags:#04x}"
-        )
+        return f"{kind.name} frame with undefined flags {flags:#04x}"
     if reserved:
-        raise ConnectionProtocolError(
-            ErrorCode.PROTOCOL_ERROR, f"{kind.name} frame with non-zero reserved byte"
-        )
+        return f"{kind.name} frame with non-zero reserved byte"
     if stream_id > MAX_STREAM_ID:
-        raise ConnectionProtocolError(
-            ErrorCode.PROTOCOL_ERROR, f"{kind.name} frame stream id {stream_id:#x} has bit 31 set"
-        )
-    if stream_id and kind in _CONNECTION_ONLY:
-        raise ConnectionProtocolError(
-            ErrorCode.PROTOCOL_ERROR, f"{kind.name} frame on stream {stream_id}, must be 0"
-        )
-    if not stream_id and kind in _STREAM_ONLY:
-        raise ConnectionProtocolError(
-            ErrorCode.PROTOCOL_ERROR, f"{kind.name} frame on stream 0, needs a stream"
-        )
+        return f"{kind.name} frame stream id {stream_id:#x} has bit 31 set"
+    if stream_id:
+        return f"{kind.name} frame on stream {stream_id}, must be 0"
+    return f"{kind.name} frame on stream 0, needs a stream"
 
 
 def decode_frame(ftype: int, flags: int, stream_id: int, payload: memoryview) -> Frame:
