@@ -778,11 +778,8 @@ async def serve(settings: GatewaySettings) -> int:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the planes file."""
     log = structlog.get_logger("gateway")
     gateway = Gateway(settings)
-    await gateway.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
 
     def reload() -> None:
         try:
@@ -790,11 +787,18 @@ async def serve(settings: GatewaySettings) -> int:
         except ConfigError as error:
             log.error("planes file not reloaded", error=str(error))
 
+    # Before the start: once it announces itself (its presence file, its ports), a stop must
+    # find a handler, not the default action that ends the process at once.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    await stop.wait()
-    log.info("shutting down", drain_grace=settings.drain_grace)
-    await gateway.stop()
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        with contextlib.suppress(ValueError):
-            loop.remove_signal_handler(signum)
+    try:
+        await gateway.start()
+        await stop.wait()
+        log.info("shutting down", drain_grace=settings.drain_grace)
+        await gateway.stop()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(ValueError):
+                loop.remove_signal_handler(signum)
     return 0

@@ -78,6 +78,7 @@ class Supervisor:
         """Called when worker i has exited (e.g. to withdraw what it announced)."""
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
+        self._stop_signal: int | None = None
         self._failed: int | None = None
         """The supervisor's exit code once it gave up on its workers."""
 
@@ -98,7 +99,16 @@ class Supervisor:
                     loop.remove_signal_handler(signum)
         if self._failed is not None:
             return self._failed
-        unclean = {index: code for index, code in enumerate(codes) if code != 0}
+        # Killed by the very signal forwarded to it: the worker had no handler yet, so it was
+        # still starting (`planelink gateway` takes SIGTERM before it serves) and had nothing
+        # to drain.
+        before_serving = -self._stop_signal if self._stop_signal is not None else None
+        for index, code in enumerate(codes):
+            if code == before_serving:
+                log.info("worker stopped before it served", worker=index)
+        unclean = {
+            index: code for index, code in enumerate(codes) if code not in (0, before_serving)
+        }
         if unclean:
             log.error("workers did not stop cleanly", exit_codes=unclean)
             return 1
@@ -110,6 +120,7 @@ class Supervisor:
         if self._stopping.is_set():
             return
         log.info("stopping workers", signal=signal.Signals(signum).name)
+        self._stop_signal = signum
         self._stopping.set()
         self._forward(signum)
 

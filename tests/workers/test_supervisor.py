@@ -109,3 +109,22 @@ async def test_a_worker_that_ignores_the_stop_is_killed_after_the_grace(tmp_path
         supervisor.stop()
         assert await wait_for(task, 30) == 1, "killed: not a clean stop"
     assert any(entry["event"] == "worker did not stop in time: killing it" for entry in logs)
+
+
+async def test_a_worker_stopped_before_it_took_the_signal_is_a_clean_stop(
+    tmp_path: Path,
+) -> None:
+    """A worker told to stop while still starting (no handler yet) dies of the signal itself:
+    it had nothing to drain, and the gateway's exit says a clean stop."""
+    supervisor = Supervisor(
+        SupervisorSettings(workers=1, stop_grace=10),
+        lambda index: worker("", index, tmp_path),  # the default action: SIGTERM ends it
+    )
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.ensure_future(supervisor.run())
+        await all_ready(tmp_path, 1)
+        supervisor.stop(signal.SIGTERM)
+        assert await wait_for(task, 30) == 0
+    assert [
+        entry["worker"] for entry in logs if entry["event"] == "worker stopped before it served"
+    ] == [0]
