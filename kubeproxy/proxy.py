@@ -138,23 +138,20 @@ class Proxy:
 
     async def handle(self, stream: ProxiedStream, request: RequestReceived) -> None:
         """The session's request handler: serve `stream` until the exchange is over."""
+        ids: dict[str, object] = {"stream_id": stream.stream_id}
         if (request_id := header_value(request.headers, REQUEST_ID)) is not None:
             # The gateway's id for the caller's request, as its access line and the caller's
-            # Planelink-Request-Id say it. (One bind: each copies the context.)
-            log = self._log.bind(
-                stream_id=stream.stream_id, request_id=request_id.decode("latin-1")
-            )
-        else:
-            log = self._log.bind(stream_id=stream.stream_id)
+            # Planelink-Request-Id say it.
+            ids["request_id"] = request_id.decode("latin-1")
         self.stats.active += 1
         self._idle.clear()
         self._metrics.active_streams.inc()
         outcome = "error"
         try:
-            outcome = await self._serve(stream, request, log)
+            outcome = await self._serve(stream, request, ids)
         except (StreamResetError, asyncio.CancelledError):
             # The caller went away (or the tunnel did): the upstream exchange is abandoned.
-            log.debug("stream ended before the exchange")
+            self._log.debug("stream ended before the exchange", **ids)
             outcome = "reset"
             raise
         finally:
@@ -167,15 +164,16 @@ class Proxy:
     # -- one exchange -------------------------------------------------------------------------
 
     async def _serve(
-        self, stream: ProxiedStream, request: RequestReceived, log: structlog.stdlib.BoundLogger
+        self, stream: ProxiedStream, request: RequestReceived, ids: dict[str, object]
     ) -> str:
         try:
             plan = plan_request(request, policy=self._policy)
         except BadRequest as refused:
-            log.info("request refused", reason=str(refused))
+            self._log.info("request refused", reason=str(refused), **ids)
             await self._respond_error(stream, 400, str(refused))
             return "bad_request"
-        log = log.bind(method=plan.method, path=plan.target)
+        # One bind per stream, once its request is known: each bind copies the context.
+        log = self._log.bind(**ids, method=plan.method, path=plan.target)
         h2_pool = self._h2_pool
         if h2_pool is not None and not plan.upgrade and h2_pool.protocol != "http/1.1":
             with contextlib.suppress(Http2NotOffered):  # raised before anything was sent
