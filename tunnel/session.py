@@ -390,7 +390,18 @@ class TunnelSession:
         self._forgave_stall = stalled
         if stalled:
             self._log.info("tunnel heartbeat late, judging next round", late_seconds=round(late, 1))
-        silent_for = 0.0 if stalled else now_ns / 1e9 - self.last_received
+        elif self._dropped_as_dead(now_ns):
+            return
+        if self._hello.done():  # PING is only allowed once HELLOs were exchanged
+            self._conn.ping(now_ns.to_bytes(8, "big"))
+            self._pings.append(now_ns)
+            self._wake_writer.set()
+        self._schedule_heartbeat()
+
+    def _dropped_as_dead(self, now_ns: int) -> bool:
+        """End the session if the peer was silent, or left our oldest PING unanswered, for
+        longer than the timeout; whether it did."""
+        silent_for = now_ns / 1e9 - self.last_received
         if silent_for > self._heartbeat.timeout:
             self._drop(
                 "heartbeat_timeout",
@@ -398,8 +409,8 @@ class TunnelSession:
                 "tunnel silent, closing",
                 silent_seconds=round(silent_for, 1),
             )
-            return
-        unanswered_for = (now_ns - self._pings[0]) / 1e9 if self._pings and not stalled else 0.0
+            return True
+        unanswered_for = (now_ns - self._pings[0]) / 1e9 if self._pings else 0.0
         if unanswered_for > self._heartbeat.timeout:
             # It talks but does not read (or cannot): what we send it is lost on the way.
             self._drop(
@@ -408,12 +419,8 @@ class TunnelSession:
                 "tunnel peer not answering, closing",
                 unanswered_seconds=round(unanswered_for, 1),
             )
-            return
-        if self._hello.done():  # PING is only allowed once HELLOs were exchanged
-            self._conn.ping(now_ns.to_bytes(8, "big"))
-            self._pings.append(now_ns)
-            self._wake_writer.set()
-        self._schedule_heartbeat()
+            return True
+        return False
 
     # -- events ---------------------------------------------------------------------------------
 
